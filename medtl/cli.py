@@ -1,0 +1,168 @@
+"""The ``medtl`` command line: one entry point, one subcommand per task.
+
+Handlers import their heavy modules lazily so ``medtl --help`` stays fast. Any
+:class:`~medtl.errors.MedtlError` is printed as one line (no traceback) and the
+exit code is non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from medtl import __version__
+from medtl.errors import MedtlError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _series_arg(value: str | None) -> str | int | None:
+    """``--series`` takes an index (``0``) or a SeriesInstanceUID."""
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else value
+
+
+# --- info / convert / sample-data -------------------------------------------------------------
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from medtl.io import detect_format, list_series, load_scan
+
+    path = Path(args.path)
+    scan = load_scan(path, series=_series_arg(args.series), progress=None if not args.json else False)
+    info = scan.summary()
+    if detect_format(path) in ("folder", "zip"):
+        info["series_found"] = list_series(path)
+    if args.json:
+        _print_json(info)
+        return 0
+    for key, value in info.items():
+        if key == "series_found":
+            print(f"series found: {len(value)}")
+            for s in value:
+                mark = "*" if s.get("series_uid") == scan.metadata.get("series_uid") else " "
+                print(f"  {mark}[{s.get('index')}] {s.get('modality', '?'):<4} {s.get('n_files', '?'):>5} files  "
+                      f"{s.get('description') or ''}  {s.get('series_uid')}"
+                      f"{'' if s.get('is_image', True) else '  (not an image)'}")
+        elif key == "slice_report" and isinstance(value, dict):
+            print("slice report: " + ", ".join(f"{k}={v}" for k, v in value.items()))
+        else:
+            print(f"{key.replace('_', ' ')}: {value}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from medtl.io import load_scan, save_nifti
+
+    scan = load_scan(args.input, series=_series_arg(args.series), grayscale=args.grayscale)
+    out = save_nifti(scan, args.output)
+    print(f"wrote {out} shape={list(scan.shape)} spacing={[round(s, 4) for s in scan.spacing]} "
+          f"orientation={scan.orientation}")
+    return 0
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from medtl.sample_data import make_cohort
+
+    manifest = make_cohort(args.out, size=args.size, seed=args.seed, progress=True)
+    print(f"wrote sample cohort: {manifest}")
+    return 0
+
+
+# --- weights ---------------------------------------------------------------------------------
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from medtl.models import weights as W
+
+    if args.weights_cmd == "list":
+        rows = W.list_weights(weights_dir=args.weights_dir)
+        if args.json:
+            _print_json(rows)
+            return 0
+        print(f"{'name':<22} {'file':<40} {'size':>9}  status")
+        for r in rows:
+            size = f"{r['size_mb']:.1f} MB" if r.get("size_mb") else "?"
+            print(f"{r['name']:<22} {r['file']:<40} {size:>9}  {r['status']}")
+        return 0
+    if args.weights_cmd == "fetch":
+        print(W.fetch(args.name, weights_dir=args.weights_dir))
+        return 0
+    if args.weights_cmd == "import":
+        print(f"imported into cache: {W.import_file(args.file, name=args.name)}")
+        return 0
+    if args.weights_cmd == "verify":
+        rows = W.verify(args.name, weights_dir=args.weights_dir)
+        bad = [r for r in rows if not r["ok"]]
+        for r in rows:
+            print(f"{'OK ' if r['ok'] else 'BAD'} {r['name']:<22} {r['path']}  {r.get('detail', '')}")
+        if not rows:
+            print("no weight files found to verify (see `medtl weights list`)")
+        return 1 if bad else 0
+    raise MedtlError(f"unknown weights command {args.weights_cmd!r}")
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medtl", description="medtl: transfer learning for medical imaging (load, adapt, fine-tune, explain, serve).")
+    parser.add_argument("--version", action="version", version=f"medtl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("info", help="describe a scan: format, modality, shape, spacing, orientation, series")
+    p.add_argument("path", help="DICOM file, DICOM folder or .zip, NIfTI, PNG/JPEG/TIFF")
+    p.add_argument("--series", help="series index or SeriesInstanceUID (folders/zips)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("convert", help="convert any supported scan to NIfTI with its geometry")
+    p.add_argument("input")
+    p.add_argument("output", help="OUT.nii or OUT.nii.gz")
+    p.add_argument("--series", help="series index or SeriesInstanceUID (folders/zips)")
+    p.add_argument("--grayscale", action="store_true", help="convert colour images to luminance")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("sample-data", help="write the synthetic sample cohort (DICOM, NIfTI, PNG + manifest)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--size", choices=["small", "full"], default="full")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample_data)
+
+    p = sub.add_parser("weights", help="list, fetch, import (air-gapped) and verify pretrained weights")
+    p.add_argument("--weights-dir", help="folder of weight files (also MEDTL_WEIGHTS_DIR)")
+    wsub = p.add_subparsers(dest="weights_cmd", metavar="ACTION", required=True)
+    w = wsub.add_parser("list", help="name, file, size and whether it is available")
+    w.add_argument("--json", action="store_true")
+    w = wsub.add_parser("fetch", help="download into the cache (progress bar, SHA-256 check)")
+    w.add_argument("name")
+    w = wsub.add_parser("import", help="verify a file's SHA-256 and copy it into the cache (offline sites)")
+    w.add_argument("file")
+    w.add_argument("--name", help="registry name, when the file name does not tell")
+    w = wsub.add_parser("verify", help="re-check the SHA-256 of available weight files")
+    w.add_argument("name", nargs="?")
+    p.set_defaults(func=cmd_weights)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MedtlError as exc:
+        print(f"medtl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medtl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

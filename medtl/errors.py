@@ -1,0 +1,52 @@
+"""medtl's exceptions: one-line messages that name the file and the fix.
+
+Every error medtl raises on bad input derives from :class:`MedtlError`; the CLI
+prints it without a traceback and exits non-zero, batch scoring records it and
+goes on.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class MedtlError(Exception):
+    """Base class of medtl's own errors (message is one line, user-facing)."""
+
+
+class ScanError(MedtlError, ValueError):
+    """A scan could not be read. ``path`` names the file or folder."""
+
+    def __init__(self, path: str | os.PathLike | None, reason: str, fix: str | None = None):
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        self.fix = fix
+        where = f"{self.path}: " if self.path else ""
+        msg = f"{where}{reason}"
+        if fix:
+            msg += f" ({fix})"
+        super().__init__(msg)
+
+
+class UnsupportedFormatError(ScanError):
+    """The file is not DICOM, NIfTI or a supported 2D image."""
+
+
+class NotAnImageError(ScanError):
+    """A valid DICOM object that carries no image (SEG, RTSTRUCT, SR, presentation state...)."""
+
+
+class CorruptFileError(ScanError):
+    """The file claims a supported format but is truncated or malformed."""
+
+
+class SeriesError(ScanError):
+    """A folder/zip holds no usable series, or the requested series does not exist."""
+
+
+class WeightsError(MedtlError):
+    """Pretrained weights are missing, unknown, or do not match their checksum."""
+
+
+class ConfigError(MedtlError, ValueError):
+    """A configuration file or override is invalid."""

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+from skimage import io as skio
+
+from medtl.io import load_scan
+
+
+def test_png_8bit_is_transposed_to_ij_order(tmp_path):
+    img = (np.arange(12 * 20) % 256).astype(np.uint8).reshape(12, 20)  # rows x cols
+    skio.imsave(tmp_path / "a.png", img, check_contrast=False)
+    scan = load_scan(tmp_path / "a.png")
+    assert scan.shape == (20, 12, 1) and scan.array.dtype == np.uint8
+    np.testing.assert_array_equal(scan.array[:, :, 0], img.T)
+    assert scan.is_2d and scan.format == "image" and scan.spacing == (1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16bit_depth_is_kept(tmp_path, suffix):
+    img = np.random.default_rng(1).integers(0, 65535, size=(9, 11), dtype=np.uint16)
+    skio.imsave(tmp_path / f"b{suffix}", img, check_contrast=False)
+    scan = load_scan(tmp_path / f"b{suffix}")
+    assert scan.array.dtype == np.uint16
+    np.testing.assert_array_equal(scan.array[:, :, 0], img.T)
+
+
+def test_rgb_kept_unless_grayscale_asked(tmp_path):
+    rgb = np.random.default_rng(2).integers(0, 255, size=(8, 10, 3), dtype=np.uint8)
+    skio.imsave(tmp_path / "c.png", rgb, check_contrast=False)
+    scan = load_scan(tmp_path / "c.png")
+    assert scan.is_color and scan.array.shape == (10, 8, 1, 3) and scan.photometric == "RGB"
+    gray = load_scan(tmp_path / "c.png", grayscale=True)
+    expected = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    np.testing.assert_allclose(gray.array[:, :, 0], expected.T, rtol=1e-6)
+    assert not gray.is_color
+
+
+def test_jpeg_loads(tmp_path):
+    img = np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (16, 1))
+    skio.imsave(tmp_path / "d.jpg", img, check_contrast=False)
+    scan = load_scan(tmp_path / "d.jpg")
+    assert scan.shape == (32, 16, 1)
+    assert np.abs(scan.array[:, :, 0].astype(int) - img.T).max() <= 8  # lossy

@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medtl.errors import CorruptFileError, ScanError
+from medtl.io import Scan, load_scan, save_nifti
+
+NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
+
+
+def oblique_affine() -> np.ndarray:
+    a, b = np.deg2rad(20), np.deg2rad(-35)
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    rz = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
+    aff = np.eye(4)
+    aff[:3, :3] = rz @ rx @ np.diag([0.7, 0.8, 2.5])
+    aff[:3, 3] = [-12.5, 40.0, 7.25]
+    return aff
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_roundtrip_keeps_voxels_affine_and_modality(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    arr = rng.normal(size=(7, 6, 5)).astype(np.float32)
+    scan = Scan(arr, oblique_affine(), modality="CT", metadata={"window_center": 40, "window_width": 400})
+    out = save_nifti(scan, tmp_path / f"x{suffix}")
+    back = load_scan(out)
+    np.testing.assert_array_equal(back.array, arr)
+    np.testing.assert_allclose(back.affine, scan.affine, atol=1e-5)
+    assert back.modality == "CT" and back.default_window == (40.0, 400.0)
+    assert back.format == "nifti"
+    img = nib.load(str(out))  # what any other tool sees
+    np.testing.assert_allclose(img.affine, scan.affine, atol=1e-5)
+    assert int(img.header["qform_code"]) == 1 and int(img.header["sform_code"]) == 1
+
+
+def test_nibabel_shipped_files_match_nibabel():
+    for name in ("anatomical.nii", "example4d.nii.gz", "example_nifti2.nii.gz"):
+        path = NIB_DATA / name
+        if not path.exists():
+            pytest.skip(f"nibabel wheel lacks {name}")
+        img = nib.load(str(path))
+        scan = load_scan(path)
+        np.testing.assert_allclose(scan.affine, img.affine)
+        data = np.asanyarray(img.dataobj)
+        np.testing.assert_array_equal(scan.array.reshape(data.shape), data)
+        assert scan.spacing == pytest.approx(tuple(img.header.get_zooms()[:3]), rel=1e-5)
+
+
+def test_truncated_nifti_gives_corrupt_file_error(tmp_path):
+    good = save_nifti(Scan(np.ones((20, 20, 20), np.float32), np.eye(4)), tmp_path / "g.nii")
+    bad = tmp_path / "bad.nii"
+    bad.write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(CorruptFileError, match="bad.nii"):
+        load_scan(bad)
+
+
+def test_save_refuses_wrong_suffix(tmp_path):
+    with pytest.raises(ScanError, match=r"\.nii"):
+        save_nifti(Scan(np.zeros((2, 2, 2)), np.eye(4)), tmp_path / "x.png")
+
+
+def test_failed_write_leaves_previous_file_intact(tmp_path, monkeypatch):
+    out = tmp_path / "keep.nii.gz"
+    save_nifti(Scan(np.full((3, 3, 3), 7, np.int16), np.eye(4)), out)
+    before = out.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nib, "save", boom)
+    with pytest.raises(OSError):
+        save_nifti(Scan(np.zeros((3, 3, 3), np.int16), np.eye(4)), out)
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.nii.gz"]  # no temp file left behind
