@@ -1,0 +1,1 @@
+"""Fine-tuning: strategies, the training loop, metrics, plots and run outputs."""

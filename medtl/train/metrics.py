@@ -1,0 +1,543 @@
+"""Evaluation metrics for classifiers: point estimates, bootstrap CIs and a CSV/TensorBoard logger.
+
+Pure functions over numpy arrays, arrays first (scikit-image style), built on
+scikit-learn. Conventions shared by every function here:
+
+- ``y_true`` is ``(N,)`` integer class indices in ``[0, K)``.
+- ``probs`` is ``(N, K)`` class probabilities (rows sum to 1); a 1-D ``(N,)`` array is
+  read as p(class 1) of a binary problem.
+- Binary problems predict class 1 when ``p(class 1) >= threshold`` (the convention of
+  :func:`sklearn.metrics.roc_curve`, so sensitivity/specificity at a threshold returned
+  by :func:`youden_threshold` are exactly a point of the ROC curve). Multi-class
+  problems predict the argmax and take no threshold.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    brier_score_loss,
+    confusion_matrix,
+    log_loss,
+    roc_auc_score,
+    roc_curve,
+)
+
+from medtl._fileutil import atomic_path
+
+__all__ = [
+    "ECE_BINS",
+    "MetricLogger",
+    "bootstrap_ci",
+    "classification_metrics",
+    "evaluate_predictions",
+    "expected_calibration_error",
+    "read_history",
+    "youden_threshold",
+]
+
+#: Bins of the expected calibration error, as in Guo et al. 2017.
+ECE_BINS = 15
+
+#: Metrics that only exist for binary problems.
+_BINARY_ONLY = ("sensitivity", "specificity", "ppv", "npv", "f1")
+
+#: Tolerance on row sums of ``probs``; wider than float32 softmax error, far
+#: narrower than what logits or sigmoid-per-class outputs give.
+_SUM_TOL = 1e-3
+
+
+def _prepare(y_true: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and return ``(y (N,) int64, P (N, K) float64 rows summing to 1)``."""
+    y = np.asarray(y_true)
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim == 1:
+        p = np.stack([1.0 - p, p], axis=1)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"probs must be (N,) or (N, K>=2), got shape {np.shape(probs)}")
+    if y.ndim != 1 or y.shape[0] != p.shape[0]:
+        raise ValueError(f"y_true must be (N,) with N={p.shape[0]} (rows of probs), got shape {y.shape}")
+    if y.shape[0] == 0:
+        raise ValueError("no cases: y_true and probs are empty")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.mod(y, 1) == 0):
+            raise ValueError("y_true must hold integer class indices")
+    y = y.astype(np.int64)
+    k = p.shape[1]
+    if y.min() < 0 or y.max() >= k:
+        raise ValueError(f"y_true holds class {int(y.min()) if y.min() < 0 else int(y.max())}, "
+                         f"outside [0, {k}) given by probs' {k} columns")
+    if not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0:
+        raise ValueError("probs must be finite and in [0, 1]; pass softmax outputs, not logits")
+    sums = p.sum(axis=1)
+    if np.max(np.abs(sums - 1.0)) > _SUM_TOL:
+        raise ValueError("rows of probs must sum to 1 (softmax outputs); "
+                         f"found a row summing to {sums[np.argmax(np.abs(sums - 1.0))]:.4g}")
+    if np.max(np.abs(sums - 1.0)) > 1e-9:
+        p = p / sums[:, None]  # float32 softmax drift; exact rows stay untouched
+    return y, p
+
+
+def _binary_threshold(k: int, threshold: float | None) -> float | None:
+    if k > 2:
+        if threshold is not None:
+            raise ValueError(f"threshold applies to binary problems only; probs has {k} classes "
+                             "(multi-class predictions are the argmax)")
+        return None
+    return 0.5 if threshold is None else float(threshold)
+
+
+def _predict(p: np.ndarray, threshold: float | None) -> np.ndarray:
+    if threshold is None:
+        return p.argmax(axis=1)
+    return (p[:, 1] >= threshold).astype(np.int64)
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num) / float(den) if den > 0 else math.nan
+
+
+def expected_calibration_error(y_true: Any, probs: Any, n_bins: int = ECE_BINS) -> float:
+    """Expected calibration error over ``n_bins`` equal-width bins of [0, 1].
+
+    With ``probs`` of shape ``(N, K)`` this is the standard top-label ECE of Guo et al.
+    2017: the confidence is the max probability, the outcome whether the argmax is the
+    true class, ``ECE = sum_b (n_b / N) |acc_b - conf_b|``. With a 1-D ``probs`` it is the
+    ECE of p(class 1) against the outcome ``y_true == 1`` (the quantity a binary
+    reliability diagram shows). Bins are ``(lo, hi]`` like sklearn's ``calibration_curve``.
+    Hand-written: scikit-learn has no ECE, and MONAI's is class-wise over torch tensors.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y_true)
+    if p.ndim == 1:
+        conf, outcome = p, (y == 1).astype(np.float64)
+    else:
+        y, p = _prepare(y, p)
+        conf, outcome = p.max(axis=1), (p.argmax(axis=1) == y).astype(np.float64)
+    if conf.shape != outcome.shape or conf.size == 0:
+        raise ValueError(f"y_true {y.shape} and probs {p.shape} do not describe the same cases")
+    bins = _bin_index(conf, n_bins)
+    gap = np.bincount(bins, weights=outcome - conf, minlength=n_bins)
+    return float(np.abs(gap).sum() / conf.size)
+
+
+def _bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
+    """Index of the ``(lo, hi]`` bin of each value, bins as in sklearn's calibration_curve."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.searchsorted(edges[1:-1], conf)
+
+
+def classification_metrics(y_true: Any, probs: Any, threshold: float | None = None) -> dict[str, Any]:
+    """Point estimates of the usual classification metrics.
+
+    Returns ``auc`` (binary: ROC AUC of p(class 1); multi-class: one-vs-rest macro AUC;
+    NaN when a class is absent from ``y_true``), ``accuracy``, ``balanced_accuracy``,
+    ``ece`` (top-label, 15 bins, see :func:`expected_calibration_error`), ``brier``
+    (binary: mean ``(p1 - y)^2``; multi-class: mean ``sum_k (p_k - onehot_k)^2``),
+    ``nll`` (log loss), ``n`` and ``threshold``. Binary problems add ``sensitivity``,
+    ``specificity``, ``ppv``, ``npv`` and ``f1`` at ``threshold`` (default 0.5; NaN when
+    the denominator is empty); multi-class problems omit them (``balanced_accuracy`` is
+    their macro sensitivity) and ``threshold`` is None.
+    """
+    y, p = _prepare(y_true, probs)
+    k = p.shape[1]
+    thr = _binary_threshold(k, threshold)
+    pred = _predict(p, thr)
+    labels = np.arange(k)
+    present = np.unique(y)
+    if present.size < k:
+        auc = math.nan  # undefined, and a macro over fewer classes would not be comparable
+    elif k == 2:
+        auc = float(roc_auc_score(y, p[:, 1]))
+    else:
+        auc = float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=labels))
+    out: dict[str, Any] = {
+        "auc": auc,
+        "accuracy": float(accuracy_score(y, pred)),
+        # per-class recall averaged over the classes present in y_true (no warning
+        # from sklearn when the prediction holds a class the truth lacks)
+        "balanced_accuracy": float(np.mean([np.mean(pred[y == c] == c) for c in present])),
+    }
+    if k == 2:
+        tn, fp, fn, tp = confusion_matrix(y, pred, labels=labels).ravel()
+        out.update(
+            sensitivity=_ratio(tp, tp + fn),
+            specificity=_ratio(tn, tn + fp),
+            ppv=_ratio(tp, tp + fp),
+            npv=_ratio(tn, tn + fn),
+            f1=_ratio(2 * tp, 2 * tp + fp + fn),
+        )
+        brier = float(brier_score_loss(y, p[:, 1]))
+    else:
+        # multi-class Brier by hand: sklearn only has it from 1.7 (labels=...)
+        brier = float(np.mean(np.sum((p - np.eye(k)[y]) ** 2, axis=1)))
+    out.update(
+        ece=expected_calibration_error(y, p),
+        brier=brier,
+        nll=float(log_loss(y, p, labels=labels)),
+        n=int(y.size),
+        threshold=thr,
+    )
+    return out
+
+
+def youden_threshold(y_true: Any, p_pos: Any) -> float:
+    """Threshold on p(class 1) maximising Youden's J = sensitivity + specificity - 1.
+
+    Taken from the points of :func:`sklearn.metrics.roc_curve`; predicting class 1 when
+    ``p >= threshold`` reproduces that point. Ties go to the highest threshold.
+    """
+    y = np.asarray(y_true)
+    s = np.asarray(p_pos, dtype=np.float64)
+    if s.ndim != 1 or y.shape != s.shape:
+        raise ValueError(f"y_true and p_pos must both be (N,), got {y.shape} and {s.shape}")
+    if np.unique(y).size != 2:
+        raise ValueError("youden_threshold needs both classes (0 and 1) in y_true")
+    fpr, tpr, thresholds = roc_curve(y, s)
+    j = tpr - fpr
+    best = int(np.argmax(j[1:])) + 1  # index 0 is sklearn's +inf "predict nothing" point
+    return float(thresholds[best])
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def _stratified_indices(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n, N)`` resampled case indices, drawn with replacement within each class.
+
+    Stratifying keeps every class count fixed, so AUC and sensitivity/specificity
+    are defined in every resample (Efron's stratified bootstrap).
+    """
+    parts = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        parts.append(members[rng.integers(0, members.size, size=(n, members.size))])
+    return np.concatenate(parts, axis=1)
+
+
+def _counts(idx: np.ndarray, n_cases: int) -> np.ndarray:
+    """``(B, N)`` multiplicity of each case in each resample of ``idx`` ``(B, N)``."""
+    b = idx.shape[0]
+    flat = (np.arange(b)[:, None] * n_cases + idx).ravel()
+    return np.bincount(flat, minlength=b * n_cases).reshape(b, n_cases).astype(np.float64)
+
+
+def _weighted_auc(w: np.ndarray, score: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUC of each weighted resample: ``(B, N)`` weights -> ``(B,)``.
+
+    Hand-written because 1000 calls to ``roc_auc_score`` cost seconds: cases are
+    grouped by tied score once, then for every resample
+    ``AUC = sum_g pos_g (neg_below_g + neg_g / 2) / (n_pos n_neg)`` is a few matrix ops.
+    """
+    order = np.argsort(score, kind="stable")
+    s = score[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    ws = w[:, order]
+    pos = np.add.reduceat(ws * positive[order], starts, axis=1)
+    neg = np.add.reduceat(ws * ~positive[order], starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sum(pos * (below + 0.5 * neg), axis=1) / (n_pos * n_neg)
+
+
+def _weighted_metrics(y: np.ndarray, p: np.ndarray, threshold: float | None,
+                      w: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`classification_metrics` of ``B`` resamples given as case weights ``(B, N)``.
+
+    Every metric is a weighted sum over cases, so all resamples are computed at once;
+    with ``w = ones((1, N))`` the values equal ``classification_metrics``.
+    """
+    k = p.shape[1]
+    n = w.sum(axis=1)
+    pred = _predict(p, threshold)
+    correct = (pred == y).astype(np.float64)
+    onehot = np.eye(k)[y]
+    out: dict[str, np.ndarray] = {}
+    present = np.unique(y)
+    if present.size < k:
+        out["auc"] = np.full(w.shape[0], math.nan)
+    elif k == 2:
+        out["auc"] = _weighted_auc(w, p[:, 1], y == 1)
+    else:
+        out["auc"] = np.mean([_weighted_auc(w, p[:, c], y == c) for c in range(k)], axis=0)
+    out["accuracy"] = w @ correct / n
+    class_n = w @ onehot[:, present]
+    class_hit = w @ (onehot[:, present] * correct[:, None])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["balanced_accuracy"] = np.mean(class_hit / class_n, axis=1)
+        if k == 2:
+            yp, pp = y == 1, pred == 1
+            tp, fn = w @ (yp & pp), w @ (yp & ~pp)
+            fp, tn = w @ (~yp & pp), w @ (~yp & ~pp)
+            out["sensitivity"] = tp / (tp + fn)
+            out["specificity"] = tn / (tn + fp)
+            out["ppv"] = tp / (tp + fp)
+            out["npv"] = tn / (tn + fn)
+            out["f1"] = 2 * tp / (2 * tp + fp + fn)
+    conf = p.max(axis=1)
+    top_correct = (p.argmax(axis=1) == y).astype(np.float64)
+    bins = np.eye(ECE_BINS)[_bin_index(conf, ECE_BINS)]
+    out["ece"] = np.abs(w @ (bins * (top_correct - conf)[:, None])).sum(axis=1) / n
+    if k == 2:
+        brier = (p[:, 1] - y) ** 2
+    else:
+        brier = np.sum((p - onehot) ** 2, axis=1)
+    out["brier"] = w @ brier / n
+    eps = np.finfo(np.float64).eps  # sklearn's log_loss clipping
+    out["nll"] = w @ -np.log(np.clip(p[np.arange(y.size), y], eps, 1 - eps)) / n
+    return out
+
+
+def bootstrap_ci(
+    y_true: Any,
+    probs: Any,
+    metric_fn: Callable[..., Mapping[str, Any]] = classification_metrics,
+    n: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    threshold: float | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap ``(1 - alpha)`` confidence interval of every metric.
+
+    Cases are resampled with replacement within each class (stratified), ``n`` times,
+    with ``numpy.random.default_rng(seed)``; the threshold stays fixed (choose it on
+    validation data, not per resample). ``metric_fn(y, probs, threshold=...)`` must
+    return a dict; every float value except ``n``/``threshold`` gets an interval.
+    The default ``classification_metrics`` runs vectorised over all resamples at once;
+    another ``metric_fn`` is called once per resample (same resamples for a seed).
+    Resamples where a metric is NaN (e.g. PPV with no predicted positive) are left out;
+    a metric NaN in all of them gets ``(nan, nan)``.
+    """
+    y, p = _prepare(y_true, probs)
+    if n < 1:
+        raise ValueError(f"n must be >= 1 resamples, got {n}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    rng = np.random.default_rng(seed)
+    idx = _stratified_indices(y, n, rng)
+    samples: dict[str, list[np.ndarray]] = {}
+    if metric_fn is classification_metrics:
+        thr = _binary_threshold(p.shape[1], threshold)
+        chunk = max(1, 4_000_000 // y.size)  # bounds the (B, N) weight matrix to ~32 MB
+        for start in range(0, n, chunk):
+            w = _counts(idx[start:start + chunk], y.size)
+            for name, values in _weighted_metrics(y, p, thr, w).items():
+                samples.setdefault(name, []).append(values)
+    else:
+        for row in idx:
+            result = metric_fn(y[row], p[row], threshold=threshold)
+            for name, value in result.items():
+                if name in ("n", "threshold") or isinstance(value, bool):
+                    continue
+                if isinstance(value, (int, float, np.floating, np.integer)):
+                    samples.setdefault(name, []).append(np.array([float(value)]))
+    q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
+    ci: dict[str, tuple[float, float]] = {}
+    for name, parts in samples.items():
+        values = np.concatenate(parts)
+        values = values[~np.isnan(values)]
+        if values.size == 0:
+            ci[name] = (math.nan, math.nan)
+        else:
+            lo, hi = np.percentile(values, q)
+            ci[name] = (float(lo), float(hi))
+    return ci
+
+
+def _json_value(value: Any) -> Any:
+    """NaN -> None so the result is strict JSON (``json.dumps(allow_nan=False)``)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def evaluate_predictions(
+    y_true: Any,
+    probs: Any,
+    threshold: float | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """Point metrics, bootstrap CIs and the confusion matrix as one strict-JSON dict.
+
+    This is what a model card stores under ``metrics.test``, e.g.
+    ``{"auc": 0.95, ..., "threshold": 0.5, "n": 600, "confusion_matrix": [[..]],
+    "ci": {"auc": [0.93, 0.97], ...}, "bootstrap": {"n": 1000, "seed": 0, "alpha": 0.05}}``.
+    ``confusion_matrix[i][j]`` counts cases of true class ``i`` predicted ``j``.
+    NaN values become ``None``; ``bootstrap=0`` gives an empty ``ci``.
+    """
+    y, p = _prepare(y_true, probs)
+    point = classification_metrics(y, p, threshold)
+    k = p.shape[1]
+    cm = confusion_matrix(y, _predict(p, point["threshold"]), labels=np.arange(k))
+    result: dict[str, Any] = {name: _json_value(value) for name, value in point.items()}
+    result["confusion_matrix"] = cm.tolist()
+    result["ci"] = {}
+    if bootstrap > 0:
+        ci = bootstrap_ci(y, p, n=bootstrap, seed=seed, alpha=alpha, threshold=threshold)
+        result["ci"] = {name: [_json_value(lo), _json_value(hi)] for name, (lo, hi) in ci.items()}
+        result["bootstrap"] = {"n": int(bootstrap), "seed": int(seed), "alpha": float(alpha),
+                               "method": "stratified percentile"}
+    return result
+
+
+# --------------------------------------------------------------------------- logging
+
+
+def _parse_cell(text: str) -> Any:
+    if text == "":
+        return math.nan
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a :class:`MetricLogger` CSV; numbers parsed, empty cells NaN."""
+    with open(path, newline="") as f:
+        return [{key: _parse_cell(value) for key, value in row.items()} for row in csv.DictReader(f)]
+
+
+_TB_WARNED = False
+
+
+def _tensorboard_writer(log_dir: Path, purge_step: int | None) -> Any:
+    """A ``SummaryWriter``, or None (warned once per process) when tensorboard is absent."""
+    global _TB_WARNED
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        if not _TB_WARNED:
+            warnings.warn("tensorboard is not installed; metrics go to the CSV only "
+                          "(pip install tensorboard)", stacklevel=3)
+            _TB_WARNED = True
+        return None
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+
+class MetricLogger:
+    """Append per-epoch metric rows to a CSV (flushed per row) and optionally TensorBoard.
+
+    Columns are ``epoch`` then ``columns`` if given, else the keys of the first row; a
+    later row with new keys rewrites the file once with the wider header (earlier rows
+    get empty cells), so no value is ever dropped. ``resume=True`` keeps an existing CSV
+    and, with ``start_epoch``, drops its rows with ``epoch >= start_epoch`` (the epochs
+    about to be re-run); TensorBoard events from those steps are purged the same way.
+    ``resume=False`` replaces any existing file (at creation when ``columns`` are given,
+    else at the first row).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        columns: list[str] | None = None,
+        *,
+        tensorboard_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        start_epoch: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._columns: list[str] | None = (
+            ["epoch"] + [c for c in columns if c != "epoch"] if columns is not None else None
+        )
+        self._rows: list[dict[str, Any]] = []
+        if resume and self.path.exists():
+            with open(self.path, newline="") as f:
+                reader = csv.DictReader(f)
+                existing = list(reader)
+                header = list(reader.fieldnames or [])
+            if start_epoch is not None:
+                existing = [r for r in existing if r.get("epoch", "") == "" or int(float(r["epoch"])) < start_epoch]
+            if header:
+                self._columns = header + [c for c in (self._columns or []) if c not in header]
+            self._rows = existing
+        self._file: Any = None
+        self._closed = False
+        if self._columns is not None:
+            self._rewrite()
+        self._writer = None
+        if tensorboard_dir is not None:
+            self._writer = _tensorboard_writer(Path(tensorboard_dir), start_epoch if resume else None)
+
+    @property
+    def columns(self) -> list[str] | None:
+        """CSV header, or None before the first row when no columns were given."""
+        return list(self._columns) if self._columns is not None else None
+
+    def _rewrite(self) -> None:
+        """Write header and kept rows atomically, then reopen the file for appending."""
+        if self._file is not None:
+            self._file.close()
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self._columns, restval="", extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(self._rows)
+        self._file = open(self.path, "a", newline="")
+
+    def log(self, epoch: int, **metrics: Any) -> None:
+        """Append one row (``epoch`` plus ``metrics``) and flush it to disk."""
+        if self._closed:
+            raise RuntimeError(f"MetricLogger for {self.path} is closed; create a new one with resume=True")
+        row: dict[str, Any] = {"epoch": int(epoch)}
+        for name, value in metrics.items():
+            if isinstance(value, (np.floating, np.integer)):
+                value = value.item()
+            elif hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+                value = value.item()  # 0-d tensor/array
+            row[name] = value
+        if self._columns is None:
+            self._columns = list(row)
+            self._rows.append(row)
+            self._rewrite()
+        elif any(name not in self._columns for name in row):
+            self._columns += [name for name in row if name not in self._columns]
+            self._rows.append(row)
+            self._rewrite()
+        else:
+            self._rows.append(row)
+            csv.DictWriter(self._file, fieldnames=self._columns, restval="").writerow(row)
+            self._file.flush()
+        if self._writer is not None:
+            for name, value in row.items():
+                if name != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._writer.add_scalar(name, value, int(epoch))
+            self._writer.flush()
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """All rows written so far (including rows kept on resume), as read back from the CSV."""
+        return read_history(self.path) if self.path.exists() else []
+
+    def close(self) -> None:
+        """Close the CSV and the TensorBoard writer; safe to call twice."""
+        self._closed = True
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> MetricLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,124 @@
+"""Which parts of a pretrained network train, and how fast.
+
+Four strategies over the backbone's ordered ``model.stages`` (stem ... head):
+
+- ``linear``: the backbone stays frozen (BatchNorm statistics too); only the head trains.
+- ``partial``: the last ``unfreeze_stages`` backbone stages train with the head.
+- ``full``: everything trains at one learning rate.
+- ``gradual``: fastai's ``fine_tune`` extended stage by stage: the head alone for
+  ``freeze_epochs``, then one more stage (from the top) is unfrozen each epoch,
+  with discriminative learning rates (each earlier stage gets ``lr_decay`` times
+  the rate of the stage above it).
+
+A single optimizer holds every parameter from the start; freezing only toggles
+``requires_grad`` (AdamW skips parameters without gradients), so the schedule and
+optimizer state stay one continuous object that checkpoints and resumes exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from medtl.config import TrainConfig
+
+
+def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    stages = getattr(model, "stages", None)
+    if not stages:
+        raise TypeError(f"{type(model).__name__} has no `stages`; build it with medtl.models.create")
+    return list(stages)
+
+
+def param_groups_for(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """AdamW parameter groups, one per stage, with the strategy's learning rates.
+
+    Biases and normalisation weights get no weight decay (the usual AdamW practice).
+    """
+    stages = _stages(model)
+    n = len(stages)
+    groups = []
+    for idx, (name, module) in enumerate(stages):
+        depth_from_head = n - 1 - idx
+        lr = cfg.lr if cfg.strategy in ("linear", "full") else cfg.lr * cfg.lr_decay ** depth_from_head
+        decay, no_decay = [], []
+        for p in module.parameters():
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        if decay:
+            groups.append({"params": decay, "lr": lr, "weight_decay": cfg.weight_decay, "stage": name})
+        if no_decay:
+            groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "stage": name})
+    return groups
+
+
+@dataclass
+class Strategy:
+    """Applies a strategy's freezing for a given epoch."""
+
+    cfg: TrainConfig
+
+    def trainable_stages(self, model: nn.Module, epoch: int) -> list[str]:
+        """Names of the stages that train in ``epoch`` (0-based); the head always trains."""
+        names = [name for name, _ in _stages(model)]
+        backbone = names[:-1]
+        strategy = self.cfg.strategy
+        if strategy == "full":
+            return names
+        if strategy == "linear":
+            k = 0
+        elif strategy == "partial":
+            k = self.cfg.unfreeze_stages
+        else:  # gradual
+            k = max(0, epoch - self.cfg.freeze_epochs + 1)
+        k = min(k, len(backbone))
+        return (backbone[len(backbone) - k:] if k else []) + names[-1:]
+
+    def apply(self, model: nn.Module, epoch: int) -> list[str]:
+        """Set ``requires_grad`` for ``epoch``; return the trainable stage names."""
+        trainable = set(self.trainable_stages(model, epoch))
+        for name, module in _stages(model):
+            for p in module.parameters():
+                p.requires_grad_(name in trainable)
+        return [name for name, _ in _stages(model) if name in trainable]
+
+
+def set_batchnorm_mode(model: nn.Module, trainable: list[str], batchnorm: str) -> None:
+    """Put BatchNorm of frozen stages (or all, with ``batchnorm='freeze'``) in eval mode.
+
+    A frozen stage must keep its ImageNet running statistics, otherwise the
+    "frozen" features would still drift with every training batch.
+    """
+    keep = set(trainable)
+    for name, module in _stages(model):
+        frozen = batchnorm == "freeze" or name not in keep
+        if not frozen:
+            continue
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(param_groups_for(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    """One-cycle, cosine with linear warm-up, or constant; stepped once per batch."""
+    total_steps = max(1, total_steps)
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
+            pct_start=max(cfg.warmup, 1e-3), anneal_strategy="cos", cycle_momentum=False)
+    warm = int(cfg.warmup * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1.0 + float(torch.cos(torch.tensor(progress * torch.pi))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,331 @@
+"""Metrics against hand-computed values and scikit-learn; bootstrap; the CSV logger."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
+from medtl.train.metrics import (
+    MetricLogger,
+    _prepare,
+    _weighted_metrics,
+    bootstrap_ci,
+    classification_metrics,
+    evaluate_predictions,
+    expected_calibration_error,
+    read_history,
+    youden_threshold,
+)
+
+
+def binary(p_pos) -> np.ndarray:
+    p = np.asarray(p_pos, dtype=np.float64)
+    return np.stack([1 - p, p], axis=1)
+
+
+def noisy_binary(n: int, seed: int = 0, separation: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    p = np.clip(rng.normal(0.35 + separation * y, 0.2), 0, 1)
+    return y, binary(np.round(p, 2))  # rounding makes tied scores, the hard case for AUC
+
+
+def softmax_cases(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += 1.5
+    e = np.exp(logits)
+    return y, e / e.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- AUC
+
+
+def test_auc_perfect_inverted_and_random():
+    y = np.array([0, 0, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
+    assert classification_metrics(y, binary(p))["auc"] == 1.0
+    assert classification_metrics(y, binary(1 - p))["auc"] == 0.0
+    rng = np.random.default_rng(0)
+    y_big = rng.integers(0, 2, 20000)
+    assert abs(classification_metrics(y_big, binary(rng.random(20000)))["auc"] - 0.5) < 0.02
+
+
+def test_auc_counts_ties_as_half():
+    # pairs (pos, neg): (0.5 vs 0.5) tie = 0.5, (0.5 vs 0.2) = 1, (0.9 vs both) = 2 -> 3.5 / 4
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.5, 0.2, 0.5, 0.9])
+    assert classification_metrics(y, binary(p))["auc"] == pytest.approx(3.5 / 4)
+
+
+def test_one_dimensional_probs_mean_p_class_1():
+    y, probs = noisy_binary(50)
+    assert classification_metrics(y, probs[:, 1]) == classification_metrics(y, probs)
+
+
+def test_multiclass_auc_equals_sklearn_ovr_and_absent_class_is_nan():
+    y, probs = softmax_cases(300, 4)
+    m = classification_metrics(y, probs)
+    assert m["auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr"))
+    assert m["threshold"] is None
+    assert "sensitivity" not in m and "f1" not in m
+    assert m["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == y))
+    absent = y != 3
+    m = classification_metrics(y[absent], probs[absent])
+    assert math.isnan(m["auc"])
+    assert m["accuracy"] == pytest.approx(np.mean(probs[absent].argmax(1) == y[absent]))
+
+
+def test_binary_single_class_auc_is_nan_not_an_error():
+    m = classification_metrics(np.zeros(4, int), binary([0.1, 0.2, 0.6, 0.3]))
+    assert math.isnan(m["auc"])
+    assert math.isnan(m["sensitivity"])  # no positives
+    assert m["specificity"] == 0.75
+
+
+# --------------------------------------------------------------------------- threshold metrics
+
+
+def test_sensitivity_specificity_at_threshold_by_hand():
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    p = np.array([0.9, 0.6, 0.4, 0.2, 0.7, 0.35, 0.3, 0.1, 0.05, 0.4])
+    m = classification_metrics(y, binary(p), threshold=0.4)
+    # p >= 0.4 -> positive: TP = 3 (0.9, 0.6, 0.4), FN = 1, FP = 2 (0.7, 0.4), TN = 4
+    assert m["sensitivity"] == 3 / 4
+    assert m["specificity"] == 4 / 6
+    assert m["ppv"] == 3 / 5
+    assert m["npv"] == 4 / 5
+    assert m["f1"] == pytest.approx(2 * 3 / (2 * 3 + 2 + 1))
+    assert m["accuracy"] == pytest.approx(7 / 10)
+    assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 4 / 6) / 2)
+    assert m["threshold"] == 0.4 and m["n"] == 10
+    assert classification_metrics(y, binary(p))["threshold"] == 0.5  # the default
+    assert classification_metrics(y, binary(p), threshold=0.41)["sensitivity"] == 2 / 4
+
+
+def test_brier_and_nll_match_sklearn():
+    y, probs = noisy_binary(80)
+    m = classification_metrics(y, probs)
+    assert m["brier"] == pytest.approx(np.mean((probs[:, 1] - y) ** 2))
+    assert m["nll"] == pytest.approx(log_loss(y, probs))
+    y, probs = softmax_cases(80, 3)
+    m = classification_metrics(y, probs)
+    assert m["brier"] == pytest.approx(brier_score_loss(y, probs, labels=[0, 1, 2]))
+    assert m["nll"] == pytest.approx(log_loss(y, probs))
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="logits"):
+        classification_metrics([0, 1], [[2.0, -1.0], [0.5, 0.5]])
+    with pytest.raises(ValueError, match="sum to 1"):
+        classification_metrics([0, 1], [[0.2, 0.2], [0.5, 0.5]])
+    with pytest.raises(ValueError, match="outside"):
+        classification_metrics([0, 2], binary([0.1, 0.9]))
+    with pytest.raises(ValueError, match="binary problems only"):
+        classification_metrics([0, 1, 2], np.eye(3), threshold=0.5)
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def test_ece_zero_when_calibrated_by_construction():
+    # top-label confidence 0.75 in every case and exactly 3 of 4 argmax predictions right
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    p = np.array([0.75, 0.75, 0.75, 0.75, 0.25, 0.25, 0.25, 0.25])
+    assert expected_calibration_error(y, binary(p)) == pytest.approx(0.0, abs=1e-12)
+    assert classification_metrics(y, binary(p))["ece"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ece_near_zero_for_calibrated_sample():
+    rng = np.random.default_rng(1)
+    p = rng.random(40000)
+    y = (rng.random(40000) < p).astype(int)  # outcome drawn with the stated probability
+    assert expected_calibration_error(y, binary(p)) < 0.02
+    assert expected_calibration_error(y, p) < 0.02  # p(class 1) form
+
+
+def test_ece_of_overconfident_model_is_the_gap():
+    # bin (0.8, 0.867]: confidence 0.85, 2 of 4 right -> gap 0.35
+    # bin (0.933, 1]:   confidence 0.95, 3 of 4 right -> gap 0.20;  ECE = (4*0.35 + 4*0.2) / 8
+    y = np.array([1, 1, 0, 0, 1, 1, 1, 0])
+    p = np.array([0.85, 0.85, 0.85, 0.85, 0.95, 0.95, 0.95, 0.95])
+    assert expected_calibration_error(y, binary(p)) == pytest.approx((4 * 0.35 + 4 * 0.2) / 8)
+    # p(class 1) form over 10 bins, hand value: |0.5 - 0.85| / 2 + |0.75 - 0.95| / 2
+    assert expected_calibration_error(y, p, n_bins=10) == pytest.approx(0.35 / 2 + 0.2 / 2)
+
+
+def test_ece_multiclass_top_label():
+    probs = np.array([[0.58, 0.32, 0.1], [0.58, 0.22, 0.2], [0.1, 0.08, 0.82], [0.1, 0.08, 0.82]])
+    y = np.array([0, 1, 2, 2])
+    # bin (0.533, 0.6]: conf 0.58, acc 0.5; bin (0.8, 0.867]: conf 0.82, acc 1.0
+    assert expected_calibration_error(y, probs) == pytest.approx((2 * 0.08 + 2 * 0.18) / 4)
+
+
+# --------------------------------------------------------------------------- Youden
+
+
+def test_youden_threshold_on_a_known_curve():
+    y = np.array([0, 0, 0, 1, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    # >= 0.6: sens 4/5, spec 4/4 -> J = 0.8; >= 0.4: sens 1, spec 3/4 -> J = 0.75
+    t = youden_threshold(y, p)
+    assert t == 0.6
+    m = classification_metrics(y, binary(p), threshold=t)
+    assert (m["sensitivity"], m["specificity"]) == (0.8, 1.0)
+
+
+def test_youden_threshold_maximises_j_over_all_thresholds():
+    y, probs = noisy_binary(200, seed=3)
+    t = youden_threshold(y, probs[:, 1])
+
+    p = probs[:, 1]
+
+    def j(thr: float) -> float:
+        return np.mean(p[y == 1] >= thr) + np.mean(p[y == 0] < thr) - 1
+
+    assert j(t) == pytest.approx(max(j(c) for c in np.unique(p)))
+    m = classification_metrics(y, probs, threshold=t)
+    assert m["sensitivity"] + m["specificity"] - 1 == pytest.approx(j(t))
+    with pytest.raises(ValueError, match="both classes"):
+        youden_threshold(np.zeros(3, int), [0.1, 0.2, 0.3])
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_vectorised_metrics_with_unit_weights_equal_point_metrics(k):
+    y, probs = noisy_binary(120) if k == 2 else softmax_cases(120, 3)
+    thr = 0.5 if k == 2 else None
+    point = classification_metrics(y, probs, threshold=thr)
+    fast = _weighted_metrics(*_prepare(y, probs), thr, np.ones((1, y.size)))
+    assert set(fast) == set(point) - {"n", "threshold"}
+    for name, values in fast.items():
+        assert values[0] == pytest.approx(point[name], abs=1e-12), name
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_fast_bootstrap_equals_calling_metrics_on_every_resample(k):
+    y, probs = noisy_binary(60, seed=2) if k == 2 else softmax_cases(60, 3, seed=2)
+
+    def sklearn_path(yy, pp, threshold=None):
+        return classification_metrics(yy, pp, threshold)
+
+    fast = bootstrap_ci(y, probs, n=40, seed=5)
+    slow = bootstrap_ci(y, probs, metric_fn=sklearn_path, n=40, seed=5)
+    assert fast.keys() == slow.keys()
+    for name in fast:
+        assert fast[name] == pytest.approx(slow[name], abs=1e-12), name
+
+
+def test_bootstrap_ci_contains_point_narrows_and_is_deterministic():
+    y, probs = noisy_binary(300, seed=4)
+    point = classification_metrics(y, probs)
+    ci = bootstrap_ci(y, probs, n=300, seed=0)
+    for name, (lo, hi) in ci.items():
+        assert lo <= point[name] <= hi, name
+    assert ci == bootstrap_ci(y, probs, n=300, seed=0)
+    assert ci != bootstrap_ci(y, probs, n=300, seed=1)
+    y_big, probs_big = noisy_binary(3000, seed=4)
+    ci_big = bootstrap_ci(y_big, probs_big, n=300, seed=0)
+    width = ci["auc"][1] - ci["auc"][0]
+    assert ci_big["auc"][1] - ci_big["auc"][0] < 0.6 * width  # ~1/sqrt(10) expected
+    wide = bootstrap_ci(y, probs, n=300, seed=0, alpha=0.01)
+    assert wide["auc"][0] <= ci["auc"][0] and wide["auc"][1] >= ci["auc"][1]
+
+
+def test_bootstrap_keeps_class_counts_so_auc_is_always_defined():
+    y = np.array([0] * 30 + [1] * 2)  # plain resampling would often lose both positives
+    p = np.linspace(0.01, 0.99, 32)
+    ci = bootstrap_ci(y, binary(p), n=200)
+    assert not any(math.isnan(v) for v in ci["auc"])
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_predictions_is_strict_json():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.6, 0.2, 0.7, 0.8, 0.3])
+    result = evaluate_predictions(y, binary(p), threshold=0.5, bootstrap=50)
+    text = json.dumps(result, allow_nan=False)
+    back = json.loads(text)
+    assert back["confusion_matrix"] == [[2, 1], [1, 2]]
+    assert back["n"] == 6 and back["threshold"] == 0.5
+    assert back["auc"] == pytest.approx(roc_auc_score(y, p))
+    assert set(back["ci"]) >= {"auc", "sensitivity", "specificity", "ece"}
+    assert back["bootstrap"]["n"] == 50
+    assert evaluate_predictions(y, binary(p), bootstrap=0)["ci"] == {}
+
+
+def test_evaluate_predictions_nan_becomes_null():
+    result = evaluate_predictions(np.zeros(3, int), binary([0.1, 0.2, 0.3]), bootstrap=10)
+    assert result["auc"] is None and result["ci"]["auc"] == [None, None]
+    json.dumps(result, allow_nan=False)
+
+
+# --------------------------------------------------------------------------- MetricLogger
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_metric_logger_writes_header_and_rows(tmp_path):
+    path = tmp_path / "run" / "metrics.csv"
+    with MetricLogger(path) as log:
+        log.log(0, train_loss=0.9, val_auc=np.float32(0.5))
+        assert read_rows(path)[-1][0] == "0"  # flushed before close
+        log.log(1, train_loss=0.7, val_auc=0.6)
+    rows = read_rows(path)
+    assert rows[0] == ["epoch", "train_loss", "val_auc"]
+    assert rows[1:] == [["0", "0.9", "0.5"], ["1", "0.7", "0.6"]]
+    assert read_history(path) == [{"epoch": 0, "train_loss": 0.9, "val_auc": 0.5},
+                                  {"epoch": 1, "train_loss": 0.7, "val_auc": 0.6}]
+
+
+def test_metric_logger_fixed_columns_and_new_keys(tmp_path):
+    path = tmp_path / "metrics.csv"
+    log = MetricLogger(path, columns=["train_loss", "val_loss"])
+    assert read_rows(path) == [["epoch", "train_loss", "val_loss"]]
+    log.log(0, train_loss=1.0)
+    log.log(1, train_loss=0.8, val_loss=0.9, lr=0.01)  # new key widens the header, nothing lost
+    log.close()
+    log.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        log.log(2, train_loss=0.5)
+    assert read_rows(path) == [["epoch", "train_loss", "val_loss", "lr"],
+                               ["0", "1.0", "", ""], ["1", "0.8", "0.9", "0.01"]]
+    assert math.isnan(read_history(path)[0]["val_loss"])
+
+
+def test_metric_logger_resume_truncates_rerun_epochs(tmp_path):
+    path = tmp_path / "metrics.csv"
+    with MetricLogger(path) as log:
+        for epoch in range(5):
+            log.log(epoch, loss=1.0 / (epoch + 1))
+    with MetricLogger(path, resume=True, start_epoch=3) as log:
+        assert [r["epoch"] for r in log.history] == [0, 1, 2]
+        log.log(3, loss=0.01)
+    assert [r[0] for r in read_rows(path)] == ["epoch", "0", "1", "2", "3"]
+    assert read_history(path)[-1]["loss"] == 0.01
+    with MetricLogger(path, resume=True) as log:  # no start_epoch: keep everything
+        log.log(4, loss=0.001)
+    assert len(read_history(path)) == 5
+    with MetricLogger(path) as log:  # not resuming: a fresh file
+        log.log(0, loss=2.0)
+    assert read_history(path) == [{"epoch": 0, "loss": 2.0}]
+
+
+def test_metric_logger_writes_tensorboard_events(tmp_path):
+    pytest.importorskip("tensorboard")
+    with MetricLogger(tmp_path / "m.csv", tensorboard_dir=tmp_path / "tb") as log:
+        log.log(0, loss=1.0, note="text is skipped")
+    assert any(f.name.startswith("events.out.tfevents") for f in (tmp_path / "tb").iterdir())

@@ -1,0 +1,67 @@
+import torch
+from torch import nn
+
+from medtl.config import TrainConfig
+from medtl.train.strategy import Strategy, build_optimizer, param_groups_for, set_batchnorm_mode
+
+
+class Staged(nn.Module):
+    """A tiny network exposing ``stages`` like medtl's backbones."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+        self.layer1 = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4))
+        self.layer2 = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4))
+        self.head = nn.Linear(4, 2)
+        self.stages = [("stem", self.stem), ("layer1", self.layer1), ("layer2", self.layer2), ("head", self.head)]
+
+    def forward(self, x):
+        return self.head(self.layer2(self.layer1(self.stem(x))).mean((2, 3)))
+
+
+def trainable(model):
+    return [n for n, m in model.stages if all(p.requires_grad for p in m.parameters())]
+
+
+def test_linear_partial_full():
+    m = Staged()
+    assert Strategy(TrainConfig(strategy="linear")).apply(m, 0) == ["head"] == trainable(m)
+    assert Strategy(TrainConfig(strategy="partial", unfreeze_stages=2)).apply(m, 0) == ["layer1", "layer2", "head"]
+    assert Strategy(TrainConfig(strategy="full")).apply(m, 5) == ["stem", "layer1", "layer2", "head"]
+
+
+def test_gradual_unfreezes_one_stage_per_epoch_after_head_warmup():
+    m, s = Staged(), Strategy(TrainConfig(strategy="gradual", freeze_epochs=2))
+    assert [len(s.apply(m, e)) for e in range(6)] == [1, 1, 2, 3, 4, 4]
+
+
+def test_discriminative_learning_rates():
+    m = Staged()
+    cfg = TrainConfig(strategy="gradual", lr=1.0, lr_decay=0.5)
+    lrs = {g["stage"]: g["lr"] for g in param_groups_for(m, cfg)}
+    assert lrs == {"stem": 0.125, "layer1": 0.25, "layer2": 0.5, "head": 1.0}
+    assert {g["lr"] for g in param_groups_for(m, TrainConfig(strategy="full", lr=1.0))} == {1.0}
+    groups = param_groups_for(m, cfg)
+    assert all(g["weight_decay"] == 0.0 for g in groups if all(p.ndim == 1 for p in g["params"]))
+    n_params = sum(len(g["params"]) for g in groups)
+    assert n_params == len(list(m.parameters()))
+
+
+def test_frozen_stage_keeps_weights_and_batchnorm_statistics():
+    torch.manual_seed(0)
+    m = Staged()
+    cfg = TrainConfig(strategy="linear", lr=0.1)
+    trainable_now = Strategy(cfg).apply(m, 0)
+    opt = build_optimizer(m, cfg)
+    m.train()
+    set_batchnorm_mode(m, trainable_now, cfg.batchnorm)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    for _ in range(3):
+        loss = m(torch.randn(4, 1, 9, 9)).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = m.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("head.") for k in changed)
