@@ -108,6 +108,40 @@ def cmd_weights(args: argparse.Namespace) -> int:
     raise MedtlError(f"unknown weights command {args.weights_cmd!r}")
 
 
+# --- train / evaluate --------------------------------------------------------------------------
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from medtl.config import load_config
+    from medtl.train.run import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, args.out, resume=args.resume)
+    test = result.metrics.get("test", {})
+    if test:
+        ci = test.get("ci", {})
+        auc_ci = ci.get("auc")
+        span = f" (95% CI {auc_ci[0]:.3f}-{auc_ci[1]:.3f})" if auc_ci else ""
+        print(f"test AUC {test.get('auc', float('nan')):.4f}{span}, accuracy {test.get('accuracy', float('nan')):.4f}")
+    print(f"run written to {result.run_dir} (model card: {result.run_dir / 'model_card.json'})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from medtl.train.run import evaluate
+
+    metrics = evaluate(args.model, data=args.data, split=args.split, out=args.out, overrides=args.overrides)
+    if args.json:
+        _print_json(metrics)
+        return 0
+    ci = metrics.get("ci", {})
+    for key in ("n", "auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ece", "threshold"):
+        if key in metrics:
+            value = metrics[key]
+            extra = f"  (95% CI {ci[key][0]:.3f}-{ci[key][1]:.3f})" if key in ci else ""
+            print(f"{key:<18} {value:.4f}{extra}" if isinstance(value, float) else f"{key:<18} {value}")
+    return 0
+
+
 # --- parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
     w = wsub.add_parser("verify", help="re-check the SHA-256 of available weight files")
     w.add_argument("name", nargs="?")
     p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("train", help="fine-tune a backbone on a cohort (YAML config + key=value overrides)")
+    p.add_argument("--config", help="YAML experiment config (see configs/)")
+    p.add_argument("--out", required=True, help="run directory (model, model card, metrics, plots)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.epochs=5 data.path=x.npz")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a trained run on a dataset split (metrics with 95%% CIs)")
+    p.add_argument("--model", required=True, help="run directory written by `medtl train`")
+    p.add_argument("--data", help="dataset (manifest CSV, class folders, .npz); default: the training data")
+    p.add_argument("--split", default="test", help="split to evaluate (train/val/test/all)")
+    p.add_argument("--out", help="folder for metrics JSON and plots")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data.* overrides, e.g. data.filter.site=B")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -1,0 +1,315 @@
+"""A training run from a config to a run directory, and everything that reads one back.
+
+``runs/<name>/`` holds:
+
+- ``model.safetensors`` (best validation weights) and ``model_card.json``
+  (architecture, adaptation, preprocessing, class names, threshold, data
+  summary, metrics with 95% CIs, intended use);
+- ``config.yaml`` (the resolved config), ``metrics.csv`` + ``tensorboard/``
+  (per epoch), ``predictions_test.csv``;
+- ``plots/``: learning curves, ROC, PR, confusion matrix, reliability diagram;
+- ``checkpoints/last.pt`` (for ``--resume``).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from medtl import __version__
+from medtl._fileutil import atomic_path
+from medtl.config import Config, load_config
+from medtl.errors import MedtlError
+
+CARD_FORMAT = "medtl-model-card/1"
+INTENDED_USE = (
+    "Research use: a classifier fine-tuned from ImageNet-pretrained weights on the cohort summarised here. "
+    "Not a medical device; not for diagnosis without review by a qualified clinician."
+)
+LIMITATIONS = (
+    "Performance is measured only on the test split of the training data source; expect it to drop on other "
+    "scanners, sites or populations (domain shift). Check calibration and threshold locally before any use."
+)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.card.get("metrics", {})
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, allow_nan=False, default=str))
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """Weights as safetensors (no pickle), written atomically."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+
+
+def build_model(cfg: Config, num_classes: int, progress: bool = True) -> nn.Module:
+    from medtl.models import create
+
+    model = create(cfg.model.arch, weights=cfg.model.weights, in_channels=cfg.preprocess.channels,
+                   spatial_dims=cfg.preprocess.spatial_dims, num_classes=num_classes, inflate=cfg.model.inflate,
+                   weights_dir=cfg.model.weights_dir, progress=progress, **cfg.model.kwargs)
+    if cfg.model.dropout:
+        model.drop.p = cfg.model.dropout
+    return model
+
+
+def _datasets(cfg: Config, prep, cohort, progress: bool):
+    from medtl.data import build_dataset
+
+    key = prep.fingerprint()
+    common = dict(cache=cfg.data.cache, cache_dir=cfg.data.cache_dir, num_workers=cfg.data.num_workers,
+                  cache_key=key, progress=progress)
+    train_tf = prep.transforms(cfg.augment if _augments(cfg) else None)
+    eval_tf = prep.transforms()
+    train_ds = build_dataset(cohort.split("train"), train_tf, **common)
+    val_items, test_items = cohort.split("val"), cohort.split("test")
+    val_ds = build_dataset(val_items, eval_tf, **common) if val_items else None
+    test_ds = build_dataset(test_items, eval_tf, **common) if test_items else None
+    return train_ds, val_ds, test_ds, train_tf
+
+
+def _augments(cfg: Config) -> bool:
+    a = cfg.augment
+    return bool(a.flip or a.rotate_deg or a.zoom != (1.0, 1.0) or a.shift or a.elastic or a.domain_shift != "none")
+
+
+def _loader(ds, cfg: Config):
+    from monai.data import DataLoader
+
+    from medtl.train.engine import default_workers, resolve_device
+
+    return DataLoader(ds, batch_size=cfg.train.batch_size * 2, shuffle=False,
+                                       num_workers=default_workers(resolve_device(cfg.train.device),
+                                                                   cfg.data.num_workers))
+
+
+def _write_predictions(path: Path, items: list[dict], labels: np.ndarray, probs: np.ndarray,
+                       class_names: list[str]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["index", "image", "label"] + [f"p_{c}" for c in class_names])
+        for i, (it, y, p) in enumerate(zip(items, labels, probs)):
+            image = it["image"] if isinstance(it["image"], (str, os.PathLike)) else f"array[{i}]"
+            w.writerow([i, image, int(y)] + [f"{v:.6f}" for v in p])
+
+
+def _threshold(cfg: Config, val_labels: np.ndarray | None, val_probs: np.ndarray | None, n_classes: int):
+    from medtl.train.metrics import youden_threshold
+
+    if n_classes != 2:
+        return None
+    t = cfg.eval.threshold
+    if isinstance(t, (int, float)):
+        return float(t)
+    if val_labels is not None and len(np.unique(val_labels)) == 2:
+        return float(youden_threshold(val_labels, val_probs[:, 1]))
+    return 0.5
+
+
+def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
+          max_epochs_this_run: int | None = None) -> RunResult:
+    """Fine-tune per ``cfg`` and write the run directory (see module docstring).
+
+    The shortest path to a good model is the default config (ImageNet weights,
+    gradual unfreezing with discriminative learning rates, one-cycle); every
+    knob is in ``cfg``.
+    """
+    from medtl.data import class_weights, load_items
+    from medtl.train.engine import fit, predict_loader, resolve_device
+    from medtl.train.metrics import evaluate_predictions
+    from medtl.train.plots import plot_learning_curves, save_evaluation_plots
+    from medtl.transforms import Preprocessing
+
+    out = Path(out_dir)
+    tc = cfg.train
+    seed_everything(tc.seed, tc.deterministic)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume and (out / "checkpoints" / "last.pt").exists():
+            raise MedtlError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
+    cohort = load_items(cfg.data, seed=tc.seed)
+    class_names = cohort.class_names
+    prep = Preprocessing.from_config(cfg.preprocess)
+    train_ds, val_ds, test_ds, train_tf = _datasets(cfg, prep, cohort, progress and is_main)
+    if len(train_ds) == 0:
+        raise MedtlError(f"{cfg.data.path}: the train split is empty")
+    model = build_model(cfg, len(class_names), progress=progress)
+    if is_main:
+        cfg.save(out / "config.yaml")
+
+    def on_best(m: nn.Module, epoch: int, row: dict) -> None:
+        save_weights(m, out / "model.safetensors")
+
+    train_items = cohort.split("train")
+    weights = class_weights(train_items, len(class_names)) if tc.balance == "loss" else None
+    sample_w = None
+    if tc.balance == "sampler":
+        counts = np.bincount([int(it["label"]) for it in train_items], minlength=len(class_names))
+        sample_w = np.array([1.0 / counts[int(it["label"])] for it in train_items])
+    state = fit(model, train_ds, val_ds, cfg, out, train_transform=train_tf, class_weights=weights,
+                sample_weights=sample_w, resume=resume, max_epochs_this_run=max_epochs_this_run,
+                on_best=on_best, progress=progress)
+    finished = state.epoch >= tc.epochs or (tc.patience and state.bad_epochs >= tc.patience)
+    if not is_main or not finished:
+        return RunResult(out)
+
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(out / "model.safetensors")))
+    device = resolve_device(tc.device)
+    model.to(device)
+    metrics: dict[str, Any] = {}
+    val_labels = val_probs = None
+    if val_ds is not None:
+        val_probs, val_labels, _ = predict_loader(model, _loader(val_ds, cfg), device)
+    threshold = _threshold(cfg, val_labels, val_probs, len(class_names))
+    if val_ds is not None:
+        metrics["val"] = evaluate_predictions(val_labels, val_probs, threshold=threshold, bootstrap=0,
+                                              seed=tc.seed)
+    plots: dict[str, str] = {}
+    if test_ds is not None:
+        probs, labels, _ = predict_loader(model, _loader(test_ds, cfg), device, progress=progress, desc="test")
+        metrics["test"] = evaluate_predictions(labels, probs, threshold=threshold, bootstrap=cfg.eval.bootstrap,
+                                               seed=tc.seed)
+        _write_predictions(out / "predictions_test.csv", cohort.split("test"), labels, probs, class_names)
+        plots.update({k: str(Path(v).relative_to(out)) for k, v in save_evaluation_plots(
+            labels, probs, class_names, out / "plots", prefix="test_",
+            threshold=threshold if threshold is not None else 0.5).items()})
+    plots["learning_curves"] = str(plot_learning_curves(out / "metrics.csv", out / "plots" / "learning_curves.png")
+                                   .relative_to(out))
+    card = {
+        "format": CARD_FORMAT,
+        "medtl_version": __version__,
+        "name": cfg.name,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "task": cfg.task,
+        "class_names": class_names,
+        "positive_class": class_names[1] if len(class_names) == 2 else None,
+        "threshold": threshold,
+        "model": model.card,
+        "preprocessing": prep.to_dict(),
+        "training": {
+            "strategy": tc.strategy, "epochs": tc.epochs, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
+            "monitor": tc.monitor, "best_score": state.best_score, "seed": tc.seed,
+            "augment": cfg.augment.model_dump(mode="json"),
+            "data": {"source": Path(cfg.data.path).name, "format": cohort.format, "counts": cohort.counts(),
+                     "train_fraction": cfg.data.train_fraction, "filter": dict(cfg.data.filter)},
+        },
+        "metrics": metrics,
+        "intended_use": INTENDED_USE,
+        "limitations": LIMITATIONS,
+        "files": {"weights": "model.safetensors", "config": "config.yaml", "metrics": "metrics.csv",
+                  "plots": plots},
+    }
+    _write_json(out / "model_card.json", card)
+    return RunResult(out, card)
+
+
+# --- reading a run back ---------------------------------------------------------------------
+
+def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(run_dir) / "model_card.json"
+    if not path.is_file():
+        raise MedtlError(f"{run_dir}: no model_card.json (give a run directory written by `medtl train`)")
+    try:
+        card = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise MedtlError(f"{path}: damaged model card ({exc.msg})") from None
+    if card.get("format") != CARD_FORMAT:
+        raise MedtlError(f"{path}: unknown model card format {card.get('format')!r}")
+    return card
+
+
+def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
+    """``(model, card, preprocessing)`` of a finished run; the model in eval mode on ``device``."""
+    from safetensors.torch import load_file
+
+    from medtl.models import create
+    from medtl.transforms import Preprocessing
+
+    card = read_card(run_dir)
+    m = card["model"]
+    weights = Path(run_dir) / card["files"]["weights"]
+    if not weights.is_file():
+        raise MedtlError(f"{weights}: model weights missing from the run directory")
+    model = create(m["arch"], weights=None, in_channels=m["in_channels"], spatial_dims=m["spatial_dims"],
+                   num_classes=m["num_classes"], inflate=m.get("inflate"))
+    model.load_state_dict(load_file(str(weights)))
+    model.card.update({k: v for k, v in m.items() if k in ("weights", "input_adaptation", "normalization")})
+    model.to(device).eval()
+    return model, card, Preprocessing.from_dict(card["preprocessing"])
+
+
+def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "test", out: str | None = None,
+             overrides: Sequence[str] = (), bootstrap: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Metrics (with 95% CIs) of a trained run on a dataset split, with the run's own preprocessing.
+
+    ``data`` defaults to the training data; ``overrides`` are ``data.*`` items
+    (e.g. ``data.filter.site=B``). With ``out``, writes ``metrics.json``,
+    predictions and plots there.
+    """
+    from medtl.data import build_dataset, load_items
+    from medtl.train.engine import predict_loader, resolve_device
+    from medtl.train.metrics import evaluate_predictions
+    from medtl.train.plots import save_evaluation_plots
+
+    run_dir = Path(run_dir)
+    card = read_card(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    extra = [f"data.path={data}"] if data else []
+    cfg = load_config(cfg_path if cfg_path.is_file() else None, [*overrides, *extra])
+    device = resolve_device(cfg.train.device)
+    model, card, prep = load_run(run_dir, device=str(device))
+    cohort = load_items(cfg.data, seed=cfg.train.seed)
+    if cohort.class_names != card["class_names"]:
+        raise MedtlError(f"{cfg.data.path}: classes {cohort.class_names} differ from the model's "
+                         f"{card['class_names']} (set data.class_names)")
+    items = cohort.items if split == "all" else cohort.split(split)
+    if not items:
+        raise MedtlError(f"{cfg.data.path}: split {split!r} is empty")
+    ds = build_dataset(items, prep.transforms(), cache="none")
+    probs, labels, _ = predict_loader(model, _loader(ds, cfg), device, progress=progress, desc="evaluate")
+    n_boot = cfg.eval.bootstrap if bootstrap is None else bootstrap
+    metrics = evaluate_predictions(labels, probs, threshold=card.get("threshold"), bootstrap=n_boot,
+                                   seed=cfg.train.seed)
+    if out:
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(out_dir / "metrics.json", metrics)
+        _write_predictions(out_dir / f"predictions_{split}.csv", items, labels, probs, card["class_names"])
+        save_evaluation_plots(labels, probs, card["class_names"], out_dir, prefix=f"{split}_",
+                              threshold=card.get("threshold") or 0.5)
+    return metrics

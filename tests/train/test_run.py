@@ -1,0 +1,116 @@
+"""End-to-end runs on the built-in sample cohort with a tiny setting (seconds on a CPU)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medtl.cli import main
+from medtl.config import load_config
+from medtl.train.run import evaluate, load_run, train
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = [f"data.path={REPO / 'sample_data' / 'manifest.csv'}", "preprocess.size=[32,32]", "train.epochs=2",
+        "train.batch_size=8", "eval.bootstrap=50", "data.num_workers=0"]
+
+
+def tiny_cfg(*extra):
+    return load_config(REPO / "configs" / "sample_tiny.yaml", [*TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train(tiny_cfg(), out, progress=False)
+    return out
+
+
+def test_run_directory_has_model_card_metrics_and_plots(tiny_run):
+    card = json.loads((tiny_run / "model_card.json").read_text())
+    test = card["metrics"]["test"]
+    assert 0.0 <= test["auc"] <= 1.0 and 0.0 <= test["accuracy"] <= 1.0
+    assert test["ci"]["auc"][0] <= test["auc"] <= test["ci"]["auc"][1]
+    assert card["class_names"] == ["0", "1"] or len(card["class_names"]) == 2
+    assert card["model"]["arch"] == "resnet18" and card["preprocessing"]["size"] == [32, 32]
+    assert card["training"]["data"]["counts"]["train"]  # data summary
+    assert "diagnosis" in card["intended_use"]
+    for rel in card["files"]["plots"].values():
+        assert (tiny_run / rel).stat().st_size > 1000
+    rows = list(csv.DictReader(open(tiny_run / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and "val_auc" in rows[0]
+    assert (tiny_run / "predictions_test.csv").exists()
+
+
+def test_model_card_preprocessing_gives_bit_identical_inputs(tiny_run):
+    from medtl.data import load_items
+    from medtl.transforms import Preprocessing
+
+    cfg = tiny_cfg()
+    train_side = Preprocessing.from_config(cfg.preprocess).transforms()  # what validation/test used
+    _, _, prep = load_run(tiny_run)
+    item = load_items(cfg.data).split("test")[0]
+    a = train_side({"image": item["image"]})["image"]
+    b = prep(item["image"])
+    assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b)
+
+
+def test_loaded_run_reproduces_test_predictions(tiny_run):
+    model, card, prep = load_run(tiny_run)
+    rows = list(csv.DictReader(open(tiny_run / "predictions_test.csv")))
+    with torch.no_grad():
+        p = torch.softmax(model(prep(rows[0]["image"])[None]), 1)[0].numpy()
+    expected = [float(rows[0][f"p_{c}"]) for c in card["class_names"]]
+    np.testing.assert_allclose(p, expected, atol=1e-5)
+
+
+def test_resume_after_epoch_one_equals_uninterrupted(tmp_path):
+    cfg = tiny_cfg("augment.rotate_deg=10", "train.strategy=gradual", "data.cache=none")
+    train(cfg, tmp_path / "full", progress=False)
+    train(cfg, tmp_path / "resumed", progress=False, max_epochs_this_run=1)
+    assert not (tmp_path / "resumed" / "model_card.json").exists()
+    train(cfg, tmp_path / "resumed", resume=True, progress=False)
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    rows = list(csv.DictReader(open(tmp_path / "resumed" / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+
+
+def test_refuses_to_overwrite_a_run_without_resume(tiny_run):
+    from medtl.errors import MedtlError
+
+    with pytest.raises(MedtlError, match="--resume"):
+        train(tiny_cfg(), tiny_run, progress=False)
+
+
+def test_evaluate_other_site_and_cli(tiny_run, tmp_path, capsys):
+    m = evaluate(tiny_run, overrides=["data.filter.site=B"], split="test", out=str(tmp_path / "ev"), progress=False)
+    assert m["n"] == 8 and (tmp_path / "ev" / "metrics.json").exists()
+    assert main(["evaluate", "--model", str(tiny_run), "--json", "data.filter.site=B"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 8
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_gives_same_metrics_layout(tmp_path, tiny_run):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [*torchrun, "-m", "medtl.cli", "train", "--config", str(REPO / "configs" / "sample_tiny.yaml"),
+           "--out", str(tmp_path / "ddp"), *TINY]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ddp_rows = list(csv.DictReader(open(tmp_path / "ddp" / "metrics.csv")))
+    one_rows = list(csv.DictReader(open(tiny_run / "metrics.csv")))
+    assert list(ddp_rows[0].keys()) == list(one_rows[0].keys()) and len(ddp_rows) == len(one_rows)
+    card = json.loads((tmp_path / "ddp" / "model_card.json").read_text())
+    assert "auc" in card["metrics"]["test"]
+    assert load_file(str(tmp_path / "ddp" / "model.safetensors")).keys() == load_file(
+        str(tiny_run / "model.safetensors")).keys()
