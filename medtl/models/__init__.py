@@ -1,0 +1,51 @@
+"""ImageNet backbones adapted to grayscale and 3D (issue #3).
+
+    >>> from medtl import models
+    >>> net = models.create("resnet18", weights="imagenet", in_channels=1,
+    ...                     spatial_dims=3, num_classes=2, inflate="i3d")
+    >>> logits = net(net.preprocess(volume_in_0_1))
+
+Architectures are MONAI networks wrapped in :class:`Backbone`; weights come from
+:mod:`medtl.models.weights`; the stem adaptation rules live in
+:mod:`medtl.models.adapt` and the 2D->3D rules in :mod:`medtl.models.inflate`.
+"""
+
+from ._registry import list_models, register_model
+from .adapt import (
+    GRAY_MEAN,
+    GRAY_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    adapt_input_conv,
+    fold_gray_normalization,
+    imagenet_normalize,
+    normalize,
+)
+from .backbone import Backbone
+from .factory import create
+from .inflate import InflateConfig, inflate_kernel, list_inflations, register_inflation
+from .keymap import load_pretrained
+from .tuning import freeze, param_groups, unfreeze
+
+__all__ = [
+    "Backbone",
+    "GRAY_MEAN",
+    "GRAY_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "InflateConfig",
+    "adapt_input_conv",
+    "create",
+    "fold_gray_normalization",
+    "freeze",
+    "imagenet_normalize",
+    "inflate_kernel",
+    "list_inflations",
+    "list_models",
+    "load_pretrained",
+    "normalize",
+    "param_groups",
+    "register_inflation",
+    "register_model",
+    "unfreeze",
+]

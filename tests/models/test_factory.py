@@ -1,0 +1,116 @@
+"""create(), the card, stages, freezing, parameter groups and saved-model round trips."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medtl import models
+from medtl.errors import WeightsError
+
+from .conftest import ARCHS, fake, loaded
+
+
+def test_registry_lists_the_five_architectures():
+    assert models.list_models() == sorted(ARCHS)
+    assert models.list_models("resnet*") == ["resnet18", "resnet34", "resnet50"]
+    with pytest.raises(ValueError, match="resnet18"):
+        models.create("resnet19")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_stages_feature_layer_and_forward_features_agree(arch):
+    m = models.create(arch, in_channels=2, num_classes=3).eval()
+    names = [n for n, _ in m.stages]
+    assert names[0] == "stem" and names[-1] == "head"
+    # stages partition the parameters: each exactly once
+    ids = [id(p) for _, s in m.stages for p in s.parameters()]
+    assert len(ids) == len(set(ids)) == len(list(m.parameters()))
+    seen = {}
+    h = m.feature_layer.register_forward_hook(lambda mod, i, o: seen.setdefault("out", o.clone()))
+    x = torch.rand(1, 2, 32, 32)
+    with torch.no_grad():
+        fmap = m.forward_features(x)
+        logits = m(x)
+    h.remove()
+    assert torch.equal(seen["out"], fmap) and fmap.shape[1] == m.num_features
+    assert logits.shape == (1, 3)
+    assert torch.allclose(m.pooled(x), fmap.mean(dim=(2, 3)))
+
+
+def test_card_describes_weights_adaptation_and_preprocessing(tmp_path):
+    path = tmp_path / "r18.pth"
+    torch.save(fake("resnet18"), path)
+    m = models.create("resnet18", weights=path, in_channels=1, spatial_dims=3, num_classes=2,
+                      inflate={"mode": "central", "stem_depth": 3})
+    c = m.card
+    assert c["arch"] == "resnet18" and c["spatial_dims"] == 3 and c["in_channels"] == 1
+    assert c["inflate"] == {"mode": "central", "stem_depth": 3, "pool_depth_early": True, "depth_padding": "zeros"}
+    assert len(c["weights"]["sha256"]) == 64 and c["weights"]["format"] == "torchvision"
+    assert c["normalization"]["mean"] == [pytest.approx(models.GRAY_MEAN)]
+    assert c["input_adaptation"].startswith("gray-exact") and c["head"] == "new"
+    five = models.create("resnet18", in_channels=5)
+    assert five.card["normalization"]["mean"] == list(models.IMAGENET_MEAN) + list(models.IMAGENET_MEAN[:2])
+
+
+def test_imagenet_head_kept_only_for_1000_classes():
+    m = loaded("resnet18")
+    assert m.card["head"] == "imagenet"
+    assert torch.equal(m.head.weight, fake("resnet18")["fc.weight"])
+
+
+def test_saved_model_round_trip_and_mismatch(tmp_path):
+    m = loaded("resnet18", in_channels=1, spatial_dims=3, num_classes=2)
+    p = tmp_path / "tuned.pth"
+    torch.save(m.state_dict(), p)
+    again = models.create("resnet18", weights=p, in_channels=1, spatial_dims=3, num_classes=2).eval()
+    x = torch.rand(1, 1, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(m(x), again(x))
+    assert again.card["weights"]["format"] == "medtl"
+    with pytest.raises(WeightsError, match="num_classes"):
+        models.create("resnet18", weights=p, in_channels=1, spatial_dims=3, num_classes=5)
+    with pytest.raises(WeightsError, match="not found"):
+        models.create("resnet18", weights=tmp_path / "nope.pth")
+
+
+def test_freeze_until_and_unfreeze():
+    m = models.create("resnet18", num_classes=2)
+    models.freeze(m, until="layer3", train_bn=False)
+    for name, stage in m.stages:
+        trainable = {p.requires_grad for p in stage.parameters()}
+        assert trainable == ({False} if name in ("stem", "layer1", "layer2", "layer3") else {True}), name
+    models.freeze(m)  # everything but the head; BN stays trainable by default
+    assert m.net.layer4[0].conv1.weight.requires_grad is False
+    assert m.net.layer4[0].bn1.weight.requires_grad is True
+    assert m.head.weight.requires_grad is True
+    with pytest.raises(ValueError, match="layer4"):
+        models.freeze(m, until="layer5")
+    models.unfreeze(m)
+    assert all(p.requires_grad for p in m.parameters())
+
+
+def test_param_groups_discriminative_lr():
+    m = models.create("densenet121", num_classes=2)
+    groups = models.param_groups(m, lr=1e-3, decay=0.1)
+    assert [g["name"] for g in groups] == ["stem", "block1", "block2", "block3", "block4", "head"]
+    lrs = [g["lr"] for g in groups]
+    assert lrs[-1] == pytest.approx(1e-3) and lrs[0] == pytest.approx(1e-4)
+    assert all(a < b for a, b in zip(lrs, lrs[1:]))
+    models.freeze(m, until="block2", train_bn=False)
+    assert [g["name"] for g in models.param_groups(m, 1e-3)] == ["block3", "block4", "head"]
+    torch.optim.AdamW(models.param_groups(m, 1e-3))
+
+
+def test_input_shape_errors_are_clear():
+    m = models.create("resnet18", in_channels=1)
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        m(torch.rand(1, 3, 32, 32))
+
+
+def test_backward_through_3d_gray_model():
+    m = loaded("resnet18", in_channels=1, spatial_dims=3, num_classes=2).train()
+    out = m(torch.rand(2, 1, 8, 32, 32))
+    out.sum().backward()
+    assert m.net.conv1.weight.grad is not None and m.gray_offset.grad is None
+    assert not m.gray_offset.requires_grad and m.gray_offset.abs().sum() > 0

