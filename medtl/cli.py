@@ -83,27 +83,34 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
     if args.weights_cmd == "list":
         rows = W.list_weights(weights_dir=args.weights_dir)
+        for r in rows:
+            local = Path(r["local"]) if r.get("local") else None
+            r["size_mb"] = round(local.stat().st_size / 2**20, 1) if local else None
         if args.json:
             _print_json(rows)
             return 0
-        print(f"{'name':<22} {'file':<40} {'size':>9}  status")
+        print(f"{'name':<20} {'file':<34} {'size':>9}  available at")
         for r in rows:
-            size = f"{r['size_mb']:.1f} MB" if r.get("size_mb") else "?"
-            print(f"{r['name']:<22} {r['file']:<40} {size:>9}  {r['status']}")
+            size = f"{r['size_mb']:.1f} MB" if r["size_mb"] else "-"
+            print(f"{r['name']:<20} {r['filename']:<34} {size:>9}  {r['local'] or 'not here (medtl weights fetch/import)'}")
         return 0
     if args.weights_cmd == "fetch":
-        print(W.fetch(args.name, weights_dir=args.weights_dir))
+        print(W.fetch(args.name))
         return 0
     if args.weights_cmd == "import":
         print(f"imported into cache: {W.import_file(args.file, name=args.name)}")
         return 0
     if args.weights_cmd == "verify":
         rows = W.verify(args.name, weights_dir=args.weights_dir)
-        bad = [r for r in rows if not r["ok"]]
+        bad = 0
         for r in rows:
-            print(f"{'OK ' if r['ok'] else 'BAD'} {r['name']:<22} {r['path']}  {r.get('detail', '')}")
-        if not rows:
-            print("no weight files found to verify (see `medtl weights list`)")
+            if r["path"] is None:
+                print(f"--  {r['name']:<20} not available")
+            elif r["ok"]:
+                print(f"OK  {r['name']:<20} {r['path']}")
+            else:
+                bad += 1
+                print(f"BAD {r['name']:<20} {r['path']}  expected sha256 {r['expected']}, actual {r['actual']}")
         return 1 if bad else 0
     raise MedtlError(f"unknown weights command {args.weights_cmd!r}")
 

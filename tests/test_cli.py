@@ -34,3 +34,20 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "junk.dcm" in lines[0]
+
+
+def test_weights_list_and_offline_fetch_error(capsys):
+    assert main(["weights", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} >= {"resnet18", "resnet50", "densenet121", "efficientnet_lite0"}
+    assert main(["weights", "fetch", "resnet18"]) == 2  # MEDTL_OFFLINE=1 in tests
+    err = capsys.readouterr().err.strip()
+    assert "resnet18-f37072fd.pth" in err and "medtl weights import" in err and "\n" not in err
+
+
+def test_weights_import_refuses_a_modified_file(tmp_path, capsys):
+    fake = tmp_path / "resnet18-f37072fd.pth"
+    fake.write_bytes(b"not the published checkpoint")
+    assert main(["weights", "import", str(fake)]) == 2
+    err = capsys.readouterr().err
+    assert "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec" in err
