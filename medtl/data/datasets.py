@@ -1,0 +1,103 @@
+"""MONAI datasets over cohort items, class balancing helpers."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data.utils import json_hashing
+from monai.transforms import Compose, RandomizableTrait, Transform
+from torch.utils.data import WeightedRandomSampler
+
+
+def default_workers() -> int:
+    """Worker count for caching when the config says auto (-1): up to 4, never more than the CPUs."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _is_random(t: Any) -> bool:
+    return isinstance(t, RandomizableTrait) or not isinstance(t, Transform)
+
+
+def build_dataset(items: Sequence[dict[str, Any]], transform: Callable,
+                  cache: Literal["memory", "disk", "none"] = "memory", cache_dir: str | os.PathLike | None = None,
+                  num_workers: int | None = None, keys: Sequence[str] = ("image", "label"),
+                  cache_key: str | None = None, progress: bool = False) -> Dataset:
+    """A MONAI dataset yielding ``transform({"image", "label", "index"})`` per item.
+
+    - ``"memory"``: ``CacheDataset`` runs the deterministic head of ``transform``
+      (everything before its first random transform) once per item, with
+      ``num_workers`` threads, when the dataset is built; later epochs only run
+      the random tail (no DICOM is decoded twice).
+    - ``"disk"``: ``PersistentDataset`` writes that head's output under
+      ``cache_dir`` (``cache_dir/cache_key`` when given: pass
+      ``Preprocessing.fingerprint()`` so that changed settings never reuse stale
+      files: MONAI hashes the item and the names of the cached transforms, not
+      their parameters).
+    - ``"none"``: plain ``Dataset``, everything every time.
+
+    Only ``keys`` (when present) are passed on, plus ``"index"`` (the item's
+    position), so that string columns and missing values never reach collation.
+    """
+    data = []
+    for i, it in enumerate(items):
+        d = {k: it[k] for k in keys if k in it}
+        d["index"] = i
+        data.append(d)
+    if cache == "none":
+        return Dataset(data, transform=transform)
+    if cache == "disk":
+        if cache_dir is None:
+            raise ValueError("cache='disk' needs cache_dir (data.cache_dir)")
+        folder = Path(cache_dir) / cache_key if cache_key else Path(cache_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        # hash_transform: MONAI falls back to the class names of the cached head; that tells a training head
+        # (stopping before augmentation) from an evaluation one (normalised), which cache_key cannot.
+        return PersistentDataset(data, transform=transform, cache_dir=folder, hash_transform=json_hashing)
+    if cache == "memory":
+        workers = default_workers() if num_workers is None or num_workers < 0 else max(1, num_workers)
+        tf = transform if isinstance(transform, Compose) else Compose(transform)
+        has_random_tail = tf.get_index_of_first(_is_random) is not None
+        return CacheDataset(data, transform=tf, cache_rate=1.0, num_workers=workers, progress=progress,
+                            copy_cache=has_random_tail)
+    raise ValueError(f"cache must be memory, disk or none, got {cache!r}")
+
+
+def class_counts(items: Sequence[dict[str, Any]], n_classes: int) -> list[int]:
+    """Items per class index ``0..n_classes-1``."""
+    c = Counter(int(it["label"]) for it in items)
+    bad = [k for k in c if not 0 <= k < n_classes]
+    if bad:
+        raise ValueError(f"labels {sorted(bad)} outside 0..{n_classes - 1}")
+    return [c.get(k, 0) for k in range(n_classes)]
+
+
+def class_weights(items: Sequence[dict[str, Any]], n_classes: int) -> torch.Tensor:
+    """Balanced loss weights ``N / (K * n_c)`` (scikit-learn's "balanced" rule), 0 for absent classes.
+
+    Written out rather than calling ``sklearn.utils.compute_class_weight``,
+    which refuses a class absent from the labels (possible after subsampling).
+    """
+    counts = class_counts(items, n_classes)
+    present = sum(1 for n in counts if n)
+    total = sum(counts)
+    w = [total / (present * n) if n else 0.0 for n in counts]
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def balanced_sampler(items: Sequence[dict[str, Any]], n_classes: int, num_samples: int | None = None,
+                     seed: int | None = None) -> WeightedRandomSampler:
+    """Sampler drawing every class equally often (with replacement), ``len(items)`` draws per epoch.
+
+    Reseed per epoch with ``sampler.generator.manual_seed(seed + epoch)`` for exact resume.
+    """
+    counts = class_counts(items, n_classes)
+    weights = torch.tensor([1.0 / counts[int(it["label"])] for it in items], dtype=torch.double)
+    gen = torch.Generator()
+    gen.manual_seed(0 if seed is None else int(seed))
+    return WeightedRandomSampler(weights, num_samples=num_samples or len(items), replacement=True, generator=gen)

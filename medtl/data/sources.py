@@ -1,0 +1,298 @@
+"""Cohort sources: a manifest CSV, a folder-per-class tree, or a MedMNIST ``.npz``.
+
+Every source gives a :class:`Cohort`: a list of item dicts (``"image"``: path or
+array, ``"label"``: int, ``"split"``: train/val/test, optional ``"patient_id"``
+and any extra manifest columns) and the class names.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medtl.config import DataConfig
+from medtl.data.splits import SPLITS, make_splits, normalize_split, subsample
+from medtl.errors import ConfigError
+
+#: Class names of the MedMNIST files medtl's benchmarks use (the .npz stores only integers).
+MEDMNIST_CLASSES: dict[str, list[str]] = {
+    "pneumoniamnist": ["normal", "pneumonia"],
+    "retinamnist": ["0", "1", "2", "3", "4"],
+    "adrenalmnist3d": ["normal", "hyperplasia"],
+}
+
+#: Files in a class folder that are never images.
+_JUNK = {"thumbs.db", "desktop.ini", "readme", "readme.txt", "readme.md"}
+
+
+@dataclass
+class Cohort:
+    """Items and class names of one data source."""
+
+    items: list[dict[str, Any]]
+    class_names: list[str]
+    source: str = ""
+    format: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str) -> list[dict[str, Any]]:
+        """The items of split ``name`` (train, val or test)."""
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+        return [it for it in self.items if it.get("split") == name]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{split: {class name: count}}`` (for reports and model cards)."""
+        out: dict[str, dict[str, int]] = {}
+        for s in SPLITS:
+            c = Counter(it["label"] for it in self.items if it.get("split") == s)
+            if c:
+                out[s] = {self.class_names[k]: int(c.get(k, 0)) for k in range(self.n_classes)}
+        return out
+
+
+def detect_data_format(path: str | os.PathLike) -> str:
+    """``"manifest"`` (.csv), ``"medmnist"`` (.npz) or ``"folder"`` (a directory)."""
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith(".csv"):
+        return "manifest"
+    if name.endswith(".npz"):
+        return "medmnist"
+    if p.is_dir():
+        return "folder"
+    if not p.exists():
+        raise ConfigError(f"{p}: data path not found (data.path must be a manifest .csv, a folder with one "
+                          "sub-folder per class, or a MedMNIST .npz)")
+    raise ConfigError(f"{p}: cannot tell the data format (use a .csv manifest, a class-folder tree or a .npz; "
+                      "or set data.format)")
+
+
+def _label_map(raw: list[str], class_names: list[str] | None, where: str) -> tuple[list[int], list[str]]:
+    """Labels as ints plus class names. All-integer labels are class indices; otherwise class names."""
+    if any(not r for r in raw):
+        row = next(i for i, r in enumerate(raw) if not r)
+        raise ConfigError(f"{where}: row {row + 2} has no label (every row of a training manifest needs one)")
+    if all(re.fullmatch(r"[+-]?\d+", r) for r in raw):
+        ints = [int(r) for r in raw]
+        if min(ints) < 0:
+            raise ConfigError(f"{where}: integer labels must be class indices 0..K-1, found {min(ints)}")
+        k = max(ints) + 1
+        names = list(class_names) if class_names else [str(i) for i in range(k)]
+        if len(names) < k:
+            raise ConfigError(f"{where}: label {k - 1} found but only {len(names)} class_names given")
+        return ints, names
+    names = list(class_names) if class_names else sorted(set(raw))
+    index = {n: i for i, n in enumerate(names)}
+    unknown = sorted(set(raw) - set(index))
+    if unknown:
+        raise ConfigError(f"{where}: labels {unknown[:5]} are not in class_names {names}")
+    return [index[r] for r in raw], names
+
+
+def load_manifest(path: str | os.PathLike, class_names: list[str] | None = None,
+                  check_files: bool = True) -> Cohort:
+    """Read a CSV with columns ``path,label[,split][,patient_id]`` plus any extra columns.
+
+    Relative paths are relative to the CSV's folder. Labels are integers (class
+    indices) or class-name strings (sorted alphabetically unless ``class_names``
+    fixes the order). Extra columns are kept as strings on each item.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: manifest not found")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        fields = [c.strip() for c in (reader.fieldnames or [])]
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    for col in ("path", "label"):
+        if col not in fields:
+            raise ConfigError(f"{path}: manifest needs a {col!r} column (found {fields})")
+    if not rows:
+        raise ConfigError(f"{path}: manifest has no rows")
+    labels, names = _label_map([r["label"] for r in rows], class_names, str(path))
+    base = path.parent
+    items: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for i, (row, label) in enumerate(zip(rows, labels)):
+        if not row["path"]:
+            raise ConfigError(f"{path}: row {i + 2} has an empty path")
+        p = Path(row["path"]).expanduser()
+        p = p if p.is_absolute() else base / p
+        if check_files and not p.exists():
+            missing.append(row["path"])
+        item: dict[str, Any] = {k: v for k, v in row.items() if k and k not in ("path", "label", "split")}
+        item["image"] = str(p)
+        item["label"] = label
+        if "patient_id" in item and not item["patient_id"]:
+            del item["patient_id"]
+        if "split" in fields:
+            try:
+                split = normalize_split(row["split"])
+            except ValueError as exc:
+                raise ConfigError(f"{path}: row {i + 2}: {exc}") from None
+            if split:
+                item["split"] = split
+        items.append(item)
+    if missing:
+        raise ConfigError(f"{path}: {len(missing)} listed file(s) not found, e.g. {missing[:3]} "
+                          f"(paths are relative to {base})")
+    given = sum("split" in it for it in items)
+    if 0 < given < len(items):
+        raise ConfigError(f"{path}: {len(items) - given} row(s) have an empty split while others have one "
+                          "(fill the split column or leave it empty everywhere)")
+    return Cohort(items=items, class_names=names, source=str(path), format="manifest")
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if not p.name.startswith(".") and p.name.lower() not in _JUNK)
+
+
+def load_folder(root: str | os.PathLike, class_names: list[str] | None = None) -> Cohort:
+    """Read ``root/<class>/<file or series folder>``; or ``root/<train|val|test>/<class>/...`` with given splits.
+
+    Every non-hidden entry of a class folder is one item (a file, or a folder
+    holding one DICOM series).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: folder not found")
+    subdirs = [p for p in _entries(root) if p.is_dir()]
+    split_dirs = {normalize_split(p.name): p for p in subdirs if p.name.lower() in ("train", "val", "valid",
+                                                                                      "validation", "test")}
+    layout: list[tuple[str | None, Path]] = (
+        [(s, d) for s, d in split_dirs.items()] if split_dirs and len(split_dirs) == len(subdirs)
+        else [(None, root)])
+    found = sorted({p.name for _, d in layout for p in _entries(d) if p.is_dir()})
+    names = list(class_names) if class_names else found
+    if not names:
+        raise ConfigError(f"{root}: no class sub-folders (expected {root}/<class>/<images>)")
+    unknown = sorted(set(found) - set(names))
+    if unknown:
+        raise ConfigError(f"{root}: class folders {unknown} are not in class_names {names}")
+    items: list[dict[str, Any]] = []
+    for split, d in layout:
+        for k, name in enumerate(names):
+            cdir = d / name
+            if not cdir.is_dir():
+                continue
+            for entry in _entries(cdir):
+                item: dict[str, Any] = {"image": str(entry), "label": k}
+                if split:
+                    item["split"] = split
+                items.append(item)
+    if not items:
+        raise ConfigError(f"{root}: the class folders {names} hold no files")
+    return Cohort(items=items, class_names=names, source=str(root), format="folder")
+
+
+def _medmnist_missing(path: Path) -> ConfigError:
+    m = re.fullmatch(r"(.+?)(?:_(\d+))?", path.stem.lower())
+    flag, size = m.group(1), m.group(2) or "28"
+    fetch = (f"python -c \"import medmnist as m; getattr(m, m.INFO['{flag}']['python_class'])"
+             f"(split='train', download=True, root='.', size={size})\"")
+    return ConfigError(
+        f"{path}: MedMNIST file not found; place {path.name} at that path (medtl never downloads data: on a "
+        f"connected machine run pip install medmnist, then {fetch}, and copy the .npz here)")
+
+
+def load_medmnist(path: str | os.PathLike, class_names: list[str] | None = None) -> Cohort:
+    """Read a MedMNIST ``.npz``: ``{train,val,test}_images`` and ``_labels`` (``(N, 1)`` integers).
+
+    Images stay in memory as one array per split; each item's ``"image"`` is a
+    view of one sample (2D ``(H, W)``, RGB ``(H, W, 3)`` or 3D ``(D, H, W)``),
+    turned into a scan by :func:`medtl.transforms.array_to_scan`. Multi-label
+    files (ChestMNIST) are refused: medtl trains single-label classifiers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise _medmnist_missing(path)
+    try:
+        npz = np.load(path)
+    except Exception as exc:  # numpy raises several types for a damaged zip
+        raise ConfigError(f"{path}: unreadable .npz ({type(exc).__name__}: {exc}); re-download it") from None
+    with npz:
+        keys = set(npz.files)
+        splits = [s for s in SPLITS if f"{s}_images" in keys]
+        if not splits:
+            raise ConfigError(f"{path}: no train_images/val_images/test_images arrays (found {sorted(keys)}); "
+                              "not a MedMNIST file")
+        items: list[dict[str, Any]] = []
+        n_max = 0
+        for s in splits:
+            if f"{s}_labels" not in keys:
+                raise ConfigError(f"{path}: {s}_images without {s}_labels")
+            images = npz[f"{s}_images"]
+            labels = np.asarray(npz[f"{s}_labels"])
+            if labels.ndim == 2 and labels.shape[1] != 1:
+                raise ConfigError(f"{path}: labels of shape {labels.shape} are multi-label; medtl trains "
+                                  "single-label classifiers")
+            labels = labels.reshape(-1).astype(np.int64)
+            if len(labels) != len(images):
+                raise ConfigError(f"{path}: {len(images)} {s} images but {len(labels)} labels")
+            n_max = max(n_max, int(labels.max()) + 1 if len(labels) else 0)
+            items += [{"image": images[i], "label": int(labels[i]), "split": s} for i in range(len(labels))]
+    flag = re.sub(r"_\d+$", "", path.stem.lower())
+    names = list(class_names) if class_names else MEDMNIST_CLASSES.get(flag, [str(i) for i in range(n_max)])
+    if len(names) < n_max:
+        raise ConfigError(f"{path}: label {n_max - 1} found but only {len(names)} class names")
+    return Cohort(items=items, class_names=names, source=str(path), format="medmnist")
+
+
+def apply_filter(items: list[dict[str, Any]], filters: dict[str, str], where: str = "") -> list[dict[str, Any]]:
+    """Keep items whose column ``k`` equals ``v`` (as text) for every ``k: v`` of ``filters``."""
+    for key, value in filters.items():
+        if items and not any(key in it for it in items):
+            raise ConfigError(f"{where}: data.filter column {key!r} does not exist in the data")
+        items = [it for it in items if str(it.get(key, "")) == str(value)]
+    return items
+
+
+def load_items(cfg: DataConfig, seed: int = 0) -> Cohort:
+    """The cohort of ``cfg``: read the source, filter, split (when not given), subsample train.
+
+    Splits: a manifest's ``split`` column or the .npz / split folders are used as
+    given; a source with a train split but no val split gets ``val_fraction`` of
+    its train items as val (grouped by patient); a source without splits is
+    split with :func:`~medtl.data.make_splits`. ``train_fraction < 1`` keeps a
+    stratified subsample of train.
+    """
+    if not cfg.path:
+        raise ConfigError("data.path is empty (give a manifest .csv, a class-folder tree or a MedMNIST .npz)")
+    path = Path(cfg.path).expanduser()
+    fmt = cfg.format if cfg.format != "auto" else detect_data_format(path)
+    if fmt == "manifest":
+        cohort = load_manifest(path, cfg.class_names)
+    elif fmt == "folder":
+        cohort = load_folder(path, cfg.class_names)
+    elif fmt == "medmnist":
+        cohort = load_medmnist(path, cfg.class_names)
+    else:
+        raise ConfigError(f"data.format {fmt!r} is not supported")
+    items = apply_filter(cohort.items, dict(cfg.filter), str(path))
+    if not items:
+        raise ConfigError(f"{path}: no items left after data.filter {dict(cfg.filter)}")
+    if not any("split" in it for it in items):
+        items = make_splits(items, cfg.val_fraction, cfg.test_fraction, seed)
+    elif cfg.val_fraction > 0 and not any(it["split"] == "val" for it in items):
+        train = [it for it in items if it["split"] == "train"]
+        carved = {id(it): s["split"] for it, s in zip(train, make_splits(train, cfg.val_fraction, 0.0, seed))}
+        items = [dict(it, split="val" if carved.get(id(it)) == "val" else it["split"]) for it in items]
+    if cfg.train_fraction < 1:
+        train = subsample([it for it in items if it["split"] == "train"], cfg.train_fraction, seed)
+        keep = {id(it) for it in train}
+        items = [it for it in items if it["split"] != "train" or id(it) in keep]
+    cohort.items = items
+    return cohort

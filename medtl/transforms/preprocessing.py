@@ -1,0 +1,168 @@
+"""The one preprocessing pipeline: used for training, validation and prediction alike.
+
+    prep = Preprocessing.from_config(cfg.preprocess)
+    train_tf = prep.transforms(cfg.augment)   # MONAI Compose on {"image": ..., "label": ...}
+    eval_tf = prep.transforms()
+    x = prep("scan.dcm")                       # (C, H, W) tensor, exactly what eval_tf gives
+    card["preprocessing"] = prep.to_dict()     # ... Preprocessing.from_dict(card["preprocessing"])
+
+Order (deterministic first, so MONAI's ``CacheDataset`` caches everything up to
+the first random transform): load -> [3D: Orientationd, Spacingd] -> window to
+[0, 1] -> Resized -> network layout -> [random augmentation] -> channels (gray
+repeated to 3 when the model takes RGB) -> normalisation -> float32 tensor.
+Gray->RGB repetition comes after augmentation so the cache holds one channel and
+noise is the same in the three copies.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.transforms import EnsureTyped, NormalizeIntensityd, Orientationd, Resized, Spacingd
+from pydantic import ValidationError, field_validator, model_validator
+
+from medtl.config import AugmentConfig, PreprocessConfig
+from medtl.errors import ConfigError
+from medtl.transforms.augment import augmentations
+from medtl.transforms.intensity import WindowIntensityd, parse_window
+from medtl.transforms.layout import ToNetworkLayoutd
+from medtl.transforms.load import LoadScand, ScanSource
+from medtl.transforms.utility import EnsureChannelsd, ImageNetNormalized, MedtlCompose
+
+#: Bumped when the meaning of the stored fields changes (model cards keep it).
+PREPROCESSING_VERSION = 1
+
+
+class Preprocessing(PreprocessConfig):
+    """Serialisable preprocessing (a :class:`~medtl.config.PreprocessConfig` that can build its pipeline).
+
+    ``size`` is in network layout (``[H, W]`` or ``[D, H, W]``; one number is
+    used for every axis; empty keeps the scan's size, for pipelines that do not
+    batch). ``orientation`` and ``spacing`` apply to volumes only: 2D pictures and
+    radiographs stay as displayed (reorienting an X-ray to RAS would mirror it).
+    Data keys are ``"image"`` (path, :class:`~medtl.io.Scan` or array) and any
+    others (``"label"``...), passed through untouched. A 2D model given a volume,
+    or a 3D model given one image, raises a :class:`~medtl.errors.ScanError`
+    naming the file.
+    """
+
+    version: int = PREPROCESSING_VERSION
+
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, v: str) -> str:
+        parse_window(v)
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "Preprocessing":
+        if self.channels not in (1, 3):
+            raise ConfigError(f"preprocess.channels={self.channels}: only 1 (gray) or 3 (RGB) is implemented "
+                              "(2.5D slice stacks are not yet)")
+        if len(self.size) not in (0, 1, self.spatial_dims):
+            raise ConfigError(f"preprocess.size={self.size} does not fit spatial_dims={self.spatial_dims}")
+        if self.spacing is not None and len(self.spacing) not in (1, 3):
+            raise ConfigError(f"preprocess.spacing={self.spacing} must give 1 or 3 values (mm along i, j, k)")
+        if self.version > PREPROCESSING_VERSION:
+            raise ConfigError(f"preprocessing version {self.version} is newer than this medtl "
+                              f"({PREPROCESSING_VERSION}); upgrade medtl")
+        return self
+
+    @classmethod
+    def _validate(cls, data: dict[str, Any]) -> "Preprocessing":
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "preprocess"
+            msg = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"preprocessing {where}: {msg}") from None
+
+    @classmethod
+    def from_config(cls, cfg: PreprocessConfig) -> "Preprocessing":
+        """From the experiment config's ``preprocess`` section."""
+        return cls._validate(cfg.model_dump())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (stored in the model card under ``"preprocessing"``)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Preprocessing":
+        """Inverse of :meth:`to_dict`."""
+        return cls._validate(dict(data))
+
+    def fingerprint(self) -> str:
+        """Short hash of the settings (e.g. a disk-cache folder name that changes with them)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def network_size(self) -> list[int]:
+        """``size`` expanded to one entry per spatial axis (network layout), ``[]`` to keep sizes."""
+        if len(self.size) == 1:
+            return [int(self.size[0])] * self.spatial_dims
+        return [int(s) for s in self.size]
+
+    def deterministic(self, keys: Sequence[str] = ("image",)) -> list:
+        """The deterministic transforms, load to network layout as a plain tensor (cached by ``CacheDataset``)."""
+        keys = list(keys)
+        dims = self.spatial_dims
+        interp = "bilinear" if dims == 2 else "trilinear"
+        out: list = [LoadScand(keys, spatial_dims=dims, grayscale=self.channels == 1)]
+        if dims == 3 and self.orientation:
+            out.append(Orientationd(keys, axcodes=self.orientation, labels=None))
+        if dims == 3 and self.spacing:
+            pixdim = list(self.spacing) * (3 if len(self.spacing) == 1 else 1)
+            out.append(Spacingd(keys, pixdim=pixdim, mode="bilinear"))
+        out.append(WindowIntensityd(keys, spec=self.window, percentiles=self.percentiles))
+        size = self.network_size
+        if size:
+            out.append(Resized(keys, spatial_size=size[::-1], mode=interp, anti_aliasing=True))
+        out.append(ToNetworkLayoutd(keys, spatial_dims=dims))
+        # Plain tensors from here on: the cache is smaller and cheap to copy each epoch, and MedtlCompose runs the
+        # rest without MetaTensor bookkeeping (plain_from); nothing later needs the meta.
+        out.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=False))
+        return out
+
+    def finishing(self, keys: Sequence[str] = ("image",)) -> list:
+        """Channel count, normalisation and conversion to a plain float32 tensor."""
+        keys = list(keys)
+        out: list = [EnsureChannelsd(keys, channels=self.channels)]
+        if self.normalize == "imagenet":
+            out.append(ImageNetNormalized(keys))
+        elif self.normalize == "zscore":
+            out.append(NormalizeIntensityd(keys, channel_wise=True))
+        out.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=False))
+        return out
+
+    def transforms(self, augment: AugmentConfig | None = None, modality: str | None = None,
+                   keys: Sequence[str] = ("image",)) -> MedtlCompose:
+        """The pipeline on data dicts; with ``augment`` the random transforms sit between the two halves.
+
+        ``modality`` (e.g. ``"MR"``) selects modality-specific domain-shift
+        transforms. The result supports ``set_random_state(seed)``.
+        """
+        steps = self.deterministic(keys)
+        plain_from = len(steps)
+        if augment is not None:
+            steps += augmentations(augment, self.spatial_dims, modality=modality, size=self.network_size or None,
+                                   clip=self.window != "none", keys=keys)
+        steps += self.finishing(keys)
+        return MedtlCompose(steps, plain_from=plain_from, log_stats=False)
+
+    def __call__(self, x: ScanSource) -> torch.Tensor:
+        """Path | Scan | array -> network input ``(C, ...)``: the evaluation pipeline, no augmentation."""
+        return _eval_pipeline(json.dumps(self.to_dict(), sort_keys=True))({"image": x})["image"]
+
+
+@functools.lru_cache(maxsize=8)
+def _eval_pipeline(settings: str) -> MedtlCompose:
+    """The evaluation Compose of some settings, built once (kept off the model so equality and
+    assignment stay plain pydantic)."""
+    return Preprocessing.model_validate(json.loads(settings)).transforms()

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+
+import medtl.io
+from medtl.config import AugmentConfig
+from medtl.data import balanced_sampler, build_dataset, class_weights
+from medtl.io import save_nifti
+from medtl.io.scan import Scan
+from medtl.transforms import Preprocessing
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(4):
+        path = tmp_path / f"s{i}.nii.gz"
+        save_nifti(Scan(rng.random((6, 5, 1)).astype(np.float32), np.eye(4)), path)
+        items.append({"image": str(path), "label": i % 2, "site": "A", "patient_id": None})
+    return items
+
+
+@pytest.fixture
+def count_loads(monkeypatch):
+    calls = []
+    real = medtl.io.load_scan
+
+    def counting(path, *args, **kwargs):
+        calls.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(medtl.io, "load_scan", counting)
+    return calls
+
+
+@pytest.mark.parametrize("augment", [None, AugmentConfig(rotate_deg=10, domain_shift="mild")])
+def test_memory_cache_loads_each_file_once_over_epochs(files, count_loads, augment):
+    tf = Preprocessing(size=[8, 8], normalize="zscore").transforms(augment)
+    ds = build_dataset(files, tf, cache="memory", num_workers=1)
+    for _ in range(2):
+        batch = [ds[i] for i in range(len(ds))]
+    assert sorted(count_loads) == sorted(it["image"] for it in files)
+    assert set(batch[0]) == {"image", "label", "index"}  # strings/None columns are left out
+    assert batch[0]["image"].shape == (1, 8, 8) and batch[3]["index"] == 3 and batch[3]["label"] == 1
+    loader = torch.utils.data.DataLoader(ds, batch_size=2)
+    assert next(iter(loader))["image"].shape == (2, 1, 8, 8)
+
+
+def test_disk_cache_survives_a_new_dataset(files, count_loads, tmp_path):
+    prep = Preprocessing(size=[8, 8], normalize="zscore")
+    tf = prep.transforms(AugmentConfig(rotate_deg=10))
+    ds = build_dataset(files, tf, cache="disk", cache_dir=tmp_path / "cache", cache_key=prep.fingerprint())
+    first = [ds[i]["image"] for i in range(len(ds))]
+    again = build_dataset(files, prep.transforms(AugmentConfig(rotate_deg=10)), cache="disk",
+                          cache_dir=tmp_path / "cache", cache_key=prep.fingerprint())
+    assert all(again[i]["image"].shape == (1, 8, 8) for i in range(len(again)))
+    assert len(count_loads) == len(files)  # the second dataset read the disk cache
+    assert (tmp_path / "cache" / prep.fingerprint()).is_dir()
+    # an evaluation pipeline (normalised head) must not reuse the training head's files
+    ev = build_dataset(files, prep.transforms(), cache="disk", cache_dir=tmp_path / "cache",
+                       cache_key=prep.fingerprint())
+    torch.testing.assert_close(ev[0]["image"], prep(files[0]["image"]))
+    assert len(count_loads) == len(files) + 2
+    with pytest.raises(ValueError, match="cache_dir"):
+        build_dataset(files, tf, cache="disk")
+
+
+def test_no_cache_loads_every_time(files, count_loads):
+    ds = build_dataset(files, Preprocessing(size=[8, 8]).transforms(), cache="none")
+    for _ in range(2):
+        for i in range(len(ds)):
+            ds[i]
+    assert len(count_loads) == 2 * len(files)
+
+
+def test_class_weights_and_balanced_sampler():
+    items = [{"label": 0}] * 6 + [{"label": 1}] * 2
+    w = class_weights(items, 3)
+    torch.testing.assert_close(w, torch.tensor([8 / 12, 8 / 4, 0.0]))
+    sampler = balanced_sampler(items, 3, num_samples=4000, seed=0)
+    drawn = [items[i]["label"] for i in sampler]
+    assert abs(sum(drawn) / len(drawn) - 0.5) < 0.05
+    assert list(balanced_sampler(items, 3, seed=1)) == list(balanced_sampler(items, 3, seed=1))
+    with pytest.raises(ValueError):
+        class_weights([{"label": 3}], 2)

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+from skimage import io as skio
+
+from medtl.config import DataConfig
+from medtl.data import load_folder, load_items, load_manifest, load_medmnist
+from medtl.errors import ConfigError
+
+
+def _png(path, value=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    skio.imsave(path, np.full((4, 4), value, np.uint8), check_contrast=False)
+
+
+def _manifest(tmp_path, rows, header="path,label,split,patient_id,site"):
+    csv = tmp_path / "meta" / "cohort.csv"
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    csv.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return csv
+
+
+def test_manifest_relative_paths_string_labels_and_extra_columns(tmp_path):
+    _png(tmp_path / "meta" / "img" / "a.png")
+    _png(tmp_path / "b.png")
+    csv = _manifest(tmp_path, ["img/a.png,pneumonia,train,p1,A", "../b.png,normal,Validation,,B"])
+    c = load_manifest(csv)
+    assert c.class_names == ["normal", "pneumonia"]
+    a, b = c.items
+    assert a["image"] == str(tmp_path / "meta" / "img" / "a.png") and a["label"] == 1 and a["split"] == "train"
+    assert a["patient_id"] == "p1" and a["site"] == "A"
+    assert b["label"] == 0 and b["split"] == "val" and "patient_id" not in b
+    c = load_manifest(csv, class_names=["pneumonia", "normal"])
+    assert [it["label"] for it in c.items] == [0, 1]
+
+
+def test_manifest_integer_labels_and_errors(tmp_path):
+    _png(tmp_path / "meta" / "a.png")
+    csv = _manifest(tmp_path, ["a.png,2", "a.png,0"], header="path,label")
+    c = load_manifest(csv)
+    assert c.class_names == ["0", "1", "2"] and [it["label"] for it in c.items] == [2, 0]
+    assert "split" not in c.items[0]
+    with pytest.raises(ConfigError, match="missing.png"):
+        load_manifest(_manifest(tmp_path, ["missing.png,0"], header="path,label"))
+    with pytest.raises(ConfigError, match="'label' column"):
+        load_manifest(_manifest(tmp_path, ["a.png"], header="path"))
+    with pytest.raises(ConfigError, match="empty split"):
+        load_manifest(_manifest(tmp_path, ["a.png,0,train", "a.png,1,"], header="path,label,split"))
+    with pytest.raises(ConfigError, match="not in class_names"):
+        load_manifest(_manifest(tmp_path, ["a.png,cat"], header="path,label"), class_names=["dog"])
+
+
+def test_folder_per_class_and_split_folders(tmp_path):
+    for cls, n in (("normal", 2), ("tumour", 3)):
+        for i in range(n):
+            _png(tmp_path / "flat" / cls / f"{i}.png")
+    (tmp_path / "flat" / "tumour" / ".DS_Store").write_text("x")
+    (tmp_path / "flat" / "tumour" / "series9").mkdir()  # a DICOM series folder is one item
+    c = load_folder(tmp_path / "flat")
+    assert c.class_names == ["normal", "tumour"]
+    assert [it["label"] for it in c.items] == [0, 0, 1, 1, 1, 1]
+    assert c.items[-1]["image"].endswith("series9") and "split" not in c.items[0]
+    _png(tmp_path / "split" / "train" / "b" / "0.png")
+    _png(tmp_path / "split" / "test" / "a" / "0.png")
+    c = load_folder(tmp_path / "split")
+    assert c.class_names == ["a", "b"]
+    assert sorted((it["split"], it["label"]) for it in c.items) == [("test", 0), ("train", 1)]
+
+
+def _npz(path, shape, n=(6, 2, 3), labels2d=True):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, k in zip(("train", "val", "test"), n):
+        arrays[f"{split}_images"] = rng.integers(0, 255, size=(k,) + shape, dtype=np.uint8)
+        lab = np.arange(k) % 2
+        arrays[f"{split}_labels"] = lab[:, None] if labels2d else lab
+    np.savez(path, **arrays)
+    return arrays
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (8, 8, 3), (5, 6, 7)])
+def test_medmnist_npz(tmp_path, shape):
+    arrays = _npz(tmp_path / "pneumoniamnist.npz", shape)
+    c = load_medmnist(tmp_path / "pneumoniamnist.npz")
+    assert c.class_names == ["normal", "pneumonia"] and c.format == "medmnist"
+    assert [len(c.split(s)) for s in ("train", "val", "test")] == [6, 2, 3]
+    it = c.split("val")[1]
+    assert it["label"] == 1 and isinstance(it["label"], int)
+    np.testing.assert_array_equal(it["image"], arrays["val_images"][1])
+    assert load_medmnist(tmp_path / "pneumoniamnist.npz", class_names=["x", "y"]).class_names == ["x", "y"]
+
+
+def test_medmnist_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"pip install medmnist.*pneumoniamnist.*size=64"):
+        load_items(DataConfig(path=str(tmp_path / "pneumoniamnist_64.npz")))
+    np.savez(tmp_path / "chest.npz", train_images=np.zeros((2, 4, 4)), train_labels=np.zeros((2, 14)))
+    with pytest.raises(ConfigError, match="multi-label"):
+        load_medmnist(tmp_path / "chest.npz")
+
+
+def test_real_pneumoniamnist(shared):
+    path = shared("data/medmnist/pneumoniamnist.npz")
+    c = load_items(DataConfig(path=str(path)))
+    assert [len(c.split(s)) for s in ("train", "val", "test")] == [4708, 524, 624]
+    assert c.counts()["train"] == {"normal": 1214, "pneumonia": 3494}
+    assert c.items[0]["image"].shape == (28, 28)
+
+
+def test_load_items_filter_split_and_subsample(tmp_path):
+    _png(tmp_path / "meta" / "a.png")
+    rows = [f"a.png,{'yes' if i % 3 == 0 else 'no'},,p{i // 2},{'A' if i < 60 else 'B'}" for i in range(80)]
+    csv = _manifest(tmp_path, rows)
+    c = load_items(DataConfig(path=str(csv), filter={"site": "A"}, val_fraction=0.2, test_fraction=0.2))
+    assert len(c.items) == 60 and {it["site"] for it in c.items} == {"A"}
+    assert {it["split"] for it in c.items} == {"train", "val", "test"}
+    with pytest.raises(ConfigError, match="scanner"):
+        load_items(DataConfig(path=str(csv), filter={"scanner": "x"}))
+    full = load_items(DataConfig(path=str(csv), val_fraction=0.2, test_fraction=0.2))
+    small = load_items(DataConfig(path=str(csv), val_fraction=0.2, test_fraction=0.2, train_fraction=0.5))
+    assert len(small.split("val")) == len(full.split("val")) and len(small.split("test")) == len(full.split("test"))
+    assert len(small.split("train")) == round(0.5 * len(full.split("train")))
+
+
+def test_load_items_carves_val_from_train_when_missing(tmp_path):
+    _png(tmp_path / "meta" / "a.png")
+    rows = [f"a.png,{i % 2},{'test' if i < 10 else 'train'}" for i in range(50)]
+    c = load_items(DataConfig(path=str(_manifest(tmp_path, rows, header="path,label,split")), val_fraction=0.25))
+    assert [len(c.split(s)) for s in ("train", "val", "test")] == [30, 10, 10]
