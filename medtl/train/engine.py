@@ -127,6 +127,39 @@ def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device,
     return np.concatenate(probs), np.concatenate(labels), loss_sum / n
 
 
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, amp: torch.dtype | None) -> torch.Tensor:
+    """One optimisation step (autocast when ``amp``; loss scaling for fp16); returns the detached loss."""
+    with torch.autocast(x.device.type, dtype=amp) if amp else contextlib.nullcontext():
+        loss = criterion(model(x).float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+def make_train_loader(train_ds, cfg: Config, device: torch.device, dist_info: DistInfo | None = None,
+                      sample_weights: np.ndarray | None = None):
+    """``(loader, sampler, generator)`` for training; reseed ``generator`` per epoch for exact resume."""
+    tc = cfg.train
+    dist_info = dist_info or DistInfo()
+    generator = torch.Generator()
+    if dist_info.enabled:
+        sampler = DistributedSampler(train_ds, num_replicas=dist_info.world_size, rank=dist_info.rank,
+                                     shuffle=True, seed=tc.seed)
+    elif sample_weights is not None:
+        sampler = WeightedRandomSampler(torch.as_tensor(sample_weights, dtype=torch.double),
+                                        num_samples=len(sample_weights), replacement=True, generator=generator)
+    else:
+        sampler = torch.utils.data.RandomSampler(train_ds, generator=generator)
+    workers = default_workers(device, cfg.data.num_workers)
+    loader = DataLoader(train_ds, batch_size=tc.batch_size, sampler=sampler, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        drop_last=len(train_ds) > tc.batch_size)
+    return loader, sampler, generator
+
+
 @dataclass
 class FitState:
     """What a checkpoint carries besides tensors."""
@@ -181,19 +214,8 @@ def fit(
     if tc.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last if cfg.preprocess.spatial_dims == 2 else torch.channels_last_3d)
 
-    workers = default_workers(device, cfg.data.num_workers)
-    generator = torch.Generator()
-    if dist_info.enabled:
-        sampler = DistributedSampler(train_ds, num_replicas=dist_info.world_size, rank=dist_info.rank,
-                                     shuffle=True, seed=tc.seed)
-    elif sample_weights is not None:
-        sampler = WeightedRandomSampler(torch.as_tensor(sample_weights, dtype=torch.double),
-                                        num_samples=len(sample_weights), replacement=True, generator=generator)
-    else:
-        sampler = torch.utils.data.RandomSampler(train_ds, generator=generator)
-    loader_kw = dict(num_workers=workers, pin_memory=device.type == "cuda",
-                     persistent_workers=False, drop_last=len(train_ds) > tc.batch_size)
-    train_loader = DataLoader(train_ds, batch_size=tc.batch_size, sampler=sampler, **loader_kw)
+    train_loader, sampler, generator = make_train_loader(train_ds, cfg, device, dist_info, sample_weights)
+    workers = train_loader.num_workers
     val_loader = (DataLoader(val_ds, batch_size=tc.batch_size * 2, shuffle=False, num_workers=workers,
                              pin_memory=device.type == "cuda") if val_ds is not None and len(val_ds) else None)
 
@@ -211,7 +233,8 @@ def fit(
     logger = MetricLogger(out_dir / "metrics.csv", tensorboard_dir=out_dir / "tensorboard", resume=resume,
                           start_epoch=state.epoch + 1 if resume else None) if dist_info.is_main else None
 
-    step_model: nn.Module = model
+    # torch.compile: the first steps are slow (compilation), later ones fast; eval uses the plain module.
+    step_model: nn.Module = torch.compile(model) if tc.compile and not dist_info.enabled else model
     trainable_prev: list[str] | None = None
     stop_at = tc.epochs if max_epochs_this_run is None else min(tc.epochs, state.epoch + max_epochs_this_run)
     epoch = state.epoch
@@ -238,14 +261,9 @@ def fit(
                    leave=False, dynamic_ncols=True)
         for batch in bar:
             x, y = _to_device(batch, device, tc.channels_last)
-            with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
-                loss = criterion(step_model(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_step(step_model, x, y, criterion, optimizer, scaler, amp)
             scheduler.step()
-            loss_sum += float(loss.detach()) * len(y)
+            loss_sum += float(loss) * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         train_time = time.perf_counter() - t0

@@ -85,19 +85,34 @@ def build_model(cfg: Config, num_classes: int, progress: bool = True) -> nn.Modu
     return model
 
 
-def _datasets(cfg: Config, prep, cohort, progress: bool):
-    from medtl.data import build_dataset
+@dataclass
+class PreparedData:
+    """A cohort with its preprocessing and MONAI datasets (train with augmentation; val/test without)."""
 
-    key = prep.fingerprint()
+    cohort: Any
+    prep: Any
+    train_ds: Any
+    val_ds: Any
+    test_ds: Any
+    train_transform: Any
+
+
+def prepare_data(cfg: Config, progress: bool = True) -> PreparedData:
+    """Load the cohort of ``cfg.data`` and build its cached datasets with ``cfg.preprocess``/``augment``."""
+    from medtl.data import build_dataset, load_items
+    from medtl.transforms import Preprocessing
+
+    cohort = load_items(cfg.data, seed=cfg.train.seed)
+    prep = Preprocessing.from_config(cfg.preprocess)
     common = dict(cache=cfg.data.cache, cache_dir=cfg.data.cache_dir, num_workers=cfg.data.num_workers,
-                  cache_key=key, progress=progress)
+                  cache_key=prep.fingerprint(), progress=progress)
     train_tf = prep.transforms(cfg.augment if _augments(cfg) else None)
     eval_tf = prep.transforms()
     train_ds = build_dataset(cohort.split("train"), train_tf, **common)
     val_items, test_items = cohort.split("val"), cohort.split("test")
     val_ds = build_dataset(val_items, eval_tf, **common) if val_items else None
     test_ds = build_dataset(test_items, eval_tf, **common) if test_items else None
-    return train_ds, val_ds, test_ds, train_tf
+    return PreparedData(cohort, prep, train_ds, val_ds, test_ds, train_tf)
 
 
 def _augments(cfg: Config) -> bool:
@@ -146,11 +161,10 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     gradual unfreezing with discriminative learning rates, one-cycle); every
     knob is in ``cfg``.
     """
-    from medtl.data import class_weights, load_items
+    from medtl.data import class_weights
     from medtl.train.engine import fit, predict_loader, resolve_device
     from medtl.train.metrics import evaluate_predictions
     from medtl.train.plots import plot_learning_curves, save_evaluation_plots
-    from medtl.transforms import Preprocessing
 
     out = Path(out_dir)
     tc = cfg.train
@@ -160,10 +174,10 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         out.mkdir(parents=True, exist_ok=True)
         if not resume and (out / "checkpoints" / "last.pt").exists():
             raise MedtlError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
-    cohort = load_items(cfg.data, seed=tc.seed)
+    data = prepare_data(cfg, progress and is_main)
+    cohort, prep = data.cohort, data.prep
+    train_ds, val_ds, test_ds, train_tf = data.train_ds, data.val_ds, data.test_ds, data.train_transform
     class_names = cohort.class_names
-    prep = Preprocessing.from_config(cfg.preprocess)
-    train_ds, val_ds, test_ds, train_tf = _datasets(cfg, prep, cohort, progress and is_main)
     if len(train_ds) == 0:
         raise MedtlError(f"{cfg.data.path}: the train split is empty")
     model = build_model(cfg, len(class_names), progress=progress)

@@ -1,0 +1,116 @@
+"""Training throughput: end-to-end images/s vs the model-only ceiling.
+
+End-to-end = medtl's training loader (cached preprocessing + augmentation, workers,
+pinned memory) feeding the same train step ``fit`` uses. Model-only = the same model,
+batch, precision and memory format on synthetic tensors already on the device. The
+ratio says whether the data pipeline is the bottleneck (goal >= 0.9).
+
+    python benchmarks/bench_train.py --config configs/pneumoniamnist_effnet_lite0.yaml \\
+        --steps 20 [--device cuda] [train.batch_size=128 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medtl.config import load_config
+from medtl.train.engine import (
+    DistInfo,
+    _to_device,
+    amp_dtype,
+    make_train_loader,
+    resolve_device,
+    train_step,
+)
+from medtl.train.run import build_model, prepare_data
+from medtl.train.strategy import build_optimizer
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_steps(model, batches, criterion, opt, scaler, amp, device, steps: int, warmup: int) -> float:
+    """Seconds for ``steps`` train steps after ``warmup`` untimed ones."""
+    it = iter(batches)
+    for _ in range(warmup):
+        x, y = next(it)
+        train_step(model, x, y, criterion, opt, scaler, amp)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        x, y = next(it)
+        train_step(model, x, y, criterion, opt, scaler, amp)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/pneumoniamnist_effnet_lite0.yaml")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default="benchmarks/out/bench_train.json")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+
+    cfg = load_config(args.config, [*args.overrides, f"train.device={args.device}"])
+    device = resolve_device(cfg.train.device)
+    amp = amp_dtype(cfg.train, device)
+    data = prepare_data(cfg, progress=True)
+    model = build_model(cfg, data.cohort.n_classes, progress=False).to(device).train()
+    channels_last = cfg.train.channels_last and device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last if cfg.preprocess.spatial_dims == 2 else torch.channels_last_3d)
+    step_model = torch.compile(model) if cfg.train.compile else model
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    opt = build_optimizer(model, cfg.train)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    loader, _, _ = make_train_loader(data.train_ds, cfg, device, DistInfo())
+    bs = cfg.train.batch_size
+
+    def real_batches():
+        while True:  # re-iterate (itertools.cycle would replay cached batches, skipping the pipeline)
+            for batch in loader:
+                yield _to_device(batch, device, cfg.train.channels_last)
+
+    x0, y0 = next(real_batches())
+    fake = (x0.new_empty(x0.shape).normal_(), y0.clone())
+
+    def synthetic_batches():
+        while True:
+            yield fake
+
+    n = args.steps
+    t_model = timed_steps(step_model, synthetic_batches(), criterion, opt, scaler, amp, device, n, args.warmup)
+    t_e2e = timed_steps(step_model, real_batches(), criterion, opt, scaler, amp, device, n, args.warmup)
+    res = {
+        "config": args.config, "overrides": args.overrides, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(), "amp": str(amp), "channels_last": channels_last,
+        "compile": cfg.train.compile, "batch_size": bs, "input_shape": list(x0.shape[1:]),
+        "loader_workers": loader.num_workers, "steps": n,
+        "model_only_images_per_s": n * bs / t_model, "end_to_end_images_per_s": n * bs / t_e2e,
+    }
+    res["ratio"] = res["end_to_end_images_per_s"] / res["model_only_images_per_s"]
+    print(f"{cfg.model.arch} {list(x0.shape[1:])} batch {bs} on {res['device_name']} (amp={res['amp']}, "
+          f"workers={res['loader_workers']}, threads={res['threads']})")
+    print(f"model-only ceiling : {res['model_only_images_per_s']:8.1f} images/s")
+    print(f"end-to-end training: {res['end_to_end_images_per_s']:8.1f} images/s")
+    print(f"ratio              : {res['ratio']:.3f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
