@@ -1,0 +1,105 @@
+"""Display slices, aspect, display orientation, overlays and the PNG writer."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pytest
+from PIL import Image
+
+from medtl.explain import (
+    display_aspect,
+    display_slice,
+    overlay,
+    save_overlay_png,
+    to_display_orientation,
+    window_to_unit,
+)
+from medtl.io import Scan
+
+I, J, K = 5, 4, 3
+
+
+def _numbered() -> np.ndarray:
+    """a[i, j, k] = 100 i + 10 j + k: every voxel says where it is."""
+    i, j, k = np.meshgrid(np.arange(I), np.arange(J), np.arange(K), indexing="ij")
+    return 100 * i + 10 * j + k
+
+
+def test_display_slice_orientation():
+    a = _numbered()
+    ax = display_slice(a, 1, "axial")
+    assert ax.shape == (J, I)
+    assert ax[0, 0] == 1 and ax[0, 1] == 101 and ax[1, 0] == 11  # rows j, columns i
+    co = display_slice(a, 2, "coronal")
+    assert co.shape == (K, I)
+    assert co[0, 0] == 20 + (K - 1) and co[-1, 0] == 20 and co[-1, 1] == 120  # last slice on top, columns i
+    sa = display_slice(a, 3, "sagittal")
+    assert sa.shape == (K, J)
+    assert sa[0, 0] == 300 + (K - 1) and sa[-1, 0] == 300 and sa[-1, 1] == 310  # columns j
+    rgb = np.stack([a, -a, 2 * a], axis=-1)
+    np.testing.assert_array_equal(display_slice(rgb, 1, "axial")[..., 2], 2 * ax)
+    assert display_slice(a, -1, "axial")[0, 0] == K - 1
+    with pytest.raises(IndexError):
+        display_slice(a, K, "axial")
+    with pytest.raises(ValueError, match="plane"):
+        display_slice(a, 0, "oblique")
+
+
+def test_display_aspect():
+    scan = Scan(array=np.zeros((I, J, K)), affine=np.diag([0.5, 0.8, 2.0, 1.0]))
+    assert display_aspect(scan, "axial") == pytest.approx(0.8 / 0.5)
+    assert display_aspect(scan, "coronal") == pytest.approx(2.0 / 0.5)
+    assert display_aspect(scan, "sagittal") == pytest.approx(2.0 / 0.8)
+
+
+def test_to_display_orientation_keeps_world_positions():
+    ras = np.diag([0.5, 0.8, 2.0, 1.0])
+    ras[:3, 3] = [1.0, 2.0, 3.0]
+    scan = Scan(array=_numbered().astype(np.float32), affine=ras)
+    assert scan.orientation == "RAS"
+    lps = to_display_orientation(scan)
+    assert lps.orientation == "LPS" and lps.shape == scan.shape
+    for v in [(0, 0, 0), (4, 1, 2), (2, 3, 1)]:
+        world = ras @ np.array([*v, 1.0])
+        w = np.rint(np.linalg.solve(lps.affine, world)[:3]).astype(int)
+        assert lps.array[tuple(w)] == scan.array[v]
+    assert to_display_orientation(lps) is lps
+
+
+def test_window_to_unit():
+    img = np.array([[-100.0, 0.0], [50.0, 300.0]])
+    np.testing.assert_allclose(window_to_unit(img, (0.0, 200.0)), [[0.0, 0.5], [0.75, 1.0]])
+    u = window_to_unit(np.arange(1000.0).reshape(25, 40))
+    assert u.min() == 0.0 and u.max() == 1.0 and u.dtype == np.float32
+    with pytest.raises(ValueError, match="width"):
+        window_to_unit(img, (0.0, 0.0))
+
+
+def test_overlay_blend():
+    rng = np.random.default_rng(0)
+    img = rng.normal(40.0, 100.0, size=(12, 20))
+    sal = rng.random((12, 20))
+    out = overlay(img, sal, window=(40.0, 400.0), alpha=0.4)
+    assert out.shape == (12, 20, 3) and out.dtype == np.uint8
+    gray = window_to_unit(img, (40.0, 400.0))
+    plain = overlay(img, sal, window=(40.0, 400.0), alpha=0.0)
+    for c in range(3):
+        np.testing.assert_array_equal(plain[..., c], np.round(gray.astype(np.float64) * 255).astype(np.uint8))
+    heat = overlay(img, sal, alpha=1.0, cmap="viridis")
+    np.testing.assert_array_equal(heat, np.round(matplotlib.colormaps["viridis"](sal)[..., :3] * 255).astype(np.uint8))
+    want = np.round((0.6 * gray[..., None] + 0.4 * matplotlib.colormaps["jet"](sal)[..., :3]) * 255)
+    np.testing.assert_array_equal(out, want.astype(np.uint8))
+    with pytest.raises(ValueError, match="does not match"):
+        overlay(img, sal.T)
+    with pytest.raises(ValueError, match="alpha"):
+        overlay(img, sal, alpha=1.5)
+
+
+def test_save_overlay_png(tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, size=(9, 7, 3), dtype=np.uint8)
+    path = save_overlay_png(tmp_path / "sub" / "o.png", rgb)
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), rgb)
+    assert [p.name for p in path.parent.iterdir()] == ["o.png"]  # no temporary file left
+    with pytest.raises(ValueError, match="uint8"):
+        save_overlay_png(tmp_path / "bad.png", rgb.astype(np.float32))
