@@ -149,6 +149,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- app ---------------------------------------------------------------------------------------
+
+def cmd_app(args: argparse.Namespace) -> int:
+    # The app lives in the repository's apps/ folder, beside this package in a checkout (pip install -e).
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "apps" / "medtl_app.py").is_file():
+        raise MedtlError("`medtl app` needs the repository's apps/ folder, which this installation lacks; "
+                         "install medtl from a checkout: pip install -e '.[app]'")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        from apps.medtl_app import serve
+    except ModuleNotFoundError as exc:
+        if exc.name != "gradio":
+            raise
+        raise MedtlError("`medtl app` needs Gradio: pip install 'medtl[app]'") from None
+    return serve(args.model, host=args.host, port=args.port, device=args.device)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from medtl.demo import run_demo
+
+    report = run_demo(args.out, size=args.size, epochs=args.epochs)
+    print(f"open {report}")
+    if args.serve:
+        runs = Path(args.out) / "runs"
+        models = [f"{name}={runs / name}" for name in ("domain_shift", "baseline")]
+        return cmd_app(argparse.Namespace(model=models, host=args.host, port=args.port, device="auto"))
+    return 0
+
+
 # --- parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,6 +236,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data.* overrides, e.g. data.filter.site=B")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="the whole pipeline on the built-in sample cohort (CPU, offline, minutes)")
+    p.add_argument("--out", default="demo_out", help="output folder (report.html, runs, scores)")
+    p.add_argument("--size", choices=["small", "full"], default="full", help="sample cohort size")
+    p.add_argument("--epochs", type=int, help="override the training epochs")
+    p.add_argument("--serve", action="store_true", help="then open the app on the trained model")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.set_defaults(func=cmd_demo)
+
+    from medtl.infer.cli import add_predict_parser, add_score_parser
+
+    add_predict_parser(sub)
+    add_score_parser(sub)
+
+    p = sub.add_parser("app", help="serve the browser app for clinicians: upload a scan, see prediction and saliency")
+    p.add_argument("--model", action="append", required=True, metavar="[NAME=]RUN_DIR",
+                   help="run folder written by `medtl train`; repeat to offer several models")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.set_defaults(func=cmd_app)
     return parser
 
 

@@ -1,0 +1,136 @@
+"""Predictor: one study -> probabilities, decision at the card's threshold, preprocessing used."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from medtl.cli import main
+from medtl.errors import MedtlError, ScanError
+from medtl.infer import Predictor
+from medtl.io import load_scan
+from medtl.train.run import load_run
+
+from .conftest import SAMPLE
+
+
+@pytest.fixture(scope="module")
+def p2d(run2d):
+    return Predictor.from_run(run2d, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def p3d(run3d):
+    return Predictor.from_run(run3d, device="cpu")
+
+
+def test_2d_dicom_reproduces_the_runs_test_predictions(run2d, p2d):
+    rows = list(csv.DictReader(open(run2d / "predictions_test.csv")))
+    assert len(rows) >= 4
+    for row in rows[:4]:
+        pred = p2d.predict(row["image"])
+        expected = [float(row[f"p_{c}"]) for c in p2d.class_names]
+        np.testing.assert_allclose(list(pred.probabilities.values()), expected, atol=1e-5)
+        assert sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-9)
+        p_pos = pred.probabilities[p2d.positive_class]
+        other = [c for c in p2d.class_names if c != p2d.positive_class][0]
+        assert pred.decision == (p2d.positive_class if p_pos >= pred.threshold else other)
+        assert pred.threshold == json.loads((run2d / "model_card.json").read_text())["threshold"]
+        assert pred.predicted == max(pred.probabilities, key=pred.probabilities.get)
+        assert pred.shape == [128, 128, 1] and pred.preprocessing["size"] == [32, 32]
+
+
+def test_predict_batch_equals_one_by_one(p2d):
+    paths = sorted((SAMPLE / "ct2d").glob("*.dcm"))[:3]
+    xs = [p2d.preprocess(p) for p in paths]
+    batch = p2d.predict_batch(xs)
+    singles = np.stack([p2d.predict_batch([x])[0] for x in xs])
+    np.testing.assert_allclose(batch, singles, atol=1e-6)
+    np.testing.assert_allclose(batch.sum(1), 1.0, atol=1e-9)
+    # numpy (read-only, as Ray hands them back) and tensors give the same numbers
+    ro = [x.numpy().copy() for x in xs]
+    for a in ro:
+        a.setflags(write=False)
+    np.testing.assert_array_equal(p2d.predict_batch(ro), batch)
+
+
+def test_decision_is_exactly_the_threshold_rule(run2d, p2d):
+    model, card, prep = load_run(run2d)
+    x = p2d.preprocess(SAMPLE / "ct2d" / "P0015_1.dcm")
+    p_pos = float(p2d.predict_batch([x])[0][p2d.class_names.index(p2d.positive_class)])
+    at = Predictor(model, {**card, "threshold": p_pos}, prep)
+    above = Predictor(model, {**card, "threshold": np.nextafter(p_pos, 1.0)}, prep)
+    assert at.decide([1 - p_pos, p_pos])[1] == at.positive_class
+    assert above.decide([1 - p_pos, p_pos])[1] != above.positive_class
+    assert Predictor(model, {**card, "threshold": None}, prep).threshold == 0.5
+    three = Predictor(model, {**card, "class_names": ["a", "b", "c"], "positive_class": None}, prep)
+    assert three.threshold is None and three.decide([0.2, 0.5, 0.3]) == ("b", "b")
+
+
+def test_3d_nifti_volume(run3d, p3d):
+    path = SAMPLE / "ct3d" / "P0031.nii.gz"
+    pred = p3d.predict(path)
+    model, _, prep = load_run(run3d)
+    with torch.no_grad():
+        expected = torch.softmax(model(prep(path)[None]), 1)[0].numpy()
+    np.testing.assert_allclose(list(pred.probabilities.values()), expected, atol=1e-6)
+    assert sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-9)
+    assert pred.shape == list(load_scan(path).shape) and pred.shape[2] > 1
+    assert pred.preprocessing_text.startswith("3D") and "16x16x16" in pred.preprocessing_text
+    # a DICOM series folder is a volume too; same decision rule
+    series = p3d.predict(SAMPLE / "series" / "P0041")
+    assert series.shape[2] == 32
+
+
+def test_model_refuses_input_of_the_wrong_dimensionality(p2d, p3d):
+    with pytest.raises(ScanError, match="2D model"):
+        p2d.predict(SAMPLE / "ct3d" / "P0031.nii.gz")
+    with pytest.raises(ScanError, match="3D model"):
+        p3d.predict(SAMPLE / "ct2d" / "P0015_1.dcm")
+
+
+def test_describe_summarises_the_model_card(p2d):
+    text = p2d.describe()
+    assert "Trained on: manifest.csv" in text and "Test metrics (n=16)" in text and "auc" in text
+    assert "Intended use:" in text and "not for diagnosis" in text
+    assert f">= {p2d.threshold:.4f}" in text and "window lung" in text
+
+
+def test_from_run_needs_a_run_directory(tmp_path):
+    with pytest.raises(MedtlError, match="model_card.json"):
+        Predictor.from_run(tmp_path)
+
+
+def test_card_positive_class_must_be_a_class(run2d):
+    model, card, prep = load_run(run2d)
+    bad = copy.deepcopy(card)
+    bad["positive_class"] = "tumour"
+    with pytest.raises(MedtlError, match="positive_class"):
+        Predictor(model, bad, prep)
+
+
+def test_cli_predict_json_and_text(run2d, p2d, capsys):
+    scan = SAMPLE / "ct2d" / "P0016_1.dcm"
+    assert main(["predict", "--model", str(run2d), str(scan), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = p2d.predict(scan)
+    assert out["probabilities"] == pytest.approx(expected.probabilities, abs=1e-7)
+    assert out["decision"] == expected.decision and out["threshold"] == expected.threshold
+    assert out["preprocessing"]["window"] == "lung" and out["model"] == p2d.model_id
+    assert main(["predict", "--model", str(run2d), str(scan)]) == 0
+    text = capsys.readouterr().out
+    assert f"decision: {expected.decision}" in text and "preprocessing: 2D, window lung" in text
+
+
+def test_cli_predict_errors_are_one_line(run2d, capsys):
+    assert main(["predict", "--model", str(run2d), str(SAMPLE / "ct3d" / "P0031.nii.gz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "2D model" in err
+    assert main(["predict", "--model", str(run2d), str(SAMPLE / "ct2d" / "P0016_1.dcm"),
+                 "--saliency", "out.jpg"]) == 2
+    assert ".png" in capsys.readouterr().err

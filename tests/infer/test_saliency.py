@@ -1,0 +1,64 @@
+"""Saliency from predict and from batch scoring (medtl.explain does the maps; here: wiring and files)."""
+
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from medtl.cli import main
+from medtl.infer import Predictor, score
+from medtl.io import load_scan
+
+from .conftest import SAMPLE
+
+explain = pytest.importorskip("medtl.explain", reason="medtl.explain (saliency) is not available")
+if not hasattr(explain, "saliency_for_scan"):
+    pytest.skip("medtl.explain has no saliency_for_scan yet", allow_module_level=True)
+
+
+def test_predict_saliency_is_in_the_scans_geometry(run3d):
+    p = Predictor.from_run(run3d, device="cpu")
+    path = SAMPLE / "ct3d" / "P0032.nii.gz"
+    pred = p.predict(path, saliency="gradcam")
+    scan = load_scan(path)
+    assert pred.saliency.shape == scan.shape
+    np.testing.assert_array_equal(pred.saliency.affine, scan.affine)
+    assert 0.0 <= pred.saliency.array.min() and pred.saliency.array.max() <= 1.0
+    assert pred.saliency_info["target"] == p.class_names.index(pred.decision)
+    assert pred.to_dict()["saliency"]["method"] == "gradcam"
+
+
+def test_cli_predict_writes_png_and_nifti(tmp_path, run2d, run3d, capsys):
+    png2d = tmp_path / "s2d.png"
+    assert main(["predict", "--model", str(run2d), str(SAMPLE / "ct2d" / "P0015_1.dcm"), "--saliency", str(png2d)]) == 0
+    assert Image.open(png2d).size == (128, 128) and Image.open(png2d).mode == "RGB"
+    nii = tmp_path / "s3d.nii.gz"
+    vol = SAMPLE / "ct3d" / "P0031.nii.gz"
+    assert main(["predict", "--model", str(run3d), str(vol), "--saliency", str(nii), "--json"]) == 0
+    img, src = nib.load(nii), nib.load(vol)
+    assert img.shape == src.shape
+    np.testing.assert_allclose(img.affine, src.affine, atol=1e-5)
+    png3d = tmp_path / "s3d.png"
+    assert main(["predict", "--model", str(run3d), str(vol), "--saliency", str(png3d)]) == 0
+    assert Image.open(png3d).size == (64, 64)  # middle axial slice of the 64x64x32 volume
+    assert "saliency (gradcam) written" in capsys.readouterr().out
+
+
+def test_batch_saliency_dir_one_map_per_study(tmp_path, run3d):
+    folder = tmp_path / "in"
+    (folder / "nii").mkdir(parents=True)
+    shutil.copy(SAMPLE / "ct3d" / "P0033.nii.gz", folder / "nii" / "a.nii.gz")
+    shutil.copytree(SAMPLE / "series" / "P0044", folder / "P0044")
+    maps = folder / "maps"  # inside the input: must not be taken for studies on the re-run
+    out = tmp_path / "scores.csv"
+    summary = score(run3d, folder, out, workers=0, saliency_dir=maps, progress=False)
+    assert (summary.scored, summary.failed) == (2, 0)
+    written = sorted(p.name for p in maps.iterdir())
+    assert len(written) == 2 and all(n.endswith(".nii.gz") for n in written)
+    assert any(n.startswith("a_") for n in written) and any(n.startswith("P0044_") for n in written)
+    again = score(run3d, folder, out, workers=0, saliency_dir=maps, progress=False)
+    assert (again.scored, again.skipped, again.failed) == (0, 2, 0)

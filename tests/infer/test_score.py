@@ -1,0 +1,255 @@
+"""Batch scoring: every good study scored once, every bad one in errors.csv, resumable after a kill."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medtl.cli import main
+from medtl.errors import MedtlError
+from medtl.infer import ERROR_COLUMNS, Predictor, discover, score, score_columns
+
+from .conftest import REPO, SAMPLE, make_batch_folder
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _check_acceptance(folder: Path, out: Path, expected: dict, predictor: Predictor) -> None:
+    """Each good study exactly once, each bad one in errors.csv with its reason, whole lines only."""
+    raw = out.read_bytes()
+    assert raw.endswith(b"\n") and raw.splitlines()[0].decode().split(",") == score_columns(predictor.class_names)
+    rows = _rows(out)
+    keys = [r["key"] for r in rows]
+    assert len(keys) == len(set(keys)), "a study was scored twice"
+    good = [s for s in discover(folder, 3).studies if not s.path.endswith("truncated.dcm")]
+    assert sorted(keys) == sorted(s.key for s in good)
+    assert sorted(r["path"] for r in rows) == sorted(expected["good"])
+    for r in rows:
+        p = np.array([float(r[f"p_{c}"]) for c in predictor.class_names])
+        assert abs(p.sum() - 1) < 1e-6
+        assert (r["predicted"], r["decision"]) == predictor.decide(p)
+        assert r["model"] == predictor.model_id and r["scored_at"]
+    errors = {r["path"]: r for r in _rows(out.with_name("errors.csv"))}
+    assert sorted(errors) == sorted(expected["bad"])
+    assert "truncated" in errors[str(folder / "truncated.dcm")]["reason"]
+    assert "not recognised" in errors[str(folder / "notes.dcm")]["reason"]
+    assert errors[str(folder / "empty")]["reason"].startswith("empty folder")
+    assert all("\n" not in r["reason"] for r in errors.values())
+
+
+@pytest.fixture(scope="module")
+def p3d(run3d):
+    return Predictor.from_run(run3d, device="cpu")
+
+
+def test_acceptance_folder_scored_once_and_failures_listed(tmp_path, run3d, p3d):
+    folder = tmp_path / "in"
+    expected = make_batch_folder(folder)
+    out = tmp_path / "out" / "scores.csv"
+    summary = score(run3d, folder, out, workers=2, batch_size=4, progress=False)
+    assert (summary.scored, summary.failed, summary.skipped, summary.ignored) == (6, 3, 0, 1)
+    assert summary.exit_code == 1
+    _check_acceptance(folder, out, expected, p3d)
+    # batch scores are the single-study predictions
+    row = next(r for r in _rows(out) if r["path"].endswith("P0031.nii.gz"))
+    single = p3d.predict(folder / "nii" / "P0031.nii.gz").probabilities
+    for c in p3d.class_names:
+        assert float(row[f"p_{c}"]) == pytest.approx(single[c], abs=1e-6)
+    # a second run skips everything already scored and re-lists the failures
+    again = score(run3d, folder, out, workers=0, progress=False)
+    assert (again.scored, again.skipped, again.failed) == (0, 6, 3)
+    _check_acceptance(folder, out, expected, p3d)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_nothing_lost_or_duplicated(tmp_path, run3d, p3d):
+    folder = tmp_path / "in"
+    expected = make_batch_folder(folder)
+    many = folder / "many"
+    many.mkdir()
+    for i in range(20):  # enough studies that the kill lands mid-way
+        dst = many / f"v{i:02d}.nii.gz"
+        shutil.copy(SAMPLE / "ct3d" / f"P00{31 + i % 10}.nii.gz", dst)
+        expected["good"].append(str(dst))
+    out = tmp_path / "out" / "scores.csv"
+    cmd = [sys.executable, "-m", "medtl.cli", "score", "--model", str(run3d), str(folder), "--out", str(out),
+           "--batch-size", "1", "--workers", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.exists() and out.read_bytes().count(b"\n") >= 3:  # header + 2 rows
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    n_before = len(_rows(out))
+    assert 2 <= n_before < 26
+    # a kill in the middle of a write leaves a partial last line: resume must drop it
+    with open(out, "ab") as fh:
+        fh.write(b"series:1.2.3,/some/where,dic")
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr  # 1: some studies (the bad ones) failed
+    assert f"skipped {n_before} (already scored)" in done.stdout
+    _check_acceptance(folder, out, expected, p3d)
+
+
+def test_2d_folder_workers_and_dimension_errors(tmp_path, run2d):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for f in sorted((SAMPLE / "ct2d").glob("P001[5-8]_1.dcm")):
+        shutil.copy(f, folder / f.name)
+    shutil.copy(next((SAMPLE / "png").glob("*.png")), folder / "xray.png")
+    shutil.copy(SAMPLE / "ct3d" / "P0031.nii.gz", folder / "volume.nii.gz")
+    predictor = Predictor.from_run(run2d, device="cpu")
+    a = score(predictor, folder, tmp_path / "a" / "scores.csv", workers=0, batch_size=2, progress=False)
+    b = score(predictor, folder, tmp_path / "b" / "scores.csv", workers=2, batch_size=3, progress=False)
+    assert (a.scored, a.failed) == (b.scored, b.failed) == (5, 1) and a.exit_code == 1
+    ra = {r["key"]: r for r in _rows(tmp_path / "a" / "scores.csv")}
+    rb = {r["key"]: r for r in _rows(tmp_path / "b" / "scores.csv")}
+    assert ra.keys() == rb.keys()
+    for k in ra:
+        assert float(ra[k]["p_1"]) == pytest.approx(float(rb[k]["p_1"]), abs=1e-6)
+    for f in sorted((SAMPLE / "ct2d").glob("P001[5-8]_1.dcm")):  # same numbers as the single-study path
+        row = next(r for r in ra.values() if r["path"] == str(folder / f.name))
+        assert float(row["p_1"]) == pytest.approx(predictor.predict(f).probabilities["1"], abs=1e-6)
+    (err,) = _rows(tmp_path / "a" / "errors.csv")
+    assert err["path"] == str(folder / "volume.nii.gz") and err["stage"] == "load" and "2D model" in err["reason"]
+    assert a.decode_seconds > 0 and a.infer_seconds > 0
+
+
+def test_scores_of_another_model_are_never_mixed(tmp_path, run2d, run3d):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLE / "ct3d" / "P0031.nii.gz", folder / "a.nii.gz")
+    out = tmp_path / "scores.csv"
+    assert score(run3d, folder, out, workers=0, progress=False).scored == 1
+    with pytest.raises(MedtlError, match="another model"):
+        score(run2d, folder, out, workers=0, progress=False)
+    out.write_text("foo,bar\n1,2\n")
+    with pytest.raises(MedtlError, match="other columns"):
+        score(run3d, folder, out, workers=0, progress=False)
+
+
+def test_parquet_matches_csv(tmp_path, run3d):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow", reason="Parquet output needs pyarrow (medtl[parquet])")
+    folder = tmp_path / "in"
+    make_batch_folder(folder)
+    out = tmp_path / "scores.csv"
+    summary = score(run3d, folder, out, workers=0, parquet=True, progress=False)
+    df = pd.read_parquet(summary.parquet)
+    rows = _rows(out)
+    assert list(df.columns) == list(rows[0]) and len(df) == len(rows) == 6
+    assert list(df["key"]) == [r["key"] for r in rows]
+    np.testing.assert_array_equal(df["p_1"].to_numpy(), [float(r["p_1"]) for r in rows])
+
+
+def test_manifest_input(tmp_path, run3d):
+    (tmp_path / "m.csv").write_text(f"path\n{SAMPLE / 'ct3d' / 'P0033.nii.gz'}\n{SAMPLE / 'series' / 'P0044'}\n"
+                                    "nope.nii.gz\n")
+    summary = score(run3d, tmp_path / "m.csv", tmp_path / "o" / "scores.csv", workers=0, progress=False)
+    assert (summary.scored, summary.failed) == (2, 1)
+    assert _rows(tmp_path / "o" / "errors.csv")[0]["reason"] == "no such file or folder"
+    assert list(_rows(tmp_path / "o" / "errors.csv")[0]) == ERROR_COLUMNS
+
+
+def test_cli_score_exit_codes_and_json(tmp_path, run3d, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLE / "ct3d" / "P0031.nii.gz", folder / "a.nii.gz")
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--model", str(run3d), str(folder), "--out", str(out), "--workers", "0", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["scored"] == 1 and summary["exit_code"] == 0 and summary["failed"] == 0
+    (folder / "bad.dcm").write_text("text")
+    assert main(["score", "--model", str(run3d), str(folder), "--out", str(out), "--workers", "0",
+                 "--no-progress"]) == 1
+    assert "scored 0, skipped 1 (already scored), failed 1" in capsys.readouterr().out
+    assert main(["score", "--model", str(run3d), str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert main(["score", "--model", str(run3d), str(folder), "--out", str(out), "--batch-size", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_ray_engine_gives_the_same_scores(tmp_path, run3d):
+    ray = pytest.importorskip("ray", reason="the Ray engine needs ray (pip install 'medtl[ray]')")
+    folder = tmp_path / "in"
+    make_batch_folder(folder)
+    local = score(run3d, folder, tmp_path / "local" / "scores.csv", workers=0, progress=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = score(run3d, folder, tmp_path / "ray" / "scores.csv", engine="ray", workers=2, progress=False)
+    finally:
+        ray.shutdown()
+    assert (remote.scored, remote.failed) == (local.scored, local.failed) == (6, 3)
+    a = {r["key"]: r for r in _rows(tmp_path / "local" / "scores.csv")}
+    b = {r["key"]: r for r in _rows(tmp_path / "ray" / "scores.csv")}
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k]["p_0"], a[k]["p_1"], a[k]["decision"]) == (b[k]["p_0"], b[k]["p_1"], b[k]["decision"])
+    ea = {(r["path"], r["reason"]) for r in _rows(tmp_path / "local" / "errors.csv")}
+    assert ea == {(r["path"], r["reason"]) for r in _rows(tmp_path / "ray" / "errors.csv")}
+
+
+def test_real_dicom_files_scored_or_refused_with_reasons(tmp_path, run2d, shared):
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm", "MR_truncated.dcm"):
+        shutil.copy(get_testdata_file(name), folder / name)
+    for name in ("emri_small_jpeg_2k_lossless_too_short.dcm", "liver.dcm", "RG3_J2KR.dcm"):
+        shutil.copy(shared(f"data/dicom/{name}"), folder / name)
+    summary = score(run2d, folder, tmp_path / "scores.csv", workers=2, batch_size=2, progress=False)
+    scored = sorted(Path(r["path"]).name for r in _rows(tmp_path / "scores.csv"))
+    assert scored == ["CT_small.dcm", "MR_small.dcm", "RG3_J2KR.dcm"]
+    reasons = {Path(r["path"]).name: r["reason"] for r in _rows(tmp_path / "errors.csv")}
+    assert sorted(reasons) == ["MR_truncated.dcm", "emri_small_jpeg_2k_lossless_too_short.dcm", "liver.dcm"]
+    assert "truncated" in reasons["MR_truncated.dcm"]
+    assert "truncated" in reasons["emri_small_jpeg_2k_lossless_too_short.dcm"]
+    assert "holds no image" in reasons["liver.dcm"]
+    assert summary.exit_code == 1
+
+
+def test_resume_reads_back_whole_rows_only(tmp_path):
+    from medtl.infer.score import _recover_scores
+
+    cols = score_columns(["0", "1"])
+    out = tmp_path / "scores.csv"
+    assert _recover_scores(out, cols, "m@1") == set() and out.read_text() == ",".join(cols) + "\n"
+    whole = "k1,/a,nifti,,2x2x2,0.25,0.75,1,1,0.5,,m@1,2026-01-01T00:00:00+00:00\n"
+    out.write_text(",".join(cols) + "\n" + whole + "k2,/b,nif")  # killed in the middle of the second row
+    assert _recover_scores(out, cols, "m@1") == {"k1"}
+    assert out.read_text() == ",".join(cols) + "\n" + whole
+    out.write_text(",".join(cols) + "\n" + whole + "k3,/c,nifti,,2x2x2,0.5\n")  # whole line, too few fields
+    assert _recover_scores(out, cols, "m@1") == {"k1"} and "k3" not in out.read_text()
+
+
+def test_two_runs_never_write_one_file(tmp_path, run3d):
+    from medtl.infer.score import _lock
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLE / "ct3d" / "P0031.nii.gz", folder / "a.nii.gz")
+    out = tmp_path / "scores.csv"
+    held = _lock(out)
+    try:
+        with pytest.raises(MedtlError, match="another `medtl score`"):
+            score(run3d, folder, out, workers=0, progress=False)
+    finally:
+        held.close()
+    assert score(run3d, folder, out, workers=0, progress=False).scored == 1
