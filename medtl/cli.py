@@ -23,20 +23,13 @@ def _print_json(obj: object) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
-def _series_arg(value: str | None) -> str | int | None:
-    """``--series`` takes an index (``0``) or a SeriesInstanceUID."""
-    if value is None:
-        return None
-    return int(value) if value.isdigit() else value
-
-
 # --- info / convert / sample-data -------------------------------------------------------------
 
 def cmd_info(args: argparse.Namespace) -> int:
     from medtl.io import detect_format, list_series, load_scan
 
     path = Path(args.path)
-    scan = load_scan(path, series=_series_arg(args.series), progress=None if not args.json else False)
+    scan = load_scan(path, series=args.series, progress=None if not args.json else False)
     info = scan.summary()
     if detect_format(path) in ("folder", "zip"):
         info["series_found"] = list_series(path)
@@ -61,7 +54,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from medtl.io import load_scan, save_nifti
 
-    scan = load_scan(args.input, series=_series_arg(args.series), grayscale=args.grayscale)
+    scan = load_scan(args.input, series=args.series, grayscale=args.grayscale)
     out = save_nifti(scan, args.output)
     print(f"wrote {out} shape={list(scan.shape)} spacing={[round(s, 4) for s in scan.spacing]} "
           f"orientation={scan.orientation}")

@@ -14,12 +14,6 @@ from typing import Any
 SALIENCY_METHODS = ("gradcam", "gradcam++", "occlusion")
 
 
-def _series_arg(value: str | None) -> str | int | None:
-    if value is None:
-        return None
-    return int(value) if value.isdigit() else value
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from medtl.errors import MedtlError
     from medtl.infer.predictor import Predictor, write_saliency
@@ -30,7 +24,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_run(args.model, device=args.device)
     from medtl.io import load_scan
 
-    scan = load_scan(args.scan, series=_series_arg(args.series), progress=False)
+    scan = load_scan(args.scan, series=args.series, progress=False)
     pred = predictor.predict(scan, saliency=args.method if out is not None else None)
     if out is not None and pred.saliency is not None:
         write_saliency(out, scan, pred.saliency)
