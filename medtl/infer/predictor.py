@@ -205,8 +205,10 @@ class Predictor:
         """Model card summary for people: what it was trained on, how well it did, what it is for."""
         card = self.card
         m = card.get("model", {})
+        w = m.get("weights")
+        start = (w.get("description") or w.get("name") or w.get("file")) if isinstance(w, dict) else w
         lines = [f"Model: {card.get('name', '?')} - {m.get('arch', '?')}, {m.get('spatial_dims', '?')}D, "
-                 f"{m.get('in_channels', '?')} input channel(s), start weights {m.get('weights') or 'none (scratch)'}; "
+                 f"{m.get('in_channels', '?')} input channel(s), start weights {start or 'none (scratch)'}; "
                  f"trained {card.get('created', '?')} with medtl {card.get('medtl_version', '?')}"]
         lines.append(f"Classes: {', '.join(self.class_names)}")
         if self.positive_class is not None:

@@ -48,13 +48,16 @@ def unfreeze(model: Backbone) -> Backbone:
     return model
 
 
-def param_groups(model: Backbone, lr: float, decay: float = 0.1) -> list[dict]:
+def param_groups(model: Backbone, lr: float, decay: float = 0.1, include_frozen: bool = False,
+                 weight_decay: float | None = None) -> list[dict]:
     """Optimizer parameter groups with discriminative learning rates, one per stage.
 
     The last stage (the head, when present) gets ``lr``, the stem ``lr * decay``, and
     stages in between are spaced geometrically (fastai's ``slice(lr * decay, lr)``).
-    Frozen parameters are left out; empty groups are dropped. Each group carries its
-    stage ``name`` for logging.
+    Frozen parameters are left out unless ``include_frozen`` (a trainer that toggles
+    freezing per epoch keeps one optimizer over everything); empty groups are dropped.
+    With ``weight_decay``, each stage is split in two groups: weights with that decay,
+    biases and normalisation parameters (1-D) without. Each group carries its stage ``name``.
     """
     if not 0 < decay <= 1:
         raise ValueError(f"decay must be in (0, 1], got {decay}")
@@ -62,9 +65,12 @@ def param_groups(model: Backbone, lr: float, decay: float = 0.1) -> list[dict]:
     n = len(stages)
     groups = []
     for i, (name, stage) in enumerate(stages):
-        params = [p for p in stage.parameters() if p.requires_grad]
-        if not params:
-            continue
+        params = [p for p in stage.parameters() if include_frozen or p.requires_grad]
         factor = decay ** ((n - 1 - i) / (n - 1)) if n > 1 else 1.0
-        groups.append({"params": params, "lr": lr * factor, "name": name})
+        if weight_decay is None:
+            parts = [(params, {})]
+        else:
+            parts = [([p for p in params if p.ndim > 1], {"weight_decay": weight_decay}),
+                     ([p for p in params if p.ndim <= 1], {"weight_decay": 0.0})]
+        groups += [{"params": ps, "lr": lr * factor, "name": name, **extra} for ps, extra in parts if ps]
     return groups

@@ -33,24 +33,17 @@ def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def param_groups_for(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """AdamW parameter groups, one per stage, with the strategy's learning rates.
+    """AdamW parameter groups over every stage (frozen ones included), with the strategy's rates.
 
-    Biases and normalisation weights get no weight decay (the usual AdamW practice).
+    ``linear``/``full`` use one rate; ``partial``/``gradual`` give each earlier stage
+    ``lr_decay`` times the rate of the stage above it. Biases and normalisation
+    weights get no weight decay (the usual AdamW practice).
     """
-    stages = _stages(model)
-    n = len(stages)
-    groups = []
-    for idx, (name, module) in enumerate(stages):
-        depth_from_head = n - 1 - idx
-        lr = cfg.lr if cfg.strategy in ("linear", "full") else cfg.lr * cfg.lr_decay ** depth_from_head
-        decay, no_decay = [], []
-        for p in module.parameters():
-            (no_decay if p.ndim <= 1 else decay).append(p)
-        if decay:
-            groups.append({"params": decay, "lr": lr, "weight_decay": cfg.weight_decay, "stage": name})
-        if no_decay:
-            groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "stage": name})
-    return groups
+    from medtl.models import param_groups
+
+    n = len(_stages(model))
+    decay = 1.0 if cfg.strategy in ("linear", "full") else cfg.lr_decay ** max(n - 1, 1)
+    return param_groups(model, cfg.lr, decay=decay, include_frozen=True, weight_decay=cfg.weight_decay)
 
 
 @dataclass

@@ -39,7 +39,7 @@ def test_gradual_unfreezes_one_stage_per_epoch_after_head_warmup():
 def test_discriminative_learning_rates():
     m = Staged()
     cfg = TrainConfig(strategy="gradual", lr=1.0, lr_decay=0.5)
-    lrs = {g["stage"]: g["lr"] for g in param_groups_for(m, cfg)}
+    lrs = {g["name"]: g["lr"] for g in param_groups_for(m, cfg)}
     assert lrs == {"stem": 0.125, "layer1": 0.25, "layer2": 0.5, "head": 1.0}
     assert {g["lr"] for g in param_groups_for(m, TrainConfig(strategy="full", lr=1.0))} == {1.0}
     groups = param_groups_for(m, cfg)

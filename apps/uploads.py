@@ -1,0 +1,142 @@
+"""What the app accepts from a browser upload, before ``medtl.io.load_scan`` sees it.
+
+- one file (DICOM, NIfTI, PNG/JPEG/TIFF) is loaded where it is;
+- one ``.zip`` (a DICOM series, possibly several) is checked by
+  :func:`check_archive` and loaded in place (``medtl.io`` reads members in
+  memory, never extracting them);
+- several files (the slices of a series) are linked or copied into a fresh
+  folder, which is then loaded as a series folder.
+
+Limits refuse zip bombs and absurd uploads with one readable line each.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import nibabel as nib
+import numpy as np
+
+from medtl.errors import ScanError
+
+__all__ = ["MAX_FILES", "MAX_RATIO", "MAX_TOTAL_BYTES", "UnsafeUploadError", "check_archive", "check_nifti",
+           "stage_upload"]
+
+#: Largest total (decompressed) size accepted: a whole CT series is a few hundred MB.
+MAX_TOTAL_BYTES = 2 * 1024**3
+#: Largest decompressed / compressed size ratio of an archive. DICOM with a black
+#: background compresses 5-20x; 100x is what crafted archives (zip bombs) show.
+MAX_RATIO = 100.0
+#: Most files in one upload or archive (a long CT series has a few thousand).
+MAX_FILES = 10_000
+
+
+class UnsafeUploadError(ScanError):
+    """An upload refused before reading: unsafe archive, too big, too many files."""
+
+
+def _escapes(name: str) -> bool:
+    """True when a member name would land outside an extraction folder (absolute, drive, ``..``)."""
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
+        return True
+    return ".." in posixpath.normpath(norm).split("/")
+
+
+def check_archive(path: str | os.PathLike, max_total_bytes: int = MAX_TOTAL_BYTES, max_ratio: float = MAX_RATIO,
+                  max_files: int = MAX_FILES) -> int:
+    """Refuse an unsafe zip; return its total decompressed size in bytes.
+
+    Refused: member paths escaping the archive (``../``, absolute), symbolic
+    links, more than ``max_files`` members, more than ``max_total_bytes``
+    decompressed, or a decompressed/compressed ratio above ``max_ratio``. The
+    sizes checked are the declared ones; Python's ``zipfile`` never returns
+    more bytes than a member declares, so a member lying about its size cannot
+    inflate past the check.
+    """
+    path = Path(path)
+    name = path.name
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UnsafeUploadError(name, f"unreadable zip archive ({exc})", "re-create the archive") from None
+    files = [i for i in infos if not i.is_dir()]
+    for info in infos:
+        if _escapes(info.filename):
+            raise UnsafeUploadError(name, f"member {info.filename!r} escapes the archive folder; archive refused",
+                                    "re-create the zip with relative member paths")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise UnsafeUploadError(name, f"member {info.filename!r} is a symbolic link; archive refused",
+                                    "zip the files themselves, not links to them")
+    if len(files) > max_files:
+        raise UnsafeUploadError(name, f"{len(files)} files in the archive (limit {max_files})",
+                                "upload one series at a time")
+    total = sum(i.file_size for i in files)
+    packed = sum(i.compress_size for i in files)
+    if total > max_total_bytes:
+        raise UnsafeUploadError(name, f"{total / 2**20:.0f} MB once decompressed "
+                                f"(limit {max_total_bytes / 2**20:.0f} MB)",
+                                "upload one series at a time")
+    if total > max_ratio * max(packed, 1):
+        raise UnsafeUploadError(name, f"decompresses {total / max(packed, 1):.0f}x (limit {max_ratio:g}x); looks "
+                                "like a zip bomb, archive refused", "re-create the archive from the DICOM files")
+    return total
+
+
+def check_nifti(path: str | os.PathLike, max_total_bytes: int = MAX_TOTAL_BYTES) -> None:
+    """Refuse a NIfTI whose header declares more voxel bytes than ``max_total_bytes``
+    (a small ``.nii.gz`` can declare a huge volume); reads the header only."""
+    path = Path(path)
+    try:
+        header = nib.load(str(path)).header
+    except Exception:  # not our call to judge: load_scan gives the precise error
+        return
+    nbytes = int(np.prod([int(s) for s in header.get_data_shape()], dtype=np.int64)) * header.get_data_dtype().itemsize
+    if nbytes > max_total_bytes:
+        raise UnsafeUploadError(path.name, f"declares {nbytes / 2**20:.0f} MB of voxels (limit "
+                                f"{max_total_bytes / 2**20:.0f} MB)", "crop or downsample the volume")
+
+
+def stage_upload(paths: Sequence[str | os.PathLike], workdir: str | os.PathLike,
+                 max_total_bytes: int = MAX_TOTAL_BYTES, max_files: int = MAX_FILES) -> Path:
+    """What to hand to ``load_scan`` for the uploaded ``paths``: the file itself, a checked
+    zip, or (several files) a new folder under ``workdir`` holding them."""
+    files = [Path(p) for p in paths if p]
+    if not files:
+        raise UnsafeUploadError(None, "no file uploaded", "drop a DICOM, NIfTI, PNG/JPEG file or a .zip of a series")
+    for f in files:
+        if not f.is_file():
+            raise UnsafeUploadError(f.name, "the upload did not arrive", "upload it again")
+    if len(files) == 1:
+        only = files[0]
+        if zipfile.is_zipfile(only):
+            check_archive(only, max_total_bytes=max_total_bytes, max_files=max_files)
+        elif only.name.lower().endswith((".nii", ".nii.gz")):
+            check_nifti(only, max_total_bytes)
+        return only
+    if any(zipfile.is_zipfile(f) for f in files):
+        raise UnsafeUploadError(None, "a .zip came with other files",
+                                "upload either one .zip or the DICOM files of one series, not both")
+    if len(files) > max_files:
+        raise UnsafeUploadError(None, f"{len(files)} files uploaded (limit {max_files})", "upload one series at a time")
+    total = sum(f.stat().st_size for f in files)
+    if total > max_total_bytes:
+        raise UnsafeUploadError(None, f"{total / 2**20:.0f} MB uploaded (limit {max_total_bytes / 2**20:.0f} MB)",
+                                "upload one series at a time")
+    folder = Path(workdir)
+    folder.mkdir(parents=True, exist_ok=False)
+    for n, f in enumerate(files):
+        # The index keeps two uploads with the same name apart; only the base name is used.
+        target = folder / f"{n:05d}_{f.name}"
+        try:
+            os.link(f, target)
+        except OSError:
+            shutil.copyfile(f, target)
+    return folder

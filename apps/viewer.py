@@ -1,0 +1,230 @@
+"""Viewer logic of the medtl app: planes, slices drawn with their true aspect ratio,
+window/level presets and saliency overlays.
+
+Pure numpy functions (no Gradio), so every rule here is tested without a browser.
+Slicing, orientation and blending are ``medtl.explain``'s (one display convention
+for the CLI's PNGs and the app): a volume is reoriented to L, P, S voxel axes
+(:func:`medtl.explain.to_display_orientation`) and sliced radiologically
+(:func:`medtl.explain.display_slice`: axial with anterior at the top and the
+patient's right on the left; coronal and sagittal with the head at the top).
+A 2D image (one slice: a DICOM slice, an X-ray, a PNG) is shown exactly as
+stored, never reoriented. A saliency map shares the scan's grid and affine, so
+it goes through the same steps and lands on the same pixels.
+
+What this module adds for a screen: slices are resampled to square pixels (a
+5 mm slice stack is not squashed next to 0.7 mm in-plane pixels) and small
+images are enlarged by an integer factor to at least :data:`MIN_DISPLAY_SIDE`
+pixels on the long side; CT window presets, the file's window and an automatic
+one; ranges for the level/width sliders.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from skimage.transform import resize
+
+from medtl.explain import PLANES, display_aspect, display_slice, overlay, to_display_orientation, window_to_unit
+from medtl.io.scan import Scan
+
+__all__ = [
+    "AUTO_WINDOW", "CT_PRESETS", "FILE_WINDOW", "MIN_DISPLAY_SIDE", "PLANES", "apply_window", "auto_window",
+    "color_window", "default_preset", "display_size", "for_display", "looks_like_ct", "n_slices", "planes",
+    "preset_window", "render", "scan_facts", "slider_ranges", "window_choices",
+]
+
+#: CT window presets, name -> (center = level, width) in HU.
+CT_PRESETS: dict[str, tuple[float, float]] = {
+    "Soft tissue": (40.0, 400.0),
+    "Lung": (-600.0, 1500.0),
+    "Bone": (480.0, 2500.0),
+    "Brain": (40.0, 80.0),
+    "Liver": (90.0, 150.0),
+}
+#: The file's own WindowCenter/WindowWidth (DICOM), offered when present.
+FILE_WINDOW = "File default"
+#: Percentile window for MR, X-ray, ultrasound and anything without HU.
+AUTO_WINDOW = "Auto"
+AUTO_PERCENTILES = (0.5, 99.5)
+#: Voxels looked at to pick an automatic window (a regular subsample of bigger volumes).
+_AUTO_SAMPLE = 1_000_000
+#: Long side, in pixels, that a displayed slice is enlarged to at least.
+MIN_DISPLAY_SIDE = 384
+#: A scan with no modality whose values go this low is taken to be in Hounsfield units
+#: (air is -1000 HU; no MR, PET or image intensity is negative that far).
+_HU_AIR_BELOW = -500.0
+
+
+def for_display(scan: Scan) -> Scan:
+    """The scan (or a saliency map on its grid) in display orientation: volumes reoriented
+    to L, P, S voxel axes, 2D images as stored."""
+    return scan if scan.is_2d else to_display_orientation(scan)
+
+
+def planes(scan: Scan) -> tuple[str, ...]:
+    """Planes a scan can be viewed in (a 2D image has only its own)."""
+    return PLANES[:1] if scan.is_2d else PLANES
+
+
+def n_slices(scan: Scan, plane: str) -> int:
+    """Number of slices along ``plane``."""
+    if plane not in planes(scan):
+        raise ValueError(f"no {plane} plane for this scan; choose one of {', '.join(planes(scan))}")
+    return int(scan.shape[{"axial": 2, "coronal": 1, "sagittal": 0}[plane]])
+
+
+def display_size(shape: Sequence[int], aspect: float, min_side: int = MIN_DISPLAY_SIDE) -> tuple[int, int]:
+    """Pixel size ``(rows, cols)`` that shows a ``shape`` picture whose pixels are ``aspect``
+    (row spacing / column spacing, :func:`medtl.explain.display_aspect`) with square pixels.
+
+    The finer axis keeps its resolution, the coarser one is stretched to it; then
+    both are enlarged by one integer factor until the long side reaches ``min_side``.
+    """
+    rows, cols = int(shape[0]), int(shape[1])
+    aspect = float(aspect)
+    if rows < 1 or cols < 1 or not aspect > 0 or not math.isfinite(aspect):
+        raise ValueError(f"cannot display a picture of shape {tuple(shape)} with pixel aspect {aspect}")
+    h, w = (rows * aspect, float(cols)) if aspect >= 1 else (float(rows), cols / aspect)
+    factor = max(1, math.ceil(min_side / max(h, w)))
+    return max(1, round(h * factor)), max(1, round(w * factor))
+
+
+def _resample(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resampling of a 2D (or 2D + channels) picture to ``size`` (float32)."""
+    img = np.asarray(img, dtype=np.float32)
+    if img.shape[:2] == tuple(size):
+        return img
+    return resize(img, tuple(size) + img.shape[2:], order=1, mode="edge", anti_aliasing=False,
+                  preserve_range=True).astype(np.float32)
+
+
+# --- windows -----------------------------------------------------------------------------------
+
+def looks_like_ct(modality: str, array: np.ndarray) -> bool:
+    """True for CT, and for a scan of unknown modality (NIfTI, ``OT``) holding Hounsfield
+    units (values down at air); CT window presets are offered for these."""
+    if modality == "CT":
+        return True
+    if modality not in ("", "OT") or np.asarray(array).ndim == 4 or np.asarray(array).size == 0:
+        return False
+    return float(np.nanmin(array)) <= _HU_AIR_BELOW
+
+
+def window_choices(is_ct: bool, file_window: tuple[float, float] | None) -> list[str]:
+    """Preset names to offer: the file's window when present, the CT presets for CT, and Auto."""
+    names = [FILE_WINDOW] if file_window else []
+    if is_ct:
+        names += list(CT_PRESETS)
+    return names + [AUTO_WINDOW]
+
+
+def default_preset(is_ct: bool, file_window: tuple[float, float] | None) -> str:
+    """The file's own window when present, else soft tissue for CT, else Auto."""
+    if file_window:
+        return FILE_WINDOW
+    return "Soft tissue" if is_ct else AUTO_WINDOW
+
+
+def auto_window(array: np.ndarray) -> tuple[float, float]:
+    """``(center, width)`` spanning the 0.5-99.5th percentiles of the finite voxels."""
+    flat = np.asarray(array).reshape(-1)
+    if flat.size > _AUTO_SAMPLE:
+        flat = flat[:: flat.size // _AUTO_SAMPLE]
+    flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        return 0.5, 1.0
+    lo, hi = (float(v) for v in np.percentile(flat, AUTO_PERCENTILES))
+    if hi <= lo:
+        lo, hi = float(flat.min()), float(flat.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    return (lo + hi) / 2.0, hi - lo
+
+
+def preset_window(name: str, array: np.ndarray, file_window: tuple[float, float] | None) -> tuple[float, float]:
+    """``(center, width)`` of a preset name (see :func:`window_choices`)."""
+    if name == FILE_WINDOW:
+        if not file_window:
+            raise ValueError("this scan has no window of its own")
+        return float(file_window[0]), float(file_window[1])
+    if name in CT_PRESETS:
+        return CT_PRESETS[name]
+    if name == AUTO_WINDOW:
+        return auto_window(array)
+    raise ValueError(f"unknown window preset {name!r}")
+
+
+def slider_ranges(array: np.ndarray,
+                  windows: Sequence[tuple[float, float]]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``((level_min, level_max), (width_min, width_max))`` for the level/width sliders:
+    the data range, widened to hold every offered window."""
+    a = np.asarray(array)
+    lo, hi = (float(np.nanmin(a)), float(np.nanmax(a))) if a.size else (0.0, 1.0)
+    centers = [c for c, _ in windows] + [lo, hi]
+    widths = [w for _, w in windows] + [hi - lo]
+    span = max(max(widths), 1.0)
+    return (min(centers), max(centers)), (min(1.0, span / 100.0), 2.0 * span)
+
+
+def apply_window(image: np.ndarray, center: float, width: float) -> np.ndarray:
+    """Linear window: ``center - width/2`` -> 0, ``center + width/2`` -> 255, clipped (uint8)."""
+    return np.round(window_to_unit(image, (float(center), max(float(width), 1e-6))) * 255.0).astype(np.uint8)
+
+
+def color_window(image: np.ndarray) -> tuple[float, float]:
+    """The window that shows a colour image unchanged: its dtype's range for 8-bit, else min..max."""
+    a = np.asarray(image)
+    lo, hi = (0.0, 255.0) if a.dtype == np.uint8 else (float(np.nanmin(a)), float(np.nanmax(a)))
+    return (lo + hi) / 2.0, max(hi - lo, 1e-6)
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+def render(scan: Scan, plane: str, index: int, window: tuple[float, float] | None,
+           saliency: Scan | None = None, alpha: float = 0.4, cmap: str = "jet",
+           min_side: int = MIN_DISPLAY_SIDE) -> np.ndarray:
+    """One slice of a display-oriented scan (:func:`for_display`) as RGB uint8 with square
+    pixels (:func:`display_size`): windowed (gray; a colour image keeps its colours) and,
+    with a ``saliency`` map on the same grid, blended with ``medtl.explain.overlay``."""
+    n = n_slices(scan, plane)
+    if not 0 <= int(index) < n:
+        raise ValueError(f"{plane} slice {index} is outside 0..{n - 1}")
+    img = display_slice(scan.array, int(index), plane)
+    size = display_size(img.shape[:2], display_aspect(scan, plane), min_side)
+    if scan.is_color:
+        img = img[..., :3]
+        window = color_window(img)
+    elif window is None:
+        raise ValueError("a gray image needs a window (center, width)")
+    if saliency is None:
+        sal, alpha = np.zeros(size, dtype=np.float32), 0.0
+    else:
+        if saliency.shape != scan.shape:
+            raise ValueError(f"saliency grid {saliency.shape} differs from the scan's {scan.shape}")
+        sal = _resample(display_slice(saliency.array, int(index), plane), size)
+    return overlay(_resample(img, size), np.clip(sal, 0.0, 1.0), window, cmap=cmap, alpha=float(np.clip(alpha, 0, 1)))
+
+
+def scan_facts(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rows ``(name, value)`` describing a scan for people, from ``Scan.summary()``."""
+    shape = " × ".join(str(s) for s in summary["shape"])
+    if summary.get("channels", 1) > 1:
+        shape += f" × {summary['channels']} channels"
+    rows = [
+        ("Modality", str(summary.get("modality") or "unknown")),
+        ("Format", str(summary.get("format", "?"))),
+        ("Shape (i × j × k)", shape),
+        ("Spacing", " × ".join(f"{s:.3g}" for s in summary["spacing"]) + " mm"),
+        ("Orientation", str(summary.get("orientation", "?"))),
+    ]
+    if summary.get("default_window"):
+        c, w = summary["default_window"]
+        rows.append(("Window in file", f"level {c:g}, width {w:g}"))
+    lo, hi = summary.get("intensity_range", (None, None))
+    if lo is not None:
+        rows.append(("Intensity range", f"{lo:.6g} to {hi:.6g}"))
+    if summary.get("series_description"):
+        rows.append(("Series", str(summary["series_description"])))
+    return rows

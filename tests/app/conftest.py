@@ -1,0 +1,68 @@
+"""Tiny trained runs (2D and 3D) on the sample cohort, and the app served once per session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from medtl.config import load_config
+from medtl.train.run import train
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = [f"data.path={REPO / 'sample_data' / 'manifest.csv'}", "preprocess.size=[32,32]", "train.epochs=2",
+        "train.batch_size=8", "eval.bootstrap=50", "data.num_workers=0"]
+TINY_3D = ["data.filter={kind: ct3d}", "preprocess.spatial_dims=3", "preprocess.size=[16,16,16]", "train.epochs=1"]
+
+pytest.importorskip("gradio", reason="the app needs Gradio (pip install 'medtl[app]')")
+
+
+@pytest.fixture(scope="session")
+def run2d(tmp_path_factory) -> Path:
+    """A 2D ResNet-18 trained for seconds on the sample CT slices (its card has a threshold and test metrics)."""
+    out = tmp_path_factory.mktemp("app-runs") / "tiny2d"
+    train(load_config(REPO / "configs" / "sample_tiny.yaml", TINY), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def run3d(tmp_path_factory) -> Path:
+    """A 3D ResNet-18 trained for one epoch on the sample CT volumes."""
+    out = tmp_path_factory.mktemp("app-runs") / "tiny3d"
+    train(load_config(REPO / "configs" / "sample_tiny.yaml", [*TINY, *TINY_3D]), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def served(run2d, run3d):
+    """The app for both runs, served on a free loopback port: yields its URL."""
+    from apps.medtl_app import build_app, launch
+
+    demo = build_app({"tiny2d": run2d, "tiny3d": run3d}, device="cpu")
+    _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def client(served, tmp_path):
+    """A fresh ``gradio_client.Client`` (its own session) downloading into ``tmp_path``."""
+    gradio_client = pytest.importorskip("gradio_client")
+    return gradio_client.Client(served, verbose=False, download_files=str(tmp_path / "downloads"))
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium (``.ci/run`` installs it), or None."""
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+#: Flags for headless Chromium on a closed network as root (no sandbox, no background traffic).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
