@@ -66,7 +66,7 @@ class ModelConfig(_Section):
     arch: str = "resnet18"
     weights: Optional[str] = "imagenet"  #: "imagenet", a file path, or null (scratch)
     weights_dir: Optional[str] = None
-    inflate: str = "i3d"  #: 2D->3D adaptation (3D only)
+    inflate: str = "i3d"  #: 2D->3D adaptation (3D only): i3d | central | acs | 2.5d
     dropout: float = Field(0.0, ge=0, lt=1)
     kwargs: dict[str, Any] = Field(default_factory=dict)  #: extra args for the builder
 
@@ -84,7 +84,9 @@ class TrainConfig(_Section):
     warmup: float = Field(0.1, ge=0, lt=1)  #: fraction of steps
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     balance: Literal["none", "loss", "sampler"] = "none"
-    batchnorm: Literal["train", "freeze"] = "train"  #: freeze = keep ImageNet statistics
+    #: train: update statistics; freeze: keep ImageNet's; reestimate: recompute them on the
+    #: training data before the first epoch (AdaBN), then train
+    batchnorm: Literal["train", "freeze", "reestimate"] = "train"
     monitor: str = "auc"  #: validation metric for best checkpoint / early stopping
     patience: int = Field(0, ge=0)  #: early stopping (0 = off)
     device: str = "auto"

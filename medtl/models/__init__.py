@@ -7,10 +7,13 @@
 
 Architectures are MONAI networks wrapped in :class:`Backbone`; weights come from
 :mod:`medtl.models.weights`; the stem adaptation rules live in
-:mod:`medtl.models.adapt` and the 2D->3D rules in :mod:`medtl.models.inflate`.
+:mod:`medtl.models.adapt` and the 2D->3D rules in :mod:`medtl.models.inflate` (kernel
+inflation: I3D, central), :mod:`medtl.models.acs` (ACS convolutions) and
+:mod:`medtl.models.slices25d` (2.5D slices through the 2D network).
 """
 
 from ._registry import list_models, register_model
+from .acs import ACSConv3d, acs_kernel, convert_to_acs
 from .adapt import (
     GRAY_MEAN,
     GRAY_STD,
@@ -25,16 +28,22 @@ from .backbone import Backbone
 from .factory import create
 from .inflate import InflateConfig, inflate_kernel, list_inflations, register_inflation
 from .keymap import load_pretrained
+from .slices25d import SliceBackbone, SliceConfig
 from .tuning import freeze, param_groups, unfreeze
 
 __all__ = [
-    "Backbone",
     "GRAY_MEAN",
     "GRAY_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "ACSConv3d",
+    "Backbone",
     "InflateConfig",
+    "SliceBackbone",
+    "SliceConfig",
+    "acs_kernel",
     "adapt_input_conv",
+    "convert_to_acs",
     "create",
     "fold_gray_normalization",
     "freeze",

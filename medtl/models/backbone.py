@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ._registry import register_model
+from .acs import convert_to_acs
 from .adapt import channel_stats
 from .inflate import InflateConfig, use_replicate_depth_padding
 
@@ -72,6 +73,8 @@ class Backbone(nn.Module):
         self.head: nn.Linear | None = nn.Linear(num_features, num_classes) if num_classes else None
         if inflate is not None and inflate.depth_padding == "replicate":
             use_replicate_depth_padding(self.net)
+        if inflate is not None and inflate.mode == "acs":
+            convert_to_acs(self.net)  # structural: 2D kernels split over the three planes
         if in_channels == 1:
             # Fixed kernel on the in-image mask that makes the folded gray stem exact
             # (see medtl.models.adapt); zero unless ImageNet weights were adapted.

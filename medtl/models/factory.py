@@ -10,7 +10,8 @@ from ..errors import WeightsError
 from ._registry import get_builder
 from .backbone import Backbone
 from .inflate import InflateConfig
-from .keymap import load_pretrained
+from .keymap import detect_format, load_pretrained
+from .slices25d import SliceConfig, build_slice_model, is_slice_mode
 from .weights import WEIGHTS, get_spec, load_file, resolve, sha256_file
 
 
@@ -23,6 +24,7 @@ def create(
     inflate: str | Mapping[str, Any] | InflateConfig | None = "i3d",
     weights_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    **inflate_options: Any,
 ) -> Backbone:
     """Build architecture ``name`` and optionally load weights.
 
@@ -37,20 +39,38 @@ def create(
         num_classes: head size; ``None`` gives no head (``forward`` returns pooled
             features). With ImageNet weights, 1000 keeps the ImageNet classifier;
             anything else gets a freshly initialised head.
-        inflate: 3D only: a mode name (``"i3d"``, ``"central"``), a dict of
-            :class:`~medtl.models.inflate.InflateConfig` fields, or a config.
+        inflate: 3D only: a kernel mode (``"i3d"``, ``"central"``), ``"acs"`` (ACS
+            convolutions: 2D kernels split over axial/coronal/sagittal planes, see
+            :mod:`medtl.models.acs`), ``"2.5d"`` (slices through the 2D network, see
+            :mod:`medtl.models.slices25d`), a dict of the mode's fields
+            (:class:`~medtl.models.inflate.InflateConfig` or
+            :class:`~medtl.models.slices25d.SliceConfig`), or a config.
         weights_dir: an extra folder searched first for checkpoint files.
         progress: show a progress bar when downloading.
+        **inflate_options: extra fields of the ``inflate`` mode, e.g.
+            ``create(..., inflate="2.5d", slice_channels=3, pool="attention")`` (how
+            a config's ``model.kwargs`` reach the adaptation).
     """
-    cfg = InflateConfig.coerce(inflate) if spatial_dims == 3 else None
-    model: Backbone = get_builder(name)(spatial_dims=spatial_dims, in_channels=in_channels,
-                                        num_classes=num_classes, inflate=cfg)
+    if inflate_options:
+        if spatial_dims != 3:
+            raise ValueError(f"options {sorted(inflate_options)} apply to 3D adaptations only (spatial_dims=3)")
+        inflate = _with_options(inflate, inflate_options)
+    builder = get_builder(name)
+    model: Backbone
+    target: Backbone  # where a 2D ImageNet checkpoint goes (the 2D network itself for 2.5D)
+    if spatial_dims == 3 and is_slice_mode(inflate):
+        model = build_slice_model(builder, in_channels, num_classes, SliceConfig.coerce(inflate))
+        target = model.net
+    else:
+        cfg = InflateConfig.coerce(inflate) if spatial_dims == 3 else None
+        model = builder(spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes, inflate=cfg)
+        target = model
     if weights is None:
         return model
     if isinstance(weights, str) and weights == "imagenet":
         spec = get_spec(name)
         path = resolve(name, weights_dir=weights_dir, progress=progress)
-        info = load_pretrained(model, load_file(path), spec.format)
+        info = _load(model, target, load_file(path), spec.format)
         source = {"source": "imagenet", "name": spec.name, "file": spec.filename, "path": str(path),
                   "sha256": spec.sha256, "description": spec.description}
     else:
@@ -64,9 +84,32 @@ def create(
                 f"{path}: SHA-256 mismatch for {named.name} weights: expected {named.sha256}, actual {sha} "
                 "(the file is damaged or not the published checkpoint)"
             )
-        info = load_pretrained(model, load_file(path), None)
+        info = _load(model, target, load_file(path), None)
         source = {"source": "file", "name": named.name if named else None, "file": path.name, "path": str(path),
                   "sha256": sha, "description": named.description if named else ""}
     source["format"] = info["format"]
     model.card["weights"] = source
     return model
+
+
+def _with_options(inflate: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``inflate`` (name, dict or config) as a dict with ``options`` added."""
+    if inflate is None:
+        base: dict[str, Any] = {}
+    elif isinstance(inflate, str):
+        base = {"mode": inflate}
+    elif hasattr(inflate, "to_dict"):
+        base = inflate.to_dict()
+    else:
+        base = dict(inflate)
+    return {**base, **options}
+
+
+def _load(model: Backbone, target: Backbone, state_dict: Mapping[str, Any], fmt: str | None) -> dict[str, Any]:
+    """Load a checkpoint: a saved medtl model into ``model``, a 2D ImageNet one into ``target``."""
+    fmt = fmt or detect_format(state_dict)
+    if target is model or fmt == "medtl":
+        return load_pretrained(model, state_dict, fmt)
+    info = load_pretrained(target, state_dict, fmt)
+    model.card["input_adaptation"] = info["input_adaptation"]
+    return {**info, "head": "new" if model.head is not None else None}

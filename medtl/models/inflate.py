@@ -40,8 +40,13 @@ def register_inflation(name: str) -> Callable[[InflateFn], InflateFn]:
 
 
 def list_inflations() -> list[str]:
-    """Names accepted by ``inflate=``."""
+    """Kernel-level modes accepted by ``inflate=`` and :func:`inflate_kernel`."""
     return sorted(_INFLATIONS)
+
+
+#: Modes that replace the network's layers instead of inflating kernels: ``"acs"``
+#: (:mod:`medtl.models.acs`; ``"2.5d"`` is handled by ``create``, :mod:`medtl.models.slices25d`).
+STRUCTURAL_MODES = ("acs",)
 
 
 @register_inflation("i3d")
@@ -64,7 +69,7 @@ def _central(kernel: torch.Tensor, depth: int) -> torch.Tensor:
 class InflateConfig:
     """How a 3D backbone is derived from its 2D ImageNet version.
 
-    mode: a registered inflation (``"i3d"``, ``"central"``).
+    mode: a registered inflation (``"i3d"``, ``"central"``) or ``"acs"`` (structural).
     stem_depth: depth of the stem kernel (1, 3 or 7; ``None`` = the 2D kernel size).
     pool_depth_early: stride 2 over depth in the stem conv and stem max-pool like the
         2D axes (``True``), or keep full depth resolution there (``False``: stride
@@ -79,8 +84,9 @@ class InflateConfig:
     depth_padding: str = "zeros"
 
     def __post_init__(self) -> None:
-        if self.mode not in _INFLATIONS:
-            raise ValueError(f"unknown inflate mode {self.mode!r}; choose from {list_inflations()}")
+        if self.mode not in _INFLATIONS and self.mode not in STRUCTURAL_MODES:
+            choices = list_inflations() + list(STRUCTURAL_MODES) + ["2.5d"]
+            raise ValueError(f"unknown inflate mode {self.mode!r}; choose from {choices}")
         if self.stem_depth is not None and (self.stem_depth < 1 or self.stem_depth % 2 == 0):
             raise ValueError(f"stem_depth must be an odd positive int (1, 3, 7), got {self.stem_depth}")
         if self.depth_padding not in ("zeros", "replicate"):

@@ -234,6 +234,10 @@ def fit(
                           start_epoch=state.epoch + 1 if resume else None) if dist_info.is_main else None
 
     # torch.compile: the first steps are slow (compilation), later ones fast; eval uses the plain module.
+    if tc.batchnorm == "reestimate" and not resume:
+        from medtl.models.batchnorm import reestimate_batchnorm
+
+        reestimate_batchnorm(model, train_loader, device)
     step_model: nn.Module = torch.compile(model) if tc.compile and not dist_info.enabled else model
     trainable_prev: list[str] | None = None
     stop_at = tc.epochs if max_epochs_this_run is None else min(tc.epochs, state.epoch + max_epochs_this_run)

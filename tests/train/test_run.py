@@ -114,3 +114,13 @@ def test_ddp_two_cpu_processes_gives_same_metrics_layout(tmp_path, tiny_run):
     assert "auc" in card["metrics"]["test"]
     assert load_file(str(tmp_path / "ddp" / "model.safetensors")).keys() == load_file(
         str(tiny_run / "model.safetensors")).keys()
+
+
+def test_batchnorm_reestimate_sets_statistics_from_the_data(tmp_path, monkeypatch):
+    import medtl.models.batchnorm as bn
+
+    seen = []
+    real = bn.reestimate_batchnorm
+    monkeypatch.setattr(bn, "reestimate_batchnorm", lambda m, batches, device=None: seen.append(real(m, batches, device)))
+    train(tiny_cfg("train.batchnorm=reestimate", "train.epochs=1"), tmp_path / "bn", progress=False)
+    assert seen and seen[0] > 0  # batches seen before the first epoch

@@ -1,0 +1,282 @@
+"""3D transfer benchmark: which 2D->3D adaptation of ImageNet weights wins (issue #9).
+
+Every adaptation (I3D, central, ACS, 2.5D) x {ImageNet, scratch}, trained with the
+same recipe and budget by ``medtl.train.run.train`` on each dataset, over several
+seeds; reports test AUC mean +- sd (the best checkpoint and any choice are made on
+validation AUC, never on test) next to MedMNIST v2's published 3D figures.
+
+Scratch I3D and scratch central are the same network with the same random start, so
+they run once as ``3d/scratch``; ACS and 2.5D have their own scratch arms (their
+networks differ: 2D-shaped kernels, a 2D network over slices).
+
+    python benchmarks/transfer3d.py --setting reduced          # CPU: 28^3->32^3, 6 arms x 3 seeds x 2 epochs
+                                                               # (~30 min estimated on a quiet 2-core machine)
+    python benchmarks/transfer3d.py --setting full             # GPU: 28^3 + 64^3 + sample cohort
+    python benchmarks/transfer3d.py --dry-run                  # one tiny step per arm (end-to-end check)
+    python benchmarks/transfer3d.py --datasets adrenal64 --arms acs/imagenet,acs/scratch --seeds 0 1 \\
+        --epochs 4 --set train.batchnorm=freeze
+
+Writes ``benchmarks/out/transfer3d.json`` (``--out``) and the table between
+``<!-- transfer3d:start -->`` and ``<!-- transfer3d:end -->`` in ``docs/benchmarks.md``
+(``--doc``; the rest of the file is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medtl._fileutil import atomic_path
+from medtl.config import load_config
+from medtl.train.run import train
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+START, END = "<!-- transfer3d:start -->", "<!-- transfer3d:end -->"
+
+#: name -> overrides selecting the data and the network input (D, H, W).
+DATASETS: dict[str, dict[str, Any]] = {
+    "adrenal28": {  # 28^3 upsampled to 32^3: EfficientNet-Lite0's 3D minimum depth
+        "label": "AdrenalMNIST3D 28³ (→32³)",
+        "overrides": [f"data.path={SHARED / 'data/medmnist/adrenalmnist3d.npz'}", "preprocess.size=[32,32,32]"],
+    },
+    "adrenal64": {
+        "label": "AdrenalMNIST3D 64³",
+        "overrides": [f"data.path={SHARED / 'data/medmnist/adrenalmnist3d_64.npz'}", "preprocess.size=[64,64,64]"],
+    },
+    "sample": {  # medtl's synthetic chest-CT volumes (64 x 64 x 32 voxels, site A train, A+B test)
+        "label": "sample cohort CT volumes (32×64×64)",
+        "overrides": [f"data.path={ROOT / 'sample_data/manifest.csv'}", "data.filter={kind: ct3d}",
+                      "data.class_names=null", "preprocess.size=[32,64,64]", "preprocess.window=lung",
+                      "train.batch_size=4"],
+    },
+}
+
+#: arm -> (inflate mode, weights, model.kwargs, description)
+ARMS: dict[str, tuple[str, str | None, dict[str, Any], str]] = {
+    "i3d/imagenet": ("i3d", "imagenet", {}, "I3D: 2D kernel repeated over depth / depth"),
+    "central/imagenet": ("central", "imagenet", {}, "central: 2D kernel in the middle depth slice"),
+    "acs/imagenet": ("acs", "imagenet", {}, "ACS: 2D kernels split over axial/coronal/sagittal planes"),
+    # slice_stride 2: every 2nd slice as centre, with its neighbours every slice still enters; a 2D
+    # network keeps ~8x more activations than a 3D one past stride 8, so stride 1 costs ~4x an I3D step.
+    "2.5d/imagenet": ("2.5d", "imagenet", {"slice_channels": 3, "pool": "mean", "slice_stride": 2},
+                      "2.5D: slices (z-1, z, z+1), every 2nd z, through the 2D network, mean over slices"),
+    "3d/scratch": ("i3d", None, {}, "3D network from scratch (= I3D/central architecture)"),
+    "acs/scratch": ("acs", None, {}, "ACS network from scratch"),
+    "2.5d/scratch": ("2.5d", None, {"slice_channels": 3, "pool": "mean", "slice_stride": 2},
+                     "2.5D network from scratch"),
+}
+
+#: The recipe every arm shares (on top of the base config), and the settings.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "reduced": {"datasets": ["adrenal28"], "seeds": [0, 1, 2], "epochs": 2,
+                "arms": ["i3d/imagenet", "acs/imagenet", "2.5d/imagenet", "3d/scratch", "acs/scratch",
+                         "2.5d/scratch"]},
+    "full": {"datasets": ["adrenal28", "adrenal64", "sample"], "seeds": [0, 1, 2], "epochs": 10,
+             "arms": list(ARMS)},
+}
+#: Published MedMNIST v2 3D reference (Yang et al., Sci Data 2023; /work/shared/README.md): test AUC, ACC.
+PUBLISHED = {"adrenal28": ("ResNet-50+3D (28)", .828, .745)}
+
+def arm_overrides(arm: str) -> list[str]:
+    mode, weights, kwargs, _ = ARMS[arm]
+    kw = "{" + ", ".join(f"{k}: {v}" for k, v in kwargs.items()) + "}"
+    return [f"model.inflate={mode}", f"model.weights={'null' if weights is None else weights}", f"model.kwargs={kw}"]
+
+
+def run_one(base: str, dataset: str, arm: str, seed: int, epochs: int, extra: list[str], work: Path,
+            dry_run: bool) -> dict[str, Any]:
+    """Train one arm on one dataset with one seed; its val/test metrics and time."""
+    overrides = DATASETS[dataset]["overrides"] + arm_overrides(arm) + [
+        f"train.epochs={epochs}", f"train.seed={seed}", "eval.bootstrap=0", f"name=transfer3d_{dataset}"]
+    if dry_run:
+        # a few training volumes: one step per epoch, then the full val/test evaluation
+        overrides += ["train.epochs=1", "data.train_fraction=0.02" if dataset != "sample" else "train.batch_size=4"]
+    cfg = load_config(base, overrides + extra)
+    out = work / f"{dataset}_{arm.replace('/', '_')}_s{seed}"
+    t0 = time.perf_counter()
+    result = train(cfg, out, progress=False)
+    seconds = time.perf_counter() - t0
+    m = result.card["metrics"]
+    shutil.rmtree(out, ignore_errors=True)
+    return {"dataset": dataset, "arm": arm, "seed": seed, "epochs": cfg.train.epochs,
+            "val_auc": m.get("val", {}).get("auc"), "test_auc": m["test"]["auc"], "test_acc": m["test"].get("accuracy"),
+            "best_epoch": result.card["training"]["best_epoch"], "seconds": round(seconds, 1),
+            "inflate": result.card["model"]["inflate"]}
+
+
+def _stats(values: list[float]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """dataset -> arm -> {test_auc_mean, test_auc_sd, val_auc_mean, ..., n, seconds_mean}."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in runs:
+        out.setdefault(r["dataset"], {}).setdefault(r["arm"], {"runs": []})["runs"].append(r)
+    for arms in out.values():
+        for s in arms.values():
+            rs = s.pop("runs")
+            for key in ("test_auc", "val_auc", "test_acc"):
+                mean, sd = _stats([r[key] for r in rs])
+                s[f"{key}_mean"], s[f"{key}_sd"] = mean, sd
+            s["n"] = len(rs)
+            s["seconds_mean"] = round(statistics.fmean(r["seconds"] for r in rs), 1)
+    return out
+
+
+def _fmt(mean: float | None, sd: float | None) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.3f} ± {sd:.3f}" if sd is not None else f"{mean:.3f}"
+
+
+def verdicts(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Per dataset: the ImageNet arm with the best *validation* AUC, and whether it beats its scratch arm."""
+    lines = []
+    scratch_of = {"i3d": "3d/scratch", "central": "3d/scratch", "acs": "acs/scratch", "2.5d": "2.5d/scratch"}
+    for ds, arms in summary.items():
+        pre = {a: s for a, s in arms.items() if a.endswith("/imagenet") and s["val_auc_mean"] is not None}
+        if not pre:
+            continue
+        best = max(pre, key=lambda a: pre[a]["val_auc_mean"])
+        b = pre[best]
+        line = f"- {DATASETS[ds]['label']}: best ImageNet adaptation on validation AUC is **{best}** " \
+               f"(test {_fmt(b['test_auc_mean'], b['test_auc_sd'])})"
+        sc = arms.get(scratch_of[best.split("/")[0]])
+        if sc and sc["test_auc_mean"] is not None:
+            gain = b["test_auc_mean"] - sc["test_auc_mean"]
+            sds = [x for x in (b["test_auc_sd"], sc["test_auc_sd"]) if x is not None]
+            if sds:
+                word = "more" if gain > max(sds) else "not more"
+                line += f"; vs its scratch arm {gain:+.3f} AUC ({word} than the larger seed sd, {max(sds):.3f})"
+            else:
+                line += f"; vs its scratch arm {gain:+.3f} AUC (one seed: no sd)"
+        if ds in PUBLISHED:
+            name, auc, _ = PUBLISHED[ds]
+            word = "beats" if b["test_auc_mean"] > auc else "does not beat"
+            line += f"; {word} the published {name} {auc:.3f}"
+        lines.append(line + ".")
+    return lines
+
+
+def markdown(summary: dict[str, dict[str, dict[str, Any]]], meta: dict[str, Any]) -> str:
+    datasets = list(summary)
+    arms = [a for a in ARMS if any(a in summary[d] for d in datasets)]
+    head = "| arm | " + " | ".join(DATASETS[d]["label"] + " test AUC (val AUC)" for d in datasets) + " |"
+    lines = [
+        "## 3D transfer: I3D vs central vs ACS vs 2.5D (issue #9)",
+        "",
+        f"Command: `{meta['command']}`  ",
+        (f"Setting: {meta['setting']}; EfficientNet-Lite0 (`{meta['base']}` recipe), {meta['epochs']} epochs, "
+         f"seeds {meta['seeds']}; test AUC mean ± sd over seeds, best checkpoint on validation AUC. "
+         f"Machine: {meta['machine']}; {meta['minutes']:.1f} min in all."),
+        "",
+        head,
+        "|" + "---|" * (len(datasets) + 1),
+    ]
+    for arm in arms:
+        cells = []
+        for d in datasets:
+            s = summary[d].get(arm)
+            cells.append("–" if s is None else f"{_fmt(s['test_auc_mean'], s['test_auc_sd'])} "
+                         f"({_fmt(s['val_auc_mean'], None)})")
+        lines.append(f"| {arm} — {ARMS[arm][3]} | " + " | ".join(cells) + " |")
+    for d in datasets:
+        if d in PUBLISHED:
+            name, auc, acc = PUBLISHED[d]
+            cells = [f"{auc:.3f} (ACC {acc:.3f}; published)" if dd == d else "" for dd in datasets]
+            lines.append(f"| MedMNIST v2 {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Choice made on validation, reported on test:", ""] + verdicts(summary)
+    if meta.get("dry_run"):
+        lines += ["", "**Dry run** (one tiny step per arm): the figures only show that the pipeline runs."]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(doc: Path, text: str) -> None:
+    """Replace (or append) the transfer3d section of ``doc``, keeping everything else."""
+    old = doc.read_text() if doc.is_file() else "# medtl benchmarks\n"
+    block = f"{START}\n{text}{END}"
+    if START in old and END in old:
+        new = old[:old.index(START)] + block + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(doc) as tmp:
+        tmp.write_text(new)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--setting", choices=sorted(SETTINGS), default="reduced")
+    ap.add_argument("--datasets", type=lambda s: s.split(","), help=f"comma list of {sorted(DATASETS)}")
+    ap.add_argument("--arms", type=lambda s: s.split(","), help=f"comma list of {list(ARMS)}")
+    ap.add_argument("--seeds", type=int, nargs="+")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--base", default=str(ROOT / "configs/adrenalmnist3d_effnet_lite0_i3d.yaml"),
+                    help="config giving the shared recipe (model/train sections)")
+    ap.add_argument("--set", dest="extra", action="append", default=[],
+                    help="extra config override for every arm, e.g. train.batchnorm=freeze (repeatable)")
+    ap.add_argument("--dry-run", action="store_true", help="one tiny training step per arm, one seed")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/out/transfer3d.json"))
+    ap.add_argument("--doc", default=str(ROOT / "docs/benchmarks.md"))
+    ap.add_argument("--work-dir", default=None, help="where run folders go while training (default: temp)")
+    args = ap.parse_args(argv)
+
+    setting = SETTINGS[args.setting]
+    datasets = args.datasets or setting["datasets"]
+    arms = args.arms or setting["arms"]
+    seeds = args.seeds or ([0] if args.dry_run else setting["seeds"])
+    epochs = args.epochs or setting["epochs"]
+    for name, known in (("dataset", DATASETS), ("arm", ARMS)):
+        bad = [x for x in (datasets if name == "dataset" else arms) if x not in known]
+        if bad:
+            ap.error(f"unknown {name} {bad}; choose from {list(known)}")
+
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="transfer3d_"))
+    t0 = time.perf_counter()
+    runs = []
+    for dataset in datasets:
+        for seed in seeds:
+            for arm in arms:
+                r = run_one(args.base, dataset, arm, seed, epochs, args.extra, work, args.dry_run)
+                runs.append(r)
+                val = float("nan") if r["val_auc"] is None else r["val_auc"]
+                print(f"{dataset:10s} {arm:17s} seed {seed}: val AUC {val:.3f}  "
+                      f"test AUC {r['test_auc']:.3f}  ({r['seconds']:.0f} s)", flush=True)
+    minutes = (time.perf_counter() - t0) / 60
+    if not args.work_dir:
+        shutil.rmtree(work, ignore_errors=True)
+    summary = summarise(runs)
+    device = "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else \
+        f"cpu ({torch.get_num_threads()} threads)"
+    meta = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + (argv or sys.argv[1:])),
+            "setting": "dry run" if args.dry_run else args.setting, "datasets": datasets, "arms": arms,
+            "seeds": seeds, "epochs": 1 if args.dry_run else epochs, "extra": args.extra,
+            "base": Path(args.base).name, "machine": f"{platform.node() or 'host'}, {device}", "minutes": minutes,
+            "dry_run": args.dry_run, "torch": torch.__version__}
+    result = {"meta": meta, "summary": summary, "runs": runs}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2, allow_nan=False, default=str))
+    text = markdown(summary, meta)
+    write_section(Path(args.doc), text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
