@@ -28,6 +28,7 @@ from skimage.transform import resize
 
 from medtl.explain import PLANES, display_aspect, display_slice, overlay, to_display_orientation, window_to_unit
 from medtl.io.scan import Scan
+from medtl.transforms.intensity import CT_WINDOWS
 
 __all__ = [
     "AUTO_WINDOW", "CT_PRESETS", "FILE_WINDOW", "MIN_DISPLAY_SIDE", "PLANES", "apply_window", "auto_window",
@@ -35,13 +36,9 @@ __all__ = [
     "preset_window", "render", "scan_facts", "slider_ranges", "window_choices",
 ]
 
-#: CT window presets, name -> (center = level, width) in HU.
+#: CT window presets, display name -> (center = level, width) in HU (the same table preprocessing uses).
 CT_PRESETS: dict[str, tuple[float, float]] = {
-    "Soft tissue": (40.0, 400.0),
-    "Lung": (-600.0, 1500.0),
-    "Bone": (480.0, 2500.0),
-    "Brain": (40.0, 80.0),
-    "Liver": (90.0, 150.0),
+    name.replace("_", " ").capitalize(): CT_WINDOWS[name] for name in ("soft_tissue", "lung", "bone", "brain", "liver")
 }
 #: The file's own WindowCenter/WindowWidth (DICOM), offered when present.
 FILE_WINDOW = "File default"
