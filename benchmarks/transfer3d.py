@@ -18,7 +18,8 @@ networks differ: 2D-shaped kernels, a 2D network over slices).
 
 Writes ``benchmarks/out/transfer3d.json`` (``--out``) and the table between
 ``<!-- transfer3d:start -->`` and ``<!-- transfer3d:end -->`` in ``docs/benchmarks.md``
-(``--doc``; the rest of the file is kept).
+(``--doc``; the rest of the file is kept). On a CPU the matrix is run in pieces, each with its
+own ``--out``; ``--merge a.json b.json`` then writes one table from all of them.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
              "arms": list(ARMS)},
 }
 #: Published MedMNIST v2 3D reference (Yang et al., Sci Data 2023; /work/shared/README.md): test AUC, ACC.
-PUBLISHED = {"adrenal28": ("ResNet-50+3D (28)", .828, .745)}
+PUBLISHED = {"adrenal28": ("ResNet-50+3D (28)", .828, .745),
+             "adrenal64": ("ResNet-50+3D (28; the bar issue #9 sets for 64³ too)", .828, .745)}
 
 def arm_overrides(arm: str) -> list[str]:
     mode, weights, kwargs, _ = ARMS[arm]
@@ -160,7 +162,9 @@ def verdicts(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         if sc and sc["test_auc_mean"] is not None:
             gain = b["test_auc_mean"] - sc["test_auc_mean"]
             sds = [x for x in (b["test_auc_sd"], sc["test_auc_sd"]) if x is not None]
-            if sds:
+            if gain <= 0:
+                line += f"; its scratch arm is better by {-gain:.3f} AUC: ImageNet weights did not help here"
+            elif sds:
                 word = "more" if gain > max(sds) else "not more"
                 line += f"; vs its scratch arm {gain:+.3f} AUC ({word} than the larger seed sd, {max(sds):.3f})"
             else:
@@ -173,17 +177,23 @@ def verdicts(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
-def markdown(summary: dict[str, dict[str, dict[str, Any]]], meta: dict[str, Any]) -> str:
+def markdown(summary: dict[str, dict[str, dict[str, Any]]], metas: list[dict[str, Any]]) -> str:
     datasets = list(summary)
     arms = [a for a in ARMS if any(a in summary[d] for d in datasets)]
     head = "| arm | " + " | ".join(DATASETS[d]["label"] + " test AUC (val AUC)" for d in datasets) + " |"
     lines = [
         "## 3D transfer: I3D vs central vs ACS vs 2.5D (issue #9)",
         "",
-        f"Command: `{meta['command']}`  ",
-        (f"Setting: {meta['setting']}; EfficientNet-Lite0 (`{meta['base']}` recipe), {meta['epochs']} epochs, "
-         f"seeds {meta['seeds']}; test AUC mean ± sd over seeds, best checkpoint on validation AUC. "
-         f"Machine: {meta['machine']}; {meta['minutes']:.1f} min in all."),
+        "EfficientNet-Lite0; test AUC mean ± sd over seeds, best checkpoint on validation AUC; every arm of a "
+        "dataset has the same budget. Produced by:",
+        "",
+    ]
+    for meta in metas:
+        extra = f", overrides {meta['extra']}" if meta.get("extra") else ""
+        lines.append(f"- `{meta['command']}` — setting {meta['setting']}, `{meta['base']}` recipe{extra}, "
+                     f"{meta['epochs']} epochs, seeds {meta['seeds']}; {meta['machine']}; "
+                     f"{meta['minutes']:.1f} min.")
+    lines += [
         "",
         head,
         "|" + "---|" * (len(datasets) + 1),
@@ -201,7 +211,7 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], meta: dict[str, Any]
             cells = [f"{auc:.3f} (ACC {acc:.3f}; published)" if dd == d else "" for dd in datasets]
             lines.append(f"| MedMNIST v2 {name} | " + " | ".join(cells) + " |")
     lines += ["", "Choice made on validation, reported on test:", ""] + verdicts(summary)
-    if meta.get("dry_run"):
+    if any(meta.get("dry_run") for meta in metas):
         lines += ["", "**Dry run** (one tiny step per arm): the figures only show that the pipeline runs."]
     return "\n".join(lines) + "\n"
 
@@ -219,6 +229,31 @@ def write_section(doc: Path, text: str) -> None:
         tmp.write_text(new)
 
 
+def merge(files: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Metas and runs of several result files; a later file's run replaces an earlier one of the same
+    (dataset, arm, seed). Refuses to mix budgets within a dataset, which would make its arms incomparable."""
+    metas, by_key = [], {}
+    for f in files:
+        data = json.loads(f.read_text())
+        metas.append(data["meta"])
+        for r in data["runs"]:
+            by_key[(r["dataset"], r["arm"], r["seed"])] = r
+    runs = list(by_key.values())
+    for ds in {r["dataset"] for r in runs}:
+        budgets = {r["epochs"] for r in runs if r["dataset"] == ds}
+        if len(budgets) > 1:
+            raise SystemExit(f"{ds}: runs with different epoch budgets {sorted(budgets)} cannot share a table; "
+                             "rerun them with one --epochs")
+    return metas, runs
+
+
+def _save_partial(out: Path, runs: list[dict[str, Any]]) -> None:
+    """Keep the finished runs on disk after each one, so an interrupted benchmark loses one run at most."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out.with_suffix(".partial.json")) as tmp:
+        tmp.write_text(json.dumps({"runs": runs}, indent=2, allow_nan=False, default=str))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--setting", choices=sorted(SETTINGS), default="reduced")
@@ -234,7 +269,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/out/transfer3d.json"))
     ap.add_argument("--doc", default=str(ROOT / "docs/benchmarks.md"))
     ap.add_argument("--work-dir", default=None, help="where run folders go while training (default: temp)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", type=Path,
+                    help="train nothing: combine the results of earlier invocations (their --out files) "
+                         "into one table in --doc")
     args = ap.parse_args(argv)
+    if args.merge:
+        metas, runs = merge(args.merge)
+        write_section(Path(args.doc), text := markdown(summarise(runs), metas))
+        print(text)
+        return
 
     setting = SETTINGS[args.setting]
     datasets = args.datasets or setting["datasets"]
@@ -257,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
                 val = float("nan") if r["val_auc"] is None else r["val_auc"]
                 print(f"{dataset:10s} {arm:17s} seed {seed}: val AUC {val:.3f}  "
                       f"test AUC {r['test_auc']:.3f}  ({r['seconds']:.0f} s)", flush=True)
+                _save_partial(Path(args.out), runs)
     minutes = (time.perf_counter() - t0) / 60
     if not args.work_dir:
         shutil.rmtree(work, ignore_errors=True)
@@ -273,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(result, indent=2, allow_nan=False, default=str))
-    text = markdown(summary, meta)
+    text = markdown(summary, [meta])
     write_section(Path(args.doc), text)
     print(text)
 

@@ -1,0 +1,62 @@
+"""benchmarks/transfer3d.py's bookkeeping: merging pieces run separately, and the verdict it writes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def t3d():
+    spec = importlib.util.spec_from_file_location("transfer3d", ROOT / "benchmarks/transfer3d.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(arm: str, seed: int, test: float, val: float, epochs: int = 3, ds: str = "adrenal64") -> dict:
+    return {"dataset": ds, "arm": arm, "seed": seed, "epochs": epochs, "val_auc": val, "test_auc": test,
+            "test_acc": 0.7, "best_epoch": 2, "seconds": 10.0, "inflate": arm.split("/")[0]}
+
+
+def _meta(command: str, epochs: int = 3) -> dict:
+    return {"command": command, "setting": "reduced", "epochs": epochs, "seeds": [0, 1, 2], "extra": [],
+            "base": "x.yaml", "machine": "host, cpu", "minutes": 1.0, "dry_run": False}
+
+
+def _write(path: Path, runs: list[dict], meta: dict) -> Path:
+    path.write_text(json.dumps({"meta": meta, "runs": runs}))
+    return path
+
+
+def test_merge_combines_pieces_and_later_runs_replace_earlier(t3d, tmp_path):
+    a = _write(tmp_path / "a.json", [_run("i3d/imagenet", s, 0.80 + s / 100, 0.9) for s in range(3)], _meta("A"))
+    b = _write(tmp_path / "b.json", [_run("3d/scratch", s, 0.60, 0.6) for s in range(3)]
+               + [_run("i3d/imagenet", 0, 0.90, 0.9)], _meta("B"))
+    metas, runs = t3d.merge([a, b])
+    assert [m["command"] for m in metas] == ["A", "B"]
+    summary = t3d.summarise(runs)["adrenal64"]
+    assert summary["i3d/imagenet"]["n"] == 3 and summary["3d/scratch"]["n"] == 3
+    assert summary["i3d/imagenet"]["test_auc_mean"] == pytest.approx((0.90 + 0.81 + 0.82) / 3)
+    text = t3d.markdown(t3d.summarise(runs), metas)
+    assert "`A`" in text and "`B`" in text
+    assert "**i3d/imagenet**" in text and "more than the larger seed sd" in text and "beats the published" in text
+
+
+def test_merge_refuses_mixed_budgets_within_a_dataset(t3d, tmp_path):
+    a = _write(tmp_path / "a.json", [_run("i3d/imagenet", 0, 0.8, 0.8, epochs=3)], _meta("A"))
+    b = _write(tmp_path / "b.json", [_run("3d/scratch", 0, 0.6, 0.6, epochs=5)], _meta("B", 5))
+    with pytest.raises(SystemExit, match="different epoch budgets"):
+        t3d.merge([a, b])
+
+
+def test_verdict_says_when_imagenet_loses_and_misses_the_bar(t3d):
+    runs = [_run("i3d/imagenet", s, 0.60 + s / 100, 0.7) for s in range(3)] + \
+           [_run("3d/scratch", s, 0.70, 0.6) for s in range(3)]
+    (line,) = t3d.verdicts(t3d.summarise(runs))
+    assert "scratch arm is better by 0.090" in line and "does not beat the published" in line
