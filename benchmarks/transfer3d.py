@@ -201,7 +201,8 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], metas: list[dict[str
         extra = f", overrides {meta['extra']}" if meta.get("extra") else ""
         lines.append(f"- `{meta['command']}` — setting {meta['setting']}, `{meta['base']}` recipe{extra}, "
                      f"{meta['epochs']} epochs, seeds {meta['seeds']}; {meta['machine']}; "
-                     f"{meta['minutes']:.1f} min.")
+                     f"{meta['minutes']:.1f} min"
+                     + (" (interrupted: the runs finished before the stop)." if meta.get("partial") else "."))
     lines += [
         "",
         head,
@@ -255,11 +256,13 @@ def merge(files: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     return metas, runs
 
 
-def _save_partial(out: Path, runs: list[dict[str, Any]]) -> None:
-    """Keep the finished runs on disk after each one, so an interrupted benchmark loses one run at most."""
+def _save_partial(out: Path, meta: dict[str, Any], runs: list[dict[str, Any]]) -> None:
+    """Keep the finished runs on disk after each one, so an interrupted benchmark loses one run at most;
+    the file carries its meta, so ``--merge`` takes it like a finished result."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out.with_suffix(".partial.json")) as tmp:
-        tmp.write_text(json.dumps({"runs": runs}, indent=2, allow_nan=False, default=str))
+        tmp.write_text(json.dumps({"meta": {**meta, "partial": True}, "runs": runs}, indent=2,
+                                  allow_nan=False, default=str))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -298,6 +301,13 @@ def main(argv: list[str] | None = None) -> None:
             ap.error(f"unknown {name} {bad}; choose from {list(known)}")
 
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="transfer3d_"))
+    device = "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else \
+        f"cpu ({torch.get_num_threads()} threads)"
+    meta = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + (argv or sys.argv[1:])),
+            "setting": "dry run" if args.dry_run else args.setting, "datasets": datasets, "arms": arms,
+            "seeds": seeds, "epochs": 1 if args.dry_run else epochs, "extra": args.extra,
+            "base": Path(args.base).name, "machine": f"{platform.node() or 'host'}, {device}", "minutes": 0.0,
+            "dry_run": args.dry_run, "torch": torch.__version__}
     t0 = time.perf_counter()
     runs = []
     for dataset in datasets:
@@ -308,18 +318,11 @@ def main(argv: list[str] | None = None) -> None:
                 val = float("nan") if r["val_auc"] is None else r["val_auc"]
                 print(f"{dataset:10s} {arm:17s} seed {seed}: val AUC {val:.3f}  "
                       f"test AUC {r['test_auc']:.3f}  ({r['seconds']:.0f} s)", flush=True)
-                _save_partial(Path(args.out), runs)
-    minutes = (time.perf_counter() - t0) / 60
+                meta["minutes"] = (time.perf_counter() - t0) / 60
+                _save_partial(Path(args.out), meta, runs)
     if not args.work_dir:
         shutil.rmtree(work, ignore_errors=True)
     summary = summarise(runs)
-    device = "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else \
-        f"cpu ({torch.get_num_threads()} threads)"
-    meta = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + (argv or sys.argv[1:])),
-            "setting": "dry run" if args.dry_run else args.setting, "datasets": datasets, "arms": arms,
-            "seeds": seeds, "epochs": 1 if args.dry_run else epochs, "extra": args.extra,
-            "base": Path(args.base).name, "machine": f"{platform.node() or 'host'}, {device}", "minutes": minutes,
-            "dry_run": args.dry_run, "torch": torch.__version__}
     result = {"meta": meta, "summary": summary, "runs": runs}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -60,3 +60,12 @@ def test_verdict_says_when_imagenet_loses_and_misses_the_bar(t3d):
            [_run("3d/scratch", s, 0.70, 0.6) for s in range(3)]
     (line,) = t3d.verdicts(t3d.summarise(runs))
     assert "scratch arm is better by 0.090" in line and "does not beat the published" in line
+
+
+def test_partial_file_of_an_interrupted_run_merges_and_says_so(t3d, tmp_path):
+    out = tmp_path / "t.json"
+    t3d._save_partial(out, _meta("P"), [_run("i3d/imagenet", 0, 0.8, 0.8), _run("3d/scratch", 0, 0.6, 0.6)])
+    partial = out.with_suffix(".partial.json")
+    metas, runs = t3d.merge([partial])
+    assert metas[0]["partial"] is True and len(runs) == 2
+    assert "interrupted" in t3d.markdown(t3d.summarise(runs), metas)
