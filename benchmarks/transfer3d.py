@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from medtl._fileutil import atomic_path
+from medtl._fileutil import atomic_path, write_json
 from medtl.config import load_config
 from medtl.sample_data import make_cohort
 from medtl.train.run import train
@@ -259,10 +259,7 @@ def merge(files: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
 def _save_partial(out: Path, meta: dict[str, Any], runs: list[dict[str, Any]]) -> None:
     """Keep the finished runs on disk after each one, so an interrupted benchmark loses one run at most;
     the file carries its meta, so ``--merge`` takes it like a finished result."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out.with_suffix(".partial.json")) as tmp:
-        tmp.write_text(json.dumps({"meta": {**meta, "partial": True}, "runs": runs}, indent=2,
-                                  allow_nan=False, default=str))
+    write_json(out.with_suffix(".partial.json"), {"meta": {**meta, "partial": True}, "runs": runs})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -324,10 +321,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(work, ignore_errors=True)
     summary = summarise(runs)
     result = {"meta": meta, "summary": summary, "runs": runs}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2, allow_nan=False, default=str))
+    write_json(Path(args.out), result)
     text = markdown(summary, [meta])
     write_section(Path(args.doc), text)
     print(text)

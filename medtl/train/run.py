@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from medtl import __version__
-from medtl._fileutil import atomic_path
+from medtl._fileutil import atomic_path, write_json
 from medtl.config import Config, load_config
 from medtl.errors import MedtlError
 
@@ -58,11 +58,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, allow_nan=False, default=str))
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -248,7 +243,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         "files": {"weights": "model.safetensors", "config": "config.yaml", "metrics": "metrics.csv",
                   "plots": plots},
     }
-    _write_json(out / "model_card.json", card)
+    write_json(out / "model_card.json", card)
     return RunResult(out, card)
 
 
@@ -322,7 +317,7 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "
     if out:
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(out_dir / "metrics.json", metrics)
+        write_json(out_dir / "metrics.json", metrics)
         _write_predictions(out_dir / f"predictions_{split}.csv", items, labels, probs, card["class_names"])
         save_evaluation_plots(labels, probs, card["class_names"], out_dir, prefix=f"{split}_",
                               threshold=card.get("threshold") or 0.5)
