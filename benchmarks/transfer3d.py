@@ -15,11 +15,13 @@ networks differ: 2D-shaped kernels, a 2D network over slices).
     python benchmarks/transfer3d.py --dry-run                  # one tiny step per arm (end-to-end check)
     python benchmarks/transfer3d.py --datasets adrenal64 --arms acs/imagenet,acs/scratch --seeds 0 1 \\
         --epochs 4 --set train.batchnorm=freeze
+    python benchmarks/transfer3d.py --merge benchmarks/results/*.json   # one table from pieces
 
 Writes ``benchmarks/out/transfer3d.json`` (``--out``) and the table between
 ``<!-- transfer3d:start -->`` and ``<!-- transfer3d:end -->`` in ``docs/benchmarks.md``
 (``--doc``; the rest of the file is kept). On a CPU the matrix is run in pieces, each with its
-own ``--out``; ``--merge a.json b.json`` then writes one table from all of them.
+own ``--out``; ``--merge a.json b.json`` then writes one table from all of them (a dataset run at
+two epoch budgets gets one column per budget: arms are compared only at equal budget).
 """
 
 from __future__ import annotations
@@ -133,11 +135,21 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
 
 
+def column(dataset: str, epochs: int) -> str:
+    """The table column of one dataset at one epoch budget: arms are only compared within a column."""
+    return f"{dataset}@{epochs}"
+
+
+def _label(col: str) -> str:
+    dataset, epochs = col.split("@")
+    return f"{DATASETS[dataset]['label']}, {epochs} epochs"
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """dataset -> arm -> {test_auc_mean, test_auc_sd, val_auc_mean, ..., n, seconds_mean}."""
+    """column (dataset@epochs) -> arm -> {test_auc_mean, test_auc_sd, val_auc_mean, ..., n, seconds_mean}."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for r in runs:
-        out.setdefault(r["dataset"], {}).setdefault(r["arm"], {"runs": []})["runs"].append(r)
+        out.setdefault(column(r["dataset"], r["epochs"]), {}).setdefault(r["arm"], {"runs": []})["runs"].append(r)
     for arms in out.values():
         for s in arms.values():
             rs = s.pop("runs")
@@ -156,16 +168,17 @@ def _fmt(mean: float | None, sd: float | None) -> str:
 
 
 def verdicts(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
-    """Per dataset: the ImageNet arm with the best *validation* AUC, and whether it beats its scratch arm."""
+    """Per column: the ImageNet arm with the best *validation* AUC, and whether it beats its scratch arm."""
     lines = []
     scratch_of = {"i3d": "3d/scratch", "central": "3d/scratch", "acs": "acs/scratch", "2.5d": "2.5d/scratch"}
-    for ds, arms in summary.items():
+    for col, arms in summary.items():
+        ds = col.split("@")[0]
         pre = {a: s for a, s in arms.items() if a.endswith("/imagenet") and s["val_auc_mean"] is not None}
         if not pre:
             continue
         best = max(pre, key=lambda a: pre[a]["val_auc_mean"])
         b = pre[best]
-        line = f"- {DATASETS[ds]['label']}: best ImageNet adaptation on validation AUC is **{best}** " \
+        line = f"- {_label(col)}: best ImageNet adaptation on validation AUC is **{best}** " \
                f"(test {_fmt(b['test_auc_mean'], b['test_auc_sd'])})"
         sc = arms.get(scratch_of[best.split("/")[0]])
         if sc and sc["test_auc_mean"] is not None:
@@ -189,12 +202,12 @@ def verdicts(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
 def markdown(summary: dict[str, dict[str, dict[str, Any]]], metas: list[dict[str, Any]]) -> str:
     datasets = list(summary)
     arms = [a for a in ARMS if any(a in summary[d] for d in datasets)]
-    head = "| arm | " + " | ".join(DATASETS[d]["label"] + " test AUC (val AUC)" for d in datasets) + " |"
+    head = "| arm | " + " | ".join(_label(d) + ": test AUC (val AUC)" for d in datasets) + " |"
     lines = [
         "## 3D transfer: I3D vs central vs ACS vs 2.5D (issue #9)",
         "",
-        "EfficientNet-Lite0; test AUC mean ± sd over seeds, best checkpoint on validation AUC; every arm of a "
-        "dataset has the same budget. Produced by:",
+        "EfficientNet-Lite0; test AUC mean ± sd over seeds, best checkpoint on validation AUC; every arm in a "
+        "column has the same budget. Produced by:",
         "",
     ]
     for meta in metas:
@@ -208,16 +221,18 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], metas: list[dict[str
         head,
         "|" + "---|" * (len(datasets) + 1),
     ]
+    most = max(s["n"] for col in summary.values() for s in col.values())
     for arm in arms:
         cells = []
         for d in datasets:
             s = summary[d].get(arm)
+            seeds = "" if s is None or s["n"] == most else f", {s['n']} of {most} seeds"
             cells.append("–" if s is None else f"{_fmt(s['test_auc_mean'], s['test_auc_sd'])} "
-                         f"({_fmt(s['val_auc_mean'], None)})")
+                         f"({_fmt(s['val_auc_mean'], None)}{seeds})")
         lines.append(f"| {arm} — {ARMS[arm][3]} | " + " | ".join(cells) + " |")
-    for name in dict.fromkeys(PUBLISHED[d][0] for d in datasets if d in PUBLISHED):
-        cells = [f"{PUBLISHED[d][1]:.3f} (ACC {PUBLISHED[d][2]:.3f}; published)"
-                 if d in PUBLISHED and PUBLISHED[d][0] == name else "" for d in datasets]
+    published = {d: PUBLISHED.get(d.split("@")[0]) for d in datasets}
+    for name in dict.fromkeys(p[0] for p in published.values() if p):
+        cells = [f"{p[1]:.3f} (ACC {p[2]:.3f}; published)" if p and p[0] == name else "" for p in published.values()]
         lines.append(f"| MedMNIST v2 {name} | " + " | ".join(cells) + " |")
     lines += ["", "Choice made on validation, reported on test:", ""] + verdicts(summary)
     if any(meta.get("dry_run") for meta in metas):
@@ -240,20 +255,14 @@ def write_section(doc: Path, text: str) -> None:
 
 def merge(files: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Metas and runs of several result files; a later file's run replaces an earlier one of the same
-    (dataset, arm, seed). Refuses to mix budgets within a dataset, which would make its arms incomparable."""
+    (dataset, epochs, arm, seed). One dataset at two budgets becomes two columns, never one mixed column."""
     metas, by_key = [], {}
     for f in files:
         data = json.loads(f.read_text())
         metas.append(data["meta"])
         for r in data["runs"]:
-            by_key[(r["dataset"], r["arm"], r["seed"])] = r
-    runs = list(by_key.values())
-    for ds in {r["dataset"] for r in runs}:
-        budgets = {r["epochs"] for r in runs if r["dataset"] == ds}
-        if len(budgets) > 1:
-            raise SystemExit(f"{ds}: runs with different epoch budgets {sorted(budgets)} cannot share a table; "
-                             "rerun them with one --epochs")
-    return metas, runs
+            by_key[(r["dataset"], r["epochs"], r["arm"], r["seed"])] = r
+    return metas, list(by_key.values())
 
 
 def _save_partial(out: Path, meta: dict[str, Any], runs: list[dict[str, Any]]) -> None:
@@ -322,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = summarise(runs)
     result = {"meta": meta, "summary": summary, "runs": runs}
     write_json(Path(args.out), result)
+    Path(args.out).with_suffix(".partial.json").unlink(missing_ok=True)  # the full result supersedes it
     text = markdown(summary, [meta])
     write_section(Path(args.doc), text)
     print(text)

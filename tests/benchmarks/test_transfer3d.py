@@ -40,7 +40,7 @@ def test_merge_combines_pieces_and_later_runs_replace_earlier(t3d, tmp_path):
                + [_run("i3d/imagenet", 0, 0.90, 0.9)], _meta("B"))
     metas, runs = t3d.merge([a, b])
     assert [m["command"] for m in metas] == ["A", "B"]
-    summary = t3d.summarise(runs)["adrenal64"]
+    summary = t3d.summarise(runs)["adrenal64@3"]
     assert summary["i3d/imagenet"]["n"] == 3 and summary["3d/scratch"]["n"] == 3
     assert summary["i3d/imagenet"]["test_auc_mean"] == pytest.approx((0.90 + 0.81 + 0.82) / 3)
     text = t3d.markdown(t3d.summarise(runs), metas)
@@ -48,11 +48,21 @@ def test_merge_combines_pieces_and_later_runs_replace_earlier(t3d, tmp_path):
     assert "**i3d/imagenet**" in text and "more than the larger seed sd" in text and "beats the published" in text
 
 
-def test_merge_refuses_mixed_budgets_within_a_dataset(t3d, tmp_path):
-    a = _write(tmp_path / "a.json", [_run("i3d/imagenet", 0, 0.8, 0.8, epochs=3)], _meta("A"))
-    b = _write(tmp_path / "b.json", [_run("3d/scratch", 0, 0.6, 0.6, epochs=5)], _meta("B", 5))
-    with pytest.raises(SystemExit, match="different epoch budgets"):
-        t3d.merge([a, b])
+def test_one_dataset_at_two_budgets_becomes_two_columns_never_one(t3d, tmp_path):
+    a = _write(tmp_path / "a.json", [_run("i3d/imagenet", 0, 0.80, 0.8, epochs=3),
+                                     _run("3d/scratch", 0, 0.50, 0.6, epochs=3)], _meta("A"))
+    b = _write(tmp_path / "b.json", [_run("i3d/imagenet", 0, 0.88, 0.9, epochs=6),
+                                     _run("3d/scratch", 0, 0.60, 0.6, epochs=6)], _meta("B", 6))
+    metas, runs = t3d.merge([a, b])
+    assert len(runs) == 4  # the 6-epoch run does not replace the 3-epoch one of the same seed
+    summary = t3d.summarise(runs)
+    assert list(summary) == ["adrenal64@3", "adrenal64@6"]
+    assert summary["adrenal64@6"]["i3d/imagenet"]["test_auc_mean"] == pytest.approx(0.88)
+    text = t3d.markdown(summary, metas)
+    assert "AdrenalMNIST3D 64³, 3 epochs: test AUC" in text and "AdrenalMNIST3D 64³, 6 epochs: test AUC" in text
+    assert "| 0.828 (ACC 0.745; published) | 0.828 (ACC 0.745; published) |" in text
+    v3, v6 = t3d.verdicts(summary)
+    assert "3 epochs" in v3 and "+0.300" in v3 and "6 epochs" in v6 and "+0.280" in v6
 
 
 def test_verdict_says_when_imagenet_loses_and_misses_the_bar(t3d):
@@ -69,3 +79,9 @@ def test_partial_file_of_an_interrupted_run_merges_and_says_so(t3d, tmp_path):
     metas, runs = t3d.merge([partial])
     assert metas[0]["partial"] is True and len(runs) == 2
     assert "interrupted" in t3d.markdown(t3d.summarise(runs), metas)
+
+
+def test_cells_with_fewer_seeds_than_the_table_say_so(t3d):
+    runs = [_run("i3d/imagenet", s, 0.8, 0.8) for s in range(3)] + [_run("3d/scratch", 0, 0.6, 0.6)]
+    text = t3d.markdown(t3d.summarise(runs), [_meta("A")])
+    assert "| 0.800 ± 0.000 (0.800) |" in text and "| 0.600 (0.600, 1 of 3 seeds) |" in text
