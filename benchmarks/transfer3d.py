@@ -183,14 +183,15 @@ def verdicts(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         sc = arms.get(scratch_of[best.split("/")[0]])
         if sc and sc["test_auc_mean"] is not None:
             gain = b["test_auc_mean"] - sc["test_auc_mean"]
-            sds = [x for x in (b["test_auc_sd"], sc["test_auc_sd"]) if x is not None]
+            one_seed = [name for name, s in (("ImageNet", b), ("scratch", sc)) if s["test_auc_sd"] is None]
             if gain <= 0:
                 line += f"; its scratch arm is better by {-gain:.3f} AUC: ImageNet weights did not help here"
-            elif sds:
-                word = "more" if gain > max(sds) else "not more"
-                line += f"; vs its scratch arm {gain:+.3f} AUC ({word} than the larger seed sd, {max(sds):.3f})"
+            elif one_seed:  # an arm without an sd cannot tell whether the gap exceeds seed noise
+                line += f"; vs its scratch arm {gain:+.3f} AUC ({' and '.join(one_seed)} arm: one seed, no sd)"
             else:
-                line += f"; vs its scratch arm {gain:+.3f} AUC (one seed: no sd)"
+                sd = max(b["test_auc_sd"], sc["test_auc_sd"])
+                word = "more" if gain > sd else "not more"
+                line += f"; vs its scratch arm {gain:+.3f} AUC ({word} than the larger seed sd, {sd:.3f})"
         if ds in PUBLISHED:
             name, auc, _ = PUBLISHED[ds]
             word = "beats" if b["test_auc_mean"] > auc else "does not beat"

@@ -85,3 +85,4 @@ def test_cells_with_fewer_seeds_than_the_table_say_so(t3d):
     runs = [_run("i3d/imagenet", s, 0.8, 0.8) for s in range(3)] + [_run("3d/scratch", 0, 0.6, 0.6)]
     text = t3d.markdown(t3d.summarise(runs), [_meta("A")])
     assert "| 0.800 ± 0.000 (0.800) |" in text and "| 0.600 (0.600, 1 of 3 seeds) |" in text
+    assert "+0.200 AUC (scratch arm: one seed, no sd)" in text and "larger seed sd" not in text
