@@ -28,8 +28,10 @@ No patient name or ID is written: rows carry paths, UIDs, probabilities and deci
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
+import functools
 import hashlib
 import io
 import os
@@ -183,8 +185,16 @@ def _identity(x: Any) -> Any:
     return x
 
 
+def _close_fds(fds: tuple[int, ...], _worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: drop the worker's forked copies of the output lock, so a killed run's
+    workers, which outlive it by up to torch's 5 s liveness check, never keep a resumed run locked out."""
+    for fd in fds:
+        with contextlib.suppress(OSError):  # not inherited (spawn start method)
+            os.close(fd)
+
+
 def _local_stream(studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool, workers: int,
-                  batch_size: int) -> Iterator[dict[str, Any]]:
+                  batch_size: int, lock_fds: tuple[int, ...] = ()) -> Iterator[dict[str, Any]]:
     if workers <= 0:
         for s in studies:
             yield load_study(s, prep, keep_scan)
@@ -195,7 +205,8 @@ def _local_stream(studies: Sequence[Study], prep: dict[str, Any], keep_scan: boo
     # each worker to one torch thread, and its workers exit when the main process dies.
     loader = DataLoader(_StudyDataset(studies, prep, keep_scan), batch_size=None, shuffle=False,
                         num_workers=min(workers, len(studies)), collate_fn=_identity,
-                        prefetch_factor=max(2, -(-batch_size // workers)), persistent_workers=False)
+                        prefetch_factor=max(2, -(-batch_size // workers)), persistent_workers=False,
+                        worker_init_fn=functools.partial(_close_fds, lock_fds))
     yield from loader
 
 
@@ -408,7 +419,7 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
         done = _recover_scores(out_csv, columns, predictor.model_id)
         _write_fresh(errors_path, ERROR_COLUMNS)
         _score_pending(predictor, found, done, summary, out_csv, errors_path, columns, workers, batch_size, engine,
-                       sal_dir, saliency_method, progress, ray_address)
+                       sal_dir, saliency_method, progress, ray_address, (lock.fileno(),))
     finally:
         lock.close()
     if parquet_path is not None:
@@ -420,7 +431,8 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
 
 def _score_pending(predictor: Predictor, found: Discovery, done: set[str], summary: ScoreSummary, out_csv: Path,
                    errors_path: Path, columns: list[str], workers: int, batch_size: int, engine: str,
-                   sal_dir: Path | None, saliency_method: str, progress: bool, ray_address: str | None) -> None:
+                   sal_dir: Path | None, saliency_method: str, progress: bool, ray_address: str | None,
+                   lock_fds: tuple[int, ...] = ()) -> None:
     scores = _CsvAppender(out_csv, columns)
     errors = _CsvAppender(errors_path, ERROR_COLUMNS)
     try:
@@ -436,7 +448,7 @@ def _score_pending(predictor: Predictor, found: Discovery, done: set[str], summa
         summary.skipped = len(found.studies) - len(pending)
         if pending:
             _run(predictor, pending, summary, scores, fail, workers, batch_size, engine, sal_dir, saliency_method,
-                 progress, ray_address)
+                 progress, ray_address, lock_fds)
     finally:
         scores.close()
         errors.close()
@@ -444,14 +456,14 @@ def _score_pending(predictor: Predictor, found: Discovery, done: set[str], summa
 
 def _run(predictor: Predictor, pending: list[Study], summary: ScoreSummary, scores: _CsvAppender, fail: Any,
          workers: int, batch_size: int, engine: str, sal_dir: Path | None, method: str, progress: bool,
-         ray_address: str | None) -> None:
+         ray_address: str | None, lock_fds: tuple[int, ...] = ()) -> None:
     from tqdm.auto import tqdm
 
     keep_scan = sal_dir is not None
     if sal_dir is not None:
         sal_dir.mkdir(parents=True, exist_ok=True)
     prep = predictor.preprocessing.to_dict()
-    stream = (_local_stream(pending, prep, keep_scan, workers, batch_size) if engine == "local" else
+    stream = (_local_stream(pending, prep, keep_scan, workers, batch_size, lock_fds) if engine == "local" else
               _ray_stream(pending, prep, keep_scan, workers, batch_size, ray_address))
     buckets: dict[tuple[int, ...], list[dict[str, Any]]] = {}
     bar = tqdm(total=len(pending), unit="study", desc="scoring", disable=not progress, dynamic_ncols=True,
