@@ -249,8 +249,7 @@ def write_section(doc: Path, text: str) -> None:
         new = old[:old.index(START)] + block + old[old.index(END) + len(END):]
     else:
         new = old.rstrip("\n") + "\n\n" + block + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(doc) as tmp:
+    with atomic_path(doc) as tmp:  # makes the parent folder too
         tmp.write_text(new)
 
 
