@@ -86,3 +86,14 @@ def test_cells_with_fewer_seeds_than_the_table_say_so(t3d):
     text = t3d.markdown(t3d.summarise(runs), [_meta("A")])
     assert "| 0.800 ± 0.000 (0.800) |" in text and "| 0.600 (0.600, 1 of 3 seeds) |" in text
     assert "+0.200 AUC (scratch arm: one seed, no sd)" in text and "larger seed sd" not in text
+
+
+def test_verdict_names_the_seed_count_when_the_winner_has_fewer_seeds(t3d):
+    runs = [_run("i3d/imagenet", s, 0.8, 0.8) for s in range(3)] + [_run("acs/imagenet", 0, 0.85, 0.9)] + \
+           [_run("3d/scratch", s, 0.6, 0.6) for s in range(3)]
+    (line,) = t3d.verdicts(t3d.summarise(runs))
+    assert "**acs/imagenet** (1 of 3 seeds; test 0.850)" in line
+    assert "its scratch arm (acs/scratch) was not run" in line
+    runs = [_run("i3d/imagenet", s, 0.8, 0.95) for s in range(3)] + [_run("acs/imagenet", 0, 0.85, 0.9)]
+    (line,) = t3d.verdicts(t3d.summarise(runs))
+    assert "**i3d/imagenet** (test 0.800 ± 0.000)" in line
