@@ -219,7 +219,8 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], metas: list[dict[str
     ]
     for meta in metas:
         extra = f", overrides {meta['extra']}" if meta.get("extra") else ""
-        lines.append(f"- `{meta['command']}` — setting {meta['setting']}, `{meta['base']}` recipe{extra}, "
+        source = f"`{meta['file']}`, from " if meta.get("file") else ""
+        lines.append(f"- {source}`{meta['command']}` — setting {meta['setting']}, `{meta['base']}` recipe{extra}, "
                      f"{meta['epochs']} epochs, seeds {meta['seeds']}; {meta['machine']}; "
                      f"{meta['minutes']:.1f} min"
                      + (" (interrupted: the runs finished before the stop)." if meta.get("partial") else "."))
@@ -265,7 +266,9 @@ def merge(files: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     metas, by_key = [], {}
     for f in files:
         data = json.loads(f.read_text())
-        metas.append(data["meta"])
+        # the file it came from: a piece may have been run with another --out and copied in later
+        metas.append({**data["meta"], "file": str(f.resolve().relative_to(ROOT)) if f.resolve().is_relative_to(ROOT)
+                      else f.name})
         for r in data["runs"]:
             by_key[(r["dataset"], r["epochs"], r["arm"], r["seed"])] = r
     return metas, list(by_key.values())

@@ -44,7 +44,7 @@ def test_merge_combines_pieces_and_later_runs_replace_earlier(t3d, tmp_path):
     assert summary["i3d/imagenet"]["n"] == 3 and summary["3d/scratch"]["n"] == 3
     assert summary["i3d/imagenet"]["test_auc_mean"] == pytest.approx((0.90 + 0.81 + 0.82) / 3)
     text = t3d.markdown(t3d.summarise(runs), metas)
-    assert "`A`" in text and "`B`" in text
+    assert "`a.json`, from `A`" in text and "`b.json`, from `B`" in text
     assert "**i3d/imagenet**" in text and "more than the larger seed sd" in text and "beats the published" in text
 
 
