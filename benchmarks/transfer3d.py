@@ -10,7 +10,7 @@ they run once as ``3d/scratch``; ACS and 2.5D have their own scratch arms (their
 networks differ: 2D-shaped kernels, a 2D network over slices).
 
     python benchmarks/transfer3d.py --setting reduced          # CPU: 28^3->32^3, 6 arms x 3 seeds x 2 epochs
-                                                               # (~30 min estimated on a quiet 2-core machine)
+                                                               # (38 min measured on a quiet 2-core machine)
     python benchmarks/transfer3d.py --setting full             # GPU: 28^3 + 64^3 + sample cohort
     python benchmarks/transfer3d.py --dry-run                  # one tiny step per arm (end-to-end check)
     python benchmarks/transfer3d.py --datasets adrenal64 --arms acs/imagenet,acs/scratch --seeds 0 1 \\
