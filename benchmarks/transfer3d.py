@@ -267,8 +267,8 @@ def merge(files: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     for f in files:
         data = json.loads(f.read_text())
         # the file it came from: a piece may have been run with another --out and copied in later
-        metas.append({**data["meta"], "file": str(f.resolve().relative_to(ROOT)) if f.resolve().is_relative_to(ROOT)
-                      else f.name})
+        path = f.resolve()
+        metas.append({**data["meta"], "file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else f.name})
         for r in data["runs"]:
             by_key[(r["dataset"], r["epochs"], r["arm"], r["seed"])] = r
     return metas, list(by_key.values())
