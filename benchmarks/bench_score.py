@@ -33,8 +33,9 @@ import torch
 
 from medtl.infer import score
 from medtl.models import create
-from medtl.sample_data import make_cohort
-from medtl.train.run import CARD_FORMAT, _write_json, save_weights
+from medtl.demo.cohort import make_cohort
+from medtl.runs import CARD_FORMAT, save_weights
+from medtl._fileutil import write_json as _write_json
 from medtl.transforms import Preprocessing
 
 

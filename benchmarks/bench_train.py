@@ -5,7 +5,7 @@ pinned memory) feeding the same train step ``fit`` uses. Model-only = the same m
 batch, precision and memory format on synthetic tensors already on the device. The
 ratio says whether the data pipeline is the bottleneck (goal >= 0.9).
 
-    python benchmarks/bench_train.py --config configs/pneumoniamnist_effnet_lite0.yaml \\
+    python benchmarks/bench_train.py --config pneumoniamnist_effnet_lite0 \\
         --steps 20 [--device cuda] [train.batch_size=128 ...]
 """
 
@@ -26,9 +26,9 @@ from medtl.train.engine import (
     _to_device,
     amp_dtype,
     make_train_loader,
-    resolve_device,
     train_step,
 )
+from medtl.runs import resolve_device
 from medtl.train.run import build_model, prepare_data
 from medtl.train.strategy import build_optimizer
 
@@ -55,7 +55,7 @@ def timed_steps(model, batches, criterion, opt, scaler, amp, device, steps: int,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/pneumoniamnist_effnet_lite0.yaml")
+    ap.add_argument("--config", default="pneumoniamnist_effnet_lite0")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="auto")

@@ -48,8 +48,8 @@ SETTINGS = {
                            "train.epochs=10"],
     },
 }
-CONFIGS = {"pneumoniamnist": "configs/pneumoniamnist_effnet_lite0.yaml",
-           "adrenalmnist3d": "configs/adrenalmnist3d_effnet_lite0_i3d.yaml"}
+CONFIGS = {"pneumoniamnist": "pneumoniamnist_effnet_lite0",
+           "adrenalmnist3d": "adrenalmnist3d_effnet_lite0_i3d"}
 
 
 @dataclass

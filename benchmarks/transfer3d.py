@@ -41,7 +41,7 @@ import torch
 
 from medtl._fileutil import atomic_path, write_json
 from medtl.config import load_config
-from medtl.sample_data import make_cohort
+from medtl.demo.cohort import make_cohort
 from medtl.train.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--arms", type=lambda s: s.split(","), help=f"comma list of {list(ARMS)}")
     ap.add_argument("--seeds", type=int, nargs="+")
     ap.add_argument("--epochs", type=int)
-    ap.add_argument("--base", default=str(ROOT / "configs/adrenalmnist3d_effnet_lite0_i3d.yaml"),
+    ap.add_argument("--base", default="adrenalmnist3d_effnet_lite0_i3d",
                     help="config giving the shared recipe (model/train sections)")
     ap.add_argument("--set", dest="extra", action="append", default=[],
                     help="extra config override for every arm, e.g. train.batchnorm=freeze (repeatable)")

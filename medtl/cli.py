@@ -1,22 +1,28 @@
 """The ``medtl`` command line: one entry point, one subcommand per task.
 
-Handlers import their heavy modules lazily so ``medtl --help`` stays fast. Any
-:class:`~medtl.errors.MedtlError` is printed as one line (no traceback) and the
-exit code is non-zero.
+Parsing imports neither torch nor MONAI: each handler imports its stack when it
+runs, so ``medtl --help`` answers in well under a second. Any
+:class:`~medtl.errors.MedtlError` is printed as one line (no traceback), exit
+code 2; anything else is a bug, printed as one line too (``MEDTL_DEBUG=1`` shows
+the traceback), exit code 3. ``predict``/``score`` exit 1 when a study failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from medtl import __version__
 from medtl.errors import MedtlError
 
 Handler = Callable[[argparse.Namespace], int]
+#: Saliency methods offered on the command line (``medtl.explain.METHODS``; a test keeps them equal).
+SALIENCY_METHODS = ("gradcam", "gradcam++", "occlusion")
 
 
 def _print_json(obj: object) -> None:
@@ -62,7 +68,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
-    from medtl.sample_data import make_cohort
+    from medtl.demo.cohort import make_cohort
 
     manifest = make_cohort(args.out, size=args.size, seed=args.seed, progress=True)
     print(f"wrote sample cohort: {manifest}")
@@ -108,6 +114,20 @@ def cmd_weights(args: argparse.Namespace) -> int:
     raise MedtlError(f"unknown weights command {args.weights_cmd!r}")
 
 
+def cmd_configs(args: argparse.Namespace) -> int:
+    from medtl.config import list_recipes, recipe_path
+
+    if args.name:
+        print(recipe_path(args.name).read_text(), end="")
+        return 0
+    recipes = list_recipes()
+    width = max(map(len, recipes), default=0)
+    for name, about in recipes.items():
+        print(f"{name:<{width}}  {about}")
+    print("\nuse one with `medtl train --config NAME`; `medtl configs NAME` prints it (copy it to edit)")
+    return 0
+
+
 # --- train / evaluate --------------------------------------------------------------------------
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -142,20 +162,62 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- predict / score ----------------------------------------------------------------------
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from medtl.infer import Predictor, write_saliency
+    from medtl.io import load_scan
+
+    out = Path(args.saliency) if args.saliency else None
+    if out is not None and not out.name.lower().endswith((".png", ".nii", ".nii.gz")):
+        raise MedtlError(f"{out}: --saliency must end in .png (overlay) or .nii/.nii.gz (map in the scan's geometry)")
+    predictor = Predictor.from_run(args.model, device=args.device)
+    scan = load_scan(args.scan, series=args.series, progress=False)
+    pred = predictor.predict(scan, saliency=args.method if out is not None else None)
+    if out is not None and pred.saliency is not None:
+        write_saliency(out, scan, pred.saliency)
+    if args.json:
+        info: dict[str, Any] = pred.to_dict()
+        info["model"] = predictor.model_id
+        if out is not None:
+            info.setdefault("saliency", {})["path"] = str(out)
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"study: {pred.source}  shape {'x'.join(str(s) for s in pred.shape)}")
+    print(f"model: {predictor.model_id}")
+    for name, p in pred.probabilities.items():
+        print(f"  p({name}) = {p:.4f}")
+    if pred.threshold is not None:
+        print(f"decision: {pred.decision}  (positive class '{pred.positive_class}' when p >= {pred.threshold:.4f})")
+    else:
+        print(f"decision: {pred.decision}  (most probable class)")
+    print(f"preprocessing: {pred.preprocessing_text}")
+    if out is not None:
+        print(f"saliency ({args.method}) written to {out}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from medtl.infer import score
+
+    summary = score(args.model, args.input, args.out, workers=args.workers, batch_size=args.batch_size,
+                    engine=args.engine, saliency_dir=args.saliency_dir, saliency_method=args.method,
+                    parquet=args.parquet, progress=not args.no_progress and not args.json,
+                    errors_csv=args.errors, device=args.device, ray_address=args.ray_address)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2, default=str))
+    else:
+        print(summary.text())
+    return summary.exit_code
+
+
 # --- app ---------------------------------------------------------------------------------------
 
 def cmd_app(args: argparse.Namespace) -> int:
-    # The app lives in the repository's apps/ folder, beside this package in a checkout (pip install -e).
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "apps" / "medtl_app.py").is_file():
-        raise MedtlError("`medtl app` needs the repository's apps/ folder, which this installation lacks; "
-                         "install medtl from a checkout: pip install -e '.[app]'")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
     try:
-        from apps.medtl_app import serve
+        from medtl.app import serve
     except ModuleNotFoundError as exc:
-        if exc.name != "gradio":
+        if exc.name is None or exc.name.split(".")[0] != "gradio":
             raise
         raise MedtlError("`medtl app` needs Gradio: pip install 'medtl[app]'") from None
     return serve(args.model, host=args.host, port=args.port, device=args.device)
@@ -214,8 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("name", nargs="?")
     p.set_defaults(func=cmd_weights)
 
+    p = sub.add_parser("configs", help="list the recipes shipped with medtl, or print one")
+    p.add_argument("name", nargs="?", help="recipe to print (e.g. sample_tiny)")
+    p.set_defaults(func=cmd_configs)
+
     p = sub.add_parser("train", help="fine-tune a backbone on a cohort (YAML config + key=value overrides)")
-    p.add_argument("--config", help="YAML experiment config (see configs/)")
+    p.add_argument("--config", help="YAML file, or the name of a shipped recipe (`medtl configs` lists them)")
     p.add_argument("--out", required=True, help="run directory (model, model card, metrics, plots)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.epochs=5 data.path=x.npz")
@@ -239,10 +305,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.set_defaults(func=cmd_demo)
 
-    from medtl.infer.cli import add_predict_parser, add_score_parser
+    p = sub.add_parser(
+        "predict", help="classify one scan with a trained run: probabilities, decision at the card's threshold")
+    p.add_argument("--model", required=True, help="run directory written by `medtl train`")
+    p.add_argument("scan", help="DICOM file, DICOM folder or .zip, NIfTI, PNG/JPEG/TIFF")
+    p.add_argument("--series", help="series index or SeriesInstanceUID (folders/zips)")
+    p.add_argument("--saliency", metavar="OUT",
+                   help="write a saliency map: OUT.png (overlay; 3D: middle axial slice) or OUT.nii.gz (3D map)")
+    p.add_argument("--method", choices=SALIENCY_METHODS, default="gradcam", help="saliency method")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_predict)
 
-    add_predict_parser(sub)
-    add_score_parser(sub)
+    p = sub.add_parser(
+        "score", help="score a folder of studies or a manifest CSV into a CSV (streamed, resumable)",
+        description="Score every study under INPUT. Re-running the same command resumes: studies already in "
+                    "OUT are skipped. Failures go to errors.csv; exit code 1 when any study failed.")
+    p.add_argument("--model", required=True, help="run directory written by `medtl train`")
+    p.add_argument("input", help="folder of studies (DICOM series, NIfTI, images) or a manifest CSV (path column)")
+    p.add_argument("--out", required=True, help="scores CSV (appended to; resumable)")
+    p.add_argument("--errors", help="errors CSV (default: errors.csv beside --out)")
+    p.add_argument("--workers", type=int, default=2, help="decoding worker processes (0: in the main process)")
+    p.add_argument("--batch-size", type=int, default=16, help="studies per model call")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local worker processes, or Ray tasks (pip install 'medtl[ray]')")
+    p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--saliency-dir", help="write one saliency map per study here (PNG for 2D, NIfTI for 3D)")
+    p.add_argument("--method", choices=SALIENCY_METHODS, default="gradcam", help="saliency method")
+    p.add_argument("--parquet", action="store_true", help="also write OUT with .parquet (needs pyarrow)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("app", help="serve the browser app for clinicians: upload a scan, see prediction and saliency")
     p.add_argument("--model", action="append", required=True, metavar="[NAME=]RUN_DIR",
@@ -254,8 +348,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _suggest_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """``medtl trian`` -> a one-line hint naming ``train`` (argparse alone lists every choice)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if first is None or first in sub.choices:
+        return None
+    close = difflib.get_close_matches(first, list(sub.choices), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (commands: {', '.join(sub.choices)})"
+    return f"unknown command {first!r}{hint}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    wrong = _suggest_command(parser, argv)
+    if wrong:
+        parser.print_usage(sys.stderr)
+        print(f"medtl: error: {wrong}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -265,6 +376,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medtl: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not bad input: one line, the traceback only on request
+        if os.environ.get("MEDTL_DEBUG"):
+            raise
+        where = next((str(getattr(args, k)) for k in ("scan", "input", "path", "config", "model")
+                      if getattr(args, k, None)), "")
+        print(f"medtl: internal error{' on ' + where if where else ''}: {type(exc).__name__}: "
+              f"{str(exc).splitlines()[0] if str(exc) else ''} (MEDTL_DEBUG=1 shows the traceback; "
+              f"please report it)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -1,109 +1,41 @@
 """One typed experiment config, loaded from YAML and overridable from the command line.
 
-    cfg = load_config("configs/pneumoniamnist_effnet_lite0.yaml", ["train.epochs=5", "data.path=x.npz"])
+    cfg = load_config("pneumoniamnist_effnet_lite0", ["train.epochs=5", "data.path=x.npz"])
 
-Every field has a sensible default, so a config file only says what differs.
-Unknown keys are errors (a typo must not be silently ignored).
+Each part owns its section (``medtl.data.config``, ``medtl.transforms.config``,
+``medtl.models.config``, ``medtl.train.config``); this module composes them. Every
+field has a sensible default, so a config file only says what differs. Unknown
+keys are errors with a did-you-mean hint (a typo must not be silently ignored).
+
+A config is a YAML path or the name of a recipe shipped inside the package
+(``medtl configs`` lists them), so an installed medtl runs without a checkout.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from medtl._schema import Section
+from medtl.data.config import DataConfig
 from medtl.errors import ConfigError
+from medtl.models.config import ModelConfig
+from medtl.train.config import EvalConfig, TrainConfig
+from medtl.transforms.config import AugmentConfig, PreprocessConfig
+
+__all__ = [
+    "AugmentConfig", "Config", "DataConfig", "EvalConfig", "ModelConfig", "PreprocessConfig", "TrainConfig",
+    "apply_overrides", "list_recipes", "load_config", "recipe_path",
+]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DataConfig(_Section):
-    """Where the cohort is and how it is split."""
-
-    path: str = ""  #: manifest CSV, folder-per-class tree, or MedMNIST .npz
-    format: Literal["auto", "manifest", "folder", "medmnist"] = "auto"
-    val_fraction: float = Field(0.15, ge=0, lt=1)  #: used when the data has no split
-    test_fraction: float = Field(0.15, ge=0, lt=1)
-    train_fraction: float = Field(1.0, gt=0, le=1)  #: stratified subsample of train (e.g. 0.1)
-    class_names: Optional[list[str]] = None  #: default: from the data
-    cache: Literal["memory", "disk", "none"] = "memory"  #: decoded+preprocessed tensors
-    cache_dir: Optional[str] = None
-    num_workers: int = Field(-1, ge=-1)  #: -1 = auto
-    filter: dict[str, str] = Field(default_factory=dict)  #: manifest column -> value (e.g. site: A)
-
-
-class PreprocessConfig(_Section):
-    """Deterministic preprocessing; it is saved in the model card and reused at prediction."""
-
-    spatial_dims: Literal[2, 3] = 2
-    size: list[int] = Field(default_factory=lambda: [224, 224])  #: model input size
-    orientation: Optional[str] = "RAS"  #: reorient volumes (None keeps voxel order)
-    spacing: Optional[list[float]] = None  #: resample to this spacing (mm) before resizing
-    window: str = "auto"  #: auto | none | percentile | a CT preset (lung, soft_tissue, ...) | "C/W"
-    percentiles: tuple[float, float] = (0.5, 99.5)
-    channels: int = Field(1, ge=1)  #: channels fed to the network (1 gray, 3 RGB, 2.5D slices)
-    normalize: Literal["imagenet", "zscore", "none"] = "imagenet"
-
-
-class AugmentConfig(_Section):
-    """Training-time augmentation: spatial + a domain-shift preset imitating another site."""
-
-    flip: bool = True
-    flip_axes: Optional[list[int]] = None  #: default: left-right only
-    rotate_deg: float = 0.0
-    zoom: tuple[float, float] = (1.0, 1.0)
-    shift: float = 0.0  #: fraction of the size
-    elastic: bool = False
-    domain_shift: Literal["none", "mild", "strong"] = "none"
-
-
-class ModelConfig(_Section):
-    arch: str = "resnet18"
-    weights: Optional[str] = "imagenet"  #: "imagenet", a file path, or null (scratch)
-    weights_dir: Optional[str] = None
-    inflate: str = "i3d"  #: 2D->3D adaptation (3D only): i3d | central | acs | 2.5d
-    dropout: float = Field(0.0, ge=0, lt=1)
-    kwargs: dict[str, Any] = Field(default_factory=dict)  #: extra args for the builder
-
-
-class TrainConfig(_Section):
-    strategy: Literal["linear", "partial", "full", "gradual"] = "gradual"
-    epochs: int = Field(10, ge=1)
-    freeze_epochs: int = Field(1, ge=0)  #: gradual: epochs with only the head training
-    unfreeze_stages: int = Field(2, ge=1)  #: partial: how many last stages train
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    lr_decay: float = Field(0.3, gt=0, le=1)  #: discriminative lr: each earlier stage x this
-    weight_decay: float = Field(0.01, ge=0)
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    warmup: float = Field(0.1, ge=0, lt=1)  #: fraction of steps
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    balance: Literal["none", "loss", "sampler"] = "none"
-    #: train: update statistics; freeze: keep ImageNet's; reestimate: recompute them on the
-    #: training data before the first epoch (AdaBN), then train
-    batchnorm: Literal["train", "freeze", "reestimate"] = "train"
-    monitor: str = "auc"  #: validation metric for best checkpoint / early stopping
-    patience: int = Field(0, ge=0)  #: early stopping (0 = off)
-    device: str = "auto"
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    channels_last: bool = True
-    compile: bool = False
-    threads: int = Field(0, ge=0)  #: CPU threads (0 = all cores)
-    seed: int = 0
-    deterministic: bool = False
-
-
-class EvalConfig(_Section):
-    threshold: Union[float, Literal["youden", "val_youden"]] = "val_youden"
-    bootstrap: int = Field(1000, ge=0)  #: resamples for 95% CIs
-
-
-class Config(_Section):
+class Config(Section):
     """A whole experiment."""
 
     name: str = "experiment"
@@ -125,6 +57,44 @@ class Config(_Section):
             tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
+# --- shipped recipes ---------------------------------------------------------------------------
+
+def _recipe_dir() -> Any:
+    return resources.files("medtl") / "configs"
+
+
+def list_recipes() -> dict[str, str]:
+    """``{name: first comment line}`` of the recipes shipped in the package (``medtl configs``)."""
+    out = {}
+    for entry in sorted(_recipe_dir().iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            first = next((ln.lstrip("# ").strip() for ln in entry.read_text().splitlines() if ln.startswith("#")), "")
+            out[entry.name[: -len(".yaml")]] = first
+    return out
+
+
+def recipe_path(name_or_path: str | os.PathLike) -> Path:
+    """A YAML file path as given, else the shipped recipe of that name (``demo``, ``sample_tiny``...)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    name = p.name[: -len(".yaml")] if p.name.endswith(".yaml") else p.name
+    recipes = list_recipes()
+    if name in recipes and (len(p.parts) == 1 or p.parent.name == "configs"):
+        with resources.as_file(_recipe_dir() / f"{name}.yaml") as found:
+            return Path(found)
+    hint = _did_you_mean(name, recipes)
+    raise ConfigError(f"{name_or_path}: no such config file or shipped recipe"
+                      f"{hint or ''} (recipes: {', '.join(recipes)}; `medtl configs` lists them)")
+
+
+# --- overrides and validation ----------------------------------------------------------------
+
+def _did_you_mean(word: str, choices: Any) -> str | None:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else None
+
+
 def _parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
@@ -136,10 +106,26 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _check_key(keys: list[str], item: str) -> None:
+    """Refuse an override key the schema does not have, naming the closest real key."""
+    model: Any = Config
+    for depth, k in enumerate(keys):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return  # inside a free-form mapping (data.filter, model.kwargs)
+        fields = model.model_fields
+        if k not in fields:
+            where = ".".join(keys[:depth]) or "the config"
+            full = [".".join([*keys[:depth], f]) for f in fields]
+            hint = _did_you_mean(".".join(keys[: depth + 1]), full) or ""
+            raise ConfigError(f"override {item!r}: {where} has no key {k!r}{hint}")
+        model = fields[k].annotation
+
+
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Set ``a.b=value`` items on a nested dict (values parsed as YAML: 5, 1e-3, [64,64], null)."""
     for item in overrides:
         keys, value = _parse_override(item)
+        _check_key(keys, item)
         node = data
         for k in keys[:-1]:
             node = node.setdefault(k, {})
@@ -149,13 +135,24 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
+def _unknown_key_hint(loc: tuple) -> str:
+    model: Any = Config
+    for k in loc[:-1]:
+        field = model.model_fields.get(k) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return ""
+        model = field.annotation
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return _did_you_mean(str(loc[-1]), model.model_fields) or ""
+    return ""
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML config (or start from defaults), apply ``key=value`` overrides, validate."""
+    """Read a YAML config or shipped recipe (or start from defaults), apply ``key=value`` overrides, validate."""
     data: dict[str, Any] = {}
+    p = None
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found (see configs/ for examples)")
+        p = recipe_path(path)
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -168,5 +165,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        src = f"{path}: " if path else ""
-        raise ConfigError(f"{src}{where}: {first['msg']} ({exc.error_count()} problem(s); fix the config or override)") from None
+        hint = _unknown_key_hint(first["loc"]) if first["type"] == "extra_forbidden" else ""
+        src = f"{p}: " if p else ""
+        raise ConfigError(f"{src}{where}: {first['msg']}{hint} ({exc.error_count()} problem(s); "
+                          f"fix the config or override)") from None

@@ -7,11 +7,11 @@ The README picture was made with an EfficientNet-Lite0 (ImageNet start) fine-tun
 full synthetic cohort at 128 px, whose Grad-CAM grid (4 x 4) is fine enough to point somewhere:
 
     medtl sample-data /tmp/cohort --size full
-    medtl train --config configs/demo.yaml --out runs/demo128 data.path=/tmp/cohort/manifest.csv \
+    medtl train --config demo --out runs/demo128 data.path=/tmp/cohort/manifest.csv \
         preprocess.size=[128,128] train.epochs=6
     python scripts/app_screenshot.py --model "CT nodule 2D=runs/demo128" --model "CT nodule 3D (tiny)=runs/tiny3d"
 
-(``runs/tiny3d``: configs/sample_tiny.yaml with ``data.filter={kind: ct3d} preprocess.spatial_dims=3
+(``runs/tiny3d``: the sample_tiny recipe with ``data.filter={kind: ct3d} preprocess.spatial_dims=3
 preprocess.size=[16,16,16]``, a second model to choose from in the page.)
 
 Needs Debian's Chromium (``apt-get install chromium``) and Playwright for Python; Playwright's
@@ -36,7 +36,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
 
 
 def train_tiny(out: Path) -> Path:
-    """The quick sample model (configs/sample_tiny.yaml on the committed sample cohort)."""
+    """The quick sample model (the sample_tiny recipe on the committed sample cohort)."""
     from medtl.config import load_config
     from medtl.train.run import train
 
@@ -49,9 +49,9 @@ def train_tiny(out: Path) -> Path:
 def shoot(models: dict[str, Path], out: Path, sample: str | None, method: str, width: int, height: int) -> Path:
     from playwright.sync_api import expect, sync_playwright
 
-    from apps.medtl_app import build_app, launch
+    from medtl.app.app import build_app, launch
     from medtl.infer import Predictor
-    from medtl.sample_data import sample_path
+    from medtl.demo.cohort import sample_path
 
     first = next(iter(models))
     if sample is None:
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=900)
     args = parser.parse_args(argv)
 
-    from apps.medtl_app import model_choices
+    from medtl.app.app import model_choices
 
     with tempfile.TemporaryDirectory(prefix="medtl-shot-") as tmp:
         specs = args.model or [f"sample_tiny={train_tiny(Path(tmp) / 'sample_tiny')}"]

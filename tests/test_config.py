@@ -2,10 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from medtl.config import Config, load_config
+from medtl.config import Config, list_recipes, load_config, recipe_path
 from medtl.errors import ConfigError
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_defaults_and_overrides_are_typed():
@@ -14,9 +12,40 @@ def test_defaults_and_overrides_are_typed():
     assert cfg.preprocess.size == [32, 32] and cfg.model.weights is None
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_config_validates(path):
-    assert isinstance(load_config(path), Config)
+def test_recipes_ship_inside_the_package():
+    names = list_recipes()
+    assert {"demo", "sample_tiny", "pneumoniamnist_effnet_lite0"} <= set(names)
+    import medtl
+
+    pkg = Path(medtl.__file__).parent
+    assert recipe_path("demo").resolve() == (pkg / "configs" / "demo.yaml").resolve()
+
+
+@pytest.mark.parametrize("name", sorted(list_recipes()))
+def test_every_shipped_recipe_validates_by_name(name):
+    assert isinstance(load_config(name), Config)
+
+
+def test_recipe_by_name_path_and_old_configs_path_agree(tmp_path):
+    assert load_config("sample_tiny") == load_config("configs/sample_tiny.yaml") == load_config(recipe_path("sample_tiny"))
+    with pytest.raises(ConfigError, match="did you mean 'sample_tiny'"):
+        load_config("sample_tiyn")
+
+
+def test_override_typos_suggest_the_real_key_and_name_the_override():
+    with pytest.raises(ConfigError, match=r"override 'train.lrr=3': train has no key 'lrr'; did you mean 'train.lr'"):
+        load_config("sample_tiny", ["train.lrr=3"])
+    with pytest.raises(ConfigError, match="did you mean 'preprocess'"):
+        load_config(None, ["preprocesss.size=[32,32]"])
+    # free-form mappings take any key
+    assert load_config(None, ["data.filter.site=B"]).data.filter == {"site": "B"}
+
+
+def test_yaml_typo_names_the_file_and_suggests(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("train:\n  epocs: 3\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml: train.epocs: .*did you mean 'epochs'"):
+        load_config(bad)
 
 
 def test_typos_and_bad_values_are_one_line_errors(tmp_path):

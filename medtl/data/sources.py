@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medtl.config import DataConfig
+from medtl.data.config import DataConfig
 from medtl.data.splits import SPLITS, make_splits, normalize_split, subsample
 from medtl.errors import ConfigError
 

@@ -11,7 +11,6 @@ evaluated with); there is no second copy of it here.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from torch import nn
 
 from medtl.errors import MedtlError
 from medtl.io.scan import Scan
+from medtl.runs import card_hash, load_run, resolve_device
 from medtl.transforms import Preprocessing
 
 __all__ = ["Prediction", "Predictor", "describe_preprocessing", "write_saliency"]
@@ -84,10 +84,6 @@ def describe_preprocessing(prep: Preprocessing) -> str:
     return ", ".join(parts)
 
 
-def _card_hash(run_dir: Path) -> str:
-    return hashlib.sha256((run_dir / "model_card.json").read_bytes()).hexdigest()[:12]
-
-
 class Predictor:
     """A trained model with its card and preprocessing, ready to score studies.
 
@@ -112,15 +108,12 @@ class Predictor:
                                  f"{self.class_names}")
             t = card.get("threshold")
             self.threshold = 0.5 if t is None else float(t)
-        self.model_id = f"{card.get('name', 'model')}@{_card_hash(self.run_dir)}" if self.run_dir else \
+        self.model_id = f"{card.get('name', 'model')}@{card_hash(self.run_dir)}" if self.run_dir else \
             str(card.get("name", "model"))
 
     @classmethod
     def from_run(cls, path: str | os.PathLike, device: str = "auto") -> "Predictor":
         """Load a run directory written by ``medtl train`` (weights, model card, preprocessing)."""
-        from medtl.train.engine import resolve_device
-        from medtl.train.run import load_run
-
         dev = resolve_device(device)
         model, card, prep = load_run(path, device=str(dev))
         return cls(model, card, prep, device=dev, run_dir=path)

@@ -27,19 +27,15 @@ from monai.data import DataLoader  # seeds random transforms per worker (torch's
 from torch.utils.data import DistributedSampler, WeightedRandomSampler
 from tqdm.auto import tqdm
 
-from medtl.config import Config, TrainConfig
+from medtl.config import Config
+from medtl.runs import resolve_device
+from medtl.train.config import TrainConfig
 from medtl.train.strategy import Strategy, build_optimizer, build_scheduler, set_batchnorm_mode
 
 LOWER_IS_BETTER = {"loss", "nll", "brier", "ece"}
 
 
 # --- devices, precision, distributed ---------------------------------------------------------
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
 
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """bf16 on GPUs that support it, else fp16 on GPU; no autocast on CPU unless asked."""

@@ -1,21 +1,10 @@
-"""A training run from a config to a run directory, and everything that reads one back.
-
-``runs/<name>/`` holds:
-
-- ``model.safetensors`` (best validation weights) and ``model_card.json``
-  (architecture, adaptation, preprocessing, class names, threshold, data
-  summary, metrics with 95% CIs, intended use);
-- ``config.yaml`` (the resolved config), ``metrics.csv`` + ``tensorboard/``
-  (per epoch), ``predictions_test.csv``;
-- ``plots/``: learning curves, ROC, PR, confusion matrix, reliability diagram;
-- ``checkpoints/last.pt`` (for ``--resume``).
-"""
+"""A training run from a config to a run directory (its layout and model card: :mod:`medtl.runs`),
+and ``evaluate`` of a finished run on another dataset or split."""
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
-import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -30,16 +19,8 @@ from medtl import __version__
 from medtl._fileutil import atomic_path, write_json
 from medtl.config import Config, load_config
 from medtl.errors import MedtlError
-
-CARD_FORMAT = "medtl-model-card/1"
-INTENDED_USE = (
-    "Research use: a classifier fine-tuned from ImageNet-pretrained weights on the cohort summarised here. "
-    "Not a medical device; not for diagnosis without review by a qualified clinician."
-)
-LIMITATIONS = (
-    "Performance is measured only on the test split of the training data source; expect it to drop on other "
-    "scanners, sites or populations (domain shift). Check calibration and threshold locally before any use."
-)
+from medtl.runs import (CARD_FORMAT, INTENDED_USE, LIMITATIONS, load_run, read_card, resolve_device, save_weights,
+                        write_card)
 
 
 @dataclass
@@ -58,15 +39,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def save_weights(model: nn.Module, path: Path) -> None:
-    """Weights as safetensors (no pickle), written atomically."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
 
 
 def build_model(cfg: Config, num_classes: int, progress: bool = True) -> nn.Module:
@@ -157,7 +129,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     knob is in ``cfg``.
     """
     from medtl.data import class_weights
-    from medtl.train.engine import fit, predict_loader, resolve_device
+    from medtl.train.engine import fit, predict_loader
     from medtl.train.metrics import evaluate_predictions
     from medtl.train.plots import plot_learning_curves, save_evaluation_plots
 
@@ -243,43 +215,8 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         "files": {"weights": "model.safetensors", "config": "config.yaml", "metrics": "metrics.csv",
                   "plots": plots},
     }
-    write_json(out / "model_card.json", card)
+    write_card(out, card)
     return RunResult(out, card)
-
-
-# --- reading a run back ---------------------------------------------------------------------
-
-def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(run_dir) / "model_card.json"
-    if not path.is_file():
-        raise MedtlError(f"{run_dir}: no model_card.json (give a run directory written by `medtl train`)")
-    try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise MedtlError(f"{path}: damaged model card ({exc.msg})") from None
-    if card.get("format") != CARD_FORMAT:
-        raise MedtlError(f"{path}: unknown model card format {card.get('format')!r}")
-    return card
-
-
-def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
-    """``(model, card, preprocessing)`` of a finished run; the model in eval mode on ``device``."""
-    from safetensors.torch import load_file
-
-    from medtl.models import create
-    from medtl.transforms import Preprocessing
-
-    card = read_card(run_dir)
-    m = card["model"]
-    weights = Path(run_dir) / card["files"]["weights"]
-    if not weights.is_file():
-        raise MedtlError(f"{weights}: model weights missing from the run directory")
-    model = create(m["arch"], weights=None, in_channels=m["in_channels"], spatial_dims=m["spatial_dims"],
-                   num_classes=m["num_classes"], inflate=m.get("inflate"))
-    model.load_state_dict(load_file(str(weights)))
-    model.card.update({k: v for k, v in m.items() if k in ("weights", "input_adaptation", "normalization")})
-    model.to(device).eval()
-    return model, card, Preprocessing.from_dict(card["preprocessing"])
 
 
 def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "test", out: str | None = None,
@@ -291,7 +228,7 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "
     predictions and plots there.
     """
     from medtl.data import build_dataset, load_items
-    from medtl.train.engine import predict_loader, resolve_device
+    from medtl.train.engine import predict_loader
     from medtl.train.metrics import evaluate_predictions
     from medtl.train.plots import save_evaluation_plots
 

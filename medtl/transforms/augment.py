@@ -52,7 +52,7 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
-from medtl.config import AugmentConfig
+from medtl.transforms.config import AugmentConfig
 
 #: Domain-shift presets: transform name -> parameters (see the module docstring table).
 DOMAIN_SHIFT: dict[str, dict[str, dict[str, Any]]] = {

@@ -26,7 +26,7 @@ import torch
 from monai.transforms import EnsureTyped, NormalizeIntensityd, Orientationd, Resized, Spacingd
 from pydantic import ValidationError, field_validator, model_validator
 
-from medtl.config import AugmentConfig, PreprocessConfig
+from medtl.transforms.config import AugmentConfig, PreprocessConfig
 from medtl.errors import ConfigError
 from medtl.transforms.augment import augmentations
 from medtl.transforms.intensity import WindowIntensityd, parse_window
@@ -39,7 +39,7 @@ PREPROCESSING_VERSION = 1
 
 
 class Preprocessing(PreprocessConfig):
-    """Serialisable preprocessing (a :class:`~medtl.config.PreprocessConfig` that can build its pipeline).
+    """Serialisable preprocessing (a :class:`~medtl.transforms.config.PreprocessConfig` that can build its pipeline).
 
     ``size`` is in network layout (``[H, W]`` or ``[D, H, W]``; one number is
     used for every axis; empty keeps the scan's size, for pipelines that do not

@@ -37,7 +37,7 @@ def run3d(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def served(run2d, run3d):
     """The app for both runs, served on a free loopback port: yields its URL."""
-    from apps.medtl_app import build_app, launch
+    from medtl.app.app import build_app, launch
 
     demo = build_app({"tiny2d": run2d, "tiny3d": run3d}, device="cpu")
     _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True)

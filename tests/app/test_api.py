@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apps import viewer as V
-from apps.medtl_app import ANALYZE_OUTPUTS, main, model_choices, user_message
+from medtl.app import viewer as V
+from medtl.app.app import ANALYZE_OUTPUTS, model_choices, user_message
+from medtl.cli import main as medtl_main
 from medtl.errors import MedtlError
 from medtl.infer import Predictor
 from medtl.io import load_scan
-from medtl.sample_data import sample_path
+from medtl.demo.cohort import sample_path
 
 gradio_client = pytest.importorskip("gradio_client")
 AppError = gradio_client.exceptions.AppError
@@ -155,7 +156,7 @@ def test_model_choices_and_cli_errors(run2d, run3d, tmp_path, capsys):
     assert list(model_choices([str(run2d), str(run2d)])) == ["tiny2d", "tiny2d (2)"]
     with pytest.raises(MedtlError, match="not a medtl run"):
         model_choices([str(tmp_path)])
-    assert main(["--model", str(tmp_path)]) == 2  # medtl app --model <not a run>
+    assert medtl_main(["app", "--model", str(tmp_path)]) == 2
     assert "not a medtl run (no model_card.json)" in capsys.readouterr().err
 
 

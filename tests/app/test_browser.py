@@ -3,7 +3,7 @@ upload a NIfTI volume, wait for the prediction, move the slice slider, take a sc
 
 import pytest
 
-from medtl.sample_data import sample_path
+from medtl.demo.cohort import sample_path
 
 from .conftest import CHROMIUM_ARGS, chromium_path
 

@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from apps.uploads import UnsafeUploadError, check_archive, check_nifti, stage_upload
+from medtl.app.uploads import UnsafeUploadError, check_archive, check_nifti, stage_upload
 from medtl.io import load_scan
-from medtl.sample_data import sample_path
+from medtl.demo.cohort import sample_path
 
 
 def make_zip(path, members):

@@ -4,7 +4,7 @@ windows, colour images and overlays that follow the slice."""
 import numpy as np
 import pytest
 
-from apps import viewer as V
+from medtl.app import viewer as V
 from medtl.io import Scan
 
 SHAPE = (4, 5, 6)  # i, j, k

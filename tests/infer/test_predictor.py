@@ -14,7 +14,7 @@ from medtl.cli import main
 from medtl.errors import MedtlError, ScanError
 from medtl.infer import Predictor
 from medtl.io import load_scan
-from medtl.train.run import load_run
+from medtl.runs import load_run
 
 from .conftest import SAMPLE
 

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from medtl.cli import main
 from medtl.config import load_config
-from medtl.train.run import evaluate, load_run, train
+from medtl.runs import load_run
+from medtl.train.run import evaluate, train
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [f"data.path={REPO / 'sample_data' / 'manifest.csv'}", "preprocess.size=[32,32]", "train.epochs=2",

@@ -1,4 +1,4 @@
-"""Tests of the synthetic sample cohort (medtl.sample_data).
+"""Tests of the synthetic sample cohort (medtl.demo.cohort).
 
 Files are read with pydicom / nibabel / PIL directly (not medtl.io), so these
 tests check the data itself, independently of medtl's loaders.
@@ -19,9 +19,9 @@ from PIL import Image
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 from scipy import ndimage
 
-from medtl import sample_data as sd
+from medtl.demo import cohort as sd
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_splits_are_patient_disjoint_balanced_and_site_b_is_test_only(cohort):
 def test_readme_describes_license_and_regeneration(cohort):
     text = (cohort / "README.md").read_text()
     assert "CC0" in text
-    assert "python -m medtl.sample_data sample_data --size small --seed 0" in text
+    assert "python -m medtl.demo.cohort sample_data --size small --seed 0" in text
 
 
 # ---------------------------------------------------------------------- ct2d

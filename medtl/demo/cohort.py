@@ -667,7 +667,7 @@ def _readme(rows: list[_Row], size: str, seed: int) -> str:
 Synthetic chest CT phantoms for a binary task: **lesion** (label 1, a round
 soft-tissue nodule of 14-22 mm radius, +30..+60 HU, in one lung) against
 **normal** (label 0). Nothing here comes from a real person: every image is
-drawn by `medtl/sample_data.py` (generator version {GENERATOR_VERSION}). Patient names/IDs
+drawn by `medtl/demo/cohort.py` (generator version {GENERATOR_VERSION}). Patient names/IDs
 (`Synthetic^P0001`) are made up.
 
 **License: CC0 1.0** (public domain dedication) - use it for anything.
@@ -675,7 +675,7 @@ drawn by `medtl/sample_data.py` (generator version {GENERATOR_VERSION}). Patient
 ## Regenerate
 
 ```
-python -m medtl.sample_data sample_data --size {size} --seed {seed}
+python -m medtl.demo.cohort sample_data --size {size} --seed {seed}
 ```
 
 Same size and seed give byte-identical files (fixed UIDs, dates, gzip headers).
@@ -687,7 +687,7 @@ Tissues (HU, site A, before blur and noise): air {_HU_AIR:g}, lung {_HU_LUNG:g} 
 vessels {_HU_VESSEL:g}), fat rim {_HU_FAT:g}, muscle/heart/mediastinum {_HU_SOFT:g}, vertebral body
 {_HU_CANCELLOUS:g} inside a {_HU_CORTEX:g} cortex, ribs {_HU_RIB:g}, sternum {_HU_STERNUM:g}, nodule +30..+60.
 So CT window presets look right (lung window: dark lungs; bone window: bright spine and ribs).
-`medtl.sample_data.LANDMARKS_MM` gives in-plane LPS points that are lung, spine and air on every
+`medtl.demo.cohort.LANDMARKS_MM` gives in-plane LPS points that are lung, spine and air on every
 axial slice of every patient.
 
 ## manifest.csv
@@ -733,7 +733,7 @@ No patient is in two splits; each kind/site/split group is label-balanced.
 
 
 def _repo_sample_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "sample_data"
+    return Path(__file__).resolve().parents[2] / "sample_data"
 
 
 def _cache_root() -> Path:
@@ -802,8 +802,8 @@ def sample_path(name: str) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m medtl.sample_data OUT [--size small|full] [--seed N]``."""
-    parser = argparse.ArgumentParser(prog="python -m medtl.sample_data", description=__doc__.splitlines()[0])
+    """``python -m medtl.demo.cohort OUT [--size small|full] [--seed N]``."""
+    parser = argparse.ArgumentParser(prog="python -m medtl.demo.cohort", description=__doc__.splitlines()[0])
     parser.add_argument("out", help="output folder (created if missing)")
     parser.add_argument("--size", choices=SIZES, default="small")
     parser.add_argument("--small", dest="size", action="store_const", const="small", help="same as --size small")

@@ -22,8 +22,7 @@ import numpy as np
 
 from medtl.errors import MedtlError
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO / "configs" / "demo.yaml"
+DEMO_RECIPE = "demo"  # shipped in the package: medtl/configs/demo.yaml
 ARMS = {"baseline": "none", "domain_shift": "strong"}
 ARM_TITLES = {"baseline": "no domain-shift augmentation", "domain_shift": "domain-shift preset (strong)"}
 
@@ -60,19 +59,17 @@ def run_demo(out: str | os.PathLike = "demo_out", size: str = "full", epochs: in
     from medtl.infer import Predictor, score
     from medtl.infer.predictor import write_saliency
     from medtl.io import load_scan
-    from medtl.sample_data import make_cohort
+    from medtl.demo.cohort import make_cohort
     from medtl.train.plots import plot_roc
     from medtl.train.run import evaluate, train
 
-    if not DEMO_CONFIG.is_file():
-        raise MedtlError(f"{DEMO_CONFIG}: demo config missing (run the demo from a medtl source checkout)")
     t0 = time.perf_counter()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     _say(f"writing the sample cohort ({size}) to {out / 'cohort'}")
     manifest = make_cohort(out / "cohort", size=size, progress=False)
 
-    base = load_config(DEMO_CONFIG)
+    base = load_config(DEMO_RECIPE)
     weights, weights_msg = _weights_line(base.model.arch)
     _say(weights_msg)
     overrides = [f"data.path={manifest}", f"model.weights={weights or 'null'}"]
@@ -82,7 +79,7 @@ def run_demo(out: str | os.PathLike = "demo_out", size: str = "full", epochs: in
     results: dict[str, dict[str, Any]] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for arm, strength in ARMS.items():
-        cfg = load_config(DEMO_CONFIG, [*overrides, f"augment.domain_shift={strength}", f"name=demo_{arm}"])
+        cfg = load_config(DEMO_RECIPE, [*overrides, f"augment.domain_shift={strength}", f"name=demo_{arm}"])
         run_dir = out / "runs" / arm
         if (run_dir / "checkpoints" / "last.pt").exists():
             import shutil

@@ -1,0 +1,505 @@
+"""The medtl app: a browser page where a clinician drops a scan and sees what a trained
+model says about it, where it looked, and what the model is (and is not) for.
+
+    medtl app --model runs/tiny                    # http://127.0.0.1:7860
+    medtl app --model lung=runs/a --model runs/b   # several models, picked in the page
+
+:func:`build_app` returns the ``gr.Blocks``; :func:`launch` serves it (loopback
+unless told otherwise; no public share links); :func:`serve` is what ``medtl app`` calls.
+Scans are read with ``medtl.io`` and scored with ``medtl.infer.Predictor`` (the
+model card's own preprocessing and threshold), exactly as ``medtl predict`` does;
+the viewer rules live in :mod:`medtl.app.viewer`, upload checks in :mod:`medtl.app.uploads`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import gradio as gr
+import numpy as np
+from medtl.app import viewer as V
+from medtl.app.uploads import stage_upload
+from medtl.errors import MedtlError
+from medtl.explain import save_overlay_png, save_saliency_nifti
+from medtl.infer import Prediction, Predictor
+from medtl.io import Scan, list_series, load_scan
+from medtl.io.detect import detect_format
+
+__all__ = ["ANALYZE_OUTPUTS", "METHODS", "MedtlApp", "build_app", "launch", "main", "model_choices"]
+
+log = logging.getLogger("medtl.app")
+
+#: Saliency methods offered, label -> ``medtl.explain`` name (Grad-CAM first: the default).
+METHODS: dict[str, str] = {"Grad-CAM": "gradcam", "Grad-CAM++": "gradcam++", "Occlusion": "occlusion"}
+#: What ``/analyze`` (and ``/pick_series``) return, in order, for API clients.
+ANALYZE_OUTPUTS = ("series", "facts", "probabilities", "decision", "plane", "slice", "preset", "level", "width",
+                   "overlay", "overlay_png", "saliency_nifti")
+#: Largest upload the server accepts (the archive checks in medtl.app.uploads apply on top).
+MAX_UPLOAD = "2gb"
+
+DISCLAIMER = ("Research tool. The model's output is not a diagnosis: every result must be reviewed by a "
+              "qualified clinician.")
+
+THEME = gr.themes.Soft(primary_hue="blue", secondary_hue="sky", neutral_hue="slate",
+                       font=["Inter", "system-ui", "sans-serif"])
+CSS = """
+#medtl-header h1 {margin-bottom: 0.1em;}
+#medtl-header p {margin-top: 0; color: var(--body-text-color-subdued);}
+#medtl-disclaimer {border-left: 4px solid #d97706; background: #fffbeb; padding: 0.5em 0.9em;
+                   border-radius: 6px;}
+#medtl-disclaimer p {color: #78350f; font-weight: 500; margin: 0;}
+#medtl-viewer img {image-rendering: auto; background: #000;}
+#medtl-decision h3 {margin: 0.2em 0;}
+.medtl-facts table {font-size: 0.9em;}
+footer {display: none !important;}
+"""
+
+
+@dataclass
+class Session:
+    """One browser session's loaded scan and what was computed on it (kept in ``gr.State``)."""
+
+    scan: Scan
+    display: Scan  # the scan in display orientation (medtl.app.viewer.for_display)
+    name: str
+    is_ct: bool
+    outdir: Path
+    series: list[dict] = field(default_factory=list)
+    model: str | None = None
+    prediction: Prediction | None = None
+    #: (model, method) -> saliency in display orientation, and the map in the scan's geometry.
+    saliency: dict[tuple[str, str], tuple[Scan, Scan]] = field(default_factory=dict)
+
+    @property
+    def stem(self) -> str:
+        name = self.name
+        for ext in (".nii.gz", ".nii", ".dcm", ".zip", ".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+            if name.lower().endswith(ext):
+                name = name[: -len(ext)]
+                break
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "scan"
+
+
+def drop_session(s: Session | None) -> None:
+    """Delete a session's output folder (its files were already handed to Gradio's cache)."""
+    if isinstance(s, Session):
+        shutil.rmtree(s.outdir, ignore_errors=True)
+
+
+_PATH_DIRS = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[\\/](?:[^\s\\/:'\"()]+[\\/])+")
+
+
+def user_message(exc: BaseException) -> str:
+    """The one-line message shown in the page: server folders are cut from paths (the file
+    name stays), so the page never shows where uploads are kept."""
+    return _PATH_DIRS.sub("", str(exc)).strip() or type(exc).__name__
+
+
+def _friendly(action: str) -> Callable:
+    """Turn any failure of a handler into ``gr.Error`` with a readable line.
+
+    medtl's own errors carry a user-facing message; anything else is logged
+    server-side (exception type and stack frames only: messages can hold file
+    names or values from the scan) and reported as an unexpected failure.
+    Rust decoders raise ``PanicException``, a ``BaseException``, so that is caught too.
+    """
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except MedtlError as exc:
+                log.info("%s refused: %s", action, type(exc).__name__)
+                raise gr.Error(user_message(exc), title=f"Could not {action}", print_exception=False) from None
+            except (KeyboardInterrupt, SystemExit, GeneratorExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - the page must never show a stack trace
+                log.error("%s failed with %s\n%s", action, type(exc).__name__,
+                          "".join(traceback.format_tb(exc.__traceback__)))
+                raise gr.Error(f"Unexpected {type(exc).__name__} while trying to {action}; the details are in the "
+                               "server log.", title=f"Could not {action}", print_exception=False) from None
+        return wrapper
+    return decorate
+
+
+def model_choices(specs: Sequence[str]) -> dict[str, Path]:
+    """``NAME=RUN_DIR`` or ``RUN_DIR`` arguments -> ``{name: run_dir}`` (names default to the
+    folder name, made unique). Every run must hold a ``model_card.json``."""
+    models: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or Path(spec).exists():
+            name, path = "", spec
+        run = Path(path).expanduser()
+        if not (run / "model_card.json").is_file():
+            raise MedtlError(f"{run}: not a medtl run (no model_card.json); pass a folder written by `medtl train`")
+        base = name or run.resolve().name
+        unique, n = base, 2
+        while unique in models:
+            unique, n = f"{base} ({n})", n + 1
+        models[unique] = run
+    if not models:
+        raise MedtlError("no model given; pass --model RUN_DIR (a folder written by `medtl train`)")
+    return models
+
+
+class MedtlApp:
+    """The page's handlers and their shared state (predictors, working folder).
+
+    Predictors load on first use and are shared by all sessions; a lock per model
+    serialises its use, because saliency hooks live on the model itself.
+    """
+
+    def __init__(self, models: Mapping[str, str | os.PathLike], device: str = "auto") -> None:
+        if not models:
+            raise MedtlError("no model given; pass --model RUN_DIR (a folder written by `medtl train`)")
+        self.models = {str(k): Path(v) for k, v in models.items()}
+        self.device = device
+        self._predictors: dict[str, Predictor] = {}
+        self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in self.models}
+        self._load_lock = threading.Lock()
+        self.workdir = Path(tempfile.mkdtemp(prefix="medtl-app-"))
+        atexit.register(shutil.rmtree, self.workdir, True)
+
+    # --- models --------------------------------------------------------------------------------
+
+    def predictor(self, name: str) -> Predictor:
+        if name not in self.models:
+            raise MedtlError(f"unknown model {name!r}; choose one of {', '.join(self.models)}")
+        with self._load_lock:
+            if name not in self._predictors:
+                self._predictors[name] = Predictor.from_run(self.models[name], device=self.device)
+            return self._predictors[name]
+
+    def card_markdown(self, name: str) -> str:
+        """The model card summary as Markdown (what it learnt from, how well, what for)."""
+        pred = self.predictor(name)
+        rows = []
+        for line in pred.describe().splitlines():
+            key, sep, value = line.partition(": ")
+            rows.append(f"- **{key}:** {value}" if sep else f"- {line}")
+        return f"**{name}**\n\n" + "\n".join(rows)
+
+    def examples(self) -> list[tuple[str, str]]:
+        """``(label, path)`` of built-in samples that fit the models' dimensions."""
+        from medtl.demo.cohort import sample_path
+
+        dims = set()
+        for name in self.models:
+            try:
+                dims.add(int(self.predictor(name).spatial_dims))
+            except MedtlError:
+                continue
+        out = []
+        if 2 in dims or not dims:
+            out.append(("CT slice (DICOM)", str(sample_path("ct2d"))))
+        if 3 in dims:
+            out.append(("CT volume (NIfTI)", str(sample_path("ct3d"))))
+        return out
+
+    # --- computing -----------------------------------------------------------------------------
+
+    def _load(self, files: Any, series: Any) -> Session:
+        paths = [files] if isinstance(files, (str, os.PathLike)) else list(files or [])
+        paths = [str(getattr(p, "name", p)) for p in paths]
+        stage = stage_upload(paths, self.workdir / f"upload-{uuid.uuid4().hex}")
+        pick = None if series in (None, "") else int(series)
+        try:
+            found = list_series(stage) if detect_format(stage) in ("folder", "zip") else []
+            scan = load_scan(stage, series=pick, progress=False)
+        finally:
+            if stage.is_dir() and stage.parent == self.workdir:
+                shutil.rmtree(stage, ignore_errors=True)
+        name = Path(paths[0]).name if len(paths) == 1 else f"{len(paths)} files"
+        outdir = self.workdir / f"out-{uuid.uuid4().hex}"
+        outdir.mkdir()
+        return Session(scan=scan, display=V.for_display(scan), name=name,
+                       is_ct=V.looks_like_ct(scan.modality, scan.array), outdir=outdir, series=found)
+
+    def _predict(self, s: Session, model: str) -> None:
+        pred = self.predictor(model)
+        with self._locks[model]:
+            s.prediction = pred.predict(s.scan)
+        s.model = model
+
+    def _saliency(self, s: Session, method_label: str, progress: Any = None) -> tuple[Scan, Scan]:
+        method = METHODS.get(method_label)
+        if method is None:
+            raise MedtlError(f"unknown saliency method {method_label!r}; choose one of {', '.join(METHODS)}")
+        key = (s.model or "", method)
+        if key not in s.saliency:
+            pred = self.predictor(s.model)
+            if progress is not None:
+                slow = " (3D: this can take a while)" if not s.scan.is_2d and method == "occlusion" else ""
+                progress(0.6, desc=f"Computing {method_label}{slow}")
+            target = pred.class_names.index(s.prediction.predicted)
+            with self._locks[s.model]:
+                sal, _ = pred.saliency(s.scan, method, target=target)
+            if tuple(sal.array.shape[:3]) != tuple(s.scan.shape):
+                raise MedtlError(f"saliency map {tuple(sal.array.shape[:3])} does not match the scan {s.scan.shape}")
+            s.saliency[key] = (V.for_display(sal), sal)
+        return s.saliency[key]
+
+    def _render(self, s: Session, plane: str, slice_no: Any, level: Any, width: Any, alpha: Any,
+                method_label: str) -> tuple[np.ndarray, str]:
+        plane = plane if plane in V.planes(s.display) else "axial"
+        n = V.n_slices(s.display, plane)
+        index = int(np.clip(int(round(float(slice_no or 1))) - 1, 0, n - 1))
+        window = None if s.display.is_color else (float(level), float(width))
+        sal = self._saliency(s, method_label)[0] if s.prediction is not None else None
+        rgb = V.render(s.display, plane, index, window, sal, alpha=float(alpha))
+        method = METHODS.get(method_label, "saliency")
+        where = "" if s.scan.is_2d else f"_{plane}{index + 1:03d}"
+        path = s.outdir / f"{s.stem}_{method.replace('+', 'pp')}{where}.png"
+        save_overlay_png(path, rgb)
+        return rgb, str(path)
+
+    def _nifti(self, s: Session, method_label: str) -> str | None:
+        if s.scan.is_2d or s.prediction is None:
+            return None
+        _, sal = self._saliency(s, method_label)
+        path = s.outdir / f"{s.stem}_{METHODS[method_label].replace('+', 'pp')}_saliency.nii.gz"
+        if not path.exists():
+            save_saliency_nifti(sal, path)
+        return str(path)
+
+    # --- markdown ------------------------------------------------------------------------------
+
+    @staticmethod
+    def facts_markdown(s: Session) -> str:
+        rows = "\n".join(f"| {k} | {v} |" for k, v in V.scan_facts(s.scan.summary()))
+        return f"| Scan | {s.name} |\n|---|---|\n{rows}"
+
+    def decision_markdown(self, s: Session) -> str:
+        p = s.prediction
+        if p is None:
+            return ""
+        if p.threshold is not None and p.positive_class is not None:
+            prob = p.probabilities[p.positive_class]
+            cmp = "≥" if prob >= p.threshold else "<"
+            why = (f"P({p.positive_class}) = {prob:.3f} {cmp} threshold {p.threshold:.3f} "
+                   f"(the model card's operating point)")
+        else:
+            why = f"most probable class, P = {p.probabilities[p.predicted]:.3f}"
+        return f"### Decision: {p.decision}\n{why}. Model: {s.model}."
+
+    # --- handlers ------------------------------------------------------------------------------
+
+    def _view_updates(self, s: Session) -> tuple:
+        """Plane, slice, preset, level and width controls reset for a newly loaded scan."""
+        planes = V.planes(s.display)
+        n = V.n_slices(s.display, "axial")
+        plane_u = gr.update(choices=list(planes), value="axial", visible=len(planes) > 1)
+        slice_u = gr.update(minimum=1, maximum=max(n, 2), value=(n + 1) // 2 if n > 1 else 1, step=1,
+                            visible=n > 1, label=f"Slice (axial, 1-{n})")
+        if s.display.is_color:
+            off = gr.update(interactive=False, visible=False)
+            colour = gr.update(choices=["Colour image"], value="Colour image", interactive=False)
+            return plane_u, slice_u, colour, off, off
+        file_window = s.scan.default_window
+        names = V.window_choices(s.is_ct, file_window)
+        preset = V.default_preset(s.is_ct, file_window)
+        windows = [V.preset_window(n_, s.scan.array, file_window) for n_ in names]
+        (l_lo, l_hi), (w_lo, w_hi) = V.slider_ranges(s.scan.array, windows)
+        c, w = V.preset_window(preset, s.scan.array, file_window)
+        return (plane_u, slice_u, gr.update(choices=names, value=preset, interactive=True),
+                gr.update(minimum=l_lo, maximum=l_hi, value=c, interactive=True, visible=True),
+                gr.update(minimum=w_lo, maximum=w_hi, value=w, interactive=True, visible=True))
+
+    def analyze(self, previous: Session | None, files: Any, series: Any, model: str, method: str, alpha: float,
+                progress: gr.Progress = gr.Progress()) -> tuple:
+        """Load the upload, score it, compute the saliency map and draw the middle slice."""
+        progress(0.05, desc="Reading the scan")
+        s = self._load(files, series)
+        drop_session(previous)
+        progress(0.3, desc="Running the model")
+        self._predict(s, model)
+        self._saliency(s, method, progress)
+        progress(0.9, desc="Drawing")
+        plane_u, slice_u, preset_u, level_u, width_u = self._view_updates(s)
+        n = V.n_slices(s.display, "axial")
+        level = level_u.get("value", 0.0) if isinstance(level_u, dict) else 0.0
+        width = width_u.get("value", 1.0) if isinstance(width_u, dict) else 1.0
+        rgb, png = self._render(s, "axial", (n + 1) // 2, level, width, alpha, method)
+        current = s.scan.metadata.get("series_uid")
+        choices = [(f"[{d['index']}] {d.get('modality') or '?'} {d.get('description') or ''} "
+                     f"({d.get('n_files')} files)", str(d["index"])) for d in s.series if d.get("is_image", True)]
+        chosen = next((str(d["index"]) for d in s.series if d.get("series_uid") == current), None)
+        series_u = gr.update(choices=choices, value=chosen, visible=len(choices) > 1)
+        probs = dict(s.prediction.probabilities)
+        return (s, series_u, self.facts_markdown(s), probs, self.decision_markdown(s), plane_u, slice_u, preset_u,
+                level_u, width_u, rgb, png, gr.update(value=self._nifti(s, method), visible=not s.scan.is_2d))
+
+    def upload(self, previous: Session | None, files: Any, model: str, method: str, alpha: float,
+               progress: gr.Progress = gr.Progress()) -> tuple:
+        return self.analyze(previous, files, None, model, method, alpha, progress)
+
+    def change_model(self, s: Session | None, model: str, method: str, plane: str, slice_no: float, level: float,
+                     width: float, alpha: float, progress: gr.Progress = gr.Progress()) -> tuple:
+        card = self.card_markdown(model)
+        if s is None:
+            return s, gr.skip(), gr.skip(), card, gr.skip(), gr.skip(), gr.skip()
+        progress(0.3, desc="Running the model")
+        self._predict(s, model)
+        self._saliency(s, method, progress)
+        rgb, png = self._render(s, plane, slice_no, level, width, alpha, method)
+        return (s, dict(s.prediction.probabilities), self.decision_markdown(s), card, rgb, png,
+                gr.update(value=self._nifti(s, method)))
+
+    def change_method(self, s: Session | None, method: str, plane: str, slice_no: float, level: float, width: float,
+                      alpha: float, progress: gr.Progress = gr.Progress()) -> tuple:
+        if s is None:
+            return s, gr.skip(), gr.skip(), gr.skip()
+        self._saliency(s, method, progress)
+        rgb, png = self._render(s, plane, slice_no, level, width, alpha, method)
+        return s, rgb, png, gr.update(value=self._nifti(s, method))
+
+    def change_plane(self, s: Session | None, plane: str, level: float, width: float, alpha: float,
+                     method: str) -> tuple:
+        if s is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        n = V.n_slices(s.display, plane)
+        middle = (n + 1) // 2
+        rgb, png = self._render(s, plane, middle, level, width, alpha, method)
+        return gr.update(maximum=max(n, 2), value=middle, label=f"Slice ({plane}, 1-{n})"), rgb, png
+
+    def change_preset(self, s: Session | None, preset: str, plane: str, slice_no: float, alpha: float,
+                      method: str) -> tuple:
+        if s is None or s.display.is_color:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        c, w = V.preset_window(preset, s.scan.array, s.scan.default_window)
+        rgb, png = self._render(s, plane, slice_no, c, w, alpha, method)
+        return c, w, rgb, png
+
+    def view(self, s: Session | None, plane: str, slice_no: float, level: float, width: float, alpha: float,
+             method: str) -> tuple:
+        if s is None:
+            return gr.skip(), gr.skip()
+        return self._render(s, plane, slice_no, level, width, alpha, method)
+
+
+def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto") -> gr.Blocks:
+    """The page for ``models`` (``{name: run_dir}``; the first is selected)."""
+    app = MedtlApp(models, device=device)
+    names = list(app.models)
+    with gr.Blocks(title="medtl - scan classifier", delete_cache=(3600, 3600)) as demo:
+        state = gr.State(None, delete_callback=drop_session)
+        with gr.Column(elem_id="medtl-header"):
+            gr.Markdown("# medtl scan classifier\nUpload a scan (a DICOM file, several DICOM files or a .zip of a "
+                        "series, NIfTI, PNG/JPEG) to see the model's prediction, where it looked, and what the "
+                        "model was trained for.")
+            gr.Markdown(DISCLAIMER, elem_id="medtl-disclaimer")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=260):
+                model_dd = gr.Dropdown(names, value=names[0], label="Model", interactive=len(names) > 1,
+                                       elem_id="medtl-model")
+                files = gr.File(label="Upload a scan",
+                                file_count="multiple", type="filepath", elem_id="medtl-upload")
+                series_dd = gr.Dropdown([], label="Series in this upload", visible=False, interactive=True)
+                method = gr.Radio(list(METHODS), value="Grad-CAM", label="Saliency method")
+                alpha = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="Overlay opacity")
+                example_box = gr.Column()
+            with gr.Column(scale=6, min_width=420):
+                image = gr.Image(label="Slice with saliency overlay", type="numpy", format="png", height=520,
+                                 interactive=False, elem_id="medtl-viewer", buttons=["fullscreen"])
+                with gr.Row():
+                    plane = gr.Radio(list(V.PLANES), value="axial", label="Plane", visible=False, scale=2)
+                    slice_sl = gr.Slider(1, 2, value=1, step=1, label="Slice", visible=False, scale=3,
+                                         elem_id="medtl-slice")
+                with gr.Row():
+                    preset = gr.Dropdown([V.AUTO_WINDOW], value=V.AUTO_WINDOW, label="Window preset", scale=2)
+                    level = gr.Slider(-1000, 1000, value=40, label="Level (center)", scale=3)
+                    width = gr.Slider(1, 4000, value=400, label="Width", scale=3)
+                with gr.Row():
+                    png_btn = gr.DownloadButton("Overlay PNG", value=None, size="sm", variant="secondary")
+                    nifti_btn = gr.DownloadButton("Saliency NIfTI", value=None, size="sm", visible=False)
+                facts = gr.Markdown("", elem_classes=["medtl-facts"])
+            with gr.Column(scale=3, min_width=260):
+                probs = gr.Label(label="Class probabilities", num_top_classes=10, elem_id="medtl-probs",
+                                 show_heading=False)
+                decision = gr.Markdown("", elem_id="medtl-decision")
+                with gr.Accordion("Model card", open=True):
+                    card = gr.Markdown(app.card_markdown(names[0]))
+
+        analyze_out = [state, series_dd, facts, probs, decision, plane, slice_sl, preset, level, width, image,
+                       png_btn, nifti_btn]
+        view_in = [state, plane, slice_sl, level, width, alpha, method]
+
+        # Progress (and a failure's status) show on the viewer only; the message itself is a toast.
+        busy = {"show_progress_on": [image]}
+        files.upload(_friendly("read the scan")(app.upload), [state, files, model_dd, method, alpha], analyze_out,
+                     api_name="analyze", **busy)
+        series_dd.input(_friendly("read the series")(app.analyze),
+                        [state, files, series_dd, model_dd, method, alpha], analyze_out, api_name="pick_series",
+                        **busy)
+        model_dd.input(_friendly("run the model")(app.change_model),
+                       [state, model_dd, method, plane, slice_sl, level, width, alpha],
+                       [state, probs, decision, card, image, png_btn, nifti_btn], api_name="change_model", **busy)
+        method.input(_friendly("compute the saliency map")(app.change_method),
+                     [state, method, plane, slice_sl, level, width, alpha], [state, image, png_btn, nifti_btn],
+                     api_name="change_method", **busy)
+        plane.input(_friendly("change the plane")(app.change_plane), [state, plane, level, width, alpha, method],
+                    [slice_sl, image, png_btn], api_name="change_plane", show_progress="hidden")
+        preset.input(_friendly("apply the window")(app.change_preset), [state, preset, plane, slice_sl, alpha, method],
+                     [level, width, image, png_btn], api_name="change_window", show_progress="hidden")
+        view = _friendly("draw the slice")(app.view)
+        for control, name in ((slice_sl, "view"), (level, None), (width, None), (alpha, None)):
+            control.input(view, view_in, [image, png_btn], api_name=name, api_visibility="public" if name else
+                          "undocumented", show_progress="hidden", trigger_mode="always_last")
+
+        with example_box:
+            examples = app.examples()
+            if examples:
+                gr.Markdown("**Built-in examples** (synthetic phantoms from `sample_data/`)")
+                ex_buttons = []
+                with gr.Row():
+                    for label, path in examples:
+                        ex_buttons.append((gr.Button(f"Example: {label}", size="sm"), path))
+                for btn, path in ex_buttons:
+                    btn.click(_friendly("read the example")(functools.partial(_run_example, app, path)),
+                              [state, model_dd, method, alpha], [files, *analyze_out], api_visibility="undocumented",
+                              **busy)
+    return demo
+
+
+def _run_example(app: MedtlApp, path: str, previous: Session | None, model: str, method: str, alpha: float,
+                 progress: gr.Progress = gr.Progress()) -> tuple:
+    """A built-in sample, shown in the upload box and analysed like an upload."""
+    return ([path], *app.analyze(previous, [path], None, model, method, alpha, progress))
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any) -> tuple:
+    """Serve ``demo`` on ``host:port`` (loopback by default; never a public share link)."""
+    from medtl.demo.cohort import sample_dir
+
+    kwargs.pop("share", None)
+    # The built-in examples are served from the sample cohort, wherever the server was started.
+    allowed = [*kwargs.pop("allowed_paths", []), str(sample_dir())]
+    demo.queue(default_concurrency_limit=2)
+    return demo.launch(server_name=host, server_port=port, share=False, theme=THEME, css=CSS,
+                       max_file_size=MAX_UPLOAD, footer_links=[], allowed_paths=allowed, **kwargs)
+
+
+def serve(model_specs: Sequence[str], host: str = "127.0.0.1", port: int = 7860, device: str = "auto") -> int:
+    """Build the page for the given runs and serve it until interrupted."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log.setLevel(logging.INFO)
+    demo = build_app(model_choices(model_specs), device=device)
+    print(f"medtl app: serving on http://{host}:{port} (Ctrl+C to stop)")
+    launch(demo, host=host, port=port)
+    return 0
+

@@ -1,0 +1,24 @@
+"""The ``data:`` section of an experiment config: where the cohort is and how it is split."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import Field
+
+from medtl._schema import Section as _Section
+
+
+class DataConfig(_Section):
+    """Where the cohort is and how it is split."""
+
+    path: str = ""  #: manifest CSV, folder-per-class tree, or MedMNIST .npz
+    format: Literal["auto", "manifest", "folder", "medmnist"] = "auto"
+    val_fraction: float = Field(0.15, ge=0, lt=1)  #: used when the data has no split
+    test_fraction: float = Field(0.15, ge=0, lt=1)
+    train_fraction: float = Field(1.0, gt=0, le=1)  #: stratified subsample of train (e.g. 0.1)
+    class_names: Optional[list[str]] = None  #: default: from the data
+    cache: Literal["memory", "disk", "none"] = "memory"  #: decoded+preprocessed tensors
+    cache_dir: Optional[str] = None
+    num_workers: int = Field(-1, ge=-1)  #: -1 = auto
+    filter: dict[str, str] = Field(default_factory=dict)  #: manifest column -> value (e.g. site: A)

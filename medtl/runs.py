@@ -1,0 +1,123 @@
+"""A run folder and its model card: written by ``medtl.train``, read by ``medtl.infer`` and the app.
+
+``runs/<name>/`` holds:
+
+- ``model.safetensors`` (best validation weights) and ``model_card.json``
+  (architecture, adaptation, preprocessing, class names, threshold, data
+  summary, metrics with 95% CIs, intended use);
+- ``config.yaml`` (the resolved config), ``metrics.csv`` + ``tensorboard/``
+  (per epoch), ``predictions_test.csv``;
+- ``plots/``: learning curves, ROC, PR, confusion matrix, reliability diagram;
+- ``checkpoints/last.pt`` (for ``--resume``).
+
+This module is the only contract between training and serving: prediction loads
+a run with :func:`load_run` and never imports the training stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medtl._fileutil import atomic_path, write_json
+from medtl.errors import MedtlError
+
+__all__ = [
+    "CARD_FORMAT", "CARD_KEYS", "INTENDED_USE", "LIMITATIONS", "card_hash", "load_run", "read_card",
+    "resolve_device", "save_weights", "write_card",
+]
+
+CARD_FORMAT = "medtl-model-card/1"
+#: Keys every model card has; :func:`read_card` refuses a card without them.
+CARD_KEYS = ("format", "name", "class_names", "model", "preprocessing", "files")
+INTENDED_USE = (
+    "Research use: a classifier fine-tuned from ImageNet-pretrained weights on the cohort summarised here. "
+    "Not a medical device; not for diagnosis without review by a qualified clinician."
+)
+LIMITATIONS = (
+    "Performance is measured only on the test split of the training data source; expect it to drop on other "
+    "scanners, sites or populations (domain shift). Check calibration and threshold locally before any use."
+)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` is the first CUDA GPU when there is one, else the CPU; other names as torch reads them."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise MedtlError(f"device {name!r} is not a torch device (use auto, cpu, cuda, cuda:1 or mps)") from None
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Weights as safetensors (no pickle), written atomically."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+
+
+def write_card(run_dir: str | os.PathLike, card: dict[str, Any]) -> Path:
+    """Write ``model_card.json`` atomically (a reader never sees half a card)."""
+    missing = [k for k in CARD_KEYS if k not in card]
+    if missing:
+        raise MedtlError(f"{run_dir}: model card lacks {', '.join(missing)}")
+    path = Path(run_dir) / "model_card.json"
+    write_json(path, card)
+    return path
+
+
+def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The model card of a run folder, checked for its format and required keys."""
+    path = Path(run_dir) / "model_card.json"
+    if not path.is_file():
+        raise MedtlError(f"{run_dir}: no model_card.json (give a run directory written by `medtl train`)")
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MedtlError(f"{path}: damaged model card ({getattr(exc, 'msg', exc)})") from None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        fmt = card.get("format") if isinstance(card, dict) else None
+        raise MedtlError(f"{path}: unknown model card format {fmt!r} (expected {CARD_FORMAT})")
+    missing = [k for k in CARD_KEYS if k not in card]
+    if missing:
+        raise MedtlError(f"{path}: model card lacks {', '.join(missing)} (retrain, or restore the file)")
+    return card
+
+
+def card_hash(run_dir: str | os.PathLike) -> str:
+    """First 12 hex digits of the card's SHA-256: names the exact model in score files."""
+    return hashlib.sha256((Path(run_dir) / "model_card.json").read_bytes()).hexdigest()[:12]
+
+
+def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any], Any]:
+    """``(model, card, preprocessing)`` of a finished run; the model in eval mode on ``device``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from medtl.models import create
+    from medtl.transforms import Preprocessing
+
+    card = read_card(run_dir)
+    m = card["model"]
+    weights = Path(run_dir) / card["files"]["weights"]
+    if not weights.is_file():
+        raise MedtlError(f"{weights}: model weights missing from the run directory (retrain or restore the file)")
+    model = create(m["arch"], weights=None, in_channels=m["in_channels"], spatial_dims=m["spatial_dims"],
+                   num_classes=m["num_classes"], inflate=m.get("inflate"))
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except (SafetensorError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MedtlError(f"{weights}: weights do not load into {m['arch']} ({first})") from None
+    model.card.update({k: v for k, v in m.items() if k in ("weights", "input_adaptation", "normalization")})
+    model.to(device).eval()
+    return model, card, Preprocessing.from_dict(card["preprocessing"])

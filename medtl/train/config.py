@@ -1,0 +1,41 @@
+"""The ``train:`` and ``eval:`` sections: the fine-tuning recipe and how it is evaluated."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import Field
+
+from medtl._schema import Section as _Section
+
+
+class TrainConfig(_Section):
+    strategy: Literal["linear", "partial", "full", "gradual"] = "gradual"
+    epochs: int = Field(10, ge=1)
+    freeze_epochs: int = Field(1, ge=0)  #: gradual: epochs with only the head training
+    unfreeze_stages: int = Field(2, ge=1)  #: partial: how many last stages train
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    lr_decay: float = Field(0.3, gt=0, le=1)  #: discriminative lr: each earlier stage x this
+    weight_decay: float = Field(0.01, ge=0)
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    warmup: float = Field(0.1, ge=0, lt=1)  #: fraction of steps
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    balance: Literal["none", "loss", "sampler"] = "none"
+    #: train: update statistics; freeze: keep ImageNet's; reestimate: recompute them on the
+    #: training data before the first epoch (AdaBN), then train
+    batchnorm: Literal["train", "freeze", "reestimate"] = "train"
+    monitor: str = "auc"  #: validation metric for best checkpoint / early stopping
+    patience: int = Field(0, ge=0)  #: early stopping (0 = off)
+    device: str = "auto"
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    threads: int = Field(0, ge=0)  #: CPU threads (0 = all cores)
+    seed: int = 0
+    deterministic: bool = False
+
+
+class EvalConfig(_Section):
+    threshold: Union[float, Literal["youden", "val_youden"]] = "val_youden"
+    bootstrap: int = Field(1000, ge=0)  #: resamples for 95% CIs
