@@ -196,7 +196,8 @@ def fit(
     ``out_dir/checkpoints/last.pt`` after every epoch. ``resume=True`` continues
     from that checkpoint. ``max_epochs_this_run`` stops early (used to test resume).
     """
-    from medtl.train.metrics import MetricLogger, classification_metrics
+    from medtl.train.logger import MetricLogger
+    from medtl.train.metrics import classification_metrics
 
     tc = cfg.train
     dist_info = init_distributed(tc.device)

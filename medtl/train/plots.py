@@ -25,7 +25,8 @@ from sklearn.metrics import (
 )
 
 from medtl._fileutil import atomic_path
-from medtl.train.metrics import _prepare, expected_calibration_error, read_history
+from medtl.train.logger import read_history
+from medtl.train.metrics import _prepare, expected_calibration_error
 
 __all__ = [
     "DPI",
@@ -84,7 +85,7 @@ def plot_learning_curves(
     """Loss panel (every ``*loss`` column), metric panel (other numeric columns) and,
     when present, a learning-rate panel (log scale) against ``epoch``.
 
-    ``history`` is a list of rows as written by :class:`~medtl.train.metrics.MetricLogger`,
+    ``history`` is a list of rows as written by :class:`~medtl.train.logger.MetricLogger`,
     or the path of its CSV.
     """
     rows = read_history(history) if isinstance(history, (str, os.PathLike)) else list(history)

@@ -1,8 +1,7 @@
-"""Metrics against hand-computed values and scikit-learn; bootstrap; the CSV logger."""
+"""Metrics against hand-computed values and scikit-learn; bootstrap."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 
@@ -11,14 +10,12 @@ import pytest
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 from medtl.train.metrics import (
-    MetricLogger,
     _prepare,
     _weighted_metrics,
     bootstrap_ci,
     classification_metrics,
     evaluate_predictions,
     expected_calibration_error,
-    read_history,
     youden_threshold,
 )
 
@@ -268,64 +265,3 @@ def test_evaluate_predictions_nan_becomes_null():
     result = evaluate_predictions(np.zeros(3, int), binary([0.1, 0.2, 0.3]), bootstrap=10)
     assert result["auc"] is None and result["ci"]["auc"] == [None, None]
     json.dumps(result, allow_nan=False)
-
-
-# --------------------------------------------------------------------------- MetricLogger
-
-
-def read_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.reader(f))
-
-
-def test_metric_logger_writes_header_and_rows(tmp_path):
-    path = tmp_path / "run" / "metrics.csv"
-    with MetricLogger(path) as log:
-        log.log(0, train_loss=0.9, val_auc=np.float32(0.5))
-        assert read_rows(path)[-1][0] == "0"  # flushed before close
-        log.log(1, train_loss=0.7, val_auc=0.6)
-    rows = read_rows(path)
-    assert rows[0] == ["epoch", "train_loss", "val_auc"]
-    assert rows[1:] == [["0", "0.9", "0.5"], ["1", "0.7", "0.6"]]
-    assert read_history(path) == [{"epoch": 0, "train_loss": 0.9, "val_auc": 0.5},
-                                  {"epoch": 1, "train_loss": 0.7, "val_auc": 0.6}]
-
-
-def test_metric_logger_fixed_columns_and_new_keys(tmp_path):
-    path = tmp_path / "metrics.csv"
-    log = MetricLogger(path, columns=["train_loss", "val_loss"])
-    assert read_rows(path) == [["epoch", "train_loss", "val_loss"]]
-    log.log(0, train_loss=1.0)
-    log.log(1, train_loss=0.8, val_loss=0.9, lr=0.01)  # new key widens the header, nothing lost
-    log.close()
-    log.close()
-    with pytest.raises(RuntimeError, match="closed"):
-        log.log(2, train_loss=0.5)
-    assert read_rows(path) == [["epoch", "train_loss", "val_loss", "lr"],
-                               ["0", "1.0", "", ""], ["1", "0.8", "0.9", "0.01"]]
-    assert math.isnan(read_history(path)[0]["val_loss"])
-
-
-def test_metric_logger_resume_truncates_rerun_epochs(tmp_path):
-    path = tmp_path / "metrics.csv"
-    with MetricLogger(path) as log:
-        for epoch in range(5):
-            log.log(epoch, loss=1.0 / (epoch + 1))
-    with MetricLogger(path, resume=True, start_epoch=3) as log:
-        assert [r["epoch"] for r in log.history] == [0, 1, 2]
-        log.log(3, loss=0.01)
-    assert [r[0] for r in read_rows(path)] == ["epoch", "0", "1", "2", "3"]
-    assert read_history(path)[-1]["loss"] == 0.01
-    with MetricLogger(path, resume=True) as log:  # no start_epoch: keep everything
-        log.log(4, loss=0.001)
-    assert len(read_history(path)) == 5
-    with MetricLogger(path) as log:  # not resuming: a fresh file
-        log.log(0, loss=2.0)
-    assert read_history(path) == [{"epoch": 0, "loss": 2.0}]
-
-
-def test_metric_logger_writes_tensorboard_events(tmp_path):
-    pytest.importorskip("tensorboard")
-    with MetricLogger(tmp_path / "m.csv", tensorboard_dir=tmp_path / "tb") as log:
-        log.log(0, loss=1.0, note="text is skipped")
-    assert any(f.name.startswith("events.out.tfevents") for f in (tmp_path / "tb").iterdir())

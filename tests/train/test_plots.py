@@ -7,7 +7,7 @@ import pytest
 from matplotlib.image import imread
 
 from medtl.train import plots
-from medtl.train.metrics import MetricLogger
+from medtl.train.logger import MetricLogger
 
 
 def check_png(path, min_side: int = 300) -> np.ndarray:
