@@ -7,8 +7,10 @@
 - :func:`discover` / :class:`Study`: how a folder or manifest becomes keyed studies.
 """
 
+from medtl.infer.engines import load_study
 from medtl.infer.predictor import Prediction, Predictor, describe_preprocessing, write_saliency
-from medtl.infer.score import ERROR_COLUMNS, ScoreSummary, load_study, score, score_columns
+from medtl.infer.score import ScoreSummary, score
+from medtl.infer.sinks import ERROR_COLUMNS, score_columns
 from medtl.infer.studies import COMPANION_SUFFIXES, Discovery, Study, StudyError, discover, discover_manifest
 
 __all__ = [

@@ -9,8 +9,8 @@ How it runs:
   cannot be studies (unrecognised content, empty folders) go straight to ``errors.csv``.
 - **Streaming**: worker processes (a torch ``DataLoader``; or Ray tasks with
   ``engine="ray"``) decode and preprocess ahead; the main process batches the tensors and
-  runs the model. Both engines call the same :func:`load_study`, and inference always
-  happens in the calling process, so the engines give the same scores.
+  runs the model. Both engines (:mod:`medtl.infer.engines`) call the same :func:`load_study`,
+  and inference always happens in the calling process, so the engines give the same scores.
 - **Resumable**: each batch's rows go to ``scores.csv`` in one write, then flush + fsync.
   A re-run reads the file back, drops a trailing partial line a kill may have left (the
   file is rewritten atomically), and skips every key already there: nothing is lost or
@@ -18,7 +18,8 @@ How it runs:
 - **Bad input never stops the batch**: a study that fails (unreadable, wrong
   dimensionality, model error) gets one row in ``errors.csv`` (path, key, stage, one-line
   reason). Failed studies are retried by the next run, so ``errors.csv`` is rewritten by
-  each run and lists the failures of the latest run.
+  each run and lists the failures of the latest run. The output files, their lock and
+  the resume logic are :mod:`medtl.infer.sinks`.
 - Saliency maps (``saliency_dir``) are written (atomically) before the study's score row,
   so a resumed run never leaves a scored study without its map. Parquet
   (``scores.parquet``) is written atomically from the CSV at the end.
@@ -28,35 +29,33 @@ No patient name or ID is written: rows carry paths, UIDs, probabilities and deci
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import datetime as _dt
-import functools
-import hashlib
-import io
 import os
-import re
 import sys
 import time
-import warnings
-from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medtl._fileutil import atomic_path
 from medtl.errors import MedtlError
+from medtl.infer.engines import ENGINES, load_study, stream_studies
 from medtl.infer.predictor import Predictor, write_saliency
+from medtl.infer.sinks import (
+    ERROR_COLUMNS,
+    CsvAppender,
+    check_parquet_support,
+    lock_output,
+    recover_scores,
+    saliency_stem,
+    score_columns,
+    write_fresh,
+    write_parquet,
+)
 from medtl.infer.studies import Discovery, Study, discover, one_line
-from medtl.transforms import Preprocessing
 
 __all__ = ["ERROR_COLUMNS", "ScoreSummary", "load_study", "score", "score_columns"]
-
-#: Columns of ``errors.csv``.
-ERROR_COLUMNS = ["path", "key", "stage", "reason"]
-ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -112,269 +111,6 @@ class ScoreSummary:
         return line
 
 
-def score_columns(class_names: Sequence[str]) -> list[str]:
-    """Columns of ``scores.csv`` for a model with these classes (``scored_at`` last: a row cut
-    short by a kill lacks it, which is how resume recognises it)."""
-    return (["key", "path", "format", "series_uid", "shape"] + [f"p_{c}" for c in class_names]
-            + ["predicted", "decision", "threshold", "notes", "model", "scored_at"])
-
-
-# --- the per-study work (shared by every engine) --------------------------------------------------
-
-_PREP_CACHE: dict[str, Preprocessing] = {}
-
-
-def _prep_of(prep: Preprocessing | dict[str, Any]) -> Preprocessing:
-    if isinstance(prep, Preprocessing):
-        return prep
-    key = repr(sorted(prep.items()))
-    if key not in _PREP_CACHE:
-        _PREP_CACHE[key] = Preprocessing.from_dict(prep)
-    return _PREP_CACHE[key]
-
-
-def load_study(study: Study, prep: Preprocessing | dict[str, Any], keep_scan: bool = False) -> dict[str, Any]:
-    """Read and preprocess one study; never raises on bad input.
-
-    Returns ``{"study", "x" (numpy network input or None), "error" (one line or None),
-    "format", "shape", "notes" (medtl warnings, e.g. missing slices), "scan" (when
-    ``keep_scan``), "seconds"}``.
-    """
-    t0 = time.perf_counter()
-    out: dict[str, Any] = {"study": study, "x": None, "error": None, "format": "", "shape": "", "notes": "",
-                           "scan": None}
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            scan = study.load()
-            x = _prep_of(prep)(scan)
-        out["x"] = np.ascontiguousarray(x.numpy(), dtype=np.float32)
-        out["format"] = scan.format
-        out["shape"] = "x".join(str(s) for s in scan.shape)
-        notes = dict.fromkeys(" ".join(str(w.message).split()) for w in caught
-                              if issubclass(w.category, UserWarning) and "medtl" in str(w.filename))
-        out["notes"] = "; ".join(notes)
-        if keep_scan:
-            out["scan"] = scan
-    except BaseException as exc:  # noqa: BLE001 - one bad study must not stop the batch
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-        out["error"] = one_line(exc)
-    out["seconds"] = time.perf_counter() - t0
-    return out
-
-
-# --- engines: iterators of load_study results -----------------------------------------------------
-
-class _StudyDataset:
-    """Map-style dataset for the torch DataLoader: item ``i`` is ``load_study(studies[i])``."""
-
-    def __init__(self, studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool) -> None:
-        self.studies = list(studies)
-        self.prep = prep
-        self.keep_scan = keep_scan
-
-    def __len__(self) -> int:
-        return len(self.studies)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return load_study(self.studies[i], self.prep, self.keep_scan)
-
-
-def _identity(x: Any) -> Any:
-    return x
-
-
-def _close_fds(fds: tuple[int, ...], _worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: drop the worker's forked copies of the output lock, so a killed run's
-    workers, which outlive it by up to torch's 5 s liveness check, never keep a resumed run locked out."""
-    for fd in fds:
-        with contextlib.suppress(OSError):  # not inherited (spawn start method)
-            os.close(fd)
-
-
-def _local_stream(studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool, workers: int,
-                  batch_size: int, lock_fds: tuple[int, ...] = ()) -> Iterator[dict[str, Any]]:
-    if workers <= 0:
-        for s in studies:
-            yield load_study(s, prep, keep_scan)
-        return
-    from torch.utils.data import DataLoader
-
-    # DataLoader rather than a hand-rolled pool: it keeps per-worker prefetch queues, limits
-    # each worker to one torch thread, and its workers exit when the main process dies.
-    loader = DataLoader(_StudyDataset(studies, prep, keep_scan), batch_size=None, shuffle=False,
-                        num_workers=min(workers, len(studies)), collate_fn=_identity,
-                        prefetch_factor=max(2, -(-batch_size // workers)), persistent_workers=False,
-                        worker_init_fn=functools.partial(_close_fds, lock_fds))
-    yield from loader
-
-
-def _ray_load(study: Study, prep: dict[str, Any], keep_scan: bool) -> dict[str, Any]:
-    return load_study(study, prep, keep_scan)
-
-
-def _ray_stream(studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool, workers: int, batch_size: int,
-                address: str | None) -> Iterator[dict[str, Any]]:
-    """Ray tasks running :func:`load_study`; results in completion order, a bounded number in flight.
-
-    Connects to ``address`` (or ``RAY_ADDRESS``, or an already initialised Ray); otherwise
-    starts a local Ray with ``workers`` CPUs and shuts it down at the end. On a cluster, the
-    study paths must be readable from every node (shared storage).
-    """
-    try:
-        import ray
-    except ImportError:
-        raise MedtlError("--engine ray needs Ray: pip install 'medtl[ray]' (or 'ray>=2.9')") from None
-    started = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if address or os.environ.get("RAY_ADDRESS"):
-            kwargs["address"] = address or os.environ["RAY_ADDRESS"]
-        else:
-            kwargs["num_cpus"] = max(1, workers)
-        ray.init(**kwargs)
-        started = True
-    try:
-        task = ray.remote(num_cpus=1, max_retries=1)(_ray_load)
-        prep_ref = ray.put(prep)
-        window = max(2 * max(1, workers), 2 * batch_size)
-        todo = iter(studies)
-        in_flight: dict[Any, Study] = {}
-
-        def submit() -> None:
-            for s in todo:
-                in_flight[task.remote(s, prep_ref, keep_scan)] = s
-                if len(in_flight) >= window:
-                    return
-
-        submit()
-        while in_flight:
-            done, _ = ray.wait(list(in_flight), num_returns=1)
-            ref = done[0]
-            study = in_flight.pop(ref)
-            try:
-                result = ray.get(ref)
-            except Exception as exc:  # noqa: BLE001 - a crashed worker fails its study, not the batch
-                result = {"study": study, "x": None, "error": f"Ray task failed: {one_line(exc, 200)}",
-                          "format": "", "shape": "", "notes": "", "scan": None, "seconds": 0.0}
-            submit()
-            yield result
-    finally:
-        if started:
-            ray.shutdown()
-
-
-# --- output files -------------------------------------------------------------------------------
-
-class _CsvAppender:
-    """A CSV that only grows by whole rows: one ``write`` per group of rows, then flush + fsync."""
-
-    def __init__(self, path: Path, columns: list[str]) -> None:
-        self.path = path
-        self.columns = columns
-        self.fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed by close()
-
-    def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore")
-        w.writerows(rows)
-        self.fh.write(buf.getvalue())
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-
-    def close(self) -> None:
-        self.fh.close()
-
-
-def _write_fresh(path: Path, columns: list[str], rows: Sequence[dict[str, Any]] = ()) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _recover_scores(path: Path, columns: list[str], model_id: str) -> set[str]:
-    """Keys already in ``path``; a trailing row cut short by a kill is dropped (atomic rewrite)."""
-    if not path.exists() or path.stat().st_size == 0:
-        _write_fresh(path, columns)
-        return set()
-    raw = path.read_bytes()
-    complete = raw[: raw.rfind(b"\n") + 1]  # bytes after the last newline are a cut-off row
-    text = complete.decode("utf-8", errors="replace")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None:
-        _write_fresh(path, columns)
-        return set()
-    if header != columns:
-        raise MedtlError(f"{path}: holds other columns ({', '.join(header[:8])}...) than this model writes "
-                         "(scores of another model?); use another --out or remove the file")
-    rows, dropped = [], 0
-    for fields in reader:
-        if len(fields) == len(columns) and fields[-1] and fields[0]:
-            rows.append(dict(zip(columns, fields)))
-        else:
-            dropped += 1
-    others = {r["model"] for r in rows if r["model"] != model_id}
-    if others:
-        raise MedtlError(f"{path}: holds scores of another model ({sorted(others)[0]}, this one is {model_id}); "
-                         "use another --out or remove the file")
-    if dropped or len(complete) != len(raw):
-        _write_fresh(path, columns, rows)
-    return {r["key"] for r in rows}
-
-
-def _lock(out_csv: Path) -> Any:
-    """Hold an exclusive lock on ``.<name>.lock`` beside the output so two runs never append to one file.
-
-    The lock is on a sidecar because resume replaces the CSV itself. Released when the
-    returned file is closed, or by the OS when the process dies (a killed run leaves no stale lock).
-    """
-    fh = open(out_csv.with_name(f".{out_csv.name}.lock"), "a")  # noqa: SIM115 - closed by score()
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no advisory locks; documented as one run per output
-        return fh
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        raise MedtlError(f"{out_csv}: another `medtl score` is writing this file; wait for it or use another --out") \
-            from None
-    return fh
-
-
-def _safe_stem(study: Study) -> str:
-    name = Path(study.path.rstrip("/\\")).name or "study"
-    for suffix in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".zip"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:60] or "study"
-    return f"{name}_{hashlib.sha1(study.key.encode(), usedforsecurity=False).hexdigest()[:10]}"
-
-
-def _check_parquet_support() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("pandas") is None or importlib.util.find_spec("pyarrow") is None:
-        raise MedtlError("--parquet needs pandas and pyarrow: pip install 'medtl[parquet]' (or 'pyarrow>=14')")
-
-
-def _write_parquet(csv_path: Path, out: Path) -> None:
-    import pandas as pd
-
-    df = pd.read_csv(csv_path, dtype={"key": str, "path": str, "format": str, "series_uid": str, "shape": str,
-                                      "predicted": str, "decision": str, "notes": str, "model": str,
-                                      "scored_at": str}, keep_default_na=False,
-                     na_values={c: [""] for c in ("threshold",)})
-    with atomic_path(out) as tmp:
-        df.to_parquet(tmp, index=False)
-
-
 # --- the run ------------------------------------------------------------------------------------
 
 def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, out_csv: str | os.PathLike,
@@ -396,7 +132,7 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
     if batch_size < 1:
         raise MedtlError(f"batch size must be at least 1, got {batch_size}")
     if parquet:
-        _check_parquet_support()
+        check_parquet_support()
     predictor = model_run if isinstance(model_run, Predictor) else Predictor.from_run(model_run, device=device)
     out_csv = Path(out_csv)
     errors_path = Path(errors_csv) if errors_csv else out_csv.with_name("errors.csv")
@@ -413,17 +149,17 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
     summary = ScoreSummary(found=len(found.studies), ignored=len(found.ignored), out_csv=str(out_csv),
                            errors_csv=str(errors_path), engine=engine, workers=workers,
                            saliency_dir=str(sal_dir) if sal_dir else None)
-    lock = _lock(out_csv)
+    lock = lock_output(out_csv)
     try:
         columns = score_columns(predictor.class_names)
-        done = _recover_scores(out_csv, columns, predictor.model_id)
-        _write_fresh(errors_path, ERROR_COLUMNS)
+        done = recover_scores(out_csv, columns, predictor.model_id)
+        write_fresh(errors_path, ERROR_COLUMNS)
         _score_pending(predictor, found, done, summary, out_csv, errors_path, columns, workers, batch_size, engine,
                        sal_dir, saliency_method, progress, ray_address, (lock.fileno(),))
     finally:
         lock.close()
     if parquet_path is not None:
-        _write_parquet(out_csv, parquet_path)
+        write_parquet(out_csv, parquet_path)
         summary.parquet = str(parquet_path)
     summary.seconds = time.perf_counter() - t_start
     return summary
@@ -433,8 +169,8 @@ def _score_pending(predictor: Predictor, found: Discovery, done: set[str], summa
                    errors_path: Path, columns: list[str], workers: int, batch_size: int, engine: str,
                    sal_dir: Path | None, saliency_method: str, progress: bool, ray_address: str | None,
                    lock_fds: tuple[int, ...] = ()) -> None:
-    scores = _CsvAppender(out_csv, columns)
-    errors = _CsvAppender(errors_path, ERROR_COLUMNS)
+    scores = CsvAppender(out_csv, columns)
+    errors = CsvAppender(errors_path, ERROR_COLUMNS)
     try:
         def fail(path: str, key: str, stage: str, reason: str) -> None:
             errors.write([{"path": path, "key": key, "stage": stage, "reason": reason}])
@@ -454,7 +190,7 @@ def _score_pending(predictor: Predictor, found: Discovery, done: set[str], summa
         errors.close()
 
 
-def _run(predictor: Predictor, pending: list[Study], summary: ScoreSummary, scores: _CsvAppender, fail: Any,
+def _run(predictor: Predictor, pending: list[Study], summary: ScoreSummary, scores: CsvAppender, fail: Any,
          workers: int, batch_size: int, engine: str, sal_dir: Path | None, method: str, progress: bool,
          ray_address: str | None, lock_fds: tuple[int, ...] = ()) -> None:
     from tqdm.auto import tqdm
@@ -463,8 +199,7 @@ def _run(predictor: Predictor, pending: list[Study], summary: ScoreSummary, scor
     if sal_dir is not None:
         sal_dir.mkdir(parents=True, exist_ok=True)
     prep = predictor.preprocessing.to_dict()
-    stream = (_local_stream(pending, prep, keep_scan, workers, batch_size, lock_fds) if engine == "local" else
-              _ray_stream(pending, prep, keep_scan, workers, batch_size, ray_address))
+    stream = stream_studies(engine, pending, prep, keep_scan, workers, batch_size, ray_address, lock_fds)
     buckets: dict[tuple[int, ...], list[dict[str, Any]]] = {}
     bar = tqdm(total=len(pending), unit="study", desc="scoring", disable=not progress, dynamic_ncols=True,
                file=sys.stderr, smoothing=0.1)
@@ -532,7 +267,7 @@ def _infer(predictor: Predictor, items: list[dict[str, Any]], summary: ScoreSumm
                 scan = it["scan"]
                 suffix = ".png" if scan.is_2d else ".nii.gz"
                 sal, _ = predictor.saliency(scan, method, target=predictor.class_names.index(decision))
-                write_saliency(sal_dir / f"{_safe_stem(study)}{suffix}", scan, sal)
+                write_saliency(sal_dir / f"{saliency_stem(study)}{suffix}", scan, sal)
             except Exception as exc:  # noqa: BLE001 - the score stands; the missing map is noted
                 notes = "; ".join(filter(None, [notes, f"saliency failed: {one_line(exc, 160)}"]))
             summary.saliency_seconds += time.perf_counter() - t1

@@ -226,7 +226,7 @@ def test_real_dicom_files_scored_or_refused_with_reasons(tmp_path, run2d, shared
 
 
 def test_resume_reads_back_whole_rows_only(tmp_path):
-    from medtl.infer.score import _recover_scores
+    from medtl.infer.sinks import recover_scores as _recover_scores
 
     cols = score_columns(["0", "1"])
     out = tmp_path / "scores.csv"
@@ -240,7 +240,7 @@ def test_resume_reads_back_whole_rows_only(tmp_path):
 
 
 def test_two_runs_never_write_one_file(tmp_path, run3d):
-    from medtl.infer.score import _lock
+    from medtl.infer.sinks import lock_output as _lock
 
     folder = tmp_path / "in"
     folder.mkdir()

@@ -1,0 +1,198 @@
+"""Decoding engines: a list of studies -> a stream of read and preprocessed items.
+
+Every engine runs the same :func:`load_study` on each study, so they give the same
+network inputs; only where the work happens differs:
+
+- ``"local"``: torch ``DataLoader`` worker processes (or this process with ``workers=0``),
+  results in study order.
+- ``"ray"``: Ray tasks (a local Ray, or a cluster), results in completion order, a bounded
+  number in flight.
+
+Inference is never done here: :func:`medtl.infer.score` batches the items and runs the
+model in the calling process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+import warnings
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import numpy as np
+
+from medtl.errors import MedtlError
+from medtl.infer.studies import Study, one_line
+from medtl.transforms import Preprocessing
+
+__all__ = ["ENGINES", "load_study", "local_stream", "ray_stream", "stream_studies"]
+
+#: Engines accepted by :func:`stream_studies` (and ``medtl score --engine``).
+ENGINES = ("local", "ray")
+
+#: One decoded study: ``{"study", "x", "error", "format", "shape", "notes", "scan", "seconds"}``.
+Item = dict[str, Any]
+
+_PREP_CACHE: dict[str, Preprocessing] = {}
+
+
+def _prep_of(prep: Preprocessing | dict[str, Any]) -> Preprocessing:
+    """The pipeline of a preprocessing dict, built once per process (workers receive dicts)."""
+    if isinstance(prep, Preprocessing):
+        return prep
+    key = repr(sorted(prep.items()))
+    if key not in _PREP_CACHE:
+        _PREP_CACHE[key] = Preprocessing.from_dict(prep)
+    return _PREP_CACHE[key]
+
+
+def load_study(study: Study, prep: Preprocessing | dict[str, Any], keep_scan: bool = False) -> Item:
+    """Read and preprocess one study; never raises on bad input.
+
+    Returns ``{"study", "x" (numpy network input or None), "error" (one line or None),
+    "format", "shape", "notes" (medtl warnings, e.g. missing slices), "scan" (when
+    ``keep_scan``), "seconds"}``.
+    """
+    t0 = time.perf_counter()
+    out: Item = {"study": study, "x": None, "error": None, "format": "", "shape": "", "notes": "", "scan": None}
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scan = study.load()
+            x = _prep_of(prep)(scan)
+        out["x"] = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+        out["format"] = scan.format
+        out["shape"] = "x".join(str(s) for s in scan.shape)
+        notes = dict.fromkeys(" ".join(str(w.message).split()) for w in caught
+                              if issubclass(w.category, UserWarning) and "medtl" in str(w.filename))
+        out["notes"] = "; ".join(notes)
+        if keep_scan:
+            out["scan"] = scan
+    except BaseException as exc:  # noqa: BLE001 - one bad study must not stop the batch
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        out["error"] = one_line(exc)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def stream_studies(engine: str, studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool, workers: int,
+                   batch_size: int, ray_address: str | None = None,
+                   lock_fds: tuple[int, ...] = ()) -> Generator[Item, None, None]:
+    """The items of ``studies`` from ``engine``; closing the generator stops its workers.
+
+    ``lock_fds`` are file descriptors local worker processes must not keep open (see
+    :func:`local_stream`); Ray workers are not forked from this process.
+    """
+    if engine == "local":
+        return local_stream(studies, prep, keep_scan, workers, batch_size, lock_fds)
+    if engine == "ray":
+        return ray_stream(studies, prep, keep_scan, workers, batch_size, ray_address)
+    raise MedtlError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+
+
+# --- local: torch DataLoader workers --------------------------------------------------------------
+
+class _StudyDataset:
+    """Map-style dataset for the torch DataLoader: item ``i`` is ``load_study(studies[i])``."""
+
+    def __init__(self, studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool) -> None:
+        self.studies = list(studies)
+        self.prep = prep
+        self.keep_scan = keep_scan
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def __getitem__(self, i: int) -> Item:
+        return load_study(self.studies[i], self.prep, self.keep_scan)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _close_fds(fds: tuple[int, ...], _worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: drop the worker's forked copies of the output lock, so a killed run's
+    workers, which outlive it by up to torch's 5 s liveness check, never keep a resumed run locked out."""
+    for fd in fds:
+        with contextlib.suppress(OSError):  # not inherited (spawn start method)
+            os.close(fd)
+
+
+def local_stream(studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool, workers: int,
+                 batch_size: int, lock_fds: tuple[int, ...] = ()) -> Generator[Item, None, None]:
+    """Items in study order from ``workers`` DataLoader processes (0: decoded in this process)."""
+    if workers <= 0:
+        for s in studies:
+            yield load_study(s, prep, keep_scan)
+        return
+    from torch.utils.data import DataLoader
+
+    # DataLoader rather than a hand-rolled pool: it keeps per-worker prefetch queues, limits
+    # each worker to one torch thread, and its workers exit when the main process dies.
+    loader = DataLoader(_StudyDataset(studies, prep, keep_scan), batch_size=None, shuffle=False,
+                        num_workers=min(workers, len(studies)), collate_fn=_identity,
+                        prefetch_factor=max(2, -(-batch_size // workers)), persistent_workers=False,
+                        worker_init_fn=functools.partial(_close_fds, lock_fds))
+    yield from loader
+
+
+# --- Ray tasks ------------------------------------------------------------------------------------
+
+def _ray_load(study: Study, prep: dict[str, Any], keep_scan: bool) -> Item:
+    return load_study(study, prep, keep_scan)
+
+
+def ray_stream(studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool, workers: int, batch_size: int,
+               address: str | None) -> Generator[Item, None, None]:
+    """Ray tasks running :func:`load_study`; results in completion order, a bounded number in flight.
+
+    Connects to ``address`` (or ``RAY_ADDRESS``, or an already initialised Ray); otherwise
+    starts a local Ray with ``workers`` CPUs and shuts it down at the end. On a cluster, the
+    study paths must be readable from every node (shared storage).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise MedtlError("--engine ray needs Ray: pip install 'medtl[ray]' (or 'ray>=2.9')") from None
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address or os.environ.get("RAY_ADDRESS"):
+            kwargs["address"] = address or os.environ["RAY_ADDRESS"]
+        else:
+            kwargs["num_cpus"] = max(1, workers)
+        ray.init(**kwargs)
+        started = True
+    try:
+        task = ray.remote(num_cpus=1, max_retries=1)(_ray_load)
+        prep_ref = ray.put(prep)
+        window = max(2 * max(1, workers), 2 * batch_size)
+        todo = iter(studies)
+        in_flight: dict[Any, Study] = {}
+
+        def submit() -> None:
+            for s in todo:
+                in_flight[task.remote(s, prep_ref, keep_scan)] = s
+                if len(in_flight) >= window:
+                    return
+
+        submit()
+        while in_flight:
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            ref = done[0]
+            study = in_flight.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - a crashed worker fails its study, not the batch
+                result = {"study": study, "x": None, "error": f"Ray task failed: {one_line(exc, 200)}",
+                          "format": "", "shape": "", "notes": "", "scan": None, "seconds": 0.0}
+            submit()
+            yield result
+    finally:
+        if started:
+            ray.shutdown()

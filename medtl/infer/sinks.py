@@ -1,0 +1,149 @@
+"""Where batch scoring writes: ``scores.csv`` (append-only, resumable), ``errors.csv``, the lock, Parquet.
+
+- :class:`CsvAppender` grows a CSV by whole rows only (one write per group, then flush +
+  fsync), so a kill leaves at most one partial line at the end.
+- :func:`recover_scores` reads a partly written ``scores.csv`` back: drops the cut-off
+  line (atomic rewrite), refuses a file of another model, returns the keys already done.
+- :func:`lock_output` keeps two runs from appending to one file.
+- :func:`write_parquet` converts the finished CSV (atomically).
+- :func:`saliency_stem` names a study's saliency map.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import io
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from medtl._fileutil import atomic_path
+from medtl.errors import MedtlError
+from medtl.infer.studies import Study
+
+__all__ = ["ERROR_COLUMNS", "CsvAppender", "check_parquet_support", "lock_output", "recover_scores",
+           "saliency_stem", "score_columns", "write_fresh", "write_parquet"]
+
+#: Columns of ``errors.csv``.
+ERROR_COLUMNS = ["path", "key", "stage", "reason"]
+
+
+def score_columns(class_names: Sequence[str]) -> list[str]:
+    """Columns of ``scores.csv`` for a model with these classes (``scored_at`` last: a row cut
+    short by a kill lacks it, which is how resume recognises it)."""
+    return (["key", "path", "format", "series_uid", "shape"] + [f"p_{c}" for c in class_names]
+            + ["predicted", "decision", "threshold", "notes", "model", "scored_at"])
+
+
+class CsvAppender:
+    """A CSV that only grows by whole rows: one ``write`` per group of rows, then flush + fsync."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.path = path
+        self.columns = columns
+        self.fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore")
+        w.writerows(rows)
+        self.fh.write(buf.getvalue())
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def write_fresh(path: Path, columns: list[str], rows: Sequence[dict[str, Any]] = ()) -> None:
+    """Replace ``path`` atomically by a CSV of ``columns`` holding ``rows``."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def recover_scores(path: Path, columns: list[str], model_id: str) -> set[str]:
+    """Keys already in ``path``; a trailing row cut short by a kill is dropped (atomic rewrite)."""
+    if not path.exists() or path.stat().st_size == 0:
+        write_fresh(path, columns)
+        return set()
+    raw = path.read_bytes()
+    complete = raw[: raw.rfind(b"\n") + 1]  # bytes after the last newline are a cut-off row
+    text = complete.decode("utf-8", errors="replace")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        write_fresh(path, columns)
+        return set()
+    if header != columns:
+        raise MedtlError(f"{path}: holds other columns ({', '.join(header[:8])}...) than this model writes "
+                         "(scores of another model?); use another --out or remove the file")
+    rows, dropped = [], 0
+    for fields in reader:
+        if len(fields) == len(columns) and fields[-1] and fields[0]:
+            rows.append(dict(zip(columns, fields)))
+        else:
+            dropped += 1
+    others = {r["model"] for r in rows if r["model"] != model_id}
+    if others:
+        raise MedtlError(f"{path}: holds scores of another model ({sorted(others)[0]}, this one is {model_id}); "
+                         "use another --out or remove the file")
+    if dropped or len(complete) != len(raw):
+        write_fresh(path, columns, rows)
+    return {r["key"] for r in rows}
+
+
+def lock_output(out_csv: Path) -> IO[str]:
+    """Hold an exclusive lock on ``.<name>.lock`` beside the output so two runs never append to one file.
+
+    The lock is on a sidecar because resume replaces the CSV itself. Released when the
+    returned file is closed, or by the OS when the process dies (a killed run leaves no stale lock).
+    """
+    fh = open(out_csv.with_name(f".{out_csv.name}.lock"), "a")  # noqa: SIM115 - closed by the caller
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks; documented as one run per output
+        return fh
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise MedtlError(f"{out_csv}: another `medtl score` is writing this file; wait for it or use another --out") \
+            from None
+    return fh
+
+
+def saliency_stem(study: Study) -> str:
+    """A file-system-safe, unique file name stem for ``study``'s saliency map (name + key hash)."""
+    name = Path(study.path.rstrip("/\\")).name or "study"
+    for suffix in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".zip"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:60] or "study"
+    return f"{name}_{hashlib.sha1(study.key.encode(), usedforsecurity=False).hexdigest()[:10]}"
+
+
+def check_parquet_support() -> None:
+    """Fail before scoring, not after, when Parquet output is asked for but cannot be written."""
+    if importlib.util.find_spec("pandas") is None or importlib.util.find_spec("pyarrow") is None:
+        raise MedtlError("--parquet needs pandas and pyarrow: pip install 'medtl[parquet]' (or 'pyarrow>=14')")
+
+
+def write_parquet(csv_path: Path, out: Path) -> None:
+    """``scores.csv`` -> ``scores.parquet`` (atomic), text columns kept as text."""
+    import pandas as pd
+
+    df = pd.read_csv(csv_path, dtype={"key": str, "path": str, "format": str, "series_uid": str, "shape": str,
+                                      "predicted": str, "decision": str, "notes": str, "model": str,
+                                      "scored_at": str}, keep_default_na=False,
+                     na_values={c: [""] for c in ("threshold",)})
+    with atomic_path(out) as tmp:
+        df.to_parquet(tmp, index=False)
