@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from medtl.config import TrainConfig
+from medtl.models.tuning import freeze, param_groups, unfreeze
+from medtl.train.config import TrainConfig
 
 
 def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -39,8 +40,6 @@ def param_groups_for(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     ``lr_decay`` times the rate of the stage above it. Biases and normalisation
     weights get no weight decay (the usual AdamW practice).
     """
-    from medtl.models import param_groups
-
     n = len(_stages(model))
     decay = 1.0 if cfg.strategy in ("linear", "full") else cfg.lr_decay ** max(n - 1, 1)
     return param_groups(model, cfg.lr, decay=decay, include_frozen=True, weight_decay=cfg.weight_decay)
@@ -69,12 +68,20 @@ class Strategy:
         return (backbone[len(backbone) - k:] if k else []) + names[-1:]
 
     def apply(self, model: nn.Module, epoch: int) -> list[str]:
-        """Set ``requires_grad`` for ``epoch``; return the trainable stage names."""
-        trainable = set(self.trainable_stages(model, epoch))
-        for name, module in _stages(model):
-            for p in module.parameters():
-                p.requires_grad_(name in trainable)
-        return [name for name, _ in _stages(model) if name in trainable]
+        """Set ``requires_grad`` for ``epoch``; return the trainable stage names.
+
+        The trainable stages are always the top of the network, so this is
+        :func:`medtl.models.freeze` up to the last frozen stage (normalisation layers
+        frozen too: ``train_bn=False``), or :func:`medtl.models.unfreeze` when none is.
+        """
+        trainable = self.trainable_stages(model, epoch)
+        names = [name for name, _ in _stages(model)]
+        frozen = names[:len(names) - len(trainable)]
+        if frozen:
+            freeze(model, until=frozen[-1], train_bn=False)
+        else:
+            unfreeze(model)
+        return trainable
 
 
 def set_batchnorm_mode(model: nn.Module, trainable: list[str], batchnorm: str) -> None:
