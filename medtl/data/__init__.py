@@ -5,7 +5,15 @@
     train_ds = build_dataset(cohort.split("train"), prep.transforms(cfg.augment), cache="memory")
 """
 
-from medtl.data.datasets import balanced_sampler, build_dataset, class_counts, class_weights, default_workers
+from medtl.data.datasets import (
+    balanced_sampler,
+    balanced_weights,
+    build_dataset,
+    cache_workers,
+    class_counts,
+    class_weights,
+    weighted_sampler,
+)
 from medtl.data.sources import (
     MEDMNIST_CLASSES,
     Cohort,
@@ -19,7 +27,7 @@ from medtl.data.sources import (
 from medtl.data.splits import SPLITS, make_splits, normalize_split, subsample
 
 __all__ = [
-    "MEDMNIST_CLASSES", "SPLITS", "Cohort", "apply_filter", "balanced_sampler", "build_dataset", "class_counts",
-    "class_weights", "default_workers", "detect_data_format", "load_folder", "load_items", "load_manifest",
-    "load_medmnist", "make_splits", "normalize_split", "subsample",
+    "MEDMNIST_CLASSES", "SPLITS", "Cohort", "apply_filter", "balanced_sampler", "balanced_weights", "build_dataset",
+    "cache_workers", "class_counts", "class_weights", "detect_data_format", "load_folder", "load_items",
+    "load_manifest", "load_medmnist", "make_splits", "normalize_split", "subsample", "weighted_sampler",
 ]

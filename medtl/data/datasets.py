@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.data.utils import json_hashing
@@ -15,8 +16,12 @@ from monai.transforms import Compose, RandomizableTrait, Transform
 from torch.utils.data import WeightedRandomSampler
 
 
-def default_workers() -> int:
-    """Worker count for caching when the config says auto (-1): up to 4, never more than the CPUs."""
+def cache_workers() -> int:
+    """Threads that fill a memory cache when the config says auto (-1): up to 4, never more than the CPUs.
+
+    Not the training loader's workers (:func:`medtl.train.engine.loader_workers`): caching
+    runs once, before training, so it may use cores the model needs later.
+    """
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -60,7 +65,7 @@ def build_dataset(items: Sequence[dict[str, Any]], transform: Callable,
         # (stopping before augmentation) from an evaluation one (normalised), which cache_key cannot.
         return PersistentDataset(data, transform=transform, cache_dir=folder, hash_transform=json_hashing)
     if cache == "memory":
-        workers = default_workers() if num_workers is None or num_workers < 0 else max(1, num_workers)
+        workers = cache_workers() if num_workers is None or num_workers < 0 else max(1, num_workers)
         tf = transform if isinstance(transform, Compose) else Compose(transform)
         has_random_tail = tf.get_index_of_first(_is_random) is not None
         return CacheDataset(data, transform=tf, cache_rate=1.0, num_workers=workers, progress=progress,
@@ -90,14 +95,30 @@ def class_weights(items: Sequence[dict[str, Any]], n_classes: int) -> torch.Tens
     return torch.tensor(w, dtype=torch.float32)
 
 
+def balanced_weights(items: Sequence[dict[str, Any]], n_classes: int) -> np.ndarray:
+    """Per-item sampling weights ``1 / n_class``: a weighted draw picks every class equally often."""
+    counts = class_counts(items, n_classes)
+    return np.array([1.0 / counts[int(it["label"])] for it in items], dtype=np.float64)
+
+
+def weighted_sampler(weights: Any, generator: torch.Generator,
+                     num_samples: int | None = None) -> WeightedRandomSampler:
+    """Draws (with replacement) in proportion to ``weights``, ``len(weights)`` per epoch unless ``num_samples``.
+
+    The sampler draws from ``generator``: reseed it per epoch
+    (``generator.manual_seed(seed + epoch)``) for an exact resume.
+    """
+    w = torch.as_tensor(np.asarray(weights, dtype=np.float64), dtype=torch.double)
+    return WeightedRandomSampler(w, num_samples=num_samples or len(w), replacement=True, generator=generator)
+
+
 def balanced_sampler(items: Sequence[dict[str, Any]], n_classes: int, num_samples: int | None = None,
                      seed: int | None = None) -> WeightedRandomSampler:
     """Sampler drawing every class equally often (with replacement), ``len(items)`` draws per epoch.
 
-    Reseed per epoch with ``sampler.generator.manual_seed(seed + epoch)`` for exact resume.
+    :func:`weighted_sampler` over :func:`balanced_weights` with its own generator seeded by
+    ``seed`` (0 when None); reseed per epoch with ``sampler.generator.manual_seed(seed + epoch)``.
     """
-    counts = class_counts(items, n_classes)
-    weights = torch.tensor([1.0 / counts[int(it["label"])] for it in items], dtype=torch.double)
     gen = torch.Generator()
     gen.manual_seed(0 if seed is None else int(seed))
-    return WeightedRandomSampler(weights, num_samples=num_samples or len(items), replacement=True, generator=gen)
+    return weighted_sampler(balanced_weights(items, n_classes), gen, num_samples)

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 from monai.data import DataLoader  # seeds random transforms per worker (torch's does not)
-from torch.utils.data import DistributedSampler, WeightedRandomSampler
+from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from medtl.config import Config
+from medtl.data.datasets import weighted_sampler
 from medtl.runs import resolve_device
 from medtl.train.config import TrainConfig
 from medtl.train.strategy import Strategy, build_optimizer, build_scheduler, set_batchnorm_mode
@@ -81,9 +82,12 @@ def init_distributed(device_name: str) -> DistInfo:
     return info
 
 
-def default_workers(device: torch.device, requested: int) -> int:
-    """Loader workers: what the config says, else enough to feed a GPU; none on a small CPU box
-    (there every core is better spent on the model, and preprocessing is cached)."""
+def loader_workers(device: torch.device, requested: int) -> int:
+    """DataLoader workers: what the config says, else enough to feed a GPU; none on a small CPU box
+    (there every core is better spent on the model, and preprocessing is cached).
+
+    Not the threads that fill the preprocessing cache (:func:`medtl.data.cache_workers`).
+    """
     if requested >= 0:
         return requested
     cpus = os.cpu_count() or 1
@@ -145,11 +149,10 @@ def make_train_loader(train_ds, cfg: Config, device: torch.device, dist_info: Di
         sampler = DistributedSampler(train_ds, num_replicas=dist_info.world_size, rank=dist_info.rank,
                                      shuffle=True, seed=tc.seed)
     elif sample_weights is not None:
-        sampler = WeightedRandomSampler(torch.as_tensor(sample_weights, dtype=torch.double),
-                                        num_samples=len(sample_weights), replacement=True, generator=generator)
+        sampler = weighted_sampler(sample_weights, generator)
     else:
         sampler = torch.utils.data.RandomSampler(train_ds, generator=generator)
-    workers = default_workers(device, cfg.data.num_workers)
+    workers = loader_workers(device, cfg.data.num_workers)
     loader = DataLoader(train_ds, batch_size=tc.batch_size, sampler=sampler, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=False,
                         drop_last=len(train_ds) > tc.batch_size)
@@ -175,6 +178,31 @@ def _better(score: float, best: float | None, monitor: str) -> bool:
     return score < best if monitor in LOWER_IS_BETTER else score > best
 
 
+@dataclass
+class _Fit:
+    """What ``fit`` sets up once and every epoch uses (see :func:`_set_up`)."""
+
+    cfg: TrainConfig
+    dist: DistInfo
+    device: torch.device
+    amp: torch.dtype | None
+    model: nn.Module
+    step_model: nn.Module  #: what the train steps call: the model, compiled or DDP-wrapped
+    train_loader: DataLoader
+    sampler: Any
+    generator: torch.Generator
+    val_loader: DataLoader | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    strategy: Strategy
+    state: FitState
+    last_ckpt: Path
+    logger: Any  #: MetricLogger on the main rank, None elsewhere
+    trainable_prev: list[str] | None = None
+
+
 def fit(
     model: nn.Module,
     train_ds: torch.utils.data.Dataset,
@@ -196,8 +224,27 @@ def fit(
     ``out_dir/checkpoints/last.pt`` after every epoch. ``resume=True`` continues
     from that checkpoint. ``max_epochs_this_run`` stops early (used to test resume).
     """
+    run = _set_up(model, train_ds, val_ds, cfg, out_dir, class_weights, sample_weights, resume)
+    tc, state = run.cfg, run.state
+    stop_at = tc.epochs if max_epochs_this_run is None else min(tc.epochs, state.epoch + max_epochs_this_run)
+    for epoch in range(state.epoch, stop_at):
+        row, seconds = _run_epoch(run, epoch, train_transform, progress)
+        improved = _record_epoch(run, epoch, row, on_best)
+        if progress and run.dist.is_main:
+            _print_epoch(tc, epoch, row, seconds, improved)
+        if _stop_early(run, progress):
+            break
+    if run.logger is not None:
+        run.logger.close()
+    return state
+
+
+def _set_up(model: nn.Module, train_ds: torch.utils.data.Dataset, val_ds: torch.utils.data.Dataset | None,
+            cfg: Config, out_dir: Path, class_weights: torch.Tensor | None, sample_weights: np.ndarray | None,
+            resume: bool) -> _Fit:
+    """Join the process group, place the model, build loaders, optimiser, schedule and metric log;
+    restore ``last.pt`` on resume, else re-estimate BatchNorm when asked; compile when asked."""
     from medtl.train.logger import MetricLogger
-    from medtl.train.metrics import classification_metrics
 
     tc = cfg.train
     dist_info = init_distributed(tc.device)
@@ -212,8 +259,7 @@ def fit(
         model.to(memory_format=torch.channels_last if cfg.preprocess.spatial_dims == 2 else torch.channels_last_3d)
 
     train_loader, sampler, generator = make_train_loader(train_ds, cfg, device, dist_info, sample_weights)
-    workers = train_loader.num_workers
-    val_loader = (DataLoader(val_ds, batch_size=tc.batch_size * 2, shuffle=False, num_workers=workers,
+    val_loader = (DataLoader(val_ds, batch_size=tc.batch_size * 2, shuffle=False, num_workers=train_loader.num_workers,
                              pin_memory=device.type == "cuda") if val_ds is not None and len(val_ds) else None)
 
     optimizer = build_optimizer(model, tc)
@@ -221,97 +267,127 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     criterion = nn.CrossEntropyLoss(weight=None if class_weights is None else class_weights.to(device),
                                     label_smoothing=tc.label_smoothing)
-    strategy = Strategy(tc)
-    state = FitState()
-    ckpt_dir = out_dir / "checkpoints"
-    last_ckpt = ckpt_dir / "last.pt"
-    if resume:
-        state = load_checkpoint(last_ckpt, model, optimizer, scheduler, scaler)
+    last_ckpt = out_dir / "checkpoints" / "last.pt"
+    state = load_checkpoint(last_ckpt, model, optimizer, scheduler, scaler) if resume else FitState()
     logger = MetricLogger(out_dir / "metrics.csv", tensorboard_dir=out_dir / "tensorboard", resume=resume,
                           start_epoch=state.epoch + 1 if resume else None) if dist_info.is_main else None
 
-    # torch.compile: the first steps are slow (compilation), later ones fast; eval uses the plain module.
     if tc.batchnorm == "reestimate" and not resume:
         from medtl.models.batchnorm import reestimate_batchnorm
 
         reestimate_batchnorm(model, train_loader, device)
+    # torch.compile: the first steps are slow (compilation), later ones fast; eval uses the plain module.
     step_model: nn.Module = torch.compile(model) if tc.compile and not dist_info.enabled else model
-    trainable_prev: list[str] | None = None
-    stop_at = tc.epochs if max_epochs_this_run is None else min(tc.epochs, state.epoch + max_epochs_this_run)
-    epoch = state.epoch
-    for epoch in range(state.epoch, stop_at):
-        seed = tc.seed + epoch
-        torch.manual_seed(seed)
-        generator.manual_seed(seed)
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
-        if train_transform is not None and hasattr(train_transform, "set_random_state"):
-            train_transform.set_random_state(seed=seed)
-        trainable = strategy.apply(model, epoch)
-        if dist_info.enabled and trainable != trainable_prev:
-            # DDP hooks only the parameters that require grad when it wraps: re-wrap on change.
-            step_model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
-        trainable_prev = trainable
-        model.train()
-        set_batchnorm_mode(model, trainable, tc.batchnorm)
+    return _Fit(tc, dist_info, device, amp, model, step_model, train_loader, sampler, generator, val_loader,
+                optimizer, scheduler, scaler, criterion, Strategy(tc), state, last_ckpt, logger)
 
-        t0 = time.perf_counter()
-        loss_sum, seen = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not (progress and dist_info.is_main),
-                   leave=False, dynamic_ncols=True)
-        for batch in bar:
-            x, y = _to_device(batch, device, tc.channels_last)
-            loss = train_step(step_model, x, y, criterion, optimizer, scaler, amp)
-            scheduler.step()
-            loss_sum += float(loss) * len(y)
-            seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-        train_time = time.perf_counter() - t0
 
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
-                               "lr": max(g["lr"] for g in optimizer.param_groups),
-                               "train_images_per_s": seen * dist_info.world_size / max(train_time, 1e-9),
-                               "trainable_stages": len(trainable)}
-        if val_loader is not None and dist_info.is_main:
-            probs, labels, val_loss = predict_loader(model, val_loader, device, amp, tc.channels_last)
-            row["val_loss"] = val_loss
-            for k, v in classification_metrics(labels, probs).items():
-                if isinstance(v, (int, float)) and k != "n":
-                    row[f"val_{k}"] = float(v)
-        state.history.append(row)
-        state.epoch = epoch + 1
-        if dist_info.is_main:
-            score = row.get("val_loss" if tc.monitor == "loss" else f"val_{tc.monitor}")
-            if val_loader is None:
-                score = -row["train_loss"]
-            improved = _better(score, state.best_score, tc.monitor if val_loader is not None else "auc")
-            if improved:
-                state.best_score, state.best_epoch, state.bad_epochs = float(score), epoch + 1, 0
-                if on_best is not None:
-                    on_best(model, epoch + 1, row)
-            else:
-                state.bad_epochs += 1
-            logger.log(**row)
-            save_checkpoint(last_ckpt, model, optimizer, scheduler, scaler, state)
-            shown = {k: f"{v:.4f}" for k, v in row.items() if k in ("train_loss", "val_loss", "val_auc", "val_accuracy")}
-            if progress:
-                tqdm.write(f"epoch {epoch + 1}/{tc.epochs} " + " ".join(f"{k}={v}" for k, v in shown.items())
-                           + f" ({train_time:.0f}s{', best' if improved else ''})")
-        if dist_info.enabled:
-            import torch.distributed as dist
+def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> tuple[dict[str, Any], float]:
+    """Train one epoch (reseeded from ``seed + epoch`` for exact resume), validate on the main rank.
 
-            flag = torch.tensor([state.bad_epochs], dtype=torch.int64)
-            dist.broadcast(flag, src=0)
-            state.bad_epochs = int(flag)
-            dist.barrier()
-        if tc.patience and state.bad_epochs >= tc.patience:
-            if progress and dist_info.is_main:
-                tqdm.write(f"early stopping: no {tc.monitor} improvement for {tc.patience} epochs")
-            break
-    if logger is not None:
-        logger.close()
-    return state
+    Returns the epoch's metrics row and its training time in seconds.
+    """
+    tc, model, device = run.cfg, run.model, run.device
+    seed = tc.seed + epoch
+    torch.manual_seed(seed)
+    run.generator.manual_seed(seed)
+    if isinstance(run.sampler, DistributedSampler):
+        run.sampler.set_epoch(epoch)
+    if train_transform is not None and hasattr(train_transform, "set_random_state"):
+        train_transform.set_random_state(seed=seed)
+    trainable = run.strategy.apply(model, epoch)
+    if run.dist.enabled and trainable != run.trainable_prev:
+        # DDP hooks only the parameters that require grad when it wraps: re-wrap on change.
+        run.step_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    run.trainable_prev = trainable
+    model.train()
+    set_batchnorm_mode(model, trainable, tc.batchnorm)
+
+    t0 = time.perf_counter()
+    loss_sum, seen = 0.0, 0
+    bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}",
+               disable=not (progress and run.dist.is_main), leave=False, dynamic_ncols=True)
+    for batch in bar:
+        x, y = _to_device(batch, device, tc.channels_last)
+        loss = train_step(run.step_model, x, y, run.criterion, run.optimizer, run.scaler, run.amp)
+        run.scheduler.step()
+        loss_sum += float(loss) * len(y)
+        seen += len(y)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+    train_time = time.perf_counter() - t0
+
+    row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                           "lr": max(g["lr"] for g in run.optimizer.param_groups),
+                           "train_images_per_s": seen * run.dist.world_size / max(train_time, 1e-9),
+                           "trainable_stages": len(trainable)}
+    if run.val_loader is not None and run.dist.is_main:
+        row.update(_validate(run))
+    return row, train_time
+
+
+def _validate(run: _Fit) -> dict[str, float]:
+    """``val_loss`` and ``val_<metric>`` of every numeric classification metric on the validation loader."""
+    from medtl.train.metrics import classification_metrics
+
+    probs, labels, val_loss = predict_loader(run.model, run.val_loader, run.device, run.amp, run.cfg.channels_last)
+    out = {"val_loss": val_loss}
+    for k, v in classification_metrics(labels, probs).items():
+        if isinstance(v, (int, float)) and k != "n":
+            out[f"val_{k}"] = float(v)
+    return out
+
+
+def _record_epoch(run: _Fit, epoch: int, row: dict[str, Any],
+                  on_best: Callable[[nn.Module, int, dict], None] | None) -> bool:
+    """Add ``row`` to the history; on the main rank track the best score (``on_best`` when it
+    improves, else one more bad epoch), append ``row`` to ``metrics.csv`` and write ``last.pt``.
+
+    Returns whether the monitored score improved (always False off the main rank).
+    """
+    tc, state = run.cfg, run.state
+    state.history.append(row)
+    state.epoch = epoch + 1
+    if not run.dist.is_main:
+        return False
+    if run.val_loader is None:  # no validation: the lowest training loss is the best
+        score, monitor = -row["train_loss"], "auc"
+    else:
+        score, monitor = row.get("val_loss" if tc.monitor == "loss" else f"val_{tc.monitor}"), tc.monitor
+    improved = _better(score, state.best_score, monitor)
+    if improved:
+        state.best_score, state.best_epoch, state.bad_epochs = float(score), epoch + 1, 0
+        if on_best is not None:
+            on_best(run.model, epoch + 1, row)
+    else:
+        state.bad_epochs += 1
+    run.logger.log(**row)
+    save_checkpoint(run.last_ckpt, run.model, run.optimizer, run.scheduler, run.scaler, state)
+    return improved
+
+
+def _print_epoch(tc: TrainConfig, epoch: int, row: dict[str, Any], seconds: float, improved: bool) -> None:
+    """One progress line: the epoch's losses, AUC and accuracy, its time, and whether it is the best."""
+    shown = {k: f"{v:.4f}" for k, v in row.items() if k in ("train_loss", "val_loss", "val_auc", "val_accuracy")}
+    tqdm.write(f"epoch {epoch + 1}/{tc.epochs} " + " ".join(f"{k}={v}" for k, v in shown.items())
+               + f" ({seconds:.0f}s{', best' if improved else ''})")
+
+
+def _stop_early(run: _Fit, progress: bool) -> bool:
+    """Whether ``patience`` epochs passed without improvement; under DDP every rank takes rank 0's count."""
+    tc, state = run.cfg, run.state
+    if run.dist.enabled:
+        import torch.distributed as dist
+
+        flag = torch.tensor([state.bad_epochs], dtype=torch.int64)
+        dist.broadcast(flag, src=0)
+        state.bad_epochs = int(flag)
+        dist.barrier()
+    if tc.patience and state.bad_epochs >= tc.patience:
+        if progress and run.dist.is_main:
+            tqdm.write(f"early stopping: no {tc.monitor} improvement for {tc.patience} epochs")
+        return True
+    return False
 
 
 # --- checkpoints ------------------------------------------------------------------------------

@@ -90,11 +90,10 @@ def _augments(cfg: Config) -> bool:
 def _loader(ds, cfg: Config):
     from monai.data import DataLoader
 
-    from medtl.train.engine import default_workers, resolve_device
+    from medtl.train.engine import loader_workers
 
     return DataLoader(ds, batch_size=cfg.train.batch_size * 2, shuffle=False,
-                                       num_workers=default_workers(resolve_device(cfg.train.device),
-                                                                   cfg.data.num_workers))
+                      num_workers=loader_workers(resolve_device(cfg.train.device), cfg.data.num_workers))
 
 
 def _write_predictions(path: Path, items: list[dict], labels: np.ndarray, probs: np.ndarray,
@@ -128,7 +127,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     gradual unfreezing with discriminative learning rates, one-cycle); every
     knob is in ``cfg``.
     """
-    from medtl.data import class_weights
+    from medtl.data import balanced_weights, class_weights
     from medtl.train.engine import fit, predict_loader
     from medtl.train.metrics import evaluate_predictions
     from medtl.train.plots import plot_learning_curves, save_evaluation_plots
@@ -156,10 +155,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
 
     train_items = cohort.split("train")
     weights = class_weights(train_items, len(class_names)) if tc.balance == "loss" else None
-    sample_w = None
-    if tc.balance == "sampler":
-        counts = np.bincount([int(it["label"]) for it in train_items], minlength=len(class_names))
-        sample_w = np.array([1.0 / counts[int(it["label"])] for it in train_items])
+    sample_w = balanced_weights(train_items, len(class_names)) if tc.balance == "sampler" else None
     state = fit(model, train_ds, val_ds, cfg, out, train_transform=train_tf, class_weights=weights,
                 sample_weights=sample_w, resume=resume, max_epochs_this_run=max_epochs_this_run,
                 on_best=on_best, progress=progress)

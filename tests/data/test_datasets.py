@@ -4,7 +4,7 @@ import torch
 
 import medtl.io
 from medtl.config import AugmentConfig
-from medtl.data import balanced_sampler, build_dataset, class_weights
+from medtl.data import balanced_sampler, balanced_weights, build_dataset, class_weights, weighted_sampler
 from medtl.io import save_nifti
 from medtl.io.scan import Scan
 from medtl.transforms import Preprocessing
@@ -84,3 +84,17 @@ def test_class_weights_and_balanced_sampler():
     assert list(balanced_sampler(items, 3, seed=1)) == list(balanced_sampler(items, 3, seed=1))
     with pytest.raises(ValueError):
         class_weights([{"label": 3}], 2)
+
+
+def test_balanced_weights_are_what_the_sampler_and_training_draw_with():
+    items = [{"label": 0}] * 6 + [{"label": 1}] * 2
+    np.testing.assert_array_equal(balanced_weights(items, 2), [1 / 6] * 6 + [1 / 2] * 2)
+    sampler = balanced_sampler(items, 2, seed=3)
+    assert sampler.num_samples == len(items) and sampler.replacement
+    torch.testing.assert_close(sampler.weights, torch.as_tensor(balanced_weights(items, 2), dtype=torch.double))
+    # the same draws from an equally seeded generator: training reseeds its own per epoch
+    same = weighted_sampler(balanced_weights(items, 2), torch.Generator().manual_seed(3))
+    assert list(same) == list(balanced_sampler(items, 2, seed=3))
+    with pytest.raises(ValueError, match="outside"):
+        balanced_weights([{"label": 2}], 2)
+
