@@ -44,9 +44,25 @@ class SeriesError(ScanError):
     """A folder/zip holds no usable series, or the requested series does not exist."""
 
 
+class DomainError(ScanError):
+    """A readable scan of a kind the model was not trained on (another modality, colour vs gray)."""
+
+
 class WeightsError(MedtlError):
     """Pretrained weights are missing, unknown, or do not match their checksum."""
 
 
 class ConfigError(MedtlError, ValueError):
     """A configuration file or override is invalid."""
+
+
+def one_line(exc: BaseException, limit: int = 300, typed: bool = True) -> str:
+    """One line of at most ``limit`` characters saying what ``exc`` was.
+
+    medtl's own errors give their message; other exceptions give ``Type: message``
+    (``typed=False``: the message alone, for wrapping a library's error in a medtl
+    message). Whitespace runs, newlines included, collapse to one space.
+    """
+    text = str(exc) if isinstance(exc, MedtlError) or not typed else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from medtl.errors import MedtlError
+from medtl.errors import MedtlError, one_line
 from medtl.infer.engines import ENGINES, load_study, stream_studies
 from medtl.infer.predictor import Predictor, write_saliency
 from medtl.infer.sinks import (
@@ -53,7 +53,7 @@ from medtl.infer.sinks import (
     write_fresh,
     write_parquet,
 )
-from medtl.infer.studies import Discovery, Study, discover, one_line
+from medtl.infer.studies import Discovery, Study, discover
 
 __all__ = ["ERROR_COLUMNS", "ScoreSummary", "load_study", "score", "score_columns"]
 

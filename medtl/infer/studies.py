@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medtl.errors import MedtlError, ScanError
+from medtl.errors import MedtlError, ScanError, one_line
 
 #: Files with these suffixes are companions of scans (notes, sidecars, tables), never studies.
 COMPANION_SUFFIXES = frozenset({
@@ -93,13 +93,6 @@ class Discovery:
     studies: list[Study] = field(default_factory=list)
     errors: list[StudyError] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
-
-
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """A one-line reason for an error: medtl's own message, else ``Type: message``."""
-    text = str(exc) if isinstance(exc, MedtlError) else f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def file_sha1(path: str | os.PathLike) -> str:
