@@ -57,6 +57,7 @@ from pydicom.uid import (
 from scipy import ndimage
 
 from medtl._fileutil import atomic_path
+from medtl._paths import cache_root
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -736,11 +737,6 @@ def _repo_sample_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "sample_data"
 
 
-def _cache_root() -> Path:
-    root = os.environ.get("MEDTL_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "medtl"
-
-
 def sample_dir() -> Path:
     """The small sample cohort: the repository's ``sample_data/`` in a checkout,
     otherwise a copy generated once into ``$MEDTL_CACHE_DIR/sample_data/v<N>``
@@ -748,7 +744,7 @@ def sample_dir() -> Path:
     repo = _repo_sample_dir()
     if (repo / "manifest.csv").is_file():
         return repo
-    target = _cache_root() / "sample_data" / f"v{GENERATOR_VERSION}"
+    target = cache_root() / "sample_data" / f"v{GENERATOR_VERSION}"
     if (target / "manifest.csv").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

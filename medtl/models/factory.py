@@ -10,7 +10,7 @@ from ..errors import WeightsError
 from ._registry import get_builder
 from .backbone import Backbone
 from .inflate import InflateConfig
-from .keymap import detect_format, load_pretrained
+from .keymap import checkpoint_convention, load_pretrained
 from .slices25d import SliceConfig, build_slice_model, is_slice_mode
 from .weights import WEIGHTS, get_spec, load_file, resolve, sha256_file
 
@@ -107,7 +107,7 @@ def _with_options(inflate: Any, options: Mapping[str, Any]) -> dict[str, Any]:
 
 def _load(model: Backbone, target: Backbone, state_dict: Mapping[str, Any], fmt: str | None) -> dict[str, Any]:
     """Load a checkpoint: a saved medtl model into ``model``, a 2D ImageNet one into ``target``."""
-    fmt = fmt or detect_format(state_dict)
+    fmt = fmt or checkpoint_convention(state_dict)
     if target is model or fmt == "medtl":
         return load_pretrained(model, state_dict, fmt)
     info = load_pretrained(target, state_dict, fmt)

@@ -33,8 +33,12 @@ _NESTED_BLOCK = re.compile(r"^net\._blocks\.(\d+)\.(\d+)\.")
 HEAD_KEYS = ("head.weight", "head.bias")
 
 
-def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """``"medtl"``, ``"lukemelas"`` or ``"torchvision"`` from the key names."""
+def checkpoint_convention(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Key-naming convention of a state dict: ``"medtl"``, ``"lukemelas"`` or ``"torchvision"``.
+
+    Read from the key names only. Not :func:`medtl.io.detect_format`, which tells image
+    file formats apart.
+    """
     keys = list(state_dict)
     if any(k.startswith("net.") for k in keys):
         return "medtl"
@@ -104,7 +108,7 @@ def load_pretrained(
     when the model has a 1000-class head. Updates ``model.card`` (head, input
     adaptation) and returns ``{format, head, input_adaptation}``.
     """
-    fmt = fmt or detect_format(state_dict)
+    fmt = fmt or checkpoint_convention(state_dict)
     if inflate_mode is None:
         inflate_mode = (model.card.get("inflate") or {}).get("mode", "i3d")
     if fmt == "medtl":

@@ -32,6 +32,7 @@ from typing import Iterator
 import torch
 
 from .._fileutil import atomic_path
+from .._paths import cache_root
 from ..errors import WeightsError
 
 
@@ -101,8 +102,7 @@ def offline() -> bool:
 
 def cache_dir() -> Path:
     """``$MEDTL_CACHE_DIR/weights`` (default ``~/.cache/medtl/weights``)."""
-    root = os.environ.get("MEDTL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "medtl")
-    return Path(root) / "weights"
+    return cache_root() / "weights"
 
 
 def get_spec(name: str) -> WeightSpec:

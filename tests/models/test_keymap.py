@@ -8,7 +8,7 @@ import torch
 from medtl import models
 from medtl.errors import WeightsError
 from medtl.models._torchvision_keys import checkpoint_shapes
-from medtl.models.keymap import to_medtl_names
+from medtl.models.keymap import checkpoint_convention, to_medtl_names
 
 from .conftest import ARCHS, fake
 
@@ -30,6 +30,12 @@ def test_every_backbone_tensor_is_filled_from_the_checkpoint(arch):
     # every parameter and buffer (bar num_batches_tracked absent from legacy files) came from the file
     unfilled = [k for k in target if k not in mapped and not k.endswith("num_batches_tracked")]
     assert unfilled == []
+
+
+def test_checkpoint_convention_reads_the_key_names():
+    assert checkpoint_convention(fake("resnet18")) == "torchvision"
+    assert checkpoint_convention(fake("efficientnet_lite0")) == "lukemelas"
+    assert checkpoint_convention(models.create("resnet18").state_dict()) == "medtl"
 
 
 def test_densenet_accepts_both_legacy_and_current_names():

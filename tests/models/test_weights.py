@@ -29,6 +29,17 @@ def fake_spec(monkeypatch, tmp_path) -> tuple[W.WeightSpec, Path]:
     return spec, src
 
 
+def test_cache_folder_comes_from_one_place(monkeypatch, tmp_path):
+    """Weights and the sample cohort share ``medtl._paths.cache_root``: MEDTL_CACHE_DIR, else ~/.cache/medtl."""
+    from medtl._paths import cache_root
+
+    monkeypatch.setenv("MEDTL_CACHE_DIR", str(tmp_path / "c"))
+    assert cache_root() == tmp_path / "c" and W.cache_dir() == tmp_path / "c" / "weights"
+    for unset in (lambda: monkeypatch.setenv("MEDTL_CACHE_DIR", ""), lambda: monkeypatch.delenv("MEDTL_CACHE_DIR")):
+        unset()
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        assert W.cache_dir() == tmp_path / "home" / ".cache" / "medtl" / "weights"
+
 def test_registry_has_full_sha256_for_every_architecture():
     assert set(W.WEIGHTS) == set(models.list_models())
     for spec in W.WEIGHTS.values():
