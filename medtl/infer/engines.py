@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from medtl.errors import MedtlError
-from medtl.infer.studies import Study, one_line
+from medtl.errors import MedtlError, one_line
+from medtl.infer.studies import Study
 from medtl.transforms import Preprocessing
 
 __all__ = ["ENGINES", "load_study", "local_stream", "ray_stream", "stream_studies"]
