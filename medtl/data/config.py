@@ -22,3 +22,7 @@ class DataConfig(_Section):
     cache_dir: Optional[str] = None
     num_workers: int = Field(-1, ge=-1)  #: -1 = auto
     filter: dict[str, str] = Field(default_factory=dict)  #: manifest column -> value (e.g. site: A)
+    #: DICOM modality of images whose files carry none (PNG folders, MedMNIST .npz), e.g. DX; recorded
+    #: in the model card's training domain so that prediction can refuse other modalities
+    modality: Optional[str] = None
+    body_part: Optional[str] = None  #: e.g. CHEST; recorded in the model card (informative)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "OODDetector", "fit", "logit_scores"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "OODDetector", "features_and_logits", "fit", "logit_scores"]
 
 METHODS = ("mahalanobis", "knn", "energy", "msp")
 #: The score prediction reports; chosen by ``benchmarks/ood.py`` (docs/benchmarks.md).
@@ -37,6 +37,19 @@ MAX_BANK = 2048
 KNN_K = 10
 #: Quantile of the validation scores used as each score's threshold.
 DEFAULT_QUANTILE = 0.95
+
+
+def features_and_logits(model: Any, x: Any) -> tuple[Any, Any]:
+    """``(pooled features, logits)`` of a medtl backbone in one forward pass.
+
+    ``model(x)`` is ``head(drop(pooled(x)))`` for every medtl backbone, so the logits are
+    the ones a plain call gives. A model without ``pooled``/``head`` gives ``(None, model(x))``.
+    """
+    pooled, head = getattr(model, "pooled", None), getattr(model, "head", None)
+    if pooled is None or head is None:
+        return None, model(x)
+    f = pooled(x)
+    return f, head(model.drop(f))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
