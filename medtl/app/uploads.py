@@ -13,9 +13,7 @@ Limits refuse zip bombs and absurd uploads with one readable line each.
 from __future__ import annotations
 
 import os
-import posixpath
 import shutil
-import stat
 import zipfile
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from medtl.errors import ScanError
+from medtl.io.archive import check_zip
 
 __all__ = ["MAX_FILES", "MAX_RATIO", "MAX_TOTAL_BYTES", "UnsafeUploadError", "check_archive", "check_nifti",
            "stage_upload"]
@@ -41,53 +40,19 @@ class UnsafeUploadError(ScanError):
     """An upload refused before reading: unsafe archive, too big, too many files."""
 
 
-def _escapes(name: str) -> bool:
-    """True when a member name would land outside an extraction folder (absolute, drive, ``..``)."""
-    norm = name.replace("\\", "/")
-    if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
-        return True
-    return ".." in posixpath.normpath(norm).split("/")
-
-
 def check_archive(path: str | os.PathLike, max_total_bytes: int = MAX_TOTAL_BYTES, max_ratio: float = MAX_RATIO,
                   max_files: int = MAX_FILES) -> int:
     """Refuse an unsafe zip; return its total decompressed size in bytes.
 
-    Refused: member paths escaping the archive (``../``, absolute), symbolic
-    links, more than ``max_files`` members, more than ``max_total_bytes``
-    decompressed, or a decompressed/compressed ratio above ``max_ratio``. The
-    sizes checked are the declared ones; Python's ``zipfile`` never returns
-    more bytes than a member declares, so a member lying about its size cannot
-    inflate past the check.
+    The member check is :func:`medtl.io.archive.check_zip` (paths escaping the
+    archive, symbolic links), here with the upload limits: more than ``max_files``
+    members, more than ``max_total_bytes`` decompressed, or a decompressed/compressed
+    ratio above ``max_ratio`` (a zip bomb). Messages name the archive by its base name.
     """
     path = Path(path)
-    name = path.name
-    try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UnsafeUploadError(name, f"unreadable zip archive ({exc})", "re-create the archive") from None
-    files = [i for i in infos if not i.is_dir()]
-    for info in infos:
-        if _escapes(info.filename):
-            raise UnsafeUploadError(name, f"member {info.filename!r} escapes the archive folder; archive refused",
-                                    "re-create the zip with relative member paths")
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise UnsafeUploadError(name, f"member {info.filename!r} is a symbolic link; archive refused",
-                                    "zip the files themselves, not links to them")
-    if len(files) > max_files:
-        raise UnsafeUploadError(name, f"{len(files)} files in the archive (limit {max_files})",
-                                "upload one series at a time")
-    total = sum(i.file_size for i in files)
-    packed = sum(i.compress_size for i in files)
-    if total > max_total_bytes:
-        raise UnsafeUploadError(name, f"{total / 2**20:.0f} MB once decompressed "
-                                f"(limit {max_total_bytes / 2**20:.0f} MB)",
-                                "upload one series at a time")
-    if total > max_ratio * max(packed, 1):
-        raise UnsafeUploadError(name, f"decompresses {total / max(packed, 1):.0f}x (limit {max_ratio:g}x); looks "
-                                "like a zip bomb, archive refused", "re-create the archive from the DICOM files")
-    return total
+    listing = check_zip(path, where=path.name, error=UnsafeUploadError, max_files=max_files,
+                        max_total_bytes=max_total_bytes, max_ratio=max_ratio)
+    return listing.total_bytes
 
 
 def check_nifti(path: str | os.PathLike, max_total_bytes: int = MAX_TOTAL_BYTES) -> None:

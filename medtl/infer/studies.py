@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import tempfile
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medtl.errors import MedtlError, ScanError, one_line
+from medtl.errors import MedtlError, one_line
 
 #: Files with these suffixes are companions of scans (notes, sidecars, tables), never studies.
 COMPANION_SUFFIXES = frozenset({
@@ -74,7 +73,11 @@ class Study:
 
         if self.exclusive:
             return read_series(self.path, series=self.series_uid, progress=False)
-        return _read_series_subset(self)
+        # The folder also holds other series: read just this series' files (reading the
+        # folder would parse every other series' headers once per series).
+        scan = read_series(list(self.files), series=self.series_uid, progress=False)
+        scan.source = self.path
+        return scan
 
 
 @dataclass(frozen=True)
@@ -286,42 +289,6 @@ def _series_studies(root: Path, dicom: Sequence[tuple[Path, dict[str, str]]],
                              files=tuple(str(p) for p in sorted(paths)),
                              exclusive=count_under[str(folder)] == len(paths)))
     return studies
-
-
-def _read_series_subset(study: Study) -> Any:
-    """Read one series whose folder also holds other series' files.
-
-    ``read_series`` reads a folder; pointing it at the shared folder would parse every other
-    series' headers once per series (quadratic on flat exports). Instead it reads a temporary
-    folder of links to just this series' files; messages name the real folder.
-    """
-    from medtl.io.dicom import read_series
-
-    with tempfile.TemporaryDirectory(prefix="medtl-series-") as tmp:
-        real: dict[str, str] = {}
-        try:
-            for i, f in enumerate(study.files):
-                link = os.path.join(tmp, f"{i:06d}_{Path(f).name}")
-                os.symlink(os.path.abspath(f), link)
-                real[link] = f
-        except OSError:  # no symlinks on this file system: read from the shared folder (slower, same result)
-            return read_series(study.path, series=study.series_uid, progress=False)
-
-        def unlink_names(text: str) -> str:
-            for link in sorted(real, key=len, reverse=True):
-                text = text.replace(link, real[link])
-            return text.replace(tmp, study.path)
-
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                scan = read_series(tmp, series=study.series_uid, progress=False)
-        except ScanError as exc:
-            raise type(exc)(unlink_names(exc.path or ""), unlink_names(exc.reason), exc.fix) from None
-        for w in caught:  # re-issued with the real names (e.g. missing slices)
-            warnings.warn(unlink_names(str(w.message)), w.category, stacklevel=2)
-        scan.source = study.path
-        return scan
 
 
 def discover_manifest(csv_path: str | os.PathLike, spatial_dims: int) -> Discovery:

@@ -7,6 +7,7 @@ returns a :class:`Scan` with voxels, RAS+ affine and metadata.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from medtl.errors import ScanError, UnsupportedFormatError
@@ -52,8 +53,8 @@ def load_scan(path: str | os.PathLike, series: str | int | None = None, grayscal
     return scan.to_grayscale() if grayscale else scan
 
 
-def list_series(path: str | os.PathLike) -> list[dict]:
-    """The DICOM series found in a folder or zip (UID, modality, description, file count)."""
+def list_series(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:
+    """The DICOM series found in a folder, zip or list of files (UID, modality, description, file count)."""
     from medtl.io.dicom import list_series as _list_series
 
     return _list_series(path)

@@ -1,26 +1,16 @@
-"""Pieces of DICOM series reading that need no pydicom: where the files come from
-(a folder or a zip) and how slices are ordered and checked along the slice normal.
+"""Slice geometry without pydicom: the slice normal, and slices ordered and checked along it.
 
-``medtl.io.dicom`` does the DICOM parsing and calls these. They are written by hand
-because no library we depend on exposes them: MONAI's ``PydicomReader`` orders slices
-by InstanceNumber and checks neither gaps nor duplicates, and pydicom has no series
-concept.
+Written by hand because no library we depend on does it: MONAI's ``PydicomReader``
+orders slices by InstanceNumber and checks neither gaps nor duplicates, and pydicom
+has no series concept.
 """
 
 from __future__ import annotations
 
-import io
-import os
-import posixpath
-import threading
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
-
-from medtl.errors import CorruptFileError, SeriesError
 
 #: Relative tolerance (fraction of the median slice spacing) beyond which slice
 #: spacing counts as uneven. 5 % tolerates positions written with 0.1 mm rounding
@@ -29,82 +19,6 @@ UNEVEN_TOLERANCE = 0.05
 #: Two slices whose positions along the normal differ by less than this (mm) are
 #: at the same position.
 DUPLICATE_TOLERANCE_MM = 1e-3
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One candidate file: a path on disk, or a member of a zip archive."""
-
-    name: str  # shown in messages: the path, or "archive.zip:member"
-    path: str | None = None
-    zip_path: str | None = None
-    member: str | None = None
-
-
-def _unsafe_member(name: str) -> bool:
-    """True when a zip member name would land outside the extraction folder (zip slip)."""
-    norm = name.replace("\\", "/")
-    if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
-        return True
-    return ".." in posixpath.normpath(norm).split("/")
-
-
-def list_entries(path: str | os.PathLike) -> list[Entry]:
-    """All files under a folder (recursive) or in a ``.zip``, in sorted name order.
-
-    Zip members are read in memory (never extracted); a member whose name escapes
-    the archive (``../x``, an absolute path) makes the whole archive refused, since
-    such archives are crafted or broken.
-    """
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file())
-        return [Entry(name=str(f), path=str(f)) for f in files]
-    if p.is_file() and zipfile.is_zipfile(p):
-        try:
-            with zipfile.ZipFile(p) as zf:
-                infos = zf.infolist()
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise CorruptFileError(p, f"unreadable zip archive ({exc})", "re-create the archive") from exc
-        for info in infos:
-            if _unsafe_member(info.filename):
-                raise CorruptFileError(
-                    p, f"zip member {info.filename!r} escapes the archive folder, refusing the archive",
-                    "re-create the zip with relative member paths")
-        members = sorted(i.filename for i in infos if not i.is_dir())
-        return [Entry(name=f"{p}:{m}", zip_path=str(p), member=m) for m in members]
-    if not p.exists():
-        raise SeriesError(p, "no such folder or zip file", "check the path")
-    raise SeriesError(p, "not a folder or a .zip of DICOM files", "use read_dicom for a single file")
-
-
-class EntrySource:
-    """Opens entries for ``pydicom.dcmread``: a path, or a zip member's bytes in memory.
-
-    A context manager that keeps each archive open once; safe to call from several
-    threads (zip reads are serialized by a lock, file paths need none).
-    """
-
-    def __init__(self) -> None:
-        self._zips: dict[str, zipfile.ZipFile] = {}
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> "EntrySource":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for zf in self._zips.values():
-            zf.close()
-        self._zips.clear()
-
-    def __call__(self, entry: Entry) -> str | BinaryIO:
-        if entry.path is not None:
-            return entry.path
-        with self._lock:
-            zf = self._zips.get(entry.zip_path)  # type: ignore[arg-type]
-            if zf is None:
-                zf = self._zips[entry.zip_path] = zipfile.ZipFile(entry.zip_path)  # type: ignore[index,arg-type]
-            return io.BytesIO(zf.read(entry.member))  # type: ignore[arg-type]
 
 
 def slice_normal(iop: np.ndarray) -> np.ndarray:

@@ -1,0 +1,78 @@
+"""Zip archives: the one check of their members, shared by ``medtl.io`` and the app's uploads.
+
+medtl reads zip members in memory and never extracts them, yet an archive whose
+member names escape it (absolute paths, drive letters, ``..``) or that holds
+symbolic links is crafted or broken, and one far larger than its packed size is a
+zip bomb. :func:`check_zip` refuses all of these, with one line naming the archive,
+before a single member is read.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from medtl.errors import CorruptFileError, ScanError
+
+__all__ = ["ZipListing", "check_zip", "member_escapes"]
+
+
+@dataclass(frozen=True)
+class ZipListing:
+    """What :func:`check_zip` found: the file members (no folders) and their declared size."""
+
+    members: list[zipfile.ZipInfo]
+    total_bytes: int
+    packed_bytes: int
+
+
+def member_escapes(name: str) -> bool:
+    """True when a member name would land outside an extraction folder (absolute, drive, ``..``)."""
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
+        return True
+    return ".." in posixpath.normpath(norm).split("/")
+
+
+def check_zip(path: str | os.PathLike, *, where: str | None = None, error: type[ScanError] = CorruptFileError,
+              max_files: int | None = None, max_total_bytes: int | None = None,
+              max_ratio: float | None = None) -> ZipListing:
+    """List a zip's members after refusing an unsafe or unreadable archive.
+
+    Always refused: an unreadable archive, member paths escaping the archive and
+    symbolic links. Refused when a limit is given: more than ``max_files`` file
+    members, more than ``max_total_bytes`` decompressed, or a decompressed/compressed
+    ratio above ``max_ratio``. Sizes are the declared ones; Python's ``zipfile`` never
+    returns more bytes than a member declares, so a member lying about its size cannot
+    inflate past the check. Errors are ``error`` (a :class:`ScanError`) naming
+    ``where`` (default: the path).
+    """
+    name = str(path) if where is None else where
+    try:
+        with zipfile.ZipFile(Path(path)) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise error(name, f"unreadable zip archive ({exc})", "re-create the archive") from None
+    for info in infos:
+        if member_escapes(info.filename):
+            raise error(name, f"zip member {info.filename!r} escapes the archive folder; archive refused",
+                        "re-create the zip with relative member paths")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise error(name, f"zip member {info.filename!r} is a symbolic link; archive refused",
+                        "zip the files themselves, not links to them")
+    files = [i for i in infos if not i.is_dir()]
+    total = sum(i.file_size for i in files)
+    packed = sum(i.compress_size for i in files)
+    if max_files is not None and len(files) > max_files:
+        raise error(name, f"{len(files)} files in the archive (limit {max_files})", "upload one series at a time")
+    if max_total_bytes is not None and total > max_total_bytes:
+        raise error(name, f"{total / 2**20:.0f} MB once decompressed (limit {max_total_bytes / 2**20:.0f} MB)",
+                    "upload one series at a time")
+    if max_ratio is not None and total > max_ratio * max(packed, 1):
+        raise error(name, f"decompresses {total / max(packed, 1):.0f}x (limit {max_ratio:g}x); looks like a zip "
+                    "bomb, archive refused", "re-create the archive from the DICOM files")
+    return ZipListing(members=files, total_bytes=total, packed_bytes=packed)

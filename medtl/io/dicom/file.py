@@ -1,0 +1,38 @@
+"""One DICOM file (single or multi-frame) read into a :class:`~medtl.io.scan.Scan`."""
+
+from __future__ import annotations
+
+import os
+
+from medtl.errors import UnsupportedFormatError
+from medtl.io.dicom.frames import frames_of
+from medtl.io.dicom.pixels import decode
+from medtl.io.dicom.sniff import PathLike, check_readable_image, is_dicom_file, read_full
+from medtl.io.dicom.volume import build_scan
+from medtl.io.scan import Scan
+
+
+def read_dicom(path: PathLike) -> Scan:
+    """Read one DICOM file (single or multi-frame) into a :class:`Scan`.
+
+    Enhanced multi-frame files use per-frame Plane Position / Plane Orientation /
+    Pixel Measures / Pixel Value Transformation / Frame VOI LUT items (shared
+    groups as fallback) and have their frames ordered along the slice normal.
+    Raises :class:`UnsupportedFormatError` (not DICOM), :class:`NotAnImageError`
+    (SEG, RT, SR, ...), :class:`CorruptFileError` (truncated, undecodable) or
+    :class:`SeriesError` (frames that do not form one volume).
+    """
+    name = str(path)
+    if os.path.isdir(name):
+        raise UnsupportedFormatError(name, "is a folder, not a DICOM file", "use read_series for a folder")
+    if not os.path.isfile(name):
+        raise UnsupportedFormatError(name, "no such file", "check the path")
+    if not is_dicom_file(name):
+        raise UnsupportedFormatError(name, "not a DICOM file (no DICM marker and no DICOM header)",
+                                     "check the file; medtl reads DICOM, NIfTI and PNG/JPEG")
+    full = read_full(name, name)
+    check_readable_image(full, name, name)
+    frames = frames_of(full, 0)
+    scan = build_scan([full], [name], frames, name, load=lambda _: decode(full, name))
+    scan.metadata["number_of_frames"] = len(frames)
+    return scan

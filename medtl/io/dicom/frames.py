@@ -1,0 +1,133 @@
+"""Per-frame attributes: what each 2D frame's position, orientation, spacing and rescale are.
+
+Classic files carry them at the top level; enhanced multi-frame files carry them in
+functional groups (per-frame items first, shared items as fallback). Both become
+one :class:`Frame` per frame, so ordering and the pixel pipeline see one shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from medtl.io.dicom.geometry import slice_normal
+
+
+def to_float(value: Any) -> float | None:
+    """First value of a (possibly multi-valued) numeric element as float, or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        if not len(value):
+            return None
+        value = value[0]
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) else None
+
+
+def to_vector(value: Any, n: int) -> np.ndarray | None:
+    """A multi-valued element as an ``(n,)`` float array, or None when absent, short or not finite."""
+    if value is None:
+        return None
+    try:
+        vec = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return vec if vec.shape == (n,) and np.all(np.isfinite(vec)) else None
+
+
+@dataclass
+class Frame:
+    """What medtl needs of one 2D frame, from classic attributes or functional groups."""
+
+    src: int  # index of the data set (file) in the list being assembled
+    index: int  # frame number inside that file
+    instance: int
+    ipp: np.ndarray | None
+    iop: np.ndarray | None
+    pixel_spacing: np.ndarray | None  # (row spacing, column spacing)
+    slice_step: float | None  # SpacingBetweenSlices or SliceThickness
+    slope: float
+    intercept: float
+    window: tuple[float | None, float | None]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _group_value(ds: Dataset, frame: int, seq: str, attr: str) -> Any:
+    """``attr`` for ``frame`` from the per-frame, then shared functional groups, else None."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    for groups in (per_frame[frame] if per_frame and frame < len(per_frame) else None,
+                   shared[0] if shared else None):
+        if groups is None:
+            continue
+        items = groups.get(seq)
+        if items:
+            value = items[0].get(attr)
+            if value is not None and value != "":
+                return value
+    return None
+
+
+def _voi_lut_window(ds: Dataset) -> tuple[float | None, float | None]:
+    """A window covering the input range of the first VOI LUT (an approximation of a LUT)."""
+    seq = ds.get("VOILUTSequence")
+    if not seq or "LUTDescriptor" not in seq[0]:
+        return None, None
+    n_entries, first, _ = (int(v) for v in seq[0].LUTDescriptor)
+    n_entries = n_entries or 65536
+    return first + (n_entries - 1) / 2.0, float(n_entries)
+
+
+def frames_of(ds: Dataset, src: int) -> list[Frame]:
+    """One :class:`Frame` per frame of ``ds``; functional groups win over top-level attributes."""
+    n = int(to_float(ds.get("NumberOfFrames")) or 1)
+    instance = int(to_float(ds.get("InstanceNumber")) or 0)
+    enhanced = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+    top_ipp = to_vector(ds.get("ImagePositionPatient"), 3)
+    top_iop = to_vector(ds.get("ImageOrientationPatient"), 6)
+    top_ps = to_vector(ds.get("PixelSpacing"), 2)
+    if top_ps is None:
+        top_ps = to_vector(ds.get("ImagerPixelSpacing"), 2)
+    top_step = to_float(ds.get("SpacingBetweenSlices")) or to_float(ds.get("SliceThickness"))
+    top_window = (to_float(ds.get("WindowCenter")), to_float(ds.get("WindowWidth")))
+    if top_window[0] is None or top_window[1] is None:
+        top_window = _voi_lut_window(ds)
+    top_slope = to_float(ds.get("RescaleSlope"))
+    top_intercept = to_float(ds.get("RescaleIntercept"))
+
+    frames = []
+    for f in range(n):
+        def grp(seq: str, attr: str, f: int = f) -> Any:
+            return _group_value(ds, f, seq, attr) if enhanced else None
+
+        ipp = to_vector(grp("PlanePositionSequence", "ImagePositionPatient"), 3)
+        iop = to_vector(grp("PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+        ps = to_vector(grp("PixelMeasuresSequence", "PixelSpacing"), 2)
+        step = (to_float(grp("PixelMeasuresSequence", "SpacingBetweenSlices"))
+                or to_float(grp("PixelMeasuresSequence", "SliceThickness")))
+        slope = to_float(grp("PixelValueTransformationSequence", "RescaleSlope"))
+        intercept = to_float(grp("PixelValueTransformationSequence", "RescaleIntercept"))
+        wc = to_float(grp("FrameVOILUTSequence", "WindowCenter"))
+        ww = to_float(grp("FrameVOILUTSequence", "WindowWidth"))
+        iop = iop if iop is not None else top_iop
+        step = step or top_step
+        if ipp is None and top_ipp is not None:
+            # Classic multi-frame with one position (e.g. NM reconstructions): frames
+            # are consecutive slices along the normal, SpacingBetweenSlices apart.
+            ipp = top_ipp if f == 0 or iop is None else top_ipp + f * (step or 1.0) * slice_normal(iop)
+        frames.append(Frame(
+            src=src, index=f, instance=instance, ipp=ipp, iop=iop,
+            pixel_spacing=ps if ps is not None else top_ps, slice_step=step,
+            slope=slope if slope is not None else (top_slope if top_slope is not None else 1.0),
+            intercept=intercept if intercept is not None else (top_intercept or 0.0),
+            window=(wc, ww) if wc is not None and ww is not None else top_window,
+        ))
+    return frames
