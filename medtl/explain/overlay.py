@@ -23,6 +23,7 @@ import numpy as np
 from medtl._fileutil import atomic_path
 from medtl.io import save_nifti
 from medtl.io.scan import Scan
+from medtl.transforms.intensity import window_to_unit
 
 PLANES = ("axial", "coronal", "sagittal")
 #: Voxel axis order that :func:`display_slice` shows in the radiological convention (DICOM patient axes).
@@ -80,23 +81,6 @@ def to_display_orientation(scan: Scan) -> Scan:
     return scan.with_array(np.ascontiguousarray(array), affine=affine)
 
 
-def window_to_unit(image: np.ndarray, window: tuple[float, float] | None = None,
-                   percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
-    """Intensities to float32 ``[0, 1]``: ``window`` = ``(center, width)``, default the percentile range."""
-    img = np.asarray(image, dtype=np.float64)
-    if window is None:
-        finite = img[np.isfinite(img)]
-        lo, hi = (np.percentile(finite, percentiles) if finite.size else (0.0, 1.0))
-    else:
-        center, width = float(window[0]), float(window[1])
-        if width <= 0:
-            raise ValueError(f"window width must be > 0, got {width}")
-        lo, hi = center - width / 2, center + width / 2
-    if hi <= lo:
-        return np.zeros(img.shape, dtype=np.float32)
-    return np.clip((np.nan_to_num(img, nan=lo) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-
-
 def overlay(image2d: np.ndarray, saliency2d: np.ndarray, window: tuple[float, float] | None = None,
             cmap: str = "jet", alpha: float = 0.4) -> np.ndarray:
     """uint8 RGB ``(H, W, 3)``: the windowed gray image blended with a colour map of the saliency.
@@ -123,16 +107,116 @@ def overlay(image2d: np.ndarray, saliency2d: np.ndarray, window: tuple[float, fl
     return np.round(blended * 255.0).astype(np.uint8)
 
 
-def save_overlay_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
-    """Write a uint8 RGB ``(H, W, 3)`` picture as PNG, atomically."""
+#: Colour map of saliency overlays: perceptually uniform, dark (low) to light (high), readable in gray print.
+SALIENCY_CMAP = "inferno"
+#: Saliency below this (of the map's own ``[0, 1]`` range) is not drawn: the scan shows through unchanged.
+SALIENCY_THRESHOLD = 0.4
+#: Opacity of the drawn part of the map.
+SALIENCY_ALPHA = 0.6
+#: RGB of the contour line (cyan: not in the inferno map, so it never reads as a saliency level).
+CONTOUR_RGB = (0.0, 1.0, 1.0)
+
+
+def _gray_rgb(image2d: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
+    img = np.asarray(image2d)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return window_to_unit(img, window).astype(np.float64)
+    if img.ndim == 2:
+        return np.repeat(window_to_unit(img, window)[..., None], 3, axis=2).astype(np.float64)
+    raise ValueError(f"image must be (H, W) or (H, W, 3), got shape {img.shape}")
+
+
+def contour_mask(saliency2d: np.ndarray, level: float) -> np.ndarray:
+    """Boolean ``(H, W)``: the one-pixel inner border of the region where saliency >= ``level``."""
+    from scipy import ndimage
+
+    region = np.nan_to_num(np.asarray(saliency2d, dtype=np.float64)) >= level
+    return region & ~ndimage.binary_erosion(region, border_value=0)
+
+
+def heatmap_overlay(image2d: np.ndarray, saliency2d: np.ndarray, window: tuple[float, float] | None = None, *,
+                    cmap: str = SALIENCY_CMAP, alpha: float = SALIENCY_ALPHA,
+                    threshold: float = SALIENCY_THRESHOLD, contour: float | None = None) -> np.ndarray:
+    """uint8 RGB ``(H, W, 3)``: the windowed scan with the saliency drawn only where it is >= ``threshold``.
+
+    Below ``threshold`` the pixel is the windowed gray scan exactly (no full-frame
+    wash); at or above, ``(1 - alpha) * gray + alpha * cmap(saliency)``. With
+    ``contour`` (a level in ``[0, 1]``), the border of the region >= that level is
+    drawn in :data:`CONTOUR_RGB`. ``window`` is the scan's ``(center, width)``
+    (:func:`medtl.transforms.intensity.window_to_unit`).
+    """
+    gray = _gray_rgb(image2d, window)
+    sal = np.clip(np.nan_to_num(np.asarray(saliency2d, dtype=np.float64)), 0.0, 1.0)
+    if sal.shape != gray.shape[:2]:
+        raise ValueError(f"saliency shape {sal.shape} does not match the image {gray.shape[:2]}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    colours = matplotlib.colormaps[cmap](sal)[..., :3]
+    shown = (sal >= threshold)[..., None] if threshold > 0 else np.ones(sal.shape + (1,), bool)
+    out = np.where(shown, (1.0 - alpha) * gray + alpha * colours, gray)
+    if contour is not None:
+        out[contour_mask(sal, contour)] = CONTOUR_RGB
+    return np.round(out * 255.0).astype(np.uint8)
+
+
+def labelled_overlay(rgb: np.ndarray, *, method: str, class_name: str, probability: float, model: str,
+                     cmap: str = SALIENCY_CMAP, threshold: float = SALIENCY_THRESHOLD,
+                     aspect: float = 1.0, dpi: int = 100) -> np.ndarray:
+    """The overlay as a self-describing picture (uint8 RGB): the image, a colour bar, and text lines
+    naming the method, the class explained with its probability, and the model.
+
+    Rendered with matplotlib (Agg, no display). The colour bar spans the map's
+    ``[0, 1]`` and greys out the part below ``threshold`` (not drawn on the image).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected a uint8 (H, W, 3) RGB array, got {rgb.dtype} {rgb.shape}")
+    h, w = rgb.shape[0] * aspect, rgb.shape[1]
+    img_w, img_h = 4.2 * w / max(h, w), 4.2 * h / max(h, w)  # inches
+    margin, text_h, bar_w, right = 0.15, 0.75, 0.22, 1.0
+    fig_w, fig_h = margin + img_w + margin + bar_w + right, margin + img_h + text_h
+    fig = Figure(figsize=(fig_w, fig_h), dpi=dpi, facecolor="black")
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((margin / fig_w, margin / fig_h, img_w / fig_w, img_h / fig_h))
+    ax.imshow(rgb, aspect=aspect, interpolation="nearest")
+    ax.set_axis_off()
+    cax = fig.add_axes(((2 * margin + img_w) / fig_w, margin / fig_h, bar_w / fig_w, img_h / fig_h))
+    bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap), cax=cax)
+    bar.set_label("saliency (relative to this map's maximum)", color="white", fontsize=8)
+    bar.ax.tick_params(colors="white", labelsize=7)
+    if threshold > 0:
+        cax.axhspan(0.0, threshold, color="0.35", alpha=0.85)
+        cax.text(0.5, threshold / 2, "not\nshown", ha="center", va="center", color="white", fontsize=6,
+                 transform=cax.transAxes)
+    lines = [f"{method}", f"{class_name}: p = {probability:.3f}", f"model: {model}"]
+    fig.text(margin / fig_w, 1 - 0.08 / fig_h, "\n".join(lines), ha="left", va="top", color="white", fontsize=9)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def save_overlay_png(path: str | os.PathLike, rgb: np.ndarray, text: dict[str, str] | None = None) -> Path:
+    """Write a uint8 RGB ``(H, W, 3)`` picture as PNG, atomically; ``text``: PNG text chunks (tEXt)."""
     from PIL import Image
 
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected a uint8 (H, W, 3) RGB array, got {rgb.dtype} {rgb.shape}")
     path = Path(path)
+    info = None
+    if text:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(str(key), str(value))
     with atomic_path(path) as tmp:
-        Image.fromarray(rgb).save(tmp, format="PNG")
+        Image.fromarray(rgb).save(tmp, format="PNG", pnginfo=info)
     return path
 
 

@@ -1,24 +1,30 @@
-"""Saliency maps for one network input: Grad-CAM, Grad-CAM++ and occlusion sensitivity, 2D and 3D.
+"""Saliency maps for one network input, 2D and 3D: class activation maps at any stage, occlusion,
+gradient attributions.
 
-All three come from MONAI's ``monai.visualize`` (``GradCAM``, ``GradCAMpp``,
-``OcclusionSensitivity``); this module only supplies what they leave to the caller:
+- ``gradcam`` / ``gradcam++`` on ``model.feature_layer`` come from MONAI's
+  ``monai.visualize`` (``GradCAM``, ``GradCAMpp``); the hooked layer is the
+  model's own ``feature_layer`` (a module), turned into the name MONAI wants by
+  identity in ``named_modules()``. Given ``stride=...`` they, and ``hirescam`` and
+  ``layercam``, are taken at the backbone stage(s) of that stride instead
+  (:mod:`medtl.explain.cam`; several strides are fused).
+- ``occlusion``: MONAI's ``OcclusionSensitivity`` with a softmax over the classes
+  (MONAI's default activation looks at the *input* channel count and would apply a
+  sigmoid to a 1-channel model) and mask size / overlap defaults that keep 3D
+  affordable on CPU.
+- ``integrated_gradients`` / ``smoothgrad``: captum's ``IntegratedGradients`` and
+  ``NoiseTunnel(Saliency)``.
 
-- the hooked layer is the model's own ``feature_layer`` (a module), turned into
-  the name MONAI wants by identity in ``named_modules()`` -- never a string the
-  user must guess;
-- the model is left exactly as found: MONAI registers its hooks without keeping
-  the handles (they would stay on the model forever), so :class:`_LayerHooks`
-  keeps and removes them; train/eval flags of every submodule, ``requires_grad``
-  and existing ``.grad`` of every parameter are restored;
-- occlusion gets a softmax over the classes (MONAI's default activation looks at
-  the *input* channel count and would apply a sigmoid to a 1-channel model) and
-  mask size / overlap defaults that keep 3D affordable on CPU;
-- every map is returned as float32 in ``[0, 1]``, min-max normalised per map
-  (MONAI's default normaliser flips the map: max -> 0).
+The model is left exactly as found: MONAI registers its hooks without keeping the
+handles (they would stay on the model forever), so :class:`_LayerHooks` keeps and
+removes them; train/eval flags of every submodule, ``requires_grad`` and existing
+``.grad`` of every parameter are restored. Every map is returned as float32 in
+``[0, 1]``, min-max normalised per map (MONAI's default normaliser flips the map:
+max -> 0).
 
-Why not ``grad-cam``/``captum``: MONAI's classes handle 2D and 3D alike, MONAI is
-already a dependency, and both alternatives would be extra packages for the
-same three methods.
+Which method is the default (:data:`DEFAULT_METHOD`) is measured, not assumed:
+``benchmarks/saliency.py`` scores every candidate on the demo recipe's models
+(pointing game against lesion masks, mass in the lesion, deletion faithfulness);
+``docs/benchmarks.md`` has the table.
 """
 
 from __future__ import annotations
@@ -35,8 +41,28 @@ from monai.visualize import GradCAM, GradCAMpp, OcclusionSensitivity
 from monai.visualize.class_activation_maps import ModelWithHooks
 from torch import nn
 
-#: Methods :func:`saliency` knows.
-METHODS = ("gradcam", "gradcam++", "occlusion")
+from medtl.explain.cam import stage_cam
+
+#: Methods :func:`saliency` knows; the first is the default.
+METHODS = ("layercam", "gradcam", "gradcam++", "hirescam", "occlusion", "integrated_gradients", "smoothgrad")
+#: Names for people (the app's choices, overlay captions).
+METHOD_TITLES = {"layercam": "LayerCAM", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM",
+                 "occlusion": "Occlusion", "integrated_gradients": "Integrated Gradients", "smoothgrad": "SmoothGrad"}
+#: The default method: the winner of ``benchmarks/saliency.py`` on the validation positives.
+DEFAULT_METHOD = METHODS[0]
+#: Stage strides each CAM method uses unless given ``stride=`` (``None``: ``model.feature_layer``).
+#: Where a model has no stage at a listed stride, the nearest stride it has is used.
+CAM_STRIDES: dict[str, tuple[int, ...] | None] = {
+    "layercam": (8, 16),
+    "gradcam": None,
+    "gradcam++": None,
+    "hirescam": (8,),
+}
+#: Integrated Gradients: steps of the path integral (baseline: the all-zero network input, i.e. the mean).
+IG_STEPS = 32
+#: SmoothGrad: noisy copies and noise std as a fraction of the input's value range.
+SMOOTHGRAD_SAMPLES = 16
+SMOOTHGRAD_NOISE = 0.15
 
 #: Default occlusion mask as a fraction of the input size per axis, and window overlap.
 #: 2D: mask 1/8 of each side, overlap 0.5 (stride 1/16): 15 x 15 = 225 occluded copies.
@@ -270,39 +296,89 @@ def _occlusion(model: nn.Module, xb: torch.Tensor, target: int | None, mask_size
     return Explanation(normalize_map(drop.detach().cpu().numpy()), probs[0].cpu().numpy(), chosen, "occlusion")
 
 
-def explain(model: nn.Module, x: torch.Tensor, method: str = "gradcam", target: int | None = None, *,
+def _stage_cam(model: nn.Module, xb: torch.Tensor, method: str, target: int | None,
+               stride: int | Sequence[int] | None) -> Explanation:
+    _check_target(target, getattr(model, "num_classes", None))
+    exact = stride is not None
+    strides = ([int(stride)] if isinstance(stride, int) else [int(s) for s in stride]) if exact \
+        else CAM_STRIDES[method]
+    cam, logits, chosen, _ = stage_cam(model, xb, method, target, strides, exact=exact)
+    probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+    return Explanation(normalize_map(cam), probs, chosen, method)
+
+
+def _attribution(model: nn.Module, xb: torch.Tensor, method: str, target: int | None) -> Explanation:
+    """captum's Integrated Gradients (positive part) or SmoothGrad (|gradient|), summed over channels."""
+    from captum.attr import IntegratedGradients, NoiseTunnel
+    from captum.attr import Saliency as Gradient
+
+    with torch.no_grad():
+        logits = model(xb)
+    _logits_ok(logits)
+    _check_target(target, logits.shape[1])
+    chosen = int(logits.argmax(1)) if target is None else int(target)
+    with torch.enable_grad():
+        if method == "integrated_gradients":
+            attr = IntegratedGradients(model).attribute(xb, baselines=torch.zeros_like(xb), target=chosen,
+                                                        n_steps=IG_STEPS, internal_batch_size=IG_STEPS)
+            attr = attr.clamp(min=0)
+        else:
+            spread = float(xb.max() - xb.min()) or 1.0
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)  # the same map for the same input
+                attr = NoiseTunnel(Gradient(model)).attribute(
+                    xb, nt_type="smoothgrad", nt_samples=SMOOTHGRAD_SAMPLES,
+                    nt_samples_batch_size=SMOOTHGRAD_SAMPLES, stdevs=SMOOTHGRAD_NOISE * spread, target=chosen)
+    m = attr[0].detach().sum(0).cpu().numpy()
+    probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+    return Explanation(normalize_map(m), probs, chosen, method)
+
+
+def explain(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, target: int | None = None, *,
             mask_size: int | Sequence[int] | None = None, overlap: float | None = None,
-            n_batch: int = 16) -> Explanation:
+            n_batch: int = 16, stride: int | Sequence[int] | None = None) -> Explanation:
     """Saliency map of one network input plus the prediction it explains (see :func:`saliency`)."""
     if method not in METHODS:
         raise ValueError(f"unknown saliency method {method!r}; choose one of {', '.join(METHODS)}")
     if method != "occlusion" and (mask_size is not None or overlap is not None):
         raise ValueError("mask_size and overlap are occlusion settings; they do not apply to " + method)
+    if stride is not None and method not in CAM_STRIDES:
+        raise ValueError(f"stride is a setting of the activation maps ({', '.join(CAM_STRIDES)}), not of {method}")
     _check_classifier(model)
     xb = _batch(model, x)
     with _untouched(model):
         if method == "occlusion":
             return _occlusion(model, xb, target, mask_size, overlap, n_batch)
-        return _cam(model, xb, method, target)
+        if method in ("integrated_gradients", "smoothgrad"):
+            return _attribution(model, xb, method, target)
+        if method in ("gradcam", "gradcam++") and stride is None and CAM_STRIDES[method] is None:
+            return _cam(model, xb, method, target)
+        return _stage_cam(model, xb, method, target, stride)
 
 
-def saliency(model: nn.Module, x: torch.Tensor, method: str = "gradcam", target: int | None = None, *,
+def saliency(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, target: int | None = None, *,
              mask_size: int | Sequence[int] | None = None, overlap: float | None = None,
-             n_batch: int = 16) -> np.ndarray:
+             n_batch: int = 16, stride: int | Sequence[int] | None = None) -> np.ndarray:
     """Saliency map of one network input ``x`` ``(C, H, W)`` or ``(C, D, H, W)`` for class ``target``.
 
     Returns float32 ``x.shape[1:]`` (network layout) in ``[0, 1]``, min-max
     normalised per map (:func:`normalize_map`); ``target`` defaults to the
-    predicted class. Methods:
+    predicted class. Methods (:data:`METHODS`, default :data:`DEFAULT_METHOD`):
 
-    - ``"gradcam"`` / ``"gradcam++"``: on ``model.feature_layer``, upsampled
-      (bi/trilinear) from the feature grid, so as coarse as that grid (1/32 of
-      the input for the medtl backbones);
+    - ``"layercam"``, ``"hirescam"``, ``"gradcam"``, ``"gradcam++"``: class
+      activation maps at the backbone stages of :data:`CAM_STRIDES` (or
+      ``stride``: one stride or several, fused by the mean of their maps);
+      ``gradcam``/``gradcam++`` without a stride use ``model.feature_layer``,
+      as coarse as that grid (1/32 of the input for the medtl backbones);
     - ``"occlusion"``: drop of the target's softmax probability when a window is
       faded out; ``mask_size`` (per axis) and ``overlap`` default to
-      :data:`OCCLUSION_DEFAULTS`; ``n_batch`` occluded copies per forward pass.
+      :data:`OCCLUSION_DEFAULTS`; ``n_batch`` occluded copies per forward pass;
+    - ``"integrated_gradients"`` (positive part, :data:`IG_STEPS` steps from the
+      zero input) and ``"smoothgrad"`` (mean |gradient| over
+      :data:`SMOOTHGRAD_SAMPLES` noisy copies), from captum.
 
     The model is run in eval mode and left as it was (modes, ``requires_grad``,
     gradients, no hooks).
     """
-    return explain(model, x, method, target, mask_size=mask_size, overlap=overlap, n_batch=n_batch).map
+    return explain(model, x, method, target, mask_size=mask_size, overlap=overlap, n_batch=n_batch,
+                   stride=stride).map

@@ -56,6 +56,27 @@ def window(x: Any, center: float, width: float) -> Any:
     return ScaleIntensityRange(a_min=lo, a_max=lo + width, b_min=0.0, b_max=1.0, clip=True)(x)
 
 
+def window_to_unit(image: Any, window: tuple[float, float] | None = None,
+                   percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+    """Pure numpy display windowing: float32 ``[0, 1]``, ``window`` = ``(center, width)``.
+
+    ``None``: the ``percentiles`` of the finite values map to 0 and 1. NaN counts as
+    the window's low end. The one windowing rule of the overlays and the app's viewer.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if window is None:
+        finite = img[np.isfinite(img)]
+        lo, hi = (np.percentile(finite, percentiles) if finite.size else (0.0, 1.0))
+    else:
+        center, width = float(window[0]), float(window[1])
+        if width <= 0:
+            raise ValueError(f"window width must be > 0, got {width}")
+        lo, hi = center - width / 2, center + width / 2
+    if hi <= lo:
+        return np.zeros(img.shape, dtype=np.float32)
+    return np.clip((np.nan_to_num(img, nan=lo) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
 def parse_window(spec: str) -> str | tuple[float, float]:
     """Validate a window spec: returns ``"auto"``/``"none"``/``"percentile"`` or ``(center, width)``.
 
