@@ -142,6 +142,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         auc_ci = ci.get("auc")
         span = f" (95% CI {auc_ci[0]:.3f}-{auc_ci[1]:.3f})" if auc_ci else ""
         print(f"test AUC {test.get('auc', float('nan')):.4f}{span}, accuracy {test.get('accuracy', float('nan')):.4f}")
+    verdict = result.card.get("degenerate") or {}
+    if verdict.get("degenerate"):
+        print(f"WARNING: this model did not learn to separate the classes ({'; '.join(verdict['reasons'])}); "
+              f"predictions will carry this warning. Try more data or epochs, or train.batchnorm=reestimate for "
+              f"small 3D batches.", file=sys.stderr)
     print(f"run written to {result.run_dir} (model card: {result.run_dir / 'model_card.json'})")
     return 0
 
@@ -171,7 +176,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.saliency) if args.saliency else None
     if out is not None and not out.name.lower().endswith((".png", ".nii", ".nii.gz")):
         raise MedtlError(f"{out}: --saliency must end in .png (overlay) or .nii/.nii.gz (map in the scan's geometry)")
-    predictor = Predictor.from_run(args.model, device=args.device)
+    predictor = Predictor.from_run(args.model, device=args.device, allow_other_domain=args.allow_other_domain)
     scan = load_scan(args.scan, series=args.series, progress=False)
     pred = predictor.predict(scan, saliency=args.method if out is not None else None)
     if out is not None and pred.saliency is not None:
@@ -185,6 +190,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     print(f"study: {pred.source}  shape {'x'.join(str(s) for s in pred.shape)}")
     print(f"model: {predictor.model_id}")
+    for warning in pred.warnings:
+        print(f"WARNING: {warning}")
     for name, p in pred.probabilities.items():
         print(f"  p({name}) = {p:.4f}")
     if pred.threshold is not None:
@@ -192,6 +199,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         print(f"decision: {pred.decision}  (most probable class)")
     print(f"preprocessing: {pred.preprocessing_text}")
+    if pred.ood_score is not None:
+        verdict = "OUTSIDE the training distribution" if pred.out_of_distribution else "within the training distribution"
+        print(f"out-of-distribution score ({pred.ood_method}): {pred.ood_score:.4g} (threshold "
+              f"{pred.ood_threshold:.4g}): {verdict}")
     if out is not None:
         print(f"saliency ({args.method}) written to {out}")
     return 0
@@ -315,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=SALIENCY_METHODS, default="gradcam", help="saliency method")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--allow-other-domain", action="store_true",
+                   help="predict even when the header says the scan is not what the model was trained on")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(

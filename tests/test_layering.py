@@ -21,13 +21,15 @@ ALLOWED = {
     "models": {"errors", "_fileutil", "_schema", "_paths"},
     "data": {"errors", "_fileutil", "_schema", "io", "transforms"},
     "explain": {"errors", "_fileutil", "io", "transforms", "models"},
+    "guard": {"errors", "_fileutil", "io"},
     "runs": {"errors", "_fileutil", "models", "transforms"},
     "config": {"errors", "_fileutil", "_schema", "data", "transforms", "models", "train"},
-    "train": {"errors", "_fileutil", "_schema", "io", "transforms", "models", "data", "runs", "config", "explain"},
-    "infer": {"errors", "_fileutil", "io", "transforms", "models", "explain", "runs"},
+    "train": {"errors", "_fileutil", "_schema", "io", "transforms", "models", "data", "runs", "config", "explain",
+              "guard"},
+    "infer": {"errors", "_fileutil", "io", "transforms", "models", "explain", "runs", "guard"},
     "demo": {"errors", "_fileutil", "_paths", "io", "transforms", "models", "data", "explain", "runs", "config",
-             "train", "infer"},
-    "app": {"errors", "_fileutil", "io", "transforms", "models", "explain", "runs", "infer", "demo"},
+             "train", "infer", "guard"},
+    "app": {"errors", "_fileutil", "io", "transforms", "models", "explain", "runs", "infer", "demo", "guard"},
 }
 
 

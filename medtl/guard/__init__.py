@@ -12,7 +12,7 @@
 
 from medtl.guard.collapse import check_outputs
 from medtl.guard.domain import check_scan, family, record_domain
-from medtl.guard.ood import DEFAULT_METHOD, METHODS, OODDetector, fit, logit_scores
+from medtl.guard.ood import DEFAULT_METHOD, METHODS, OODDetector, features_and_logits, fit, logit_scores
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "OODDetector", "check_outputs", "check_scan", "family", "fit",
+__all__ = ["DEFAULT_METHOD", "METHODS", "OODDetector", "check_outputs", "check_scan", "family", "features_and_logits", "fit",
            "logit_scores", "record_domain"]

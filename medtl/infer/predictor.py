@@ -2,7 +2,7 @@
 card's threshold, the preprocessing used, and optionally a saliency map.
 
     p = Predictor.from_run("runs/tiny")
-    pred = p.predict("scan.dcm", saliency="gradcam")
+    pred = p.predict("scan.dcm", saliency=True)      # the default method (medtl.explain.DEFAULT_METHOD)
     pred.probabilities, pred.decision, pred.saliency
 
 The preprocessing is the model card's (``card["preprocessing"]``, the pipeline training
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from medtl.errors import MedtlError
+from medtl.guard import DEFAULT_METHOD, OODDetector, check_scan, features_and_logits
 from medtl.io.scan import Scan
 from medtl.runs import card_hash, load_run, resolve_device
 from medtl.transforms import Preprocessing
@@ -49,11 +50,21 @@ class Prediction:
     preprocessing_text: str
     saliency: Scan | None = None
     saliency_info: dict[str, Any] = field(default_factory=dict)
+    #: Out-of-distribution score (higher = further from the training data), its method and threshold;
+    #: ``None`` for a model card written before medtl recorded them.
+    ood_score: float | None = None
+    ood_method: str | None = None
+    ood_threshold: float | None = None
+    #: ``True`` when the score is above the threshold: the probability is not meaningful.
+    out_of_distribution: bool | None = None
+    #: What a reader must know before trusting the probability (one line each).
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (the saliency map itself is left out; its method is kept)."""
         out = {k: getattr(self, k) for k in ("source", "shape", "probabilities", "predicted", "decision",
-                                             "threshold", "positive_class", "preprocessing")}
+                                             "threshold", "positive_class", "preprocessing", "ood_score",
+                                             "ood_method", "ood_threshold", "out_of_distribution", "warnings")}
         out["preprocessing_text"] = self.preprocessing_text
         if self.saliency is not None:
             out["saliency"] = {k: v for k, v in self.saliency_info.items() if _jsonable(v)}
@@ -84,16 +95,25 @@ def describe_preprocessing(prep: Preprocessing) -> str:
     return ", ".join(parts)
 
 
+OOD_MESSAGE = "outside what this model was trained on: the probability is not meaningful"
+
+
 class Predictor:
     """A trained model with its card and preprocessing, ready to score studies.
 
     Build it with :meth:`from_run`. ``predict`` scores one study (path, :class:`Scan` or
-    array); ``predict_batch`` scores preprocessed tensors (what batch scoring uses).
+    array) after the training-domain checks (:meth:`check`); ``score_batch`` scores
+    preprocessed tensors with their out-of-distribution scores (what batch scoring uses).
+    ``allow_other_domain`` turns the header refusals into warnings.
     """
 
     def __init__(self, model: nn.Module, card: dict[str, Any], preprocessing: Preprocessing,
-                 device: str | torch.device = "cpu", run_dir: str | os.PathLike | None = None) -> None:
+                 device: str | torch.device = "cpu", run_dir: str | os.PathLike | None = None,
+                 ood: OODDetector | None = None, allow_other_domain: bool = False) -> None:
         self.model = model.eval()
+        self.ood = ood
+        self.ood_method = (card.get("ood") or {}).get("method", DEFAULT_METHOD) if ood is not None else None
+        self.allow_other_domain = allow_other_domain
         self.card = card
         self.preprocessing = preprocessing
         self.device = torch.device(device)
@@ -112,11 +132,32 @@ class Predictor:
             str(card.get("name", "model"))
 
     @classmethod
-    def from_run(cls, path: str | os.PathLike, device: str = "auto") -> "Predictor":
-        """Load a run directory written by ``medtl train`` (weights, model card, preprocessing)."""
+    def from_run(cls, path: str | os.PathLike, device: str = "auto", allow_other_domain: bool = False) -> "Predictor":
+        """Load a run directory written by ``medtl train`` (weights, model card, preprocessing,
+        out-of-distribution statistics when the card has them)."""
         dev = resolve_device(device)
         model, card, prep = load_run(path, device=str(dev))
-        return cls(model, card, prep, device=dev, run_dir=path)
+        ood = None
+        entry = card.get("ood")
+        if entry:
+            file = Path(path) / entry.get("file", "ood.safetensors")
+            if not file.is_file():
+                raise MedtlError(f"{file}: out-of-distribution statistics missing from the run (restore the file "
+                                 f"or retrain)")
+            ood = OODDetector.load(file, entry)
+        return cls(model, card, prep, device=dev, run_dir=path, ood=ood, allow_other_domain=allow_other_domain)
+
+    @property
+    def model_warnings(self) -> list[str]:
+        """Warnings that hold for every prediction of this model (degenerate training, no OOD score)."""
+        out = []
+        verdict = self.card.get("degenerate") or {}
+        if verdict.get("degenerate"):
+            out.append("this model did not learn to separate the classes (" + "; ".join(verdict["reasons"]) +
+                       "): its probabilities are not evidence")
+        if self.ood is None:
+            out.append("out-of-distribution score unavailable (model card written before medtl recorded it)")
+        return out
 
     @property
     def spatial_dims(self) -> int:
@@ -129,16 +170,47 @@ class Predictor:
         return self.preprocessing(x)
 
     @torch.no_grad()
-    def predict_batch(self, tensors: torch.Tensor | Sequence[torch.Tensor | np.ndarray]) -> np.ndarray:
-        """Class probabilities ``(N, K)`` (float64) of preprocessed inputs ``(N, C, ...)`` or a list of ``(C, ...)``."""
+    def score_batch(self, tensors: torch.Tensor | Sequence[torch.Tensor | np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(probabilities (N, K) float64, OOD scores (N,) or None)`` of preprocessed inputs
+        ``(N, C, ...)`` or a list of ``(C, ...)``, in one forward pass."""
         if isinstance(tensors, torch.Tensor):
             x = tensors
         elif all(isinstance(t, np.ndarray) for t in tensors):
             x = torch.from_numpy(np.stack(tensors))  # a fresh array: inputs may be read-only (Ray's zero-copy)
         else:
             x = torch.stack([torch.as_tensor(t) for t in tensors])
-        logits = self.model(x.to(self.device, dtype=torch.float32))
-        return torch.softmax(logits.double(), dim=1).cpu().numpy()  # float64: sums to 1 within 1e-15
+        x = x.to(self.device, dtype=torch.float32)
+        if self.ood is None:
+            feats, logits = None, self.model(x)
+        else:
+            feats, logits = features_and_logits(self.model, x)
+        probs = torch.softmax(logits.double(), dim=1).cpu().numpy()  # float64: sums to 1 within 1e-15
+        if feats is None:
+            return probs, None
+        scores = self.ood.scores(feats.double().cpu().numpy(), logits.double().cpu().numpy())[self.ood_method]
+        return probs, scores
+
+    def predict_batch(self, tensors: torch.Tensor | Sequence[torch.Tensor | np.ndarray]) -> np.ndarray:
+        """Class probabilities ``(N, K)`` (float64) of preprocessed inputs ``(N, C, ...)`` or a list of ``(C, ...)``."""
+        return self.score_batch(tensors)[0]
+
+    def is_out_of_distribution(self, score: float | None) -> bool | None:
+        """``score`` above the calibrated threshold (``None`` when there is no score)."""
+        if score is None or self.ood is None:
+            return None
+        return bool(score > self.ood.thresholds[self.ood_method])
+
+    def check(self, scan: Scan) -> list[str]:
+        """The training-domain header checks (:func:`medtl.guard.check_scan`): raise
+        :class:`~medtl.errors.DomainError` on a mismatch unless ``allow_other_domain``; return notes."""
+        from medtl.errors import DomainError
+
+        try:
+            return check_scan(self.card.get("domain"), scan)
+        except DomainError as exc:
+            if not self.allow_other_domain:
+                raise
+            return [f"predicted despite the training-domain check (override): {exc.reason}"]
 
     def decide(self, probs: Sequence[float]) -> tuple[str, str]:
         """``(predicted, decision)`` for one probability vector (see :class:`Prediction`)."""
@@ -150,36 +222,58 @@ class Predictor:
         other = self.class_names[1 - i_pos]
         return predicted, self.positive_class if p[i_pos] >= self.threshold else other
 
-    def predict(self, scan_or_path: Any, saliency: str | None = None, series: str | int | None = None,
+    def predict(self, scan_or_path: Any, saliency: str | bool | None = None, series: str | int | None = None,
                 target: int | None = None) -> Prediction:
-        """Score one study; with ``saliency`` (``"gradcam"``, ``"gradcam++"``, ``"occlusion"``) also
-        compute a saliency map in the scan's geometry (for class index ``target``, default the decision).
+        """Score one study; with ``saliency`` (``True`` for the default method, or a name of
+        ``medtl.explain.METHODS``) also compute a saliency map in the scan's geometry (for class
+        index ``target``, default the decision).
 
         ``series`` picks a series in a DICOM folder or zip (index or SeriesInstanceUID).
         """
         scan = self._as_scan(scan_or_path, series)
+        notes = self.check(scan)
         x = self.preprocess(scan)
-        probs = self.predict_batch(x[None])[0]
+        probs, scores = self.score_batch(x[None])
+        probs = probs[0]
+        score = None if scores is None else float(scores[0])
         predicted, decision = self.decide(probs)
+        flagged = self.is_out_of_distribution(score)
+        warnings = [OOD_MESSAGE] if flagged else []
+        warnings += self.model_warnings + [n for n in notes if "override" in n]
         pred = Prediction(
             probabilities={c: float(v) for c, v in zip(self.class_names, probs)},
             predicted=predicted, decision=decision, threshold=self.threshold, positive_class=self.positive_class,
             source=scan.source or "in-memory scan", shape=list(scan.shape),
-            preprocessing=self.preprocessing.to_dict(), preprocessing_text=describe_preprocessing(self.preprocessing))
+            preprocessing=self.preprocessing.to_dict(), preprocessing_text=describe_preprocessing(self.preprocessing),
+            ood_score=score, ood_method=self.ood_method,
+            ood_threshold=None if self.ood is None else self.ood.thresholds[self.ood_method],
+            out_of_distribution=flagged, warnings=warnings)
         if saliency:
             if target is None:  # explain what the user is told: the decision
                 target = self.class_names.index(decision)
-            pred.saliency, pred.saliency_info = self.saliency(scan, saliency, target)
+            pred.saliency, pred.saliency_info = self.saliency(scan, None if saliency is True else saliency, target)
         return pred
 
-    def saliency(self, scan: Scan, method: str = "gradcam", target: int | None = None) -> tuple[Scan, dict[str, Any]]:
-        """Saliency map of ``scan`` (same geometry as the scan) and a dict describing it."""
+    def saliency(self, scan: Scan, method: str | None = None, target: int | None = None) -> tuple[Scan, dict[str, Any]]:
+        """Saliency map of ``scan`` (same geometry as the scan) and a dict describing it.
+
+        ``method``: a name of ``medtl.explain.METHODS``, default ``medtl.explain.DEFAULT_METHOD``.
+        The map's metadata name the method, the class explained with its probability and the
+        model, so a PNG written from it (:func:`write_saliency`) is labelled.
+        """
         try:
-            from medtl.explain import saliency_for_scan
+            from medtl.explain import DEFAULT_METHOD, method_title, saliency_for_scan
         except ImportError as exc:
             raise MedtlError(f"saliency maps need medtl.explain, which cannot be imported ({exc})") from None
+        method = method or DEFAULT_METHOD
         sal, info = saliency_for_scan(self.model, self.preprocessing, scan, method=method, target=target)
-        return sal, dict(info or {})
+        info = dict(info or {})
+        chosen = int(info.get("target", 0))
+        info.update(title=method_title(method), class_name=self.class_names[chosen],
+                    probability=float(info["probabilities"][chosen]), model=self.model_id)
+        sal.metadata.update(saliency_title=info["title"], saliency_class=info["class_name"],
+                            saliency_probability=info["probability"], saliency_model=self.model_id)
+        return sal, info
 
     def _as_scan(self, x: Any, series: str | int | None) -> Scan:
         if isinstance(x, Scan):
@@ -232,10 +326,17 @@ class Predictor:
         return "\n".join(lines)
 
 
-def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alpha: float = 0.4) -> Path:
+def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alpha: float | None = None) -> Path:
     """Save a saliency map: ``.nii``/``.nii.gz`` -> NIfTI in the scan's geometry; ``.png`` -> an
-    overlay on the scan (2D: the image; 3D: the middle axial slice, radiological view). Atomic."""
-    from medtl.explain import display_slice, overlay, save_overlay_png, save_saliency_nifti, to_display_orientation
+    overlay on the scan (2D: the image; 3D: the middle axial slice, radiological view). Atomic.
+
+    The PNG is ``medtl.explain.heatmap_overlay`` (perceptual colour map, low values
+    transparent, the scan's own window underneath) with a colour bar and the method,
+    class, probability and model written on it (from the map's metadata, as
+    :meth:`Predictor.saliency` sets them); the same facts go into PNG text chunks.
+    """
+    from medtl.explain import (SALIENCY_ALPHA, display_aspect, display_slice, heatmap_overlay, labelled_overlay,
+                               save_overlay_png, save_saliency_nifti, to_display_orientation)
 
     path = Path(path)
     name = path.name.lower()
@@ -251,6 +352,16 @@ def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alph
     if not scan.is_2d:  # same affine, so the same reorientation for both
         image, sal = to_display_orientation(image), to_display_orientation(saliency_map)
     index = image.shape[2] // 2
-    rgb = overlay(display_slice(image.array, index, "axial"), display_slice(np.asarray(sal.array), index, "axial"),
-                  window=scan.default_window, alpha=alpha)
-    return save_overlay_png(path, rgb)
+    rgb = heatmap_overlay(display_slice(image.array, index, "axial"),
+                          display_slice(np.asarray(sal.array), index, "axial"),
+                          window=scan.default_window, alpha=SALIENCY_ALPHA if alpha is None else alpha)
+    meta = saliency_map.metadata
+    facts = {"method": str(meta.get("saliency_title") or meta.get("saliency_method") or "saliency"),
+             "class": str(meta.get("saliency_class", meta.get("saliency_target", "?"))),
+             "probability": meta.get("saliency_probability"), "model": str(meta.get("saliency_model") or "?")}
+    prob = facts["probability"]
+    where = "" if scan.is_2d else f" (axial slice {index + 1} of {image.shape[2]})"
+    labelled = labelled_overlay(rgb, method=facts["method"] + where, class_name=facts["class"],
+                                probability=float("nan") if prob is None else float(prob), model=facts["model"],
+                                aspect=display_aspect(image, "axial"))
+    return save_overlay_png(path, labelled, text={k: "" if v is None else str(v) for k, v in facts.items()})

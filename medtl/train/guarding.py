@@ -78,7 +78,7 @@ def guard_entries(model: nn.Module, cfg: Config, cohort: Any, prep: Any, loader_
                   val_auc_ci: tuple[float, float] | None) -> dict[str, Any]:
     """``{"domain": ..., "ood": ..., "degenerate": ...}`` card entries; writes ``out/ood.safetensors``.
 
-    ``loader_for(items)`` builds an evaluation DataLoader (no augmentation) over items.
+    ``loader_for(dataset)`` builds an evaluation DataLoader over a dataset (no augmentation).
     """
     from medtl.data import build_dataset
 

@@ -4,6 +4,7 @@ and ``evaluate`` of a finished run on another dataset or split."""
 from __future__ import annotations
 
 import csv
+import logging
 import datetime as _dt
 import os
 import random
@@ -21,6 +22,8 @@ from medtl.config import Config, load_config
 from medtl.errors import MedtlError
 from medtl.runs import (CARD_FORMAT, INTENDED_USE, LIMITATIONS, load_run, read_card, resolve_device, save_weights,
                         write_card)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -174,8 +177,8 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         val_probs, val_labels, _ = predict_loader(model, _loader(val_ds, cfg), device)
     threshold = _threshold(cfg, val_labels, val_probs, len(class_names))
     if val_ds is not None:
-        metrics["val"] = evaluate_predictions(val_labels, val_probs, threshold=threshold, bootstrap=0,
-                                              seed=tc.seed)
+        metrics["val"] = evaluate_predictions(val_labels, val_probs, threshold=threshold,
+                                              bootstrap=cfg.eval.bootstrap, seed=tc.seed)
     plots: dict[str, str] = {}
     if test_ds is not None:
         probs, labels, _ = predict_loader(model, _loader(test_ds, cfg), device, progress=progress, desc="test")
@@ -187,6 +190,14 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
             threshold=threshold if threshold is not None else 0.5).items()})
     plots["learning_curves"] = str(plot_learning_curves(out / "metrics.csv", out / "plots" / "learning_curves.png")
                                    .relative_to(out))
+    from medtl.train.guarding import guard_entries
+
+    auc_ci = metrics.get("val", {}).get("ci", {}).get("auc")
+    guard = guard_entries(model, cfg, cohort, prep, lambda ds: _loader(ds, cfg), device, out,
+                          val_probs, val_labels, tuple(auc_ci) if auc_ci else None)
+    if (guard.get("degenerate") or {}).get("degenerate"):
+        log.warning("%s: the model did not learn to separate the classes: %s", out,
+                    "; ".join(guard["degenerate"]["reasons"]))
     card = {
         "format": CARD_FORMAT,
         "medtl_version": __version__,
@@ -206,10 +217,11 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
                      "train_fraction": cfg.data.train_fraction, "filter": dict(cfg.data.filter)},
         },
         "metrics": metrics,
+        **guard,
         "intended_use": INTENDED_USE,
         "limitations": LIMITATIONS,
         "files": {"weights": "model.safetensors", "config": "config.yaml", "metrics": "metrics.csv",
-                  "plots": plots},
+                  "plots": plots, **({"ood": guard["ood"]["file"]} if guard.get("ood") else {})},
     }
     write_card(out, card)
     return RunResult(out, card)
