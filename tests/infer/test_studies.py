@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -124,3 +125,16 @@ def test_a_damaged_copy_of_an_instance_never_hides_the_good_one(tmp_path):
     found = discover(tmp_path, spatial_dims=2)
     assert sorted(s.path for s in found.studies) == [str(tmp_path / "a_truncated.dcm"), str(tmp_path / "z_good.dcm")]
     assert len({s.key for s in found.studies}) == 2 and not found.ignored
+
+
+def test_series_sharing_a_folder_reports_gaps_with_the_real_folder(tmp_path):
+    make_batch_folder(tmp_path)
+    uid = _uid(next((SAMPLE / "series" / "P0044").glob("*.dcm")), "SeriesInstanceUID")
+    ours = sorted((tmp_path / "mixed").glob("b_*.dcm"),
+                  key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
+    ours[len(ours) // 2].unlink()  # a gap in the middle of the series
+    study = next(s for s in discover(tmp_path, spatial_dims=3).studies if s.key == f"series:{uid}")
+    assert not study.exclusive and all(f in study.files for f in map(str, ours[:3]))
+    with pytest.warns(UserWarning, match=f"^{re.escape(str(tmp_path / 'mixed'))}: series {uid}: 1 missing slices"):
+        scan = study.load()
+    assert scan.shape[2] == len(ours) - 1 and scan.source == str(tmp_path / "mixed")

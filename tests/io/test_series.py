@@ -7,6 +7,7 @@ known exactly: positions, pixel values, rescale.
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -355,3 +356,55 @@ def test_zip_with_escaping_member_is_refused(tmp_path):
         read_series(archive)
     with pytest.raises(CorruptFileError, match="escapes"):
         list_series(archive)
+
+
+def test_zip_with_symbolic_link_member_is_refused(tmp_path):
+    import stat
+
+    truth = write_series(tmp_path / "s", n=2)
+    link = zipfile.ZipInfo("s/link.dcm")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    archive = tmp_path / "link.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(truth["files"][0], "s/slice.dcm")
+        zf.writestr(link, str(truth["files"][1]))
+    with pytest.raises(CorruptFileError, match="link.zip: zip member 's/link.dcm' is a symbolic link"):
+        read_series(archive)
+
+
+# ----------------------------------------------------------------------------- lists of files
+
+def test_list_of_files_reads_exactly_like_their_folder(tmp_path):
+    truth = write_series(tmp_path / "s", n=6)
+    (tmp_path / "s" / "README.txt").write_text("not DICOM")  # skipped in both, as in a folder
+    files = [*truth["files"][::-1], tmp_path / "s" / "README.txt"]
+    from_dir, from_list = read_series(tmp_path / "s"), read_series(files)
+    np.testing.assert_array_equal(from_list.array, from_dir.array)
+    assert from_list.array.dtype == from_dir.array.dtype
+    np.testing.assert_array_equal(from_list.affine, from_dir.affine)
+    assert from_list.metadata == from_dir.metadata
+    assert from_list.source == from_dir.source == str(tmp_path / "s")
+    assert list_series([str(f) for f in files]) == list_series(tmp_path / "s")
+
+
+def test_list_reads_only_the_listed_files_of_a_shared_folder(tmp_path):
+    a, b = _two_series(tmp_path / "data")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for f in a["files"] + b["files"]:
+        shutil.copy(f, mixed / f.name)
+    scan = read_series([mixed / f.name for f in b["files"]])
+    assert scan.metadata["series_uid"] == b["series_uid"] and scan.metadata["series_found"] == 1
+    np.testing.assert_array_equal(scan.array, read_series(tmp_path / "data" / "nested" / "b").array)
+
+
+def test_list_with_a_missing_file_names_it_in_one_line(tmp_path):
+    truth = write_series(tmp_path / "s", n=3)
+    gone = tmp_path / "s" / "gone.dcm"
+    with pytest.raises(SeriesError, match=f"^{re.escape(str(gone))}: no such file") as info:
+        read_series([*truth["files"], gone])
+    assert "\n" not in str(info.value)
+    with pytest.raises(SeriesError, match="no files given"):
+        read_series([])
+    with pytest.raises(SeriesError, match="is a folder"):
+        read_series([tmp_path / "s"])

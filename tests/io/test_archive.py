@@ -1,0 +1,56 @@
+"""The one zip-member check (medtl.io.archive): what it refuses, always or under limits."""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+
+import pytest
+
+from medtl.errors import CorruptFileError, SeriesError
+from medtl.io.archive import check_zip, member_escapes
+
+
+def _zip(path, members):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("name, escapes", [
+    ("a/b.dcm", False), ("a/./b.dcm", False), ("a..b.dcm", False), ("../b.dcm", True), ("a/../../b.dcm", True),
+    ("/etc/b.dcm", True), ("C:/b.dcm", True), ("C:\\b.dcm", True), ("a\\..\\..\\b.dcm", True),
+])
+def test_member_escapes(name, escapes):
+    assert member_escapes(name) is escapes
+
+
+def test_listing_has_files_only_and_declared_sizes(tmp_path):
+    z = _zip(tmp_path / "ok.zip", {"d/": b"", "d/a.dcm": b"a" * 100, "b.dcm": b"b" * 50})
+    listing = check_zip(z)
+    assert sorted(i.filename for i in listing.members) == ["b.dcm", "d/a.dcm"]
+    assert listing.total_bytes == 150 and 0 < listing.packed_bytes < 150
+
+
+def test_structural_refusals_always_apply_and_name_the_archive(tmp_path):
+    with pytest.raises(CorruptFileError, match=r"slip.zip: zip member '\.\./x.dcm' escapes"):
+        check_zip(_zip(tmp_path / "slip.zip", {"ok.dcm": b"x", "../x.dcm": b"y"}))
+    info = zipfile.ZipInfo("link.dcm")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with pytest.raises(SeriesError, match="^shown.zip: zip member 'link.dcm' is a symbolic link"):
+        check_zip(_zip(tmp_path / "l.zip", {info: "/etc/passwd"}), where="shown.zip", error=SeriesError)
+    (tmp_path / "junk.zip").write_bytes(b"PK\x05\x06 not really")
+    with pytest.raises(CorruptFileError, match="unreadable zip archive"):
+        check_zip(tmp_path / "junk.zip")
+
+
+def test_limits_apply_only_when_given(tmp_path):
+    z = _zip(tmp_path / "bomb.zip", {f"{n}.dcm": bytes(2**20) for n in range(3)})  # zeros: ~1000x
+    assert check_zip(z).total_bytes == 3 * 2**20
+    with pytest.raises(CorruptFileError, match="3 files in the archive"):
+        check_zip(z, max_files=2)
+    with pytest.raises(CorruptFileError, match="once decompressed"):
+        check_zip(z, max_total_bytes=2**20)
+    with pytest.raises(CorruptFileError, match="zip bomb"):
+        check_zip(z, max_ratio=100)
