@@ -26,6 +26,8 @@ from medtl.io.scan import Scan
 
 @dataclass
 class _Header:
+    """One file's header; ``non_image`` says why it holds no image (None: it does)."""
+
     entry: Entry
     ds: Dataset
     non_image: str | None
@@ -33,6 +35,8 @@ class _Header:
 
 @dataclass
 class _SeriesInfo:
+    """The headers of one SeriesInstanceUID, in listing order."""
+
     uid: str
     headers: list[_Header]
 
