@@ -1,0 +1,89 @@
+"""Every prediction passes the training-domain checks and carries an OOD score (issue 17)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from medtl.cli import main
+from medtl.demo.cohort import sample_path
+from medtl.errors import DomainError
+from medtl.infer import Predictor
+from medtl.io import load_scan
+
+
+def test_card_records_domain_ood_and_degenerate_verdict(run2d):
+    card = json.loads((run2d / "model_card.json").read_text())
+    assert card["domain"]["families"] == ["CT"] and card["domain"]["photometric"] == ["gray"]
+    assert card["domain"]["spatial_dims"] == 2 and card["domain"]["source"] == "headers"
+    lo, hi = card["domain"]["pixel_spacing_mm"]
+    assert 0 < lo <= hi
+    assert card["ood"]["method"] in card["ood"]["thresholds"] and (run2d / card["ood"]["file"]).is_file()
+    assert set(card["degenerate"]) >= {"degenerate", "reasons", "output_sd"}
+
+
+def test_another_modality_is_refused_and_the_override_predicts_with_a_warning(run2d):
+    scan = load_scan(sample_path("ct2d"))
+    scan.modality = "US"
+    with pytest.raises(DomainError, match="model trained on CT, this is ultrasound"):
+        Predictor.from_run(run2d, device="cpu").predict(scan)
+    pred = Predictor.from_run(run2d, device="cpu", allow_other_domain=True).predict(scan)
+    assert any("override" in w and "ultrasound" in w for w in pred.warnings)
+    assert sum(pred.probabilities.values()) == pytest.approx(1.0)
+
+
+def test_every_prediction_has_a_score_consistent_with_the_batch_path(run2d):
+    p = Predictor.from_run(run2d, device="cpu")
+    path = sample_path("ct2d")
+    pred = p.predict(path)
+    probs, scores = p.score_batch(p.preprocess(path)[None])
+    assert pred.ood_score == pytest.approx(float(scores[0]), rel=1e-9)
+    assert pred.probabilities == pytest.approx(dict(zip(p.class_names, probs[0])), abs=1e-12)
+    assert pred.ood_threshold == p.ood.thresholds[pred.ood_method]
+    assert pred.out_of_distribution == (pred.ood_score > pred.ood_threshold)
+    # a blank image is far from every CT slice the model saw
+    blank = p.predict(np.zeros((64, 64), np.float32))
+    assert blank.out_of_distribution and blank.warnings[0].startswith("outside what this model was trained on")
+
+
+def test_an_old_card_still_loads_with_a_note(run2d, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(run2d, old)
+    card = json.loads((old / "model_card.json").read_text())
+    for key in ("domain", "ood", "degenerate"):
+        card.pop(key)
+    (old / "model_card.json").write_text(json.dumps(card))
+    (old / "ood.safetensors").unlink()
+    pred = Predictor.from_run(old, device="cpu").predict(sample_path("ct2d"))
+    assert pred.ood_score is None and pred.out_of_distribution is None
+    assert any("out-of-distribution score unavailable" in w for w in pred.warnings)
+
+
+def test_degenerate_flag_reaches_every_prediction(run2d, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(run2d, bad)
+    card = json.loads((bad / "model_card.json").read_text())
+    card["degenerate"] = {"degenerate": True, "reasons": ["near-constant outputs on the validation split"],
+                          "output_sd": 0.0, "n": 4}
+    (bad / "model_card.json").write_text(json.dumps(card))
+    pred = Predictor.from_run(bad, device="cpu").predict(sample_path("ct2d"))
+    assert any("did not learn to separate the classes" in w for w in pred.warnings)
+
+
+def test_cli_refusal_names_both_sides_and_the_flag(run2d, tmp_path, capsys):
+    import pydicom
+
+    ds = pydicom.dcmread(sample_path("ct2d"))
+    ds.Modality = "MR"
+    mr = tmp_path / "as_mr.dcm"
+    ds.save_as(mr)
+    assert main(["predict", "--model", str(run2d), str(mr)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "as_mr.dcm" in err and "trained on CT, this is MR" in err
+    assert "--allow-other-domain" in err
+    assert main(["predict", "--model", str(run2d), str(mr), "--allow-other-domain", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ood_score"] is not None and any("override" in w for w in out["warnings"])
