@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import (
     auc as area_under_curve,
     average_precision_score,
@@ -30,6 +31,8 @@ from medtl.train.metrics import _prepare, expected_calibration_error
 
 __all__ = [
     "DPI",
+    "UNIT_METRICS",
+    "learning_curve_panels",
     "plot_calibration",
     "plot_confusion",
     "plot_learning_curves",
@@ -77,16 +80,48 @@ def _square_unit_axes(ax: Any, xlabel: str, ylabel: str) -> None:
 # --------------------------------------------------------------------------- training
 
 
+#: Metrics on a 0-1 scale (the keys of :func:`~medtl.train.metrics.classification_metrics`, after
+#: any ``train_``/``val_``/``test_`` prefix): they share the metric axis, drawn from 0 to 1.
+UNIT_METRICS = frozenset({"auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv",
+                          "f1", "ece", "brier", "threshold"})
+
+#: Y-axis labels of the per-epoch facts ``fit`` logs besides metrics (each gets its own panel).
+_FACT_LABELS = {"train_images_per_s": "images/s", "trainable_stages": "trainable stages"}
+
+
+def _metric_name(column: str) -> str:
+    """``val_auc`` -> ``auc``: the metric a history column holds."""
+    prefix, _, rest = column.partition("_")
+    return rest if prefix in ("train", "val", "test") and rest else column
+
+
+def learning_curve_panels(names: Sequence[str]) -> list[tuple[str, str, list[str]]]:
+    """``(kind, title, columns)`` of each learning-curve panel, in drawing order.
+
+    "Loss" (``*loss`` and ``*nll``), "Metrics" (:data:`UNIT_METRICS`: one 0-1 axis),
+    "Learning rate" (``lr``, ``lr_*``, ``*_lr``), then one panel per other column (images/s,
+    trainable stages...), so that no series on another scale squashes the metrics. ``kind``
+    is ``"loss"``, ``"metric"``, ``"lr"`` or ``"fact"`` (a panel of its own).
+    """
+    losses = [k for k in names if k.endswith("loss") or _metric_name(k) == "nll"]
+    lrs = [k for k in names if k not in losses and (k == "lr" or k.startswith("lr_") or k.endswith("_lr"))]
+    metrics = [k for k in names if k not in losses and k not in lrs and _metric_name(k) in UNIT_METRICS]
+    shared = [("loss", "Loss", losses), ("metric", "Metrics", metrics), ("lr", "Learning rate", lrs)]
+    facts = [k for k in names if k not in losses + lrs + metrics]
+    return [panel for panel in shared if panel[2]] + [("fact", k, [k]) for k in facts]
+
+
 def plot_learning_curves(
     history: Sequence[Mapping[str, Any]] | str | os.PathLike,
     path: str | os.PathLike,
     title: str = "Learning curves",
 ) -> Path:
-    """Loss panel (every ``*loss`` column), metric panel (other numeric columns) and,
-    when present, a learning-rate panel (log scale) against ``epoch``.
+    """Learning curves against ``epoch``, panels as :func:`learning_curve_panels` says.
 
-    ``history`` is a list of rows as written by :class:`~medtl.train.logger.MetricLogger`,
-    or the path of its CSV.
+    The loss, metric (0-1) and learning-rate (log scale) panels form the first row; every
+    other numeric column (e.g. ``train_images_per_s``, ``trainable_stages``) gets its own
+    axis below, at most three panels a row. ``history`` is a list of rows as written by
+    :class:`~medtl.train.logger.MetricLogger`, or the path of its CSV.
     """
     rows = read_history(history) if isinstance(history, (str, os.PathLike)) else list(history)
     if not rows:
@@ -95,28 +130,43 @@ def plot_learning_curves(
     names: list[str] = []
     for row in rows:
         names += [k for k, v in row.items() if k not in names and k != "epoch" and _is_number(v)]
-    losses = [k for k in names if k.endswith("loss")]
-    lrs = [k for k in names if k == "lr" or k.startswith("lr_") or k.endswith("_lr")]
-    others = [k for k in names if k not in losses and k not in lrs]
-    panels = [(losses, "loss", "Loss"), (others, "value", "Metrics"), (lrs, "learning rate", "Learning rate")]
-    panels = [p for p in panels if p[0]]
+    panels = learning_curve_panels(names)
     if not panels:
         raise ValueError("history has no numeric columns besides epoch")
-    fig = Figure(figsize=(5.0 * len(panels), 4.0), layout="constrained")
-    for i, (keys, ylabel, panel_title) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        for key in keys:
-            values = np.array([_as_float(r.get(key)) for r in rows])
-            ax.plot(epochs, values, marker="o", markersize=3, label=key)
-        if keys is lrs:
-            positive = [_as_float(r.get(k)) for r in rows for k in keys]
-            if all(v > 0 for v in positive if not math.isnan(v)):
+    shared = [p for p in panels if p[0] != "fact"]
+    facts = [p for p in panels if p[0] == "fact"]
+    ncols = max(len(shared), min(3, len(facts)))
+    fact_rows = math.ceil(len(facts) / ncols)
+    grid_rows = (1 if shared else 0) + fact_rows
+    fig = Figure(figsize=(5.0 * ncols, 4.0 * grid_rows), layout="constrained")
+    grid = fig.add_gridspec(grid_rows, ncols)
+    cells = [grid[0, i] for i in range(len(shared))]
+    cells += [grid[(1 if shared else 0) + i // ncols, i % ncols] for i in range(len(facts))]
+    for cell, (kind, panel_title, keys) in zip(cells, shared + facts):
+        ax = fig.add_subplot(cell)
+        values = {key: np.array([_as_float(r.get(key)) for r in rows]) for key in keys}
+        for key, series in values.items():
+            ax.plot(epochs, series, marker="o", markersize=3, label=key)
+        if kind == "lr":
+            logged = np.concatenate(list(values.values()))
+            if np.all(logged[~np.isnan(logged)] > 0):
                 ax.set_yscale("log")
+            ax.set_ylabel("learning rate")
+        elif kind == "metric":
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_ylabel("value")
+        elif kind == "loss":
+            ax.set_ylabel("loss")
+        else:
+            ax.set_ylabel(_FACT_LABELS.get(keys[0], keys[0]))
+            series = values[keys[0]]
+            if np.all(np.mod(series[~np.isnan(series)], 1) == 0):
+                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
         ax.set_title(panel_title)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
+        if kind != "fact":
+            ax.legend(fontsize="small")
     fig.suptitle(title)
     return _save(fig, path)
 
