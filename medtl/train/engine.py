@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from medtl.config import Config
 from medtl.data.datasets import weighted_sampler
 from medtl.runs import resolve_device
+from medtl.train.logger import MetricLogger
 from medtl.train.config import TrainConfig
 from medtl.train.strategy import Strategy, build_optimizer, build_scheduler, set_batchnorm_mode
 
@@ -189,17 +190,17 @@ class _Fit:
     model: nn.Module
     step_model: nn.Module  #: what the train steps call: the model, compiled or DDP-wrapped
     train_loader: DataLoader
-    sampler: Any
+    sampler: torch.utils.data.Sampler
     generator: torch.Generator
     val_loader: DataLoader | None
     optimizer: torch.optim.Optimizer
-    scheduler: Any
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     criterion: nn.Module
     strategy: Strategy
     state: FitState
     last_ckpt: Path
-    logger: Any  #: MetricLogger on the main rank, None elsewhere
+    logger: MetricLogger | None  #: on the main rank only
     trainable_prev: list[str] | None = None
 
 
@@ -244,8 +245,6 @@ def _set_up(model: nn.Module, train_ds: torch.utils.data.Dataset, val_ds: torch.
             resume: bool) -> _Fit:
     """Join the process group, place the model, build loaders, optimiser, schedule and metric log;
     restore ``last.pt`` on resume, else re-estimate BatchNorm when asked; compile when asked."""
-    from medtl.train.logger import MetricLogger
-
     tc = cfg.train
     dist_info = init_distributed(tc.device)
     device = resolve_device(tc.device)
