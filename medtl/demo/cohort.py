@@ -58,6 +58,7 @@ from scipy import ndimage
 
 from medtl._fileutil import atomic_path
 from medtl._paths import cache_root
+from medtl.errors import ScanError
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -72,6 +73,7 @@ __all__ = [
     "make_cohort",
     "sample_dir",
     "sample_path",
+    "write_without_lesion",
 ]
 
 #: Bump when the generated content changes; names the cache folder.
@@ -654,6 +656,50 @@ def make_cohort(out_dir: str | os.PathLike, size: str = "small", seed: int = 0, 
     return manifest
 
 
+def write_without_lesion(out_dir: str | os.PathLike, patient_ids: Iterable[str], size: str = "small",
+                         seed: int = 0) -> Path:
+    """Write the listed patients of ``make_cohort(size, seed)`` again, rendered without their nodule.
+
+    Same file names, encodings, geometry, anatomy and noise as the cohort (every case
+    draws its nodule, painted or not, from its own RNG), so the only difference from
+    the original files is the lesion: the lesion-ablation check of a model. Returns
+    a ``manifest.csv`` of the files written, with the cases' true labels and no masks.
+    """
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, got {size!r}")
+    wanted = set(patient_ids)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = _plan(size)
+    unknown = wanted - {c.patient_id for c in cases}
+    if unknown:
+        raise ValueError(f"not patients of the {size} cohort: {', '.join(sorted(unknown))}")
+    first_png = next(c.number for c in cases if c.kind == "png")
+    rows: list[_Row] = []
+    ct2d_files = 0
+    for case in cases:
+        n_ct2d = _CT2D_SLICES[case.split] if case.kind == "ct2d" else 0
+        if case.patient_id in wanted:
+            blank = replace(case, label=0)  # label 0: the nodule is drawn but not painted
+            if case.kind == "ct2d":
+                new = _write_ct2d(blank, seed, out, ct2d_files)
+            elif case.kind == "ct3d":
+                new = _write_ct3d(blank, seed, out)
+            elif case.kind == "series":
+                new = _write_series(blank, seed, out)
+            else:
+                new = _write_png(blank, seed, out, sixteen_bit=case.number == first_png)
+            rows.extend({**r, "label": str(case.label)} for r in new)
+        ct2d_files += n_ct2d
+    manifest = out / "manifest.csv"
+    with atomic_path(manifest) as tmp:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+    return manifest
+
+
 def _readme(rows: list[_Row], size: str, seed: int) -> str:
     """The README.md written next to the manifest."""
     table = ["| kind | site | split | files | lesion | normal |", "|---|---|---|---|---|---|"]
@@ -771,7 +817,7 @@ def sample_path(name: str) -> Path:
     (16-bit PNG) or ``manifest``. All image examples are site-A lesion cases.
     """
     if name not in SAMPLE_NAMES:
-        raise ValueError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLE_NAMES)}")
+        raise ScanError(None, f"unknown sample {name!r}", f"choose one of {', '.join(SAMPLE_NAMES)}")
     root = sample_dir()
     if name == "manifest":
         return root / "manifest.csv"
@@ -791,7 +837,8 @@ def sample_path(name: str) -> Path:
                 if (img.mode == "L") == (name == "png16"):
                     continue
         return path
-    raise FileNotFoundError(f"{root}: the sample cohort has no {name!r} example (regenerate it)")
+    raise ScanError(root, f"the sample cohort has no {name!r} example",
+                    f"regenerate it: python -m medtl.demo.cohort {root} --size small")
 
 
 # --------------------------------------------------------------------------- CLI

@@ -379,3 +379,39 @@ def test_committed_copy_matches_generator(cohort):
                 np.testing.assert_array_equal(x, y, err_msg=str(rel))
         else:
             np.testing.assert_array_equal(a, b, err_msg=str(rel))
+
+
+def test_write_without_lesion_changes_only_the_lesion(cohort, tmp_path):
+    """The same patients without their nodule: same files, encodings and noise; pixels differ only near the lesion."""
+    rows = [r for r in _rows(cohort) if r["label"] == "1" and r["kind"] in ("ct2d", "ct3d", "series", "png")]
+    picked = {kind: next(r for r in rows if r["kind"] == kind) for kind in ("ct2d", "ct3d", "series", "png")}
+    # a ct2d patient late in the plan, so the transfer-syntax counter has moved on
+    picked["ct2d_late"] = [r for r in rows if r["kind"] == "ct2d"][-1]
+    manifest = sd.write_without_lesion(tmp_path, [r["patient_id"] for r in picked.values()], size="small")
+    written = {r["path"]: r for r in _rows(tmp_path)}
+    for r in picked.values():
+        assert written[r["path"]]["label"] == "1" and written[r["path"]]["mask"] == ""
+        if r["kind"] == "series":
+            a = np.stack([ds.pixel_array for ds in _series(cohort / r["path"])]).astype(np.int32)
+            b = np.stack([ds.pixel_array for ds in _series(tmp_path / r["path"])]).astype(np.int32)
+            mask = np.asarray(nib.load(cohort / r["mask"]).dataobj).transpose(2, 1, 0) > 0  # [k, row, column]
+        elif r["kind"] == "ct2d":
+            da, db = pydicom.dcmread(cohort / r["path"]), pydicom.dcmread(tmp_path / r["path"])
+            assert da.file_meta.TransferSyntaxUID == db.file_meta.TransferSyntaxUID
+            a, b = da.pixel_array.astype(np.int32), db.pixel_array.astype(np.int32)
+            mask = np.asarray(Image.open(cohort / r["mask"])) > 0
+        elif r["kind"] == "ct3d":
+            a = np.asarray(nib.load(cohort / r["path"]).dataobj).astype(np.int32)
+            b = np.asarray(nib.load(tmp_path / r["path"]).dataobj).astype(np.int32)
+            mask = np.asarray(nib.load(cohort / r["mask"]).dataobj) > 0
+        else:
+            a = np.asarray(Image.open(cohort / r["path"])).astype(np.int32)
+            b = np.asarray(Image.open(tmp_path / r["path"])).astype(np.int32)
+            mask = np.asarray(Image.open(cohort / r["mask"])) > 0
+        assert a.shape == b.shape == mask.shape, r["kind"]
+        near = ndimage.binary_dilation(mask, iterations=6)
+        assert (a[~near] == b[~near]).all(), r["kind"]
+        assert a[mask].mean() > b[mask].mean(), r["kind"]  # the nodule (+30..+60 HU in lung) is gone
+    assert manifest == tmp_path / "manifest.csv"
+    with pytest.raises(ValueError, match="not patients"):
+        sd.write_without_lesion(tmp_path, ["P9999"], size="small")

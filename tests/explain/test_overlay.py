@@ -8,7 +8,11 @@ import pytest
 from PIL import Image
 
 from medtl.explain import (
+    SALIENCY_CMAP,
+    contour_mask,
     display_aspect,
+    heatmap_overlay,
+    labelled_overlay,
     display_slice,
     overlay,
     save_overlay_png,
@@ -103,3 +107,77 @@ def test_save_overlay_png(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["o.png"]  # no temporary file left
     with pytest.raises(ValueError, match="uint8"):
         save_overlay_png(tmp_path / "bad.png", rgb.astype(np.float32))
+
+
+def test_window_to_unit_has_one_home():
+    from medtl.transforms import intensity
+
+    assert window_to_unit is intensity.window_to_unit
+
+
+def test_heatmap_overlay_leaves_low_saliency_transparent():
+    rng = np.random.default_rng(0)
+    img = rng.normal(40.0, 100.0, size=(12, 20))
+    sal = rng.random((12, 20))
+    gray = np.repeat(window_to_unit(img, (40.0, 400.0))[..., None], 3, axis=2).astype(np.float64)
+    out = heatmap_overlay(img, sal, (40.0, 400.0), alpha=0.6, threshold=0.4)
+    low = sal < 0.4
+    np.testing.assert_array_equal(out[low], np.round(gray[low] * 255).astype(np.uint8))
+    colours = matplotlib.colormaps[SALIENCY_CMAP](sal)[..., :3]
+    want = np.round((0.4 * gray + 0.6 * colours) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(out[~low], want[~low])
+    assert SALIENCY_CMAP == "inferno"
+    full = heatmap_overlay(img, sal, (40.0, 400.0), alpha=1.0, threshold=0.0)
+    np.testing.assert_array_equal(full, np.round(colours * 255).astype(np.uint8))
+    with pytest.raises(ValueError, match="threshold"):
+        heatmap_overlay(img, sal, threshold=1.5)
+    with pytest.raises(ValueError, match="does not match"):
+        heatmap_overlay(img, sal.T)
+
+
+def test_heatmap_overlay_contour_is_the_border_of_the_region():
+    sal = np.zeros((9, 9))
+    sal[2:7, 2:7] = 0.8
+    out = heatmap_overlay(np.zeros((9, 9)), sal, (0.5, 1.0), contour=0.5)
+    border = contour_mask(sal, 0.5)
+    assert border.sum() == 16 and not border[3:6, 3:6].any() and border[2, 2:7].all()
+    assert (out[border] == [0, 255, 255]).all()
+    assert not (out[~border] == [0, 255, 255]).all(axis=1).any()
+
+
+def _inferno_pixels(pic: np.ndarray) -> np.ndarray:
+    """Boolean (H, W): pixels within 3 grey levels of a colour of the inferno map (not the black background)."""
+    cmap = (matplotlib.colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.int16)
+    dist = np.abs(pic[:, :, None, :].astype(np.int16) - cmap[None, None]).max(axis=3).min(axis=2)
+    return (dist <= 3) & (pic.astype(np.int16).sum(axis=2) > 30)
+
+
+def test_labelled_overlay_has_a_colour_bar_and_names_what_it_shows(tmp_path):
+    rgb = np.full((64, 64, 3), 40, np.uint8)
+    pic = labelled_overlay(rgb, method="LayerCAM, strides 8+16", class_name="lesion", probability=0.87,
+                           model="demo_ct2d@abc123", threshold=0.4)
+    assert pic.dtype == np.uint8 and pic.ndim == 3 and pic.shape[2] == 3 and pic.shape[1] > pic.shape[0] * 0.9
+    right = _inferno_pixels(pic)[:, pic.shape[1] // 2:]
+    col = int(np.argmax(right.sum(axis=0)))
+    run = right[:, col]
+    assert run.sum() > 0.4 * pic.shape[0] * 0.5  # a tall strip of the colour map: the upper part of the bar
+    rows = np.flatnonzero(run)
+    top, bottom = pic[rows[0], pic.shape[1] // 2 + col], pic[rows[-1], pic.shape[1] // 2 + col]
+    assert int(top.astype(int).sum()) > int(bottom.astype(int).sum())  # light (high) at the top
+    path = save_overlay_png(tmp_path / "o.png", pic, text={"method": "LayerCAM, strides 8+16", "class": "lesion",
+                                                           "probability": "0.87", "model": "demo_ct2d@abc123"})
+    with Image.open(path) as im:
+        assert im.text == {"method": "LayerCAM, strides 8+16", "class": "lesion", "probability": "0.87",
+                           "model": "demo_ct2d@abc123"}
+        np.testing.assert_array_equal(np.asarray(im.convert("RGB")), pic)
+
+
+def test_labelled_overlay_text_is_rendered():
+    """The text lines change the picture (method, class with probability, model), nothing else does."""
+    rgb = np.full((32, 32, 3), 40, np.uint8)
+    kw = dict(method="Grad-CAM", class_name="lesion", probability=0.5, model="m")
+    base = labelled_overlay(rgb, **kw)
+    for key, value in (("method", "Occlusion"), ("class_name", "normal"), ("probability", 0.25), ("model", "x")):
+        other = labelled_overlay(rgb, **{**kw, key: value})
+        assert other.shape == base.shape and (other != base).any(), key
+    np.testing.assert_array_equal(labelled_overlay(rgb, **kw), base)
