@@ -12,12 +12,14 @@ from pathlib import Path
 
 from medtl.errors import ScanError, UnsupportedFormatError
 from medtl.io.detect import detect_format
+from medtl.io.guard import guarded
 from medtl.io.nifti import read_nifti, save_nifti
 from medtl.io.scan import Scan
 
 __all__ = ["Scan", "load_scan", "save_nifti", "detect_format", "list_series"]
 
 
+@guarded
 def load_scan(path: str | os.PathLike, series: str | int | None = None, grayscale: bool = False,
               progress: bool | None = None) -> Scan:
     """Load any supported scan.
@@ -25,6 +27,10 @@ def load_scan(path: str | os.PathLike, series: str | int | None = None, grayscal
     ``path`` may be a DICOM file, a folder or ``.zip`` of DICOM files (``series``
     picks a SeriesInstanceUID or index; default the largest image series), a
     NIfTI file or a 2D image. ``grayscale=True`` converts colour to luminance.
+
+    Only medtl's own errors (:class:`~medtl.errors.ScanError` and subclasses) leave it:
+    claims beyond the budgets of :mod:`medtl.io.limits` are refused before allocation, and
+    any exception of a third-party reader becomes a ``ScanError`` naming the file.
     """
     path = Path(path)
     if not path.exists():
@@ -53,6 +59,7 @@ def load_scan(path: str | os.PathLike, series: str | int | None = None, grayscal
     return scan.to_grayscale() if grayscale else scan
 
 
+@guarded
 def list_series(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:
     """The DICOM series found in a folder, zip or list of files (UID, modality, description, file count)."""
     from medtl.io.dicom import list_series as _list_series

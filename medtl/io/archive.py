@@ -18,7 +18,7 @@ from pathlib import Path
 
 from medtl.errors import CorruptFileError, ScanError
 
-__all__ = ["ZipListing", "check_zip", "member_escapes"]
+__all__ = ["ZipListing", "check_zip", "member_escapes", "read_member"]
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,13 @@ def member_escapes(name: str) -> bool:
 
 def check_zip(path: str | os.PathLike, *, where: str | None = None, error: type[ScanError] = CorruptFileError,
               max_files: int | None = None, max_total_bytes: int | None = None,
-              max_ratio: float | None = None) -> ZipListing:
+              max_ratio: float | None = None, max_member_bytes: int | None = None) -> ZipListing:
     """List a zip's members after refusing an unsafe or unreadable archive.
 
     Always refused: an unreadable archive, member paths escaping the archive and
     symbolic links. Refused when a limit is given: more than ``max_files`` file
-    members, more than ``max_total_bytes`` decompressed, or a decompressed/compressed
-    ratio above ``max_ratio``. Sizes are the declared ones; Python's ``zipfile`` never
+    members, more than ``max_total_bytes`` decompressed, one member over
+    ``max_member_bytes``, or a decompressed/compressed ratio above ``max_ratio``. Sizes are the declared ones; Python's ``zipfile`` never
     returns more bytes than a member declares, so a member lying about its size cannot
     inflate past the check. Errors are ``error`` (a :class:`ScanError`) naming
     ``where`` (default: the path).
@@ -55,8 +55,8 @@ def check_zip(path: str | os.PathLike, *, where: str | None = None, error: type[
     try:
         with zipfile.ZipFile(Path(path)) as zf:
             infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise error(name, f"unreadable zip archive ({exc})", "re-create the archive") from None
+    except Exception as exc:  # noqa: BLE001 - zipfile raises many types (BadZipFile, struct.error, ...)
+        raise error(name, f"unreadable zip archive ({type(exc).__name__}: {exc})", "re-create the archive") from None
     for info in infos:
         if member_escapes(info.filename):
             raise error(name, f"zip member {info.filename!r} escapes the archive folder; archive refused",
@@ -65,6 +65,12 @@ def check_zip(path: str | os.PathLike, *, where: str | None = None, error: type[
             raise error(name, f"zip member {info.filename!r} is a symbolic link; archive refused",
                         "zip the files themselves, not links to them")
     files = [i for i in infos if not i.is_dir()]
+    if max_member_bytes is not None:
+        for info in files:
+            if info.file_size > max_member_bytes:
+                raise error(name, f"zip member {info.filename!r} declares {info.file_size / 2**20:.0f} MB once "
+                            f"decompressed (limit {max_member_bytes / 2**20:.0f} MB, MEDTL_MAX_BYTES); archive refused",
+                            "a damaged or crafted archive; if real, raise MEDTL_MAX_BYTES")
     total = sum(i.file_size for i in files)
     packed = sum(i.compress_size for i in files)
     if max_files is not None and len(files) > max_files:
@@ -76,3 +82,32 @@ def check_zip(path: str | os.PathLike, *, where: str | None = None, error: type[
         raise error(name, f"decompresses {total / max(packed, 1):.0f}x (limit {max_ratio:g}x); looks like a zip "
                     "bomb, archive refused", "re-create the archive from the DICOM files")
     return ZipListing(members=files, total_bytes=total, packed_bytes=packed)
+
+
+def read_member(zf: zipfile.ZipFile, member: str, name: str, max_bytes: int | None = None) -> bytes:
+    """A member's bytes, streamed in chunks with a running cap (``MEDTL_MAX_BYTES`` by default).
+
+    Never trusts the declared size: a member that inflates past the cap, or past what it
+    declares, is refused with a :class:`CorruptFileError` naming it, having held at most
+    the cap in memory. Damaged data (bad CRC, broken deflate stream) is refused the same way.
+    """
+    from medtl.io import limits
+
+    cap = limits.current().max_bytes if max_bytes is None else max_bytes
+    try:
+        info = zf.getinfo(member)
+        if info.file_size > cap:
+            limits.check_bytes(name, "zip member declares", info.file_size)
+        out = bytearray()
+        with zf.open(info) as fh:
+            while chunk := fh.read(1 << 20):
+                out += chunk
+                if len(out) > min(cap, info.file_size):
+                    raise CorruptFileError(name, f"zip member inflates past {len(out)} bytes, more than it declares "
+                                           f"({info.file_size}) or the limit; refused", "re-create the archive")
+        return bytes(out)
+    except ScanError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, zlib.error, EOFError, NotImplementedError (method)...
+        raise CorruptFileError(name, f"unreadable zip member ({type(exc).__name__}: {exc})",
+                               "re-create the archive") from None

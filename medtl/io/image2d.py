@@ -3,27 +3,77 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 from skimage import io as skio
 
 from medtl.errors import CorruptFileError, ScanError
+from medtl.io import limits
+from medtl.io.guard import guarded
 from medtl.io.scan import Scan
 
 
+def check_image_claims(path: Path) -> None:
+    """Refuse an image whose header claims more pixels than the limits, reading the header only.
+
+    PIL reads PNG/JPEG/BMP/TIFF headers lazily (``Image.open`` decodes nothing); TIFFs PIL
+    cannot open are measured with tifffile, which also reads headers only.
+    """
+    from PIL import Image
+
+    # PIL's own bomb guard follows medtl's limit (process-wide, as PIL has it).
+    Image.MAX_IMAGE_PIXELS = limits.current().max_frame_pixels
+    width = height = frames = bands = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            width, height = im.size
+            frames = int(getattr(im, "n_frames", 1) or 1)
+            bands = len(im.getbands())
+            itemsize = 2 if im.mode.startswith("I;16") else 4 if im.mode in ("I", "F") else 1
+    except Image.DecompressionBombError as exc:
+        raise limits.LimitError(path, f"image header claims too many pixels ({exc})",
+                                "a damaged or crafted file; if real, raise MEDTL_MAX_FRAME_PIXELS") from None
+    except Exception:  # noqa: BLE001 - not a format PIL reads: try tifffile, else let the reader judge
+        try:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                shape, itemsize = tuple(int(s) for s in series.shape), series.dtype.itemsize
+        except Exception:  # noqa: BLE001
+            return
+        if len(shape) < 2:
+            return
+        has_samples = len(shape) >= 3 and shape[-1] in (3, 4)
+        height, width = (shape[-3], shape[-2]) if has_samples else (shape[-2], shape[-1])
+        bands = shape[-1] if has_samples else 1
+        frames = int(np.prod(shape[: -3 if has_samples else -2], dtype=object)) if len(shape) > 2 + has_samples else 1
+    limits.check_pixels(path, "image header claims", frames=frames, rows=height, cols=width, samples=bands,
+                        itemsize=itemsize)
+
+
+@guarded
 def read_image(path: str | os.PathLike, grayscale: bool = False) -> Scan:
     """Load a 2D image, keeping its bit depth (8 or 16 bit).
 
     The array is transposed to medtl's ``[i, j]`` order (``i`` along a row), as
     MONAI's image readers do, and gets a unit-spacing identity affine since a
-    plain image carries no patient geometry. Colour stays RGB (alpha dropped)
+    plain image carries no patient geometry. The header's pixel count is checked against
+    :mod:`medtl.io.limits` before decoding. Colour stays RGB (alpha dropped)
     unless ``grayscale=True`` asks for its luminance.
     """
     path = Path(path)
+    check_image_claims(path)
     try:
         data = np.asarray(skio.imread(str(path)))
-    except Exception as exc:  # imageio/PIL/tifffile raise many types for damaged files
+    except BaseException as exc:  # noqa: BLE001 - imageio/PIL/tifffile raise many types for damaged files
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
         raise CorruptFileError(path, f"unreadable image ({type(exc).__name__}: {exc})",
                                "check the file is complete; re-export it") from None
     if data.ndim == 3 and data.shape[-1] in (3, 4):

@@ -10,36 +10,99 @@ import nibabel as nib
 import numpy as np
 
 from medtl._fileutil import atomic_path
-from medtl.errors import CorruptFileError, ScanError
+from medtl.errors import CorruptFileError, ScanError, one_line
+from medtl.io.guard import guarded
 from medtl.io.scan import Scan
 
 
-def _nib_load(path: Path) -> nib.Nifti1Image:
-    """nibabel picks the reader by extension; a misnamed file is parsed from its bytes."""
+def _nib_load(path: Path) -> tuple[nib.Nifti1Image, object | None]:
+    """The image with its data not yet read, and the file object to close once it is.
+
+    nibabel picks the reader by extension; a misnamed file is opened from its content
+    (gzip streamed, never decompressed whole in memory).
+    """
     if path.name.lower().endswith((".nii", ".nii.gz")):
-        return nib.load(str(path))
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    klass = nib.Nifti2Image if int.from_bytes(raw[:4], "little") == 540 or int.from_bytes(raw[:4], "big") == 540 \
-        else nib.Nifti1Image
-    return klass.from_bytes(raw)
+        return nib.load(str(path)), None
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    fobj = gzip.open(path, "rb") if gz else open(path, "rb")  # noqa: SIM115 - closed by the caller
+    try:
+        head = fobj.read(4)
+        fobj.seek(0)
+        klass = nib.Nifti2Image if int.from_bytes(head, "little") == 540 or int.from_bytes(head, "big") == 540 \
+            else nib.Nifti1Image
+        holder = nib.fileholders.FileHolder(fileobj=fobj)
+        return klass.from_file_map({"header": holder, "image": holder}, mmap=False), fobj
+    except BaseException:
+        fobj.close()
+        raise
 
 
+def check_header(header: nib.nifti1.Nifti1Header, name: str | os.PathLike, present: int | None = None,
+                 max_bytes: int | None = None) -> int:
+    """Refuse a NIfTI header whose dims claim more than the limits (or than ``present`` bytes of
+    voxel data); returns the bytes its voxels take once loaded. Reads nothing but the header."""
+    from medtl.io import limits
+
+    shape = [int(s) for s in header.get_data_shape()]
+    if not shape or any(s < 1 for s in shape):
+        raise CorruptFileError(name, f"NIfTI header claims dims {shape}", "re-export the file")
+    itemsize = header.get_data_dtype().itemsize
+    slope, inter = header.get_slope_inter()
+    scaled = (slope is not None and slope not in (0, 1)) or (inter is not None and inter != 0)
+    frames = int(np.prod(shape[2:], dtype=object)) if len(shape) > 2 else 1
+    lim = limits.current() if max_bytes is None else limits.replace(limits.current(), max_bytes=max_bytes)
+    nbytes = limits.check_pixels(name, "NIfTI header claims", frames=frames, rows=shape[1] if len(shape) > 1 else 1,
+                                 cols=shape[0], itemsize=max(itemsize, 8 if scaled else itemsize), limits=lim)
+    if present is not None:
+        needed = int(np.prod(shape, dtype=object)) * itemsize
+        if present < needed:
+            raise CorruptFileError(name, f"NIfTI header claims {shape} {header.get_data_dtype()} voxels "
+                                   f"({limits.human_bytes(needed)}) but the file holds {limits.human_bytes(present)}"
+                                   " (truncated or a forged header)", "re-export or re-download the file")
+    return nbytes
+
+
+def _voxel_bytes_present(path: Path, img: nib.Nifti1Image) -> int | None:
+    """Bytes after the voxel offset of an uncompressed file (None: gzip, unknown without inflating)."""
+    with open(path, "rb") as fh:
+        if fh.read(2) == b"\x1f\x8b":
+            return None
+    try:
+        offset = int(img.header.get_data_offset())
+    except Exception:  # noqa: BLE001
+        return None
+    return max(path.stat().st_size - offset, 0)
+
+
+@guarded
 def read_nifti(path: str | os.PathLike) -> Scan:
     """Load a ``.nii``/``.nii.gz`` file; voxels in ``[i, j, k]`` order with nibabel's best affine.
 
     Scaling (``scl_slope``/``scl_inter``) is applied; a 4D file keeps its last
     axis as channels. The modality is read from a ``medtl:modality=...`` note in
-    the header description when medtl wrote the file.
+    the header description when medtl wrote the file. The header's dims are checked
+    against :mod:`medtl.io.limits` (and, uncompressed, against the file size) before
+    any voxel is read.
     """
+    from medtl.io.limits import LimitError
+
     path = Path(path)
+    fobj = None
     try:
-        img = _nib_load(path)
+        img, fobj = _nib_load(path)
+        check_header(img.header, path, _voxel_bytes_present(path, img))
         data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # nibabel raises many types for damaged files
-        raise CorruptFileError(path, f"unreadable NIfTI ({type(exc).__name__}: {exc})",
+    except (LimitError, CorruptFileError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - nibabel raises many types for damaged files
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
+        raise CorruptFileError(path, f"unreadable NIfTI ({type(exc).__name__}: {one_line(exc, 160, typed=False)})",
                                "check the file is complete; re-export it") from None
+    finally:
+        if fobj is not None:
+            fobj.close()
     if data.ndim > 4 or data.ndim < 2:
         raise ScanError(path, f"NIfTI with {data.ndim} dimensions is not a scan medtl can use",
                         "give a 2D, 3D or 3D+channel image")

@@ -107,6 +107,10 @@ class Scan:
             "default_window": list(self.default_window) if self.default_window else None,
             "intensity_range": [float(np.min(self.array)), float(np.max(self.array))],
         }
+        if self.metadata.get("spacing_known") is False:
+            # The affine needs a number (1 mm is assumed), but the file gave none: say so.
+            out["spacing_known"] = False
+            out["spacing_note"] = self.metadata.get("spacing_note", "pixel size unknown, 1 mm assumed")
         for key in ("series_uid", "series_description", "slice_report", "transfer_syntax",
                     "number_of_frames", "series_found"):
             if key in self.metadata:

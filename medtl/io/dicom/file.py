@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 
 from medtl.errors import UnsupportedFormatError
+from medtl.io.dicom.budget import check_claims, pixel_bytes
 from medtl.io.dicom.frames import frames_of
 from medtl.io.dicom.pixels import decode
 from medtl.io.dicom.sniff import PathLike, check_readable_image, is_dicom_file, read_full
 from medtl.io.dicom.volume import build_scan
+from medtl.io.guard import guarded
 from medtl.io.scan import Scan
 
 
+@guarded
 def read_dicom(path: PathLike) -> Scan:
     """Read one DICOM file (single or multi-frame) into a :class:`Scan`.
 
@@ -19,8 +22,10 @@ def read_dicom(path: PathLike) -> Scan:
     Pixel Measures / Pixel Value Transformation / Frame VOI LUT items (shared
     groups as fallback) and have their frames ordered along the slice normal.
     Raises :class:`UnsupportedFormatError` (not DICOM), :class:`NotAnImageError`
-    (SEG, RT, SR, ...), :class:`CorruptFileError` (truncated, undecodable) or
-    :class:`SeriesError` (frames that do not form one volume).
+    (SEG, RT, SR, ...), :class:`CorruptFileError` (truncated, undecodable, a header
+    claiming more than the file holds), :class:`~medtl.io.limits.LimitError` (claims
+    beyond ``MEDTL_MAX_*``) or :class:`SeriesError` (frames that do not form one volume).
+    No other exception escapes (see :mod:`medtl.io.guard`).
     """
     name = str(path)
     if os.path.isdir(name):
@@ -32,6 +37,7 @@ def read_dicom(path: PathLike) -> Scan:
                                      "check the file; medtl reads DICOM, NIfTI and PNG/JPEG")
     full = read_full(name, name)
     check_readable_image(full, name, name)
+    check_claims(full, name, pixel_bytes(full))  # before any per-frame work
     frames = frames_of(full, 0)
     scan = build_scan([full], [name], frames, name, load=lambda _: decode(full, name))
     scan.metadata["number_of_frames"] = len(frames)

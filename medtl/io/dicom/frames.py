@@ -86,22 +86,61 @@ def _voi_lut_window(ds: Dataset) -> tuple[float | None, float | None]:
     return first + (n_entries - 1) / 2.0, float(n_entries)
 
 
+def rescale_value(value: Any) -> float | None:
+    """A rescale slope/intercept: None when absent, NaN when present but not a finite number
+    (so that the pixel pipeline refuses it instead of silently using 1.0 / 0.0)."""
+    if value is None or value == "":
+        return None
+    out = to_float(value)
+    return float("nan") if out is None else out
+
+
+def spacing_value(value: Any) -> tuple[np.ndarray | None, str | None]:
+    """A PixelSpacing as ``(row, column)`` mm, or ``(None, why)`` when missing or not positive."""
+    if value is None or value == "":
+        return None, None
+    vec = to_vector(value, 2)
+    if vec is None or np.any(vec <= 0):
+        shown = "\\".join(str(v) for v in value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) \
+            else str(value)
+        return None, f"invalid PixelSpacing {shown[:40]!r} (must be two positive numbers)"
+    return vec, None
+
+
+def _positive(value: float | None) -> float | None:
+    return value if value is not None and value > 0 else None
+
+
 def frames_of(ds: Dataset, src: int) -> list[Frame]:
-    """One :class:`Frame` per frame of ``ds``; functional groups win over top-level attributes."""
+    """One :class:`Frame` per frame of ``ds``; functional groups win over top-level attributes.
+
+    Callers check the header's claims first (:func:`medtl.io.dicom.budget.check_claims`);
+    a frame count beyond ``MEDTL_MAX_VOXELS`` is refused here too. A PixelSpacing that is
+    not two positive numbers counts as missing (``extra["spacing_problem"]`` says why);
+    SliceThickness/SpacingBetweenSlices that are not positive count as missing; a rescale
+    slope or intercept that is present but not a finite number becomes NaN (refused later).
+    """
+    from medtl.io import limits
+
     n = int(to_float(ds.get("NumberOfFrames")) or 1)
+    if n < 1 or n > limits.current().max_voxels:
+        from medtl.errors import CorruptFileError
+
+        raise CorruptFileError(None, f"header claims NumberOfFrames = {n}", "re-export the file")
     instance = int(to_float(ds.get("InstanceNumber")) or 0)
     enhanced = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
     top_ipp = to_vector(ds.get("ImagePositionPatient"), 3)
     top_iop = to_vector(ds.get("ImageOrientationPatient"), 6)
-    top_ps = to_vector(ds.get("PixelSpacing"), 2)
+    top_ps, top_problem = spacing_value(ds.get("PixelSpacing"))
     if top_ps is None:
-        top_ps = to_vector(ds.get("ImagerPixelSpacing"), 2)
-    top_step = to_float(ds.get("SpacingBetweenSlices")) or to_float(ds.get("SliceThickness"))
+        top_ps, imager_problem = spacing_value(ds.get("ImagerPixelSpacing"))
+        top_problem = top_problem or imager_problem
+    top_step = _positive(to_float(ds.get("SpacingBetweenSlices"))) or _positive(to_float(ds.get("SliceThickness")))
     top_window = (to_float(ds.get("WindowCenter")), to_float(ds.get("WindowWidth")))
     if top_window[0] is None or top_window[1] is None:
         top_window = _voi_lut_window(ds)
-    top_slope = to_float(ds.get("RescaleSlope"))
-    top_intercept = to_float(ds.get("RescaleIntercept"))
+    top_slope = rescale_value(ds.get("RescaleSlope"))
+    top_intercept = rescale_value(ds.get("RescaleIntercept"))
 
     frames = []
     for f in range(n):
@@ -110,11 +149,11 @@ def frames_of(ds: Dataset, src: int) -> list[Frame]:
 
         ipp = to_vector(grp("PlanePositionSequence", "ImagePositionPatient"), 3)
         iop = to_vector(grp("PlaneOrientationSequence", "ImageOrientationPatient"), 6)
-        ps = to_vector(grp("PixelMeasuresSequence", "PixelSpacing"), 2)
-        step = (to_float(grp("PixelMeasuresSequence", "SpacingBetweenSlices"))
-                or to_float(grp("PixelMeasuresSequence", "SliceThickness")))
-        slope = to_float(grp("PixelValueTransformationSequence", "RescaleSlope"))
-        intercept = to_float(grp("PixelValueTransformationSequence", "RescaleIntercept"))
+        ps, problem = spacing_value(grp("PixelMeasuresSequence", "PixelSpacing"))
+        step = (_positive(to_float(grp("PixelMeasuresSequence", "SpacingBetweenSlices")))
+                or _positive(to_float(grp("PixelMeasuresSequence", "SliceThickness"))))
+        slope = rescale_value(grp("PixelValueTransformationSequence", "RescaleSlope"))
+        intercept = rescale_value(grp("PixelValueTransformationSequence", "RescaleIntercept"))
         wc = to_float(grp("FrameVOILUTSequence", "WindowCenter"))
         ww = to_float(grp("FrameVOILUTSequence", "WindowWidth"))
         iop = iop if iop is not None else top_iop
@@ -129,5 +168,7 @@ def frames_of(ds: Dataset, src: int) -> list[Frame]:
             slope=slope if slope is not None else (top_slope if top_slope is not None else 1.0),
             intercept=intercept if intercept is not None else (top_intercept or 0.0),
             window=(wc, ww) if wc is not None and ww is not None else top_window,
+            extra={"spacing_problem": problem or top_problem} if (ps is None and top_ps is None
+                                                                  and (problem or top_problem)) else {},
         ))
     return frames

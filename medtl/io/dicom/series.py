@@ -15,12 +15,15 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from medtl.errors import CorruptFileError, NotAnImageError, SeriesError
+from medtl.io import limits
+from medtl.io.dicom.budget import check_claims
 from medtl.io.dicom.frames import frames_of, to_float
 from medtl.io.dicom.pixels import decode
 from medtl.io.dicom.sniff import check_readable_image, read_full, read_header
 from medtl.io.dicom.sop import FIX_REFERENCED, non_image_kind, sop_class_name
 from medtl.io.dicom.sources import Entry, EntrySource, SeriesSource, list_entries, source_name
 from medtl.io.dicom.volume import build_scan
+from medtl.io.guard import guarded
 from medtl.io.scan import Scan
 
 
@@ -111,6 +114,7 @@ def _scan_headers(path: SeriesSource, where: str, progress: bool | None) -> tupl
     return series, unreadable
 
 
+@guarded
 def list_series(path: SeriesSource) -> list[dict[str, Any]]:
     """The series in a folder (recursive), ``.zip`` or list of files: one dict per series with
     ``index``, ``series_uid``, ``modality``, ``description``, ``series_number``,
@@ -149,6 +153,7 @@ def _pick(series: list[_SeriesInfo], wanted: str | int | None, where: str) -> _S
                       "pass series= one of these indices or UIDs")
 
 
+@guarded
 def read_series(path: SeriesSource, series: str | int | None = None, progress: bool | None = None) -> Scan:
     """Read one series from a folder (searched recursively), a ``.zip`` or a list of DICOM files.
 
@@ -181,7 +186,14 @@ def read_series(path: SeriesSource, series: str | int | None = None, progress: b
     chosen_headers = chosen.image_headers
     headers = [h.ds for h in chosen_headers]
     names = [h.entry.name for h in chosen_headers]
+    # Claims first: each file against its size and the limits, then the series as a whole.
+    total = sum(check_claims(h.ds, h.entry.name, h.entry.size) for h in chosen_headers)
+    limits.check_bytes(where, f"series of {len(headers)} files decodes to", total)
     frames = [f for i, ds in enumerate(headers) for f in frames_of(ds, i)]
+    if frames:
+        ds0 = headers[0]
+        limits.check_pixels(where, "series claims", frames=len(frames), rows=int(ds0.Rows), cols=int(ds0.Columns),
+                            samples=int(ds0.get("SamplesPerPixel", 1) or 1), itemsize=0)
 
     with EntrySource() as source, \
             _tqdm(len(headers), "DICOM slices", _show_progress(progress, len(headers))) as bar:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import io
 import os
 import warnings
+import zlib
 from typing import BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from medtl.errors import CorruptFileError, NotAnImageError, one_line
+from medtl.errors import CorruptFileError, MedtlError, NotAnImageError, one_line
+from medtl.io import limits
 from medtl.io.dicom.sop import FIX_REFERENCED, raise_if_not_image, sop_class_name
 
 PathLike = str | os.PathLike
@@ -82,17 +84,89 @@ def _ensure_transfer_syntax(ds: Dataset) -> None:
                               ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
 
 
+#: Inflated bytes of a deflated data set kept to read its header before pydicom inflates it all.
+_DEFLATE_HEAD = 1 << 20
+
+
+def check_deflated(fh: BinaryIO, name: str) -> None:
+    """Refuse a Deflated Explicit VR data set that inflates beyond ``MEDTL_MAX_BYTES`` or claims too much.
+
+    pydicom inflates such a data set whole, in memory, before reading a single tag, even
+    for a header read: a 500 KB file can inflate to gigabytes. Here it is inflated in
+    chunks (output counted, not kept, beyond the first MiB, whose header is checked with
+    :func:`~medtl.io.dicom.budget.check_claims`). Leaves ``fh`` where it was.
+    """
+    from medtl.io.dicom.budget import check_claims
+
+    start = fh.tell()
+    try:
+        try:
+            pydicom.filereader.read_preamble(fh, force=True)
+            meta = pydicom.filereader._read_file_meta_info(fh)
+        except Exception:  # noqa: BLE001 - not our job to judge the meta here; pydicom will
+            return
+        if str(meta.get("TransferSyntaxUID", "")) != DeflatedExplicitVRLittleEndian:
+            return
+        cap = limits.current().max_bytes
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        total, head = 0, bytearray()
+        try:
+            while chunk := fh.read(1 << 20):
+                data = chunk
+                while data:
+                    out = inflater.decompress(data, 1 << 22)
+                    total += len(out)
+                    if len(head) < _DEFLATE_HEAD:
+                        head += out[: _DEFLATE_HEAD - len(head)]
+                    if total > cap:
+                        limits.check_bytes(name, "deflated data set inflates to more than", total)
+                    data = inflater.unconsumed_tail
+                if inflater.eof:
+                    break
+        except zlib.error as exc:
+            raise CorruptFileError(name, f"deflated data set is damaged ({exc})", "re-export the file") from None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(io.BytesIO(bytes(head)), force=True, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - a header longer than the kept head: the size cap still holds
+            return
+        ds.file_meta = meta
+        check_claims(ds, name, total)
+    finally:
+        fh.seek(start)
+
+
+def _open_checked(src: str | BinaryIO, name: str) -> tuple[BinaryIO, bool]:
+    """``src`` opened (and whether to close it), after the size and deflate checks."""
+    if isinstance(src, str):
+        try:
+            size = os.path.getsize(src)
+            fh = open(src, "rb")  # noqa: SIM115 - closed by the caller
+        except OSError as exc:
+            raise CorruptFileError(name, f"cannot open ({exc.strerror})", "check permissions") from exc
+        close = True
+    else:
+        fh, close = src, False
+        pos = fh.tell()
+        size = fh.seek(0, 2) - pos
+        fh.seek(pos)
+    try:
+        limits.check_bytes(name, "file is", size)
+        check_deflated(fh, name)
+    except BaseException:
+        if close:
+            fh.close()
+        raise
+    return fh, close
+
+
 def read_header(src: str | BinaryIO, name: str) -> Dataset | None:
     """Header (no pixels) of one candidate file, or None if it is clearly not DICOM.
 
     Raises :class:`CorruptFileError` for a file marked DICOM whose header is malformed.
     """
-    fh: BinaryIO
-    close = isinstance(src, str)
-    try:
-        fh = open(src, "rb") if isinstance(src, str) else src  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise CorruptFileError(name, f"cannot open ({exc.strerror})", "check permissions") from exc
+    fh, close = _open_checked(src, name)
     try:
         kind = _sniff(fh)
         if kind is None:
@@ -103,7 +177,7 @@ def read_header(src: str | BinaryIO, name: str) -> Dataset | None:
                     warnings.simplefilter("ignore")
                 ds = pydicom.dcmread(fh, force=True, stop_before_pixels=True)
         except BaseException as exc:  # noqa: BLE001
-            if is_fatal(exc):
+            if is_fatal(exc) or isinstance(exc, MedtlError):
                 raise
             if kind == "raw":
                 return None
@@ -119,14 +193,18 @@ def read_header(src: str | BinaryIO, name: str) -> Dataset | None:
 
 
 def read_full(src: str | BinaryIO, name: str) -> Dataset:
-    """The whole data set, pixel data included (not yet decoded)."""
+    """The whole data set, pixel data included (not yet decoded), after the size and deflate checks."""
+    fh, close = _open_checked(src, name)
     try:
-        ds = pydicom.dcmread(src, force=True)
+        ds = pydicom.dcmread(fh, force=True)
     except BaseException as exc:  # noqa: BLE001
         if is_fatal(exc):
             raise
         raise CorruptFileError(name, f"malformed DICOM file ({one_line(exc, 160, typed=False)})",
                                "re-export the file") from exc
+    finally:
+        if close:
+            fh.close()
     _ensure_transfer_syntax(ds)
     return ds
 

@@ -2,7 +2,8 @@
 
 Each candidate file becomes an :class:`Entry`; :class:`EntrySource` opens it for
 pydicom. Zip members are read in memory, never extracted, after
-:func:`medtl.io.archive.check_zip` has refused unsafe archives.
+:func:`medtl.io.archive.check_zip` has refused unsafe archives, and streamed with a
+running cap (:func:`medtl.io.archive.read_member`), never read whole on trust.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from medtl.errors import CorruptFileError, SeriesError
-from medtl.io.archive import check_zip
+from medtl.io import limits
+from medtl.io.archive import check_zip, read_member
 
 #: What a series is read from: a folder, a ``.zip``, or the files themselves.
 SeriesSource = str | os.PathLike | Sequence[str | os.PathLike]
@@ -31,6 +33,7 @@ class Entry:
     path: str | None = None
     zip_path: str | None = None
     member: str | None = None
+    size: int | None = None  # bytes on disk, or the member's declared decompressed size
 
 
 def _is_single(source: SeriesSource) -> bool:
@@ -64,7 +67,14 @@ def _file_entries(files: Sequence[str | os.PathLike]) -> list[Entry]:
         if not p.is_file():
             raise SeriesError(p, "no such file (listed for the series)", "check the path or drop it from the list")
         unique.setdefault(os.path.abspath(p), p)
-    return [Entry(name=str(p), path=str(p)) for p in sorted(unique.values())]
+    return [Entry(name=str(p), path=str(p), size=_size(p)) for p in sorted(unique.values())]
+
+
+def _size(p: Path) -> int | None:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return None
 
 
 def list_entries(source: SeriesSource) -> list[Entry]:
@@ -79,11 +89,12 @@ def list_entries(source: SeriesSource) -> list[Entry]:
     p = Path(source)  # type: ignore[arg-type]
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file())
-        return [Entry(name=str(f), path=str(f)) for f in files]
+        return [Entry(name=str(f), path=str(f), size=_size(f)) for f in files]
     if p.is_file() and zipfile.is_zipfile(p):
-        listing = check_zip(p, error=CorruptFileError)
-        members = sorted(i.filename for i in listing.members)
-        return [Entry(name=f"{p}:{m}", zip_path=str(p), member=m) for m in members]
+        listing = check_zip(p, error=CorruptFileError, max_member_bytes=limits.current().max_bytes)
+        members = sorted(listing.members, key=lambda i: i.filename)
+        return [Entry(name=f"{p}:{i.filename}", zip_path=str(p), member=i.filename, size=i.file_size)
+                for i in members]
     if not p.exists():
         raise SeriesError(p, "no such folder or zip file", "check the path")
     raise SeriesError(p, "not a folder or a .zip of DICOM files", "use read_dicom for a single file")
@@ -115,4 +126,4 @@ class EntrySource:
             zf = self._zips.get(entry.zip_path)  # type: ignore[arg-type]
             if zf is None:
                 zf = self._zips[entry.zip_path] = zipfile.ZipFile(entry.zip_path)  # type: ignore[index,arg-type]
-            return io.BytesIO(zf.read(entry.member))  # type: ignore[arg-type]
+            return io.BytesIO(read_member(zf, entry.member, f"{entry.zip_path}:{entry.member}"))  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ space is LPS, so the x and y rows are negated).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +46,20 @@ def frames_affine(frames: list[Frame]) -> tuple[np.ndarray, bool]:
 
 def order_frames(frames: list[Frame], name: str) -> tuple[list[int], list[list[int]], dict[str, Any]]:
     """Slice order (indices into ``frames``), duplicate groups and the slice report."""
-    geometric = all(f.ipp is not None and f.iop is not None for f in frames)
+    has_geometry = [f.ipp is not None and f.iop is not None for f in frames]
+    geometric = all(has_geometry)
+    if any(has_geometry) and not geometric:
+        # Ordering the rest by InstanceNumber with an identity affine would hand the network a
+        # volume mirrored in x, y and z without a word: refuse instead.
+        lacking = has_geometry.count(False)
+        raise SeriesError(
+            name, f"{lacking} of {len(frames)} slices lack ImagePositionPatient/ImageOrientationPatient, so the "
+            "slice order and orientation cannot be trusted; refused rather than guess (a guess can mirror the "
+            "volume)", "re-export the series, or remove the slices without position")
+    if not geometric and len(frames) > 1:
+        warnings.warn(f"{name}: no patient geometry (ImagePositionPatient/ImageOrientationPatient) in any of "
+                      f"{len(frames)} slices: ordered by InstanceNumber, orientation unknown (identity affine)",
+                      UserWarning, stacklevel=3)
     if not geometric or len(frames) == 1:
         order = sorted(range(len(frames)), key=lambda i: (frames[i].instance, frames[i].src, frames[i].index))
         report = {"n_slices": len(frames), "spacing": None, "uneven_spacing": False,
@@ -67,6 +81,27 @@ def order_frames(frames: list[Frame], name: str) -> tuple[list[int], list[list[i
     return result.order, result.duplicate_groups, result.report
 
 
+def _check_rescale(frames: list[Frame], names: list[str], where: str) -> None:
+    """Refuse a rescale that destroys the image: slope 0 (a constant image) or not a finite number."""
+    for f in frames:
+        if not (np.isfinite(f.slope) and np.isfinite(f.intercept)):
+            raise CorruptFileError(names[f.src], f"RescaleSlope/RescaleIntercept {f.slope:g}/{f.intercept:g} is not a "
+                                   "finite number", "fix the header or re-export the file")
+        if f.slope == 0:
+            raise CorruptFileError(names[f.src], "RescaleSlope is 0: every pixel would map to the intercept "
+                                   f"{f.intercept:g} (a constant image)", "fix the header or re-export the file")
+
+
+def _finite(value: np.ndarray, frame: Frame, name: str) -> np.ndarray:
+    """Refuse a frame whose values are not all finite (float pixel data with NaN, a rescale overflowing float32)."""
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+        raise CorruptFileError(name, f"{bad} pixel value(s) of frame {frame.index} are not finite (NaN or infinite; "
+                               f"RescaleSlope {frame.slope:g}, RescaleIntercept {frame.intercept:g})",
+                               "fix the header or re-export the file")
+    return value
+
+
 def _assemble(headers: list[Dataset], names: list[str], frames: list[Frame], where: str,
               load: Callable[[int], np.ndarray], progress: Any = None,
               ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[Frame]]:
@@ -83,6 +118,7 @@ def _assemble(headers: list[Dataset], names: list[str], frames: list[Frame], whe
     order, dup_groups, report = order_frames(frames, where)
     pixels = [Pixels.of(ds) for ds in headers]
     kept = [frames[i] for i in order]
+    _check_rescale(kept, names, where)
     as_float = needs_float(kept, [pixels[f.src] for f in kept])
     slot = {id(frames[i]): k for k, i in enumerate(order)}
     dup_of = {id(frames[i]): frames[g[0]] for g in dup_groups for i in g[1:]}
@@ -96,8 +132,8 @@ def _assemble(headers: list[Dataset], names: list[str], frames: list[Frame], whe
         if raw.shape[0] < len(wanted):
             raise CorruptFileError(names[src], f"holds {raw.shape[0]} frames, header says {len(wanted)}",
                                    "re-export the file")
-        return [(f, apply_value_pipeline(raw[f.index], f, headers[src], pixels[src], as_float))
-                for f in wanted]
+        return [(f, _finite(apply_value_pipeline(raw[f.index], f, headers[src], pixels[src], as_float),
+                            f, names[src])) for f in wanted]
 
     out: np.ndarray | None = None
     dropped: list[tuple[Frame, np.ndarray]] = []
@@ -159,6 +195,14 @@ def build_scan(headers: list[Dataset], names: list[str], frames: list[Frame], wh
     ds = headers[kept[0].src]
     meta = _metadata(ds, kept, Pixels.of(ds), len(kept))
     meta["slice_report"] = report
+    first = kept[0]
+    meta["spacing_known"] = first.pixel_spacing is not None
+    if first.pixel_spacing is None:
+        problem = first.extra.get("spacing_problem")
+        meta["spacing_note"] = (f"{problem}: pixel size unknown, 1 mm assumed" if problem
+                                else "no PixelSpacing: pixel size unknown, 1 mm assumed")
+        if problem or report.get("geometry"):
+            warnings.warn(f"{where}: {meta['spacing_note']}", UserWarning, stacklevel=3)
     return Scan(array=array, affine=affine, modality=str(ds.get("Modality", "") or "OT"),
                 photometric="RGB" if array.ndim == 4 else "MONOCHROME2", format="dicom",
                 source=where, metadata=meta)
