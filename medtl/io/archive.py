@@ -97,7 +97,7 @@ def read_member(zf: zipfile.ZipFile, member: str, name: str, max_bytes: int | No
     try:
         info = zf.getinfo(member)
         if info.file_size > cap:
-            limits.check_bytes(name, "zip member declares", info.file_size)
+            limits.check_bytes(name, "zip member declares", info.file_size, cap)
         out = bytearray()
         with zf.open(info) as fh:
             while chunk := fh.read(1 << 20):

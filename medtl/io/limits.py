@@ -139,9 +139,9 @@ def check_pixels(name: str | os.PathLike | None, what: str, *, frames: int, rows
     return nbytes
 
 
-def check_bytes(name: str | os.PathLike | None, what: str, nbytes: int, limits: Limits | None = None) -> None:
-    """Refuse ``nbytes`` (a file, a zip member, decompressed data) beyond ``max_bytes``."""
-    lim = limits or current()
-    if nbytes > lim.max_bytes:
-        raise LimitError(name, f"{what} {human_bytes(nbytes)}, more than the limit of {human_bytes(lim.max_bytes)}; "
+def check_bytes(name: str | os.PathLike | None, what: str, nbytes: int, limit: int | None = None) -> None:
+    """Refuse ``nbytes`` (a file, a zip member, decompressed data) beyond ``limit`` (default ``max_bytes``)."""
+    limit = current().max_bytes if limit is None else limit
+    if nbytes > limit:
+        raise LimitError(name, f"{what} {human_bytes(nbytes)}, more than the limit of {human_bytes(limit)}; "
                          "refused", _fix(ENV["max_bytes"]))

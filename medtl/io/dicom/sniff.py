@@ -119,7 +119,7 @@ def check_deflated(fh: BinaryIO, name: str) -> None:
                     if len(head) < _DEFLATE_HEAD:
                         head += out[: _DEFLATE_HEAD - len(head)]
                     if total > cap:
-                        limits.check_bytes(name, "deflated data set inflates to more than", total)
+                        limits.check_bytes(name, "deflated data set inflates to more than", total, cap)
                     data = inflater.unconsumed_tail
                 if inflater.eof:
                     break
