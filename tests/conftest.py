@@ -1,9 +1,13 @@
 """Shared pytest fixtures. Real material lives in ../shared beside the repo; tests
-that need it skip cleanly when it is absent (a fresh clone elsewhere)."""
+that need it skip cleanly when it is absent (a fresh clone elsewhere).
+
+Tiny models trained on the sample cohort come from :func:`train_tiny`, once per test
+session for each setting, whichever test package asks first."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,3 +37,37 @@ def shared():
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Point medtl's weights cache at a temp dir so tests never touch ~/.cache."""
     monkeypatch.setenv("MEDTL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "medtl-cache"))
+
+
+#: The 2D tiny setting: ``sample_tiny`` at 32x32 px, two epochs, 50 bootstrap resamples (seconds on a CPU).
+TINY_2D = (f"data.path={REPO / 'sample_data' / 'manifest.csv'}", "preprocess.size=[32,32]", "train.epochs=2",
+           "train.batch_size=8", "eval.bootstrap=50", "data.num_workers=0")
+
+
+@pytest.fixture(scope="session")
+def train_tiny(tmp_path_factory) -> Callable[..., Path]:
+    """``train_tiny(name, *overrides)``: a run folder called ``name`` (the app names a model after its
+    folder) of the ``sample_tiny`` recipe with ``overrides``.
+
+    Each distinct name and list of overrides is trained once per session and its folder shared by
+    every test that asks for it (tests must not write into it).
+    """
+    from medtl.config import load_config
+    from medtl.train.run import train
+
+    runs: dict[tuple[str, tuple[str, ...]], Path] = {}
+
+    def run(name: str, *overrides: str) -> Path:
+        if (name, overrides) not in runs:
+            out = tmp_path_factory.mktemp("tiny-runs") / name
+            train(load_config("sample_tiny", list(overrides)), out, progress=False)
+            runs[name, overrides] = out
+        return runs[name, overrides]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run_2d(train_tiny) -> Path:
+    """ResNet-18, 2D, 32x32 px, two epochs on the sample cohort's CT slices (:data:`TINY_2D`), in ``tiny2d/``."""
+    return train_tiny("tiny2d", *TINY_2D)

@@ -7,31 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from medtl.config import load_config
-from medtl.train.run import train
+from ..conftest import TINY_2D
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = [f"data.path={REPO / 'sample_data' / 'manifest.csv'}", "preprocess.size=[32,32]", "train.epochs=2",
-        "train.batch_size=8", "eval.bootstrap=50", "data.num_workers=0"]
-TINY_3D = ["data.filter={kind: ct3d}", "preprocess.spatial_dims=3", "preprocess.size=[16,16,16]", "train.epochs=1"]
+TINY_3D = ("data.filter={kind: ct3d}", "preprocess.spatial_dims=3", "preprocess.size=[16,16,16]", "train.epochs=1")
 
 pytest.importorskip("gradio", reason="the app needs Gradio (pip install 'medtl[app]')")
 
 
 @pytest.fixture(scope="session")
-def run2d(tmp_path_factory) -> Path:
-    """A 2D ResNet-18 trained for seconds on the sample CT slices (its card has a threshold and test metrics)."""
-    out = tmp_path_factory.mktemp("app-runs") / "tiny2d"
-    train(load_config(REPO / "configs" / "sample_tiny.yaml", TINY), out, progress=False)
-    return out
+def run2d(tiny_run_2d) -> Path:
+    """A 2D ResNet-18 trained for seconds on the sample CT slices (its card has a threshold and test metrics);
+    the same run as the training tests' (trained once per session)."""
+    return tiny_run_2d
 
 
 @pytest.fixture(scope="session")
-def run3d(tmp_path_factory) -> Path:
+def run3d(train_tiny) -> Path:
     """A 3D ResNet-18 trained for one epoch on the sample CT volumes."""
-    out = tmp_path_factory.mktemp("app-runs") / "tiny3d"
-    train(load_config(REPO / "configs" / "sample_tiny.yaml", [*TINY, *TINY_3D]), out, progress=False)
-    return out
+    return train_tiny("tiny3d", *TINY_2D, *TINY_3D)
 
 
 @pytest.fixture(scope="session")

@@ -97,4 +97,3 @@ def test_balanced_weights_are_what_the_sampler_and_training_draw_with():
     assert list(same) == list(balanced_sampler(items, 2, seed=3))
     with pytest.raises(ValueError, match="outside"):
         balanced_weights([{"label": 2}], 2)
-

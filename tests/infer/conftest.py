@@ -1,4 +1,4 @@
-"""Tiny trained runs shared by the inference tests (trained once per session on the sample cohort)."""
+"""Tiny trained runs of the inference tests (trained once per session by ``train_tiny``) and a batch folder."""
 
 from __future__ import annotations
 
@@ -7,32 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from medtl.config import load_config
-from medtl.train.run import train
-
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "sample_data"
-BASE = [f"data.path={SAMPLE / 'manifest.csv'}", "train.epochs=1", "eval.bootstrap=20", "data.num_workers=0"]
+BASE = (f"data.path={SAMPLE / 'manifest.csv'}", "train.epochs=1", "eval.bootstrap=20", "data.num_workers=0")
 
 
 @pytest.fixture(scope="session")
-def run2d(tmp_path_factory) -> Path:
+def run2d(train_tiny) -> Path:
     """ResNet-18, 2D, 32x32 px, one epoch on the sample cohort's CT slices."""
-    out = tmp_path_factory.mktemp("runs") / "tiny2d"
-    cfg = load_config(REPO / "configs" / "sample_tiny.yaml", [*BASE, "preprocess.size=[32,32]", "train.batch_size=8"])
-    train(cfg, out, progress=False)
-    return out
+    return train_tiny("tiny2d", *BASE, "preprocess.size=[32,32]", "train.batch_size=8")
 
 
 @pytest.fixture(scope="session")
-def run3d(tmp_path_factory) -> Path:
+def run3d(train_tiny) -> Path:
     """ResNet-18 3D, 16^3 voxels, one epoch on the sample cohort's NIfTI volumes."""
-    out = tmp_path_factory.mktemp("runs") / "tiny3d"
-    cfg = load_config(REPO / "configs" / "sample_tiny.yaml",
-                      [*BASE, "data.filter={kind: ct3d}", "preprocess.spatial_dims=3", "preprocess.size=[16,16,16]",
-                       "preprocess.window=soft_tissue", "train.batch_size=4"])
-    train(cfg, out, progress=False)
-    return out
+    return train_tiny("tiny3d", *BASE, "data.filter={kind: ct3d}", "preprocess.spatial_dims=3",
+                      "preprocess.size=[16,16,16]", "preprocess.window=soft_tissue", "train.batch_size=4")
 
 
 def make_batch_folder(root: Path) -> dict[str, list[str]]:

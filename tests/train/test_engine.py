@@ -1,0 +1,104 @@
+"""The training loop's pieces on synthetic data: loaders, sampling, early stopping, best-score bookkeeping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import WeightedRandomSampler
+
+from medtl.config import load_config
+from medtl.data import balanced_weights
+from medtl.train import engine
+from medtl.train.logger import read_history
+
+from ..conftest import TINY_2D
+
+
+class Staged(nn.Module):
+    """A tiny network exposing ``stages`` like medtl's backbones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
+        self.head = nn.Linear(4, 2)
+        self.stages = [("stem", self.stem), ("head", self.head)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stem(x).mean((2, 3)))
+
+
+def cases(n: int, labels: list[int] | None = None, seed: int = 0) -> list[dict]:
+    """``n`` items of a 9x9 image whose mean tells the class (labels alternate unless given)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = labels if labels is not None else [i % 2 for i in range(n)]
+    return [{"image": torch.randn(1, 9, 9, generator=g) + 2.0 * y, "label": y} for y in labels]
+
+
+def cfg(*extra: str):
+    return load_config(None, ["data.num_workers=0", "train.batch_size=4", "train.device=cpu", "train.strategy=full",
+                              "train.lr=0.01", *extra])
+
+
+def test_loader_workers_take_the_config_else_none_on_a_small_cpu(monkeypatch):
+    cpu = torch.device("cpu")
+    assert engine.loader_workers(cpu, 3) == 3
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 2)
+    assert engine.loader_workers(cpu, -1) == 0
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 16)
+    assert engine.loader_workers(cpu, -1) == 2
+    assert engine.loader_workers(torch.device("cuda"), -1) == 8
+
+
+def test_weighted_train_loader_replays_an_epoch_from_its_generator():
+    items = cases(12, labels=[0] * 9 + [1] * 3)
+    weights = balanced_weights(items, 2)
+    loader, sampler, generator = engine.make_train_loader(items, cfg(), torch.device("cpu"), sample_weights=weights)
+    assert isinstance(sampler, WeightedRandomSampler)
+    torch.testing.assert_close(sampler.weights, torch.as_tensor(weights, dtype=torch.double))
+    generator.manual_seed(5)
+    first = list(sampler)
+    generator.manual_seed(5)
+    assert list(sampler) == first
+    assert loader.drop_last and loader.batch_size == 4
+
+
+def test_patience_stops_when_the_monitored_score_never_improves(tmp_path):
+    # one class only in validation: its AUC is NaN, which never counts as an improvement
+    best = []
+    config = cfg("train.epochs=5", "train.patience=2", "train.schedule=constant")
+    state = engine.fit(Staged(), cases(8), cases(4, labels=[0] * 4), config, tmp_path,
+                       on_best=lambda m, epoch, row: best.append(epoch), progress=False)
+    assert (state.epoch, state.bad_epochs, state.best_epoch, best) == (2, 2, -1, [])
+    assert [r["epoch"] for r in read_history(tmp_path / "metrics.csv")] == [1, 2]
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
+
+
+def test_without_validation_the_lowest_training_loss_is_the_best(tmp_path):
+    best = []
+    state = engine.fit(Staged(), cases(16), None, cfg("train.epochs=3", "train.schedule=constant"), tmp_path,
+                       on_best=lambda m, epoch, row: best.append((epoch, row["train_loss"])), progress=False)
+    losses = [row["train_loss"] for row in state.history]
+    expected = [e + 1 for e, loss in enumerate(losses) if loss < min(losses[:e], default=np.inf)]
+    assert [epoch for epoch, _ in best] == expected and state.best_epoch == expected[-1]
+    assert state.best_score == pytest.approx(-min(losses))
+    assert "val_loss" not in state.history[0] and state.history[0]["trainable_stages"] == 2
+
+
+def test_training_with_balance_sampler_draws_with_the_data_packages_weights(tmp_path, monkeypatch):
+    from medtl.train import run
+
+    seen = {}
+
+    def fake_fit(model, train_ds, val_ds, cfg, out, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr(engine, "fit", fake_fit)
+    config = load_config("sample_tiny", [*TINY_2D, "train.balance=sampler", "data.cache=none"])
+    with pytest.raises(KeyboardInterrupt):
+        run.train(config, tmp_path / "run", progress=False)
+    train_items = run.prepare_data(config, progress=False).cohort.split("train")
+    np.testing.assert_array_equal(seen["sample_weights"], balanced_weights(train_items, 2))
+    assert seen["class_weights"] is None
