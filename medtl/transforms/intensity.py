@@ -51,7 +51,7 @@ def window(x: Any, center: float, width: float) -> Any:
     Works on numpy arrays and torch tensors (MONAI ``ScaleIntensityRange``).
     """
     if width <= 0:
-        raise ValueError(f"window width must be positive, got {width}")
+        raise ConfigError(f"window width {width} is not positive (preprocess.window: center/width, e.g. 40/400)")
     lo = center - width / 2.0
     return ScaleIntensityRange(a_min=lo, a_max=lo + width, b_min=0.0, b_max=1.0, clip=True)(x)
 

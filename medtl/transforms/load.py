@@ -13,7 +13,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-from medtl.errors import ScanError
+from medtl.errors import ConfigError, ScanError
 from medtl.io.scan import Scan
 from medtl.transforms.layout import array_to_scan
 
@@ -61,7 +61,7 @@ class LoadScan(Transform):
 
     def __init__(self, spatial_dims: int | None = None, grayscale: bool = False) -> None:
         if spatial_dims not in (None, 2, 3):
-            raise ValueError(f"spatial_dims must be 2, 3 or None, got {spatial_dims}")
+            raise ConfigError(f"spatial_dims={spatial_dims!r} (preprocess.spatial_dims): use 2, 3 or None")
         self.spatial_dims = spatial_dims
         self.grayscale = grayscale
 

@@ -53,6 +53,13 @@ class Preprocessing(PreprocessConfig):
 
     version: int = PREPROCESSING_VERSION
 
+    def __init__(self, **data: Any) -> None:
+        """Validate like :meth:`from_dict`: a bad setting is a one-line ConfigError, not pydantic's report."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+
     @field_validator("window")
     @classmethod
     def _check_window(cls, v: str) -> str:
@@ -65,7 +72,10 @@ class Preprocessing(PreprocessConfig):
             raise ConfigError(f"preprocess.channels={self.channels}: only 1 (gray) or 3 (RGB) is implemented "
                               "(2.5D slice stacks are not yet)")
         if len(self.size) not in (0, 1, self.spatial_dims):
-            raise ConfigError(f"preprocess.size={self.size} does not fit spatial_dims={self.spatial_dims}")
+            raise ConfigError(f"preprocess.size={self.size} does not fit spatial_dims={self.spatial_dims}: give one "
+                              f"size, or {self.spatial_dims} ({'[D, H, W]' if self.spatial_dims == 3 else '[H, W]'})")
+        if any(s < 1 for s in self.size):
+            raise ConfigError(f"preprocess.size={self.size}: sizes must be positive (pixels), or [] to keep the scan's")
         if self.spacing is not None and len(self.spacing) not in (1, 3):
             raise ConfigError(f"preprocess.spacing={self.spacing} must give 1 or 3 values (mm along i, j, k)")
         if self.version > PREPROCESSING_VERSION:
@@ -75,13 +85,7 @@ class Preprocessing(PreprocessConfig):
 
     @classmethod
     def _validate(cls, data: dict[str, Any]) -> "Preprocessing":
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"]) or "preprocess"
-            msg = str(first["msg"]).removeprefix("Value error, ")
-            raise ConfigError(f"preprocessing {where}: {msg}") from None
+        return cls(**data)  # __init__ turns pydantic's report into a ConfigError
 
     @classmethod
     def from_config(cls, cfg: PreprocessConfig) -> "Preprocessing":
@@ -159,6 +163,17 @@ class Preprocessing(PreprocessConfig):
     def __call__(self, x: ScanSource) -> torch.Tensor:
         """Path | Scan | array -> network input ``(C, ...)``: the evaluation pipeline, no augmentation."""
         return _eval_pipeline(json.dumps(self.to_dict(), sort_keys=True))({"image": x})["image"]
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    """pydantic's multi-line report -> one line naming the first bad ``preprocess.`` key (the fix is in
+    medtl's own messages; pydantic's name the accepted values)."""
+    first = exc.errors()[0]
+    where = ".".join(str(x) for x in first["loc"])
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = f"not a preprocessing setting; use one of {', '.join(Preprocessing.model_fields)}"
+    return ConfigError(f"preprocessing preprocess.{where}: {msg}" if where else f"preprocessing: {msg}")
 
 
 @functools.lru_cache(maxsize=8)

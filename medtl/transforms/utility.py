@@ -11,7 +11,7 @@ from monai.config import KeysCollection
 from monai.data import get_track_meta, set_track_meta
 from monai.transforms import Compose, MapTransform, RepeatChannel, Transform
 
-from medtl.errors import MedtlError
+from medtl.errors import ConfigError, MedtlError, ScanError
 
 
 class EnsureChannels(Transform):
@@ -23,7 +23,8 @@ class EnsureChannels(Transform):
 
     def __init__(self, channels: int) -> None:
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (gray) or 3 (RGB); {channels} channels (2.5D) is not implemented")
+            raise ConfigError(f"channels={channels!r} (preprocess.channels): use 1 (gray) or 3 (RGB); "
+                              "other counts (2.5D slice stacks) are not implemented")
         self.channels = channels
         self.repeat = RepeatChannel(repeats=channels)
 
@@ -33,7 +34,9 @@ class EnsureChannels(Transform):
             return img
         if c == 1:
             return self.repeat(img)
-        raise ValueError(f"image has {c} channels, the model takes {self.channels}")
+        source = getattr(img, "meta", {}).get("filename_or_obj") or None
+        raise ScanError(source, f"the image has {c} channels, the model takes {self.channels}",
+                        "give a gray or RGB image")
 
 
 class EnsureChannelsd(MapTransform):

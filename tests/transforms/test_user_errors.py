@@ -1,0 +1,64 @@
+"""What a user can get wrong in the pipeline is a one-line MedtlError naming the value and the fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage import io as skio
+
+from medtl.errors import ConfigError, MedtlError, ScanError
+from medtl.transforms import EnsureChannels, LoadScan, Preprocessing, window
+
+
+def _one_line(exc: BaseException, *needles: str) -> str:
+    msg = str(exc)
+    assert isinstance(exc, MedtlError) and "\n" not in msg, msg
+    for needle in needles:
+        assert needle in msg, (needle, msg)
+    return msg
+
+
+@pytest.mark.parametrize("settings,needles", [
+    ({"window": "bogus"}, ["preprocess.window", "'bogus'", "auto", "percentile", "lung", "40/400"]),
+    ({"window": "40/0"}, ["preprocess.window", "'40/0'", "positive"]),
+    ({"spatial_dims": 3, "size": [32, 32]}, ["preprocess.size=[32, 32]", "spatial_dims=3", "[D, H, W]"]),
+    ({"spatial_dims": 4}, ["preprocess.spatial_dims", "2 or 3"]),
+    ({"size": [0, 0]}, ["preprocess.size=[0, 0]", "positive"]),
+    ({"channels": 2}, ["preprocess.channels=2", "1 (gray) or 3 (RGB)"]),
+    ({"normalize": "minmax"}, ["preprocess.normalize", "'imagenet'", "'zscore'", "'none'"]),
+    ({"windw": "lung"}, ["preprocess.windw", "window", "size", "spatial_dims"]),
+])
+def test_bad_settings_are_one_line_config_errors(settings, needles):
+    for build in (Preprocessing.from_dict, lambda s: Preprocessing(**s)):
+        with pytest.raises(ConfigError) as exc:
+            build(settings)
+        _one_line(exc.value, *needles)
+
+
+def test_transform_arguments_are_config_errors():
+    with pytest.raises(ConfigError) as exc:
+        window(np.zeros(3), 40.0, 0.0)
+    _one_line(exc.value, "width 0.0", "40/400")
+    with pytest.raises(ConfigError) as exc:
+        LoadScan(spatial_dims=4)
+    _one_line(exc.value, "spatial_dims=4", "2, 3 or None")
+    with pytest.raises(ConfigError) as exc:
+        EnsureChannels(4)
+    _one_line(exc.value, "channels=4", "1 (gray) or 3 (RGB)")
+
+
+def test_an_image_with_other_channels_is_a_scan_error():
+    with pytest.raises(ScanError) as exc:
+        EnsureChannels(3)(torch.zeros(2, 4, 4))
+    _one_line(exc.value, "2 channels", "takes 3", "gray or RGB")
+
+
+def test_wrong_dimensionality_is_a_scan_error_with_the_fix(tmp_path):
+    skio.imsave(tmp_path / "img.png", np.zeros((8, 8), np.uint8), check_contrast=False)
+    with pytest.raises(ScanError) as exc:
+        Preprocessing(spatial_dims=3, size=[8, 8, 8])(tmp_path / "img.png")
+    _one_line(exc.value, "img.png", "3D model", "preprocess.spatial_dims: 2")
+    with pytest.raises(ScanError) as exc:
+        Preprocessing(spatial_dims=3, size=[8, 8, 8])(np.zeros((8, 8), np.uint8))
+    _one_line(exc.value, "in-memory array", "(D, H, W)")
