@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from typing import Callable, TypeVar
+
+from ..errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., object])
 _MODELS: dict[str, Callable[..., object]] = {}
@@ -31,8 +34,12 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def get_builder(name: str) -> Callable[..., object]:
-    """The builder registered under ``name`` (ValueError naming the choices otherwise)."""
+    """The builder registered under ``name``; otherwise a :class:`~medtl.errors.ConfigError`
+    naming the closest architecture and all the choices (a user's typo in ``model.arch``)."""
     try:
         return _MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose from {list_models()}") from None
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(name), list_models(), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown architecture {name!r} (model.arch); {hint}"
+                          f"choose one of {', '.join(list_models())}") from None

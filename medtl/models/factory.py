@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import WeightsError
+from ..errors import ConfigError, WeightsError
 from ._registry import get_builder
 from .backbone import Backbone
 from .inflate import InflateConfig
@@ -53,7 +53,8 @@ def create(
     """
     if inflate_options:
         if spatial_dims != 3:
-            raise ValueError(f"options {sorted(inflate_options)} apply to 3D adaptations only (spatial_dims=3)")
+            raise ConfigError(f"options {', '.join(sorted(inflate_options))} (model.kwargs) apply to 3D adaptations "
+                              "only: remove them, or use spatial_dims=3 (preprocess.spatial_dims: 3)")
         inflate = _with_options(inflate, inflate_options)
     builder = get_builder(name)
     model: Backbone

@@ -18,12 +18,14 @@ equals its neighbour:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import ConfigError
 
 InflateFn = Callable[[torch.Tensor, int], torch.Tensor]
 _INFLATIONS: dict[str, InflateFn] = {}
@@ -85,12 +87,13 @@ class InflateConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in _INFLATIONS and self.mode not in STRUCTURAL_MODES:
-            choices = list_inflations() + list(STRUCTURAL_MODES) + ["2.5d"]
-            raise ValueError(f"unknown inflate mode {self.mode!r}; choose from {choices}")
-        if self.stem_depth is not None and (self.stem_depth < 1 or self.stem_depth % 2 == 0):
-            raise ValueError(f"stem_depth must be an odd positive int (1, 3, 7), got {self.stem_depth}")
+            raise _unknown_mode(self.mode, list_inflations() + list(STRUCTURAL_MODES) + ["2.5d"])
+        if self.stem_depth is not None and (not isinstance(self.stem_depth, int) or self.stem_depth < 1
+                                            or self.stem_depth % 2 == 0):
+            raise ConfigError(f"stem_depth={self.stem_depth!r} (model.kwargs): use an odd positive int "
+                              "(1, 3, 7), or leave it unset for the 2D kernel size")
         if self.depth_padding not in ("zeros", "replicate"):
-            raise ValueError(f"depth_padding must be 'zeros' or 'replicate', got {self.depth_padding!r}")
+            raise ConfigError(f"depth_padding={self.depth_padding!r} (model.kwargs): use 'zeros' or 'replicate'")
 
     @classmethod
     def coerce(cls, value: "str | Mapping[str, Any] | InflateConfig | None") -> "InflateConfig":
@@ -101,10 +104,27 @@ class InflateConfig:
             return value
         if isinstance(value, str):
             return cls(mode=value)
-        return cls(**dict(value))
+        return cls(**checked_options(cls, value))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _unknown_mode(mode: Any, choices: list[str]) -> ConfigError:
+    return ConfigError(f"unknown inflate mode {mode!r} (model.inflate); choose one of {', '.join(choices)}")
+
+
+def checked_options(config: type, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` as a dict for the dataclass ``config``; a field it lacks is a
+    :class:`~medtl.errors.ConfigError` naming the fields it has (a typo in ``model.kwargs``)."""
+    options = dict(options)
+    known = [f.name for f in fields(config)]
+    unknown = sorted(str(k) for k in options if k not in known)
+    if unknown:
+        mode = options.get("mode", next(f.default for f in fields(config) if f.name == "mode"))
+        raise ConfigError(f"unknown option {', '.join(unknown)} for inflate mode {mode!r} (model.kwargs); "
+                          f"it takes {', '.join(k for k in known if k != 'mode')}")
+    return options
 
 
 def inflate_kernel(kernel: torch.Tensor, depth: int, mode: str = "i3d") -> torch.Tensor:
@@ -114,7 +134,7 @@ def inflate_kernel(kernel: torch.Tensor, depth: int, mode: str = "i3d") -> torch
     try:
         fn = _INFLATIONS[mode]
     except KeyError:
-        raise ValueError(f"unknown inflate mode {mode!r}; choose from {list_inflations()}") from None
+        raise _unknown_mode(mode, list_inflations()) from None
     return fn(kernel, depth)
 
 

@@ -22,8 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .adapt import channel_stats
 from .backbone import Backbone, _group
+from .inflate import checked_options
 
 POOLS = ("mean", "max", "attention")
 MODE = "2.5d"
@@ -45,13 +47,14 @@ class SliceConfig:
 
     def __post_init__(self) -> None:
         if self.mode != MODE:
-            raise ValueError(f"SliceConfig is for mode {MODE!r}, got {self.mode!r}")
-        if self.slice_channels < 1 or self.slice_channels % 2 == 0:
-            raise ValueError(f"slice_channels must be an odd positive int (1, 3, 5), got {self.slice_channels}")
+            raise ConfigError(f"SliceConfig is for inflate mode {MODE!r}, got {self.mode!r} (model.inflate)")
+        if not isinstance(self.slice_channels, int) or self.slice_channels < 1 or self.slice_channels % 2 == 0:
+            raise ConfigError(f"slice_channels={self.slice_channels!r} (model.kwargs): use an odd positive int "
+                              "(1, 3, 5)")
         if self.pool not in POOLS:
-            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
-        if self.slice_stride < 1:
-            raise ValueError(f"slice_stride must be >= 1, got {self.slice_stride}")
+            raise ConfigError(f"pool={self.pool!r} (model.kwargs): use one of {', '.join(POOLS)}")
+        if not isinstance(self.slice_stride, int) or self.slice_stride < 1:
+            raise ConfigError(f"slice_stride={self.slice_stride!r} (model.kwargs): use an int >= 1")
 
     @classmethod
     def coerce(cls, value: str | Mapping[str, Any] | SliceConfig) -> SliceConfig:
@@ -59,7 +62,7 @@ class SliceConfig:
             return value
         if isinstance(value, str):
             return cls(mode=value.lower())
-        fields = dict(value)
+        fields = checked_options(cls, value)
         fields["mode"] = str(fields.get("mode", MODE)).lower()
         return cls(**fields)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medtl import models
-from medtl.errors import WeightsError
+from medtl.errors import ConfigError, MedtlError, WeightsError
 
 from .conftest import ARCHS, fake, loaded
 
@@ -114,3 +114,26 @@ def test_backward_through_3d_gray_model():
     out.sum().backward()
     assert m.net.conv1.weight.grad is not None and m.gray_offset.grad is None
     assert not m.gray_offset.requires_grad and m.gray_offset.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kwargs,names,choices", [
+    ({"name": "resnet19"}, ["'resnet19'", "model.arch", "did you mean 'resnet18'"], ARCHS),
+    ({"inflate": "foo"}, ["'foo'", "model.inflate"], ["i3d", "central", "acs", "2.5d"]),
+    ({"inflate": "i3d", "stem_depth": 2}, ["stem_depth=2", "model.kwargs"], ["odd positive"]),
+    ({"inflate": "i3d", "depth_padding": "edge"}, ["'edge'", "model.kwargs"], ["'zeros'", "'replicate'"]),
+    ({"inflate": "i3d", "strides": 2}, ["strides", "model.kwargs"], ["stem_depth", "pool_depth_early", "depth_padding"]),
+    ({"inflate": "2.5d", "pool": "median"}, ["'median'", "model.kwargs"], ["mean", "max", "attention"]),
+    ({"inflate": "2.5d", "slice_channels": 2}, ["slice_channels=2", "model.kwargs"], ["odd positive"]),
+    ({"inflate": "2.5d", "slices": 3}, ["slices", "model.kwargs"], ["slice_channels", "pool", "slice_stride"]),
+    ({"spatial_dims": 2, "pool": "max"}, ["pool", "model.kwargs", "3D"], ["spatial_dims"]),
+])
+def test_user_errors_are_one_line_config_errors_with_the_choices(kwargs, names, choices):
+    """What a config can get wrong in ``model:`` reaches the CLI as a ConfigError (exit 2), not a traceback."""
+    kwargs = {"name": "resnet18", "weights": None, "spatial_dims": 3, **kwargs}
+    with pytest.raises(ConfigError) as exc:
+        models.create(kwargs.pop("name"), **kwargs)
+    assert isinstance(exc.value, MedtlError) and isinstance(exc.value, ValueError)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    for text in names + list(choices):
+        assert text in msg, (text, msg)
