@@ -26,14 +26,24 @@ from typing import Any, Sequence
 import numpy as np
 from skimage.transform import resize
 
-from medtl.explain import PLANES, display_aspect, display_slice, overlay, to_display_orientation, window_to_unit
+from medtl.explain import (
+    PLANES,
+    SALIENCY_ALPHA,
+    SALIENCY_CMAP,
+    SALIENCY_THRESHOLD,
+    display_aspect,
+    display_slice,
+    heatmap_overlay,
+    labelled_overlay,
+    to_display_orientation,
+)
 from medtl.io.scan import Scan
-from medtl.transforms.intensity import CT_WINDOWS
+from medtl.transforms.intensity import CT_WINDOWS, window_to_unit
 
 __all__ = [
     "AUTO_WINDOW", "CT_PRESETS", "FILE_WINDOW", "MIN_DISPLAY_SIDE", "PLANES", "apply_window", "auto_window",
-    "color_window", "default_preset", "display_size", "for_display", "looks_like_ct", "n_slices", "planes",
-    "preset_window", "render", "scan_facts", "slider_ranges", "window_choices",
+    "color_window", "default_preset", "display_size", "for_display", "labelled", "looks_like_ct", "n_slices",
+    "planes", "preset_window", "render", "scan_facts", "slider_ranges", "window_choices",
 ]
 
 #: CT window presets, display name -> (center = level, width) in HU (the same table preprocessing uses).
@@ -180,11 +190,14 @@ def color_window(image: np.ndarray) -> tuple[float, float]:
 # --- rendering ---------------------------------------------------------------------------------
 
 def render(scan: Scan, plane: str, index: int, window: tuple[float, float] | None,
-           saliency: Scan | None = None, alpha: float = 0.4, cmap: str = "jet",
-           min_side: int = MIN_DISPLAY_SIDE) -> np.ndarray:
+           saliency: Scan | None = None, alpha: float = SALIENCY_ALPHA, cmap: str = SALIENCY_CMAP,
+           min_side: int = MIN_DISPLAY_SIDE, threshold: float = SALIENCY_THRESHOLD,
+           contour: float | None = None) -> np.ndarray:
     """One slice of a display-oriented scan (:func:`for_display`) as RGB uint8 with square
     pixels (:func:`display_size`): windowed (gray; a colour image keeps its colours) and,
-    with a ``saliency`` map on the same grid, blended with ``medtl.explain.overlay``."""
+    with a ``saliency`` map on the same grid (the same slice of the same plane), drawn with
+    ``medtl.explain.heatmap_overlay``: ``cmap`` where the map is >= ``threshold``, the
+    windowed scan unchanged below it, and an optional ``contour`` line at that level."""
     n = n_slices(scan, plane)
     if not 0 <= int(index) < n:
         raise ValueError(f"{plane} slice {index} is outside 0..{n - 1}")
@@ -196,12 +209,23 @@ def render(scan: Scan, plane: str, index: int, window: tuple[float, float] | Non
     elif window is None:
         raise ValueError("a gray image needs a window (center, width)")
     if saliency is None:
-        sal, alpha = np.zeros(size, dtype=np.float32), 0.0
+        sal, alpha, contour = np.zeros(size, dtype=np.float32), 0.0, None
     else:
         if saliency.shape != scan.shape:
             raise ValueError(f"saliency grid {saliency.shape} differs from the scan's {scan.shape}")
         sal = _resample(display_slice(saliency.array, int(index), plane), size)
-    return overlay(_resample(img, size), np.clip(sal, 0.0, 1.0), window, cmap=cmap, alpha=float(np.clip(alpha, 0, 1)))
+    return heatmap_overlay(_resample(img, size), np.clip(sal, 0.0, 1.0), window, cmap=cmap,
+                           alpha=float(np.clip(alpha, 0, 1)), threshold=threshold, contour=contour)
+
+
+def labelled(rgb: np.ndarray, *, method: str, class_name: str, probability: float, model: str,
+             plane: str | None = None, index: int | None = None, n: int | None = None,
+             cmap: str = SALIENCY_CMAP, threshold: float = SALIENCY_THRESHOLD) -> np.ndarray:
+    """The rendered slice (:func:`render`, square pixels) as the picture to download: colour bar,
+    method, class explained with its probability, model, and for a volume the plane and slice."""
+    where = f" - {plane} slice {index + 1} of {n}" if plane and index is not None and n else ""
+    return labelled_overlay(rgb, method=method + where, class_name=class_name, probability=probability, model=model,
+                            cmap=cmap, threshold=threshold)
 
 
 def scan_facts(summary: dict[str, Any]) -> list[tuple[str, str]]:

@@ -1,6 +1,7 @@
 """The viewer's rules without a browser: orientation of the three planes, square pixels,
 windows, colour images and overlays that follow the slice."""
 
+import matplotlib
 import numpy as np
 import pytest
 
@@ -92,10 +93,13 @@ def test_overlay_follows_the_slice_and_opacity():
     plain = V.render(disp, "axial", k, WINDOW, min_side=1)
     np.testing.assert_array_equal(V.render(disp, "axial", k, WINDOW, sal_disp, alpha=0.0, min_side=1), plain)
     only_map = V.render(disp, "axial", k, WINDOW, sal_disp, alpha=1.0, min_side=1)
-    assert only_map[0, 0].tolist() == [128, 0, 0]  # jet(1): dark red on the marker
-    assert only_map[-1, -1].tolist() == [0, 0, 128]  # jet(0): dark blue elsewhere
+    hot = np.round(np.asarray(matplotlib.colormaps["inferno"](1.0)[:3]) * 255).astype(int).tolist()
+    assert only_map[0, 0].tolist() == hot  # inferno(1) on the marker
+    # below the threshold the scan shows unchanged (no wash): everything but the marker's neighbourhood
+    changed = (only_map != plain).any(axis=2)
+    assert changed[0, 0] and not changed[2:].any() and not changed[:, 2:].any()
     other = V.render(disp, "axial", 0, WINDOW, sal_disp, alpha=1.0, min_side=1)
-    assert (other == [0, 0, 128]).all()  # no saliency on a slice without the marker
+    np.testing.assert_array_equal(other, V.render(disp, "axial", 0, WINDOW, min_side=1))  # slice without the marker
     with pytest.raises(ValueError):
         V.render(disp, "axial", 0, WINDOW, V.for_display(Scan(np.zeros((2, 2, 2)), np.eye(4))))
     with pytest.raises(ValueError):
@@ -159,3 +163,32 @@ def test_scan_facts_name_modality_shape_spacing_orientation_and_window():
     assert facts["Modality"] == "CT" and facts["Shape (i × j × k)"] == "4 × 5 × 6"
     assert facts["Spacing"] == "1 × 2 × 3 mm" and facts["Orientation"] == "RAS"
     assert facts["Window in file"] == "level 40, width 400"
+
+
+@pytest.mark.parametrize("plane, index", [("coronal", 0), ("sagittal", 0)])
+def test_overlay_follows_the_plane(plane, index):
+    """The 3D map is sliced in the same plane as the scan: the marker's saliency lands on the marker's pixel."""
+    scan = ras_volume()
+    sal = scan.with_array((scan.array > 0).astype(np.float32), modality="SAL")
+    disp, sal_disp = V.for_display(scan), V.for_display(sal)
+    shown = V.render(disp, plane, index, WINDOW, sal_disp, alpha=1.0, min_side=1)
+    plain = V.render(disp, plane, index, WINDOW, min_side=1)
+    changed = (shown != plain).any(axis=2)
+    assert changed[0, 0] and not changed[-1, -1]
+    other = V.render(disp, plane, V.n_slices(disp, plane) - 1, WINDOW, sal_disp, alpha=1.0, min_side=1)
+    np.testing.assert_array_equal(other, V.render(disp, plane, V.n_slices(disp, plane) - 1, WINDOW, min_side=1))
+
+
+def test_render_draws_an_optional_contour():
+    scan = ras_volume()
+    sal = scan.with_array((scan.array > 0).astype(np.float32), modality="SAL")
+    out = V.render(V.for_display(scan), "axial", SHAPE[2] - 1, WINDOW, V.for_display(sal), contour=0.5, min_side=1)
+    assert out[0, 0].tolist() == [0, 255, 255]
+
+
+def test_labelled_download_names_method_class_probability_model_and_slice():
+    rgb = V.render(V.for_display(ras_volume()), "axial", 0, WINDOW, min_side=64)
+    kw = dict(method="LayerCAM, strides 8+16", class_name="lesion", probability=0.9, model="demo@1")
+    pic = V.labelled(rgb, **kw, plane="axial", index=0, n=SHAPE[2])
+    assert pic.dtype == np.uint8 and pic.shape[0] > rgb.shape[0] and pic.shape[1] > rgb.shape[1]
+    assert (V.labelled(rgb, **kw, plane="axial", index=1, n=SHAPE[2]) != pic).any()  # the slice is written
