@@ -1,9 +1,11 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from medtl.cli import main
 from medtl.io import Scan, save_nifti
@@ -51,3 +53,64 @@ def test_weights_import_refuses_a_modified_file(tmp_path, capsys):
     assert main(["weights", "import", str(fake)]) == 2
     err = capsys.readouterr().err
     assert "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec" in err
+
+
+# --- a user's mistake is one line with the fix, exit 2 (a MedtlError), never the exit-3 safety net ---------
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+TRAIN_BASE = [f"data.path={SAMPLE / 'manifest.csv'}", "data.num_workers=0", "train.epochs=1"]
+PNG_2D = ["data.filter={kind: png}", "preprocess.size=[32,32]"]
+CT_3D = ["data.filter={kind: ct3d}", "preprocess.spatial_dims=3", "preprocess.size=[16,16,16]"]
+
+
+def _user_error(capsys, argv: list[str], *needles: str) -> str:
+    """Run ``medtl argv``; it must fail with exit 2 and one ``medtl: error:`` line holding ``needles``."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error" not in err and err.count("medtl:") == 1, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("medtl: error: "), err
+    for needle in needles:
+        assert needle in line, (needle, line)
+    return line
+
+
+@pytest.mark.parametrize("overrides,needles", [
+    ([*PNG_2D, "model.arch=resnet19"], ["'resnet19'", "model.arch", "did you mean 'resnet18'", "densenet121"]),
+    ([*CT_3D, "model.inflate=foo"], ["'foo'", "model.inflate", "i3d", "central", "acs", "2.5d"]),
+    ([*CT_3D, "model.inflate=2.5d", "model.kwargs={pool: median}"], ["'median'", "mean", "max", "attention"]),
+    ([*PNG_2D, "model.kwargs={pool: max}"], ["pool", "model.kwargs", "preprocess.spatial_dims: 3"]),
+    ([*PNG_2D, "preprocess.window=bogus"], ["preprocess.window", "'bogus'", "lung", "40/400"]),
+    (["data.filter={kind: png}", "preprocess.spatial_dims=3", "preprocess.size=[16,16,16]"],
+     [".png", "3D model", "preprocess.spatial_dims: 2"]),
+])
+def test_train_config_mistakes_are_one_line_with_the_fix(tmp_path, capsys, overrides, needles):
+    argv = ["train", "--config", "sample_tiny", "--out", str(tmp_path / "run"), *TRAIN_BASE, *overrides]
+    _user_error(capsys, argv, *needles)
+
+
+@pytest.fixture(scope="module")
+def untrained_run(tmp_path_factory) -> Path:
+    """A run folder of an untrained 2D ResNet-18 (32x32 px): enough for input errors."""
+    from medtl.models import create
+    from medtl.runs import CARD_FORMAT, save_weights, write_card
+    from medtl.transforms import Preprocessing
+
+    run = tmp_path_factory.mktemp("cli") / "run"
+    run.mkdir()
+    model = create("resnet18", weights=None, in_channels=1, num_classes=2)
+    save_weights(model, run / "model.safetensors")
+    prep = Preprocessing(spatial_dims=2, size=[32, 32], window="none")
+    write_card(run, {"format": CARD_FORMAT, "name": "t", "class_names": ["a", "b"], "model": model.card,
+                     "preprocessing": prep.to_dict(), "files": {"weights": "model.safetensors"}})
+    return run
+
+
+def test_predict_input_mistakes_are_one_line_with_the_fix(tmp_path, capsys, untrained_run):
+    text = tmp_path / "some.txt"
+    text.write_text("not a scan\n")
+    run = str(untrained_run)
+    _user_error(capsys, ["predict", "--model", run, str(text)], "some.txt", "DICOM", "NIfTI", "PNG")
+    _user_error(capsys, ["predict", "--model", run, str(SAMPLE / "ct3d" / "P0031.nii.gz")],
+                "P0031.nii.gz", "2D model", "preprocess.spatial_dims: 3")
+    _user_error(capsys, ["predict", "--model", str(tmp_path), str(text)], str(tmp_path), "medtl train")
