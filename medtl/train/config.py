@@ -23,8 +23,9 @@ class TrainConfig(_Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     balance: Literal["none", "loss", "sampler"] = "none"
     #: train: update statistics; freeze: keep ImageNet's; reestimate: recompute them on the
-    #: training data before the first epoch (AdaBN), then train
-    batchnorm: Literal["train", "freeze", "reestimate"] = "train"
+    #: training data before the first epoch (AdaBN), then train; auto: reestimate for 3D
+    #: batches under 8 volumes (where plain training collapsed to one output), else train
+    batchnorm: Literal["auto", "train", "freeze", "reestimate"] = "auto"
     monitor: str = "auc"  #: validation metric for best checkpoint / early stopping
     patience: int = Field(0, ge=0)  #: early stopping (0 = off)
     device: str = "auto"

@@ -136,6 +136,13 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     from medtl.train.plots import plot_learning_curves, save_evaluation_plots
 
     out = Path(out_dir)
+    from medtl.train.strategy import resolve_batchnorm
+
+    bn = resolve_batchnorm(cfg.train, cfg.preprocess.spatial_dims)
+    if bn != cfg.train.batchnorm:
+        log.info("train.batchnorm=auto -> %s (%dD, batch %d)", bn, cfg.preprocess.spatial_dims, cfg.train.batch_size)
+        cfg = cfg.model_copy(deep=True)
+        cfg.train.batchnorm = bn  # the run's config.yaml and card record what was done
     tc = cfg.train
     seed_everything(tc.seed, tc.deterministic)
     is_main = int(os.environ.get("RANK", "0")) == 0

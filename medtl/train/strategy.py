@@ -100,6 +100,17 @@ def set_batchnorm_mode(model: nn.Module, trainable: list[str], batchnorm: str) -
                 m.eval()
 
 
+#: 3D batches smaller than this re-estimate BatchNorm statistics under ``batchnorm: auto``.
+SMALL_3D_BATCH = 8
+
+
+def resolve_batchnorm(cfg: TrainConfig, spatial_dims: int) -> str:
+    """The BatchNorm handling ``batchnorm: auto`` stands for (other values are returned as they are)."""
+    if cfg.batchnorm != "auto":
+        return cfg.batchnorm
+    return "reestimate" if spatial_dims == 3 and cfg.batch_size < SMALL_3D_BATCH else "train"
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(param_groups_for(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -107,10 +118,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
     """One-cycle, cosine with linear warm-up, or constant; stepped once per batch."""
     total_steps = max(1, total_steps)
-    if cfg.schedule == "onecycle":
+    if cfg.schedule == "onecycle" and total_steps >= 4:
+        # OneCycleLR divides by (pct_start * total_steps - 1): its warm-up needs at least two steps
+        # and its annealing as many, or a tiny cohort (a few batches an epoch) divides by zero.
+        pct = min(max(cfg.warmup, 2.0 / total_steps), 1.0 - 2.0 / total_steps)
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
-            pct_start=max(cfg.warmup, 1e-3), anneal_strategy="cos", cycle_momentum=False)
+            pct_start=pct, anneal_strategy="cos", cycle_momentum=False)
     warm = int(cfg.warmup * total_steps)
 
     def factor(step: int) -> float:

@@ -1,3 +1,5 @@
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -65,3 +67,27 @@ def test_frozen_stage_keeps_weights_and_batchnorm_statistics():
     after = m.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("head.") for k in changed)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 10, 11, 100])
+def test_onecycle_schedule_survives_tiny_cohorts(steps):
+    from medtl.train.strategy import build_scheduler
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=1e-3)
+    sched = build_scheduler(opt, TrainConfig(schedule="onecycle", warmup=0.1), steps)
+    lrs = []
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert all(np.isfinite(lrs)) and max(lrs) <= 1e-3 + 1e-12
+
+
+def test_batchnorm_auto_reestimates_small_3d_batches_only():
+    from medtl.train.strategy import resolve_batchnorm
+
+    assert resolve_batchnorm(TrainConfig(batch_size=4), 3) == "reestimate"
+    assert resolve_batchnorm(TrainConfig(batch_size=8), 3) == "train"
+    assert resolve_batchnorm(TrainConfig(batch_size=4), 2) == "train"
+    assert resolve_batchnorm(TrainConfig(batch_size=4, batchnorm="freeze"), 3) == "freeze"
