@@ -15,7 +15,6 @@ model in the calling process.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import time
 import warnings
@@ -81,16 +80,17 @@ def load_study(study: Study, prep: Preprocessing | dict[str, Any], keep_scan: bo
 
 def stream_studies(engine: str, studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool, workers: int,
                    batch_size: int, ray_address: str | None = None,
-                   lock_fds: tuple[int, ...] = ()) -> Generator[Item, None, None]:
+                   lock_fds: tuple[int, ...] = (), timeout: float | None = None) -> Generator[Item, None, None]:
     """The items of ``studies`` from ``engine``; closing the generator stops its workers.
 
     ``lock_fds`` are file descriptors local worker processes must not keep open (see
-    :func:`local_stream`); Ray workers are not forked from this process.
+    :func:`local_stream`); Ray workers are not forked from this process. ``timeout`` is the
+    per-study wall-clock limit in seconds (None: none): a study past it becomes an error item.
     """
     if engine == "local":
-        return local_stream(studies, prep, keep_scan, workers, batch_size, lock_fds)
+        return local_stream(studies, prep, keep_scan, workers, batch_size, lock_fds, timeout)
     if engine == "ray":
-        return ray_stream(studies, prep, keep_scan, workers, batch_size, ray_address)
+        return ray_stream(studies, prep, keep_scan, workers, batch_size, ray_address, timeout)
     raise MedtlError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
 
 
@@ -124,21 +124,23 @@ def _close_fds(fds: tuple[int, ...], _worker_id: int) -> None:
 
 
 def local_stream(studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool, workers: int,
-                 batch_size: int, lock_fds: tuple[int, ...] = ()) -> Generator[Item, None, None]:
-    """Items in study order from ``workers`` DataLoader processes (0: decoded in this process)."""
-    if workers <= 0:
-        for s in studies:
-            yield load_study(s, prep, keep_scan)
-        return
-    from torch.utils.data import DataLoader
+                 batch_size: int, lock_fds: tuple[int, ...] = (),
+                 timeout: float | None = None) -> Generator[Item, None, None]:
+    """Items in study order from ``workers`` processes (0: decoded in this process).
 
-    # DataLoader rather than a hand-rolled pool: it keeps per-worker prefetch queues, limits
-    # each worker to one torch thread, and its workers exit when the main process dies.
-    loader = DataLoader(_StudyDataset(studies, prep, keep_scan), batch_size=None, shuffle=False,
-                        num_workers=min(workers, len(studies)), collate_fn=_identity,
-                        prefetch_factor=max(2, -(-batch_size // workers)), persistent_workers=False,
-                        worker_init_fn=functools.partial(_close_fds, lock_fds))
-    yield from loader
+    Each worker reads one study at a time (see :mod:`medtl.infer.isolate`): a study running
+    past ``timeout`` seconds has its worker killed and replaced and becomes an error item, so
+    one stuck decode never stalls the ordered stream; a worker that dies fails only its study.
+    """
+    from medtl.infer.isolate import in_process_stream, isolated_stream
+
+    if workers <= 0:
+        yield from in_process_stream(studies, load_study, (prep, keep_scan), timeout)
+        return
+    # Not a torch DataLoader: its workers cannot be stopped one at a time, so one stuck
+    # study would stall every later one (its timeout= aborts the whole loader).
+    ahead = max(2 * workers, batch_size)
+    yield from isolated_stream(studies, load_study, (prep, keep_scan), workers, timeout, ahead, lock_fds)
 
 
 # --- Ray tasks ------------------------------------------------------------------------------------
@@ -148,7 +150,7 @@ def _ray_load(study: Study, prep: dict[str, Any], keep_scan: bool) -> Item:
 
 
 def ray_stream(studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool, workers: int, batch_size: int,
-               address: str | None) -> Generator[Item, None, None]:
+               address: str | None, timeout: float | None = None) -> Generator[Item, None, None]:
     """Ray tasks running :func:`load_study`; results in completion order, a bounded number in flight.
 
     Connects to ``address`` (or ``RAY_ADDRESS``, or an already initialised Ray); otherwise
@@ -175,17 +177,36 @@ def ray_stream(studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool, 
         todo = iter(studies)
         in_flight: dict[Any, Study] = {}
 
+        started_at: dict[Any, float] = {}
+
         def submit() -> None:
             for s in todo:
-                in_flight[task.remote(s, prep_ref, keep_scan)] = s
+                ref = task.remote(s, prep_ref, keep_scan)
+                in_flight[ref] = s
+                started_at[ref] = time.monotonic()
                 if len(in_flight) >= window:
                     return
 
         submit()
         while in_flight:
-            done, _ = ray.wait(list(in_flight), num_returns=1)
+            left = None if timeout is None else max(0.0, min(started_at[r] for r in in_flight) + timeout
+                                                    - time.monotonic())
+            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=left)
+            if not done:  # the oldest task is past the per-study limit: cancel it, fail its study
+                from medtl.infer.isolate import timeout_message
+
+                ref = min(in_flight, key=started_at.__getitem__)
+                study = in_flight.pop(ref)
+                started_at.pop(ref)
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+                submit()
+                yield {"study": study, "x": None, "error": timeout_message(timeout), "format": "", "shape": "",
+                       "notes": "", "scan": None, "seconds": float(timeout)}
+                continue
             ref = done[0]
             study = in_flight.pop(ref)
+            started_at.pop(ref, None)
             try:
                 result = ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - a crashed worker fails its study, not the batch

@@ -16,8 +16,8 @@ How it runs:
   file is rewritten atomically), and skips every key already there: nothing is lost or
   scored twice. A file written by another model is refused rather than mixed.
 - **Bad input never stops the batch**: a study that fails (unreadable, wrong
-  dimensionality, model error) gets one row in ``errors.csv`` (path, key, stage, one-line
-  reason). Failed studies are retried by the next run, so ``errors.csv`` is rewritten by
+  dimensionality, model error, past the per-study time limit) gets one row in the errors
+  file (``scores.csv`` -> ``scores.errors.csv``: path, key, stage, one-line reason). Failed studies are retried by the next run, so ``errors.csv`` is rewritten by
   each run and lists the failures of the latest run. The output files, their lock and
   the resume logic are :mod:`medtl.infer.sinks`.
 - Saliency maps (``saliency_dir``) are written (atomically) before the study's score row,
@@ -42,9 +42,14 @@ import numpy as np
 from medtl.errors import MedtlError, one_line
 from medtl.infer.engines import ENGINES, load_study, stream_studies
 from medtl.infer.predictor import Predictor, write_saliency
+from medtl.infer.isolate import study_timeout as _study_timeout
 from medtl.infer.sinks import (
     ERROR_COLUMNS,
+    AtomicCsv,
     CsvAppender,
+    check_ours,
+    check_writable_folder,
+    default_errors_path,
     check_parquet_support,
     lock_output,
     recover_scores,
@@ -117,12 +122,15 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
           workers: int = 2, batch_size: int = 16, engine: str = "local", saliency_dir: str | os.PathLike | None = None,
           saliency_method: str = "gradcam", parquet: bool = False, progress: bool = True,
           errors_csv: str | os.PathLike | None = None, device: str = "auto",
-          ray_address: str | None = None) -> ScoreSummary:
+          ray_address: str | None = None, study_timeout: float | None = None) -> ScoreSummary:
     """Score every study under ``input`` (folder or manifest CSV) with a trained run into ``out_csv``.
 
     ``workers`` decode/preprocess in parallel ahead of inference (0: in this process);
     ``batch_size`` studies go through the model at once. ``errors_csv`` defaults to
-    ``errors.csv`` beside ``out_csv``. Re-running the same call resumes (see the module
+    ``<out stem>.errors.csv`` beside ``out_csv`` (``scores.csv`` -> ``scores.errors.csv``); it is
+    replaced atomically at the end of the run, and never when it holds something medtl did not
+    write. ``study_timeout``: per-study wall-clock limit in seconds (default ``MEDTL_STUDY_TIMEOUT``
+    or 600; 0: none); a study past it is killed and recorded in the errors file. Re-running the same call resumes (see the module
     docstring). Raises :class:`~medtl.errors.MedtlError` only for fatal problems (bad run,
     bad INPUT, an output written by another model); bad studies are counted, not raised.
     """
@@ -135,11 +143,17 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
         check_parquet_support()
     predictor = model_run if isinstance(model_run, Predictor) else Predictor.from_run(model_run, device=device)
     out_csv = Path(out_csv)
-    errors_path = Path(errors_csv) if errors_csv else out_csv.with_name("errors.csv")
+    errors_path = Path(errors_csv) if errors_csv else default_errors_path(out_csv)
     if errors_path.resolve() == out_csv.resolve():
         raise MedtlError(f"{out_csv}: the scores and the errors need two different files")
     parquet_path = out_csv.with_suffix(".parquet") if parquet else None
     sal_dir = Path(saliency_dir) if saliency_dir else None
+    timeout = _study_timeout(study_timeout)
+    # Refuse up front, in one line, what would otherwise fail after the model is loaded.
+    for folder, what in ((out_csv.parent, "--out"), (errors_path.parent, "--errors"), (sal_dir, "--saliency-dir")):
+        if folder is not None:
+            check_writable_folder(folder, what)
+    check_ours(errors_path, ERROR_COLUMNS, "--errors")
     exclude = [p for p in (out_csv, errors_path, parquet_path, sal_dir) if p is not None]
     found = discover(input, predictor.spatial_dims, exclude=exclude)
     if not found.studies and not found.errors:
@@ -153,9 +167,8 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
     try:
         columns = score_columns(predictor.class_names)
         done = recover_scores(out_csv, columns, predictor.model_id)
-        write_fresh(errors_path, ERROR_COLUMNS)
         _score_pending(predictor, found, done, summary, out_csv, errors_path, columns, workers, batch_size, engine,
-                       sal_dir, saliency_method, progress, ray_address, (lock.fileno(),))
+                       sal_dir, saliency_method, progress, ray_address, (lock.fileno(),), timeout)
     finally:
         lock.close()
     if parquet_path is not None:
@@ -168,9 +181,9 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
 def _score_pending(predictor: Predictor, found: Discovery, done: set[str], summary: ScoreSummary, out_csv: Path,
                    errors_path: Path, columns: list[str], workers: int, batch_size: int, engine: str,
                    sal_dir: Path | None, saliency_method: str, progress: bool, ray_address: str | None,
-                   lock_fds: tuple[int, ...] = ()) -> None:
+                   lock_fds: tuple[int, ...] = (), timeout: float | None = None) -> None:
     scores = CsvAppender(out_csv, columns)
-    errors = CsvAppender(errors_path, ERROR_COLUMNS)
+    errors = AtomicCsv(errors_path, ERROR_COLUMNS)  # replaces the errors file only when closed
     try:
         def fail(path: str, key: str, stage: str, reason: str) -> None:
             errors.write([{"path": path, "key": key, "stage": stage, "reason": reason}])
@@ -184,7 +197,7 @@ def _score_pending(predictor: Predictor, found: Discovery, done: set[str], summa
         summary.skipped = len(found.studies) - len(pending)
         if pending:
             _run(predictor, pending, summary, scores, fail, workers, batch_size, engine, sal_dir, saliency_method,
-                 progress, ray_address, lock_fds)
+                 progress, ray_address, lock_fds, timeout)
     finally:
         scores.close()
         errors.close()
@@ -192,14 +205,14 @@ def _score_pending(predictor: Predictor, found: Discovery, done: set[str], summa
 
 def _run(predictor: Predictor, pending: list[Study], summary: ScoreSummary, scores: CsvAppender, fail: Any,
          workers: int, batch_size: int, engine: str, sal_dir: Path | None, method: str, progress: bool,
-         ray_address: str | None, lock_fds: tuple[int, ...] = ()) -> None:
+         ray_address: str | None, lock_fds: tuple[int, ...] = (), timeout: float | None = None) -> None:
     from tqdm.auto import tqdm
 
     keep_scan = sal_dir is not None
     if sal_dir is not None:
         sal_dir.mkdir(parents=True, exist_ok=True)
     prep = predictor.preprocessing.to_dict()
-    stream = stream_studies(engine, pending, prep, keep_scan, workers, batch_size, ray_address, lock_fds)
+    stream = stream_studies(engine, pending, prep, keep_scan, workers, batch_size, ray_address, lock_fds, timeout)
     buckets: dict[tuple[int, ...], list[dict[str, Any]]] = {}
     bar = tqdm(total=len(pending), unit="study", desc="scoring", disable=not progress, dynamic_ncols=True,
                file=sys.stderr, smoothing=0.1)

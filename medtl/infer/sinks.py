@@ -25,8 +25,9 @@ from medtl._fileutil import atomic_path
 from medtl.errors import MedtlError
 from medtl.infer.studies import Study
 
-__all__ = ["ERROR_COLUMNS", "CsvAppender", "check_parquet_support", "lock_output", "recover_scores",
-           "saliency_stem", "score_columns", "write_fresh", "write_parquet"]
+__all__ = ["ERROR_COLUMNS", "AtomicCsv", "CsvAppender", "check_ours", "check_parquet_support", "check_writable_folder",
+           "default_errors_path", "lock_output", "recover_scores", "saliency_stem", "score_columns", "write_fresh",
+           "write_parquet"]
 
 #: Columns of ``errors.csv``.
 ERROR_COLUMNS = ["path", "key", "stage", "reason"]
@@ -45,7 +46,8 @@ class CsvAppender:
     def __init__(self, path: Path, columns: list[str]) -> None:
         self.path = path
         self.columns = columns
-        self.fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        # backslashreplace: a path that is not UTF-8 never stops a batch while its row is written
+        self.fh = open(path, "a", newline="", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
@@ -59,6 +61,62 @@ class CsvAppender:
 
     def close(self) -> None:
         self.fh.close()
+
+
+def default_errors_path(out_csv: Path) -> Path:
+    """The errors file of ``out_csv``: ``scores.csv`` -> ``scores.errors.csv`` (two runs with different
+    ``--out`` in one folder keep their own failures)."""
+    stem = out_csv.name[:-4] if out_csv.name.lower().endswith(".csv") else out_csv.name
+    return out_csv.with_name(f"{stem}.errors.csv")
+
+
+def check_ours(path: Path, columns: list[str], option: str) -> None:
+    """Refuse to replace ``path`` unless medtl wrote it (empty, or its first line is ``columns``)."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise MedtlError(f"{path}: is not a file; choose another {option}")
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(4096)
+    except OSError as exc:
+        raise MedtlError(f"{path}: cannot be read ({exc.strerror}); choose another {option}") from None
+    if first.strip() and first.rstrip(b"\r\n").decode("utf-8", "replace") != ",".join(columns):
+        raise MedtlError(f"{path}: exists and was not written by medtl (its first line is not "
+                         f"{','.join(columns)!r}); refusing to replace it: move it or choose another {option}")
+
+
+def check_writable_folder(folder: Path, option: str) -> None:
+    """Create ``folder`` if needed and check a file can be written there; one line otherwise."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".medtl-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise MedtlError(f"{folder}: cannot write there ({exc.strerror or type(exc).__name__}); "
+                         f"choose another {option} folder or fix its permissions") from None
+
+
+class AtomicCsv:
+    """A CSV built by appending whole rows to a hidden partial file, published by an atomic rename on close.
+
+    Readers never see a half-written file, a killed run leaves the previous file whole, and
+    the partial file (``.<name>.partial``) is replaced by the next run.
+    """
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.path = path
+        self.partial = path.with_name(f".{path.name}.partial")
+        write_fresh(self.partial, columns)
+        self._rows = CsvAppender(self.partial, columns)
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._rows.write(rows)
+
+    def close(self) -> None:
+        self._rows.close()
+        os.replace(self.partial, self.path)
 
 
 def write_fresh(path: Path, columns: list[str], rows: Sequence[dict[str, Any]] = ()) -> None:

@@ -129,10 +129,14 @@ def _dicom_header(path: Path) -> tuple[dict[str, str] | None, str | None]:
     """``({uid fields}, None)`` for a DICOM header, ``(None, reason)`` when it cannot be read."""
     import pydicom
 
+    from medtl.errors import MedtlError
+    from medtl.io.dicom.sniff import check_deflated
+
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open(path, "rb") as fh:
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+            check_deflated(fh, str(path))  # pydicom would inflate a deflated data set whole, unbounded
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True,
                                  specific_tags=["SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"])
             sop_class = str(ds.get("SOPClassUID", "") or getattr(ds, "file_meta", {}).get(
                 "MediaStorageSOPClassUID", "") or "")
@@ -141,18 +145,52 @@ def _dicom_header(path: Path) -> tuple[dict[str, str] | None, str | None]:
     except BaseException as exc:  # noqa: BLE001 - a header that cannot be parsed is an error row
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
+        if isinstance(exc, MedtlError):
+            return None, one_line(exc, 300)
         return None, f"malformed DICOM header ({one_line(exc, 160)})"
 
 
 def _rel(path: Path, root: Path) -> str:
     rel = os.path.relpath(path, root)
-    return Path(rel).as_posix()
+    return shown(Path(rel).as_posix())
+
+
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as text that can be written anywhere: bytes that are not UTF-8 (kept by Python as
+    surrogates) are shown as ``\\xNN`` escapes."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _unusable(p: Path) -> str | None:
+    """Why ``p`` cannot be a study before its content is looked at (None: it can be read)."""
+    if shown(p) != str(p):
+        return "file name is not valid UTF-8 (cannot be written to the CSV outputs); rename the file"
+    if p.is_symlink() and not p.exists():
+        return f"dangling symbolic link (its target {shown(os.readlink(p))!r} does not exist)"
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as exc:
+        return f"cannot read the file ({exc.strerror or type(exc).__name__})"
+    return None
+
+
+def _safe_sha1(path: Path) -> str:
+    try:
+        return file_sha1(path)
+    except OSError:  # unreadable now: keyed by path alone, its load fails into the errors file
+        return "unreadable"
 
 
 def _hash_all(paths: Sequence[Path], threads: int = 4) -> list[str]:
     # hashlib releases the GIL on large buffers, so threads overlap reading and hashing.
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(file_sha1, paths))
+        return list(pool.map(_safe_sha1, paths))
 
 
 def discover(input_path: str | os.PathLike, spatial_dims: int, exclude: Iterable[str | os.PathLike] = ()) -> Discovery:
@@ -169,24 +207,36 @@ def discover(input_path: str | os.PathLike, spatial_dims: int, exclude: Iterable
             return discover_manifest(root, spatial_dims)
         raise MedtlError(f"{root}: INPUT must be a folder of studies or a manifest CSV with a 'path' column "
                          "(for one scan use `medtl predict`)")
-    excluded = {os.path.abspath(p) for p in exclude}
+    excluded = {os.path.abspath(p) for p in exclude} | {os.path.realpath(p) for p in exclude}
     found = Discovery()
     files: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unlisted(exc: OSError) -> None:  # a folder that cannot be listed is an error row, not a silent hole
+        where = Path(exc.filename) if exc.filename else root
+        found.errors.append(StudyError(shown(where), _rel(where, root) + "/",
+                                       f"cannot list the folder ({exc.strerror or type(exc).__name__})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                              and os.path.abspath(os.path.join(dirpath, d)) not in excluded)
         for name in sorted(filenames):
             p = Path(dirpath) / name
             if os.path.abspath(p) not in excluded:
                 files.append(p)
-    found.errors.extend(_empty_folders(root, files, excluded))
+    # a folder holding only medtl's outputs (scores, errors, saliency maps) is not an empty input folder
+    outputs = [Path(p) for p in sorted(excluded)]  # not yet written on a first run
+    found.errors.extend(_empty_folders(root, files + outputs, excluded))
     dicom: list[tuple[Path, dict[str, str]]] = []
     plain: list[Path] = []
     from medtl.io import detect_format
 
     for p in files:
         if _is_companion(p):
-            found.ignored.append(str(p))
+            found.ignored.append(shown(p))
+            continue
+        problem = _unusable(p)
+        if problem is not None:
+            found.errors.append(StudyError(shown(p), _rel(p, root), problem))
             continue
         kind = detect_format(p)
         if kind == "dicom":
@@ -200,7 +250,11 @@ def discover(input_path: str | os.PathLike, spatial_dims: int, exclude: Iterable
         elif kind in ("nifti", "image", "zip"):
             plain.append(p)
         else:
-            reason = ("file is empty" if p.stat().st_size == 0 else
+            try:
+                empty = p.stat().st_size == 0
+            except OSError:
+                empty = False
+            reason = ("file is empty" if empty else
                       "not a DICOM, NIfTI, PNG, JPEG or TIFF file (content not recognised)")
             found.errors.append(StudyError(str(p), _rel(p, root), reason))
     keyed: list[tuple[Path, str]] = []  # files that need a content hash for their key
@@ -241,7 +295,7 @@ def _empty_folders(root: Path, files: Sequence[Path], excluded: set[str]) -> lis
     for f in files:
         parent = f.parent
         while True:
-            key = str(parent)
+            key = os.path.abspath(parent)
             if key in has_files:
                 break
             has_files.add(key)
@@ -251,11 +305,18 @@ def _empty_folders(root: Path, files: Sequence[Path], excluded: set[str]) -> lis
     out: list[StudyError] = []
 
     def walk(folder: Path) -> None:
-        if str(folder) not in has_files:
+        if os.path.abspath(folder) not in has_files:
+            if not os.access(folder, os.R_OK | os.X_OK):
+                return  # cannot be listed: reported as such by discover's walk
             out.append(StudyError(str(folder), _rel(folder, root) + "/", "empty folder (no files to score)"))
             return
-        for sub in sorted(p for p in folder.iterdir()
-                          if p.is_dir() and not p.name.startswith(".") and os.path.abspath(p) not in excluded):
+        try:
+            subs = sorted(p for p in folder.iterdir()
+                          if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+                          and os.path.abspath(p) not in excluded)
+        except OSError:  # reported by discover's walk
+            return
+        for sub in subs:
             walk(sub)
 
     walk(root)

@@ -41,7 +41,7 @@ def _check_acceptance(folder: Path, out: Path, expected: dict, predictor: Predic
         assert abs(p.sum() - 1) < 1e-6
         assert (r["predicted"], r["decision"]) == predictor.decide(p)
         assert r["model"] == predictor.model_id and r["scored_at"]
-    errors = {r["path"]: r for r in _rows(out.with_name("errors.csv"))}
+    errors = {r["path"]: r for r in _rows(out.with_name("scores.errors.csv"))}
     assert sorted(errors) == sorted(expected["bad"])
     assert "truncated" in errors[str(folder / "truncated.dcm")]["reason"]
     assert "not recognised" in errors[str(folder / "notes.dcm")]["reason"]
@@ -127,7 +127,7 @@ def test_2d_folder_workers_and_dimension_errors(tmp_path, run2d):
     for f in sorted((SAMPLE / "ct2d").glob("P001[5-8]_1.dcm")):  # same numbers as the single-study path
         row = next(r for r in ra.values() if r["path"] == str(folder / f.name))
         assert float(row["p_1"]) == pytest.approx(predictor.predict(f).probabilities["1"], abs=1e-6)
-    (err,) = _rows(tmp_path / "a" / "errors.csv")
+    (err,) = _rows(tmp_path / "a" / "scores.errors.csv")
     assert err["path"] == str(folder / "volume.nii.gz") and err["stage"] == "load" and "2D model" in err["reason"]
     assert a.decode_seconds > 0 and a.infer_seconds > 0
 
@@ -164,8 +164,8 @@ def test_manifest_input(tmp_path, run3d):
                                     "nope.nii.gz\n")
     summary = score(run3d, tmp_path / "m.csv", tmp_path / "o" / "scores.csv", workers=0, progress=False)
     assert (summary.scored, summary.failed) == (2, 1)
-    assert _rows(tmp_path / "o" / "errors.csv")[0]["reason"] == "no such file or folder"
-    assert list(_rows(tmp_path / "o" / "errors.csv")[0]) == ERROR_COLUMNS
+    assert _rows(tmp_path / "o" / "scores.errors.csv")[0]["reason"] == "no such file or folder"
+    assert list(_rows(tmp_path / "o" / "scores.errors.csv")[0]) == ERROR_COLUMNS
 
 
 def test_cli_score_exit_codes_and_json(tmp_path, run3d, capsys):
@@ -201,8 +201,8 @@ def test_ray_engine_gives_the_same_scores(tmp_path, run3d):
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k]["p_0"], a[k]["p_1"], a[k]["decision"]) == (b[k]["p_0"], b[k]["p_1"], b[k]["decision"])
-    ea = {(r["path"], r["reason"]) for r in _rows(tmp_path / "local" / "errors.csv")}
-    assert ea == {(r["path"], r["reason"]) for r in _rows(tmp_path / "ray" / "errors.csv")}
+    ea = {(r["path"], r["reason"]) for r in _rows(tmp_path / "local" / "scores.errors.csv")}
+    assert ea == {(r["path"], r["reason"]) for r in _rows(tmp_path / "ray" / "scores.errors.csv")}
 
 
 def test_real_dicom_files_scored_or_refused_with_reasons(tmp_path, run2d, shared):
@@ -217,7 +217,7 @@ def test_real_dicom_files_scored_or_refused_with_reasons(tmp_path, run2d, shared
     summary = score(run2d, folder, tmp_path / "scores.csv", workers=2, batch_size=2, progress=False)
     scored = sorted(Path(r["path"]).name for r in _rows(tmp_path / "scores.csv"))
     assert scored == ["CT_small.dcm", "MR_small.dcm", "RG3_J2KR.dcm"]
-    reasons = {Path(r["path"]).name: r["reason"] for r in _rows(tmp_path / "errors.csv")}
+    reasons = {Path(r["path"]).name: r["reason"] for r in _rows(tmp_path / "scores.errors.csv")}
     assert sorted(reasons) == ["MR_truncated.dcm", "emri_small_jpeg_2k_lossless_too_short.dcm", "liver.dcm"]
     assert "truncated" in reasons["MR_truncated.dcm"]
     assert "truncated" in reasons["emri_small_jpeg_2k_lossless_too_short.dcm"]
