@@ -177,7 +177,10 @@ class MedtlApp:
         self._predictors: dict[str, Predictor] = {}
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in self.models}
         self._load_lock = threading.Lock()
-        self.workdir = Path(tempfile.mkdtemp(prefix="medtl-app-"))
+        from medtl.app.uploads import make_workdir, remove_stale_workdirs
+
+        remove_stale_workdirs()  # uploads and session folders an earlier, killed server left behind
+        self.workdir = make_workdir()
         atexit.register(shutil.rmtree, self.workdir, True)
 
     # --- models --------------------------------------------------------------------------------
@@ -514,12 +517,25 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **
                        max_file_size=MAX_UPLOAD, footer_links=[], allowed_paths=allowed, **kwargs)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (how services are stopped) ends the server as Ctrl+C does, so the ``atexit`` clean-up
+    removes the uploaded scans and session folders instead of leaving them in the temporary folder."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def serve(model_specs: Sequence[str], host: str = "127.0.0.1", port: int = 7860, device: str = "auto") -> int:
     """Build the page for the given runs and serve it until interrupted."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
     demo = build_app(model_choices(model_specs), device=device)
     print(f"medtl app: serving on http://{host}:{port} (Ctrl+C to stop)")
+    _stop_on_sigterm()
     launch(demo, host=host, port=port)
     return 0
 

@@ -18,11 +18,11 @@ import zipfile
 from pathlib import Path
 from typing import Sequence
 
-import nibabel as nib
 import numpy as np
 
 from medtl.errors import ScanError
 from medtl.io.archive import check_zip
+from medtl.io.detect import detect_format
 
 __all__ = ["MAX_FILES", "MAX_RATIO", "MAX_TOTAL_BYTES", "UnsafeUploadError", "check_archive", "check_nifti",
            "stage_upload"]
@@ -57,13 +57,22 @@ def check_archive(path: str | os.PathLike, max_total_bytes: int = MAX_TOTAL_BYTE
 
 def check_nifti(path: str | os.PathLike, max_total_bytes: int = MAX_TOTAL_BYTES) -> None:
     """Refuse a NIfTI whose header declares more voxel bytes than ``max_total_bytes``
-    (a small ``.nii.gz`` can declare a huge volume); reads the header only."""
+    (a small ``.nii.gz`` can declare a huge volume); reads the header only, whatever the
+    file is named (``stage_upload`` recognises NIfTI by content)."""
+    from medtl.io.nifti import _nib_load
+
     path = Path(path)
+    fobj = None
     try:
-        header = nib.load(str(path)).header
+        img, fobj = _nib_load(path)
+        header = img.header
+        nbytes = int(np.prod([int(s) for s in header.get_data_shape()], dtype=object)) * \
+            header.get_data_dtype().itemsize
     except Exception:  # not our call to judge: load_scan gives the precise error
         return
-    nbytes = int(np.prod([int(s) for s in header.get_data_shape()], dtype=np.int64)) * header.get_data_dtype().itemsize
+    finally:
+        if fobj is not None:
+            fobj.close()
     if nbytes > max_total_bytes:
         raise UnsafeUploadError(path.name, f"declares {nbytes / 2**20:.0f} MB of voxels (limit "
                                 f"{max_total_bytes / 2**20:.0f} MB)", "crop or downsample the volume")
@@ -83,7 +92,7 @@ def stage_upload(paths: Sequence[str | os.PathLike], workdir: str | os.PathLike,
         only = files[0]
         if zipfile.is_zipfile(only):
             check_archive(only, max_total_bytes=max_total_bytes, max_files=max_files)
-        elif only.name.lower().endswith((".nii", ".nii.gz")):
+        elif detect_format(only) == "nifti":  # by content: renaming to .bin/.dat must not skip the check
             check_nifti(only, max_total_bytes)
         return only
     if any(zipfile.is_zipfile(f) for f in files):
@@ -105,3 +114,54 @@ def stage_upload(paths: Sequence[str | os.PathLike], workdir: str | os.PathLike,
         except OSError:
             shutil.copyfile(f, target)
     return folder
+
+
+#: Prefix of the app's working folders under the system temporary folder.
+WORKDIR_PREFIX = "medtl-app-"
+_PID_FILE = ".medtl-app.pid"
+
+
+def make_workdir() -> Path:
+    """A fresh working folder for this app process, marked with its pid (see :func:`remove_stale_workdirs`)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+    (folder / _PID_FILE).write_text(str(os.getpid()))
+    return folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_workdirs(min_age_s: float = 3600.0) -> list[Path]:
+    """Remove working folders (uploads, session outputs) left by app processes that are gone.
+
+    A folder whose pid file names a dead process is removed; one without a pid file (an
+    older medtl, or a crash before it was written) once it is older than ``min_age_s``.
+    """
+    import tempfile
+    import time
+
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            if not folder.is_dir() or folder.is_symlink() or folder.stat().st_uid != os.getuid():
+                continue
+            pid_file = folder / _PID_FILE
+            if pid_file.exists():
+                stale = not _alive(int(pid_file.read_text().strip() or 0))
+            else:
+                stale = time.time() - folder.stat().st_mtime > min_age_s
+        except (OSError, ValueError):
+            continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed

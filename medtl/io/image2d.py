@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +22,15 @@ def check_image_claims(path: Path) -> None:
     """
     from PIL import Image
 
-    # PIL's own bomb guard follows medtl's limit (process-wide, as PIL has it).
-    Image.MAX_IMAGE_PIXELS = limits.current().max_frame_pixels
+    # The header is read with PIL's own bomb guard off (medtl's check below names the claim);
+    # afterwards the guard follows medtl's limit for the decode (process-wide, as PIL has it).
     width = height = frames = bands = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        Image.MAX_IMAGE_PIXELS = None
+        try:
             im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limits.current().max_frame_pixels
         with im:
             width, height = im.size
             frames = int(getattr(im, "n_frames", 1) or 1)

@@ -109,7 +109,7 @@ def _count(n: float) -> str:
 
 
 def _fix(var: str) -> str:
-    return f"a damaged or crafted file; if it is a real scan, raise {var}"
+    return f"if it is a real scan, raise {var}"
 
 
 def check_pixels(name: str | os.PathLike | None, what: str, *, frames: int, rows: int, cols: int,
@@ -126,16 +126,16 @@ def check_pixels(name: str | os.PathLike | None, what: str, *, frames: int, rows
                          "re-export the file")
     shape = f"{_count(frames)} frame(s) of {rows} x {cols}" + (f" x {samples} samples" if samples > 1 else "")
     if rows * cols > lim.max_frame_pixels:
-        raise LimitError(name, f"{what} {shape}: {_count(rows * cols)} pixels per frame exceed the limit of "
-                         f"{_count(lim.max_frame_pixels)}; refused before decoding", _fix(ENV["max_frame_pixels"]))
+        raise LimitError(name, f"{what} {shape}: {_count(rows * cols)} pixels per frame, over the limit of "
+                         f"{_count(lim.max_frame_pixels)}; refused", _fix(ENV["max_frame_pixels"]))
     voxels = frames * rows * cols * samples
     if voxels > lim.max_voxels:
-        raise LimitError(name, f"{what} {shape}: {_count(voxels)} values exceed the limit of "
-                         f"{_count(lim.max_voxels)}; refused before decoding", _fix(ENV["max_voxels"]))
+        raise LimitError(name, f"{what} {shape}: {_count(voxels)} values, over the limit of "
+                         f"{_count(lim.max_voxels)}; refused", _fix(ENV["max_voxels"]))
     nbytes = int(voxels * itemsize)
     if nbytes > lim.max_bytes:
-        raise LimitError(name, f"{what} {shape}: {human_bytes(nbytes)} exceed the limit of "
-                         f"{human_bytes(lim.max_bytes)}; refused before decoding", _fix(ENV["max_bytes"]))
+        raise LimitError(name, f"{what} {shape}: {human_bytes(nbytes)}, over the limit of "
+                         f"{human_bytes(lim.max_bytes)}; refused", _fix(ENV["max_bytes"]))
     return nbytes
 
 
@@ -143,5 +143,4 @@ def check_bytes(name: str | os.PathLike | None, what: str, nbytes: int, limit: i
     """Refuse ``nbytes`` (a file, a zip member, decompressed data) beyond ``limit`` (default ``max_bytes``)."""
     limit = current().max_bytes if limit is None else limit
     if nbytes > limit:
-        raise LimitError(name, f"{what} {human_bytes(nbytes)}, more than the limit of {human_bytes(limit)}; "
-                         "refused", _fix(ENV["max_bytes"]))
+        raise LimitError(name, f"{what} {human_bytes(nbytes)}, over the limit of {human_bytes(limit)}; refused", _fix(ENV["max_bytes"]))

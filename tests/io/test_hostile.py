@@ -128,7 +128,7 @@ def test_zip_member_is_streamed_with_a_running_cap(tmp_path):
 def test_limits_come_from_the_environment_and_can_be_overridden(monkeypatch):
     ct = get_testdata_file("CT_small.dcm")
     monkeypatch.setenv("MEDTL_MAX_VOXELS", "1000")
-    with pytest.raises(LimitError, match="16,384 values exceed the limit of 1,000"):
+    with pytest.raises(LimitError, match="16,384 values, over the limit of 1,000"):
         load_scan(ct)
     with limits.override(max_voxels=10**6):
         assert load_scan(ct).shape == (128, 128, 1)
