@@ -1,0 +1,295 @@
+"""Result objects for the PACS, built with ``highdicom`` in the *source* study (same
+StudyInstanceUID, patient and frame of reference; new series referencing the source instances):
+
+- **Comprehensive 3D SR** (TID 1500 measurement report): the finding (the decision, coded), the
+  probability of every class, the decision threshold, and the algorithm's name and version from
+  the model card (``AlgorithmIdentification``), with the observer device named after the model.
+- **Secondary Capture** (RGB) of the labelled saliency overlay, for viewers that show only images.
+- **Fractional Segmentation** of the saliency map on the source pixel grid, one frame per source
+  frame, with the source's plane positions/orientation (projection images too; a Parametric Map
+  would need full 3D geometry).
+
+UIDs are derived from (model, study key, object kind), so building the results again gives the
+same SOPInstanceUIDs: a push repeated after a crash stores the same objects, not new copies.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from medtl.errors import MedtlError
+from medtl.io.scan import Scan
+
+__all__ = ["MANUFACTURER", "RESULT_SERIES", "ResultObjects", "build_results", "finding_code", "frames_on_source_grid",
+           "is_medtl_result", "overlay_picture", "result_uid"]
+
+#: ``Manufacturer`` of every object medtl writes (a listener ignores these when they come back).
+MANUFACTURER = "medtl"
+#: Series number and description of each result kind.
+RESULT_SERIES = {"sr": (9901, "medtl: AI classification report"), "sc": (9902, "medtl: saliency overlay"),
+                 "seg": (9903, "medtl: saliency map")}
+#: Classes with a standard code (SNOMED CT); other class names get a private code (99MEDTL).
+KNOWN_FINDINGS = {
+    "pneumonia": ("233604007", "SCT", "Pneumonia"),
+    "normal": ("17621005", "SCT", "Normal"),
+    "nodule": ("27925004", "SCT", "Nodule"),
+    "covid-19": ("840539006", "SCT", "COVID-19"),
+}
+
+
+def result_uid(*parts: str) -> str:
+    """A DICOM UID determined by ``parts`` (same parts, same UID)."""
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(entropy_srcs=[MANUFACTURER, *parts]))
+
+
+def finding_code(name: str) -> Any:
+    from highdicom.sr import CodedConcept
+
+    value, scheme, meaning = KNOWN_FINDINGS.get(name.lower(), (name[:16], "99MEDTL", f"class {name}"[:64]))
+    return CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
+
+
+def is_medtl_result(ds: Any) -> bool:
+    """``True`` for an object medtl wrote (SR/SC/SEG): never scored as a study."""
+    return str(ds.get("Manufacturer", "") or "") == MANUFACTURER and \
+        str(ds.get("SeriesDescription", "") or "").startswith("medtl:")
+
+
+@dataclass
+class ResultObjects:
+    sr: Any
+    sc: Any | None
+    seg: Any | None
+
+    @property
+    def datasets(self) -> list[Any]:
+        return [d for d in (self.sr, self.sc, self.seg) if d is not None]
+
+
+# --- geometry ------------------------------------------------------------------------------------
+
+def _n_frames(ds: Any) -> int:
+    return int(ds.get("NumberOfFrames", 1) or 1)
+
+
+def _frame_geometry(ds: Any, frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(IPP, IOP (6,), PixelSpacing (row, col))`` of ``frame`` in LPS mm, or ``None`` (projection image)."""
+    ipp = ds.get("ImagePositionPatient")
+    iop = ds.get("ImageOrientationPatient")
+    spacing = ds.get("PixelSpacing")
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        per = ds.PerFrameFunctionalGroupsSequence[frame]
+        shared = ds.get("SharedFunctionalGroupsSequence", [None])[0]
+
+        def find(seq: str, attr: str) -> Any:
+            for group in (per, shared):
+                if group is not None and seq in group and attr in group[seq][0]:
+                    return group[seq][0][attr].value
+            return None
+
+        ipp = find("PlanePositionSequence", "ImagePositionPatient") or ipp
+        iop = find("PlaneOrientationSequence", "ImageOrientationPatient") or iop
+        spacing = find("PixelMeasuresSequence", "PixelSpacing") or spacing
+    if ipp is None or iop is None or spacing is None:
+        return None
+    return (np.asarray(ipp, float), np.asarray(iop, float), np.asarray(spacing, float))
+
+
+def frames_on_source_grid(saliency: Scan, sources: Sequence[Any]) -> np.ndarray:
+    """The map resampled (nearest voxel) onto every source frame: ``(n_frames, Rows, Columns)`` in the
+    order highdicom expects (source images in order, their frames in order).
+
+    A frame with a position is located through the map's affine (any axis order or flip); a
+    projection image without one reads slice ``k = frame`` with ``i`` along its rows.
+    """
+    arr = np.asarray(saliency.array, dtype=np.float32)
+    if arr.ndim == 4:
+        arr = arr.mean(axis=3)
+    inv = np.linalg.inv(saliency.affine)
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    out = []
+    index = 0
+    for ds in sources:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        for f in range(_n_frames(ds)):
+            geom = _frame_geometry(ds, f)
+            if geom is None:
+                v0, vc, vr = np.array([0.0, 0.0, float(index)]), np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
+            else:
+                ipp, iop, spacing = geom
+                row_dir, col_dir = iop[:3], iop[3:]
+
+                def vox(r: float, c: float) -> np.ndarray:
+                    world = ipp + c * spacing[1] * row_dir + r * spacing[0] * col_dir
+                    return (inv @ np.append(lps_to_ras @ world, 1.0))[:3]
+
+                v0 = vox(0, 0)
+                vc, vr = vox(0, 1) - v0, vox(1, 0) - v0
+            r = np.arange(rows, dtype=np.float64)[:, None, None]
+            c = np.arange(cols, dtype=np.float64)[None, :, None]
+            idx = np.rint(v0[None, None, :] + c * vc[None, None, :] + r * vr[None, None, :]).astype(np.int64)
+            bounds = np.array(arr.shape[:3])
+            inside = np.all((idx >= 0) & (idx < bounds), axis=2)
+            if not inside.any():
+                raise MedtlError(f"saliency map does not cover frame {f + 1} of source {ds.SOPInstanceUID}")
+            idx = np.clip(idx, 0, bounds - 1)
+            frame = arr[idx[..., 0], idx[..., 1], idx[..., 2]]
+            frame[~inside] = 0.0
+            out.append(frame)
+            index += 1
+    return np.stack(out)
+
+
+# --- the overlay picture --------------------------------------------------------------------------
+
+def overlay_picture(scan: Scan, saliency: Scan) -> np.ndarray:
+    """uint8 RGB: the labelled saliency overlay that ``medtl predict --saliency OUT.png`` writes
+    (2D: the image; 3D: the middle axial slice)."""
+    from medtl.explain import (SALIENCY_ALPHA, display_aspect, display_slice, heatmap_overlay, labelled_overlay,
+                               to_display_orientation)
+
+    image, sal = scan.to_grayscale(), saliency
+    if not scan.is_2d:
+        image, sal = to_display_orientation(image), to_display_orientation(saliency)
+    index = image.shape[2] // 2
+    rgb = heatmap_overlay(display_slice(image.array, index, "axial"), display_slice(np.asarray(sal.array), index,
+                                                                                      "axial"),
+                          window=scan.default_window, alpha=SALIENCY_ALPHA)
+    meta = saliency.metadata
+    prob = meta.get("saliency_probability")
+    where = "" if scan.is_2d else f" (axial slice {index + 1} of {image.shape[2]})"
+    return labelled_overlay(rgb, method=str(meta.get("saliency_title") or "saliency") + where,
+                            class_name=str(meta.get("saliency_class", "?")),
+                            probability=float("nan") if prob is None else float(prob),
+                            model=str(meta.get("saliency_model") or "?"), aspect=display_aspect(image, "axial"))
+
+
+# --- the objects ---------------------------------------------------------------------------------
+
+def _algorithm(card: dict[str, Any], model_id: str) -> tuple[str, str]:
+    name = str(card.get("name") or "model")[:64]
+    version = f"{model_id.split('@')[-1]} (medtl {card.get('medtl_version', '?')})"[:64]
+    return name, version
+
+
+def build_results(sources: Sequence[Any], *, key: str, probabilities: dict[str, float], decision: str,
+                  threshold: float | None, card: dict[str, Any], model_id: str, scan: Scan | None = None,
+                  saliency: Scan | None = None, method: str = "", notes: str = "") -> ResultObjects:
+    """SR (+ SC and fractional SEG when ``saliency`` is given) for one scored study.
+
+    ``sources``: the study's source instances (pydicom datasets, all of one series, in order).
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    if not sources:
+        raise MedtlError(f"{key}: no source instances to attach results to")
+    first = sources[0]
+    series = str(first.SeriesInstanceUID)
+    name, version = _algorithm(card, model_id)
+    algo = hd.sr.AlgorithmIdentification(name=name, version=version)
+    device = hd.sr.DeviceObserverIdentifyingAttributes(uid=result_uid(model_id, "device"), name=name,
+                                                        manufacturer_name=MANUFACTURER, model_name=version)
+    context = hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device, observer_identifying_attributes=device))
+    measurements = [hd.sr.Measurement(
+        name=hd.sr.CodedConcept(value=f"p-{c}"[:16], scheme_designator="99MEDTL", meaning=f"Probability of {c}"[:64]),
+        value=float(p), unit=hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units"),
+        algorithm_id=algo) for c, p in probabilities.items()]
+    if threshold is not None:
+        measurements.append(hd.sr.Measurement(
+            name=hd.sr.CodedConcept(value="threshold", scheme_designator="99MEDTL", meaning="Decision threshold"),
+            value=float(threshold), unit=hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units"),
+            algorithm_id=algo))
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=result_uid(model_id, key, "tracking"),
+                                                     identifier=f"medtl {name}"[:64]),
+        algorithm_id=algo, measurements=measurements,
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=codes.DCM.Finding, value=finding_code(decision))],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in sources[:1]])
+    report = hd.sr.MeasurementReport(
+        observation_context=context,
+        procedure_reported=hd.sr.CodedConcept(value="363679005", scheme_designator="SCT", meaning="Imaging procedure"),
+        imaging_measurements=[group])
+    sr_no, sr_desc = RESULT_SERIES["sr"]
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=list(sources), content=report, series_instance_uid=result_uid(model_id, series, "sr"),
+        series_number=sr_no, sop_instance_uid=result_uid(model_id, key, "sr"), instance_number=1,
+        manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False)
+    sr.SeriesDescription = sr_desc
+    sr.SoftwareVersions = version
+    sc = seg = None
+    if saliency is not None and scan is not None:
+        sc = _secondary_capture(first, scan, saliency, model_id, key, series, version)
+        seg = _segmentation(sources, saliency, model_id, key, series, name, version, method)
+    if notes:  # what the reader must know (missing slices, an out-of-distribution input ...)
+        for ds in (sc, seg):
+            if ds is not None:
+                ds.ImageComments = notes[:10240]
+    return ResultObjects(sr=sr, sc=sc, seg=seg)
+
+
+def _secondary_capture(ref: Any, scan: Scan, saliency: Scan, model_id: str, key: str, series: str,
+                       version: str) -> Any:
+    import highdicom as hd
+
+    rgb = np.ascontiguousarray(overlay_picture(scan, saliency)[..., :3], dtype=np.uint8)
+    number, desc = RESULT_SERIES["sc"]
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=ref, pixel_array=rgb, photometric_interpretation="RGB", bits_allocated=8,
+        coordinate_system="PATIENT", series_instance_uid=result_uid(model_id, series, "sc"), series_number=number,
+        sop_instance_uid=result_uid(model_id, key, "sc"), instance_number=1, manufacturer=MANUFACTURER,
+        patient_orientation=("L", "P"))
+    sc.SeriesDescription = desc
+    sc.SoftwareVersions = version
+    sc.BurnedInAnnotation = "YES"  # the picture carries the method, class, probability and model
+    return sc
+
+
+def _segmentation(sources: Sequence[Any], saliency: Scan, model_id: str, key: str, series: str, name: str,
+                  version: str, method: str) -> Any:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    frames = frames_on_source_grid(saliency, sources)
+    top = float(frames.max()) if frames.size else 0.0
+    if top > 1.0:
+        frames = frames / top
+    frames = np.clip(np.nan_to_num(frames), 0.0, 1.0).astype(np.float32)
+    kind = codes.DCM.GradientWeightedClassActivation if "cam" in method.lower() else codes.DCM.Saliency
+    algo = hd.AlgorithmIdentificationSequence(name=name, family=codes.cid7162.ArtificialIntelligence,
+                                              version=version, parameters={"method": method or "default"})
+    label = f"saliency {method or ''} -> {saliency.metadata.get('saliency_class', '')}".strip()[:64]
+    description = hd.seg.SegmentDescription(
+        segment_number=1, segment_label=label, segmented_property_category=codes.DCM.VisualExplanation,
+        segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algo)
+    number, desc = RESULT_SERIES["seg"]
+    if len(sources) == 1 and _n_frames(sources[0]) == 1:
+        pixels = frames[0]
+    else:
+        pixels = frames
+    seg = hd.seg.Segmentation(
+        source_images=list(sources), pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+        segment_descriptions=[description], series_instance_uid=result_uid(model_id, series, "seg"),
+        series_number=number, sop_instance_uid=result_uid(model_id, key, "seg"), instance_number=1,
+        manufacturer=MANUFACTURER, manufacturer_model_name=name, software_versions=version,
+        device_serial_number=model_id.split("@")[-1][:64] or "0", max_fractional_value=255,
+        omit_empty_frames=False, content_label="SALIENCY", content_description=f"medtl {method}"[:64])
+    seg.SeriesDescription = desc
+    return seg
+
+
+def read_sources(paths: Sequence[str | os.PathLike]) -> list[Any]:
+    """The source instances (pydicom datasets, pixel data included) sorted by InstanceNumber."""
+    import pydicom
+
+    datasets = [pydicom.dcmread(p) for p in paths]
+    return sorted(datasets, key=lambda d: (int(d.get("InstanceNumber", 0) or 0), str(d.SOPInstanceUID)))

@@ -1,0 +1,328 @@
+"""Pull -> score -> push, on a work folder that makes every step resumable:
+
+    WORK/incoming/<StudyUID>/<SeriesUID>/<SOPUID>.dcm   retrieved instances (pull skips those present)
+    WORK/scores.csv    one row per scored study: medtl.infer.score's file (resume: nothing scored twice)
+    WORK/errors.csv    what failed in the latest run: pull, discover, load, infer, push (one line each)
+    WORK/pushed.csv    one row per study whose results are in the PACS (push skips those)
+
+Scoring is :func:`medtl.infer.score` on ``WORK/incoming`` (the same study grouping, resume and
+error rows as a folder). Pushing builds, per scored DICOM study, the SR + Secondary Capture +
+saliency SEG of :mod:`medtl.pacs.results` and stores them by STOW-RS or C-STORE. Result UIDs are
+deterministic, so a push interrupted between the store and its ledger row stores the same objects
+again (the PACS keeps one copy). Rows and log lines carry UIDs, never patient names or IDs.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medtl.errors import MedtlError, one_line
+from medtl.pacs.config import PacsConfig, PacsError, redact
+from medtl.pacs.query import Query, SeriesRef
+
+__all__ = ["PULL_VIA", "PUSHED_COLUMNS", "PacsRunSummary", "connect", "find", "pacs_score", "pull", "push_scored"]
+
+log = logging.getLogger("medtl.pacs")
+
+PULL_VIA = ("dicomweb", "cget", "cmove")
+PUSHED_COLUMNS = ["key", "study_uid", "source_series_uid", "sr_uid", "sc_uid", "seg_uid", "via", "pushed_at"]
+
+
+@dataclass
+class PacsRunSummary:
+    """Counts and timings of a pull/score/push run (``medtl pacs score``, the listener, the benchmark)."""
+
+    series: int = 0
+    pulled: int = 0
+    already_here: int = 0
+    pull_failed: int = 0
+    scored: int = 0
+    skipped: int = 0
+    failed: int = 0
+    pushed: int = 0
+    already_pushed: int = 0
+    push_failed: int = 0
+    pull_seconds: float = 0.0
+    score_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    infer_seconds: float = 0.0
+    push_seconds: float = 0.0
+    saliency_seconds: float = 0.0
+    build_seconds: float = 0.0
+    store_seconds: float = 0.0
+    errors_csv: str = ""
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if (self.failed or self.pull_failed or self.push_failed) else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["exit_code"] = self.exit_code
+        return out
+
+    def text(self) -> str:
+        lines = [f"pulled {self.pulled} instance(s) of {self.series} series ({self.already_here} already here, "
+                 f"{self.pull_failed} series failed) in {self.pull_seconds:.1f} s",
+                 f"scored {self.scored}, skipped {self.skipped} (already scored), failed {self.failed} in "
+                 f"{self.score_seconds:.1f} s",
+                 f"pushed results of {self.pushed} stud{'y' if self.pushed == 1 else 'ies'} "
+                 f"({self.already_pushed} already pushed, {self.push_failed} failed) in {self.push_seconds:.1f} s"]
+        if self.exit_code:
+            lines.append(f"failures written to {self.errors_csv}")
+        return "\n".join(lines)
+
+
+# --- connections ---------------------------------------------------------------------------------
+
+def connect(config: PacsConfig, via: str) -> Any:
+    """The client for ``via``: ``dicomweb`` (QIDO/WADO/STOW) or ``dimse``/``cget``/``cmove`` (C-FIND/...)."""
+    if via == "dicomweb":
+        from medtl.pacs.dicomweb import DicomWebPacs
+
+        return DicomWebPacs(config)
+    if via in ("dimse", "cget", "cmove"):
+        from medtl.pacs.dimse import DimsePacs
+
+        return DimsePacs(config)
+    raise MedtlError(f"unknown PACS protocol {via!r}; use dicomweb, cget or cmove")
+
+
+def find(config: PacsConfig, query: Query, via: str = "dicomweb") -> list[SeriesRef]:
+    return connect(config, "dicomweb" if via == "dicomweb" else "dimse").find(query)
+
+
+# --- pull ----------------------------------------------------------------------------------------
+
+def pull(config: PacsConfig, query: Query, dest: str | os.PathLike, via: str = "dicomweb",
+         summary: PacsRunSummary | None = None, failures: list[dict[str, str]] | None = None) -> PacsRunSummary:
+    """Retrieve every series matching ``query`` into ``dest`` (resumable). A series that fails is one
+    row in ``failures`` (the run goes on); an unreachable PACS or refused credentials raise."""
+    if via not in PULL_VIA:
+        raise MedtlError(f"unknown retrieve method {via!r}; use one of {', '.join(PULL_VIA)}")
+    summary = summary or PacsRunSummary()
+    failures = failures if failures is not None else []
+    t0 = time.perf_counter()
+    client = connect(config, via)
+    refs = [r for r in client.find(query) if not r.description.startswith("medtl:")]  # never our own results
+    summary.series += len(refs)
+    scp = None
+    if via == "cmove":  # one storage SCP for the whole pull
+        from medtl.pacs.dimse import StorageSCP
+
+        scp = StorageSCP(dest, config.calling_aet, config.listen_host, config.listen_port).start()
+    try:
+        for ref in refs:
+            try:
+                if via == "dicomweb":
+                    written, present = client.retrieve(ref, dest)
+                elif via == "cget":
+                    written, present = client.get(ref, dest)
+                else:
+                    before = scp.received
+                    written, present = client.move(ref, dest, scp=scp)
+                    written = scp.received - before
+            except PacsError as exc:
+                text = str(exc)
+                if exc.fatal:
+                    raise
+                summary.pull_failed += 1
+                failures.append({"path": str(Path(dest) / ref.study_uid / ref.series_uid), "key": f"series:{ref.series_uid}",
+                                 "stage": "pull", "reason": redact(text, config)})
+                continue
+            summary.pulled += written
+            summary.already_here += present
+    finally:
+        if scp is not None:
+            scp.stop()
+    summary.pull_seconds += time.perf_counter() - t0
+    return summary
+
+
+# --- push ----------------------------------------------------------------------------------------
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    raw = path.read_bytes()
+    text = raw[: raw.rfind(b"\n") + 1].decode("utf-8", errors="replace")
+    return [r for r in csv.DictReader(text.splitlines()) if r.get("key")]
+
+
+def pushed_keys(work: str | os.PathLike) -> set[str]:
+    return {r["key"] for r in _read_rows(Path(work) / "pushed.csv") if r.get("pushed_at")}
+
+
+def _source_files(row: dict[str, str]) -> list[str]:
+    path = Path(row["path"])
+    if path.is_file():
+        return [str(path)]
+    if path.is_dir():
+        import pydicom
+
+        uid = row.get("series_uid", "")
+        files = []
+        for f in sorted(path.iterdir()):
+            if f.suffix == ".dcm" and not f.name.startswith("."):
+                if not uid or str(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+                                   .get("SeriesInstanceUID", "")) == uid:
+                    files.append(str(f))
+        return files
+    raise MedtlError(f"{path}: the scored study is no longer in the work folder")
+
+
+def _load(row: dict[str, str], files: list[str]) -> Any:
+    from medtl.io import load_scan
+    from medtl.io.dicom import read_series
+
+    if Path(row["path"]).is_file():
+        return load_scan(row["path"])
+    return read_series(files, series=row.get("series_uid") or None, progress=False)
+
+
+def _scrub(text: str, sources: list[Any]) -> str:
+    """Blank a patient name or ID that a library message might quote."""
+    for ds in sources[:1]:
+        for attr in ("PatientName", "PatientID", "AccessionNumber"):
+            value = str(ds.get(attr, "") or "")
+            if len(value) >= 3:
+                text = text.replace(value, f"<{attr}>")
+    return text
+
+
+def push_scored(predictor: Any, config: PacsConfig, work: str | os.PathLike, via: str | None = None,
+                method: str = "gradcam", keys: set[str] | None = None, summary: PacsRunSummary | None = None,
+                failures: list[dict[str, str]] | None = None, saliency: bool = True) -> PacsRunSummary:
+    """Build and store the results of every scored study in ``WORK/scores.csv`` not yet in
+    ``WORK/pushed.csv`` (only ``keys`` when given). The model's training-domain checks run here:
+    a study the model was not trained for gets an error row instead of a report, unless the
+    predictor was made with ``allow_other_domain``."""
+    from medtl.infer.sinks import CsvAppender
+    from medtl.pacs.results import build_results, read_sources
+
+    work = Path(work)
+    summary = summary or PacsRunSummary()
+    failures = failures if failures is not None else []
+    via = via or config.push
+    client = connect(config, "dicomweb" if via == "dicomweb" else "dimse")
+    done = pushed_keys(work)
+    rows = [r for r in _read_rows(work / "scores.csv") if keys is None or r["key"] in keys]
+    ledger_path = work / "pushed.csv"
+    if not ledger_path.exists() or ledger_path.stat().st_size == 0:
+        from medtl.infer.sinks import write_fresh
+
+        write_fresh(ledger_path, PUSHED_COLUMNS)
+    ledger = CsvAppender(ledger_path, PUSHED_COLUMNS)
+    t0 = time.perf_counter()
+    try:
+        for row in rows:
+            if row["key"] in done:
+                summary.already_pushed += 1
+                continue
+            if row.get("format") != "dicom":
+                continue
+            sources: list[Any] = []
+            try:
+                t1 = time.perf_counter()
+                files = _source_files(row)
+                sources = read_sources(files)
+                scan = _load(row, files)
+                notes = predictor.check(scan)
+                probs = {c: float(row[f"p_{c}"]) for c in predictor.class_names}
+                sal = None
+                if saliency:
+                    ts = time.perf_counter()
+                    sal, _ = predictor.saliency(scan, method, target=predictor.class_names.index(row["decision"]))
+                    summary.saliency_seconds += time.perf_counter() - ts
+                threshold = float(row["threshold"]) if row.get("threshold") else None
+                results = build_results(sources, key=row["key"], probabilities=probs, decision=row["decision"],
+                                        threshold=threshold, card=predictor.card, model_id=predictor.model_id,
+                                        scan=scan, saliency=sal, method=method,
+                                        notes="; ".join(filter(None, [row.get("notes", ""), *notes])))
+                summary.build_seconds += time.perf_counter() - t1
+                t2 = time.perf_counter()
+                client.store(results.datasets)
+                summary.store_seconds += time.perf_counter() - t2
+            except PacsError as exc:
+                if exc.fatal:
+                    raise
+                summary.push_failed += 1
+                failures.append({"path": row["path"], "key": row["key"], "stage": "push",
+                                 "reason": _scrub(redact(str(exc), config), sources)})
+                continue
+            except Exception as exc:  # noqa: BLE001 - one study's results must not stop the others
+                summary.push_failed += 1
+                failures.append({"path": row["path"], "key": row["key"], "stage": "push",
+                                 "reason": _scrub(redact(one_line(exc), config), sources)})
+                continue
+            now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            ledger.write([{"key": row["key"], "study_uid": str(sources[0].StudyInstanceUID),
+                           "source_series_uid": str(sources[0].SeriesInstanceUID), "sr_uid": results.sr.SOPInstanceUID,
+                           "sc_uid": getattr(results.sc, "SOPInstanceUID", ""),
+                           "seg_uid": getattr(results.seg, "SOPInstanceUID", ""), "via": via, "pushed_at": now}])
+            summary.pushed += 1
+            log.info("pushed results of %s to study %s", row["key"], sources[0].StudyInstanceUID)
+    finally:
+        ledger.close()
+    summary.push_seconds += time.perf_counter() - t0
+    return summary
+
+
+def append_errors(path: Path, failures: list[dict[str, str]]) -> None:
+    if not failures:
+        return
+    from medtl.infer.sinks import ERROR_COLUMNS, CsvAppender, write_fresh
+
+    if not path.exists() or path.stat().st_size == 0:
+        write_fresh(path, ERROR_COLUMNS)
+    out = CsvAppender(path, ERROR_COLUMNS)
+    try:
+        out.write(failures)
+    finally:
+        out.close()
+
+
+# --- the whole run -------------------------------------------------------------------------------
+
+def pacs_score(predictor: Any, config: PacsConfig, query: Query, work: str | os.PathLike, via: str = "dicomweb",
+               push: bool = True, push_via: str | None = None, method: str = "gradcam", workers: int = 0,
+               batch_size: int = 16, progress: bool = False, pull_first: bool = True) -> PacsRunSummary:
+    """Pull what ``query`` matches into ``WORK/incoming``, score it (resumable), push the results."""
+    from medtl.infer import score
+
+    work = Path(work)
+    incoming = work / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    summary = PacsRunSummary(errors_csv=str(work / "errors.csv"))
+    failures: list[dict[str, str]] = []
+    if pull_first:
+        pull(config, query, incoming, via=via, summary=summary, failures=failures)
+    if not any(incoming.rglob("*.dcm")):
+        append_errors(work / "errors.csv", failures)
+        summary.failures = failures[:100]
+        raise MedtlError(f"nothing to score: no instance matches {query.describe()} on the PACS")
+    t0 = time.perf_counter()
+    s = score(predictor, incoming, work / "scores.csv", workers=workers, batch_size=batch_size, progress=progress,
+              errors_csv=work / "errors.csv")
+    summary.score_seconds += time.perf_counter() - t0
+    summary.scored, summary.skipped, summary.failed = s.scored, s.skipped, s.failed
+    summary.decode_seconds += s.decode_seconds
+    summary.infer_seconds += s.infer_seconds
+    summary.failures = list(s.failures)
+    if push:
+        try:
+            push_scored(predictor, config, work, via=push_via, method=method, summary=summary, failures=failures)
+        finally:
+            append_errors(work / "errors.csv", failures)
+    else:
+        append_errors(work / "errors.csv", failures)
+    summary.failures += failures
+    return summary
