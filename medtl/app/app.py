@@ -49,8 +49,8 @@ METHODS: dict[str, str] = {METHOD_TITLES[m]: m for m in (DEFAULT_METHOD, *(m for
 #: The method selected when the page opens.
 DEFAULT_METHOD_LABEL = METHOD_TITLES[DEFAULT_METHOD]
 #: What ``/analyze`` (and ``/pick_series``) return, in order, for API clients.
-ANALYZE_OUTPUTS = ("series", "facts", "probabilities", "decision", "plane", "slice", "preset", "level", "width",
-                   "overlay", "overlay_png", "saliency_nifti")
+ANALYZE_OUTPUTS = ("series", "facts", "banner", "probabilities", "decision", "plane", "slice", "preset", "level",
+                   "width", "overlay", "overlay_png", "saliency_nifti")
 #: Largest upload the server accepts (the archive checks in medtl.app.uploads apply on top).
 MAX_UPLOAD = "2gb"
 
@@ -67,6 +67,9 @@ CSS = """
 #medtl-disclaimer p {color: #78350f; font-weight: 500; margin: 0;}
 #medtl-viewer img {image-rendering: auto; background: #000;}
 #medtl-decision h3 {margin: 0.2em 0;}
+#medtl-banner:not(:empty) {border-left: 5px solid #b91c1c; background: #fef2f2; padding: 0.4em 0.8em;
+                           border-radius: 6px;}
+#medtl-banner p, #medtl-banner li {color: #7f1d1d; font-weight: 600; margin: 0.1em 0;}
 .medtl-facts table {font-size: 0.9em;}
 footer {display: none !important;}
 """
@@ -305,6 +308,18 @@ class MedtlApp:
         rows = "\n".join(f"| {k} | {v} |" for k, v in V.scan_facts(s.scan.summary()))
         return f"| Scan | {s.name} |\n|---|---|\n{rows}"
 
+    @staticmethod
+    def banner_markdown(s: Session) -> str:
+        """What the reader must know before the probability: outside the training distribution,
+        a degenerate model, a domain check overridden (empty when there is nothing to say)."""
+        p = s.prediction
+        if p is None or not p.warnings:
+            return ""
+        lines = [w[0].upper() + w[1:] for w in p.warnings]
+        if p.out_of_distribution:
+            lines[0] = f"{lines[0]} (score {p.ood_score:.3g} above the threshold {p.ood_threshold:.3g})"
+        return "\n".join(f"- ⚠ {line}" for line in lines)
+
     def decision_markdown(self, s: Session) -> str:
         p = s.prediction
         if p is None:
@@ -362,8 +377,9 @@ class MedtlApp:
         chosen = next((str(d["index"]) for d in s.series if d.get("series_uid") == current), None)
         series_u = gr.update(choices=choices, value=chosen, visible=len(choices) > 1)
         probs = dict(s.prediction.probabilities)
-        return (s, series_u, self.facts_markdown(s), probs, self.decision_markdown(s), plane_u, slice_u, preset_u,
-                level_u, width_u, rgb, png, gr.update(value=self._nifti(s, method), visible=not s.scan.is_2d))
+        return (s, series_u, self.facts_markdown(s), self.banner_markdown(s), probs, self.decision_markdown(s), plane_u,
+                slice_u, preset_u, level_u, width_u, rgb, png,
+                gr.update(value=self._nifti(s, method), visible=not s.scan.is_2d))
 
     def upload(self, previous: Session | None, files: Any, model: str, method: str, alpha: float,
                progress: gr.Progress = gr.Progress()) -> tuple:
@@ -373,13 +389,13 @@ class MedtlApp:
                      width: float, alpha: float, progress: gr.Progress = gr.Progress()) -> tuple:
         card = self.card_markdown(model)
         if s is None:
-            return s, gr.skip(), gr.skip(), card, gr.skip(), gr.skip(), gr.skip()
+            return s, gr.skip(), gr.skip(), gr.skip(), card, gr.skip(), gr.skip(), gr.skip()
         progress(0.3, desc="Running the model")
         self._predict(s, model)
         self._saliency(s, method, progress)
         rgb, png = self._render(s, plane, slice_no, level, width, alpha, method)
-        return (s, dict(s.prediction.probabilities), self.decision_markdown(s), card, rgb, png,
-                gr.update(value=self._nifti(s, method)))
+        return (s, self.banner_markdown(s), dict(s.prediction.probabilities), self.decision_markdown(s), card, rgb,
+                png, gr.update(value=self._nifti(s, method)))
 
     def change_method(self, s: Session | None, method: str, plane: str, slice_no: float, level: float, width: float,
                       alpha: float, progress: gr.Progress = gr.Progress()) -> tuple:
@@ -452,13 +468,14 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto") -> 
                     nifti_btn = gr.DownloadButton("Saliency NIfTI", value=None, size="sm", visible=False)
                 facts = gr.Markdown("", elem_classes=["medtl-facts"])
             with gr.Column(scale=3, min_width=260):
+                banner = gr.Markdown("", elem_id="medtl-banner")
                 probs = gr.Label(label="Class probabilities", num_top_classes=10, elem_id="medtl-probs",
                                  show_heading=False)
                 decision = gr.Markdown("", elem_id="medtl-decision")
                 with gr.Accordion("Model card", open=True):
                     card = gr.Markdown(app.card_markdown(names[0]))
 
-        analyze_out = [state, series_dd, facts, probs, decision, plane, slice_sl, preset, level, width, image,
+        analyze_out = [state, series_dd, facts, banner, probs, decision, plane, slice_sl, preset, level, width, image,
                        png_btn, nifti_btn]
         view_in = [state, plane, slice_sl, level, width, alpha, method]
 
@@ -471,7 +488,8 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto") -> 
                         **busy)
         model_dd.input(_friendly("run the model")(app.change_model),
                        [state, model_dd, method, plane, slice_sl, level, width, alpha],
-                       [state, probs, decision, card, image, png_btn, nifti_btn], api_name="change_model", **busy)
+                       [state, banner, probs, decision, card, image, png_btn, nifti_btn], api_name="change_model",
+                       **busy)
         method.input(_friendly("compute the saliency map")(app.change_method),
                      [state, method, plane, slice_sl, level, width, alpha], [state, image, png_btn, nifti_btn],
                      api_name="change_method", **busy)

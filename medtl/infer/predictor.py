@@ -200,15 +200,16 @@ class Predictor:
             return None
         return bool(score > self.ood.thresholds[self.ood_method])
 
-    def check(self, scan: Scan) -> list[str]:
+    def check(self, scan: Scan, allow_other_domain: bool | None = None) -> list[str]:
         """The training-domain header checks (:func:`medtl.guard.check_scan`): raise
-        :class:`~medtl.errors.DomainError` on a mismatch unless ``allow_other_domain``; return notes."""
+        :class:`~medtl.errors.DomainError` on a mismatch unless allowed (argument, else the
+        predictor's ``allow_other_domain``); return notes."""
         from medtl.errors import DomainError
 
         try:
             return check_scan(self.card.get("domain"), scan)
         except DomainError as exc:
-            if not self.allow_other_domain:
+            if not (self.allow_other_domain if allow_other_domain is None else allow_other_domain):
                 raise
             return [f"predicted despite the training-domain check (override): {exc.reason}"]
 
@@ -223,7 +224,7 @@ class Predictor:
         return predicted, self.positive_class if p[i_pos] >= self.threshold else other
 
     def predict(self, scan_or_path: Any, saliency: str | bool | None = None, series: str | int | None = None,
-                target: int | None = None) -> Prediction:
+                target: int | None = None, allow_other_domain: bool | None = None) -> Prediction:
         """Score one study; with ``saliency`` (``True`` for the default method, or a name of
         ``medtl.explain.METHODS``) also compute a saliency map in the scan's geometry (for class
         index ``target``, default the decision).
@@ -231,7 +232,7 @@ class Predictor:
         ``series`` picks a series in a DICOM folder or zip (index or SeriesInstanceUID).
         """
         scan = self._as_scan(scan_or_path, series)
-        notes = self.check(scan)
+        notes = self.check(scan, allow_other_domain)
         x = self.preprocess(scan)
         probs, scores = self.score_batch(x[None])
         probs = probs[0]

@@ -116,7 +116,7 @@ def test_unsafe_zip_is_refused(client, tmp_path):
     z = tmp_path / "slip.zip"
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("../../evil.dcm", sample_path("ct2d").read_bytes())
-    with pytest.raises(AppError, match="slip.zip: member '../../evil.dcm' escapes the archive folder"):
+    with pytest.raises(AppError, match="slip.zip: zip member '../../evil.dcm' escapes the archive folder"):
         analyze(client, [z], "tiny3d")
 
 
@@ -145,8 +145,8 @@ def test_series_files_and_the_series_picker(client, run3d, tmp_path):
 
 def test_model_can_be_switched_and_the_card_is_shown(client, run2d):
     analyze(client, [sample_path("png")], "tiny2d")
-    label, decision, card, image, _, _ = client.predict("tiny2d", "Grad-CAM", "axial", 1, 128, 255, 0.4,
-                                                         api_name="/change_model")
+    _, label, decision, card, image, _, _ = client.predict("tiny2d", "Grad-CAM", "axial", 1, 128, 255, 0.4,
+                                                            api_name="/change_model")
     assert "Test metrics (n=" in card and "95% CI" in card and "not for diagnosis without review" in card
     assert "Decision:" in decision and sum(probabilities(label).values()) == pytest.approx(1.0)
 
@@ -174,3 +174,15 @@ def test_user_message_hides_server_folders():
         "scan.dcm: truncated (re-export it)"
     assert user_message(MedtlError("x.zip: supported: .nii/.nii.gz, .png/.jpg")) == \
         "x.zip: supported: .nii/.nii.gz, .png/.jpg"
+
+
+def test_out_of_distribution_scan_shows_the_banner_above_the_probability(client, run2d, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(blank)
+    expected = Predictor.from_run(run2d, device="cpu").predict(blank)
+    assert expected.out_of_distribution  # far from every CT slice the tiny model saw
+    out = analyze(client, [blank], "tiny2d")
+    assert "Outside what this model was trained on: the probability is not meaningful" in out["banner"]
+    assert f"{expected.ood_score:.3g}" in out["banner"]
+    in_domain = analyze(client, [sample_path("ct2d")], "tiny2d")
+    assert "Outside what this model" not in in_domain["banner"]
