@@ -30,6 +30,7 @@ ALLOWED = {
     "demo": {"errors", "_fileutil", "_paths", "io", "transforms", "models", "data", "explain", "runs", "config",
              "train", "infer", "guard"},
     "app": {"errors", "_fileutil", "io", "transforms", "models", "explain", "runs", "infer", "demo", "guard"},
+    "pacs": {"errors", "_fileutil", "io", "runs", "infer", "explain", "guard"},
 }
 
 

@@ -24,11 +24,15 @@ _STORED_SYNTAX = (("application/dicom", "*"),)
 
 
 def quiet_library_loggers() -> None:
-    """The DICOM libraries log request parameters and identifiers at DEBUG; keep them at WARNING."""
-    for name in ("dicomweb_client", "pynetdicom", "highdicom", "urllib3"):
+    """The DICOM libraries log request parameters and identifiers at DEBUG: keep them quiet."""
+    for name in ("dicomweb_client", "highdicom", "urllib3"):
         lg = logging.getLogger(name)
         if lg.level == logging.NOTSET or lg.level < logging.WARNING:
             lg.setLevel(logging.WARNING)
+    # pynetdicom logs every refused connection as an ERROR; medtl raises one line of its own instead
+    lg = logging.getLogger("pynetdicom")
+    if lg.level < logging.CRITICAL:
+        lg.setLevel(logging.CRITICAL)
 
 
 def _value(item: dict[str, Any], tag: str, default: str = "") -> str:

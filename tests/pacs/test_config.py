@@ -1,0 +1,50 @@
+"""PACS settings: file, environment, secrets kept out of sight."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from medtl.errors import MedtlError
+from medtl.pacs.config import PacsConfig, load_pacs_config, redact
+
+
+def test_file_then_environment_and_secrets_redacted(tmp_path):
+    (tmp_path / "pw").write_text("hunter2-secret\n")
+    cfg = tmp_path / "pacs.yaml"
+    cfg.write_text(f"dicomweb:\n  url: https://pacs.example/dicom-web/\n  user: ai\n  password_file: {tmp_path / 'pw'}\n"
+                   "dimse:\n  host: pacs\n  port: 104\n  called_aet: PACS\npush: dimse\n")
+    os.chmod(cfg, 0o600)
+    c = load_pacs_config(cfg, env={})
+    assert (c.url, c.user, c.password, c.host, c.port, c.called_aet, c.push) == (
+        "https://pacs.example/dicom-web", "ai", "hunter2-secret", "pacs", 104, "PACS", "dimse")
+    for text in (repr(c), c.describe(), str(c)):
+        assert "hunter2" not in text and "***" in text
+    assert redact("auth hunter2-secret failed", c) == "auth *** failed"
+    c = load_pacs_config(cfg, env={"MEDTL_PACS_TOKEN": "tok-123", "MEDTL_PACS_PORT": "11112"})
+    assert c.token == "tok-123" and c.password is None and c.port == 11112 and c.auth == "bearer"
+    assert "tok-123" not in repr(c)
+
+
+def test_bad_settings_are_one_line(tmp_path):
+    with pytest.raises(MedtlError, match="must not carry user:password@"):
+        PacsConfig(url="http://a:b@host/dicom-web")
+    with pytest.raises(MedtlError, match="not both"):
+        PacsConfig(url="http://h", user="u", password="p", token="t")
+    with pytest.raises(MedtlError, match="not a valid AE title"):
+        PacsConfig(calling_aet="A" * 17)
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("dicomweb:\n  pasword: x\n")
+    with pytest.raises(MedtlError, match="unknown key dicomweb.pasword"):
+        load_pacs_config(cfg, env={})
+    with pytest.raises(MedtlError, match="port number"):
+        load_pacs_config(None, env={"MEDTL_PACS_PORT": "abc"})
+
+
+def test_a_secret_in_a_world_readable_file_warns(tmp_path):
+    cfg = tmp_path / "pacs.yaml"
+    cfg.write_text("dicomweb:\n  url: http://127.0.0.1:8042/dicom-web\n  user: u\n  password: p\n")
+    os.chmod(cfg, 0o644)
+    with pytest.warns(UserWarning, match="chmod 600"):
+        load_pacs_config(cfg, env={})

@@ -1,0 +1,113 @@
+"""``medtl listen``: a study sent to medtl's storage SCP is scored once complete and its results
+pushed to the PACS; SIGKILL in the middle and a restart lose nothing and do nothing twice."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from medtl.pacs.orthanc import free_port
+from tests.pacs.conftest import SAMPLE, kill_group, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    raw = path.read_bytes()
+    return list(csv.DictReader(raw[: raw.rfind(b"\n") + 1].decode().splitlines()))
+
+
+def start(args, log: Path) -> subprocess.Popen:
+    seen = log.stat().st_size if log.exists() else 0
+    fh = open(log, "ab")  # noqa: SIM115 - the child writes it; closed with the test
+    proc = subprocess.Popen([sys.executable, "-m", "medtl.cli", *args], stdout=fh, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"listener exited: {log.read_text()[-2000:]}")
+        if b"listening as" in log.read_bytes()[seen:]:
+            return proc
+        time.sleep(0.2)
+    kill_group(proc)
+    raise AssertionError("listener did not start within 120 s")
+
+
+def send(files, port: int) -> None:
+    from pynetdicom import AE
+
+    ae = AE(ae_title="MODALITY")
+    datasets = [pydicom.dcmread(f) for f in files]
+    for sop, ts in {(d.SOPClassUID, d.file_meta.TransferSyntaxUID) for d in datasets}:
+        ae.add_requested_context(sop, ts)  # one context per syntax: sent as stored
+    assoc = ae.associate("127.0.0.1", port, ae_title="MEDTL")
+    assert assoc.is_established
+    try:
+        for d in datasets:
+            assert assoc.send_c_store(d).Status == 0
+    finally:
+        assoc.release()
+
+
+def wait_for(cond, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_kill_mid_study_and_restart_scores_and_pushes_each_study_once(orthanc, tiny_run_2d, tmp_path):
+    from medtl.pacs.dicomweb import DicomWebPacs
+    from medtl.pacs.config import PacsConfig
+
+    port = free_port()
+    cfg = write_config(tmp_path / "pacs.yaml", orthanc, listen_port=port)
+    work = tmp_path / "work"
+    args = ["listen", "--pacs-config", str(cfg), "--model", str(tiny_run_2d), "--work", str(work), "--settle", "1.5",
+            "--device", "cpu"]
+    series = sorted((SAMPLE / "series" / "P0042").glob("*.dcm"))[:6]
+    single = [SAMPLE / "ct2d" / "P0005_1.dcm"]
+    log = tmp_path / "listen.log"
+
+    proc = start(args, log)
+    try:
+        send(series[:3], port)  # half the study ...
+        kill_group(proc)  # ... SIGKILL before it is complete
+        assert not rows(work / "scores.csv")
+        proc = start(args, log)
+        send(series[3:] + single, port)
+        # kill again while results are being pushed (or right after, on a fast machine)
+        wait_for(lambda: len(rows(work / "pushed.csv")) >= 1, 180, "a first push")
+        kill_group(proc)
+        proc = start(args, log)
+        wait_for(lambda: len(rows(work / "studies.csv")) >= 2 and len(rows(work / "pushed.csv")) >= 7, 240,
+                 "both studies done")
+    finally:
+        kill_group(proc, signal.SIGTERM)
+    sops = {f"sop:{pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID}" for f in series + single}
+    scored = [r["key"] for r in rows(work / "scores.csv")]
+    pushed = [r["key"] for r in rows(work / "pushed.csv")]
+    assert sorted(scored) == sorted(sops) and len(scored) == len(set(scored))
+    assert sorted(pushed) == sorted(sops) and len(pushed) == len(set(pushed))
+    client = DicomWebPacs(PacsConfig(url=orthanc.url))
+    study = str(pydicom.dcmread(series[0], stop_before_pixels=True).StudyInstanceUID)
+    for modality, n in (("SR", 6), ("SEG", 6)):
+        found = client.client.search_for_instances(study_instance_uid=study, search_filters={"Modality": modality})
+        assert len(found) == n, (modality, len(found))
+    text = log.read_text()
+    assert "listener stopped" in text
+    for f in series + single:  # patient names/IDs never reach the listener's output
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        assert str(ds.PatientName) not in text
