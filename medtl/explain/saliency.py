@@ -44,7 +44,7 @@ from torch import nn
 from medtl.explain.cam import stage_cam
 
 #: Methods :func:`saliency` knows; the first is the default.
-METHODS = ("layercam", "gradcam", "gradcam++", "hirescam", "occlusion", "integrated_gradients", "smoothgrad")
+METHODS = ("hirescam", "gradcam", "gradcam++", "layercam", "occlusion", "integrated_gradients", "smoothgrad")
 #: Names for people (the app's choices, overlay captions).
 METHOD_TITLES = {"layercam": "LayerCAM", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM",
                  "occlusion": "Occlusion", "integrated_gradients": "Integrated Gradients", "smoothgrad": "SmoothGrad"}
@@ -53,13 +53,13 @@ DEFAULT_METHOD = METHODS[0]
 #: Stage strides each CAM method uses unless given ``stride=`` (``None``: ``model.feature_layer``).
 #: Where a model has no stage at a listed stride, the nearest stride it has is used.
 CAM_STRIDES: dict[str, tuple[int, ...] | None] = {
-    "layercam": (8, 16),
+    "hirescam": (4, 8),
     "gradcam": None,
     "gradcam++": None,
-    "hirescam": (8,),
+    "layercam": (8, 16),
 }
 #: Integrated Gradients: steps of the path integral (baseline: the all-zero network input, i.e. the mean).
-IG_STEPS = 32
+IG_STEPS = 16
 #: SmoothGrad: noisy copies and noise std as a fraction of the input's value range.
 SMOOTHGRAD_SAMPLES = 16
 SMOOTHGRAD_NOISE = 0.15

@@ -23,7 +23,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from medtl.explain import saliency
+from medtl.explain import DEFAULT_METHOD, saliency
 
 from .conftest import BlobSet, accuracy, hits, make_blobs
 
@@ -47,7 +47,7 @@ def test_models_learnt_the_task(blob_model_2d, blob_model_3d):
         assert accuracy(model, make_blobs(64, size, dims, seed=5)) >= 0.95
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+@pytest.mark.parametrize("method", list(dict.fromkeys(["gradcam", "gradcam++", DEFAULT_METHOD])))
 def test_pointing_game_cam(blob_model, method):
     model, pos = blob_model
     rate = hits(_maps(model, pos, method), pos.centers).mean()
@@ -94,7 +94,7 @@ def _rank_correlation(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return float(np.mean(rhos))
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+@pytest.mark.parametrize("method", list(dict.fromkeys(["gradcam", "gradcam++", DEFAULT_METHOD])))
 def test_randomised_model_gives_different_maps(blob_model, method):
     model, pos = blob_model
     trained = _maps(model, pos, method)
