@@ -39,7 +39,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "saliency.json"

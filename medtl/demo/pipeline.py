@@ -115,7 +115,7 @@ def run_demo(out: str | os.PathLike = "demo_out", size: str = "full", epochs: in
         scan = load_scan(manifest.parent / r["path"])
         pred = predictor.predict(scan, saliency=DEFAULT_METHOD)
         png = write_saliency(out / "overlays" / (Path(r["path"]).stem + f"_{DEFAULT_METHOD}.png"), scan,
-                             pred.saliency)
+                             pred.saliency, labelled=True)
         overlays.append((png, r, pred))
 
     report = write_report(out, results, roc, overlays, summary, weights_msg, time.perf_counter() - t0)
@@ -149,7 +149,7 @@ def write_report(out: Path, results: dict[str, dict[str, Any]], roc: Path, overl
         verdict = (f"On this data the domain-shift preset did <b>not</b> shrink the site-B gap in AUC "
                    f"({gap['baseline']:.3f} without, {gap['domain_shift']:.3f} with).")
     figs = "".join(
-        f"<figure><img src='{p.relative_to(out)}' width='256'><figcaption>{html.escape(r['path'])}<br>"
+        f"<figure><img src='{p.relative_to(out)}' width='300'><figcaption>{html.escape(r['path'])}<br>"
         f"site {r['site']}, truth {'lesion' if r['label'] == '1' else 'normal'}; "
         f"p(lesion) {pred.probabilities[pred.positive_class]:.2f} → {html.escape(pred.decision)}</figcaption></figure>"
         for p, r, pred in overlays)
@@ -158,7 +158,7 @@ def write_report(out: Path, results: dict[str, dict[str, Any]], roc: Path, overl
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>medtl demo report</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td:first-child{{text-align:left}}figure{{display:inline-block;margin:6px;width:260px;vertical-align:top}}
+td:first-child{{text-align:left}}figure{{display:inline-block;margin:6px;width:304px;vertical-align:top}}
 figcaption{{font-size:12px}}.note{{background:#f4f6fa;padding:8px 12px;border-left:4px solid #5b7bd5}}</style>
 </head><body>
 <h1>medtl demo: nodule vs normal on synthetic chest CT, site A → site B</h1>

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from medtl.errors import MedtlError
-from medtl.guard import DEFAULT_METHOD, OODDetector, check_scan, features_and_logits
+from medtl.guard import DEFAULT_METHOD, OODDetector, features_and_logits
+from medtl.guard.domain import check_header, photometric_kind
 from medtl.io.scan import Scan
 from medtl.runs import card_hash, load_run, resolve_device
 from medtl.transforms import Preprocessing
@@ -204,10 +205,16 @@ class Predictor:
         """The training-domain header checks (:func:`medtl.guard.check_scan`): raise
         :class:`~medtl.errors.DomainError` on a mismatch unless allowed (argument, else the
         predictor's ``allow_other_domain``); return notes."""
+        return self.check_header(scan.modality, photometric_kind(scan), scan.source or "this scan",
+                                 scan.photometric, allow_other_domain)
+
+    def check_header(self, modality: str | None, kind: str, where: str, photometric: str = "",
+                     allow_other_domain: bool | None = None) -> list[str]:
+        """:meth:`check` from header facts alone (batch scoring's workers send them back)."""
         from medtl.errors import DomainError
 
         try:
-            return check_scan(self.card.get("domain"), scan)
+            return check_header(self.card.get("domain"), modality, kind, where, photometric)
         except DomainError as exc:
             if not (self.allow_other_domain if allow_other_domain is None else allow_other_domain):
                 raise
@@ -327,14 +334,16 @@ class Predictor:
         return "\n".join(lines)
 
 
-def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alpha: float | None = None) -> Path:
+def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alpha: float | None = None,
+                   labelled: bool = False) -> Path:
     """Save a saliency map: ``.nii``/``.nii.gz`` -> NIfTI in the scan's geometry; ``.png`` -> an
     overlay on the scan (2D: the image; 3D: the middle axial slice, radiological view). Atomic.
 
     The PNG is ``medtl.explain.heatmap_overlay`` (perceptual colour map, low values
-    transparent, the scan's own window underneath) with a colour bar and the method,
-    class, probability and model written on it (from the map's metadata, as
-    :meth:`Predictor.saliency` sets them); the same facts go into PNG text chunks.
+    transparent, the scan's own window underneath), one pixel per scan pixel; the method,
+    class, probability and model (from the map's metadata, as :meth:`Predictor.saliency`
+    sets them) go into PNG text chunks. ``labelled=True`` writes the picture for people
+    instead: a colour bar and those facts rendered as text beside the overlay.
     """
     from medtl.explain import (SALIENCY_ALPHA, display_aspect, display_slice, heatmap_overlay, labelled_overlay,
                                save_overlay_png, save_saliency_nifti, to_display_orientation)
@@ -361,8 +370,9 @@ def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alph
              "class": str(meta.get("saliency_class", meta.get("saliency_target", "?"))),
              "probability": meta.get("saliency_probability"), "model": str(meta.get("saliency_model") or "?")}
     prob = facts["probability"]
-    where = "" if scan.is_2d else f" (axial slice {index + 1} of {image.shape[2]})"
-    labelled = labelled_overlay(rgb, method=facts["method"] + where, class_name=facts["class"],
-                                probability=float("nan") if prob is None else float(prob), model=facts["model"],
-                                aspect=display_aspect(image, "axial"))
-    return save_overlay_png(path, labelled, text={k: "" if v is None else str(v) for k, v in facts.items()})
+    if labelled:
+        where = "" if scan.is_2d else f" (axial slice {index + 1} of {image.shape[2]})"
+        rgb = labelled_overlay(rgb, method=facts["method"] + where, class_name=facts["class"],
+                               probability=float("nan") if prob is None else float(prob), model=facts["model"],
+                               aspect=display_aspect(image, "axial"))
+    return save_overlay_png(path, rgb, text={k: "" if v is None else str(v) for k, v in facts.items()})
