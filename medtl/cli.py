@@ -215,99 +215,13 @@ def cmd_score(args: argparse.Namespace) -> int:
                     engine=args.engine, saliency_dir=args.saliency_dir, saliency_method=args.method,
                     parquet=args.parquet, progress=not args.no_progress and not args.json,
                     errors_csv=args.errors, device=args.device, ray_address=args.ray_address,
+                    allow_other_domain=args.allow_other_domain,
                     study_timeout=args.study_timeout)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2, default=str))
     else:
         print(summary.text())
     return summary.exit_code
-
-
-# --- pacs / listen ------------------------------------------------------------------------------
-
-def _pacs_setup(args: argparse.Namespace) -> Any:
-    try:
-        from medtl.pacs import load_pacs_config
-        import dicomweb_client  # noqa: F401 - fail early with the install hint
-        import highdicom  # noqa: F401
-        import pynetdicom  # noqa: F401
-    except ModuleNotFoundError as exc:
-        raise MedtlError(f"PACS commands need {exc.name}: pip install 'medtl[pacs]'") from None
-    import logging
-
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return load_pacs_config(args.pacs_config)
-
-
-def _pacs_query(args: argparse.Namespace) -> Any:
-    from medtl.pacs import Query
-
-    return Query(patient_id=args.patient_id, study_uid=args.study_uid, accession=args.accession,
-                 modality=args.modality, date_from=args.date_from, date_to=args.date_to,
-                 series_description=args.series_description, series_uid=args.series_uid)
-
-
-def cmd_pacs(args: argparse.Namespace) -> int:
-    config = _pacs_setup(args)
-    from medtl.pacs import workflow
-
-    if args.pacs_cmd == "echo":
-        if args.via == "dicomweb":
-            workflow.connect(config, "dicomweb").ping()
-        else:
-            workflow.connect(config, "dimse").echo()
-        print(f"OK: {config.describe()}")
-        return 0
-    if args.pacs_cmd == "find":
-        refs = workflow.find(config, _pacs_query(args), via=args.via)
-        if args.json:
-            _print_json([r.to_dict() for r in refs])
-            return 0
-        for r in refs:
-            n = "?" if r.n_instances is None else r.n_instances
-            print(f"{r.study_date or '-':<8}  {r.modality or '-':<4} {n:>5}  {r.study_uid}  {r.series_uid}  "
-                  f"{r.description}")
-        print(f"{len(refs)} series")
-        return 0
-    if args.pacs_cmd == "pull":
-        summary = workflow.PacsRunSummary(errors_csv=str(Path(args.out) / "errors.csv"))
-        failures: list[dict[str, str]] = []
-        workflow.pull(config, _pacs_query(args), args.out, via=args.via, summary=summary, failures=failures)
-        workflow.append_errors(Path(args.out) / "errors.csv", failures)
-        print(summary.text().splitlines()[0] + f" -> {args.out}")
-        return 1 if failures else 0
-    from medtl.infer import Predictor
-
-    predictor = Predictor.from_run(args.model, device=args.device, allow_other_domain=args.allow_other_domain)
-    if args.pacs_cmd == "score":
-        summary = workflow.pacs_score(predictor, config, _pacs_query(args), args.work, via=args.via,
-                                      push=not args.no_push, push_via=args.push_via, method=args.method,
-                                      workers=args.workers, progress=not args.json)
-    else:  # push: results of an earlier `score --no-push`, or pushes that failed
-        summary = workflow.PacsRunSummary(errors_csv=str(Path(args.work) / "errors.csv"))
-        failures = []
-        workflow.push_scored(predictor, config, args.work, via=args.push_via, method=args.method, summary=summary,
-                             failures=failures)
-        workflow.append_errors(Path(args.work) / "errors.csv", failures)
-        summary.failures = failures
-    if args.json:
-        _print_json(summary.to_dict())
-    else:
-        print(summary.text() if args.pacs_cmd == "score" else "\n".join(summary.text().splitlines()[2:]))
-    return summary.exit_code
-
-
-def cmd_listen(args: argparse.Namespace) -> int:
-    config = _pacs_setup(args)
-    if args.port:
-        config = config.with_(listen_port=args.port)
-    from medtl.infer import Predictor
-    from medtl.pacs.listen import Listener
-
-    predictor = Predictor.from_run(args.model, device=args.device, allow_other_domain=args.allow_other_domain)
-    return Listener(predictor, config, args.work, settle=args.settle, push=not args.no_push,
-                    method=args.method).run()
 
 
 # --- pacs / listen ------------------------------------------------------------------------------
@@ -529,71 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parquet", action="store_true", help="also write OUT with .parquet (needs pyarrow)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-other-domain", action="store_true",
+                   help="score studies whose header says they are not what the model was trained on (noted per row)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_score)
-
-    pacs_common = argparse.ArgumentParser(add_help=False)
-    pacs_common.add_argument("--pacs-config", metavar="FILE",
-                             help="PACS settings (YAML; default MEDTL_PACS_CONFIG, then ~/.config/medtl/pacs.yaml; "
-                                  "MEDTL_PACS_* variables override). Credentials go there, never on the command line")
-    pacs_common.add_argument("-v", "--verbose", action="store_true", help="log each step (UIDs only, no patient data)")
-    filters = argparse.ArgumentParser(add_help=False)
-    filters.add_argument("--patient-id", help="PatientID (wildcards * ?)")
-    filters.add_argument("--study-uid", help="StudyInstanceUID")
-    filters.add_argument("--accession", help="AccessionNumber (wildcards * ?)")
-    filters.add_argument("--modality", help="e.g. CT, CR, DX, MR")
-    filters.add_argument("--date-from", metavar="YYYY-MM-DD", help="study date from (inclusive)")
-    filters.add_argument("--date-to", metavar="YYYY-MM-DD", help="study date to (inclusive)")
-    filters.add_argument("--series-description", help="SeriesDescription (wildcards * ?)")
-    filters.add_argument("--series-uid", help="SeriesInstanceUID")
-    model_opts = argparse.ArgumentParser(add_help=False)
-    model_opts.add_argument("--model", required=True, help="run directory written by `medtl train`")
-    model_opts.add_argument("--method", choices=SALIENCY_METHODS, default="gradcam", help="saliency method")
-    model_opts.add_argument("--push-via", choices=("dicomweb", "dimse"),
-                            help="STOW-RS or C-STORE (default: the config's push)")
-    model_opts.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
-    model_opts.add_argument("--allow-other-domain", action="store_true",
-                            help="push results even for studies outside the model's training domain")
-    model_opts.add_argument("--json", action="store_true", help="print the summary as JSON")
-
-    p = sub.add_parser("pacs", help="query a PACS, pull studies, score them and push the results back as DICOM",
-                       description="DICOMweb (QIDO/WADO/STOW) or DIMSE (C-FIND/C-GET/C-MOVE/C-STORE). Settings and "
-                                   "credentials come from --pacs-config or MEDTL_PACS_* (see README, 'With a PACS').")
-    psub = p.add_subparsers(dest="pacs_cmd", metavar="ACTION", required=True)
-    a = psub.add_parser("echo", parents=[pacs_common], help="check that the PACS answers (and accepts the credentials)")
-    a.add_argument("--via", choices=("dicomweb", "dimse"), default="dicomweb")
-    a = psub.add_parser("find", parents=[pacs_common, filters], help="list matching series (UIDs, no patient data)")
-    a.add_argument("--via", choices=("dicomweb", "dimse"), default="dicomweb", help="QIDO-RS or C-FIND")
-    a.add_argument("--json", action="store_true")
-    a = psub.add_parser("pull", parents=[pacs_common, filters], help="retrieve matching series into a folder (resumable)")
-    a.add_argument("--out", required=True, help="folder (OUT/<study>/<series>/<instance>.dcm)")
-    a.add_argument("--via", choices=("dicomweb", "cget", "cmove"), default="dicomweb", help="WADO-RS, C-GET or C-MOVE")
-    a = psub.add_parser("score", parents=[pacs_common, filters, model_opts],
-                        help="pull, score (resumable) and push SR + overlay + saliency SEG into each source study")
-    a.add_argument("--work", required=True, help="work folder: incoming/, scores.csv, errors.csv, pushed.csv")
-    a.add_argument("--via", choices=("dicomweb", "cget", "cmove"), default="dicomweb", help="WADO-RS, C-GET or C-MOVE")
-    a.add_argument("--no-push", action="store_true", help="score only (push later with `medtl pacs push`)")
-    a.add_argument("--workers", type=int, default=0, help="decoding worker processes (0: in the main process)")
-    a = psub.add_parser("push", parents=[pacs_common, model_opts],
-                        help="push results of a work folder's scored studies not pushed yet")
-    a.add_argument("--work", required=True, help="work folder of `medtl pacs score`")
-    p.set_defaults(func=cmd_pacs)
-
-    p = sub.add_parser("listen", parents=[pacs_common],
-                       help="DICOM storage SCP: score each study routed to medtl once complete, push the results back",
-                       description="Receives studies (C-STORE) as the configured AE title on dimse.listen_port, "
-                                   "scores a study when no instance came for --settle seconds, pushes the results. "
-                                   "Safe to kill and restart: nothing is scored or pushed twice.")
-    p.add_argument("--model", required=True, help="run directory written by `medtl train`")
-    p.add_argument("--work", required=True, help="work folder: incoming/, scores.csv, pushed.csv, studies.csv")
-    p.add_argument("--settle", type=float, default=10.0, help="seconds without a new instance = study complete")
-    p.add_argument("--port", type=int, help="listen port (default: the config's dimse.listen_port)")
-    p.add_argument("--method", choices=SALIENCY_METHODS, default="gradcam", help="saliency method")
-    p.add_argument("--no-push", action="store_true", help="score only")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
-    p.add_argument("--allow-other-domain", action="store_true",
-                   help="push results even for studies outside the model's training domain")
-    p.set_defaults(func=cmd_listen)
 
     pacs_common = argparse.ArgumentParser(add_help=False)
     pacs_common.add_argument("--pacs-config", metavar="FILE",

@@ -26,7 +26,7 @@ import numpy as np
 from medtl.errors import DomainError
 from medtl.io.scan import Scan
 
-__all__ = ["FAMILIES", "OVERRIDE_HINT", "check_scan", "family", "photometric_kind", "record_domain"]
+__all__ = ["FAMILIES", "OVERRIDE_HINT", "check_header", "check_scan", "family", "photometric_kind", "record_domain"]
 
 #: Modality codes that mean the same kind of image for the checks.
 FAMILIES = {
@@ -91,20 +91,26 @@ def check_scan(domain: dict[str, Any] | None, scan: Scan, where: str | None = No
     Returns notes on what could not be checked (e.g. an unknown modality), for the prediction's
     record. ``domain`` ``None`` (a model card from before domains were recorded) checks nothing.
     """
+    return check_header(domain, scan.modality, photometric_kind(scan), where or scan.source or "this scan",
+                        scan.photometric)
+
+
+def check_header(domain: dict[str, Any] | None, modality: str | None, kind: str, where: str,
+                 photometric: str = "") -> list[str]:
+    """:func:`check_scan` from the header facts alone (what batch workers send back)."""
     if not domain:
         return ["the model card records no training domain (trained before medtl 0.2): no header checks"]
-    src = where or scan.source or "this scan"
     notes = []
     trained = [f for f in domain.get("families", []) if f]
-    fam = family(scan.modality)
+    fam = family(modality)
     if fam is None:
         notes.append("modality unknown (no header): not checked against the training domain")
     elif trained and fam not in trained:
-        raise DomainError(src, f"model trained on {' / '.join(trained)}, this is {fam} (modality {scan.modality})",
+        raise DomainError(where, f"model trained on {' / '.join(trained)}, this is {fam} (modality {modality})",
                           OVERRIDE_HINT)
     kinds = domain.get("photometric") or []
-    kind = photometric_kind(scan)
     if kinds and kind not in kinds:
-        raise DomainError(src, f"model trained on {' / '.join(kinds)} images, this one is {kind} "
-                               f"({scan.photometric})", OVERRIDE_HINT)
+        detail = f" ({photometric})" if photometric else ""
+        raise DomainError(where, f"model trained on {' / '.join(kinds)} images, this one is {kind}{detail}",
+                          OVERRIDE_HINT)
     return notes

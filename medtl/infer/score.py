@@ -122,7 +122,8 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
           workers: int = 2, batch_size: int = 16, engine: str = "local", saliency_dir: str | os.PathLike | None = None,
           saliency_method: str = "gradcam", parquet: bool = False, progress: bool = True,
           errors_csv: str | os.PathLike | None = None, device: str = "auto",
-          ray_address: str | None = None, study_timeout: float | None = None) -> ScoreSummary:
+          ray_address: str | None = None, study_timeout: float | None = None,
+          allow_other_domain: bool = False) -> ScoreSummary:
     """Score every study under ``input`` (folder or manifest CSV) with a trained run into ``out_csv``.
 
     ``workers`` decode/preprocess in parallel ahead of inference (0: in this process);
@@ -141,7 +142,8 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
         raise MedtlError(f"batch size must be at least 1, got {batch_size}")
     if parquet:
         check_parquet_support()
-    predictor = model_run if isinstance(model_run, Predictor) else Predictor.from_run(model_run, device=device)
+    predictor = model_run if isinstance(model_run, Predictor) else Predictor.from_run(
+        model_run, device=device, allow_other_domain=allow_other_domain)
     out_csv = Path(out_csv)
     errors_path = Path(errors_csv) if errors_csv else default_errors_path(out_csv)
     if errors_path.resolve() == out_csv.resolve():
@@ -253,27 +255,47 @@ def _run(predictor: Predictor, pending: list[Study], summary: ScoreSummary, scor
 
 def _infer(predictor: Predictor, items: list[dict[str, Any]], summary: ScoreSummary, fail: Any,
            sal_dir: Path | None, method: str) -> list[dict[str, Any]]:
-    """Rows for a batch of preprocessed studies (a batch the model rejects is retried one by one)."""
+    """Rows for a batch of preprocessed studies (a batch the model rejects is retried one by one).
+
+    A study whose header contradicts the model card's training domain goes to the errors file
+    (stage ``domain``) unless the predictor allows other domains; every row carries the
+    out-of-distribution score and flag (empty for model cards without them).
+    """
+    kept, checks = [], []
+    for it in items:
+        header = it.get("header") or {}
+        try:
+            checks.append(predictor.check_header(header.get("modality"), header.get("kind", "gray"),
+                                                 it["study"].path, header.get("photometric", "")))
+            kept.append(it)
+        except MedtlError as exc:
+            fail(it["study"].path, it["study"].key, "domain", one_line(exc))
+    items = kept
     t0 = time.perf_counter()
+    results: list[tuple[np.ndarray, float | None] | None] = []
     try:
-        probs: list[np.ndarray | None] = list(predictor.predict_batch([it["x"] for it in items]))
+        probs, scores = predictor.score_batch([it["x"] for it in items]) if items else ([], None)
+        results = [(p, None if scores is None else float(s)) for p, s in
+                   zip(probs, scores if scores is not None else [None] * len(items))]
     except Exception:  # noqa: BLE001 - isolate the study the model rejects
-        probs = []
         for it in items:
             try:
-                probs.append(predictor.predict_batch([it["x"]])[0])
+                p1, s1 = predictor.score_batch([it["x"]])
+                results.append((p1[0], None if s1 is None else float(s1[0])))
             except Exception as exc:  # noqa: BLE001
                 fail(it["study"].path, it["study"].key, "infer", one_line(exc))
-                probs.append(None)
+                results.append(None)
     summary.infer_seconds += time.perf_counter() - t0
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     rows = []
-    for it, p in zip(items, probs):
-        if p is None:
+    for it, res, checked in zip(items, results, checks):
+        if res is None:
             continue
+        p, ood = res
         study: Study = it["study"]
         predicted, decision = predictor.decide(p)
-        notes = it["notes"]
+        flagged = predictor.is_out_of_distribution(ood)
+        notes = "; ".join(filter(None, [it["notes"], *(n for n in checked if "override" in n)]))
         if sal_dir is not None:
             t1 = time.perf_counter()
             try:
@@ -287,6 +309,7 @@ def _infer(predictor: Predictor, items: list[dict[str, Any]], summary: ScoreSumm
         row = {"key": study.key, "path": study.path, "format": it["format"], "series_uid": study.series_uid,
                "shape": it["shape"], "predicted": predicted, "decision": decision,
                "threshold": "" if predictor.threshold is None else f"{predictor.threshold:.6g}",
+               "ood_score": "" if ood is None else f"{ood:.6g}", "ood_flag": "" if flagged is None else int(flagged),
                "notes": notes, "model": predictor.model_id, "scored_at": now}
         row.update({f"p_{c}": f"{v:.8f}" for c, v in zip(predictor.class_names, p)})
         rows.append(row)

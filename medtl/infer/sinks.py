@@ -37,7 +37,7 @@ def score_columns(class_names: Sequence[str]) -> list[str]:
     """Columns of ``scores.csv`` for a model with these classes (``scored_at`` last: a row cut
     short by a kill lacks it, which is how resume recognises it)."""
     return (["key", "path", "format", "series_uid", "shape"] + [f"p_{c}" for c in class_names]
-            + ["predicted", "decision", "threshold", "notes", "model", "scored_at"])
+            + ["predicted", "decision", "threshold", "ood_score", "ood_flag", "notes", "model", "scored_at"])
 
 
 class CsvAppender:

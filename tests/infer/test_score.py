@@ -216,9 +216,12 @@ def test_real_dicom_files_scored_or_refused_with_reasons(tmp_path, run2d, shared
         shutil.copy(shared(f"data/dicom/{name}"), folder / name)
     summary = score(run2d, folder, tmp_path / "scores.csv", workers=2, batch_size=2, progress=False)
     scored = sorted(Path(r["path"]).name for r in _rows(tmp_path / "scores.csv"))
-    assert scored == ["CT_small.dcm", "MR_small.dcm", "RG3_J2KR.dcm"]
+    assert scored == ["CT_small.dcm"]  # the model was trained on CT: the MR and the radiograph are refused
     reasons = {Path(r["path"]).name: r["reason"] for r in _rows(tmp_path / "scores.errors.csv")}
-    assert sorted(reasons) == ["MR_truncated.dcm", "emri_small_jpeg_2k_lossless_too_short.dcm", "liver.dcm"]
+    assert sorted(reasons) == ["MR_small.dcm", "MR_truncated.dcm", "RG3_J2KR.dcm",
+                               "emri_small_jpeg_2k_lossless_too_short.dcm", "liver.dcm"]
+    assert "model trained on CT, this is MR" in reasons["MR_small.dcm"]
+    assert "model trained on CT, this is X-ray" in reasons["RG3_J2KR.dcm"]
     assert "truncated" in reasons["MR_truncated.dcm"]
     assert "truncated" in reasons["emri_small_jpeg_2k_lossless_too_short.dcm"]
     assert "holds no image" in reasons["liver.dcm"]
@@ -231,7 +234,7 @@ def test_resume_reads_back_whole_rows_only(tmp_path):
     cols = score_columns(["0", "1"])
     out = tmp_path / "scores.csv"
     assert _recover_scores(out, cols, "m@1") == set() and out.read_text() == ",".join(cols) + "\n"
-    whole = "k1,/a,nifti,,2x2x2,0.25,0.75,1,1,0.5,,m@1,2026-01-01T00:00:00+00:00\n"
+    whole = "k1,/a,nifti,,2x2x2,0.25,0.75,1,1,0.5,12.5,0,,m@1,2026-01-01T00:00:00+00:00\n"
     out.write_text(",".join(cols) + "\n" + whole + "k2,/b,nif")  # killed in the middle of the second row
     assert _recover_scores(out, cols, "m@1") == {"k1"}
     assert out.read_text() == ",".join(cols) + "\n" + whole
@@ -253,3 +256,33 @@ def test_two_runs_never_write_one_file(tmp_path, run3d):
     finally:
         held.close()
     assert score(run3d, folder, out, workers=0, progress=False).scored == 1
+
+
+def test_other_modality_goes_to_the_errors_file_and_rows_carry_the_ood_score(run2d, tmp_path):
+    import pydicom
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = sorted((SAMPLE / "ct2d").glob("*.dcm"))[:3]
+    for f in good:
+        (folder / f.name).write_bytes(f.read_bytes())
+    ds = pydicom.dcmread(good[0])
+    ds.Modality = "US"
+    ds.SOPInstanceUID = ds.SOPInstanceUID + ".9"
+    ds.save_as(folder / "us.dcm")
+    out = tmp_path / "o" / "scores.csv"
+    summary = score(run2d, folder, out, workers=0, progress=False)
+    rows = _rows(out)
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(f.name for f in good)
+    predictor = Predictor.from_run(run2d, device="cpu")
+    for r in rows:
+        expected = predictor.predict(r["path"])
+        assert float(r["ood_score"]) == pytest.approx(expected.ood_score, rel=1e-5)
+        assert r["ood_flag"] == str(int(expected.out_of_distribution))
+    (err,) = _rows(out.with_name("scores.errors.csv"))
+    assert err["stage"] == "domain" and err["path"].endswith("us.dcm")
+    assert "model trained on CT, this is ultrasound" in err["reason"] and summary.exit_code == 1
+    again = tmp_path / "o2" / "scores.csv"
+    score(run2d, folder, again, workers=0, progress=False, allow_other_domain=True)
+    forced = {Path(r["path"]).name: r for r in _rows(again)}
+    assert "override" in forced["us.dcm"]["notes"] and forced["us.dcm"]["ood_score"]
