@@ -15,9 +15,6 @@ from medtl.io import load_scan
 
 from .conftest import SAMPLE
 
-explain = pytest.importorskip("medtl.explain", reason="medtl.explain (saliency) is not available")
-if not hasattr(explain, "saliency_for_scan"):
-    pytest.skip("medtl.explain has no saliency_for_scan yet", allow_module_level=True)
 
 
 def test_predict_saliency_is_in_the_scans_geometry(run3d):

@@ -97,10 +97,8 @@ def test_dict_round_trip_gives_bit_identical_tensors(dims, normalize):
 
 
 def test_imagenet_normalisation_is_the_models_function():
-    try:
-        from medtl.models import imagenet_normalize
-    except ImportError:
-        pytest.skip("medtl.models.imagenet_normalize is not there yet (models package written concurrently)")
+    from medtl.models import imagenet_normalize
+
     img = np.random.default_rng(5).integers(0, 255, size=(8, 8), dtype=np.uint8)
     base = Preprocessing(size=[], normalize="none")(img)
     for channels in (1, 3):
