@@ -251,3 +251,37 @@ class LocalOrthanc:
     def copy_log(self, dest: str | os.PathLike) -> None:
         if self.log.exists():
             shutil.copy(self.log, dest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m medtl.pacs.orthanc FOLDER``: a local Orthanc on loopback until Ctrl+C (trying medtl out)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m medtl.pacs.orthanc", description=main.__doc__)
+    ap.add_argument("folder", help="where Orthanc keeps its config, database and log")
+    ap.add_argument("--http-port", type=int, default=8042)
+    ap.add_argument("--dicom-port", type=int, default=4242)
+    ap.add_argument("--register", action="append", default=[], metavar="AET=PORT",
+                    help="a DICOM peer on 127.0.0.1 allowed C-FIND/C-GET/C-MOVE (e.g. MEDTL=11113)")
+    args = ap.parse_args(argv)
+    mods = {}
+    for item in args.register:
+        aet, _, port = item.partition("=")
+        mods[aet] = ("127.0.0.1", int(port))
+    server = LocalOrthanc(args.folder, modalities=mods, http_port=args.http_port, dicom_port=args.dicom_port)
+    server.start()
+    print(f"Orthanc: DICOMweb {server.url}, DICOM {server.aet}@127.0.0.1:{server.dicom_port}, log {server.log} "
+          "(Ctrl+C stops it)", flush=True)
+    try:
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while server.proc is not None and server.proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
