@@ -33,6 +33,7 @@ from .inflate import DepthReplicateConv3d
 #: Spatial axis (of a ``(B, C, D, H, W)`` tensor) that each group's kernel is thin along.
 _THIN_AXIS = {"axial": 2, "coronal": 3, "sagittal": 4}
 GROUPS = ("axial", "coronal", "sagittal")
+from medtl.errors import ConfigError
 
 
 def acs_split(out_channels: int) -> tuple[int, int, int]:
@@ -91,7 +92,8 @@ class ACSConv3d(nn.Module):
         """An ACS layer with ``conv``'s geometry (kernel must be cubic); weights are fresh."""
         k = conv.kernel_size
         if not (k[0] == k[1] == k[2]):
-            raise ValueError(f"ACS needs cubic 3D kernels, got {tuple(k)} (leave stem_depth unset with inflate='acs')")
+            raise ConfigError(f"model.inflate=acs needs cubic 3D kernels, got {tuple(k)} (leave "
+                              f"model.kwargs.stem_depth unset with inflate='acs')")
         padding = conv.padding
         if isinstance(padding, str):
             raise TypeError(f"ACS needs numeric conv padding, got {padding!r}")

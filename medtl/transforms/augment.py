@@ -52,6 +52,7 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
+from medtl.errors import ConfigError
 from medtl.transforms.config import AugmentConfig
 
 #: Domain-shift presets: transform name -> parameters (see the module docstring table).
@@ -101,8 +102,8 @@ def spatial_augmentations(cfg: AugmentConfig, spatial_dims: int, size: Sequence[
         axes = cfg.flip_axes if cfg.flip_axes is not None else [spatial_dims - 1]
         for ax in axes:
             if not -spatial_dims <= ax < spatial_dims:
-                raise ValueError(f"flip axis {ax} does not exist for {spatial_dims}D images "
-                                 f"(axes 0..{spatial_dims - 1})")
+                raise ConfigError(f"augment.flip_axes: axis {ax} does not exist for {spatial_dims}D images "
+                                  f"(use axes 0..{spatial_dims - 1})")
             out.append(RandFlipd(keys, prob=0.5, spatial_axis=ax % spatial_dims))
     needs_size = cfg.shift > 0 or cfg.elastic
     if needs_size and not size:
