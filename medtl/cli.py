@@ -21,8 +21,10 @@ from medtl import __version__
 from medtl.errors import MedtlError
 
 Handler = Callable[[argparse.Namespace], int]
-#: Saliency methods offered on the command line (``medtl.explain.METHODS``; a test keeps them equal).
-SALIENCY_METHODS = ("gradcam", "gradcam++", "occlusion")
+#: Saliency methods offered on the command line: ``medtl.explain.METHODS`` and its default, copied here
+#: so that parsing imports no torch (tests/test_cli.py keeps them equal).
+SALIENCY_METHODS = ("hirescam", "gradcam", "gradcam++", "layercam", "occlusion", "integrated_gradients", "smoothgrad")
+DEFAULT_SALIENCY = "hirescam"
 
 
 def _print_json(obj: object) -> None:
@@ -180,7 +182,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     scan = load_scan(args.scan, series=args.series, progress=False)
     pred = predictor.predict(scan, saliency=args.method if out is not None else None)
     if out is not None and pred.saliency is not None:
-        write_saliency(out, scan, pred.saliency)
+        write_saliency(out, scan, pred.saliency, labelled=True)
     if args.json:
         info: dict[str, Any] = pred.to_dict()
         info["model"] = predictor.model_id
@@ -412,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", help="series index or SeriesInstanceUID (folders/zips)")
     p.add_argument("--saliency", metavar="OUT",
                    help="write a saliency map: OUT.png (overlay; 3D: middle axial slice) or OUT.nii.gz (3D map)")
-    p.add_argument("--method", choices=SALIENCY_METHODS, default="gradcam", help="saliency method")
+    p.add_argument("--method", choices=SALIENCY_METHODS, default=DEFAULT_SALIENCY,
+                   help="saliency method (default: the best pointing game measured, docs/benchmarks.md)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--allow-other-domain", action="store_true",
@@ -439,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local worker processes, or Ray tasks (pip install 'medtl[ray]')")
     p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--saliency-dir", help="write one saliency map per study here (PNG for 2D, NIfTI for 3D)")
-    p.add_argument("--method", choices=SALIENCY_METHODS, default="gradcam", help="saliency method")
+    p.add_argument("--method", choices=SALIENCY_METHODS, default=DEFAULT_SALIENCY,
+                   help="saliency method (default: the best pointing game measured, docs/benchmarks.md)")
     p.add_argument("--parquet", action="store_true", help="also write OUT with .parquet (needs pyarrow)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -464,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--series-uid", help="SeriesInstanceUID")
     model_opts = argparse.ArgumentParser(add_help=False)
     model_opts.add_argument("--model", required=True, help="run directory written by `medtl train`")
-    model_opts.add_argument("--method", choices=SALIENCY_METHODS, default="gradcam", help="saliency method")
+    model_opts.add_argument("--method", choices=SALIENCY_METHODS, default=DEFAULT_SALIENCY,
+                   help="saliency method (default: the best pointing game measured, docs/benchmarks.md)")
     model_opts.add_argument("--push-via", choices=("dicomweb", "dimse"),
                             help="STOW-RS or C-STORE (default: the config's push)")
     model_opts.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
@@ -504,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", required=True, help="work folder: incoming/, scores.csv, pushed.csv, studies.csv")
     p.add_argument("--settle", type=float, default=10.0, help="seconds without a new instance = study complete")
     p.add_argument("--port", type=int, help="listen port (default: the config's dimse.listen_port)")
-    p.add_argument("--method", choices=SALIENCY_METHODS, default="gradcam", help="saliency method")
+    p.add_argument("--method", choices=SALIENCY_METHODS, default=DEFAULT_SALIENCY,
+                   help="saliency method (default: the best pointing game measured, docs/benchmarks.md)")
     p.add_argument("--no-push", action="store_true", help="score only")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--allow-other-domain", action="store_true",

@@ -114,3 +114,12 @@ def test_predict_input_mistakes_are_one_line_with_the_fix(tmp_path, capsys, untr
     _user_error(capsys, ["predict", "--model", run, str(SAMPLE / "ct3d" / "P0031.nii.gz")],
                 "P0031.nii.gz", "2D model", "preprocess.spatial_dims: 3")
     _user_error(capsys, ["predict", "--model", str(tmp_path), str(text)], str(tmp_path), "medtl train")
+
+
+def test_cli_saliency_choices_are_medtl_explain_methods():
+    from medtl import cli, explain
+
+    assert cli.SALIENCY_METHODS == tuple(explain.METHODS)
+    assert cli.DEFAULT_SALIENCY == explain.DEFAULT_METHOD
+    args = cli.build_parser().parse_args(["predict", "--model", "r", "x.dcm"])
+    assert args.method == explain.DEFAULT_METHOD

@@ -33,7 +33,7 @@ from medtl.app import viewer as V
 from medtl.app.uploads import stage_upload
 from medtl.errors import MedtlError
 from medtl.explain import DEFAULT_METHOD, METHOD_TITLES, METHODS as EXPLAIN_METHODS
-from medtl.explain import method_title, save_overlay_png, save_saliency_nifti
+from medtl.explain import colour_bar, method_title, save_overlay_png, save_saliency_nifti
 from medtl.infer import Prediction, Predictor
 from medtl.io import Scan, list_series, load_scan
 from medtl.io.detect import detect_format
@@ -455,6 +455,8 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto") -> 
             with gr.Column(scale=6, min_width=420):
                 image = gr.Image(label="Slice with saliency overlay", type="numpy", format="png", height=520,
                                  interactive=False, elem_id="medtl-viewer", buttons=["fullscreen"])
+                gr.Image(colour_bar(), show_label=False, interactive=False, container=False, height=64,
+                         elem_id="medtl-colourbar", buttons=[])
                 with gr.Row():
                     plane = gr.Radio(list(V.PLANES), value="axial", label="Plane", visible=False, scale=2)
                     slice_sl = gr.Slider(1, 2, value=1, step=1, label="Slice", visible=False, scale=3,

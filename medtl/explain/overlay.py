@@ -200,6 +200,29 @@ def labelled_overlay(rgb: np.ndarray, *, method: str, class_name: str, probabili
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
+def colour_bar(width: int = 480, height: int = 64, cmap: str = SALIENCY_CMAP, threshold: float = SALIENCY_THRESHOLD,
+               dpi: int = 100) -> np.ndarray:
+    """A horizontal legend (uint8 RGB ``(height, width, 3)``) for pages that show the overlay:
+    the colour map over the map's ``[0, 1]``, the part below ``threshold`` greyed ("not shown")."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="white")
+    FigureCanvasAgg(fig)
+    cax = fig.add_axes((0.03, 0.62, 0.94, 0.3))
+    bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap), cax=cax,
+                       orientation="horizontal")
+    bar.set_ticks([0.0, threshold, 1.0], labels=["0", f"{threshold:g}", "1"])
+    bar.ax.tick_params(labelsize=7, pad=1)
+    bar.set_label("saliency, relative to the map's maximum", fontsize=7, labelpad=1)
+    if threshold > 0:
+        cax.axvspan(0.0, threshold, color="0.55", alpha=0.9)
+        cax.text(threshold / 2, 0.5, "not shown", ha="center", va="center", color="white", fontsize=7)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
 def save_overlay_png(path: str | os.PathLike, rgb: np.ndarray, text: dict[str, str] | None = None) -> Path:
     """Write a uint8 RGB ``(H, W, 3)`` picture as PNG, atomically; ``text``: PNG text chunks (tEXt)."""
     from PIL import Image

@@ -120,7 +120,7 @@ class ScoreSummary:
 
 def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, out_csv: str | os.PathLike,
           workers: int = 2, batch_size: int = 16, engine: str = "local", saliency_dir: str | os.PathLike | None = None,
-          saliency_method: str = "gradcam", parquet: bool = False, progress: bool = True,
+          saliency_method: str | None = None, parquet: bool = False, progress: bool = True,
           errors_csv: str | os.PathLike | None = None, device: str = "auto",
           ray_address: str | None = None, study_timeout: float | None = None,
           allow_other_domain: bool = False) -> ScoreSummary:

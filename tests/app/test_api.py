@@ -45,7 +45,12 @@ def test_2d_dicom_gives_the_predictors_probabilities_and_a_full_size_overlay(cli
     assert f"threshold {expected.threshold:.3f}" in out["decision"]
     # 128 x 128 px at 2.5 mm: square pixels, enlarged 3x to 384
     assert image_shape(out["overlay"]) == V.display_size((128, 128), 1.0) == (384, 384)
-    assert image_shape(out["overlay_png"]) == (384, 384) and out["overlay_png"].endswith("P0001_1_gradcam.png")
+    # the download is the labelled picture: the overlay, its colour bar, method, class, probability, model
+    with Image.open(out["overlay_png"]) as png:
+        h, w = png.height, png.width
+        text = dict(png.text)
+    assert w > 384 and h > 384 and out["overlay_png"].endswith("P0001_1_gradcam.png")
+    assert text["method"].startswith("Grad-CAM") and text["class"] == expected.predicted and text["model"] == "tiny2d"
     assert "| Modality | CT |" in out["facts"] and "128 × 128 × 1" in out["facts"]
     assert out["preset"]["value"] == V.FILE_WINDOW and out["level"]["value"] == 40 and out["width"]["value"] == 400
     assert out["slice"]["visible"] is False and out["saliency_nifti"]["visible"] is False

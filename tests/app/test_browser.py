@@ -52,6 +52,8 @@ def test_upload_predict_slide_and_screenshot(browser, served, tmp_path):
     page.get_by_role("button", name="Example: CT slice (DICOM)").click()
     expect(page.get_by_text("a single 2D image was given to a 3D model").first).to_be_visible(timeout=60_000)
 
+    expect(page.locator("#medtl-colourbar img")).to_be_visible()  # the overlay's legend beside the viewer
+    expect(page.locator("#medtl-viewer img")).to_be_visible()
     shot = tmp_path / "app.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000

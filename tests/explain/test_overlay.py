@@ -181,3 +181,20 @@ def test_labelled_overlay_text_is_rendered():
         other = labelled_overlay(rgb, **{**kw, key: value})
         assert other.shape == base.shape and (other != base).any(), key
     np.testing.assert_array_equal(labelled_overlay(rgb, **kw), base)
+
+
+def test_colour_bar_shows_the_colour_map_and_greys_the_hidden_range():
+    import matplotlib
+
+    from medtl.explain import SALIENCY_CMAP, SALIENCY_THRESHOLD, colour_bar
+
+    bar = colour_bar(width=400, height=64)
+    assert bar.shape == (64, 400, 3) and bar.dtype == np.uint8
+    row = bar[int(64 * (1 - 0.77))]  # the middle of the bar's band (axes 0.62-0.92 from the bottom)
+    x0, x1 = int(0.03 * 400) + 2, int(0.97 * 400) - 3
+    top = np.array(matplotlib.colormaps[SALIENCY_CMAP](1.0)[:3]) * 255
+    assert np.abs(row[x1].astype(float) - top).max() < 12  # the right end is the map's maximum colour
+    hidden = row[x0 + 2]
+    assert abs(int(hidden[0]) - int(hidden[1])) < 8 and abs(int(hidden[1]) - int(hidden[2])) < 8  # grey
+    shown = row[int(x0 + (x1 - x0) * (SALIENCY_THRESHOLD + 1) / 2)]
+    assert np.ptp(shown.astype(int)) > 30  # coloured, not grey
