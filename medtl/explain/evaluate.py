@@ -106,26 +106,26 @@ def deletion_score(model: nn.Module, x: torch.Tensor, saliency_map: np.ndarray, 
     return float(p[1:].mean() / max(float(p[0]), 1e-6))
 
 
-def saliency_card(predictor: Any, cases: Iterable[tuple[str | os.PathLike, str | os.PathLike]],
+def saliency_card(model: Any, preprocessing: Any, target: int,
+                  cases: Iterable[tuple[str | os.PathLike, str | os.PathLike]],
                   method: str = DEFAULT_METHOD, split: str = "val") -> dict[str, Any]:
     """The model card's ``saliency`` entry: ``method`` and its pointing game on ``cases``.
 
-    ``predictor``: a :class:`medtl.infer.Predictor`; ``cases``: ``(scan path, lesion mask
-    path)`` of positive studies (mask on the scan's voxel grid), e.g. the run's
-    validation positives that have masks. The positive class is explained.
+    ``model`` and ``preprocessing``: the run's network and pipeline; ``target``: the class
+    explained (the positive one); ``cases``: ``(scan path, lesion mask path)`` of positive
+    studies (mask on the scan's voxel grid), e.g. the run's validation positives with masks.
     """
     from medtl.explain.geometry import map_to_scan, prepare
     from medtl.explain.saliency import explain
     from medtl.io import load_scan
 
-    target = predictor.class_names.index(predictor.positive_class or predictor.class_names[-1])
     hits, masses, shares = [], [], []
     for scan_path, mask_path in cases:
-        scan, x, grid = prepare(predictor.preprocessing, scan_path)
+        scan, x, grid = prepare(preprocessing, scan_path)
         mask = np.asarray(load_scan(mask_path).array) > 0
         if mask.shape != tuple(scan.shape):
             raise ValueError(f"{mask_path}: mask grid {mask.shape} is not the scan's {tuple(scan.shape)}")
-        on_scan = map_to_scan(explain(predictor.model, x, method, target).map, grid, scan)
+        on_scan = map_to_scan(explain(model, x, method, target).map, grid, scan)
         hits.append(pointing_hit(on_scan, mask))
         masses.append(mass_inside(on_scan, mask))
         shares.append(float(mask.mean()))

@@ -73,6 +73,24 @@ def _domain_scans(items: list[dict], cfg: Config) -> list:
     return scans
 
 
+#: Validation positives with lesion masks whose saliency is scored for the model card.
+SALIENCY_CASES = 20
+
+
+def saliency_entry(model: nn.Module, prep: Any, cohort: Any, positive: int) -> dict[str, Any] | None:
+    """The card's ``saliency`` entry (default method, its pointing game) when validation
+    positives have lesion masks (a manifest ``mask`` column), else ``None``."""
+    from medtl.explain import saliency_card
+
+    root = Path(cohort.source).parent if cohort.source else Path(".")
+    cases = [(it["image"], root / it["mask"]) for it in cohort.split("val")
+             if int(it["label"]) == positive and it.get("mask") and isinstance(it["image"], (str, Path))]
+    if not cases:
+        return None
+    model.eval()
+    return saliency_card(model, prep, positive, cases[:SALIENCY_CASES])
+
+
 def guard_entries(model: nn.Module, cfg: Config, cohort: Any, prep: Any, loader_for: Any, device: torch.device,
                   out: Path, val_probs: np.ndarray | None, val_labels: np.ndarray | None,
                   val_auc_ci: tuple[float, float] | None) -> dict[str, Any]:

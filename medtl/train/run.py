@@ -197,11 +197,16 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
             threshold=threshold if threshold is not None else 0.5).items()})
     plots["learning_curves"] = str(plot_learning_curves(out / "metrics.csv", out / "plots" / "learning_curves.png")
                                    .relative_to(out))
-    from medtl.train.guarding import guard_entries
+    from medtl.train.guarding import guard_entries, saliency_entry
 
     auc_ci = metrics.get("val", {}).get("ci", {}).get("auc")
     guard = guard_entries(model, cfg, cohort, prep, lambda ds: _loader(ds, cfg), device, out,
                           val_probs, val_labels, tuple(auc_ci) if auc_ci else None)
+    if len(class_names) == 2:
+        try:
+            guard["saliency"] = saliency_entry(model, prep, cohort, positive=1)
+        except (MedtlError, ValueError) as exc:  # a mask that does not fit its scan must not cost the run its card
+            log.warning("saliency check skipped: %s", exc)
     if (guard.get("degenerate") or {}).get("degenerate"):
         log.warning("%s: the model did not learn to separate the classes: %s", out,
                     "; ".join(guard["degenerate"]["reasons"]))

@@ -23,6 +23,10 @@ def test_card_records_domain_ood_and_degenerate_verdict(run2d):
     assert 0 < lo <= hi
     assert card["ood"]["method"] in card["ood"]["thresholds"] and (run2d / card["ood"]["file"]).is_file()
     assert set(card["degenerate"]) >= {"degenerate", "reasons", "output_sd"}
+    from medtl.explain import DEFAULT_METHOD
+
+    sal = card["saliency"]  # the sample cohort's validation positives have lesion masks
+    assert sal["method"] == DEFAULT_METHOD and sal["n"] >= 1 and 0.0 <= sal["pointing_game"] <= 1.0
 
 
 def test_another_modality_is_refused_and_the_override_predicts_with_a_warning(run2d):
