@@ -182,7 +182,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     scan = load_scan(args.scan, series=args.series, progress=False)
     pred = predictor.predict(scan, saliency=args.method if out is not None else None)
     if out is not None and pred.saliency is not None:
-        write_saliency(out, scan, pred.saliency, labelled=True)
+        write_saliency(out, scan, pred.saliency)
     if args.json:
         info: dict[str, Any] = pred.to_dict()
         info["model"] = predictor.model_id

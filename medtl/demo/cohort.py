@@ -647,6 +647,11 @@ def make_cohort(out_dir: str | os.PathLike, size: str = "small", seed: int = 0, 
             new = _write_png(case, seed, out, sixteen_bit=case.number == first_png)
         rows.extend(new)
     (out / "README.md").write_text(_readme(rows, size, seed), encoding="utf-8")
+    return _write_manifest(out, rows)
+
+
+def _write_manifest(out: Path, rows: Sequence[_Row]) -> Path:
+    """``out/manifest.csv`` with :data:`MANIFEST_COLUMNS`, written atomically."""
     manifest = out / "manifest.csv"
     with atomic_path(manifest) as tmp:
         with tmp.open("w", newline="", encoding="utf-8") as fh:
@@ -691,13 +696,7 @@ def write_without_lesion(out_dir: str | os.PathLike, patient_ids: Iterable[str],
                 new = _write_png(blank, seed, out, sixteen_bit=case.number == first_png)
             rows.extend({**r, "label": str(case.label)} for r in new)
         ct2d_files += n_ct2d
-    manifest = out / "manifest.csv"
-    with atomic_path(manifest) as tmp:
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-    return manifest
+    return _write_manifest(out, rows)
 
 
 def _readme(rows: list[_Row], size: str, seed: int) -> str:

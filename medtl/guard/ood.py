@@ -12,8 +12,8 @@ Four established scores, all "higher = further from the training data":
   feature (Sun et al., 2022), over a bank of at most :data:`MAX_BANK` training images.
 
 :func:`fit` takes the training features, :meth:`OODDetector.calibrate` sets each
-score's threshold at a quantile (default 95 %) of the validation scores, so about 5 %
-of in-distribution images are flagged by construction. Which score is used by default
+score's threshold at a quantile (:data:`DEFAULT_QUANTILE`, 97.5 %) of the validation scores, so
+about 2.5 % of in-distribution images are flagged by construction. Which score is used by default
 is decided by ``benchmarks/ood.py`` (:data:`DEFAULT_METHOD`). The statistics are saved
 as ``ood.safetensors`` beside the model (no pickle).
 """
@@ -35,8 +35,10 @@ DEFAULT_METHOD = "mahalanobis"
 #: Largest training bank kept for the k-NN score (a random, class-stratified subset).
 MAX_BANK = 2048
 KNN_K = 10
-#: Quantile of the validation scores used as each score's threshold.
-DEFAULT_QUANTILE = 0.95
+#: Quantile of the validation scores used as each score's threshold. 0.975 rather than 0.95: a 95th
+#: percentile of a few hundred validation images flagged 5.8 % of PneumoniaMNIST's test split;
+#: 0.975 flags 2.1 % and still flags 97-100 % of the far-OOD sets (benchmarks/ood.py).
+DEFAULT_QUANTILE = 0.975
 
 
 def features_and_logits(model: Any, x: Any) -> tuple[Any, Any]:

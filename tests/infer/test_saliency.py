@@ -42,7 +42,7 @@ def test_cli_predict_writes_png_and_nifti(tmp_path, run2d, run3d, capsys):
     png3d = tmp_path / "s3d.png"
     assert main(["predict", "--model", str(run3d), str(vol), "--saliency", str(png3d)]) == 0
     assert Image.open(png3d).size == (64, 64)  # middle axial slice of the 64x64x32 volume
-    assert "saliency (gradcam) written" in capsys.readouterr().out
+    assert "saliency (hirescam) written" in capsys.readouterr().out  # the default method
 
 
 def test_batch_saliency_dir_one_map_per_study(tmp_path, run3d):
