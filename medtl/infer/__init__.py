@@ -1,10 +1,17 @@
 """Inference with a trained run: one study (:class:`Predictor`) or a whole folder (:func:`score`).
 
-- :class:`Predictor` / :class:`Prediction`: probabilities, the decision at the model card's
-  threshold, the preprocessing used, optional saliency (``medtl predict``).
-- :func:`score` / :class:`ScoreSummary`: streamed, resumable batch scoring to CSV (and
-  Parquet), failures to ``errors.csv``, local or Ray engine (``medtl score``).
-- :func:`discover` / :class:`Study`: how a folder or manifest becomes keyed studies.
+Reads run folders through :mod:`medtl.runs`; never imports :mod:`medtl.train`.
+
+- :mod:`~medtl.infer.predictor`: :class:`Predictor` / :class:`Prediction`: training-domain
+  checks, probabilities, the decision at the model card's threshold, the OOD score, optional
+  saliency (``medtl predict``).
+- :mod:`~medtl.infer.studies`: :func:`discover` / :class:`Study`: how a folder or manifest
+  becomes keyed studies.
+- :mod:`~medtl.infer.engines` (+ :mod:`~medtl.infer.isolate`): studies -> decoded items in
+  worker processes (per-study time limit) or Ray tasks.
+- :mod:`~medtl.infer.sinks`: the scores CSV (append, resume, lock), the errors file, Parquet.
+- :mod:`~medtl.infer.score`: :func:`score` / :class:`ScoreSummary`, the orchestration
+  (``medtl score``).
 """
 
 from medtl.infer.engines import load_study
