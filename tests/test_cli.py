@@ -123,3 +123,14 @@ def test_cli_saliency_choices_are_medtl_explain_methods():
     assert cli.DEFAULT_SALIENCY == explain.DEFAULT_METHOD
     args = cli.build_parser().parse_args(["predict", "--model", "r", "x.dcm"])
     assert args.method == explain.DEFAULT_METHOD
+
+
+def test_train_warns_loudly_when_the_model_is_degenerate(tmp_path, monkeypatch, capsys):
+    from medtl.train import run as train_run
+
+    card = {"metrics": {"test": {"auc": 0.5, "accuracy": 0.5, "ci": {"auc": [0.5, 0.5]}}},
+            "degenerate": {"degenerate": True, "reasons": ["near-constant outputs on the validation split"]}}
+    monkeypatch.setattr(train_run, "train", lambda cfg, out, resume=False: train_run.RunResult(tmp_path, card))
+    assert main(["train", "--config", "sample_tiny", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: this model did not learn to separate the classes (near-constant outputs" in err
