@@ -52,3 +52,16 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable, device: torch.devi
         for m, mode in was_training.items():
             m.train(mode)
     return n
+
+
+def set_bn_momentum(model: nn.Module, momentum: float | None) -> int:
+    """Set the running-statistics momentum of every BatchNorm layer; returns how many were set.
+
+    MONAI's EfficientNet builds its BatchNorm with TF's momentum 0.01: over the few dozen
+    steps of a small fine-tuning run the running statistics then barely follow the
+    weights, and eval-mode outputs differ from training-mode ones. ``train.bn_momentum``.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.momentum = momentum
+    return len(bns)

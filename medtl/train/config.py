@@ -26,6 +26,10 @@ class TrainConfig(_Section):
     #: training data before the first epoch (AdaBN), then train; auto: reestimate for 3D
     #: batches under 8 volumes (where plain training collapsed to one output), else train
     batchnorm: Literal["auto", "train", "freeze", "reestimate"] = "auto"
+    #: BatchNorm running-statistics momentum while fine-tuning (null: the backbone's own; MONAI's
+    #: EfficientNet uses TF's 0.01, so after a few dozen steps its eval-mode statistics still lag the
+    #: weights; 0.1 is torch's and the ResNets' default)
+    bn_momentum: Optional[float] = Field(None, gt=0, le=1)
     monitor: str = "auc"  #: validation metric for best checkpoint / early stopping
     patience: int = Field(0, ge=0)  #: early stopping (0 = off)
     device: str = "auto"

@@ -271,6 +271,10 @@ def _set_up(model: nn.Module, train_ds: torch.utils.data.Dataset, val_ds: torch.
     logger = MetricLogger(out_dir / "metrics.csv", tensorboard_dir=out_dir / "tensorboard", resume=resume,
                           start_epoch=state.epoch + 1 if resume else None) if dist_info.is_main else None
 
+    if tc.bn_momentum is not None:
+        from medtl.models.batchnorm import set_bn_momentum
+
+        set_bn_momentum(model, tc.bn_momentum)
     if tc.batchnorm == "reestimate" and not resume:
         from medtl.models.batchnorm import reestimate_batchnorm
 

@@ -32,3 +32,14 @@ def test_max_batches_and_dict_batches():
     seen = reestimate_batchnorm(net, ({"image": torch.randn(4, 2)} for _ in range(10)), max_batches=3)
     assert seen == 3 and net.training
     assert int(net[0].num_batches_tracked) == 3
+
+
+def test_set_bn_momentum_reaches_every_batchnorm_of_a_3d_lite0():
+    from medtl.models import create
+    from medtl.models.batchnorm import set_bn_momentum
+
+    net = create("efficientnet_lite0", weights=None, spatial_dims=3, in_channels=1, num_classes=2)
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert bns and {bn.momentum for bn in bns} == {0.01}  # MONAI's EfficientNet: TF's 0.99 decay
+    assert set_bn_momentum(net, 0.1) == len(bns)
+    assert {bn.momentum for bn in bns} == {0.1}

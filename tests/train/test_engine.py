@@ -102,3 +102,30 @@ def test_training_with_balance_sampler_draws_with_the_data_packages_weights(tmp_
     train_items = run.prepare_data(config, progress=False).cohort.split("train")
     np.testing.assert_array_equal(seen["sample_weights"], balanced_weights(train_items, 2))
     assert seen["class_weights"] is None
+
+
+class StagedBN(Staged):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, momentum=0.01), nn.ReLU())
+        self.bn_head = nn.BatchNorm1d(4, momentum=0.01)
+        self.stages = [("stem", self.stem), ("head", nn.Sequential(self.bn_head, self.head))]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bn_head(self.stem(x).mean((2, 3))))
+
+
+@pytest.mark.parametrize("momentum, expected", [(None, 0.01), (0.1, 0.1)])
+def test_bn_momentum_setting_reaches_every_batchnorm(tmp_path, momentum, expected):
+    extra = [] if momentum is None else [f"train.bn_momentum={momentum}"]
+    net = StagedBN()
+    engine.fit(net, cases(8), None, cfg("train.epochs=1", "train.schedule=constant", *extra), tmp_path,
+               progress=False)
+    assert [m.momentum for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] == [expected] * 2
+
+
+def test_bn_momentum_must_be_in_0_1():
+    from medtl.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        cfg("train.bn_momentum=0")
