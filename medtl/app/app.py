@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 import gradio as gr
 import numpy as np
 from medtl.app import viewer as V
+from medtl.app.study import header_markdown, study_header
 from medtl.app.uploads import stage_upload
 from medtl.errors import MedtlError
 from medtl.explain import DEFAULT_METHOD, METHOD_TITLES, METHODS as EXPLAIN_METHODS
@@ -50,7 +51,7 @@ METHODS: dict[str, str] = {METHOD_TITLES[m]: m for m in (DEFAULT_METHOD, *(m for
 DEFAULT_METHOD_LABEL = METHOD_TITLES[DEFAULT_METHOD]
 #: What ``/analyze`` (and ``/pick_series``) return, in order, for API clients.
 ANALYZE_OUTPUTS = ("series", "facts", "banner", "probabilities", "decision", "plane", "slice", "preset", "level",
-                   "width", "overlay", "overlay_png", "saliency_nifti")
+                   "width", "overlay", "overlay_png", "saliency_nifti", "error", "study", "view_info", "card", "readout")
 #: Largest upload the server accepts (the archive checks in medtl.app.uploads apply on top).
 MAX_UPLOAD = "2gb"
 
@@ -67,11 +68,115 @@ CSS = """
 #medtl-disclaimer p {color: #78350f; font-weight: 500; margin: 0;}
 #medtl-viewer img {image-rendering: auto; background: #000;}
 #medtl-decision h3 {margin: 0.2em 0;}
-#medtl-banner:not(:empty) {border-left: 5px solid #b91c1c; background: #fef2f2; padding: 0.4em 0.8em;
+#medtl-banner:has(li), #medtl-banner:has(p) {border-left: 5px solid #b91c1c; background: #fef2f2; padding: 0.4em 0.8em;
                            border-radius: 6px;}
 #medtl-banner p, #medtl-banner li {color: #7f1d1d; font-weight: 600; margin: 0.1em 0;}
 .medtl-facts table {font-size: 0.9em;}
 footer {display: none !important;}
+#medtl-error:has(p) {border-left: 5px solid #b91c1c; background: #fef2f2; padding: 0.5em 0.9em;
+                          border-radius: 6px;}
+#medtl-error p {color: #7f1d1d; font-weight: 600; margin: 0.1em 0; font-size: 1.05em;}
+#medtl-study:has(p) {background: #f1f5f9; padding: 0.3em 0.8em; border-radius: 6px;}
+#medtl-study p {margin: 0;}
+.medtl-hidden {display: none !important;}
+#medtl-vi {font-size: 0.9em; color: var(--body-text-color-subdued);}
+#medtl-ori-layer {position: absolute; pointer-events: none; z-index: 50;}
+#medtl-ori-layer span {position: absolute; color: #fde047; font: 600 16px/1 system-ui, sans-serif;
+                       text-shadow: 0 0 3px #000, 0 0 2px #000;}
+#medtl-ori-layer .medtl-bar {right: 12px; bottom: 20px; font-size: 12px;}
+"""
+
+#: Page script (``launch(js=...)``): mouse wheel and arrow keys over the image step the slice slider
+#: (the server draws the slice: no per-scroll matplotlib, one small PNG), orientation letters and the
+#: scale bar's length are laid over the drawn picture, and the pointer's pixel is sent for the readout.
+VIEWER_JS = r"""
+() => {
+  if (window.__medtlViewer) return;
+  window.__medtlViewer = true;
+  const q = (s) => document.querySelector(s);
+  let hover = false, lastPointer = 0, pending = null;
+  function img() { return q('#medtl-viewer img'); }
+  function contentRect(el) {
+    const r = el.getBoundingClientRect(), nw = el.naturalWidth, nh = el.naturalHeight;
+    if (!nw || !nh || !r.width || !r.height) return null;
+    const s = Math.min(r.width / nw, r.height / nh), w = nw * s, h = nh * s;
+    return {left: r.left + (r.width - w) / 2, top: r.top + (r.height - h) / 2, width: w, height: h, scale: s};
+  }
+  function step(d) {
+    const box = q('#medtl-slice'), range = q('#medtl-slice input[type=range]');
+    if (!box || !range || box.offsetParent === null) return false;
+    const min = +range.min, max = +range.max, cur = +range.value;
+    const v = Math.min(max, Math.max(min, cur + d));
+    if (v === cur) return true;
+    window.__medtlStepAt = performance.now();
+    range.value = String(v);
+    range.dispatchEvent(new Event('input', {bubbles: true}));
+    range.dispatchEvent(new Event('change', {bubbles: true}));
+    return true;
+  }
+  document.addEventListener('wheel', (e) => {
+    const v = q('#medtl-viewer');
+    if (!v || !v.contains(e.target) || e.deltaY === 0) return;
+    if (step(e.deltaY > 0 ? 1 : -1)) e.preventDefault();
+  }, {passive: false, capture: true});
+  document.addEventListener('keydown', (e) => {
+    const v = q('#medtl-viewer');
+    if (!v) return;
+    const t = e.target, typing = t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable);
+    if (!(hover || v.contains(t)) || (typing && !v.contains(t))) return;
+    const d = {ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1, PageDown: 10, PageUp: -10}[e.key];
+    if (d !== undefined && step(d)) e.preventDefault();
+  }, {capture: true});
+  function sendPointer(text) {
+    const ta = q('#medtl-pointer input[type=range]');
+    if (!ta || ta.value === text) return;
+    ta.value = text;
+    ta.dispatchEvent(new Event('input', {bubbles: true}));
+    ta.dispatchEvent(new Event('change', {bubbles: true}));
+  }
+  document.addEventListener('mousemove', (e) => {
+    const el = img(), v = q('#medtl-viewer');
+    hover = !!(v && v.contains(e.target));
+    if (!el || !hover) return;
+    const c = contentRect(el);
+    if (!c) return;
+    const col = (e.clientX - c.left) / c.scale, row = (e.clientY - c.top) / c.scale;
+    if (col < 0 || row < 0 || col >= el.naturalWidth || row >= el.naturalHeight) return;
+    pending = String(Math.floor(row) * 65536 + Math.floor(col) + 1);
+    const now = performance.now();
+    if (now - lastPointer > 80) { lastPointer = now; sendPointer(pending); pending = null; }
+  }, {capture: true});
+  setInterval(() => { if (pending) { sendPointer(pending); pending = null; } }, 120);
+  let layer = null;
+  function place() {
+    const vi = q('#medtl-vi'), el = img();
+    if (!layer) {
+      layer = document.createElement('div');
+      layer.id = 'medtl-ori-layer';
+      for (const k of ['top', 'bottom', 'left', 'right', 'bar']) {
+        const s = document.createElement('span'); s.id = 'medtl-ori-' + k;
+        if (k === 'bar') s.className = 'medtl-bar';
+        layer.appendChild(s);
+      }
+      document.body.appendChild(layer);
+    }
+    const c = el && vi && vi.dataset.top !== undefined ? contentRect(el) : null;
+    if (!c || el.offsetParent === null) { layer.style.display = 'none'; return; }
+    layer.style.display = 'block';
+    Object.assign(layer.style, {left: (c.left + window.scrollX) + 'px', top: (c.top + window.scrollY) + 'px',
+                                width: c.width + 'px', height: c.height + 'px'});
+    const L = (k) => layer.querySelector('#medtl-ori-' + k);
+    const set = (k, txt, css) => { const s = L(k); if (s.textContent !== txt) s.textContent = txt; Object.assign(s.style, css); };
+    set('top', vi.dataset.top || '', {left: '50%', top: '34px', transform: 'translateX(-50%)'});
+    set('bottom', vi.dataset.bottom || '', {left: '50%', bottom: '4px', transform: 'translateX(-50%)'});
+    set('left', vi.dataset.left || '', {left: '4px', top: '50%', transform: 'translateY(-50%)'});
+    set('right', vi.dataset.right || '', {right: '4px', top: '50%', transform: 'translateY(-50%)'});
+    set('bar', vi.dataset.bar || '', {right: '12px', bottom: (22 * c.scale + 4) + 'px'});
+  }
+  setInterval(place, 100);
+  window.addEventListener('scroll', place, true);
+  window.addEventListener('resize', place);
+}
 """
 
 
@@ -85,6 +190,9 @@ class Session:
     is_ct: bool
     outdir: Path
     series: list[dict] = field(default_factory=list)
+    #: Study header from the DICOM tags (patient, dates, accession): shown in the page only, never logged
+    #: or written (``repr=False`` keeps it out of any log line that prints the session).
+    header: dict[str, str] = field(default_factory=dict, repr=False)
     model: str | None = None
     prediction: Prediction | None = None
     #: (model, method) -> saliency in display orientation, and the map in the scan's geometry.
@@ -142,6 +250,22 @@ def _friendly(action: str) -> Callable:
                                "server log.", title=f"Could not {action}", print_exception=False) from None
         return wrapper
     return decorate
+
+
+def _page_message(exc: BaseException, action: str) -> str:
+    """What the page says about a failure: medtl's own message (written for people), or a short
+    line for anything unexpected (whose type and stack frames go to the server log, never its message,
+    which can hold values from the scan)."""
+    if isinstance(exc, gr.Error):
+        return str(exc.message)
+    if isinstance(exc, MedtlError):
+        log.info("%s refused: %s", action, type(exc).__name__)
+        text = user_message(exc)
+        return text if text.startswith("The model ") else f"Could not {action}: {text}"
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        raise exc
+    log.error("%s failed with %s\n%s", action, type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+    return f"Could not {action}: an unexpected {type(exc).__name__} (the details are in the server log)."
 
 
 def model_choices(specs: Sequence[str]) -> dict[str, Path]:
@@ -237,6 +361,7 @@ class MedtlApp:
         try:
             found = list_series(stage) if detect_format(stage) in ("folder", "zip") else []
             scan = load_scan(stage, series=pick, progress=False)
+            header = study_header(stage, scan.metadata.get("series_uid")) if scan.format != "image" else {}
         finally:
             if stage.is_dir() and stage.parent == self.workdir:
                 shutil.rmtree(stage, ignore_errors=True)
@@ -244,10 +369,20 @@ class MedtlApp:
         outdir = self.workdir / f"out-{uuid.uuid4().hex}"
         outdir.mkdir()
         return Session(scan=scan, display=V.for_display(scan), name=name,
-                       is_ct=V.looks_like_ct(scan.modality, scan.array), outdir=outdir, series=found)
+                       is_ct=V.looks_like_ct(scan.modality, scan.array), outdir=outdir, series=found, header=header)
 
     def _predict(self, s: Session, model: str) -> None:
         pred = self.predictor(model)
+        s.prediction, s.model = None, model  # nothing of the previous model stays if this one refuses the scan
+        dims = getattr(pred, "spatial_dims", None)
+        if dims == 3 and s.scan.is_2d:
+            raise MedtlError(f"The model {model} expects a 3D volume; this file is a single slice (a single 2D "
+                             "image was given to a 3D model). Choose a 2D model, or upload every file of the "
+                             "series (or a .zip of it).")
+        if dims == 2 and not s.scan.is_2d:
+            raise MedtlError(f"The model {model} expects a single 2D slice; this file is a volume of "
+                             f"{s.scan.shape[2]} slices (a volume with {s.scan.shape[2]} slices was given to a 2D "
+                             "model). Choose a 3D model, or upload one slice.")
         with self._locks[model]:
             s.prediction = pred.predict(s.scan)
         s.model = model
@@ -270,19 +405,57 @@ class MedtlApp:
             s.saliency[key] = (V.for_display(sal), sal)
         return s.saliency[key]
 
-    def _render(self, s: Session, plane: str, slice_no: Any, level: Any, width: Any, alpha: Any,
-                method_label: str) -> tuple[np.ndarray, str]:
+    def _draw(self, s: Session, plane: str, slice_no: Any, level: Any, width: Any, alpha: Any,
+              method_label: str) -> tuple[np.ndarray, np.ndarray, str, str, int, int]:
+        """The slice as shown (with the scale bar), the plain overlay, the view's info line (orientation
+        letters, position in mm, scale bar length), and the plane, index and count drawn. No matplotlib:
+        this runs on every wheel step."""
         plane = plane if plane in V.planes(s.display) else "axial"
         n = V.n_slices(s.display, plane)
         index = int(np.clip(int(round(float(slice_no or 1))) - 1, 0, n - 1))
         window = None if s.display.is_color else (float(level), float(width))
         sal = self._saliency(s, method_label)[0] if s.prediction is not None else None
         rgb = V.render(s.display, plane, index, window, sal, alpha=float(alpha))
+        mm_px = V.display_mm_per_pixel(s.display, plane, rgb.shape[:2])
+        bar = V.scale_bar(mm_px, rgb.shape[1]) if mm_px else None
+        shown = V.draw_scale_bar(rgb, bar[1]) if bar else rgb
+        return shown, rgb, self.view_info(s, plane, index, n, bar), plane, index, n
+
+    @staticmethod
+    def view_info(s: Session, plane: str, index: int, n: int, bar: tuple[float, int] | None) -> str:
+        """The line under the image, carrying the orientation letters for the page script."""
+        import html
+
+        letters = V.orientation_letters(s.display, plane) or {}
+        where = V.slice_position(s.display, plane, index)
+        parts = [f"{plane.capitalize()} slice {index + 1} of {n}" if n > 1 else "Single slice"]
+        if n > 1:
+            parts.append(f"position {where[0]} {where[1]:.1f} mm" if where else "position unknown (no geometry)")
+        if bar:
+            parts.append(f"scale bar {bar[0]:g} mm")
+        elif s.scan.metadata.get("spacing_known") is False or not V.has_geometry(s.scan):
+            parts.append("pixel size unknown: no scale bar")
+        if not letters:
+            parts.append("orientation unknown (plain picture)")
+        data = " ".join(f'data-{k}="{html.escape(v)}"' for k, v in letters.items())
+        bar_text = f' data-bar="{bar[0]:g} mm"' if bar else ""
+        return (f'<div id="medtl-vi" {data}{bar_text} data-slice="{index + 1}">'
+                + html.escape(" · ".join(parts)) + "</div>")
+
+    def _render(self, s: Session, plane: str, slice_no: Any, level: Any, width: Any, alpha: Any,
+                method_label: str) -> tuple[np.ndarray, str]:
+        shown, _, _, plane, index, n = self._draw(s, plane, slice_no, level, width, alpha, method_label)
+        return shown, self._download(s, plane, slice_no, level, width, alpha, method_label)
+
+    def _download(self, s: Session, plane: str, slice_no: Any, level: Any, width: Any, alpha: Any,
+                  method_label: str) -> str:
+        """The labelled picture to download (matplotlib: made once per change, not per wheel step)."""
+        _, rgb, _, plane, index, n = self._draw(s, plane, slice_no, level, width, alpha, method_label)
         method = METHODS.get(method_label, "saliency")
         where = "" if s.scan.is_2d else f"_{plane}{index + 1:03d}"
         path = s.outdir / f"{s.stem}_{method.replace('+', 'pp')}{where}.png"
         picture, text = rgb, None
-        if sal is not None and s.prediction is not None:  # the download names what it shows
+        if s.prediction is not None and s.model:  # the download names what it shows
             p = s.prediction
             text = {"method": method_title(method), "class": p.predicted,
                     "probability": f"{p.probabilities[p.predicted]:.4f}", "model": str(s.model)}
@@ -290,7 +463,7 @@ class MedtlApp:
                                  probability=p.probabilities[p.predicted], model=str(s.model),
                                  plane=None if s.scan.is_2d else plane, index=index, n=n)
         save_overlay_png(path, picture, text=text)
-        return rgb, str(path)
+        return str(path)
 
     def _nifti(self, s: Session, method_label: str) -> str | None:
         if s.scan.is_2d or s.prediction is None:
@@ -303,9 +476,15 @@ class MedtlApp:
 
     # --- markdown ------------------------------------------------------------------------------
 
-    @staticmethod
-    def facts_markdown(s: Session) -> str:
-        rows = "\n".join(f"| {k} | {v} |" for k, v in V.scan_facts(s.scan.summary()))
+    def facts_markdown(self, s: Session, model: str | None = None) -> str:
+        modalities: list = []
+        try:
+            domain = self.predictor(model or s.model or next(iter(self.models))).card.get("domain") or {}
+            modalities = list(domain.get("modalities") or [])
+        except MedtlError:
+            pass
+        modality = V.display_modality(s.scan, modalities, s.is_ct)
+        rows = "\n".join(f"| {k} | {v} |" for k, v in V.scan_facts(s.scan.summary(), modality))
         return f"| Scan | {s.name} |\n|---|---|\n{rows}"
 
     @staticmethod
@@ -357,33 +536,125 @@ class MedtlApp:
                 gr.update(minimum=w_lo, maximum=w_hi, value=w, interactive=True, visible=True))
 
     def analyze(self, previous: Session | None, files: Any, series: Any, model: str, method: str, alpha: float,
-                progress: gr.Progress = gr.Progress()) -> tuple:
-        """Load the upload, score it, compute the saliency map and draw the middle slice."""
+                progress: gr.Progress = gr.Progress(), show_refusal: bool = False) -> tuple:
+        """Load the upload, score it, compute the saliency map and draw the middle slice.
+
+        With ``show_refusal`` (the page), a scan the model refuses is still shown (without result or
+        overlay) with the reason in the error box; otherwise (the API) the refusal is an error."""
         progress(0.05, desc="Reading the scan")
         s = self._load(files, series)
         drop_session(previous)
         progress(0.3, desc="Running the model")
-        self._predict(s, model)
-        self._saliency(s, method, progress)
+        error = ""
+        try:
+            self._predict(s, model)
+            self._saliency(s, method, progress)
+        except MedtlError as exc:
+            if not show_refusal:
+                raise
+            s.prediction, s.model = None, model
+            error = f"⚠ {_page_message(exc, 'run the model')}"
         progress(0.9, desc="Drawing")
         plane_u, slice_u, preset_u, level_u, width_u = self._view_updates(s)
         n = V.n_slices(s.display, "axial")
         level = level_u.get("value", 0.0) if isinstance(level_u, dict) else 0.0
         width = width_u.get("value", 1.0) if isinstance(width_u, dict) else 1.0
-        rgb, png = self._render(s, "axial", (n + 1) // 2, level, width, alpha, method)
+        rgb, _, info, *_ = self._draw(s, "axial", (n + 1) // 2, level, width, alpha, method)
+        png = self._download(s, "axial", (n + 1) // 2, level, width, alpha, method)
         current = s.scan.metadata.get("series_uid")
         choices = [(f"[{d['index']}] {d.get('modality') or '?'} {d.get('description') or ''} "
                      f"({d.get('n_files')} files)", str(d["index"])) for d in s.series if d.get("is_image", True)]
         chosen = next((str(d["index"]) for d in s.series if d.get("series_uid") == current), None)
         series_u = gr.update(choices=choices, value=chosen, visible=len(choices) > 1)
-        probs = dict(s.prediction.probabilities)
-        return (s, series_u, self.facts_markdown(s), self.banner_markdown(s), probs, self.decision_markdown(s), plane_u,
-                slice_u, preset_u, level_u, width_u, rgb, png,
-                gr.update(value=self._nifti(s, method), visible=not s.scan.is_2d))
+        probs = dict(s.prediction.probabilities) if s.prediction is not None else None
+        return (s, series_u, self.facts_markdown(s, model), self.banner_markdown(s), probs, self.decision_markdown(s),
+                plane_u, slice_u, preset_u, level_u, width_u, rgb, png,
+                gr.update(value=self._nifti(s, method), visible=not s.scan.is_2d and s.prediction is not None), error,
+                header_markdown(s.header), info, self.card_markdown(model), "")
+
+    def cleared(self, message: str, model: str | None) -> tuple:
+        """Every analysis output emptied, with ``message`` in the page's persistent error box: after a
+        failed upload nothing of the previous scan or result stays on screen."""
+        hide = gr.update(visible=False)
+        card = self.card_markdown(model) if model in self.models else gr.skip()
+        return (None, gr.update(choices=[], value=None, visible=False), "", "", None, "", hide,
+                gr.update(visible=False, value=1), gr.skip(), gr.skip(), gr.skip(), None, None,
+                gr.update(value=None, visible=False), f"⚠ {message}" if message else "", "", "", card, "")
+
+    def upload_page(self, previous: Session | None, files: Any, model: str, method: str, alpha: float,
+                    progress: gr.Progress = gr.Progress()) -> tuple:
+        return self.analyze_page(previous, files, None, model, method, alpha, progress)
+
+    def analyze_page(self, previous: Session | None, files: Any, series: Any, model: str, method: str, alpha: float,
+                     progress: gr.Progress = gr.Progress()) -> tuple:
+        """:meth:`analyze` for the page: a failure clears the previous result and shows the reason in
+        the page (a message that stays until the next upload), instead of a toast."""
+        try:
+            return self.analyze(previous, files, series, model, method, alpha, progress, show_refusal=True)
+        except BaseException as exc:  # noqa: BLE001 - _page_message decides what to say and log
+            drop_session(previous)
+            return self.cleared(_page_message(exc, "read the scan"), model)
 
     def upload(self, previous: Session | None, files: Any, model: str, method: str, alpha: float,
                progress: gr.Progress = gr.Progress()) -> tuple:
         return self.analyze(previous, files, None, model, method, alpha, progress)
+
+    def change_model_page(self, s: Session | None, model: str, method: str, plane: str, slice_no: float,
+                          level: float, width: float, alpha: float, progress: gr.Progress = gr.Progress()) -> tuple:
+        """The model switch for the page: the card always follows the selected model; if the new model
+        refuses the scan, the old probabilities and decision are cleared, the scan stays without overlay
+        and the reason is shown in the page."""
+        card = self.card_markdown(model)
+        if s is None:
+            return s, gr.skip(), gr.skip(), gr.skip(), card, gr.skip(), gr.skip(), gr.skip(), "", gr.skip(), \
+                gr.skip()
+        try:
+            out = self.change_model(s, model, method, plane, slice_no, level, width, alpha, progress)
+            _, _, _, info, *_ = self._draw(s, plane, slice_no, level, width, alpha, method)
+            return (*out, "", self.facts_markdown(s, model), info)
+        except BaseException as exc:  # noqa: BLE001
+            message = _page_message(exc, "run the model")
+            s.prediction, s.model = None, model
+            try:
+                shown, _, info, *_ = self._draw(s, plane, slice_no, level, width, alpha, method)
+            except BaseException:  # noqa: BLE001
+                shown, info = None, ""
+            return (s, "", None, "", card, shown, None, gr.update(value=None), f"⚠ {message}",
+                    self.facts_markdown(s, model), info)
+
+    def view_page(self, s: Session | None, plane: str, slice_no: float, level: float, width: float, alpha: float,
+                  method: str) -> tuple:
+        """A slice change in the page: the picture and its info line only (the download follows)."""
+        if s is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        shown, _, info, *_ = self._draw(s, plane, slice_no, level, width, alpha, method)
+        return shown, info, ""  # the readout was for the previous slice: the next pointer move gives this one's
+
+    def download_page(self, s: Session | None, plane: str, slice_no: float, level: float, width: float,
+                      alpha: float, method: str) -> Any:
+        if s is None:
+            return gr.skip()
+        return self._download(s, plane, slice_no, level, width, alpha, method)
+
+    def pointer(self, s: Session | None, plane: str, slice_no: float, where: Any) -> str:
+        """The readout at the pointer (``where = row * 65536 + col + 1`` in the drawn picture's pixels,
+        0 for none): the voxel value (HU for CT) and the voxel."""
+        try:
+            code = int(float(where or 0))
+        except (TypeError, ValueError):
+            return ""
+        if s is None or code <= 0:
+            return ""
+        row, col = divmod(code - 1, 65536)
+        from medtl.explain import display_aspect, display_slice
+
+        plane = plane if plane in V.planes(s.display) else "axial"
+        n = V.n_slices(s.display, plane)
+        index = int(np.clip(int(round(float(slice_no or 1))) - 1, 0, n - 1))
+        picture = display_slice(s.display.array, index, plane)
+        size = V.display_size(picture.shape[:2], display_aspect(s.display, plane))
+        text = V.readout(s.display, plane, index, size, row, col, s.is_ct)
+        return f"Pointer: {text}" if text else ""
 
     def change_model(self, s: Session | None, model: str, method: str, plane: str, slice_no: float, level: float,
                      width: float, alpha: float, progress: gr.Progress = gr.Progress()) -> tuple:
@@ -401,7 +672,8 @@ class MedtlApp:
                       alpha: float, progress: gr.Progress = gr.Progress()) -> tuple:
         if s is None:
             return s, gr.skip(), gr.skip(), gr.skip()
-        self._saliency(s, method, progress)
+        if s.prediction is not None:
+            self._saliency(s, method, progress)
         rgb, png = self._render(s, plane, slice_no, level, width, alpha, method)
         return s, rgb, png, gr.update(value=self._nifti(s, method))
 
@@ -440,6 +712,8 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto") -> 
                         "series, NIfTI, PNG/JPEG) to see the model's prediction, where it looked, and what the "
                         "model was trained for.")
             gr.Markdown(DISCLAIMER, elem_id="medtl-disclaimer")
+        error_box = gr.Markdown("", elem_id="medtl-error")
+        study = gr.Markdown("", elem_id="medtl-study")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=260):
                 model_dd = gr.Dropdown(names, value=names[0], label="Model", interactive=len(names) > 1,
@@ -453,8 +727,14 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto") -> 
                 alpha = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="Overlay opacity")
                 example_box = gr.Column()
             with gr.Column(scale=6, min_width=420):
-                image = gr.Image(label="Slice with saliency overlay", type="numpy", format="png", height=520,
-                                 interactive=False, elem_id="medtl-viewer", buttons=["fullscreen"])
+                image = gr.Image(label="Slice with saliency overlay (mouse wheel or arrow keys: slices)", type="numpy",
+                                 format="png", height=520, interactive=False, elem_id="medtl-viewer",
+                                 buttons=["fullscreen"])
+                view_info = gr.HTML("", elem_id="medtl-viewinfo")
+                readout = gr.Markdown("", elem_id="medtl-readout")
+                # The pixel under the pointer, ``row * 65536 + col + 1`` (0: none), set by the page script.
+                pointer_box = gr.Slider(0, 65536 * 65536, value=0, step=1, elem_id="medtl-pointer",
+                                        elem_classes=["medtl-hidden"], show_label=False)
                 gr.Image(colour_bar(), show_label=False, interactive=False, container=False, height=64,
                          elem_id="medtl-colourbar", buttons=[])
                 with gr.Row():
@@ -478,31 +758,50 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto") -> 
                     card = gr.Markdown(app.card_markdown(names[0]))
 
         analyze_out = [state, series_dd, facts, banner, probs, decision, plane, slice_sl, preset, level, width, image,
-                       png_btn, nifti_btn]
+                       png_btn, nifti_btn, error_box, study, view_info, card, readout]
         view_in = [state, plane, slice_sl, level, width, alpha, method]
 
-        # Progress (and a failure's status) show on the viewer only; the message itself is a toast.
+        # The page's events show a failure in the persistent error box (and clear what it invalidates);
+        # the same handlers are offered to API clients under the documented names, where a failure is
+        # an error (hidden buttons: the page never clicks them).
         busy = {"show_progress_on": [image]}
-        files.upload(_friendly("read the scan")(app.upload), [state, files, model_dd, method, alpha], analyze_out,
-                     api_name="analyze", **busy)
-        series_dd.input(_friendly("read the series")(app.analyze),
-                        [state, files, series_dd, model_dd, method, alpha], analyze_out, api_name="pick_series",
+        page = {"api_visibility": "undocumented"}
+        files.upload(app.upload_page, [state, files, model_dd, method, alpha], analyze_out, **page, **busy)
+        series_dd.input(app.analyze_page, [state, files, series_dd, model_dd, method, alpha], analyze_out, **page,
                         **busy)
-        model_dd.input(_friendly("run the model")(app.change_model),
-                       [state, model_dd, method, plane, slice_sl, level, width, alpha],
-                       [state, banner, probs, decision, card, image, png_btn, nifti_btn], api_name="change_model",
-                       **busy)
+        files.clear(lambda m: app.cleared("", m), [model_dd], analyze_out, **page)
+        model_out = [state, banner, probs, decision, card, image, png_btn, nifti_btn]
+        model_dd.input(app.change_model_page, [state, model_dd, method, plane, slice_sl, level, width, alpha],
+                       [*model_out, error_box, facts, view_info], **page, **busy)
+        with gr.Row(visible=False):
+            api_analyze, api_series, api_model, api_view = (gr.Button(visible=False) for _ in range(4))
+        api_analyze.click(_friendly("read the scan")(app.upload), [state, files, model_dd, method, alpha], analyze_out,
+                          api_name="analyze")
+        api_series.click(_friendly("read the series")(app.analyze), [state, files, series_dd, model_dd, method, alpha],
+                         analyze_out, api_name="pick_series")
+        api_model.click(_friendly("run the model")(app.change_model),
+                        [state, model_dd, method, plane, slice_sl, level, width, alpha], model_out,
+                        api_name="change_model")
         method.input(_friendly("compute the saliency map")(app.change_method),
                      [state, method, plane, slice_sl, level, width, alpha], [state, image, png_btn, nifti_btn],
                      api_name="change_method", **busy)
         plane.input(_friendly("change the plane")(app.change_plane), [state, plane, level, width, alpha, method],
-                    [slice_sl, image, png_btn], api_name="change_plane", show_progress="hidden")
+                    [slice_sl, image, png_btn], api_name="change_plane", show_progress="hidden").then(
+            _friendly("draw the slice")(app.view_page), view_in, [image, view_info, readout], **page,
+            show_progress="hidden")
         preset.input(_friendly("apply the window")(app.change_preset), [state, preset, plane, slice_sl, alpha, method],
                      [level, width, image, png_btn], api_name="change_window", show_progress="hidden")
-        view = _friendly("draw the slice")(app.view)
-        for control, name in ((slice_sl, "view"), (level, None), (width, None), (alpha, None)):
-            control.input(view, view_in, [image, png_btn], api_name=name, api_visibility="public" if name else
-                          "undocumented", show_progress="hidden", trigger_mode="always_last")
+        api_view.click(_friendly("draw the slice")(app.view), view_in, [image, png_btn], api_name="view")
+        # Slice, window and opacity changes (wheel and arrow keys move the slice slider): the picture first,
+        # then the labelled download, so the next slice is not kept waiting for matplotlib.
+        fast = _friendly("draw the slice")(app.view_page)
+        slow = _friendly("prepare the download")(app.download_page)
+        for control in (slice_sl, level, width, alpha):
+            control.input(fast, view_in, [image, view_info, readout], **page, show_progress="hidden",
+                          trigger_mode="always_last").then(slow, view_in, [png_btn], **page,
+                                                           show_progress="hidden", trigger_mode="always_last")
+        pointer_box.input(app.pointer, [state, plane, slice_sl, pointer_box], [readout], **page,
+                          show_progress="hidden", trigger_mode="always_last")
 
         with example_box:
             examples = app.examples()
@@ -513,7 +812,7 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto") -> 
                     for label, path in examples:
                         ex_buttons.append((gr.Button(f"Example: {label}", size="sm"), path))
                 for btn, path in ex_buttons:
-                    btn.click(_friendly("read the example")(functools.partial(_run_example, app, path)),
+                    btn.click(functools.partial(_run_example, app, path),
                               [state, model_dd, method, alpha], [files, *analyze_out], api_visibility="undocumented",
                               **busy)
     return demo
@@ -522,7 +821,7 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto") -> 
 def _run_example(app: MedtlApp, path: str, previous: Session | None, model: str, method: str, alpha: float,
                  progress: gr.Progress = gr.Progress()) -> tuple:
     """A built-in sample, shown in the upload box and analysed like an upload."""
-    return ([path], *app.analyze(previous, [path], None, model, method, alpha, progress))
+    return ([path], *app.analyze_page(previous, [path], None, model, method, alpha, progress))
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any) -> tuple:
@@ -533,7 +832,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **
     # The built-in examples are served from the sample cohort, wherever the server was started.
     allowed = [*kwargs.pop("allowed_paths", []), str(sample_dir())]
     demo.queue(default_concurrency_limit=2)
-    return demo.launch(server_name=host, server_port=port, share=False, theme=THEME, css=CSS,
+    return demo.launch(server_name=host, server_port=port, share=False, theme=THEME, css=CSS, js=VIEWER_JS,
                        max_file_size=MAX_UPLOAD, footer_links=[], allowed_paths=allowed, **kwargs)
 
 

@@ -228,16 +228,19 @@ def labelled(rgb: np.ndarray, *, method: str, class_name: str, probability: floa
                             cmap=cmap, threshold=threshold)
 
 
-def scan_facts(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    """Rows ``(name, value)`` describing a scan for people, from ``Scan.summary()``."""
+def scan_facts(summary: dict[str, Any], modality: str | None = None) -> list[tuple[str, str]]:
+    """Rows ``(name, value)`` describing a scan for people, from ``Scan.summary()`` (``modality``:
+    what to show instead of the file's, see :func:`display_modality`). A file without a pixel size
+    shows spacing "unknown", never the 1 mm the affine assumes."""
     shape = " × ".join(str(s) for s in summary["shape"])
     if summary.get("channels", 1) > 1:
         shape += f" × {summary['channels']} channels"
     rows = [
-        ("Modality", str(summary.get("modality") or "unknown")),
+        ("Modality", str(modality or summary.get("modality") or "unknown")),
         ("Format", str(summary.get("format", "?"))),
         ("Shape (i × j × k)", shape),
-        ("Spacing", " × ".join(f"{s:.3g}" for s in summary["spacing"]) + " mm"),
+        ("Spacing", " × ".join(f"{s:.3g}" for s in summary["spacing"]) + " mm"
+         if summary.get("spacing_known", True) else f"unknown ({summary.get('spacing_note', 'not in the file')})"),
         ("Orientation", str(summary.get("orientation", "?"))),
     ]
     if summary.get("default_window"):
@@ -249,3 +252,151 @@ def scan_facts(summary: dict[str, Any]) -> list[tuple[str, str]]:
     if summary.get("series_description"):
         rows.append(("Series", str(summary["series_description"])))
     return rows
+
+
+# --- annotations: orientation letters, slice position, scale bar, pointer readout ---------------
+
+#: The patient direction opposite each orientation letter.
+OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+#: Scale bar lengths offered, mm (the longest that fits in a quarter of the picture is drawn).
+SCALE_BAR_MM = (1, 2, 5, 10, 20, 25, 50, 100, 200, 500)
+
+
+def has_geometry(scan: Scan) -> bool:
+    """False for a plain picture (PNG/JPEG/TIFF: no patient axes, no pixel size)."""
+    return scan.format != "image"
+
+
+def _letter(direction: np.ndarray) -> str:
+    """Orientation letter of a RAS+ direction (its dominant axis, as ``nibabel.aff2axcodes``)."""
+    axis = int(np.argmax(np.abs(direction)))
+    return ("R", "A", "S")[axis] if direction[axis] > 0 else ("L", "P", "I")[axis]
+
+
+def _picture_axes(plane: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """For :func:`medtl.explain.display_slice`: ``((voxel axis, sign), ...)`` that a step down a
+    row and a step right along a column move by."""
+    return {"axial": ((1, 1), (0, 1)), "coronal": ((2, -1), (0, 1)), "sagittal": ((2, -1), (1, 1))}[plane]
+
+
+def orientation_letters(scan: Scan, plane: str) -> dict[str, str] | None:
+    """``{"top", "bottom", "left", "right"}`` patient directions at the edges of a displayed slice
+    (:func:`render` of a :func:`for_display` scan), from its affine; ``None`` for a plain picture.
+
+    Axial radiological display gives A top, P bottom, R left, L right (the patient's left on
+    the image's right); coronal S/I and R/L; sagittal S/I and A/P."""
+    if not has_geometry(scan):
+        return None
+    (row_axis, row_sign), (col_axis, col_sign) = _picture_axes(plane)
+    down = _letter(row_sign * scan.affine[:3, row_axis])
+    right = _letter(col_sign * scan.affine[:3, col_axis])
+    return {"top": OPPOSITE[down], "bottom": down, "left": OPPOSITE[right], "right": right}
+
+
+def slice_position(scan: Scan, plane: str, index: int) -> tuple[str, float] | None:
+    """``(letter, mm)``: where slice ``index`` of ``plane`` lies along the patient axis it steps
+    through (e.g. ``("S", 35.0)`` for an axial slice 35 mm superior of the scanner's origin;
+    a negative coordinate is given with the opposite letter). ``None`` without geometry."""
+    if not has_geometry(scan) or scan.metadata.get("spacing_known") is False:
+        return None
+    axis = {"axial": 2, "coronal": 1, "sagittal": 0}[plane]
+    centre = (np.asarray(scan.shape, dtype=float) - 1) / 2.0
+    centre[axis] = index
+    world = scan.affine @ np.append(centre, 1.0)
+    step = scan.affine[:3, axis]
+    world_axis = int(np.argmax(np.abs(step)))
+    value = float(world[world_axis])
+    letter = ("R", "A", "S")[world_axis]
+    return (letter, value) if value >= 0 else (OPPOSITE[letter], -value)
+
+
+def display_mm_per_pixel(scan: Scan, plane: str, size: Sequence[int]) -> float | None:
+    """Millimetres per pixel of a rendered slice of ``size`` ``(rows, cols)`` (square pixels), or
+    ``None`` when the file gave no pixel size."""
+    if not has_geometry(scan) or scan.metadata.get("spacing_known") is False:
+        return None
+    cols = scan.shape[{"axial": 0, "coronal": 0, "sagittal": 1}[plane]]
+    col_mm = scan.spacing[{"axial": 0, "coronal": 0, "sagittal": 1}[plane]]
+    return float(col_mm * cols / int(size[1]))
+
+
+def scale_bar(mm_per_pixel: float, width_px: int, fraction: float = 0.25) -> tuple[float, int] | None:
+    """``(length_mm, length_px)``: the longest of :data:`SCALE_BAR_MM` no longer than ``fraction``
+    of the picture's width (``None`` if even 1 mm does not fit or the size is unknown)."""
+    if not mm_per_pixel or mm_per_pixel <= 0 or not math.isfinite(mm_per_pixel):
+        return None
+    fitting = [mm for mm in SCALE_BAR_MM if mm / mm_per_pixel <= fraction * width_px]
+    if not fitting or fitting[-1] / mm_per_pixel < 4:
+        return None
+    mm = float(fitting[-1])
+    return mm, int(round(mm / mm_per_pixel))
+
+
+def draw_scale_bar(rgb: np.ndarray, length_px: int, margin: int = 12, thickness: int = 3) -> np.ndarray:
+    """The picture with a scale bar (white with a black edge, end ticks) in its bottom-right corner.
+    Pure numpy: fast enough for every slice change. Its label is given in the page's text."""
+    out = np.array(rgb, copy=True)
+    h, w = out.shape[:2]
+    x1 = w - margin
+    x0 = max(0, x1 - int(length_px))
+    y1 = h - margin
+    y0 = max(0, y1 - thickness)
+    tick = 3 * thickness
+    out[max(0, y0 - 1): y1 + 1, max(0, x0 - 1): x1 + 1] = 0
+    out[max(0, y1 - tick - 1): y1 + 1, max(0, x0 - 1): x0 + thickness + 1] = 0
+    out[max(0, y1 - tick - 1): y1 + 1, max(0, x1 - thickness - 1): x1 + 1] = 0
+    out[y0:y1, x0:x1] = 255
+    out[y1 - tick: y1, x0: x0 + thickness] = 255
+    out[y1 - tick: y1, x1 - thickness: x1] = 255
+    return out
+
+
+def picture_to_voxel(scan: Scan, plane: str, index: int, size: Sequence[int], row: float,
+                     col: float) -> tuple[int, int, int] | None:
+    """The voxel ``(i, j, k)`` of the display-oriented ``scan`` under pixel ``(row, col)`` of a
+    rendered slice of ``size`` (``None`` outside the picture)."""
+    n_rows, n_cols = display_slice(scan.array[..., :1] if scan.is_color else scan.array, int(index),
+                                   plane).shape[:2]
+    if not (0 <= row < size[0] and 0 <= col < size[1]):
+        return None
+    r = min(int(row * n_rows / size[0]), n_rows - 1)
+    c = min(int(col * n_cols / size[1]), n_cols - 1)
+    i, j, k = scan.shape
+    if plane == "axial":
+        return c, r, int(index)
+    if plane == "coronal":
+        return c, int(index), k - 1 - r
+    return int(index), c, k - 1 - r
+
+
+def units(modality: str, is_ct: bool) -> str:
+    """The unit of a scan's values for people: HU for CT, none otherwise (MR, X-ray and pictures
+    have arbitrary intensity units)."""
+    return "HU" if is_ct else ""
+
+
+def readout(scan: Scan, plane: str, index: int, size: Sequence[int], row: float, col: float,
+            is_ct: bool = False) -> str:
+    """What the page says under the pointer: the voxel value (HU for CT) and the voxel, or "" outside."""
+    voxel = picture_to_voxel(scan, plane, index, size, row, col)
+    if voxel is None:
+        return ""
+    value = scan.array[voxel]
+    if scan.is_color:
+        shown = "RGB " + ", ".join(f"{float(v):.0f}" for v in np.ravel(value)[:3])
+    else:
+        v = float(value)
+        unit = units(scan.modality, is_ct)
+        shown = (f"{v:.0f} {unit}" if float(v).is_integer() or unit else f"{v:.4g}").strip()
+    return f"{shown} at voxel ({voxel[0]}, {voxel[1]}, {voxel[2]})"
+
+
+def display_modality(scan: Scan, card_modalities: Sequence[str] = (), is_ct: bool = False) -> str:
+    """The modality to show: the file's; for a file that records none (NIfTI, ``OT``) whose values are
+    Hounsfield units, CT when the selected model's card says it was trained on CT."""
+    m = scan.modality or ""
+    if m not in ("", "OT"):
+        return m
+    if is_ct and [x.upper() for x in card_modalities] == ["CT"]:
+        return "CT (not recorded in the file: values in HU, model trained on CT)"
+    return "not recorded in the file" if scan.format == "nifti" else (m or "unknown")

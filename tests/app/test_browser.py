@@ -59,3 +59,86 @@ def test_upload_predict_slide_and_screenshot(browser, served, tmp_path):
     assert shot.stat().st_size > 20_000
     assert "Traceback" not in page.locator("body").inner_text()
     page.close()
+
+
+def _letters(page):
+    return {k: page.locator(f"#medtl-ori-{k}").text_content() for k in ("top", "bottom", "left", "right")}
+
+
+def test_viewer_wheel_keys_letters_readout_and_stale_results(browser, served, tmp_path):
+    """Wheel and arrow keys over the image change the slice; orientation letters on the image edges;
+    the readout is the voxel under the pointer; a failed upload and a refusing model clear the result;
+    the card follows the model. Screenshots are kept in the test's folder."""
+    from playwright.sync_api import expect
+
+    from medtl.app import viewer as V
+    from medtl.explain import display_aspect, display_slice
+    from medtl.io import load_scan
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(served)
+    page.locator("#medtl-model input").click()
+    page.get_by_role("option", name="tiny3d").click()
+    expect(page.locator("#medtl-upload")).to_be_visible()
+    page.locator("#medtl-upload input[type=file]").set_input_files(str(sample_path("ct3d")))
+    expect(page.locator("#medtl-decision")).to_contain_text("Model: tiny3d", timeout=120_000)
+    expect(page.locator("#medtl-viewinfo")).to_contain_text("Axial slice 16 of 32")
+    # a RAS NIfTI shown radiologically: anterior up, the patient's left on the image's right
+    expect(page.locator("#medtl-ori-right")).to_have_text("L", timeout=10_000)
+    assert _letters(page) == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
+    expect(page.locator("#medtl-ori-bar")).to_have_text("50 mm")
+    slice_no = page.locator("#medtl-slice input[type=number]")
+
+    img = page.locator("#medtl-viewer img")
+    box = img.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 120)
+    expect(slice_no).to_have_value("17", timeout=10_000)
+    expect(page.locator("#medtl-viewinfo")).to_contain_text("Axial slice 17 of 32", timeout=10_000)
+    page.mouse.wheel(0, -120)
+    page.mouse.wheel(0, -120)
+    expect(slice_no).to_have_value("15", timeout=10_000)
+    page.keyboard.press("ArrowDown")
+    expect(slice_no).to_have_value("16", timeout=10_000)
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowUp")
+    expect(slice_no).to_have_value("14", timeout=10_000)
+    expect(page.locator("#medtl-viewinfo")).to_contain_text("Axial slice 14 of 32", timeout=10_000)
+
+    # the readout under the pointer is the voxel's value (compare with the scan read here)
+    disp = V.for_display(load_scan(sample_path("ct3d")))
+    picture = display_slice(disp.array, 13, "axial")
+    size = V.display_size(picture.shape[:2], display_aspect(disp, "axial"))
+    page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.55)
+    readout = page.locator("#medtl-readout")
+    expect(readout).to_contain_text(", 13)", timeout=10_000)  # a voxel of the slice shown (index 13)
+    text = readout.inner_text()
+    voxel = tuple(int(v) for v in text.split("voxel (")[1].rstrip(")").split(","))
+    assert voxel[2] == 13 and text.startswith(f"Pointer: {disp.array[voxel]:.0f} HU")
+    page.screenshot(path=str(tmp_path / "viewer_axial.png"), full_page=True)
+
+    # switch to the 2D model: it refuses the volume -> decision and probabilities cleared, card follows
+    page.locator("#medtl-model input").click()
+    page.get_by_role("option", name="tiny2d").click()
+    expect(page.locator("#medtl-error")).to_contain_text("expects a single 2D slice", timeout=60_000)
+    expect(page.locator("#medtl-decision")).not_to_contain_text("Decision")
+    expect(page.get_by_text("tiny2d", exact=True).first).to_be_visible()
+    assert "**tiny3d**" not in page.locator("body").inner_text()
+    page.screenshot(path=str(tmp_path / "model_refused.png"), full_page=True)
+
+    # a 2D upload with the 2D model, then a failed upload: nothing of the earlier result stays
+    page.locator("#medtl-upload input[type=file]").set_input_files(str(sample_path("ct2d")))
+    expect(page.locator("#medtl-decision")).to_contain_text("Model: tiny2d", timeout=120_000)
+    expect(page.locator("#medtl-error")).to_have_text("")
+    expect(page.locator("#medtl-study")).to_contain_text("Patient:")
+    page.locator("#medtl-upload button[aria-label='Clear']").first.click()
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    page.locator("#medtl-upload input[type=file]").set_input_files(str(bad))
+    expect(page.locator("#medtl-error")).to_contain_text("notes.txt: not a DICOM", timeout=60_000)
+    expect(page.locator("#medtl-decision")).to_have_text("")
+    expect(page.locator("#medtl-study")).to_have_text("")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(tmp_path / "failed_upload.png"), full_page=True)
+    assert "Traceback" not in page.locator("body").inner_text()
+    page.close()

@@ -1,0 +1,76 @@
+"""The study header a clinician checks before reading a result: patient, study date, series
+description, accession number, read from the uploaded DICOM headers.
+
+These are patient identifiers: they are shown in the page only. They are never put on a
+``Scan`` (its metadata refuses them), never logged and never written to a file medtl makes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+#: DICOM keyword -> label shown in the page, in display order.
+HEADER_TAGS = {"PatientName": "Patient", "PatientID": "Patient ID", "PatientBirthDate": "Born",
+               "PatientSex": "Sex", "StudyDate": "Study date", "StudyDescription": "Study",
+               "SeriesDescription": "Series", "AccessionNumber": "Accession"}
+#: Files looked at to find the chosen series' header (the first match is used).
+_MAX_FILES = 5000
+_MAX_MEMBER_BYTES = 64 * 2**20
+
+
+def _fmt_date(value: str) -> str:
+    v = str(value).strip()
+    return f"{v[:4]}-{v[4:6]}-{v[6:8]}" if len(v) == 8 and v.isdigit() else v
+
+
+def _candidates(path: Path) -> Iterator[tuple[str, object]]:
+    if path.is_dir():
+        for n, f in enumerate(sorted(p for p in path.rglob("*") if p.is_file())):
+            if n >= _MAX_FILES:
+                return
+            yield f.name, f
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            for n, info in enumerate(i for i in zf.infolist() if not i.is_dir()):
+                if n >= _MAX_FILES:
+                    return
+                if info.file_size <= _MAX_MEMBER_BYTES:
+                    yield info.filename, io.BytesIO(zf.read(info))
+    elif path.is_file():
+        yield path.name, path
+
+
+def study_header(path: str | os.PathLike, series_uid: str | None = None) -> dict[str, str]:
+    """``{label: value}`` of :data:`HEADER_TAGS` from the first DICOM file of ``series_uid`` (any
+    series when ``None``) in a file, folder or zip; ``{}`` for non-DICOM input. Never raises."""
+    try:
+        import pydicom
+    except ImportError:  # pragma: no cover - pydicom is a dependency of medtl.io
+        return {}
+    for _, source in _candidates(Path(path)):
+        try:
+            ds = pydicom.dcmread(source, stop_before_pixels=True,
+                                 specific_tags=[*HEADER_TAGS, "SeriesInstanceUID"])
+        except Exception:  # noqa: BLE001 - not DICOM, or unreadable: try the next file
+            continue
+        if series_uid and str(getattr(ds, "SeriesInstanceUID", "")) != str(series_uid):
+            continue
+        out = {}
+        for key, label in HEADER_TAGS.items():
+            value = getattr(ds, key, None)
+            if value not in (None, ""):
+                text = str(value).replace("^", " ").strip()
+                out[label] = _fmt_date(text) if key.endswith("Date") else text
+        return out
+    return {}
+
+
+def header_markdown(header: dict[str, str]) -> str:
+    """One line for the page (empty when there is no header)."""
+    if not header:
+        return ""
+    return " · ".join(f"**{k}:** {v}" for k, v in header.items())

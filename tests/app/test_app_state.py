@@ -1,0 +1,108 @@
+"""Page state through the served app (``gradio_client`` on the page's own endpoints): a failed upload
+or a model that refuses the scan clears the previous result and says why in plain words; the card,
+threshold and decision always belong to the selected model; the pointer readout is the voxel's value;
+the study header is shown, never logged or written."""
+
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medtl.app import viewer as V
+from medtl.app.app import ANALYZE_OUTPUTS
+from medtl.app.study import study_header
+from medtl.demo.cohort import sample_path
+from medtl.explain import display_aspect, display_slice
+from medtl.infer import Predictor
+from medtl.io import load_scan
+
+gradio_client = pytest.importorskip("gradio_client")
+
+MODEL_OUTPUTS = ("banner", "probabilities", "decision", "card", "overlay", "overlay_png", "saliency_nifti", "error",
+                 "facts", "view_info")
+
+
+def upload(client, path, model):
+    out = client.predict([gradio_client.handle_file(str(path))], model, "Grad-CAM", 0.4, api_name="/upload_page")
+    return dict(zip(ANALYZE_OUTPUTS, out))
+
+
+def switch(client, model, plane="axial", slice_no=1, level=40, width=400):
+    out = client.predict(model, "Grad-CAM", plane, slice_no, level, width, 0.4, api_name="/change_model_page")
+    return dict(zip(MODEL_OUTPUTS, out))
+
+
+def test_failed_upload_clears_the_previous_result_and_says_why(client, tmp_path):
+    first = upload(client, sample_path("ct2d"), "tiny2d")
+    assert "Decision:" in first["decision"] and first["error"] == "" and first["overlay"]
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    out = upload(client, bad, "tiny2d")
+    assert out["error"].startswith("⚠ Could not read the scan: notes.txt: not a DICOM")
+    assert out["decision"] == "" and out["facts"] == "" and out["banner"] == "" and out["study"] == ""
+    assert not out["probabilities"] and out["overlay"] is None and out["overlay_png"] is None  # an empty Label
+    assert "/tmp" not in out["error"] and "Traceback" not in out["error"]
+    # the next good upload clears the message
+    again = upload(client, sample_path("ct2d"), "tiny2d")
+    assert again["error"] == "" and "Decision:" in again["decision"]
+
+
+def test_wrong_dimensions_are_explained_for_clinicians(client):
+    out = upload(client, sample_path("ct2d"), "tiny3d")
+    assert "The model tiny3d expects a 3D volume; this file is a single slice" in out["error"]
+    assert "preprocess.spatial_dims" not in out["error"] and out["decision"] == "" and not out["probabilities"]
+    assert out["overlay"] and "| Modality | CT |" in out["facts"]  # the scan it refused is still shown, plainly
+    out = upload(client, sample_path("ct3d"), "tiny2d")
+    assert "expects a single 2D slice; this file is a volume of 32 slices" in out["error"]
+
+
+def test_model_switch_clears_or_recomputes_and_the_card_follows(client, run2d, run3d):
+    first = upload(client, sample_path("ct2d"), "tiny2d")
+    t2 = Predictor.from_run(run2d, device="cpu").threshold
+    assert first["card"].startswith("**tiny2d**") and f"threshold {t2:.3f}" in first["decision"]
+    refused = switch(client, "tiny3d")
+    assert refused["card"].startswith("**tiny3d**")  # the card follows even when the model refuses the scan
+    assert refused["decision"] == "" and not refused["probabilities"] and refused["banner"] == ""
+    assert "expects a 3D volume; this file is a single slice" in refused["error"]
+    assert refused["overlay"]  # the scan stays on screen, without another model's overlay
+    back = switch(client, "tiny2d")
+    assert back["error"] == "" and back["card"].startswith("**tiny2d**") and f"threshold {t2:.3f}" in back["decision"]
+    # a 3D upload with the 3D model: its own threshold and card, nothing of tiny2d's
+    vol = upload(client, sample_path("ct3d"), "tiny3d")
+    t3 = Predictor.from_run(run3d, device="cpu").threshold
+    assert vol["card"].startswith("**tiny3d**") and f"threshold {t3:.3f}" in vol["decision"]
+    assert "Model: tiny3d." in vol["decision"]
+
+
+def test_view_info_letters_position_and_scale_bar(client):
+    out = upload(client, sample_path("ct3d"), "tiny3d")
+    info = out["view_info"]
+    assert 'data-top="A"' in info and 'data-bottom="P"' in info and 'data-left="R"' in info and 'data-right="L"' in info
+    assert "Axial slice 16 of 32" in info and "position " in info and " mm" in info and "scale bar 50 mm" in info
+    picture, info, readout = client.predict("coronal", 10, 40, 400, 0.4, "Grad-CAM", api_name="/view_page")
+    assert 'data-top="S"' in info and "Coronal slice 10 of 64" in info
+
+
+def test_pointer_readout_is_the_voxel_value(client):
+    upload(client, sample_path("ct3d"), "tiny3d")
+    disp = V.for_display(load_scan(sample_path("ct3d")))
+    index = 15  # slider value 16
+    picture = display_slice(disp.array, index, "axial")
+    size = V.display_size(picture.shape[:2], display_aspect(disp, "axial"))
+    for row, col in [(100, 200), (300, 50), (192, 192)]:
+        text = client.predict("axial", 16, row * 65536 + col + 1, api_name="/pointer")
+        voxel = V.picture_to_voxel(disp, "axial", index, size, row, col)
+        assert text == f"Pointer: {disp.array[voxel]:.0f} HU at voxel ({voxel[0]}, {voxel[1]}, {voxel[2]})"
+    assert client.predict("axial", 16, 0, api_name="/pointer") == ""
+
+
+def test_study_header_shown_but_never_logged_or_written(client, caplog, tmp_path):
+    header = study_header(sample_path("ct2d"))
+    with caplog.at_level(logging.DEBUG):
+        out = upload(client, sample_path("ct2d"), "tiny2d")
+    assert f"**Patient:** {header['Patient']}" in out["study"] and header["Study date"] in out["study"]
+    assert header["Patient"] not in caplog.text
+    with Image.open(out["overlay_png"]) as png:
+        assert not any(header["Patient"] in str(v) for v in png.text.values())
+    assert header["Patient"].encode() not in open(out["overlay_png"], "rb").read()
