@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ DEFAULT_METHOD_LABEL = METHOD_TITLES[DEFAULT_METHOD]
 #: What ``/analyze`` (and ``/pick_series``) return, in order, for API clients.
 ANALYZE_OUTPUTS = ("series", "facts", "banner", "probabilities", "decision", "plane", "slice", "preset", "level",
                    "width", "overlay", "overlay_png", "saliency_nifti", "error", "study", "view_info", "card", "readout")
+#: Seconds a slice must stay on screen before its labelled download picture (matplotlib) is made.
+DOWNLOAD_SETTLE_S = 0.3
 #: Largest upload the server accepts (the archive checks in medtl.app.uploads apply on top).
 MAX_UPLOAD = "2gb"
 
@@ -195,6 +198,9 @@ class Session:
     header: dict[str, str] = field(default_factory=dict, repr=False)
     model: str | None = None
     prediction: Prediction | None = None
+    #: Pictures written for the viewer while scrolling (the oldest are removed).
+    views: list[Path] = field(default_factory=list, repr=False)
+    view_seq: int = 0
     #: (model, method) -> saliency in display orientation, and the map in the scan's geometry.
     saliency: dict[tuple[str, str], tuple[Scan, Scan]] = field(default_factory=dict)
 
@@ -415,7 +421,7 @@ class MedtlApp:
         index = int(np.clip(int(round(float(slice_no or 1))) - 1, 0, n - 1))
         window = None if s.display.is_color else (float(level), float(width))
         sal = self._saliency(s, method_label)[0] if s.prediction is not None else None
-        rgb = V.render(s.display, plane, index, window, sal, alpha=float(alpha))
+        rgb = V.render_fast(s.display, plane, index, window, sal, alpha=float(alpha))
         mm_px = V.display_mm_per_pixel(s.display, plane, rgb.shape[:2])
         bar = V.scale_bar(mm_px, rgb.shape[1]) if mm_px else None
         shown = V.draw_scale_bar(rgb, bar[1]) if bar else rgb
@@ -627,13 +633,31 @@ class MedtlApp:
         """A slice change in the page: the picture and its info line only (the download follows)."""
         if s is None:
             return gr.skip(), gr.skip(), gr.skip()
+        s.view_seq += 1
         shown, _, info, *_ = self._draw(s, plane, slice_no, level, width, alpha, method)
-        return shown, info, ""  # the readout was for the previous slice: the next pointer move gives this one's
+        return self._quick_png(s, shown), info, ""  # the readout was for the previous slice: the next pointer move gives this one's
+
+    @staticmethod
+    def _quick_png(s: Session, rgb: np.ndarray) -> str:
+        """The picture as a fast-compressed PNG (lossless; Gradio's own encoding takes twice as long),
+        keeping only the last few of these files in the session's folder."""
+        from PIL import Image
+
+        path = s.outdir / f"view-{uuid.uuid4().hex}.png"
+        Image.fromarray(rgb).save(path, format="PNG", compress_level=1)
+        s.views.append(path)
+        while len(s.views) > 8:
+            s.views.pop(0).unlink(missing_ok=True)
+        return str(path)
 
     def download_page(self, s: Session | None, plane: str, slice_no: float, level: float, width: float,
                       alpha: float, method: str) -> Any:
         if s is None:
             return gr.skip()
+        seq = s.view_seq
+        time.sleep(DOWNLOAD_SETTLE_S)  # while the wheel still turns, the next slice matters, not this picture
+        if s.view_seq != seq:
+            return gr.skip()  # a newer slice was drawn: its own download follows
         return self._download(s, plane, slice_no, level, width, alpha, method)
 
     def pointer(self, s: Session | None, plane: str, slice_no: float, where: Any) -> str:
@@ -798,8 +822,9 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto") -> 
         slow = _friendly("prepare the download")(app.download_page)
         for control in (slice_sl, level, width, alpha):
             control.input(fast, view_in, [image, view_info, readout], **page, show_progress="hidden",
-                          trigger_mode="always_last").then(slow, view_in, [png_btn], **page,
-                                                           show_progress="hidden", trigger_mode="always_last")
+                          trigger_mode="always_last", concurrency_id="view", concurrency_limit=2).then(
+                slow, view_in, [png_btn], **page, show_progress="hidden", trigger_mode="always_last",
+                concurrency_id="download", concurrency_limit=1)
         pointer_box.input(app.pointer, [state, plane, slice_sl, pointer_box], [readout], **page,
                           show_progress="hidden", trigger_mode="always_last")
 

@@ -400,3 +400,52 @@ def display_modality(scan: Scan, card_modalities: Sequence[str] = (), is_ct: boo
     if is_ct and [x.upper() for x in card_modalities] == ["CT"]:
         return "CT (not recorded in the file: values in HU, model trained on CT)"
     return "not recorded in the file" if scan.format == "nifti" else (m or "unknown")
+
+
+# --- the fast path for scrolling -----------------------------------------------------------------
+
+_LUTS: dict[str, np.ndarray] = {}
+
+
+def _colour_lut(cmap: str) -> np.ndarray:
+    """The colormap's 256 entries as float32 RGB in [0, 1] (matplotlib indexes ``floor(v * 256)``)."""
+    if cmap not in _LUTS:
+        import matplotlib
+
+        _LUTS[cmap] = np.asarray(matplotlib.colormaps[cmap].resampled(256)(np.arange(256))[:, :3], np.float32)
+    return _LUTS[cmap]
+
+
+def render_fast(scan: Scan, plane: str, index: int, window: tuple[float, float] | None,
+                saliency: Scan | None = None, alpha: float = SALIENCY_ALPHA, cmap: str = SALIENCY_CMAP,
+                min_side: int = MIN_DISPLAY_SIDE, threshold: float = SALIENCY_THRESHOLD) -> np.ndarray:
+    """:func:`render` without a contour, in float32 with a 256-entry colour table: the same picture
+    (each channel within one grey level) in a fraction of the time, for every wheel step."""
+    if scan.is_color or saliency is None:
+        return render(scan, plane, index, window, saliency, alpha=alpha, cmap=cmap, min_side=min_side,
+                      threshold=threshold)
+    n = n_slices(scan, plane)
+    if not 0 <= int(index) < n:
+        raise ValueError(f"{plane} slice {index} is outside 0..{n - 1}")
+    if window is None:
+        raise ValueError("a gray image needs a window (center, width)")
+    if saliency.shape != scan.shape:
+        raise ValueError(f"saliency grid {saliency.shape} differs from the scan's {scan.shape}")
+    img = display_slice(scan.array, int(index), plane)
+    size = display_size(img.shape[:2], display_aspect(scan, plane), min_side)
+    center, width = float(window[0]), max(float(window[1]), 1e-6)
+    gray = _resample(img, size)
+    gray -= np.float32(center - width / 2.0)
+    gray *= np.float32(1.0 / width)
+    np.clip(gray, 0.0, 1.0, out=gray)
+    gray = np.nan_to_num(gray, nan=0.0)
+    sal = np.nan_to_num(_resample(display_slice(saliency.array, int(index), plane), size), nan=0.0)
+    np.clip(sal, 0.0, 1.0, out=sal)
+    out = np.repeat(gray[..., None], 3, axis=2)
+    shown = sal >= threshold if threshold > 0 else np.ones(sal.shape, bool)
+    a = float(np.clip(alpha, 0.0, 1.0))
+    if a > 0 and shown.any():
+        idx = np.minimum((sal[shown] * 256.0).astype(np.int32), 255)
+        out[shown] = (1.0 - a) * gray[shown][:, None] + a * _colour_lut(cmap)[idx]
+    out *= 255.0
+    return np.rint(out).astype(np.uint8)

@@ -106,3 +106,26 @@ def test_study_header_shown_but_never_logged_or_written(client, caplog, tmp_path
     with Image.open(out["overlay_png"]) as png:
         assert not any(header["Patient"] in str(v) for v in png.text.values())
     assert header["Patient"].encode() not in open(out["overlay_png"], "rb").read()
+
+
+def test_scrolling_draws_fast_pictures_and_the_download_follows_the_slice(client):
+    upload(client, sample_path("ct3d"), "tiny3d")
+    picture, info, readout = client.predict("axial", 10, 40, 400, 0.4, "Grad-CAM", api_name="/view_page")
+    assert "Axial slice 10 of 32" in info and readout == ""
+    with Image.open(picture) as img:
+        assert img.format == "PNG" and (img.height, img.width) == V.display_size((64, 64), 1.0)
+    png = client.predict("axial", 10, 40, 400, 0.4, "Grad-CAM", api_name="/download_page")
+    assert png.endswith("_axial010.png")
+    with Image.open(png) as img:
+        assert img.text["model"] == "tiny3d" and img.width > 384  # the labelled picture
+
+
+def test_fast_render_matches_the_reference_render():
+    rng = np.random.default_rng(1)
+    scan = V.for_display(load_scan(sample_path("ct3d")))
+    sal = scan.with_array(rng.random(scan.shape).astype(np.float32))
+    for plane in V.PLANES:
+        for alpha in (0.0, 0.4, 1.0):
+            a = V.render(scan, plane, 3, (40, 400), sal, alpha=alpha).astype(int)
+            b = V.render_fast(scan, plane, 3, (40, 400), sal, alpha=alpha).astype(int)
+            assert np.abs(a - b).max() <= 1
