@@ -27,6 +27,10 @@ class ScanError(MedtlError, ValueError):
             msg += f" ({fix})"
         super().__init__(msg)
 
+    def __reduce__(self) -> tuple:
+        # picklable with its fields (worker and child processes send errors back)
+        return type(self), (self.path, self.reason, self.fix)
+
 
 class UnsupportedFormatError(ScanError):
     """The file is not DICOM, NIfTI or a supported 2D image."""

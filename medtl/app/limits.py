@@ -1,0 +1,79 @@
+"""A wall-clock limit for what one app request reads, so a stuck decode never holds a queue slot.
+
+The upload is read in a forked child process (fast: no re-import); past ``timeout`` seconds the
+child is killed, the request fails with one readable line and its slot is free again. A child that
+dies (the OS killing it for memory, a crash in a C decoder) fails only that request. The limit is
+``MEDTL_APP_TIMEOUT`` seconds (default 120; 0 turns it off and reads in the server process).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from medtl.errors import MedtlError, one_line
+
+__all__ = ["DEFAULT_APP_TIMEOUT", "RequestTimeout", "app_timeout", "call_with_limit"]
+
+T = TypeVar("T")
+DEFAULT_APP_TIMEOUT = 120.0
+
+
+class RequestTimeout(MedtlError):
+    """An upload took longer to read than the app's limit."""
+
+
+def app_timeout() -> float | None:
+    """``MEDTL_APP_TIMEOUT`` in seconds (default :data:`DEFAULT_APP_TIMEOUT`); ``None`` when 0 or less."""
+    raw = os.environ.get("MEDTL_APP_TIMEOUT", "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_APP_TIMEOUT
+    except ValueError:
+        raise MedtlError(f"MEDTL_APP_TIMEOUT={raw!r} is not a number of seconds") from None
+    return value if value > 0 else None
+
+
+def _child(conn: Any, fn: Callable[..., Any], args: tuple) -> None:
+    try:
+        conn.send((True, fn(*args)))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the server as one line
+        err = exc if isinstance(exc, MedtlError) else MedtlError(one_line(exc))
+        try:
+            conn.send((False, err))
+        except Exception:  # noqa: BLE001 - an unpicklable error still becomes one line
+            conn.send((False, MedtlError(one_line(exc))))
+        if not isinstance(exc, MedtlError):
+            traceback.print_exc()
+    finally:
+        conn.close()
+
+
+def call_with_limit(fn: Callable[..., T], *args: Any, timeout: float | None, what: str = "reading the upload") -> T:
+    """``fn(*args)`` in a forked child, killed after ``timeout`` seconds (``None``: in this process)."""
+    if timeout is None:
+        return fn(*args)
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, fn, args), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(timeout):
+            raise RequestTimeout(f"{what} took longer than {timeout:g} s and was stopped (a damaged or very large "
+                                 f"file?); the server is free again (raise MEDTL_APP_TIMEOUT if the file is real)")
+        try:
+            ok, value = parent.recv()
+        except EOFError:
+            raise MedtlError(f"{what} failed: the reading process ended without an answer (out of memory or a "
+                             f"decoder crash); try the file with `medtl info`") from None
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+        parent.close()
+    if not ok:
+        raise value
+    return value

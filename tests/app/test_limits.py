@@ -1,0 +1,65 @@
+import os
+import time
+
+import pytest
+
+from medtl.app.limits import RequestTimeout, app_timeout, call_with_limit
+from medtl.errors import MedtlError, ScanError
+
+
+def _slow(seconds):
+    time.sleep(seconds)
+    return "done"
+
+
+def _fails():
+    raise ScanError("x.dcm", "broken", "fix it")
+
+
+def _crash():
+    raise ZeroDivisionError("deep inside a decoder")
+
+
+def _die():
+    os._exit(3)
+
+
+def test_result_errors_and_crashes_come_back_as_one_line():
+    assert call_with_limit(_slow, 0.01, timeout=30) == "done"
+    with pytest.raises(ScanError, match="x.dcm: broken"):
+        call_with_limit(_fails, timeout=30)
+    with pytest.raises(MedtlError, match="ZeroDivisionError: deep inside a decoder"):
+        call_with_limit(_crash, timeout=30)
+    with pytest.raises(MedtlError, match="ended without an answer"):
+        call_with_limit(_die, timeout=30)
+
+
+def test_a_stuck_read_is_stopped_at_the_limit():
+    t0 = time.monotonic()
+    with pytest.raises(RequestTimeout, match="took longer than 1 s and was stopped"):
+        call_with_limit(_slow, 60, timeout=1)
+    assert time.monotonic() - t0 < 10
+
+
+def test_limit_from_the_environment(monkeypatch):
+    monkeypatch.setenv("MEDTL_APP_TIMEOUT", "0")
+    assert app_timeout() is None
+    monkeypatch.setenv("MEDTL_APP_TIMEOUT", "15")
+    assert app_timeout() == 15.0
+    monkeypatch.setenv("MEDTL_APP_TIMEOUT", "soon")
+    with pytest.raises(MedtlError, match="MEDTL_APP_TIMEOUT"):
+        app_timeout()
+
+
+def test_the_app_frees_the_request_and_says_why(client, monkeypatch):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    from medtl.demo.cohort import sample_path
+
+    monkeypatch.setenv("MEDTL_APP_TIMEOUT", "0.001")  # read by the in-process server at each request
+    with pytest.raises(AppError, match="took longer than 0.001 s and was stopped"):
+        client.predict([handle_file(str(sample_path("ct3d")))], "tiny3d", "HiResCAM", 0.4, api_name="/analyze")
+    monkeypatch.setenv("MEDTL_APP_TIMEOUT", "120")
+    out = client.predict([handle_file(str(sample_path("ct3d")))], "tiny3d", "HiResCAM", 0.4, api_name="/analyze")
+    assert any(isinstance(o, dict) and "confidences" in o for o in out)
