@@ -116,61 +116,284 @@ def run_demo(out: str | os.PathLike = "demo_out", size: str = "full", epochs: in
         pred = predictor.predict(scan, saliency=DEFAULT_METHOD)
         png = write_saliency(out / "overlays" / (Path(r["path"]).stem + f"_{DEFAULT_METHOD}.png"), scan,
                              pred.saliency, labelled=True)
-        overlays.append((png, r, pred))
+        overlays.append((png, r, pred, _lesion_hit(manifest.parent, r, pred.saliency)))
 
-    report = write_report(out, results, roc, overlays, summary, weights_msg, time.perf_counter() - t0)
+    report = write_report(out, results, roc, overlays, summary, weights_msg, time.perf_counter() - t0, curves=curves)
     _say(f"report: {report} ({time.perf_counter() - t0:.0f} s in all)")
     return report
 
 
-def _metric_row(name: str, site: str, m: dict[str, Any]) -> str:
-    ci = m.get("ci", {}).get("auc")
-    auc = f"{m['auc']:.3f}" + (f" <small>({ci[0]:.3f}–{ci[1]:.3f})</small>" if ci else "")
+def _lesion_hit(root: Path, row: dict[str, str], saliency: Any) -> bool | None:
+    """Whether the map's maximum lies on the lesion (its mask dilated by 2 pixels); None without a mask."""
+    from medtl.explain.evaluate import pointing_hit
+    from medtl.io import load_scan
+
+    mask_path = row.get("mask") or ""
+    if not mask_path or not (root / mask_path).is_file():
+        return None
+    try:
+        mask = np.asarray(load_scan(root / mask_path).array)
+        sal = np.asarray(saliency.array)
+        mask = mask[..., 0] if mask.ndim == 4 else mask
+        sal = sal[..., 0] if sal.ndim == 4 else sal
+        return pointing_hit(sal, mask > 0) if mask.any() else None
+    except (ValueError, MedtlError):
+        return None
+
+
+# --- honest numbers ------------------------------------------------------------------------------
+
+def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Exact binomial interval of ``k`` successes in ``n``: valid at small n and at 0 % / 100 %."""
+    from scipy.stats import beta
+
+    if n <= 0:
+        return 0.0, 1.0
+    lo = 0.0 if k <= 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k >= n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lo, hi
+
+
+def _counts(m: dict[str, Any]) -> tuple[int, int, int, int] | None:
+    """``(tn, fp, fn, tp)`` from a binary metrics dict's confusion matrix (rows truth, columns decision)."""
+    cm = m.get("confusion_matrix")
+    if not (isinstance(cm, list) and len(cm) == 2 and all(len(r) == 2 for r in cm)):
+        return None
+    (tn, fp), (fn, tp) = cm
+    return int(tn), int(fp), int(fn), int(tp)
+
+
+def auc_text(m: dict[str, Any], alpha: float = 0.05) -> tuple[str, str | None]:
+    """AUC with an interval that means something, and a footnote when the bootstrap's does not.
+
+    A stratified bootstrap of a perfectly (or perfectly wrongly) separated test set gives the
+    point interval "1.000–1.000", which claims certainty that 40 cases cannot give. Then the
+    exact Clopper–Pearson bound is shown instead, taking the smaller class as the number of
+    independent comparisons (conservative: AUC averages over all positive–negative pairs)."""
+    auc = float(m["auc"])
+    ci = (m.get("ci") or {}).get("auc")
+    counts = _counts(m)
+    n_small = min(counts[0] + counts[1], counts[2] + counts[3]) if counts else None
+    degenerate = ci is None or float(ci[1]) - float(ci[0]) < 1e-9
+    if not degenerate:
+        return f"{auc:.3f} <small>({ci[0]:.3f}–{ci[1]:.3f})</small>", None
+    if not n_small:
+        return f"{auc:.3f} <small>(no interval)</small>", None
+    bound = (alpha / 2) ** (1.0 / n_small)  # Clopper–Pearson limit for n_small successes out of n_small
+    if auc >= 0.5:
+        text = f"{auc:.3f} <small>(≥ {bound:.3f}†)</small>"
+    else:
+        text = f"{auc:.3f} <small>(≤ {1 - bound:.3f}†)</small>"
+    note = (f"† The bootstrap interval collapsed to a single value (every resample of these {m.get('n', '?')} "
+            f"cases separates the classes the same way), which would claim a certainty this test set cannot give. "
+            f"Shown instead: the exact (Clopper–Pearson, 95%) bound for a perfect result on {n_small} "
+            "independent comparisons (the smaller class), a conservative reading.")
+    return text, note
+
+
+def _prop_cell(k: int, n: int) -> str:
+    if n <= 0:
+        return "–"
+    lo, hi = clopper_pearson(k, n)
+    return f"{k / n:.3f} <small>({lo:.3f}–{hi:.3f}, {k}/{n})</small>"
+
+
+def _metric_row(name: str, site: str, m: dict[str, Any], threshold: float | None = None) -> tuple[str, str | None]:
+    auc, note = auc_text(m)
     cells = [html.escape(name), site, str(m.get("n", "")), auc]
-    cells += [f"{m[k]:.3f}" if isinstance(m.get(k), (int, float)) else "–"
-              for k in ("accuracy", "sensitivity", "specificity", "ece")]
-    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+    counts = _counts(m)
+    if counts:
+        tn, fp, fn, tp = counts
+        cells += [_prop_cell(tn + tp, tn + fp + fn + tp), _prop_cell(tp, tp + fn), _prop_cell(tn, tn + fp)]
+    else:
+        cells += [f"{m[k]:.3f}" if isinstance(m.get(k), (int, float)) else "–"
+                  for k in ("accuracy", "sensitivity", "specificity")]
+    cells.append(f"{m['ece']:.3f}" if isinstance(m.get("ece"), (int, float)) else "–")
+    thr = threshold if threshold is not None else m.get("threshold")
+    cells.append(f"{thr:.3f}" if isinstance(thr, (int, float)) else "–")
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>", note
+
+
+def identical_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[tuple[str, str]]:
+    """Pairs of labels whose ROC curves are the same line (one hides the other in the plot)."""
+    from sklearn.metrics import roc_curve
+
+    lines = {}
+    for label, (y, p) in curves.items():
+        y = np.asarray(y)
+        if np.unique(y).size < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, np.asarray(p))
+        lines[label] = np.round(np.stack([fpr, tpr]), 9)
+    names = list(lines)
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
+            if lines[a].shape == lines[b].shape and np.array_equal(lines[a], lines[b])]
+
+
+def calibration_words(label: str, y: np.ndarray, p: np.ndarray, threshold: float | None,
+                      ece: float | None = None) -> str | None:
+    """A sentence when the probabilities cannot be read as probabilities (None when they roughly can)."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    neg, pos = p[y == 0], p[y == 1]
+    thr = 0.5 if threshold is None else float(threshold)
+    parts = []
+    if neg.size and (neg >= thr).mean() >= 0.5:
+        parts.append(f"{int((neg >= thr).sum())} of {neg.size} normal cases were called positive "
+                     f"(p from {neg.min():.2f} to {neg.max():.2f})")
+    if pos.size and (pos < thr).mean() >= 0.5:
+        parts.append(f"{int((pos < thr).sum())} of {pos.size} lesion cases were called normal "
+                     f"(p from {pos.min():.2f} to {pos.max():.2f})")
+    if p.size and (p.min() > 0.8 or p.max() < 0.2):
+        parts.append(f"every case got p {'> 0.8' if p.min() > 0.8 else '< 0.2'} whatever its truth")
+    if ece is not None and ece > 0.15 and not parts:
+        parts.append(f"the predicted probabilities are off by {ece:.2f} on average (ECE)")
+    if not parts:
+        return None
+    return (f"<b>{html.escape(label)}: the probabilities are not calibrated</b>: " + html.escape("; ".join(parts))
+            + (f" (ECE {ece:.3f})" if ece is not None else "")
+            + ". Do not read them as the chance of a lesion; recalibrate or re-pick the threshold on this site.")
+
+
+def _train_settings(run_dir: Path) -> dict[str, Any]:
+    """The ``train:`` section of a run's ``config.yaml`` (empty when unreadable)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        return dict(cfg.get("train") or {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return {}
+
+
+def _training_rows(results: dict[str, dict[str, Any]], out: Path) -> str:
+    rows = []
+    for arm, r in results.items():
+        card = r.get("card") or {}
+        tr = card.get("training") or {}
+        counts = (tr.get("data") or {}).get("counts") or {}
+        count_text = "; ".join(f"{split} " + ", ".join(f"{c}: {n}" for c, n in sorted(cls.items()))
+                               for split, cls in counts.items()) or "–"
+        aug = tr.get("augment") or {}
+        hp = _train_settings(Path(r["run_dir"]))
+        model = card.get("model") or {}
+        bits = [f"{tr.get('epochs_run', '?')}/{tr.get('epochs', '?')} epochs (best {tr.get('best_epoch', '?')} by "
+                f"{tr.get('monitor', '?')})", f"strategy {tr.get('strategy', '?')}",
+                f"domain shift {aug.get('domain_shift', '?')}", f"seed {tr.get('seed', '?')}"]
+        for key in ("batch_size", "lr", "weight_decay", "schedule", "label_smoothing", "freeze_epochs"):
+            if key in hp:
+                bits.append(f"{key} {hp[key]}")
+        if model.get("arch"):
+            bits.insert(0, f"{model.get('arch')} ({model.get('weights') or 'scratch'})")
+        run_dir = Path(r["run_dir"])
+        rel = run_dir.relative_to(out) if run_dir.is_relative_to(out) else run_dir
+        curves_png = run_dir / ((card.get("files") or {}).get("plots") or {}).get(
+            "learning_curves", "plots/learning_curves.png")
+        curves = (f"<a href='{html.escape(str(rel))}/plots/learning_curves.png'>"
+                  f"<img src='{html.escape(str(rel))}/plots/learning_curves.png' width='420'></a>"
+                  if curves_png.is_file() else "–")
+        rows.append(f"<tr><td>{html.escape(ARM_TITLES.get(arm, arm))}<br><a href='{html.escape(str(rel))}/'>"
+                    f"<code>{html.escape(str(rel))}/</code></a> (<a href='{html.escape(str(rel))}/model_card.json'>"
+                    f"model card</a>, <a href='{html.escape(str(rel))}/metrics.csv'>metrics.csv</a>)</td>"
+                    f"<td>{html.escape(count_text)}</td><td>{html.escape('; '.join(bits))}</td><td>{curves}</td></tr>")
+    return ("<table><tr><th>run</th><th>cases (class: n)</th><th>settings</th><th>learning curves</th></tr>"
+            + "".join(rows) + "</table>")
 
 
 def write_report(out: Path, results: dict[str, dict[str, Any]], roc: Path, overlays: list, summary: Any,
-                 weights_msg: str, seconds: float) -> Path:
-    """A self-describing HTML report (images referenced next to it)."""
+                 weights_msg: str, seconds: float,
+                 curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Path:
+    """A self-describing HTML report (images referenced next to it). ``curves`` (label -> (y, p), labels
+    ``"{arm}, site {A|B}"``) lets it say which ROC curves coincide and where calibration fails."""
     from medtl._fileutil import atomic_path
     from medtl.explain import DEFAULT_METHOD, method_title
 
+    out = Path(out)
+    curves = curves or {}
     saliency_title = method_title(DEFAULT_METHOD)
 
-    rows = "".join(_metric_row(ARM_TITLES[arm], site, r[site]) for arm, r in results.items() for site in "AB")
+    rows, notes = [], []
+    for arm, r in results.items():
+        thr = (r.get("card") or {}).get("threshold")
+        for site in "AB":
+            row, note = _metric_row(ARM_TITLES.get(arm, arm), site, r[site], thr)
+            rows.append(row)
+            if note and note not in notes:
+                notes.append(note)
     gap = {arm: r["A"]["auc"] - r["B"]["auc"] for arm, r in results.items()}
-    if gap["domain_shift"] < gap["baseline"]:
-        verdict = (f"The site-B gap in AUC shrank from {gap['baseline']:.3f} without to {gap['domain_shift']:.3f} "
-                   f"with the domain-shift preset.")
+    if "domain_shift" in gap and "baseline" in gap:
+        if gap["domain_shift"] < gap["baseline"]:
+            verdict = (f"The site-B gap in AUC shrank from {gap['baseline']:.3f} without to "
+                       f"{gap['domain_shift']:.3f} with the domain-shift preset.")
+        else:
+            verdict = (f"On this data the domain-shift preset did <b>not</b> shrink the site-B gap in AUC "
+                       f"({gap['baseline']:.3f} without, {gap['domain_shift']:.3f} with).")
     else:
-        verdict = (f"On this data the domain-shift preset did <b>not</b> shrink the site-B gap in AUC "
-                   f"({gap['baseline']:.3f} without, {gap['domain_shift']:.3f} with).")
-    figs = "".join(
-        f"<figure><img src='{p.relative_to(out)}' width='300'><figcaption>{html.escape(r['path'])}<br>"
-        f"site {r['site']}, truth {'lesion' if r['label'] == '1' else 'normal'}; "
-        f"p(lesion) {pred.probabilities[pred.positive_class]:.2f} → {html.escape(pred.decision)}</figcaption></figure>"
-        for p, r, pred in overlays)
-    card = results["domain_shift"]["card"]
-    thr = card.get("threshold")
+        verdict = ""
+    thresholds = "; ".join(
+        f"{html.escape(ARM_TITLES.get(arm, arm))}: {thr:.3f}" if isinstance(thr, (int, float)) else
+        f"{html.escape(ARM_TITLES.get(arm, arm))}: none (most probable class)"
+        for arm, thr in ((a, (r.get("card") or {}).get("threshold")) for a, r in results.items()))
+    same = identical_curves(curves)
+    overlap = ("<p class='warn'>Curves drawn on top of each other (identical ROC curves, so only one is visible): "
+               + "; ".join(f"<b>{html.escape(a)}</b> and <b>{html.escape(b)}</b>" for a, b in same)
+               + ". Identical curves mean the two predictions rank the test cases in the same order.</p>"
+               if same else "")
+    calib = []
+    for arm, r in results.items():
+        thr = (r.get("card") or {}).get("threshold")
+        for site in "AB":
+            key = f"{arm}, site {site}"
+            if key in curves:
+                words = calibration_words(f"{ARM_TITLES.get(arm, arm)}, site {site}", *curves[key], thr,
+                                          r[site].get("ece"))
+                if words:
+                    calib.append(f"<li>{words}</li>")
+    calib_html = (f"<h3>Calibration</h3><ul class='warn'>{''.join(calib)}</ul>" if calib else
+                  "<p>No calibration failure found (no site where most cases of a class fall on the wrong side of "
+                  "the threshold, ECE at most 0.15).</p>")
+
+    def hit_words(hit: bool | None, label: str) -> str:
+        if hit is None:
+            return "no lesion mask to compare with" if label == "1" else "normal case: no lesion to point at"
+        return ("the map's maximum <b>is on the lesion</b> (within 2 pixels of its mask)" if hit else
+                "the map's maximum <b>misses the lesion</b> (more than 2 pixels from its mask)")
+
+    figs = []
+    for item in overlays:
+        p, r, pred = item[:3]
+        hit = item[3] if len(item) > 3 else None
+        figs.append(
+            f"<figure><a href='{p.relative_to(out)}'><img src='{p.relative_to(out)}' width='460'></a><figcaption>"
+            f"{html.escape(r['path'])}: site {r['site']}, truth {'lesion' if r['label'] == '1' else 'normal'}; "
+            f"p(lesion) {pred.probabilities[pred.positive_class]:.2f} → {html.escape(pred.decision)}; "
+            f"{hit_words(hit, r['label'])}.</figcaption></figure>")
+    hits = [item[3] for item in overlays if len(item) > 3 and item[3] is not None]
+    hit_line = (f"<p>The map pointed at the lesion in {sum(hits)} of {len(hits)} lesion cases shown.</p>"
+                if hits else "")
+    note_html = "".join(f"<p class='small'>{n}</p>" for n in notes)
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>medtl demo report</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td:first-child{{text-align:left}}figure{{display:inline-block;margin:6px;width:304px;vertical-align:top}}
-figcaption{{font-size:12px}}.note{{background:#f4f6fa;padding:8px 12px;border-left:4px solid #5b7bd5}}</style>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right;vertical-align:top}}
+td:first-child{{text-align:left}}figure{{display:inline-block;margin:6px;width:464px;vertical-align:top}}
+figcaption{{font-size:13px}}.note{{background:#f4f6fa;padding:8px 12px;border-left:4px solid #5b7bd5}}
+.warn{{background:#fef2f2;padding:8px 12px;border-left:4px solid #b91c1c}}.small{{font-size:13px;color:#444}}</style>
 </head><body>
 <h1>medtl demo: nodule vs normal on synthetic chest CT, site A → site B</h1>
 <p class="note">{html.escape(weights_msg)}<br>Runtime {seconds:.0f} s. Synthetic data; not for clinical use.</p>
-<h2>Test metrics (95% CI by bootstrap)</h2>
+<h2>Test metrics</h2>
+<p class="small">AUC: 95% CI by stratified bootstrap. Accuracy, sensitivity and specificity: exact 95% (Clopper–Pearson)
+intervals with the counts, valid at small n and at 0% or 100%. Each model is judged at its own threshold
+(Youden on its site-A validation split).</p>
 <table><tr><th>training</th><th>site</th><th>n</th><th>AUC</th><th>accuracy</th><th>sensitivity</th>
-<th>specificity</th><th>ECE</th></tr>{rows}</table>
-<p>Decision threshold {thr if thr is None else f'{thr:.3f}'} (Youden on site-A validation). {verdict}</p>
-<h2>ROC curves</h2><img src="{roc.relative_to(out)}" width="560">
-<h2>Saliency overlays: {html.escape(saliency_title)} (model trained with the domain-shift preset)</h2>{figs}
+<th>specificity</th><th>ECE</th><th>threshold</th></tr>{''.join(rows)}</table>
+{note_html}
+<p>Decision thresholds: {thresholds}. {verdict}</p>
+{calib_html}
+<h2>ROC curves</h2><img src="{roc.relative_to(out)}" width="560">{overlap}
+<h2>Saliency overlays: {html.escape(saliency_title)} (model trained with the domain-shift preset)</h2>
+{hit_line}{''.join(figs)}
 <h2>Batch scoring</h2><p>{html.escape(summary.text())} → <code>scores.csv</code>, <code>errors.csv</code></p>
-<h2>Runs</h2><ul>{''.join(f"<li><code>{r['run_dir'].relative_to(out)}</code>: model_card.json, metrics.csv, plots/</li>" for r in results.values())}</ul>
+<h2>Training runs</h2>{_training_rows(results, out)}
 </body></html>"""
     path = out / "report.html"
     with atomic_path(path) as tmp:

@@ -1,0 +1,106 @@
+"""The demo report does not overstate: no point intervals at small n, each model's own threshold,
+coinciding ROC curves said so, calibration failures in words, overlays said to hit or miss the lesion,
+training counts, settings, learning curves and links to the run folders."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from medtl.demo.pipeline import (
+    auc_text,
+    calibration_words,
+    clopper_pearson,
+    identical_curves,
+    write_report,
+)
+
+
+def metrics(y, p, thr):
+    y, p = np.asarray(y), np.asarray(p)
+    pred = p >= thr
+    tn, fp = int(((y == 0) & ~pred).sum()), int(((y == 0) & pred).sum())
+    fn, tp = int(((y == 1) & ~pred).sum()), int(((y == 1) & pred).sum())
+    from sklearn.metrics import roc_auc_score
+
+    auc = float(roc_auc_score(y, p))
+    return {"auc": auc, "n": int(y.size), "accuracy": (tn + tp) / y.size, "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp), "ece": 0.05, "threshold": thr, "confusion_matrix": [[tn, fp], [fn, tp]],
+            "ci": {"auc": [auc, auc] if auc in (0.0, 1.0) else [auc - 0.1, min(1.0, auc + 0.05)],
+                   "accuracy": [1.0, 1.0], "sensitivity": [1.0, 1.0], "specificity": [1.0, 1.0]}}
+
+
+@pytest.fixture
+def report(tmp_path):
+    y = np.array([0] * 20 + [1] * 20)
+    perfect = np.r_[np.linspace(0.05, 0.3, 20), np.linspace(0.7, 0.95, 20)]
+    shifted = np.r_[np.linspace(0.81, 0.9, 20), np.linspace(0.91, 0.99, 20)]  # every site-B case p > 0.8
+    run_a, run_b = tmp_path / "runs" / "baseline", tmp_path / "runs" / "domain_shift"
+    for run in (run_a, run_b):
+        (run / "plots").mkdir(parents=True)
+        (run / "plots" / "learning_curves.png").write_bytes(b"png")
+        (run / "config.yaml").write_text("train:\n  batch_size: 16\n  lr: 0.001\n  weight_decay: 0.01\n")
+    card = lambda thr: {"threshold": thr, "model": {"arch": "efficientnet-lite0", "weights": "imagenet"},  # noqa: E731
+                        "training": {"epochs": 6, "epochs_run": 6, "best_epoch": 4, "monitor": "auc", "seed": 0,
+                                     "strategy": "full", "augment": {"domain_shift": "none"},
+                                     "data": {"counts": {"train": {"0": 60, "1": 60}, "val": {"0": 10, "1": 10}}}}}
+    results = {
+        "baseline": {"A": metrics(y, perfect, 0.412), "B": metrics(y, perfect, 0.412), "run_dir": run_a,
+                     "card": card(0.412)},
+        "domain_shift": {"A": metrics(y, perfect, 0.655), "B": metrics(y, shifted, 0.655), "run_dir": run_b,
+                         "card": card(0.655)},
+    }
+    curves = {"baseline, site A": (y, perfect), "baseline, site B": (y, perfect),
+              "domain_shift, site A": (y, perfect), "domain_shift, site B": (y, shifted)}
+    roc = tmp_path / "roc.png"
+    roc.write_bytes(b"png")
+    (tmp_path / "overlays").mkdir()
+    hit_png, miss_png = tmp_path / "overlays" / "a.png", tmp_path / "overlays" / "b.png"
+    pred = SimpleNamespace(probabilities={"lesion": 0.9, "normal": 0.1}, positive_class="lesion", decision="lesion")
+    overlays = [(hit_png, {"path": "ct2d/P1.dcm", "site": "A", "label": "1"}, pred, True),
+                (miss_png, {"path": "ct2d/P2.dcm", "site": "B", "label": "1"}, pred, False)]
+    summary = SimpleNamespace(text=lambda: "80 studies scored")
+    path = write_report(tmp_path, results, roc, overlays, summary, "ImageNet weights found", 12.0, curves=curves)
+    return path.read_text()
+
+
+def test_perfect_classifier_at_n40_has_no_point_interval(report):
+    assert "1.000–1.000" not in report and "(1.000-1.000)" not in report
+    assert "≥ 0.832†" in report  # 0.025 ** (1/20): exact bound for 20 of 20
+    assert "bootstrap interval collapsed" in report
+    assert "(0.912–1.000, 40/40)" in report  # Clopper–Pearson for accuracy 40/40
+
+
+def test_each_model_shows_its_own_threshold(report):
+    assert "no domain-shift augmentation: 0.412" in report and "domain-shift preset (strong): 0.655" in report
+    assert "<td>0.412</td>" in report and "<td>0.655</td>" in report
+
+
+def test_identical_roc_curves_are_said(report):
+    assert "identical ROC curves" in report
+    assert "<b>baseline, site A</b> and <b>baseline, site B</b>" in report
+
+
+def test_calibration_failure_in_words(report):
+    assert "domain-shift preset (strong), site B: the probabilities are not calibrated" in report
+    assert "20 of 20 normal cases were called positive" in report and "every case got p &gt; 0.8" in report
+    assert "no domain-shift augmentation, site A: the probabilities are not calibrated" not in report
+
+
+def test_overlays_training_and_run_links(report):
+    assert "width='460'" in report and "is on the lesion" in report and "misses the lesion" in report
+    assert "pointed at the lesion in 1 of 2" in report
+    assert "train 0: 60, 1: 60" in report and "lr 0.001" in report and "batch_size 16" in report
+    assert "href='runs/baseline/'" in report and "runs/domain_shift/plots/learning_curves.png" in report
+
+
+def test_helpers():
+    assert clopper_pearson(0, 10)[0] == 0.0 and clopper_pearson(10, 10)[1] == 1.0
+    lo, hi = clopper_pearson(5, 10)
+    assert lo == pytest.approx(0.187, abs=1e-3) and hi == pytest.approx(0.813, abs=1e-3)
+    text, note = auc_text({"auc": 0.8, "ci": {"auc": [0.7, 0.9]}, "confusion_matrix": [[5, 5], [5, 5]]})
+    assert text.startswith("0.800 <small>(0.700–0.900)") and note is None
+    y = np.array([0, 0, 1, 1])
+    assert identical_curves({"a": (y, np.array([.1, .2, .3, .4])), "b": (y, np.array([.2, .3, .6, .9])),
+                             "c": (y, np.array([.4, .1, .3, .2]))}) == [("a", "b")]
+    assert calibration_words("x", y, np.array([.1, .2, .8, .9]), 0.5, 0.05) is None
