@@ -92,18 +92,9 @@ def test_train_config_mistakes_are_one_line_with_the_fix(tmp_path, capsys, overr
 @pytest.fixture(scope="module")
 def untrained_run(tmp_path_factory) -> Path:
     """A run folder of an untrained 2D ResNet-18 (32x32 px): enough for input errors."""
-    from medtl.models import create
-    from medtl.runs import CARD_FORMAT, save_weights, write_card
-    from medtl.transforms import Preprocessing
+    from .conftest import write_untrained_run
 
-    run = tmp_path_factory.mktemp("cli") / "run"
-    run.mkdir()
-    model = create("resnet18", weights=None, in_channels=1, num_classes=2)
-    save_weights(model, run / "model.safetensors")
-    prep = Preprocessing(spatial_dims=2, size=[32, 32], window="none")
-    write_card(run, {"format": CARD_FORMAT, "name": "t", "class_names": ["a", "b"], "model": model.card,
-                     "preprocessing": prep.to_dict(), "files": {"weights": "model.safetensors"}})
-    return run
+    return write_untrained_run(tmp_path_factory.mktemp("cli") / "run")
 
 
 def test_predict_input_mistakes_are_one_line_with_the_fix(tmp_path, capsys, untrained_run):

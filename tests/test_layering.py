@@ -89,17 +89,9 @@ def test_parsing_help_and_version_loads_no_torch_or_monai():
 
 
 def test_prediction_never_loads_the_training_stack(tmp_path):
-    from medtl.models import create
-    from medtl.runs import CARD_FORMAT, save_weights, write_card
-    from medtl.transforms import Preprocessing
+    from .conftest import write_untrained_run
 
-    run = tmp_path / "run"
-    run.mkdir()
-    model = create("resnet18", weights=None, in_channels=1, num_classes=2)
-    save_weights(model, run / "model.safetensors")
-    prep = Preprocessing(spatial_dims=2, size=[32, 32], window="none")
-    write_card(run, {"format": CARD_FORMAT, "name": "t", "class_names": ["a", "b"], "model": model.card,
-                     "preprocessing": prep.to_dict(), "files": {"weights": "model.safetensors"}})
+    run = write_untrained_run(tmp_path / "run")
     out = _run("import sys, json, numpy as np\n"
                "from medtl.infer import Predictor\n"
                f"p = Predictor.from_run({str(run)!r}, device='cpu').predict(np.zeros((40, 40), np.float32))\n"
