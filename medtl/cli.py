@@ -154,9 +154,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a run; without --out the results go to RUN/evaluations/SPLIT_DATA[_OVERRIDES]/ (never over
+    the training's own evaluation in RUN/). Which data and split were used goes to stderr (stdout stays the
+    metrics, JSON with --json)."""
+    import re
+
     from medtl.train.run import evaluate
 
-    metrics = evaluate(args.model, data=args.data, split=args.split, out=args.out, overrides=args.overrides)
+    out = args.out
+    if out is None:
+        data_part = Path(args.data).name if args.data else "training-data"
+        slug = "_".join([args.split, data_part, *args.overrides])
+        folder = Path(args.model) / "evaluations" / (re.sub(r"[^A-Za-z0-9._=+-]+", "-", slug).strip("-") or "eval")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK):
+                raise PermissionError(str(folder))
+            out = str(folder)
+        except OSError:
+            print(f"medtl: cannot write into the run folder ({folder}); the results are printed only: pass "
+                  "--out FOLDER to keep them", file=sys.stderr)
+    metrics = evaluate(args.model, data=args.data, split=args.split, out=out, overrides=args.overrides)
+    on = metrics.get("evaluated_on") or {}
+    where = on.get("data") or args.data or "the training data"
+    extra = f", {' '.join(args.overrides)}" if args.overrides else ""
+    print(f"evaluated {args.model} on {where}, split {on.get('split', args.split)} ({metrics.get('n', '?')} cases"
+          f"{extra})", file=sys.stderr)
+    if out:
+        print(f"results written to {out}/ (metrics.json, predictions_{args.split}.csv, plots)", file=sys.stderr)
     if args.json:
         _print_json(metrics)
         return 0

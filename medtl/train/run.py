@@ -271,6 +271,9 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "
     n_boot = cfg.eval.bootstrap if bootstrap is None else bootstrap
     metrics = evaluate_predictions(labels, probs, threshold=card.get("threshold"), bootstrap=n_boot,
                                    seed=cfg.train.seed)
+    # Which data this is (kept in metrics.json): the dataset, split, case count and data.* overrides.
+    metrics["evaluated_on"] = {"data": str(cfg.data.path), "split": split, "n": len(items),
+                               "overrides": list(overrides)}
     if out:
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
