@@ -232,26 +232,31 @@ def identical_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[t
 
 def calibration_words(label: str, y: np.ndarray, p: np.ndarray, threshold: float | None,
                       ece: float | None = None) -> str | None:
-    """A sentence when the probabilities cannot be read as probabilities (None when they roughly can)."""
+    """Sentences, for people, when the probabilities cannot be read as probabilities (calibration) or the
+    model's threshold does not separate this site's classes; None when neither is the case."""
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     neg, pos = p[y == 0], p[y == 1]
     thr = 0.5 if threshold is None else float(threshold)
-    parts = []
-    if neg.size and (neg >= thr).mean() >= 0.5:
-        parts.append(f"{int((neg >= thr).sum())} of {neg.size} normal cases were called positive "
-                     f"(p from {neg.min():.2f} to {neg.max():.2f})")
-    if pos.size and (pos < thr).mean() >= 0.5:
-        parts.append(f"{int((pos < thr).sum())} of {pos.size} lesion cases were called normal "
-                     f"(p from {pos.min():.2f} to {pos.max():.2f})")
+    calib, wrong_side = [], []
     if p.size and (p.min() > 0.8 or p.max() < 0.2):
-        parts.append(f"every case got p {'> 0.8' if p.min() > 0.8 else '< 0.2'} whatever its truth")
-    if ece is not None and ece > 0.15 and not parts:
-        parts.append(f"the predicted probabilities are off by {ece:.2f} on average (ECE)")
-    if not parts:
-        return None
-    return (f"<b>{html.escape(label)}: the probabilities are not calibrated</b>: " + html.escape("; ".join(parts))
-            + (f" (ECE {ece:.3f})" if ece is not None else "")
-            + ". Do not read them as the chance of a lesion; recalibrate or re-pick the threshold on this site.")
+        calib.append(f"every case got p {'> 0.8' if p.min() > 0.8 else '< 0.2'} whatever its truth")
+    if ece is not None and ece > 0.15:
+        calib.append(f"predicted probabilities are off by {ece:.2f} on average (ECE)")
+    if neg.size and (neg >= thr).mean() >= 0.5:
+        wrong_side.append(f"{int((neg >= thr).sum())} of {neg.size} normal cases were called positive "
+                          f"(p from {neg.min():.2f} to {neg.max():.2f})")
+    if pos.size and (pos < thr).mean() >= 0.5:
+        wrong_side.append(f"{int((pos < thr).sum())} of {pos.size} lesion cases were called normal "
+                          f"(p from {pos.min():.2f} to {pos.max():.2f})")
+    sentences = []
+    if calib:
+        sentences.append(f"<b>{html.escape(label)}: the probabilities are not calibrated</b>: "
+                         f"{html.escape('; '.join(calib))}. Do not read them as the chance of a lesion.")
+    if wrong_side:
+        head = "The" if calib else f"<b>{html.escape(label)}</b>: the"
+        sentences.append(f"{head} threshold {thr:.3f} does not hold here: {html.escape('; '.join(wrong_side))}; "
+                         "re-pick it on this site's own validation cases before use.")
+    return " ".join(sentences) or None
 
 
 def _train_settings(run_dir: Path) -> dict[str, Any]:
@@ -283,7 +288,9 @@ def _training_rows(results: dict[str, dict[str, Any]], out: Path) -> str:
             if key in hp:
                 bits.append(f"{key} {hp[key]}")
         if model.get("arch"):
-            bits.insert(0, f"{model.get('arch')} ({model.get('weights') or 'scratch'})")
+            w = model.get("weights")
+            w = (w.get("source") or w.get("name") or "pretrained") if isinstance(w, dict) else (w or "scratch")
+            bits.insert(0, f"{model.get('arch')} ({w} weights)" if w != "scratch" else f"{model['arch']} (scratch)")
         run_dir = Path(r["run_dir"])
         rel = run_dir.relative_to(out) if run_dir.is_relative_to(out) else run_dir
         curves_png = run_dir / ((card.get("files") or {}).get("plots") or {}).get(
@@ -295,7 +302,7 @@ def _training_rows(results: dict[str, dict[str, Any]], out: Path) -> str:
                     f"<code>{html.escape(str(rel))}/</code></a> (<a href='{html.escape(str(rel))}/model_card.json'>"
                     f"model card</a>, <a href='{html.escape(str(rel))}/metrics.csv'>metrics.csv</a>)</td>"
                     f"<td>{html.escape(count_text)}</td><td>{html.escape('; '.join(bits))}</td><td>{curves}</td></tr>")
-    return ("<table><tr><th>run</th><th>cases (class: n)</th><th>settings</th><th>learning curves</th></tr>"
+    return ("<table class='runs'><tr><th>run</th><th>cases (class: n)</th><th>settings</th><th>learning curves</th></tr>"
             + "".join(rows) + "</table>")
 
 
@@ -348,7 +355,7 @@ def write_report(out: Path, results: dict[str, dict[str, Any]], roc: Path, overl
                                           r[site].get("ece"))
                 if words:
                     calib.append(f"<li>{words}</li>")
-    calib_html = (f"<h3>Calibration</h3><ul class='warn'>{''.join(calib)}</ul>" if calib else
+    calib_html = (f"<h3>Calibration and threshold</h3><ul class='warn'>{''.join(calib)}</ul>" if calib else
                   "<p>No calibration failure found (no site where most cases of a class fall on the wrong side of "
                   "the threshold, ECE at most 0.15).</p>")
 
@@ -376,7 +383,7 @@ def write_report(out: Path, results: dict[str, dict[str, Any]], roc: Path, overl
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right;vertical-align:top}}
 td:first-child{{text-align:left}}figure{{display:inline-block;margin:6px;width:464px;vertical-align:top}}
 figcaption{{font-size:13px}}.note{{background:#f4f6fa;padding:8px 12px;border-left:4px solid #5b7bd5}}
-.warn{{background:#fef2f2;padding:8px 12px;border-left:4px solid #b91c1c}}.small{{font-size:13px;color:#444}}</style>
+.runs td,.runs th{{text-align:left}}.warn{{background:#fef2f2;padding:8px 12px;border-left:4px solid #b91c1c}}.small{{font-size:13px;color:#444}}</style>
 </head><body>
 <h1>medtl demo: nodule vs normal on synthetic chest CT, site A → site B</h1>
 <p class="note">{html.escape(weights_msg)}<br>Runtime {seconds:.0f} s. Synthetic data; not for clinical use.</p>
