@@ -129,3 +129,16 @@ def test_fast_render_matches_the_reference_render():
             a = V.render(scan, plane, 3, (40, 400), sal, alpha=alpha).astype(int)
             b = V.render_fast(scan, plane, 3, (40, 400), sal, alpha=alpha).astype(int)
             assert np.abs(a - b).max() <= 1
+
+
+def test_orientation_letters_of_an_lps_dicom_series(client):
+    files = sorted(p for p in sample_path("series").iterdir() if p.is_file())
+    out = client.predict([gradio_client.handle_file(str(p)) for p in files], "tiny3d", "Grad-CAM", 0.4,
+                         api_name="/upload_page")
+    out = dict(zip(ANALYZE_OUTPUTS, out))
+    assert "| Orientation | LPS |" in out["facts"]
+    info = out["view_info"]  # stored LPS, shown radiologically like the RAS NIfTI
+    assert all(f'data-{k}="{v}"' in info for k, v in {"top": "A", "bottom": "P", "left": "R", "right": "L"}.items())
+    _, info, _ = client.predict("sagittal", 5, 40, 400, 0.4, "Grad-CAM", api_name="/view_page")
+    assert all(f'data-{k}="{v}"' in info for k, v in {"top": "S", "bottom": "I", "left": "A", "right": "P"}.items())
+    assert "**Series:**" in out["study"]
