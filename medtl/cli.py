@@ -347,7 +347,8 @@ def cmd_app(args: argparse.Namespace) -> int:
         if exc.name is None or exc.name.split(".")[0] != "gradio":
             raise
         raise MedtlError("`medtl app` needs Gradio: pip install 'medtl[app]'") from None
-    return serve(args.model, host=args.host, port=args.port, device=args.device)
+    return serve(args.model, host=args.host, port=args.port, device=args.device,
+                 pacs_config=getattr(args, "pacs_config", None))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -548,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--pacs-config", metavar="FILE",
+                   help="PACS settings (YAML, as for `medtl pacs`): adds a 'From PACS' panel (search, open a series, "
+                        "send the result back). Default: MEDTL_PACS_CONFIG, then ~/.config/medtl/pacs.yaml when present")
     p.set_defaults(func=cmd_app)
     return parser
 

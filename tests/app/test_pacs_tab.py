@@ -207,3 +207,36 @@ def test_credentials_are_never_in_the_page_or_the_log(run2d, orthanc, source, pa
     assert len(found) == 1, status
     assert SECRET not in tab.describe() + status + json.dumps(rows)
     assert SECRET not in caplog.text and PATIENT_ID not in caplog.text
+
+
+def test_page_handlers_open_into_the_viewer_and_show_failures_in_the_page(run2d, orthanc, source):  # noqa: F811
+    """The page's own events: the upload box is emptied, the scan and prediction fill the viewer, and a
+    failure clears the previous result with the reason in the error box (as a failed upload does)."""
+    from medtl.app.app import MedtlApp, Session
+    from medtl.app.pacs_tab import SOURCE_DIR, PacsTab
+    from medtl.pacs import PacsConfig
+
+    def quiet(*args, **kwargs):
+        return None
+
+    tab = PacsTab(MedtlApp({"tiny2d": run2d}, device="cpu"), PacsConfig(url=orthanc.url))
+    found, _, _, status = tab.search_page(PATIENT_ID, "", "", "", "", "pacs tab*")
+    assert len(found) == 1, status
+    out = tab.open_page(None, found, "0", "tiny2d", "Grad-CAM", 0.4, quiet)
+    files, s, *rest = out
+    assert files is None and isinstance(s, Session) and s.prediction is not None
+    assert sorted(p.name for p in (s.outdir / SOURCE_DIR).iterdir()) == [f"{pydicom.dcmread(source).SOPInstanceUID}.dcm"]
+    assert not any(p.name.startswith("pacs-") for p in tab.app.workdir.iterdir())  # nothing left behind
+    outdir = s.outdir
+    failed = tab.open_page(s, found, "7", "tiny2d", "Grad-CAM", 0.4, quiet)
+    assert failed[1] is None and "choose one of the series found" in failed[1 + ANALYZE_OUTPUTS.index("error") + 1]
+    assert not outdir.exists()  # the previous session's files went with it
+    assert tab.send_page(None, "Grad-CAM").startswith("⚠")
+
+
+def test_cli_app_takes_a_pacs_config():
+    from medtl.cli import build_parser
+
+    args = build_parser().parse_args(["app", "--model", "runs/x", "--pacs-config", "pacs.yaml"])
+    assert args.pacs_config == "pacs.yaml"
+    assert build_parser().parse_args(["app", "--model", "runs/x"]).pacs_config is None
