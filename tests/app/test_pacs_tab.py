@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import pydicom
 import pytest
@@ -16,7 +17,7 @@ from medtl.demo.cohort import sample_path
 from medtl.errors import MedtlError
 
 # The session's Orthanc (skips with the reason when the pacs extra or Debian's Orthanc is missing).
-from tests.pacs.conftest import MEDTL_AET, orthanc, write_config  # noqa: F401 - `orthanc` is a fixture
+from tests.pacs.conftest import orthanc, write_config  # noqa: F401 - `orthanc` is a fixture
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -66,7 +67,7 @@ def api_names(demo) -> set[str]:
 
 
 def no_pacs_anywhere(monkeypatch, tmp_path):
-    for key in [k for k in __import__("os").environ if k.startswith("MEDTL_PACS_")]:
+    for key in [k for k in os.environ if k.startswith("MEDTL_PACS_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.config/medtl/pacs.yaml
 
@@ -164,8 +165,6 @@ def test_search_open_send_and_read_the_report_back(client, source, run2d, orthan
 
 
 def test_send_needs_a_series_opened_from_the_pacs(client):
-    from medtl.demo.cohort import sample_path
-
     with pytest.raises(gradio_client.exceptions.AppError, match="open a series from the PACS first"):
         client.predict("Grad-CAM", api_name="/pacs_send")
     client.predict([gradio_client.handle_file(str(sample_path("ct2d")))], "tiny2d", "Grad-CAM", 0.4,
