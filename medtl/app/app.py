@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import gradio as gr
 import numpy as np
 from medtl.app import viewer as V
+from medtl.app.limits import app_timeout, call_with_limit
 from medtl.app.study import header_markdown, study_header
 from medtl.app.uploads import stage_upload
 from medtl.errors import MedtlError
@@ -365,9 +366,7 @@ class MedtlApp:
         stage = stage_upload(paths, self.workdir / f"upload-{uuid.uuid4().hex}")
         pick = None if series in (None, "") else int(series)
         try:
-            found = list_series(stage) if detect_format(stage) in ("folder", "zip") else []
-            scan = load_scan(stage, series=pick, progress=False)
-            header = study_header(stage, scan.metadata.get("series_uid")) if scan.format != "image" else {}
+            found, scan, header = call_with_limit(_read_upload, stage, pick, timeout=app_timeout())
         finally:
             if stage.is_dir() and stage.parent == self.workdir:
                 shutil.rmtree(stage, ignore_errors=True)
@@ -629,13 +628,14 @@ class MedtlApp:
                     self.facts_markdown(s, model), info)
 
     def view_page(self, s: Session | None, plane: str, slice_no: float, level: float, width: float, alpha: float,
-                  method: str) -> tuple:
-        """A slice change in the page: the picture and its info line only (the download follows)."""
+                  method: str, where: Any = 0) -> tuple:
+        """A slice change in the page: the picture, its info line and the readout at the pointer's last
+        position on the new slice (the download follows)."""
         if s is None:
             return gr.skip(), gr.skip(), gr.skip()
         s.view_seq += 1
         shown, _, info, *_ = self._draw(s, plane, slice_no, level, width, alpha, method)
-        return self._quick_png(s, shown), info, ""  # the readout was for the previous slice: the next pointer move gives this one's
+        return self._quick_png(s, shown), info, self.pointer(s, plane, slice_no, where)
 
     @staticmethod
     def _quick_png(s: Session, rgb: np.ndarray) -> str:
@@ -725,8 +725,9 @@ class MedtlApp:
         return self._render(s, plane, slice_no, level, width, alpha, method)
 
 
-def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto") -> gr.Blocks:
-    """The page for ``models`` (``{name: run_dir}``; the first is selected)."""
+def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pacs_config: Any = None) -> gr.Blocks:
+    """The page for ``models`` (``{name: run_dir}``; the first is selected). With a PACS configured
+    (``pacs_config``: a file or ``PacsConfig``; else where ``medtl pacs`` looks) it has a "From PACS" panel."""
     app = MedtlApp(models, device=device)
     names = list(app.models)
     with gr.Blocks(title="medtl - scan classifier", delete_cache=(3600, 3600)) as demo:
@@ -811,7 +812,7 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto") -> 
                      api_name="change_method", **busy)
         plane.input(_friendly("change the plane")(app.change_plane), [state, plane, level, width, alpha, method],
                     [slice_sl, image, png_btn], api_name="change_plane", show_progress="hidden").then(
-            _friendly("draw the slice")(app.view_page), view_in, [image, view_info, readout], **page,
+            _friendly("draw the slice")(app.view_page), [*view_in, pointer_box], [image, view_info, readout], **page,
             show_progress="hidden")
         preset.input(_friendly("apply the window")(app.change_preset), [state, preset, plane, slice_sl, alpha, method],
                      [level, width, image, png_btn], api_name="change_window", show_progress="hidden")
@@ -821,7 +822,7 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto") -> 
         fast = _friendly("draw the slice")(app.view_page)
         slow = _friendly("prepare the download")(app.download_page)
         for control in (slice_sl, level, width, alpha):
-            control.input(fast, view_in, [image, view_info, readout], **page, show_progress="hidden",
+            control.input(fast, [*view_in, pointer_box], [image, view_info, readout], **page, show_progress="hidden",
                           trigger_mode="always_last", concurrency_id="view", concurrency_limit=2).then(
                 slow, view_in, [png_btn], **page, show_progress="hidden", trigger_mode="always_last",
                 concurrency_id="download", concurrency_limit=1)
@@ -840,6 +841,10 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto") -> 
                     btn.click(functools.partial(_run_example, app, path),
                               [state, model_dd, method, alpha], [files, *analyze_out], api_visibility="undocumented",
                               **busy)
+        from medtl.app.pacs_tab import add_pacs_tab  # the "From PACS" panel, only when a PACS is configured
+
+        add_pacs_tab(app, pacs_config, container=example_box, state=state, files=files, model=model_dd, method=method,
+                     alpha=alpha, outputs=analyze_out)
     return demo
 
 
@@ -847,6 +852,15 @@ def _run_example(app: MedtlApp, path: str, previous: Session | None, model: str,
                  progress: gr.Progress = gr.Progress()) -> tuple:
     """A built-in sample, shown in the upload box and analysed like an upload."""
     return ([path], *app.analyze_page(previous, [path], None, model, method, alpha, progress))
+
+
+def _read_upload(stage: Path, pick: int | None) -> tuple[list[dict], Scan, dict]:
+    """Series found, the scan and its study header: what one upload request reads (under the
+    wall-clock limit of :func:`medtl.app.limits.call_with_limit`)."""
+    found = list_series(stage) if detect_format(stage) in ("folder", "zip") else []
+    scan = load_scan(stage, series=pick, progress=False)
+    header = study_header(stage, scan.metadata.get("series_uid")) if scan.format != "image" else {}
+    return found, scan, header
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any) -> tuple:
@@ -873,11 +887,12 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, stop)
 
 
-def serve(model_specs: Sequence[str], host: str = "127.0.0.1", port: int = 7860, device: str = "auto") -> int:
+def serve(model_specs: Sequence[str], host: str = "127.0.0.1", port: int = 7860, device: str = "auto",
+          pacs_config: str | None = None) -> int:
     """Build the page for the given runs and serve it until interrupted."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
-    demo = build_app(model_choices(model_specs), device=device)
+    demo = build_app(model_choices(model_specs), device=device, pacs_config=pacs_config)
     print(f"medtl app: serving on http://{host}:{port} (Ctrl+C to stop)")
     _stop_on_sigterm()
     launch(demo, host=host, port=port)

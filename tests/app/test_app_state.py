@@ -80,7 +80,7 @@ def test_view_info_letters_position_and_scale_bar(client):
     info = out["view_info"]
     assert 'data-top="A"' in info and 'data-bottom="P"' in info and 'data-left="R"' in info and 'data-right="L"' in info
     assert "Axial slice 16 of 32" in info and "position " in info and " mm" in info and "scale bar 50 mm" in info
-    picture, info, readout = client.predict("coronal", 10, 40, 400, 0.4, "Grad-CAM", api_name="/view_page")
+    picture, info, readout = client.predict("coronal", 10, 40, 400, 0.4, "Grad-CAM", 0, api_name="/view_page")
     assert 'data-top="S"' in info and "Coronal slice 10 of 64" in info
 
 
@@ -95,6 +95,10 @@ def test_pointer_readout_is_the_voxel_value(client):
         voxel = V.picture_to_voxel(disp, "axial", index, size, row, col)
         assert text == f"Pointer: {disp.array[voxel]:.0f} HU at voxel ({voxel[0]}, {voxel[1]}, {voxel[2]})"
     assert client.predict("axial", 16, 0, api_name="/pointer") == ""
+    # a slice change gives the readout at the pointer's last position on the new slice
+    _, _, readout = client.predict("axial", 20, 40, 400, 0.4, "Grad-CAM", 192 * 65536 + 192 + 1, api_name="/view_page")
+    voxel = V.picture_to_voxel(disp, "axial", 19, size, 192, 192)
+    assert voxel[2] == 19 and readout == f"Pointer: {disp.array[voxel]:.0f} HU at voxel ({voxel[0]}, {voxel[1]}, 19)"
 
 
 def test_study_header_shown_but_never_logged_or_written(client, caplog, tmp_path):
@@ -110,7 +114,7 @@ def test_study_header_shown_but_never_logged_or_written(client, caplog, tmp_path
 
 def test_scrolling_draws_fast_pictures_and_the_download_follows_the_slice(client):
     upload(client, sample_path("ct3d"), "tiny3d")
-    picture, info, readout = client.predict("axial", 10, 40, 400, 0.4, "Grad-CAM", api_name="/view_page")
+    picture, info, readout = client.predict("axial", 10, 40, 400, 0.4, "Grad-CAM", 0, api_name="/view_page")
     assert "Axial slice 10 of 32" in info and readout == ""
     with Image.open(picture) as img:
         assert img.format == "PNG" and (img.height, img.width) == V.display_size((64, 64), 1.0)
@@ -139,6 +143,6 @@ def test_orientation_letters_of_an_lps_dicom_series(client):
     assert "| Orientation | LPS |" in out["facts"]
     info = out["view_info"]  # stored LPS, shown radiologically like the RAS NIfTI
     assert all(f'data-{k}="{v}"' in info for k, v in {"top": "A", "bottom": "P", "left": "R", "right": "L"}.items())
-    _, info, _ = client.predict("sagittal", 5, 40, 400, 0.4, "Grad-CAM", api_name="/view_page")
+    _, info, _ = client.predict("sagittal", 5, 40, 400, 0.4, "Grad-CAM", 0, api_name="/view_page")
     assert all(f'data-{k}="{v}"' in info for k, v in {"top": "S", "bottom": "I", "left": "A", "right": "P"}.items())
     assert "**Series:**" in out["study"]

@@ -112,9 +112,11 @@ def test_viewer_wheel_keys_letters_readout_and_stale_results(browser, served, tm
     page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.55)
     readout = page.locator("#medtl-readout")
     expect(readout).to_contain_text(", 13)", timeout=10_000)  # a voxel of the slice shown (index 13)
-    text = readout.inner_text()
-    voxel = tuple(int(v) for v in text.split("voxel (")[1].rstrip(")").split(","))
-    assert voxel[2] == 13 and text.startswith(f"Pointer: {disp.array[voxel]:.0f} HU")
+    import re
+
+    found = re.search(r"Pointer: (-?\d+) HU at voxel \((\d+), (\d+), (\d+)\)", readout.inner_text())
+    value, voxel = int(found.group(1)), tuple(int(v) for v in found.groups()[1:])
+    assert voxel[2] == 13 and value == round(float(disp.array[voxel]))
     page.screenshot(path=str(tmp_path / "viewer_axial.png"), full_page=True)
 
     # switch to the 2D model: it refuses the volume -> decision and probabilities cleared, card follows
