@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="run directory written by `medtl train`")
     p.add_argument("--data", help="dataset (manifest CSV, class folders, .npz); default: the training data")
     p.add_argument("--split", default="test", help="split to evaluate (train/val/test/all)")
-    p.add_argument("--out", help="folder for metrics JSON and plots")
+    p.add_argument("--out", help="folder for metrics JSON and plots (default: RUN/evaluations/SPLIT_DATA[_OVERRIDES])")
     p.add_argument("--json", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data.* overrides, e.g. data.filter.site=B")
     p.set_defaults(func=cmd_evaluate)

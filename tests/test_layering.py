@@ -29,7 +29,8 @@ ALLOWED = {
     "infer": {"errors", "_fileutil", "io", "transforms", "models", "explain", "runs", "guard"},
     "demo": {"errors", "_fileutil", "_paths", "io", "transforms", "models", "data", "explain", "runs", "config",
              "train", "infer", "guard"},
-    "app": {"errors", "_fileutil", "io", "transforms", "models", "explain", "runs", "infer", "demo", "guard"},
+    "app": {"errors", "_fileutil", "io", "transforms", "models", "explain", "runs", "infer", "demo", "guard",
+            "pacs"},
     "pacs": {"errors", "_fileutil", "io", "runs", "infer", "explain", "guard"},
 }
 
