@@ -144,3 +144,24 @@ def test_viewer_wheel_keys_letters_readout_and_stale_results(browser, served, tm
     page.screenshot(path=str(tmp_path / "failed_upload.png"), full_page=True)
     assert "Traceback" not in page.locator("body").inner_text()
     page.close()
+
+
+def test_out_of_distribution_banner_is_shown_above_the_probability(browser, served, tmp_path):
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    blank = tmp_path / "blank.png"  # nothing like the CT slices the 2D model learnt from
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(blank)
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(served)
+    page.locator("#medtl-model input").click()
+    page.get_by_role("option", name="tiny2d").click()
+    page.locator("#medtl-upload input[type=file]").set_input_files(str(blank))
+    banner = page.locator("#medtl-banner")
+    expect(banner).to_contain_text("Outside what this model was trained on: the probability is not meaningful",
+                                   timeout=120_000)
+    box_banner, box_probs = banner.bounding_box(), page.locator("#medtl-probs").bounding_box()
+    assert box_banner["y"] < box_probs["y"]  # above the probability
+    page.screenshot(path=str(tmp_path / "ood_banner.png"), full_page=True)
+    page.close()
