@@ -165,3 +165,22 @@ def test_out_of_distribution_banner_is_shown_above_the_probability(browser, serv
     assert box_banner["y"] < box_probs["y"]  # above the probability
     page.screenshot(path=str(tmp_path / "ood_banner.png"), full_page=True)
     page.close()
+
+
+def test_orientation_letters_of_an_axial_lps_dicom_series(browser, served, tmp_path):
+    from playwright.sync_api import expect
+
+    from medtl.demo.cohort import sample_path
+
+    files = sorted(str(p) for p in sample_path("series").glob("*.dcm"))  # LPS voxel axes, one file a slice
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(served)
+    page.locator("#medtl-model input").click()
+    page.get_by_role("option", name="tiny3d").click()
+    page.locator("#medtl-upload input[type=file]").set_input_files(files)
+    expect(page.locator("#medtl-decision")).to_contain_text("Model: tiny3d", timeout=120_000)
+    expect(page.locator("#medtl-ori-right")).to_have_text("L", timeout=10_000)
+    # radiological axial view, as for the RAS NIfTI: anterior up, the patient's left on the image's right
+    assert _letters(page) == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
+    page.screenshot(path=str(tmp_path / "series_axial.png"), full_page=True)
+    page.close()
