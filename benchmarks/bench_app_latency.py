@@ -1,11 +1,11 @@
 """Browser benchmark: time from a mouse-wheel event over the image to the next slice drawn.
 
-    python tests/app/bench_slice_latency.py RUN3D [--n 40] [--size 512] [--out latency.json]
+    python benchmarks/bench_app_latency.py RUN3D [--n 40] [--size 512] [--out latency.json]
 
 Serves the app with the 3D run, uploads a synthetic CT volume of ``size``² × 40 slices (HU), and in
 headless Chromium dispatches ``n`` wheel events over the viewer one after another, timing each from the
 event to the new picture decoded and painted (the next animation frame). Prints p50/p90/max in ms.
-Not a test (pytest does not collect it); the issue's target is p50 < 150 ms for 512² on a 2-core machine.
+The issue's target is p50 < 150 ms for 512² on a 2-core machine.
 """
 
 from __future__ import annotations
