@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 import traceback

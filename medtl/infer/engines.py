@@ -3,8 +3,8 @@
 Every engine runs the same :func:`load_study` on each study, so they give the same
 network inputs; only where the work happens differs:
 
-- ``"local"``: torch ``DataLoader`` worker processes (or this process with ``workers=0``),
-  results in study order.
+- ``"local"``: worker processes of :mod:`medtl.infer.isolate` (or this process with
+  ``workers=0``), results in study order, each study under a wall-clock limit.
 - ``"ray"``: Ray tasks (a local Ray, or a cluster), results in completion order, a bounded
   number in flight.
 
@@ -97,34 +97,7 @@ def stream_studies(engine: str, studies: Sequence[Study], prep: dict[str, Any], 
     raise MedtlError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
 
 
-# --- local: torch DataLoader workers --------------------------------------------------------------
-
-class _StudyDataset:
-    """Map-style dataset for the torch DataLoader: item ``i`` is ``load_study(studies[i])``."""
-
-    def __init__(self, studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool) -> None:
-        self.studies = list(studies)
-        self.prep = prep
-        self.keep_scan = keep_scan
-
-    def __len__(self) -> int:
-        return len(self.studies)
-
-    def __getitem__(self, i: int) -> Item:
-        return load_study(self.studies[i], self.prep, self.keep_scan)
-
-
-def _identity(x: Any) -> Any:
-    return x
-
-
-def _close_fds(fds: tuple[int, ...], _worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: drop the worker's forked copies of the output lock, so a killed run's
-    workers, which outlive it by up to torch's 5 s liveness check, never keep a resumed run locked out."""
-    for fd in fds:
-        with contextlib.suppress(OSError):  # not inherited (spawn start method)
-            os.close(fd)
-
+# --- local: isolated worker processes -------------------------------------------------------------
 
 def local_stream(studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool, workers: int,
                  batch_size: int, lock_fds: tuple[int, ...] = (),

@@ -7,8 +7,8 @@ How it runs:
 
 - **Discovery** (:mod:`medtl.infer.studies`) lists the studies and their keys; files that
   cannot be studies (unrecognised content, empty folders) go straight to ``errors.csv``.
-- **Streaming**: worker processes (a torch ``DataLoader``; or Ray tasks with
-  ``engine="ray"``) decode and preprocess ahead; the main process batches the tensors and
+- **Streaming**: worker processes (:mod:`medtl.infer.isolate`, a wall-clock limit per study;
+  or Ray tasks with ``engine="ray"``) decode and preprocess ahead; the main process batches the tensors and
   runs the model. Both engines (:mod:`medtl.infer.engines`) call the same :func:`load_study`,
   and inference always happens in the calling process, so the engines give the same scores.
 - **Resumable**: each batch's rows go to ``scores.csv`` in one write, then flush + fsync.
