@@ -64,8 +64,14 @@ def _worker(conn: Any, load: Callable[..., dict], args: tuple, lock_fds: tuple[i
         import torch
 
         torch.set_num_threads(1)
+    parent = os.getppid()
     while True:
         try:
+            # A killed parent never closes the pipe (its other workers hold copies of it): watch
+            # for being re-parented instead, so a SIGKILLed run leaves no worker behind.
+            while not conn.poll(1.0):
+                if os.getppid() != parent:
+                    return
             msg = conn.recv()
         except (EOFError, OSError):
             return

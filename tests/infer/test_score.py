@@ -26,6 +26,22 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def _processes_naming(path: Path) -> list[int]:
+    """PIDs of live processes whose command line names ``path`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = next((ln for ln in (entry / "status").read_text().splitlines() if ln.startswith("State:")), "")
+        except OSError:
+            continue
+        if str(path).encode() in cmdline and "zombie" not in state:
+            found.append(int(entry.name))
+    return found
+
+
 def _check_acceptance(folder: Path, out: Path, expected: dict, predictor: Predictor) -> None:
     """Each good study exactly once, each bad one in errors.csv with its reason, whole lines only."""
     raw = out.read_bytes()
@@ -97,6 +113,10 @@ def test_killed_run_resumes_with_nothing_lost_or_duplicated(tmp_path, run3d, p3d
     finally:
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    leftover_deadline = time.monotonic() + 20  # its worker processes notice and leave
+    while _processes_naming(out) and time.monotonic() < leftover_deadline:
+        time.sleep(0.2)
+    assert not _processes_naming(out), "worker processes outlived the killed run"
     n_before = len(_rows(out))
     assert 2 <= n_before < 26
     # a kill in the middle of a write leaves a partial last line: resume must drop it
