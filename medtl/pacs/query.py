@@ -123,42 +123,35 @@ def instance_path(root: str | os.PathLike, study_uid: str, series_uid: str, sop_
     return Path(root) / study_uid / series_uid / f"{sop_uid}.dcm"
 
 
-def write_instance(root: str | os.PathLike, ds: Any) -> tuple[Path, bool]:
-    """Write a pydicom dataset under ``root`` (atomically); ``(path, written)`` - ``False`` when
-    the instance was already there (a resumed pull, a re-sent instance)."""
-    path = instance_path(root, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
+def _write_new(path: Path, write: Any) -> tuple[Path, bool]:
+    """``write(fh)`` into ``path`` unless it exists: a hidden ``.part`` file, fsynced, then renamed,
+    so a kill never leaves half an instance under the name that resume looks for."""
     if path.exists():
         return path, False
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
         with open(tmp, "wb") as fh:
-            ds.save_as(fh, enforce_file_format=True)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path, True
+
+
+def write_instance(root: str | os.PathLike, ds: Any) -> tuple[Path, bool]:
+    """Write a pydicom dataset under ``root`` (atomically); ``(path, written)`` - ``False`` when
+    the instance was already there (a resumed pull, a re-sent instance)."""
+    path = instance_path(root, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
+    return _write_new(path, lambda fh: ds.save_as(fh, enforce_file_format=True))
 
 
 def write_raw_instance(root: str | os.PathLike, study_uid: str, series_uid: str, sop_uid: str,
                        data: bytes) -> tuple[Path, bool]:
     """Like :func:`write_instance` for the bytes of a Part 10 file."""
-    path = instance_path(root, study_uid, series_uid, sop_uid)
-    if path.exists():
-        return path, False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path, True
+    return _write_new(instance_path(root, study_uid, series_uid, sop_uid), lambda fh: fh.write(data))
 
 
 def present_instances(root: str | os.PathLike, study_uid: str, series_uid: str) -> set[str]:
