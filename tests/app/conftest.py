@@ -27,17 +27,22 @@ def run3d(train_tiny) -> Path:
     return train_tiny("tiny3d", *TINY_2D, *TINY_3D)
 
 
-@pytest.fixture(scope="session")
-def served(run2d, run3d):
-    """The app for both runs, served on a free loopback port: yields its URL."""
+def serve_app(models: dict, **build_kwargs):
+    """Build the app for ``models`` and serve it on a free loopback port: yields its URL, then closes it."""
     from medtl.app.app import build_app, launch
 
-    demo = build_app({"tiny2d": run2d, "tiny3d": run3d}, device="cpu")
+    demo = build_app(models, device="cpu", **build_kwargs)
     _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True)
     try:
         yield url
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="session")
+def served(run2d, run3d):
+    """The app for both runs, served on a free loopback port: yields its URL."""
+    yield from serve_app({"tiny2d": run2d, "tiny3d": run3d})
 
 
 @pytest.fixture

@@ -47,14 +47,9 @@ def pacs_yaml(orthanc, tmp_path_factory):  # noqa: F811
 @pytest.fixture(scope="module")
 def served(run2d, pacs_yaml):
     """The app for the 2D run with the PACS panel, served on a free loopback port."""
-    from medtl.app.app import build_app, launch
+    from .conftest import serve_app
 
-    demo = build_app({"tiny2d": run2d}, device="cpu", pacs_config=str(pacs_yaml))
-    _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True)
-    try:
-        yield url
-    finally:
-        demo.close()
+    yield from serve_app({"tiny2d": run2d}, pacs_config=str(pacs_yaml))
 
 
 @pytest.fixture
