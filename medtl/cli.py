@@ -134,9 +134,16 @@ def cmd_configs(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from medtl.config import load_config
-    from medtl.train.run import train
+    from medtl.train.run import find_learning_rate, train
 
     cfg = load_config(args.config, args.overrides)
+    if args.find_lr:
+        found = find_learning_rate(cfg, args.out)
+        end = " (the loss diverged before the end of the sweep)" if found.stopped_early else ""
+        print(f"suggested learning rate {found.suggestion:.3g} (range test {found.start:g} to {found.end:g} over "
+              f"{len(found.lrs)} steps{end}); plot: {Path(args.out) / 'plots' / 'lr_find.png'}\n"
+              f"use it with train.lr={found.suggestion:.3g}, or let every run pick its own with train.lr=auto")
+        return 0
     result = train(cfg, args.out, resume=args.resume)
     test = result.metrics.get("test", {})
     if test:
@@ -412,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file, or the name of a shipped recipe (`medtl configs` lists them)")
     p.add_argument("--out", required=True, help="run directory (model, model card, metrics, plots)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--find-lr", action="store_true",
+                   help="only run a learning-rate range test: suggest train.lr, plot in OUT/plots/lr_find.png")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.epochs=5 data.path=x.npz")
     p.set_defaults(func=cmd_train)
 

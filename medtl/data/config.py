@@ -17,6 +17,8 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.15, ge=0, lt=1)  #: used when the data has no split
     test_fraction: float = Field(0.15, ge=0, lt=1)
     train_fraction: float = Field(1.0, gt=0, le=1)  #: stratified subsample of train (e.g. 0.1)
+    train_size: Optional[int] = Field(None, ge=1)  #: or a stratified subsample of this many training images
+    max_per_class: Optional[int] = Field(None, ge=1)  #: then at most this many training images per class
     class_names: Optional[list[str]] = None  #: default: from the data
     cache: Literal["memory", "disk", "none"] = "memory"  #: decoded+preprocessed tensors
     cache_dir: Optional[str] = None

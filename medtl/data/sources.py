@@ -266,8 +266,8 @@ def load_items(cfg: DataConfig, seed: int = 0) -> Cohort:
     Splits: a manifest's ``split`` column or the .npz / split folders are used as
     given; a source with a train split but no val split gets ``val_fraction`` of
     its train items as val (grouped by patient); a source without splits is
-    split with :func:`~medtl.data.make_splits`. ``train_fraction < 1`` keeps a
-    stratified subsample of train.
+    split with :func:`~medtl.data.make_splits`. ``train_fraction < 1``, ``train_size``
+    and ``max_per_class`` keep a stratified, seeded subsample of train (val and test untouched).
     """
     if not cfg.path:
         raise ConfigError("data.path is empty (give a manifest .csv, a class-folder tree or a MedMNIST .npz)")
@@ -290,8 +290,9 @@ def load_items(cfg: DataConfig, seed: int = 0) -> Cohort:
         train = [it for it in items if it["split"] == "train"]
         carved = {id(it): s["split"] for it, s in zip(train, make_splits(train, cfg.val_fraction, 0.0, seed))}
         items = [dict(it, split="val" if carved.get(id(it)) == "val" else it["split"]) for it in items]
-    if cfg.train_fraction < 1:
-        train = subsample([it for it in items if it["split"] == "train"], cfg.train_fraction, seed)
+    if cfg.train_fraction < 1 or cfg.train_size is not None or cfg.max_per_class is not None:
+        train = subsample([it for it in items if it["split"] == "train"], cfg.train_fraction, seed,
+                          size=cfg.train_size, max_per_class=cfg.max_per_class)
         keep = {id(it) for it in train}
         items = [it for it in items if it["split"] != "train" or id(it) in keep]
     cohort.items = items

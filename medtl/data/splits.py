@@ -118,20 +118,39 @@ def _grouped_assign(labels: np.ndarray, groups: list[str], val_fraction: float, 
     return assign
 
 
-def subsample(items: Sequence[dict], fraction: float, seed: int = 0) -> list[dict]:
-    """A stratified random ``fraction`` of ``items`` (at least one per class), in their original order."""
+def subsample(items: Sequence[dict], fraction: float = 1.0, seed: int = 0, *, size: int | None = None,
+              max_per_class: int | None = None) -> list[dict]:
+    """A stratified, seeded subset of ``items`` in their original order (at least one per class).
+
+    ``fraction`` keeps that share, ``size`` that many items (for learning curves at fixed
+    cohort sizes); ``max_per_class`` then caps every class at that many. The same seed
+    gives the same subset, and a smaller ``size`` is not a subset of a larger one.
+    """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if size is not None and size < 1:
+        raise ValueError(f"size must be at least 1, got {size}")
+    if max_per_class is not None and max_per_class < 1:
+        raise ValueError(f"max_per_class must be at least 1, got {max_per_class}")
     items = list(items)
-    if fraction == 1 or len(items) < 2:
+    if len(items) < 2:
         return items
     labels = np.asarray([int(it["label"]) for it in items])
     n_classes = len(set(labels.tolist()))
-    n_keep = max(n_classes, int(round(fraction * len(items))))
-    if n_keep >= len(items):
-        return items
-    strat = _stratify_or_none(labels.tolist(), "subsample")
-    if strat is not None and len(items) - n_keep < n_classes:
-        strat = None
-    keep, _ = train_test_split(np.arange(len(items)), train_size=n_keep, random_state=seed, stratify=strat)
-    return [items[i] for i in sorted(keep)]
+    keep = np.arange(len(items))
+    n_keep = int(round(fraction * len(items))) if size is None else min(size, len(items))
+    n_keep = max(n_classes, n_keep)
+    if n_keep < len(items):
+        strat = _stratify_or_none(labels.tolist(), "subsample")
+        if strat is not None and len(items) - n_keep < n_classes:
+            strat = None
+        keep, _ = train_test_split(keep, train_size=n_keep, random_state=seed, stratify=strat)
+    if max_per_class is not None:
+        rng = np.random.default_rng(seed)
+        capped = []
+        for c in np.unique(labels[keep]):
+            members = keep[labels[keep] == c]
+            capped.append(members if len(members) <= max_per_class
+                          else rng.choice(members, size=max_per_class, replace=False))
+        keep = np.concatenate(capped)
+    return [items[i] for i in sorted(keep.tolist())]

@@ -12,10 +12,14 @@ from medtl._schema import Section as _Section
 class TrainConfig(_Section):
     strategy: Literal["linear", "partial", "full", "gradual"] = "gradual"
     epochs: int = Field(10, ge=1)
+    #: at least this many optimiser steps: a small cohort gets more epochs (epochs =
+    #: max(epochs, ceil(min_steps / batches per epoch))), so the schedule does not shrink with it
+    min_steps: int = Field(0, ge=0)
     freeze_epochs: int = Field(1, ge=0)  #: gradual: epochs with only the head training
     unfreeze_stages: int = Field(2, ge=1)  #: partial: how many last stages train
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    #: peak learning rate, or ``auto``: a learning-rate range test (``medtl train --find-lr``) picks it
+    lr: Union[float, Literal["auto"]] = 1e-3
     lr_decay: float = Field(0.3, gt=0, le=1)  #: discriminative lr: each earlier stage x this
     weight_decay: float = Field(0.01, ge=0)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"

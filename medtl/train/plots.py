@@ -36,6 +36,7 @@ __all__ = [
     "plot_calibration",
     "plot_confusion",
     "plot_learning_curves",
+    "plot_lr_find",
     "plot_pr",
     "plot_pr_multiclass",
     "plot_roc",
@@ -425,3 +426,20 @@ def save_evaluation_plots(
             title="Reliability diagram (top label)", xlabel="confidence (max probability)",
             ylabel="accuracy")
     return paths
+
+
+def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], suggestion: float,
+                 path: str | os.PathLike) -> Path:
+    """The learning-rate range test (:func:`medtl.train.lr_finder.find_lr`): smoothed loss against
+    learning rate on a log axis, the suggested rate marked."""
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.add_subplot()
+    ax.plot(list(lrs), list(losses), color="C0")
+    ax.axvline(suggestion, color="C3", linestyle="--", label=f"suggested lr {suggestion:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.set_title("Learning-rate range test")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

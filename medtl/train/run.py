@@ -4,6 +4,8 @@ and ``evaluate`` of a finished run on another dataset or split."""
 from __future__ import annotations
 
 import csv
+import json
+import math
 import logging
 import datetime as _dt
 import os
@@ -65,6 +67,21 @@ class PreparedData:
     val_ds: Any
     test_ds: Any
     train_transform: Any
+    cfg: Config  #: the config with ``preprocess.channels: auto`` resolved
+
+
+def resolve_channels(cfg: Config, train_items: list[dict]) -> Config:
+    """``preprocess.channels: auto`` -> 3 when the first training image is colour, else 1 (a copy)."""
+    if cfg.preprocess.channels != "auto":
+        return cfg
+    if not train_items:
+        raise MedtlError(f"{cfg.data.path}: preprocess.channels=auto needs a training image to look at")
+    from medtl.transforms.load import as_scan
+
+    cfg = cfg.model_copy(deep=True)
+    cfg.preprocess.channels = 3 if as_scan(train_items[0]["image"]).is_color else 1
+    log.info("preprocess.channels=auto -> %d", cfg.preprocess.channels)
+    return cfg
 
 
 def prepare_data(cfg: Config, progress: bool = True) -> PreparedData:
@@ -73,6 +90,7 @@ def prepare_data(cfg: Config, progress: bool = True) -> PreparedData:
     from medtl.transforms import Preprocessing
 
     cohort = load_items(cfg.data, seed=cfg.train.seed)
+    cfg = resolve_channels(cfg, cohort.split("train"))
     prep = Preprocessing.from_config(cfg.preprocess)
     common = dict(cache=cfg.data.cache, cache_dir=cfg.data.cache_dir, num_workers=cfg.data.num_workers,
                   cache_key=prep.fingerprint(), progress=progress)
@@ -82,7 +100,7 @@ def prepare_data(cfg: Config, progress: bool = True) -> PreparedData:
     val_items, test_items = cohort.split("val"), cohort.split("test")
     val_ds = build_dataset(val_items, eval_tf, **common) if val_items else None
     test_ds = build_dataset(test_items, eval_tf, **common) if test_items else None
-    return PreparedData(cohort, prep, train_ds, val_ds, test_ds, train_tf)
+    return PreparedData(cohort, prep, train_ds, val_ds, test_ds, train_tf, cfg)
 
 
 def _augments(cfg: Config) -> bool:
@@ -122,6 +140,55 @@ def _threshold(cfg: Config, val_labels: np.ndarray | None, val_probs: np.ndarray
     return 0.5
 
 
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch of ``n_train`` images (the last partial batch is dropped when
+    there is more than one batch, as :func:`medtl.train.engine.make_train_loader` does)."""
+    return max(1, n_train // batch_size) if n_train > batch_size else 1
+
+
+def with_min_steps(cfg: Config, n_train: int) -> Config:
+    """``cfg`` with ``train.epochs`` raised so that the run takes at least ``train.min_steps`` steps."""
+    tc = cfg.train
+    if not tc.min_steps:
+        return cfg
+    epochs = max(tc.epochs, math.ceil(tc.min_steps / steps_per_epoch(n_train, tc.batch_size)))
+    if epochs == tc.epochs:
+        return cfg
+    log.info("train.min_steps=%d -> %d epochs of %d images", tc.min_steps, epochs, n_train)
+    cfg = cfg.model_copy(deep=True)
+    cfg.train.epochs = epochs
+    return cfg
+
+
+def run_lr_finder(model: nn.Module, data: PreparedData, cfg: Config, out: Path | None):
+    """The learning-rate range test on the training data (a copy of ``model`` trains; ``model`` is
+    untouched); with ``out``, writes ``out/lr_find.json`` and ``out/plots/lr_find.png``."""
+    from medtl.train.engine import make_train_loader
+    from medtl.train.lr_finder import find_lr
+    from medtl.train.plots import plot_lr_find
+
+    device = resolve_device(cfg.train.device)
+    loader, _, generator = make_train_loader(data.train_ds, cfg, device)
+    generator.manual_seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)
+    result = find_lr(model, loader, cfg.train, device)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "lr_find.json", result.to_dict())
+        plot_lr_find(result.lrs, result.losses, result.suggestion, out / "plots" / "lr_find.png")
+    return result
+
+
+def find_learning_rate(cfg: Config, out_dir: str | os.PathLike, progress: bool = True):
+    """``medtl train --find-lr``: only the range test; writes ``lr_find.json`` and the plot in ``out_dir``."""
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    data = prepare_data(cfg, progress)
+    if len(data.train_ds) == 0:
+        raise MedtlError(f"{cfg.data.path}: the train split is empty")
+    model = build_model(data.cfg, len(data.cohort.class_names), progress=progress)
+    return run_lr_finder(model, data, with_min_steps(data.cfg, len(data.train_ds)), Path(out_dir))
+
+
 def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
           max_epochs_this_run: int | None = None) -> RunResult:
     """Fine-tune per ``cfg`` and write the run directory (see module docstring).
@@ -151,12 +218,23 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         if not resume and (out / "checkpoints" / "last.pt").exists():
             raise MedtlError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
     data = prepare_data(cfg, progress and is_main)
-    cohort, prep = data.cohort, data.prep
+    cfg, cohort, prep = data.cfg, data.cohort, data.prep
     train_ds, val_ds, test_ds, train_tf = data.train_ds, data.val_ds, data.test_ds, data.train_transform
     class_names = cohort.class_names
     if len(train_ds) == 0:
         raise MedtlError(f"{cfg.data.path}: the train split is empty")
     model = build_model(cfg, len(class_names), progress=progress)
+    cfg = with_min_steps(cfg, len(train_ds))
+    lr_finder = None
+    if cfg.train.lr == "auto":
+        if resume and (out / "lr_find.json").is_file():  # the resumed run keeps the rate it started with
+            lr_finder = json.loads((out / "lr_find.json").read_text())
+        else:
+            lr_finder = run_lr_finder(model, data, cfg, out if is_main else None).to_dict()
+        cfg = cfg.model_copy(deep=True)
+        cfg.train.lr = lr_finder["suggestion"]
+        log.info("train.lr=auto -> %.3g (learning-rate range test)", cfg.train.lr)
+    tc = cfg.train
     if is_main:
         cfg.save(out / "config.yaml")
 
@@ -223,6 +301,9 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         "preprocessing": prep.to_dict(),
         "training": {
             "strategy": tc.strategy, "epochs": tc.epochs, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
+            "steps_per_epoch": steps_per_epoch(len(train_ds), tc.batch_size), "min_steps": tc.min_steps,
+            "lr": tc.lr, **({"lr_finder": {"suggestion": lr_finder["suggestion"], "plot": "plots/lr_find.png"}}
+                            if lr_finder else {}),
             "monitor": tc.monitor, "best_score": state.best_score, "seed": tc.seed,
             "augment": cfg.augment.model_dump(mode="json"),
             "data": {"source": Path(cfg.data.path).name, "format": cohort.format, "counts": cohort.counts(),

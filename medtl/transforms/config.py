@@ -18,7 +18,8 @@ class PreprocessConfig(_Section):
     spacing: Optional[list[float]] = None  #: resample to this spacing (mm) before resizing
     window: str = "auto"  #: auto | none | percentile | a CT preset (lung, soft_tissue, ...) | "C/W"
     percentiles: tuple[float, float] = (0.5, 99.5)
-    channels: int = Field(1, ge=1)  #: channels fed to the network (1 gray, 3 RGB, 2.5D slices)
+    #: channels fed to the network (1 gray, 3 RGB); auto: 3 when the training images are colour, else 1
+    channels: Union[int, Literal["auto"]] = 1
     normalize: Literal["imagenet", "zscore", "none"] = "imagenet"
 
 

@@ -53,3 +53,22 @@ def test_subsample_is_stratified_and_ordered():
     assert subsample(items, 1.0) == items
     assert {it["label"] for it in subsample(items, 0.001)} == {0, 1}  # at least one per class
     assert [it["image"] for it in subsample(items, 0.1, seed=1)] == [it["image"] for it in sub]
+
+
+def test_subsample_by_size_and_per_class_cap():
+    items = _items(200, patients=False)  # 150 of class 0, 50 of class 1
+    sized = subsample(items, size=40, seed=2)
+    assert len(sized) == 40 and Counter(it["label"] for it in sized) == {0: 30, 1: 10}
+    assert [it["image"] for it in subsample(items, size=40, seed=2)] == [it["image"] for it in sized]
+    assert [it["image"] for it in subsample(items, size=40, seed=3)] != [it["image"] for it in sized]
+    capped = subsample(items, max_per_class=20, seed=0)
+    assert Counter(it["label"] for it in capped) == {0: 20, 1: 20}
+    both = subsample(items, size=100, max_per_class=30, seed=0)
+    assert Counter(it["label"] for it in both) == {0: 30, 1: 25}
+    pos = [items.index(it) for it in both]
+    assert pos == sorted(pos)
+    assert subsample(items, size=10_000) == items
+    with pytest.raises(ValueError):
+        subsample(items, size=0)
+    with pytest.raises(ValueError):
+        subsample(items, max_per_class=0)

@@ -152,3 +152,41 @@ def test_batchnorm_reestimate_sets_statistics_from_the_data(tmp_path, monkeypatc
     monkeypatch.setattr(bn, "reestimate_batchnorm", lambda m, batches, device=None: seen.append(real(m, batches, device)))
     train(tiny_cfg("train.batchnorm=reestimate", "train.epochs=1"), tmp_path / "bn", progress=False)
     assert seen and seen[0] > 0  # batches seen before the first epoch
+
+
+def test_min_steps_lr_auto_and_channels_auto(tmp_path):
+    """A small cohort gets epochs from ``min_steps``; ``lr=auto`` trains at the range test's suggestion."""
+    out = tmp_path / "run"
+    card = train(tiny_cfg("train.epochs=1", "train.min_steps=12", "train.lr=auto", "preprocess.channels=auto"),
+                 out, progress=False).card
+    tr = card["training"]
+    assert tr["epochs"] == -(-12 // tr["steps_per_epoch"]) > 1
+    with open(out / "metrics.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == tr["epochs"]
+    found = json.loads((out / "lr_find.json").read_text())
+    assert found["start"] <= found["suggestion"] <= found["end"]
+    assert tr["lr"] == found["suggestion"] == load_config(out / "config.yaml").train.lr
+    assert tr["lr_finder"]["plot"] == "plots/lr_find.png" and (out / "plots" / "lr_find.png").stat().st_size > 0
+    assert card["preprocessing"]["channels"] == 1  # the sample cohort is gray
+
+
+def test_channels_auto_reads_colour_from_the_data():
+    from medtl.train.run import resolve_channels
+
+    cfg = tiny_cfg("preprocess.channels=auto")
+    rgb = [{"image": np.zeros((28, 28, 3), np.uint8), "label": 0}]
+    gray = [{"image": np.zeros((28, 28), np.uint8), "label": 0}]
+    assert resolve_channels(cfg, rgb).preprocess.channels == 3
+    assert resolve_channels(cfg, gray).preprocess.channels == 1
+    assert cfg.preprocess.channels == "auto"  # a copy is returned
+    with pytest.raises(Exception, match="channels=auto"):
+        resolve_channels(cfg, [])
+
+
+def test_cli_find_lr_only_runs_the_range_test(tmp_path, capsys):
+    out = tmp_path / "find"
+    assert main(["train", "--config", "sample_tiny", "--out", str(out), "--find-lr", *TINY]) == 0
+    text = capsys.readouterr().out
+    found = json.loads((out / "lr_find.json").read_text())
+    assert f"suggested learning rate {found['suggestion']:.3g}" in text and "train.lr=auto" in text
+    assert (out / "plots" / "lr_find.png").is_file() and not (out / "model.safetensors").exists()

@@ -1,0 +1,68 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medtl.train.config import TrainConfig
+from medtl.train.lr_finder import find_lr, valley
+
+
+class _Tiny(nn.Module):
+    """A two-stage model with medtl's ``stages`` (what the strategy and optimiser groups use), 8 features in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU())
+        self.head = nn.Linear(16, 2)
+
+    @property
+    def stages(self):
+        return [("body", self.body), ("head", self.head)]
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def _loader(n=256, batch=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    return [{"image": x[i:i + batch], "label": y[i:i + batch]} for i in range(0, n, batch)]
+
+
+def test_valley_picks_the_middle_of_the_longest_descent():
+    lrs = np.logspace(-6, 0, 13).tolist()
+    losses = [1.0, 1.0, 0.99, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.45, 0.9, 2.0, 5.0]
+    # longest decreasing run: indices 0, 2, 3, ..., 8 (length 8, so start = 8 - 8 = 0);
+    # fastai's pick: 0 + int(8/3) + int(8/3/2) = 2 + 1 = 3
+    assert valley(lrs, losses) == pytest.approx(lrs[3])
+    with pytest.raises(ValueError):
+        valley([], [])
+
+
+def test_find_lr_suggests_a_rate_inside_the_sweep_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = _Tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = find_lr(model, _loader(), TrainConfig(strategy="full", lr=1e-3), "cpu", start=1e-5, end=10.0, steps=60)
+    assert 1e-5 <= result.suggestion <= 10.0
+    assert len(result.lrs) == len(result.losses) >= 5
+    assert all(b > a for a, b in zip(result.lrs, result.lrs[1:]))  # exponential sweep
+    assert math.isclose(result.lrs[1] / result.lrs[0], (10.0 / 1e-5) ** (1 / 59), rel_tol=1e-9)
+    # the loss fell somewhere before the suggestion, and the copy, not the model, trained
+    assert min(result.losses) < result.losses[0]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_find_lr_stops_when_the_loss_diverges():
+    torch.manual_seed(0)
+    result = find_lr(_Tiny(), _loader(), TrainConfig(strategy="full"), "cpu", start=1e-4, end=1e6, steps=80)
+    assert result.stopped_early and len(result.lrs) < 80
+    assert result.suggestion < 1e6
+
+
+def test_find_lr_refuses_a_bad_range():
+    with pytest.raises(ValueError, match="start < end"):
+        find_lr(_Tiny(), _loader(), TrainConfig(), start=1.0, end=1e-3)
