@@ -1,0 +1,253 @@
+"""The default 2D recipe (``medmnist2d``) on every MedMNIST 2D set in ``../shared/data/medmnist``:
+ImageNet start vs scratch, 3 seeds, and a learning curve on stratified PneumoniaMNIST subsets.
+
+Each arm is ``medtl train --config medmnist2d data.path=...`` through the library, changed only
+in ``data.path`` (and ``model.weights=null`` for scratch, ``data.train_size`` for a subset, and
+whatever ``--tag``'s overrides say for a recipe variant). One JSON per run is written to
+``benchmarks/results/medmnist/`` so runs can go in parallel and be resumed; ``merge`` builds the
+table, the learning-curve plot and the ``medmnist`` section of ``docs/benchmarks.md``.
+
+    python benchmarks/medmnist.py grid --jobs 2          # every missing run, two at a time (1 thread each)
+    python benchmarks/medmnist.py run pneumoniamnist imagenet 0 --train-size 500
+    python benchmarks/medmnist.py merge
+
+Choices are made on validation AUC only; test figures are reported, never used to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
+RESULTS = REPO / "benchmarks" / "results" / "medmnist"
+RUNS = REPO / "benchmarks" / "out" / "medmnist_runs"
+RECIPE = "medmnist2d"
+DATASETS = ("pneumoniamnist", "retinamnist")
+SEEDS = (0, 1, 2)
+CURVE_SIZES = (100, 250, 500, 1000)
+
+#: Published test AUC / ACC: MedMNIST v2 (Yang et al., Scientific Data 2023, Table 3).
+PUBLISHED = {
+    "pneumoniamnist": [("MedMNIST v2 ResNet-18 (28)", 0.944, 0.854), ("MedMNIST v2 ResNet-18 (224)", 0.956, 0.864),
+                       ("MedMNIST v2 ResNet-50 (28)", 0.948, 0.854), ("MedMNIST v2 ResNet-50 (224)", 0.962, 0.884)],
+    "retinamnist": [("MedMNIST v2 ResNet-18 (28)", 0.717, 0.524), ("MedMNIST v2 ResNet-18 (224)", 0.710, 0.493),
+                    ("MedMNIST v2 ResNet-50 (28)", 0.726, 0.528), ("MedMNIST v2 ResNet-50 (224)", 0.716, 0.511)],
+}
+
+#: Recipe variants compared on validation (``--tag NAME`` adds these overrides).
+VARIANTS: dict[str, list[str]] = {
+    "": [],
+    "lr_auto": ["train.lr=auto"],
+    "bn_tf": ["train.bn_momentum=null"],
+    "epochs_only": ["train.min_steps=0"],
+    "shift_mild": ["augment.domain_shift=mild"],  # benchmarks/shift.py arms
+    "shift_strong": ["augment.domain_shift=strong"],
+}
+
+
+def run_name(dataset: str, weights: str, seed: int, train_size: int | None, tag: str) -> str:
+    size = f"n{train_size}" if train_size else "all"
+    return "_".join(p for p in (dataset, weights, size, f"s{seed}", tag) if p)
+
+
+def run_one(dataset: str, weights: str, seed: int, train_size: int | None = None, tag: str = "",
+            threads: int = 1, extra: list[str] | None = None) -> dict:
+    """Train one arm with the library and write its JSON (skipped when the JSON exists)."""
+    from medtl.config import load_config
+    from medtl.train.run import train
+
+    name = run_name(dataset, weights, seed, train_size, tag)
+    out_json = RESULTS / f"{name}.json"
+    if out_json.exists():
+        return json.loads(out_json.read_text())
+    overrides = [f"data.path={MEDMNIST / (dataset + '.npz')}", f"train.seed={seed}", f"train.threads={threads}",
+                 *(["model.weights=null"] if weights == "scratch" else []),
+                 *([f"data.train_size={train_size}"] if train_size else []), *VARIANTS[tag], *(extra or [])]
+    cfg = load_config(RECIPE, overrides)
+    run_dir = RUNS / name
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        import shutil
+
+        shutil.rmtree(run_dir)  # an interrupted run starts again (its JSON was never written)
+    t0 = time.perf_counter()
+    result = train(cfg, run_dir, progress=False)
+    seconds = time.perf_counter() - t0
+    card = result.card
+    test, val = card["metrics"].get("test", {}), card["metrics"].get("val", {})
+    tr = card["training"]
+    row = {"name": name, "dataset": dataset, "weights": weights, "seed": seed, "train_size": train_size,
+           "n_train": sum(tr["data"]["counts"].get("train", {}).values()),
+           "tag": tag, "overrides": overrides, "seconds": round(seconds, 1), "epochs": tr["epochs"],
+           "best_epoch": tr["best_epoch"], "steps_per_epoch": tr["steps_per_epoch"], "lr": tr["lr"],
+           "val_auc": val.get("auc"), "val_accuracy": val.get("accuracy"),
+           "test_auc": test.get("auc"), "test_accuracy": test.get("accuracy"),
+           "threads": threads, "machine": f"{platform.machine()} {os.cpu_count()} CPU(s)", "run_dir": str(run_dir)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tmp = out_json.with_suffix(".json.part")
+    tmp.write_text(json.dumps(row, indent=2))
+    tmp.replace(out_json)
+    return row
+
+
+def grid(tags: list[str]) -> list[tuple[str, str, int, int | None, str]]:
+    """Every run of the benchmark: (dataset, weights, seed, train_size, tag)."""
+    arms = []
+    for tag in tags:
+        for seed in SEEDS:
+            for ds in DATASETS:
+                for w in ("imagenet", "scratch"):
+                    arms.append((ds, w, seed, None, tag))
+            for n in CURVE_SIZES:
+                for w in ("imagenet", "scratch"):
+                    arms.append(("pneumoniamnist", w, seed, n, tag))
+    return arms
+
+
+def run_grid(arms, jobs: int, threads: int) -> None:
+    """Run the missing arms as ``jobs`` parallel subprocesses (each with ``threads`` threads)."""
+    todo = [a for a in arms if not (RESULTS / f"{run_name(*a)}.json").exists()]
+    print(f"{len(todo)} of {len(arms)} runs to do", flush=True)
+    running: list[tuple[subprocess.Popen, str]] = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            ds, w, seed, n, tag = todo.pop(0)
+            cmd = [sys.executable, __file__, "run", ds, w, str(seed), "--threads", str(threads)]
+            cmd += (["--train-size", str(n)] if n else []) + (["--tag", tag] if tag else [])
+            running.append((subprocess.Popen(cmd), run_name(ds, w, seed, n, tag)))
+        time.sleep(2)
+        for p, name in list(running):
+            if p.poll() is not None:
+                running.remove((p, name))
+                print(f"{name}: {'done' if p.returncode == 0 else f'FAILED ({p.returncode})'}", flush=True)
+
+
+def load_rows() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
+
+
+def summarise(rows: list[dict]) -> dict[tuple, dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["weights"], r["train_size"], r["tag"]), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        auc, auc_sd = _stats([r["test_auc"] for r in rs])
+        acc, acc_sd = _stats([r["test_accuracy"] for r in rs])
+        vauc, vauc_sd = _stats([r["val_auc"] for r in rs])
+        out[key] = {"n_seeds": len(rs), "seeds": sorted(r["seed"] for r in rs), "test_auc": auc, "test_auc_sd": auc_sd,
+                    "test_accuracy": acc, "test_accuracy_sd": acc_sd, "val_auc": vauc, "val_auc_sd": vauc_sd,
+                    "minutes_max": max(r["seconds"] for r in rs) / 60, "epochs": rs[0]["epochs"],
+                    "lr": [r["lr"] for r in rs], "n_train": rs[0].get("n_train")}
+    return out
+
+
+def _fmt(m: float, sd: float) -> str:
+    return f"{m:.3f} ± {sd:.3f}" if sd == sd else f"{m:.3f}"
+
+
+def plot_curve(summary: dict[tuple, dict], path: Path, tag: str = "") -> Path | None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.add_subplot()
+    drawn = False
+    for w, colour in (("imagenet", "C0"), ("scratch", "C1")):
+        pts = sorted((n, s) for (ds, ww, n, t), s in summary.items()
+                     if ds == "pneumoniamnist" and ww == w and n and t == tag)
+        if not pts:
+            continue
+        drawn = True
+        ax.errorbar([n for n, _ in pts], [s["test_auc"] for _, s in pts], yerr=[s["test_auc_sd"] for _, s in pts],
+                    marker="o", capsize=3, color=colour, label=f"{w} start")
+    if not drawn:
+        return None
+    ax.axhline(0.944, color="0.5", ls="--", lw=1, label="ResNet-18 (28), all 4,708 images")
+    ax.set_xscale("log")
+    ax.set_xlabel("training images (stratified subset)")
+    ax.set_ylabel("test AUC (mean ± sd, 3 seeds)")
+    ax.set_title("PneumoniaMNIST learning curve, medmnist2d recipe")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def markdown(summary: dict[tuple, dict]) -> str:
+    lines = ["## Small-cohort 2D recipe on MedMNIST (`benchmarks/medmnist.py`)", "",
+             f"Recipe `medmnist2d` (EfficientNet-Lite0, 64 px, full fine-tune, at least 600 steps of 32), changed only "
+             f"in `data.path` (scratch: `model.weights=null`; subsets: `data.train_size`). Commands: "
+             f"`python benchmarks/medmnist.py grid --jobs 2` then `python benchmarks/medmnist.py merge`; each run on "
+             f"one CPU thread, two at a time, on {platform.machine()} {os.cpu_count()} CPU(s). Test AUC / ACC "
+             f"mean ± sd over seeds; choices were made on validation only.", "",
+             "| dataset | training images | start | variant | seeds | val AUC | test AUC | test ACC | max min/run |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (ds, w, n, tag), s in sorted(summary.items(), key=lambda kv: (kv[0][0], kv[0][2] or 10**9, kv[0][3], kv[0][1])):
+        lines.append(f"| {ds} | {n or ('all (' + str(s['n_train']) + ')')} | {w} | {tag or 'default'} | {s['n_seeds']} | "
+                     f"{_fmt(s['val_auc'], s['val_auc_sd'])} | {_fmt(s['test_auc'], s['test_auc_sd'])} | "
+                     f"{_fmt(s['test_accuracy'], s['test_accuracy_sd'])} | {s['minutes_max']:.1f} |")
+    lines += ["", "Published test AUC / ACC:", ""]
+    for ds, refs in PUBLISHED.items():
+        lines += [f"- {ds}: " + "; ".join(f"{name} {auc:.3f} / {acc:.3f}" for name, auc, acc in refs)]
+    lines += ["", "![PneumoniaMNIST learning curve](img/medmnist_learning_curve.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def merge(md: Path) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from transfer import write_section
+
+    rows = load_rows()
+    summary = summarise(rows)
+    (REPO / "benchmarks" / "results" / "medmnist_summary.json").write_text(json.dumps(
+        [{"dataset": k[0], "weights": k[1], "train_size": k[2], "tag": k[3], **v} for k, v in summary.items()],
+        indent=2))
+    plot_curve(summary, REPO / "docs" / "img" / "medmnist_learning_curve.png")
+    text = markdown(summary)
+    write_section(md, "medmnist", text)
+    print(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="one arm")
+    r.add_argument("dataset", choices=DATASETS)
+    r.add_argument("weights", choices=("imagenet", "scratch"))
+    r.add_argument("seed", type=int)
+    r.add_argument("--train-size", type=int)
+    r.add_argument("--tag", default="", choices=sorted(VARIANTS))
+    r.add_argument("--threads", type=int, default=1)
+    g = sub.add_parser("grid", help="every missing run of the benchmark")
+    g.add_argument("--jobs", type=int, default=2)
+    g.add_argument("--threads", type=int, default=1)
+    g.add_argument("--tags", nargs="+", default=[""], choices=sorted(VARIANTS))
+    m = sub.add_parser("merge", help="table, plot and docs section from the JSONs")
+    m.add_argument("--md", default=str(REPO / "docs" / "benchmarks.md"))
+    args = ap.parse_args()
+    if not MEDMNIST.exists():
+        raise SystemExit(f"needs MedMNIST files in {MEDMNIST} (see ../shared/README.md)")
+    if args.cmd == "run":
+        row = run_one(args.dataset, args.weights, args.seed, args.train_size, args.tag, args.threads)
+        print(json.dumps({k: row[k] for k in ("name", "val_auc", "test_auc", "test_accuracy", "seconds", "epochs")}))
+    elif args.cmd == "grid":
+        run_grid(grid(args.tags), args.jobs, args.threads)
+    else:
+        merge(Path(args.md))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Accuracy under a change of site: MedMNIST test sets with graded corruptions (MedMNIST-C style,
+:mod:`medtl.transforms.corruptions`), for the ``medmnist2d`` recipe trained without domain-shift
+augmentation and with the mild and strong presets, 3 seeds, PneumoniaMNIST and RetinaMNIST.
+
+Corruption types are split in two: the *tuning* types are applied to the validation split and
+are the only ones used to choose a preset; the *held-out* types are applied to the test split
+and never looked at while choosing. The preset "chosen on validation" is the arm with the best
+mean corrupted validation AUC (over the tuning types, all severities, mean of the seeds); the
+acceptance compares it with no augmentation on the held-out types.
+
+    python benchmarks/shift.py grid --jobs 2     # train the missing arms (benchmarks/medmnist.py run),
+                                                 # then evaluate every run under every corruption
+    python benchmarks/shift.py merge             # table + docs/benchmarks.md section "shift"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import medmnist as mm  # noqa: E402  (the sibling benchmark: same runs, same recipe)
+
+RESULTS = REPO / "benchmarks" / "results" / "shift"
+ARMS = {"none": "", "mild": "shift_mild", "strong": "shift_strong"}  # preset -> medmnist.py tag
+TUNING_TYPES = ("gaussian_noise", "gaussian_blur", "contrast_down", "gamma_up", "gamma_down")
+MODALITY = {"pneumoniamnist": "xray", "retinamnist": "fundus"}
+
+
+def held_out_types(dataset: str) -> tuple[str, ...]:
+    from medtl.transforms.corruptions import MODALITY_CORRUPTIONS
+
+    return tuple(c for c in MODALITY_CORRUPTIONS[MODALITY[dataset]] if c not in TUNING_TYPES)
+
+
+def evaluate_run(run_dir: Path, dataset: str, out_json: Path, threads: int = 1) -> dict:
+    """Clean and corrupted AUC of one run: tuning types on val, held-out types on test, 5 severities."""
+    import torch
+
+    from medtl.config import load_config
+    from medtl.data import build_dataset, load_items
+    from medtl.runs import load_run
+    from medtl.train.engine import predict_loader
+    from medtl.train.metrics import classification_metrics
+    from medtl.transforms.corruptions import SEVERITIES, corrupt_uint8
+    from monai.data import DataLoader
+
+    torch.set_num_threads(threads)
+    model, card, prep = load_run(run_dir, device="cpu")
+    cohort = load_items(load_config(run_dir / "config.yaml").data)
+    tf = prep.transforms()
+
+    def auc(items: list[dict]) -> float:
+        ds = build_dataset(items, tf, cache="none")
+        probs, labels, _ = predict_loader(model, DataLoader(ds, batch_size=256, num_workers=0), torch.device("cpu"))
+        return float(classification_metrics(labels, probs)["auc"])
+
+    trained = json.loads((mm.RESULTS / f"{run_dir.name}.json").read_text())
+    out: dict = {"run": run_dir.name, "dataset": dataset, "tag": trained["tag"], "seed": trained["seed"],
+                 "clean": {}, "corrupted": {}}
+    for split, types in (("val", TUNING_TYPES), ("test", held_out_types(dataset))):
+        items = cohort.split(split)
+        out["clean"][split] = auc(items)
+        out["corrupted"][split] = {}
+        for name in types:
+            out["corrupted"][split][name] = [
+                auc([dict(it, image=corrupt_uint8(it["image"], name, s, seed=i)) for i, it in enumerate(items)])
+                for s in SEVERITIES]
+        print(f"{run_dir.name} {split}: clean {out['clean'][split]:.3f}, corrupted mean "
+              f"{np.mean([v for vs in out['corrupted'][split].values() for v in vs]):.3f}", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tmp = out_json.with_suffix(".json.part")
+    tmp.write_text(json.dumps(out, indent=2))
+    tmp.replace(out_json)
+    return out
+
+
+def grid(jobs: int, threads: int, seeds=mm.SEEDS) -> None:
+    """Train the missing arms, then evaluate the missing runs, ``jobs`` subprocesses at a time."""
+    arms = [(ds, "imagenet", s, None, tag) for tag in ARMS.values() for s in seeds for ds in mm.DATASETS]
+    mm.run_grid(arms, jobs, threads)
+    todo = [a for a in arms if not (RESULTS / f"{mm.run_name(*a)}.json").exists()
+            and (mm.RESULTS / f"{mm.run_name(*a)}.json").exists()]
+    running: list[subprocess.Popen] = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            running.append(subprocess.Popen([sys.executable, __file__, "eval", mm.run_name(*todo.pop(0)),
+                                             "--threads", str(threads)]))
+        time.sleep(2)
+        running = [p for p in running if p.poll() is None]
+
+
+def _mean(xs):
+    return float(np.mean(xs))
+
+
+def summarise() -> dict:
+    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    table: dict = {}
+    for ds in mm.DATASETS:
+        for preset, tag in ARMS.items():
+            rs = [r for r in rows if r["dataset"] == ds and r["tag"] == tag]
+            if not rs:
+                continue
+            per_seed = {
+                "clean_test": [r["clean"]["test"] for r in rs],
+                "corrupted_test": [_mean([v for vs in r["corrupted"]["test"].values() for v in vs]) for r in rs],
+                "worst_test": [_mean([vs[-1] for vs in r["corrupted"]["test"].values()]) for r in rs],
+                "clean_val": [r["clean"]["val"] for r in rs],
+                "corrupted_val": [_mean([v for vs in r["corrupted"]["val"].values() for v in vs]) for r in rs],
+            }
+            table[(ds, preset)] = {"seeds": len(rs), "runs": [r["run"] for r in rs],
+                                   **{k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else float("nan"))
+                                      for k, v in per_seed.items()},
+                                   "per_type_test": {name: _mean([np.mean(r["corrupted"]["test"][name]) for r in rs])
+                                                     for name in rs[0]["corrupted"]["test"]}}
+    return table
+
+
+def chosen_preset(table: dict, ds: str) -> str | None:
+    """The arm with the best mean corrupted *validation* AUC (tuning types only)."""
+    cands = [(v["corrupted_val"][0], p) for (d, p), v in table.items() if d == ds]
+    return max(cands)[1] if cands else None
+
+
+def markdown(table: dict) -> str:
+    lines = ["## Accuracy under a change of site (`benchmarks/shift.py`)", "",
+             "Recipe `medmnist2d` (ImageNet start) with `augment.domain_shift` none / mild / strong; corruptions of "
+             "`medtl.transforms.corruptions` at 5 severities applied to the 28 px images before preprocessing. "
+             f"Tuning types (validation split, used to choose): {', '.join(TUNING_TYPES)}. Held-out types (test split, "
+             "never used to choose): the rest of each modality's list. Mean ± sd over seeds. Commands: "
+             "`python benchmarks/shift.py grid --jobs 2`, `python benchmarks/shift.py merge`; "
+             f"{platform.machine()} {os.cpu_count()} CPU(s).", "",
+             "| dataset | preset | seeds | val AUC corrupted (tuning types) | test AUC clean | test AUC held-out "
+             "corruptions, mean | worst severity |", "|---|---|---|---|---|---|---|"]
+    for (ds, preset), v in table.items():
+        star = " (chosen)" if chosen_preset(table, ds) == preset else ""
+        cell = lambda k: f"{v[k][0]:.3f} ± {v[k][1]:.3f}" if v[k][1] == v[k][1] else f"{v[k][0]:.3f}"  # noqa: E731
+        lines.append(f"| {ds} | {preset}{star} | {v['seeds']} | {cell('corrupted_val')} | {cell('clean_test')} | "
+                     f"{cell('corrupted_test')} | {cell('worst_test')} |")
+    lines += ["", "Held-out corruptions, test AUC per type (mean over severities and seeds):", "",
+              "| dataset | preset | " + " | ".join(held_out_types("pneumoniamnist")) + " |",
+              "|---|---|" + "---|" * len(held_out_types("pneumoniamnist"))]
+    for (ds, preset), v in table.items():
+        lines.append(f"| {ds} | {preset} | " + " | ".join(
+            f"{v['per_type_test'][n]:.3f}" if n in v["per_type_test"] else "–" for n in held_out_types("pneumoniamnist"))
+            + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("eval", help="evaluate one run of benchmarks/out/medmnist_runs under every corruption")
+    e.add_argument("run")
+    e.add_argument("--threads", type=int, default=1)
+    g = sub.add_parser("grid", help="train and evaluate every missing arm")
+    g.add_argument("--jobs", type=int, default=2)
+    g.add_argument("--threads", type=int, default=1)
+    g.add_argument("--seeds", type=int, nargs="+", default=list(mm.SEEDS))
+    m = sub.add_parser("merge")
+    m.add_argument("--md", default=str(REPO / "docs" / "benchmarks.md"))
+    args = ap.parse_args()
+    if args.cmd == "eval":
+        run_dir = mm.RUNS / args.run
+        ds = next(d for d in mm.DATASETS if args.run.startswith(d))
+        evaluate_run(run_dir, ds, RESULTS / f"{args.run}.json", args.threads)
+    elif args.cmd == "grid":
+        grid(args.jobs, args.threads, tuple(args.seeds))
+    else:
+        from transfer import write_section
+
+        table = summarise()
+        (REPO / "benchmarks" / "results" / "shift_summary.json").write_text(json.dumps(
+            [{"dataset": d, "preset": p, **v} for (d, p), v in table.items()], indent=2, default=list))
+        text = markdown(table)
+        for ds in mm.DATASETS:
+            c = chosen_preset(table, ds)
+            if c and (ds, "none") in table:
+                a, b = table[(ds, c)], table[(ds, "none")]
+                text += (f"\n{ds}: chosen on validation: **{c}**; held-out corrupted test AUC {a['corrupted_test'][0]:.3f} "
+                         f"vs {b['corrupted_test'][0]:.3f} without augmentation (gain {a['corrupted_test'][0] - b['corrupted_test'][0]:+.3f}, "
+                         f"sd {max(a['corrupted_test'][1], b['corrupted_test'][1]):.3f}); clean test AUC "
+                         f"{a['clean_test'][0] - b['clean_test'][0]:+.3f}.\n")
+        write_section(Path(args.md), "shift", text)
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

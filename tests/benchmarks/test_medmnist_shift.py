@@ -1,0 +1,67 @@
+"""benchmarks/medmnist.py and benchmarks/shift.py bookkeeping: seed statistics and the preset chosen
+on validation (never on test)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture()
+def mm():
+    return _load("medmnist")
+
+
+@pytest.fixture()
+def shift(tmp_path, monkeypatch):
+    mod = _load("shift")
+    monkeypatch.setattr(mod, "RESULTS", tmp_path)
+    return mod
+
+
+def test_medmnist_summary_is_mean_and_sd_per_arm(mm):
+    rows = [{"dataset": "retinamnist", "weights": "imagenet", "train_size": None, "tag": "", "seed": s,
+             "test_auc": auc, "test_accuracy": 0.5, "val_auc": 0.7, "seconds": 60.0 * (s + 1), "epochs": 19,
+             "lr": 1e-3, "n_train": 1080} for s, auc in enumerate([0.70, 0.74, 0.72])]
+    s = mm.summarise(rows)[("retinamnist", "imagenet", None, "")]
+    assert s["test_auc"] == pytest.approx(0.72) and s["test_auc_sd"] == pytest.approx(0.02)
+    assert s["n_seeds"] == 3 and s["minutes_max"] == pytest.approx(3.0)
+    assert mm.run_name("pneumoniamnist", "scratch", 2, 500, "lr_auto") == "pneumoniamnist_scratch_n500_s2_lr_auto"
+    assert "| retinamnist | all (1080) | imagenet | default | 3 | 0.700 ± 0.000 | 0.720 ± 0.020 |" in mm.markdown(
+        mm.summarise(rows))
+
+
+def _eval(shift, run: str, tag: str, seed: int, val_corrupted: float, test_corrupted: float) -> None:
+    types = shift.held_out_types("pneumoniamnist")
+    row = {"run": run, "dataset": "pneumoniamnist", "tag": tag, "seed": seed,
+           "clean": {"val": 0.99, "test": 0.95},
+           "corrupted": {"val": {t: [val_corrupted] * 5 for t in shift.TUNING_TYPES},
+                         "test": {t: [test_corrupted] * 5 for t in types}}}
+    (shift.RESULTS / f"{run}.json").write_text(json.dumps(row))
+
+
+def test_shift_chooses_on_validation_corruptions_only(shift):
+    assert not set(shift.TUNING_TYPES) & set(shift.held_out_types("pneumoniamnist"))
+    assert not set(shift.TUNING_TYPES) & set(shift.held_out_types("retinamnist"))
+    for seed in range(3):
+        _eval(shift, f"p_none_s{seed}", "", seed, 0.80, 0.70)
+        _eval(shift, f"p_mild_s{seed}", "shift_mild", seed, 0.85, 0.60)  # best on validation, worse on test
+        _eval(shift, f"p_strong_s{seed}", "shift_strong", seed, 0.84, 0.90)
+    table = shift.summarise()
+    assert shift.chosen_preset(table, "pneumoniamnist") == "mild"
+    assert table[("pneumoniamnist", "strong")]["corrupted_test"][0] == pytest.approx(0.90)
+    assert "| pneumoniamnist | mild (chosen) | 3 |" in shift.markdown(table)
