@@ -182,6 +182,8 @@ def run_lr_finder(model: nn.Module, data: PreparedData, cfg: Config, out: Path |
 def find_learning_rate(cfg: Config, out_dir: str | os.PathLike, progress: bool = True):
     """``medtl train --find-lr``: only the range test; writes ``lr_find.json`` and the plot in ``out_dir``."""
     seed_everything(cfg.train.seed, cfg.train.deterministic)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     data = prepare_data(cfg, progress)
     if len(data.train_ds) == 0:
         raise MedtlError(f"{cfg.data.path}: the train split is empty")
@@ -212,6 +214,8 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         cfg.train.batchnorm = bn  # the run's config.yaml and card record what was done
     tc = cfg.train
     seed_everything(tc.seed, tc.deterministic)
+    if tc.threads:  # before anything heavy (the cache, the LR range test), not only in fit
+        torch.set_num_threads(tc.threads)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
