@@ -49,8 +49,9 @@ VARIANTS: dict[str, list[str]] = {
     "lr_auto": ["train.lr=auto"],
     "bn_tf": ["train.bn_momentum=null"],
     "epochs_only": ["train.min_steps=0"],
-    "shift_mild": ["augment.domain_shift=mild"],  # benchmarks/shift.py arms
-    "shift_strong": ["augment.domain_shift=strong"],
+    "lr_auto_shift_none": ["train.lr=auto", "augment.domain_shift=none"],
+    "shift_none": ["augment.domain_shift=none"],  # benchmarks/shift.py arms (the recipe's own is strong)
+    "shift_mild": ["augment.domain_shift=mild"],
 }
 
 
@@ -188,8 +189,10 @@ def plot_curve(summary: dict[tuple, dict], path: Path, tag: str = "") -> Path | 
 
 def markdown(summary: dict[tuple, dict]) -> str:
     lines = ["## Small-cohort 2D recipe on MedMNIST (`benchmarks/medmnist.py`)", "",
-             f"Recipe `medmnist2d` (EfficientNet-Lite0, 64 px, full fine-tune, at least 600 steps of 32), changed only "
-             f"in `data.path` (scratch: `model.weights=null`; subsets: `data.train_size`). Commands: "
+             f"Recipe `medmnist2d` (EfficientNet-Lite0, 64 px, full fine-tune, at least 600 steps of 32, "
+             f"BatchNorm momentum 0.1, the strong domain-shift preset), changed only in `data.path` (scratch: "
+             f"`model.weights=null`; subsets: `data.train_size`; variants: the overrides of `VARIANTS` in the "
+             f"script, e.g. `shift_none` = `augment.domain_shift=none`, `lr_auto` = `train.lr=auto`). Commands: "
              f"`python benchmarks/medmnist.py grid --jobs 2` then `python benchmarks/medmnist.py merge`; each run on "
              f"one CPU thread, two at a time, on {platform.machine()} {os.cpu_count()} CPU(s). Test AUC / ACC "
              f"mean ± sd over seeds; choices were made on validation only.", "",

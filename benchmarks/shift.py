@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import medmnist as mm  # noqa: E402  (the sibling benchmark: same runs, same recipe)
 
 RESULTS = REPO / "benchmarks" / "results" / "shift"
-ARMS = {"none": "", "mild": "shift_mild", "strong": "shift_strong"}  # preset -> medmnist.py tag
+ARMS = {"none": "shift_none", "mild": "shift_mild", "strong": ""}  # preset -> medmnist.py tag (strong: the recipe)
 TUNING_TYPES = ("gaussian_noise", "gaussian_blur", "contrast_down", "gamma_up", "gamma_down")
 MODALITY = {"pneumoniamnist": "xray", "retinamnist": "fundus"}
 
@@ -43,8 +43,10 @@ def held_out_types(dataset: str) -> tuple[str, ...]:
     return tuple(c for c in MODALITY_CORRUPTIONS[MODALITY[dataset]] if c not in TUNING_TYPES)
 
 
-def evaluate_run(run_dir: Path, dataset: str, out_json: Path, threads: int = 1) -> dict:
-    """Clean and corrupted AUC of one run: tuning types on val, held-out types on test, 5 severities."""
+def evaluate_run(run_dir: Path, dataset: str, out_json: Path, threads: int = 1,
+                 splits: tuple[str, ...] = ("val", "test")) -> dict:
+    """Clean and corrupted AUC of one run: tuning types on val, held-out types on test, 5 severities
+    (``splits=("val",)``: only what a choice may look at)."""
     import torch
 
     from medtl.config import load_config
@@ -69,6 +71,8 @@ def evaluate_run(run_dir: Path, dataset: str, out_json: Path, threads: int = 1) 
     out: dict = {"run": run_dir.name, "dataset": dataset, "tag": trained["tag"], "seed": trained["seed"],
                  "clean": {}, "corrupted": {}}
     for split, types in (("val", TUNING_TYPES), ("test", held_out_types(dataset))):
+        if split not in splits:
+            continue
         items = cohort.split(split)
         out["clean"][split] = auc(items)
         out["corrupted"][split] = {}
@@ -78,7 +82,7 @@ def evaluate_run(run_dir: Path, dataset: str, out_json: Path, threads: int = 1) 
                 for s in SEVERITIES]
         print(f"{run_dir.name} {split}: clean {out['clean'][split]:.3f}, corrupted mean "
               f"{np.mean([v for vs in out['corrupted'][split].values() for v in vs]):.3f}", flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_json.with_suffix(".json.part")
     tmp.write_text(json.dumps(out, indent=2))
     tmp.replace(out_json)
@@ -164,6 +168,8 @@ def main() -> None:
     e = sub.add_parser("eval", help="evaluate one run of benchmarks/out/medmnist_runs under every corruption")
     e.add_argument("run")
     e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--val-only", action="store_true",
+                   help="only the validation split (tuning types): what choosing a recipe may look at")
     g = sub.add_parser("grid", help="train and evaluate every missing arm")
     g.add_argument("--jobs", type=int, default=2)
     g.add_argument("--threads", type=int, default=1)
@@ -174,7 +180,10 @@ def main() -> None:
     if args.cmd == "eval":
         run_dir = mm.RUNS / args.run
         ds = next(d for d in mm.DATASETS if args.run.startswith(d))
-        evaluate_run(run_dir, ds, RESULTS / f"{args.run}.json", args.threads)
+        if args.val_only:
+            evaluate_run(run_dir, ds, RESULTS / "val_only" / f"{args.run}.json", args.threads, ("val",))
+        else:
+            evaluate_run(run_dir, ds, RESULTS / f"{args.run}.json", args.threads)
     elif args.cmd == "grid":
         grid(args.jobs, args.threads, tuple(args.seeds))
     else:
