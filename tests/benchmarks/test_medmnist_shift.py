@@ -58,9 +58,10 @@ def test_shift_chooses_on_validation_corruptions_only(shift):
     assert not set(shift.TUNING_TYPES) & set(shift.held_out_types("pneumoniamnist"))
     assert not set(shift.TUNING_TYPES) & set(shift.held_out_types("retinamnist"))
     for seed in range(3):
-        _eval(shift, f"p_none_s{seed}", "shift_none", seed, 0.80, 0.70)
-        _eval(shift, f"p_mild_s{seed}", "shift_mild", seed, 0.85, 0.60)  # best on validation, worse on test
-        _eval(shift, f"p_strong_s{seed}", "", seed, 0.84, 0.90)  # the recipe's own preset
+        _eval(shift, f"p_n500_none_s{seed}", "shift_none", seed, 0.80, 0.70)
+        _eval(shift, f"p_n500_mild_s{seed}", "shift_mild", seed, 0.85, 0.60)  # best on validation, worse on test
+        _eval(shift, f"p_n500_strong_s{seed}", "", seed, 0.84, 0.90)  # the recipe's own preset
+        _eval(shift, f"p_all_strong_s{seed}", "", seed, 0.99, 0.99)  # another training size: not this table
     table = shift.summarise()
     assert shift.chosen_preset(table, "pneumoniamnist") == "mild"
     assert table[("pneumoniamnist", "strong")]["corrupted_test"][0] == pytest.approx(0.90)
