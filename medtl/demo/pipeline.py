@@ -177,6 +177,13 @@ def auc_text(m: dict[str, Any], alpha: float = 0.05) -> tuple[str, str | None]:
     degenerate = ci is None or float(ci[1]) - float(ci[0]) < 1e-9
     if not degenerate:
         return f"{auc:.3f} <small>({ci[0]:.3f}–{ci[1]:.3f})</small>", None
+    if 0.0 < auc < 1.0:  # not a perfect (or perfectly wrong) ranking: every resample tied the same way
+        if abs(auc - 0.5) > 1e-9:
+            return f"{auc:.3f} <small>(no interval)</small>", None
+        return (f"{auc:.3f} <small>(no ranking: tied scores‡)</small>",
+                f"‡ Every one of these {m.get('n', '?')} cases got the same probability (to the precision it is "
+                "computed in), so the scores rank nothing: AUC 0.5 by ties, whatever the resample. The model "
+                "cannot tell the classes apart here.")
     if not n_small:
         return f"{auc:.3f} <small>(no interval)</small>", None
     bound = (alpha / 2) ** (1.0 / n_small)  # Clopper–Pearson limit for n_small successes out of n_small
