@@ -221,6 +221,18 @@ def _metric_row(name: str, site: str, m: dict[str, Any], threshold: float | None
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>", note
 
 
+def _corners(line: np.ndarray) -> np.ndarray:
+    """A polyline (2, N) without the points in the middle of a straight run: ``roc_curve`` keeps some
+    (e.g. between tied scores), so two curves drawn as the same line can list different points."""
+    keep = [0]
+    for i in range(1, line.shape[1] - 1):
+        a, b, c = line[:, keep[-1]], line[:, i], line[:, i + 1]
+        if abs((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])) > 1e-9:
+            keep.append(i)
+    keep.append(line.shape[1] - 1)
+    return line[:, keep]
+
+
 def identical_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[tuple[str, str]]:
     """Pairs of labels whose ROC curves are the same line (one hides the other in the plot)."""
     from sklearn.metrics import roc_curve
@@ -231,7 +243,7 @@ def identical_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[t
         if np.unique(y).size < 2:
             continue
         fpr, tpr, _ = roc_curve(y, np.asarray(p))
-        lines[label] = np.round(np.stack([fpr, tpr]), 9)
+        lines[label] = _corners(np.round(np.stack([fpr, tpr]), 9))
     names = list(lines)
     return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
             if lines[a].shape == lines[b].shape and np.array_equal(lines[a], lines[b])]
