@@ -362,7 +362,8 @@ def write_report(out: Path, results: dict[str, dict[str, Any]], roc: Path, overl
     same = identical_curves(curves)
     overlap = ("<p class='warn'>Curves drawn on top of each other (identical ROC curves, so only one is visible): "
                + "; ".join(f"<b>{html.escape(a)}</b> and <b>{html.escape(b)}</b>" for a, b in same)
-               + ". Identical curves mean the two predictions rank the test cases in the same order.</p>"
+               + ". Identical curves mean the two models trade sensitivity for specificity the same way at every "
+               "threshold (not that they give the same probabilities).</p>"
                if same else "")
     calib = []
     for arm, r in results.items():
