@@ -15,9 +15,25 @@ The same phantom is written four ways (manifest column ``kind``):
 * ``png``    an X-ray-like projection (digitally reconstructed radiograph),
   8-bit (one 16-bit file); mask: PNG.
 
-Two synthetic sites differ like two scanners: site B is noisier, blurrier,
-lower-resolution and lower-contrast than site A. Models train on site A and
-are evaluated on A (in-domain) and B (shifted); B appears in ``test`` only.
+Two synthetic sites differ the way two scanners and protocols do (:data:`SITES`):
+
+* site A: standard-dose protocol, ``STANDARD`` reconstruction kernel, 12 HU of
+  fine-grained noise, 2.5 mm pixels, 12-bit storage.
+* site B: a low-dose protocol reconstructed with a ``SOFT`` kernel and strong
+  iterative reconstruction, as a second hospital might run it: blurrier (PSF
+  sigma 2.2 mm), coarser matrix (3.2 mm pixels, 5 mm slices), an HU scale 10 %
+  low about water (calibration drift), and far more noise, most of it coarse
+  "mottle" correlated over about 6 mm (the blotchy texture iterative
+  reconstruction leaves at low dose) on top of 35 HU of fine-grained noise.
+  Its projections (``png``) are blurrier and noisier, with another display curve.
+
+Site B's mottle is deliberately strong: the demo trains at 64 px (5 mm pixels),
+which averages fine-grained noise away, and a 40-case test set has to show the
+drop. Everything site B changes is scanner physics (dose, kernel, matrix,
+calibration), none of it anatomy, so augmentation that imitates scanners
+(noise, smoothing, low resolution, intensity curves) can prepare a model for it.
+Models train on site A and are evaluated on A (in-domain) and B (shifted); B
+appears in ``test`` only.
 
 Everything is deterministic: the same ``seed`` gives byte-identical files.
 Each image draws from its own ``np.random.default_rng([seed, patient, image])``
@@ -77,7 +93,8 @@ __all__ = [
 ]
 
 #: Bump when the generated content changes; names the cache folder.
-GENERATOR_VERSION = 1
+#: 2: site B got a low-dose protocol's coarse noise (mottle) and its kernel became a SiteProfile field.
+GENERATOR_VERSION = 2
 SIZES = ("small", "full")
 KINDS = ("ct2d", "ct3d", "series", "png")
 MANIFEST_COLUMNS = ("path", "label", "split", "patient_id", "site", "mask", "kind")
@@ -114,9 +131,9 @@ class SiteProfile:
 
     name: str
     manufacturer: str
-    noise_hu: float  # CT noise std, HU (measured in air)
-    gain: float  # HU multiplier about water: < 1 lowers contrast
-    blur_mm: float  # in-plane point-spread sigma, mm
+    noise_hu: float  # fine-grained CT noise std, HU (correlated over 0.6 pixel: the kernel's texture)
+    gain: float  # HU multiplier about water: < 1 lowers contrast (a drifted HU calibration)
+    blur_mm: float  # in-plane point-spread sigma, mm (reconstruction kernel: larger = softer)
     ct2d_matrix: int  # rows = columns of a 2D slice
     ct2d_spacing: float  # mm per pixel
     ct2d_thickness: float
@@ -127,6 +144,11 @@ class SiteProfile:
     png_noise: float  # std in [0, 1] display units
     png_gamma: float
     png_range: tuple[float, float]  # display values of empty and densest path
+    kernel: str = "STANDARD"  # reconstruction kernel, written as DICOM ConvolutionKernel
+    # Coarse noise ("mottle") on top of ``noise_hu``: low dose with strong iterative reconstruction
+    # leaves noise correlated over millimetres, which survives downsampling where fine noise does not.
+    mottle_hu: float = 0.0  # its std, HU (0: none)
+    mottle_mm: float = 6.0  # its correlation length (Gaussian sigma), mm
 
 
 SITES: dict[str, SiteProfile] = {
@@ -136,11 +158,14 @@ SITES: dict[str, SiteProfile] = {
         vol_shape=(64, 64, 32), vol_spacing=(4.5, 4.5, 5.0),
         png_matrix=128, png_blur_mm=0.8, png_noise=0.01, png_gamma=1.0, png_range=(0.0, 1.0),
     ),
+    # Low-dose protocol, soft kernel with strong iterative reconstruction, coarser matrix, HU scale
+    # 10 % low: noise 35 HU fine-grained plus 200 HU of mottle (6 mm), ~17x site A's noise std.
     "B": SiteProfile(
         name="B", manufacturer="SiteB", noise_hu=35.0, gain=0.9, blur_mm=2.2,
         ct2d_matrix=100, ct2d_spacing=3.2, ct2d_thickness=5.0,
         vol_shape=(48, 48, 20), vol_spacing=(6.0, 6.0, 8.0),
         png_matrix=100, png_blur_mm=2.5, png_noise=0.025, png_gamma=0.75, png_range=(0.08, 0.85),
+        kernel="SOFT", mottle_hu=200.0, mottle_mm=6.0,
     ),
 }
 
@@ -337,20 +362,24 @@ def _step(coords: np.ndarray) -> float:
     return float(abs(coords[1] - coords[0])) if len(coords) > 1 else np.inf
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_px) -> np.ndarray:
-    """Unit-variance Gaussian noise smoothed with ``sigma_px`` per axis (0 = none)."""
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_px, mode: str = "reflect") -> np.ndarray:
+    """Unit-variance Gaussian noise smoothed with ``sigma_px`` per axis (0 = none). ``mode="wrap"``
+    keeps the variance the same up to the edges (``reflect`` raises it there when sigma is large)."""
     sigma = np.where(np.isfinite(sigma_px), sigma_px, 0.0)
-    field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma)
+    field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma, mode=mode)
     return field / max(float(field.std()), 1e-6)
 
 
 def _acquire_ct(hu: np.ndarray, site: SiteProfile, spacing_zyx, rng: np.random.Generator) -> np.ndarray:
-    """Apply a site's scanner: blur (PSF), correlated noise, HU gain; return stored
-    values (HU + 1024, clipped to 12 bits) as uint16."""
+    """Apply a site's scanner: blur (PSF), fine-grained noise, coarse noise (mottle), HU gain;
+    return stored values (HU + 1024, clipped to 12 bits) as uint16."""
     dz, dy, dx = spacing_zyx
     psf = [0.4 if np.isfinite(dz) else 0.0, site.blur_mm / dy, site.blur_mm / dx]
     out = ndimage.gaussian_filter(hu, psf)
     out += site.noise_hu * _smooth_noise(rng, hu.shape, [0.0, 0.6, 0.6])
+    if site.mottle_hu:  # drawn last, so a site without mottle keeps its random stream
+        grain = [0.0, site.mottle_mm / dy, site.mottle_mm / dx]
+        out += site.mottle_hu * _smooth_noise(rng, hu.shape, grain, mode="wrap")
     out *= site.gain
     return np.clip(np.rint(out) - _INTERCEPT, 0, 4095).astype(np.uint16)
 
@@ -404,7 +433,7 @@ def _ct_dataset(
     ds.BodyPartExamined = "CHEST"
     ds.SliceThickness = thickness
     ds.KVP = 120
-    ds.ConvolutionKernel = "STANDARD" if site.name == "A" else "SOFT"
+    ds.ConvolutionKernel = site.kernel
     ds.PatientPosition = "HFS"
     ds.StudyInstanceUID = _uid(seed, case.patient_id, "study")
     ds.SeriesInstanceUID = _uid(seed, case.patient_id, series, "series")
@@ -699,6 +728,10 @@ def write_without_lesion(out_dir: str | os.PathLike, patient_ids: Iterable[str],
     return _write_manifest(out, rows)
 
 
+def _mottle(site: SiteProfile) -> str:
+    return f"{site.mottle_hu:g} HU; {site.mottle_mm:g} mm" if site.mottle_hu else "none"
+
+
 def _readme(rows: list[_Row], size: str, seed: int) -> str:
     """The README.md written next to the manifest."""
     table = ["| kind | site | split | files | lesion | normal |", "|---|---|---|---|---|---|"]
@@ -758,7 +791,10 @@ Columns `{",".join(MANIFEST_COLUMNS)}`; paths are relative to this folder.
 
 | | site A | site B |
 |---|---|---|
-| CT noise (std, before gain) | {a.noise_hu:g} HU | {b.noise_hu:g} HU |
+| protocol | standard dose | low dose, strong iterative reconstruction |
+| reconstruction kernel | {a.kernel} | {b.kernel} |
+| CT noise, fine-grained (std, before gain) | {a.noise_hu:g} HU | {b.noise_hu:g} HU |
+| CT noise, coarse mottle (std; correlation) | {_mottle(a)} | {_mottle(b)} |
 | HU gain about water | {a.gain:g} | {b.gain:g} (lower contrast) |
 | blur (PSF sigma) | {a.blur_mm:g} mm | {b.blur_mm:g} mm |
 | 2D slice | {a.ct2d_matrix}x{a.ct2d_matrix} at {a.ct2d_spacing:g} mm | {b.ct2d_matrix}x{b.ct2d_matrix} at {b.ct2d_spacing:g} mm |

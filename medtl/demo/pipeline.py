@@ -177,6 +177,13 @@ def auc_text(m: dict[str, Any], alpha: float = 0.05) -> tuple[str, str | None]:
     degenerate = ci is None or float(ci[1]) - float(ci[0]) < 1e-9
     if not degenerate:
         return f"{auc:.3f} <small>({ci[0]:.3f}–{ci[1]:.3f})</small>", None
+    if 0.0 < auc < 1.0:  # not a perfect (or perfectly wrong) ranking: every resample tied the same way
+        if abs(auc - 0.5) > 1e-9:
+            return f"{auc:.3f} <small>(no interval)</small>", None
+        return (f"{auc:.3f} <small>(no ranking: tied scores‡)</small>",
+                f"‡ Every one of these {m.get('n', '?')} cases got the same probability (to the precision it is "
+                "computed in), so the scores rank nothing: AUC 0.5 by ties, whatever the resample. The model "
+                "cannot tell the classes apart here.")
     if not n_small:
         return f"{auc:.3f} <small>(no interval)</small>", None
     bound = (alpha / 2) ** (1.0 / n_small)  # Clopper–Pearson limit for n_small successes out of n_small
@@ -214,6 +221,18 @@ def _metric_row(name: str, site: str, m: dict[str, Any], threshold: float | None
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>", note
 
 
+def _corners(line: np.ndarray) -> np.ndarray:
+    """A polyline (2, N) without the points in the middle of a straight run: ``roc_curve`` keeps some
+    (e.g. between tied scores), so two curves drawn as the same line can list different points."""
+    keep = [0]
+    for i in range(1, line.shape[1] - 1):
+        a, b, c = line[:, keep[-1]], line[:, i], line[:, i + 1]
+        if abs((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])) > 1e-9:
+            keep.append(i)
+    keep.append(line.shape[1] - 1)
+    return line[:, keep]
+
+
 def identical_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[tuple[str, str]]:
     """Pairs of labels whose ROC curves are the same line (one hides the other in the plot)."""
     from sklearn.metrics import roc_curve
@@ -224,7 +243,7 @@ def identical_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[t
         if np.unique(y).size < 2:
             continue
         fpr, tpr, _ = roc_curve(y, np.asarray(p))
-        lines[label] = np.round(np.stack([fpr, tpr]), 9)
+        lines[label] = _corners(np.round(np.stack([fpr, tpr]), 9))
     names = list(lines)
     return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
             if lines[a].shape == lines[b].shape and np.array_equal(lines[a], lines[b])]
@@ -343,7 +362,8 @@ def write_report(out: Path, results: dict[str, dict[str, Any]], roc: Path, overl
     same = identical_curves(curves)
     overlap = ("<p class='warn'>Curves drawn on top of each other (identical ROC curves, so only one is visible): "
                + "; ".join(f"<b>{html.escape(a)}</b> and <b>{html.escape(b)}</b>" for a, b in same)
-               + ". Identical curves mean the two predictions rank the test cases in the same order.</p>"
+               + ". Identical curves mean the two models trade sensitivity for specificity the same way at every "
+               "threshold (not that they give the same probabilities).</p>"
                if same else "")
     calib = []
     for arm, r in results.items():

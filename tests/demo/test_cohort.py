@@ -153,9 +153,25 @@ def test_readme_describes_license_and_regeneration(cohort):
 # ---------------------------------------------------------------------- ct2d
 
 
+def _check_landmarks(found: list[dict], mottled: bool) -> None:
+    """Lung, spine and air landmarks hold their tissue (patch medians in HU; ``lung`` is the lower
+    of the two lung points, ``normal_lung`` the higher one on a normal case). Checked on every
+    slice, except on a site with mottle (noise correlated over ~6 mm, as large as a patch), where
+    one patch can be mostly noise: there the mean over the site's slices (independent noise) is checked."""
+    groups = [found] if mottled else [[f] for f in found]
+    for group in groups:
+        where = ", ".join(f["path"] for f in group)
+        normal = [f["normal_lung"] for f in group if f["normal_lung"] is not None]
+        assert np.mean([f["lung"] for f in group]) < -500, where
+        assert not normal or np.mean(normal) < -500, where
+        assert np.mean([f["spine"] for f in group]) > 300, where
+        assert np.mean([f["air"] for f in group]) < -800, where
+
+
 def test_ct2d_dicom_tags_hu_and_anatomy(cohort):
     syntaxes = Counter()
     sops = set()
+    landmarks: dict[str, list[dict]] = defaultdict(list)
     for r in (r for r in _rows(cohort) if r["kind"] == "ct2d"):
         ds = pydicom.dcmread(cohort / r["path"])
         site = sd.SITES[r["site"]]
@@ -175,11 +191,12 @@ def test_ct2d_dicom_tags_hu_and_anatomy(cohort):
         hu = _hu(ds)
         assert hu.shape == (ds.Rows, ds.Columns)
         lungs = [np.median(_patch(hu, *_pixel(ds, *sd.LANDMARKS_MM[k]), 2)) for k in ("right_lung", "left_lung")]
-        assert min(lungs) < -500, r["path"]
-        if r["label"] == "0":
-            assert max(lungs) < -500, r["path"]
-        assert np.median(_patch(hu, *_pixel(ds, *sd.LANDMARKS_MM["spine"]), 1)) > 300, r["path"]
-        assert np.median(_patch(hu, *_pixel(ds, *sd.LANDMARKS_MM["air"]), 2)) < -800, r["path"]
+        landmarks[r["site"]].append({
+            "path": r["path"], "lung": min(lungs), "normal_lung": max(lungs) if r["label"] == "0" else None,
+            "spine": np.median(_patch(hu, *_pixel(ds, *sd.LANDMARKS_MM["spine"]), 1)),
+            "air": np.median(_patch(hu, *_pixel(ds, *sd.LANDMARKS_MM["air"]), 2))})
+    for site, found in landmarks.items():
+        _check_landmarks(found, mottled=bool(sd.SITES[site].mottle_hu))
     assert set(syntaxes) == {ExplicitVRLittleEndian, RLELossless, JPEG2000Lossless}
     assert min(syntaxes.values()) >= 10
     assert len(sops) == 40
@@ -209,6 +226,9 @@ def test_ct2d_masks_mark_the_lesion(cohort):
 
 
 def test_site_b_is_noisier(cohort):
+    """Noise measured in air. Site B's low-dose mottle sits on an HU scale 10 % low (air at -900),
+    so part of it clips at the stored minimum (-1024 HU) and an air patch can read nearly flat:
+    compared as the typical slice, not slice by slice."""
     def air_std(r):
         ds = pydicom.dcmread(cohort / r["path"])
         return float(_patch(_hu(ds), *_pixel(ds, *sd.LANDMARKS_MM["air"]), 4).std())
@@ -216,17 +236,24 @@ def test_site_b_is_noisier(cohort):
     rows = [r for r in _rows(cohort) if r["kind"] == "ct2d"]
     std_a = [air_std(r) for r in rows if r["site"] == "A"]
     std_b = [air_std(r) for r in rows if r["site"] == "B"]
-    assert max(std_a) < min(std_b)
+    assert np.median(std_b) > 4 * max(std_a)
     assert np.median(std_b) > 2 * np.median(std_a)
 
 
 # ----------------------------------------------------------------- volumes
 
 
-def _hu_at(img: nib.Nifti1Image, data: np.ndarray, lps: tuple[float, float, float]) -> float:
+def _hu_at(img: nib.Nifti1Image, data: np.ndarray, lps: tuple[float, float, float], half_z: int = 0) -> float:
+    """Median of the 3 x 3 voxels around an LPS point, over ``half_z`` slices either side too."""
     ras = np.array([-lps[0], -lps[1], lps[2], 1.0])
     i, j, k = np.rint(np.linalg.solve(img.affine, ras)[:3]).astype(int)
-    return float(np.median(data[i - 1 : i + 2, j - 1 : j + 2, k]))
+    return float(np.median(data[i - 1 : i + 2, j - 1 : j + 2, k - half_z : k + half_z + 1]))
+
+
+def _half_z(site: sd.SiteProfile) -> int:
+    """Slices either side for a landmark median: 0, or +-40 mm on a site with mottle (independent per slice;
+    the landmarks hold for |z| <= 75 mm)."""
+    return int(40.0 // site.vol_spacing[2]) if site.mottle_hu else 0
 
 
 def test_nifti_volumes_are_ras_with_site_spacing(cohort):
@@ -245,10 +272,11 @@ def test_nifti_volumes_are_ras_with_site_spacing(cohort):
         # Volume centre is the world origin.
         centre = img.affine @ np.r_[(np.array(img.shape) - 1) / 2.0, 1.0]
         np.testing.assert_allclose(centre[:3], 0.0, atol=1e-6)
-        lungs = [_hu_at(img, data, (*sd.LANDMARKS_MM[k], 0.0)) for k in ("right_lung", "left_lung")]
+        hz = _half_z(site)
+        lungs = [_hu_at(img, data, (*sd.LANDMARKS_MM[k], 0.0), hz) for k in ("right_lung", "left_lung")]
         assert min(lungs) < -500
-        assert _hu_at(img, data, (*sd.LANDMARKS_MM["spine"], 0.0)) > 300
-        assert _hu_at(img, data, (*sd.LANDMARKS_MM["air"], 0.0)) < -800
+        assert _hu_at(img, data, (*sd.LANDMARKS_MM["spine"], 0.0), hz) > 300
+        assert _hu_at(img, data, (*sd.LANDMARKS_MM["air"], 0.0), hz) < -800
         if r["label"] == "1":
             mask_img = nib.load(cohort / r["mask"])
             np.testing.assert_allclose(mask_img.affine, img.affine)
@@ -277,8 +305,9 @@ def test_dicom_series_geometry_and_mask(cohort):
         vol = np.stack([_hu(d) for d in slices])  # [z, row, col]
         assert vol.shape == (nz, ny, nx)
         mid = slices[nz // 2]
-        hu_mid = vol[nz // 2]
-        assert np.median(_patch(hu_mid, *_pixel(mid, *sd.LANDMARKS_MM["spine"]), 1)) > 300
+        hz = _half_z(site)
+        row, col = _pixel(mid, *sd.LANDMARKS_MM["spine"])
+        assert np.median(vol[nz // 2 - hz : nz // 2 + hz + 1, row - 1 : row + 2, col - 1 : col + 2]) > 300
         if r["label"] == "1":
             mask_img = nib.load(cohort / r["mask"])
             assert nib.aff2axcodes(mask_img.affine) == ("L", "P", "S")

@@ -104,3 +104,19 @@ def test_helpers():
     assert identical_curves({"a": (y, np.array([.1, .2, .3, .4])), "b": (y, np.array([.2, .3, .6, .9])),
                              "c": (y, np.array([.4, .1, .3, .2]))}) == [("a", "b")]
     assert calibration_words("x", y, np.array([.1, .2, .8, .9]), 0.5, 0.05) is None
+    # Two perfect rankings whose scores tie differently: roc_curve lists different points on the same line.
+    y = np.array([0] * 5 + [1] * 5)
+    tied = np.r_[np.zeros(5), np.ones(5)]
+    spread = np.r_[[.1, .1, .2, .3, .3], [.6, .7, .7, .8, .9]]
+    assert identical_curves({"tied": (y, tied), "spread": (y, spread)}) == [("tied", "spread")]
+
+
+def test_tied_scores_are_not_given_a_perfect_bound():
+    """A model that gives every case p = 1.0 has AUC 0.5 by ties and a collapsed bootstrap interval:
+    said so, not the Clopper–Pearson bound of a perfect ranking."""
+    y = np.array([0] * 20 + [1] * 20)
+    m = metrics(y, np.ones(40), 0.99)
+    m["ci"]["auc"] = [0.5, 0.5]
+    text, note = auc_text(m)
+    assert text.startswith("0.500 <small>(no ranking: tied scores") and "≥" not in text
+    assert "same probability" in note and "bootstrap interval collapsed" not in note
