@@ -121,7 +121,9 @@ def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device,
         logits = logits.float()
         loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         n += len(y)
-        probs.append(torch.softmax(logits, dim=1).cpu().numpy())
+        # float64: float32 softmax rounds every logit gap above ~17 to p = 1, which ties the
+        # confident cases and hides their ranking from AUC (float64 keeps it up to ~36)
+        probs.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
         labels.append(y.cpu().numpy())
     if n == 0:
         return np.zeros((0, 0)), np.zeros(0, dtype=int), float("nan")

@@ -129,3 +129,22 @@ def test_bn_momentum_must_be_in_0_1():
 
     with pytest.raises(ConfigError):
         cfg("train.bn_momentum=0")
+
+
+def test_predict_loader_keeps_the_ranking_of_confident_cases():
+    """Logit gaps of 20..30 all round to p = 1 in float32; the probabilities must still rank them
+    (otherwise a confident model's AUC collapses to 0.5 through ties)."""
+
+    class Gap(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            g = x.flatten(1)[:, :1]
+            return torch.cat([torch.zeros_like(g), g], dim=1)
+
+    gaps = torch.linspace(20.0, 30.0, 6)
+    batch = [{"image": g.view(1, 1, 1), "label": int(i >= 3)} for i, g in enumerate(gaps)]
+    loader = torch.utils.data.DataLoader(batch, batch_size=6)
+    probs, labels, _ = engine.predict_loader(Gap(), loader, torch.device("cpu"))
+    assert np.all(np.diff(probs[:, 1]) > 0)
+    assert len(np.unique(probs[:, 1])) == 6
+    assert torch.softmax(gaps.view(-1, 1) * torch.tensor([[0.0, 1.0]]), 1)[:, 1].unique().numel() == 1
+    np.testing.assert_array_equal(labels, [0, 0, 0, 1, 1, 1])
