@@ -142,6 +142,16 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn
     return loss.detach()
 
 
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch of ``n_train`` images: the last partial batch is dropped when
+    there is more than one batch (a batch of one would break BatchNorm), as the loader below does."""
+    return n_train // batch_size if _drops_last(n_train, batch_size) else 1
+
+
+def _drops_last(n_train: int, batch_size: int) -> bool:
+    return n_train > batch_size
+
+
 def make_train_loader(train_ds, cfg: Config, device: torch.device, dist_info: DistInfo | None = None,
                       sample_weights: np.ndarray | None = None):
     """``(loader, sampler, generator)`` for training; reseed ``generator`` per epoch for exact resume."""
@@ -158,7 +168,7 @@ def make_train_loader(train_ds, cfg: Config, device: torch.device, dist_info: Di
     workers = loader_workers(device, cfg.data.num_workers)
     loader = DataLoader(train_ds, batch_size=tc.batch_size, sampler=sampler, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=False,
-                        drop_last=len(train_ds) > tc.batch_size)
+                        drop_last=_drops_last(len(train_ds), tc.batch_size))
     return loader, sampler, generator
 
 

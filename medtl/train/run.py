@@ -140,14 +140,10 @@ def _threshold(cfg: Config, val_labels: np.ndarray | None, val_probs: np.ndarray
     return 0.5
 
 
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Optimiser steps in one epoch of ``n_train`` images (the last partial batch is dropped when
-    there is more than one batch, as :func:`medtl.train.engine.make_train_loader` does)."""
-    return max(1, n_train // batch_size) if n_train > batch_size else 1
-
-
 def with_min_steps(cfg: Config, n_train: int) -> Config:
     """``cfg`` with ``train.epochs`` raised so that the run takes at least ``train.min_steps`` steps."""
+    from medtl.train.engine import steps_per_epoch
+
     tc = cfg.train
     if not tc.min_steps:
         return cfg
@@ -200,7 +196,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     knob is in ``cfg``.
     """
     from medtl.data import balanced_weights, class_weights
-    from medtl.train.engine import fit, predict_loader
+    from medtl.train.engine import fit, predict_loader, steps_per_epoch
     from medtl.train.metrics import evaluate_predictions
     from medtl.train.plots import plot_learning_curves, save_evaluation_plots
 

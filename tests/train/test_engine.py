@@ -148,3 +148,11 @@ def test_predict_loader_keeps_the_ranking_of_confident_cases():
     assert len(np.unique(probs[:, 1])) == 6
     assert torch.softmax(gaps.view(-1, 1) * torch.tensor([[0.0, 1.0]]), 1)[:, 1].unique().numel() == 1
     np.testing.assert_array_equal(labels, [0, 0, 0, 1, 1, 1])
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 9, 12])
+def test_steps_per_epoch_is_the_train_loaders_length(n):
+    """``train.min_steps`` derives epochs from this count: it must be what the loader really yields."""
+    c = cfg()
+    loader, _, _ = engine.make_train_loader(cases(n), c, torch.device("cpu"))
+    assert engine.steps_per_epoch(n, 4) == len(loader) == len(list(loader))
