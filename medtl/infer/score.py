@@ -311,7 +311,7 @@ def _infer(predictor: Predictor, items: list[dict[str, Any]], summary: ScoreSumm
                "threshold": "" if predictor.threshold is None else f"{predictor.threshold:.6g}",
                "ood_score": "" if ood is None else f"{ood:.6g}", "ood_flag": "" if flagged is None else int(flagged),
                "notes": notes, "model": predictor.model_id, "scored_at": now}
-        row.update({f"p_{c}": f"{v:.8f}" for c, v in zip(predictor.class_names, p)})
+        row.update({f"p_{c}": repr(float(v)) for c, v in zip(predictor.class_names, p)})  # exact float: no ties at p near 1
         rows.append(row)
     return rows
 

@@ -190,3 +190,16 @@ def test_cli_find_lr_only_runs_the_range_test(tmp_path, capsys):
     found = json.loads((out / "lr_find.json").read_text())
     assert f"suggested learning rate {found['suggestion']:.3g}" in text and "train.lr=auto" in text
     assert (out / "plots" / "lr_find.png").is_file() and not (out / "model.safetensors").exists()
+
+
+def test_predictions_csv_reads_back_the_probabilities_exactly(tmp_path):
+    """Confident cases (p within 1e-12 of 1) keep their order when the ROC is drawn from the file."""
+    from medtl.train.run import _write_predictions
+
+    probs = np.array([[1e-12, 1 - 1e-12], [1e-13, 1 - 1e-13], [0.25, 0.75]])
+    _write_predictions(tmp_path / "p.csv", [{"image": "a.dcm"}, {"image": "b.dcm"}, {"image": "c.dcm"}],
+                       np.array([0, 1, 1]), probs, ["normal", "lesion"])
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    back = np.array([[float(r["p_normal"]), float(r["p_lesion"])] for r in rows])
+    np.testing.assert_array_equal(back, probs)
+    assert [r["image"] for r in rows] == ["a.dcm", "b.dcm", "c.dcm"]
