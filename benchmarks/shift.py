@@ -167,6 +167,23 @@ def markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def comparison(table: dict, ds: str) -> str:
+    """The chosen preset against no augmentation, in the issue's terms: the held-out corrupted gain in
+    units of the larger seed sd, and the clean test AUC change (an empty string without both arms)."""
+    c = chosen_preset(table, ds)
+    if not c or (ds, "none") not in table or c == "none":
+        return ""
+    a, b = table[(ds, c)], table[(ds, "none")]
+    gain = a["corrupted_test"][0] - b["corrupted_test"][0]
+    sd = max(a["corrupted_test"][1], b["corrupted_test"][1])
+    times = f"{gain / sd:.1f}× the larger seed sd {sd:.3f}" if sd > 0 else f"seed sd {sd}"
+    clean = a["clean_test"][0] - b["clean_test"][0]
+    return (f"\n{ds}: chosen on validation: **{c}** ({a['seeds']} vs {b['seeds']} seeds); held-out corrupted test AUC "
+            f"{a['corrupted_test'][0]:.3f} vs {b['corrupted_test'][0]:.3f} without augmentation: gain {gain:+.3f}, "
+            f"{times}; worst severity {a['worst_test'][0]:.3f} vs {b['worst_test'][0]:.3f}; clean test AUC "
+            f"{a['clean_test'][0]:.3f} vs {b['clean_test'][0]:.3f} ({clean:+.3f}).\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -199,13 +216,7 @@ def main() -> None:
             [{"dataset": d, "preset": p, **v} for (d, p), v in table.items()], indent=2, default=list))
         text = markdown(table)
         for ds in mm.DATASETS:
-            c = chosen_preset(table, ds)
-            if c and (ds, "none") in table:
-                a, b = table[(ds, c)], table[(ds, "none")]
-                text += (f"\n{ds}: chosen on validation: **{c}**; held-out corrupted test AUC {a['corrupted_test'][0]:.3f} "
-                         f"vs {b['corrupted_test'][0]:.3f} without augmentation (gain {a['corrupted_test'][0] - b['corrupted_test'][0]:+.3f}, "
-                         f"sd {max(a['corrupted_test'][1], b['corrupted_test'][1]):.3f}); clean test AUC "
-                         f"{a['clean_test'][0] - b['clean_test'][0]:+.3f}.\n")
+            text += comparison(table, ds)
         write_section(Path(args.md), "shift", text)
         print(text)
 
