@@ -249,6 +249,15 @@ def identical_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[t
             if lines[a].shape == lines[b].shape and np.array_equal(lines[a], lines[b])]
 
 
+def p_text(v: float) -> str:
+    """A probability for people: two decimals, but how close to 0 or 1 when two decimals would say 0.00 or 1.00."""
+    if 0.005 <= v < 0.995:
+        return f"{v:.2f}"
+    if v >= 0.995:
+        return "1" if v >= 1.0 else f"1 − {1.0 - v:.0e}"
+    return "0" if v <= 0.0 else f"{v:.0e}"
+
+
 def calibration_words(label: str, y: np.ndarray, p: np.ndarray, threshold: float | None,
                       ece: float | None = None) -> str | None:
     """Sentences, for people, when the probabilities cannot be read as probabilities (calibration) or the
@@ -263,10 +272,10 @@ def calibration_words(label: str, y: np.ndarray, p: np.ndarray, threshold: float
         calib.append(f"predicted probabilities are off by {ece:.2f} on average (ECE)")
     if neg.size and (neg >= thr).mean() >= 0.5:
         wrong_side.append(f"{int((neg >= thr).sum())} of {neg.size} normal cases were called positive "
-                          f"(p from {neg.min():.2f} to {neg.max():.2f})")
+                          f"(p from {p_text(neg.min())} to {p_text(neg.max())})")
     if pos.size and (pos < thr).mean() >= 0.5:
         wrong_side.append(f"{int((pos < thr).sum())} of {pos.size} lesion cases were called normal "
-                          f"(p from {pos.min():.2f} to {pos.max():.2f})")
+                          f"(p from {p_text(pos.min())} to {p_text(pos.max())})")
     sentences = []
     if calib:
         sentences.append(f"<b>{html.escape(label)}: the probabilities are not calibrated</b>: "

@@ -12,6 +12,7 @@ from medtl.demo.pipeline import (
     calibration_words,
     clopper_pearson,
     identical_curves,
+    p_text,
     write_report,
 )
 
@@ -104,6 +105,7 @@ def test_helpers():
     assert identical_curves({"a": (y, np.array([.1, .2, .3, .4])), "b": (y, np.array([.2, .3, .6, .9])),
                              "c": (y, np.array([.4, .1, .3, .2]))}) == [("a", "b")]
     assert calibration_words("x", y, np.array([.1, .2, .8, .9]), 0.5, 0.05) is None
+    assert [p_text(v) for v in (0.5, 0.994, 1 - 3e-9, 1.0, 2e-7, 0.0)] == ["0.50", "0.99", "1 − 3e-09", "1", "2e-07", "0"]
     # Two perfect rankings whose scores tie differently: roc_curve lists different points on the same line.
     y = np.array([0] * 5 + [1] * 5)
     tied = np.r_[np.zeros(5), np.ones(5)]
