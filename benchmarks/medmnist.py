@@ -118,22 +118,30 @@ def grid(tags: list[str]) -> list[tuple[str, str, int, int | None, str]]:
     return arms
 
 
-def run_grid(arms, jobs: int, threads: int) -> None:
-    """Run the missing arms as ``jobs`` parallel subprocesses (each with ``threads`` threads)."""
-    todo = [a for a in arms if not (RESULTS / f"{run_name(*a)}.json").exists()]
-    print(f"{len(todo)} of {len(arms)} runs to do", flush=True)
-    running: list[tuple[subprocess.Popen, str]] = []
+def run_pool(commands: list[tuple[str, list[str]]], jobs: int) -> None:
+    """Run ``(name, argv)`` commands as ``jobs`` parallel subprocesses, saying when each ends."""
+    todo, running = list(commands), []
     while todo or running:
         while todo and len(running) < jobs:
-            ds, w, seed, n, tag = todo.pop(0)
-            cmd = [sys.executable, __file__, "run", ds, w, str(seed), "--threads", str(threads)]
-            cmd += (["--train-size", str(n)] if n else []) + (["--tag", tag] if tag else [])
-            running.append((subprocess.Popen(cmd), run_name(ds, w, seed, n, tag)))
+            name, argv = todo.pop(0)
+            running.append((subprocess.Popen(argv), name))
         time.sleep(2)
         for p, name in list(running):
             if p.poll() is not None:
                 running.remove((p, name))
                 print(f"{name}: {'done' if p.returncode == 0 else f'FAILED ({p.returncode})'}", flush=True)
+
+
+def run_grid(arms, jobs: int, threads: int) -> None:
+    """Run the missing arms as ``jobs`` parallel subprocesses (each with ``threads`` threads)."""
+    todo = [a for a in arms if not (RESULTS / f"{run_name(*a)}.json").exists()]
+    print(f"{len(todo)} of {len(arms)} runs to do", flush=True)
+    commands = []
+    for ds, w, seed, n, tag in todo:
+        argv = [sys.executable, __file__, "run", ds, w, str(seed), "--threads", str(threads)]
+        argv += (["--train-size", str(n)] if n else []) + (["--tag", tag] if tag else [])
+        commands.append((run_name(ds, w, seed, n, tag), argv))
+    run_pool(commands, jobs)
 
 
 def load_rows() -> list[dict]:

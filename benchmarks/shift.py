@@ -20,9 +20,7 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -96,15 +94,10 @@ def grid(jobs: int, threads: int, seeds=mm.SEEDS) -> None:
     """Train the missing arms, then evaluate the missing runs, ``jobs`` subprocesses at a time."""
     arms = [(ds, "imagenet", s, TRAIN_SIZE[ds], tag) for tag in ARMS.values() for s in seeds for ds in mm.DATASETS]
     mm.run_grid(arms, jobs, threads)
-    todo = [a for a in arms if not (RESULTS / f"{mm.run_name(*a)}.json").exists()
+    todo = [mm.run_name(*a) for a in arms if not (RESULTS / f"{mm.run_name(*a)}.json").exists()
             and (mm.RESULTS / f"{mm.run_name(*a)}.json").exists()]
-    running: list[subprocess.Popen] = []
-    while todo or running:
-        while todo and len(running) < jobs:
-            running.append(subprocess.Popen([sys.executable, __file__, "eval", mm.run_name(*todo.pop(0)),
-                                             "--threads", str(threads)]))
-        time.sleep(2)
-        running = [p for p in running if p.poll() is None]
+    mm.run_pool([(f"eval {name}", [sys.executable, __file__, "eval", name, "--threads", str(threads)])
+                 for name in todo], jobs)
 
 
 def _mean(xs):

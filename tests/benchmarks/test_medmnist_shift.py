@@ -66,3 +66,12 @@ def test_shift_chooses_on_validation_corruptions_only(shift):
     assert shift.chosen_preset(table, "pneumoniamnist") == "mild"
     assert table[("pneumoniamnist", "strong")]["corrupted_test"][0] == pytest.approx(0.90)
     assert "| pneumoniamnist | mild (chosen) | 3 |" in shift.markdown(table)
+
+
+def test_run_pool_runs_every_command_and_names_the_failures(mm, tmp_path, capsys):
+    cmds = [(f"job{i}", [sys.executable, "-c", f"open(r'{tmp_path / str(i)}', 'w').write('x')"]) for i in range(3)]
+    cmds.append(("bad", [sys.executable, "-c", "raise SystemExit(3)"]))
+    mm.run_pool(cmds, jobs=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1", "2"]
+    out = capsys.readouterr().out
+    assert "bad: FAILED (3)" in out and out.count(": done") == 3
