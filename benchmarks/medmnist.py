@@ -184,8 +184,8 @@ def plot_curve(summary: dict[tuple, dict], path: Path, tag: str = "") -> Path | 
         if not pts:
             continue
         drawn = True
-        ax.errorbar([n for n, _ in pts], [s["test_auc"] for _, s in pts], yerr=[s["test_auc_sd"] if s["n_seeds"] > 1 else 0.0 for _, s in pts],
-                    marker="o", capsize=3, color=colour, label=f"{w} start")
+        ax.errorbar([n for n, _ in pts], [s["test_auc"] for _, s in pts],
+                    yerr=[s["test_auc_sd"] if s["n_seeds"] > 1 else 0.0 for _, s in pts], marker="o", capsize=3, color=colour, label=f"{w} start")
     if not drawn:
         return None
     ax.axhline(0.944, color="0.5", ls="--", lw=1, label="ResNet-18 (28), all 4,708 images")
@@ -200,7 +200,8 @@ def plot_curve(summary: dict[tuple, dict], path: Path, tag: str = "") -> Path | 
     return path
 
 
-def markdown(summary: dict[tuple, dict]) -> str:
+def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
+    """The docs section: ``summary`` (of :func:`summarise`) as a table, and sentences from single ``rows``."""
     lines = ["## Small-cohort 2D recipe on MedMNIST (`benchmarks/medmnist.py`)", "",
              f"Recipe `medmnist2d` (EfficientNet-Lite0, 64 px, full fine-tune, at least 600 steps of 32, "
              f"BatchNorm momentum 0.1, the strong domain-shift preset), changed only in `data.path` (scratch: "
@@ -231,7 +232,7 @@ def markdown(summary: dict[tuple, dict]) -> str:
                   + "; ".join(f"{n}: {g:+.3f} ({k} seed{'s' * (k > 1)})" for n, g, k in gaps) + "."
                   + (" With this recipe (600 steps, strong domain-shift preset) a scratch Lite0 does as well as the "
                      "ImageNet start on this dataset at 64 px." if all(g < 0.01 for _, g, _ in gaps) else "")]
-    table_rows = {r["name"]: r for r in load_rows()}
+    table_rows = {r["name"]: r for r in rows if "name" in r}
     for p in sorted(RERUNS.glob("*.json")):
         again = json.loads(p.read_text())
         first = table_rows.get(again["name"])
@@ -246,11 +247,17 @@ def markdown(summary: dict[tuple, dict]) -> str:
               "RetinaMNIST; `train.lr=auto` (the range test's suggestion, 6.1e-4 and 9.3e-4) tied on PneumoniaMNIST "
               "and did better on RetinaMNIST validation, so it was not kept (it did not measure better on both). "
               "The test figures of these rows were printed alongside and not used: on 500 PneumoniaMNIST images "
-              "they favour `mild` (seed 0: 0.936 vs 0.912), validation chose `strong`. Two probes of gentler "
-              "fine-tuning for the ImageNet start (500 images, seed 0): `lr_3e-4` (val 0.983) and `gradual` (head "
-              "first, then stage by stage with earlier stages at 0.3x the rate; val 0.927) both lost to the recipe on "
-              "validation (0.991), so neither was kept.",
-              "", "![PneumoniaMNIST learning curve](img/medmnist_learning_curve.png)", ""]
+              "they favour `mild` (seed 0: 0.936 vs 0.912), validation chose `strong`."]
+    base, probes = table_rows.get("pneumoniamnist_imagenet_n500_s0"), [
+        (table_rows.get(f"pneumoniamnist_imagenet_n500_s0_{tag}"), tag, what) for tag, what in (
+            ("lr_3e-4", ""), ("gradual", "head first, then stage by stage with earlier stages at 0.3x the rate; "))]
+    if base and all(r for r, _, _ in probes):
+        lost = all(r["val_auc"] < base["val_auc"] for r, _, _ in probes)
+        lines[-1] += (" Two probes of gentler fine-tuning for the ImageNet start (500 images, seed 0): "
+                      + " and ".join(f"`{tag}` ({what}val {r['val_auc']:.3f})" for r, tag, what in probes)
+                      + (" both lost to the recipe on validation" if lost else ", against the recipe's validation")
+                      + f" ({base['val_auc']:.3f})" + (", so neither was kept." if lost else "."))
+    lines += ["", "![PneumoniaMNIST learning curve](img/medmnist_learning_curve.png)", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -264,7 +271,7 @@ def merge(md: Path) -> None:
         [{"dataset": k[0], "weights": k[1], "train_size": k[2], "tag": k[3], **v} for k, v in summary.items()],
         indent=2))
     plot_curve(summary, REPO / "docs" / "img" / "medmnist_learning_curve.png")
-    text = markdown(summary)
+    text = markdown(summary, rows)
     write_section(md, "medmnist", text)
     print(text)
 

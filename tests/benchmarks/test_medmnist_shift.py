@@ -42,7 +42,7 @@ def test_medmnist_summary_is_mean_and_sd_per_arm(mm):
     assert s["n_seeds"] == 3 and s["minutes_max"] == pytest.approx(3.0)
     assert mm.run_name("pneumoniamnist", "scratch", 2, 500, "lr_auto") == "pneumoniamnist_scratch_n500_s2_lr_auto"
     assert "| retinamnist | all (1080) | imagenet | default | 3 | 0.700 ± 0.000 | 0.720 ± 0.020 |" in mm.markdown(
-        mm.summarise(rows))
+        mm.summarise(rows), rows)
 
 
 def _eval(shift, run: str, tag: str, seed: int, val_corrupted: float, test_corrupted: float) -> None:
