@@ -55,6 +55,9 @@ VARIANTS: dict[str, list[str]] = {
     "shift_mild": ["augment.domain_shift=mild"],
     "lr_3e-4": ["train.lr=0.0003"],  # gentler on the ImageNet features (probes for #19)
     "gradual": ["train.strategy=gradual"],  # head first, then stage by stage, earlier stages x0.3 lr
+    "ema": ["train.ema=0.995"],  # weight average: validation, checkpoint and model use it
+    "lpft": ["train.head_warmup=0.1"],  # head alone for the first 10 % of epochs (pretrained only)
+    "ema_lpft": ["train.ema=0.995", "train.head_warmup=0.1"],
 }
 
 

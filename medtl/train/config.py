@@ -16,6 +16,9 @@ class TrainConfig(_Section):
     #: max(epochs, ceil(min_steps / batches per epoch))), so the schedule does not shrink with it
     min_steps: int = Field(0, ge=0)
     freeze_epochs: int = Field(1, ge=0)  #: gradual: epochs with only the head training
+    #: full/partial from pretrained weights: this fraction of the epochs (rounded up) trains the head
+    #: alone first, so a random head's first gradients do not reach the pretrained features (LP-FT)
+    head_warmup: float = Field(0.0, ge=0, lt=1)
     unfreeze_stages: int = Field(2, ge=1)  #: partial: how many last stages train
     batch_size: int = Field(64, ge=1)
     #: peak learning rate, or ``auto``: a learning-rate range test (``medtl train --find-lr``) picks it
@@ -25,6 +28,9 @@ class TrainConfig(_Section):
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     warmup: float = Field(0.1, ge=0, lt=1)  #: fraction of steps
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    #: exponential moving average of the weights (decay per step, e.g. 0.99; null: off): validation,
+    #: the best checkpoint and the saved model use the average (BatchNorm statistics averaged too)
+    ema: Optional[float] = Field(None, gt=0, lt=1)
     balance: Literal["none", "loss", "sampler"] = "none"
     #: train: update statistics; freeze: keep ImageNet's; reestimate: recompute them on the
     #: training data before the first epoch (AdaBN), then train; auto: reestimate for 3D

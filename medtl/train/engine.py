@@ -172,6 +172,19 @@ def make_train_loader(train_ds, cfg: Config, device: torch.device, dist_info: Di
     return loader, sampler, generator
 
 
+def make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s weights and BatchNorm statistics.
+
+    torch's ``AveragedModel`` with timm's warm-up of the decay (``min(decay, (1 + n) / (10 + n))``
+    after ``n`` updates), so the first steps, from a random head, are forgotten quickly.
+    """
+    def ema_avg(avg: torch.Tensor, new: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return avg * d + new * (1.0 - d)
+
+    return torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_avg, use_buffers=True)
+
+
 @dataclass
 class FitState:
     """What a checkpoint carries besides tensors."""
@@ -213,7 +226,13 @@ class _Fit:
     state: FitState
     last_ckpt: Path
     logger: MetricLogger | None  #: on the main rank only
+    ema: torch.optim.swa_utils.AveragedModel | None = None  #: ``train.ema``: what validation and checkpoints see
     trainable_prev: list[str] | None = None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The model validation scores and ``on_best`` saves: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 def fit(
@@ -279,7 +298,8 @@ def _set_up(model: nn.Module, train_ds: torch.utils.data.Dataset, val_ds: torch.
     criterion = nn.CrossEntropyLoss(weight=None if class_weights is None else class_weights.to(device),
                                     label_smoothing=tc.label_smoothing)
     last_ckpt = out_dir / "checkpoints" / "last.pt"
-    state = load_checkpoint(last_ckpt, model, optimizer, scheduler, scaler) if resume else FitState()
+    ema = make_ema(model, tc.ema) if tc.ema else None  # its first update copies the model
+    state = load_checkpoint(last_ckpt, model, optimizer, scheduler, scaler, ema) if resume else FitState()
     logger = MetricLogger(out_dir / "metrics.csv", tensorboard_dir=out_dir / "tensorboard", resume=resume,
                           start_epoch=state.epoch + 1 if resume else None) if dist_info.is_main else None
 
@@ -294,7 +314,8 @@ def _set_up(model: nn.Module, train_ds: torch.utils.data.Dataset, val_ds: torch.
     # torch.compile: the first steps are slow (compilation), later ones fast; eval uses the plain module.
     step_model: nn.Module = torch.compile(model) if tc.compile and not dist_info.enabled else model
     return _Fit(tc, dist_info, device, amp, model, step_model, train_loader, sampler, generator, val_loader,
-                optimizer, scheduler, scaler, criterion, Strategy(tc), state, last_ckpt, logger)
+                optimizer, scheduler, scaler, criterion, Strategy(tc, pretrained=cfg.model.weights is not None),
+                state, last_ckpt, logger, ema)
 
 
 def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> tuple[dict[str, Any], float]:
@@ -327,6 +348,8 @@ def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> t
         x, y = _to_device(batch, device, tc.channels_last)
         loss = train_step(run.step_model, x, y, run.criterion, run.optimizer, run.scaler, run.amp)
         run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update_parameters(model)
         loss_sum += float(loss) * len(y)
         seen += len(y)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
@@ -345,7 +368,7 @@ def _validate(run: _Fit) -> dict[str, float]:
     """``val_loss`` and ``val_<metric>`` of every numeric classification metric on the validation loader."""
     from medtl.train.metrics import classification_metrics
 
-    probs, labels, val_loss = predict_loader(run.model, run.val_loader, run.device, run.amp, run.cfg.channels_last)
+    probs, labels, val_loss = predict_loader(run.eval_model, run.val_loader, run.device, run.amp, run.cfg.channels_last)
     out = {"val_loss": val_loss}
     for k, v in classification_metrics(labels, probs).items():
         if isinstance(v, (int, float)) and k != "n":
@@ -373,11 +396,11 @@ def _record_epoch(run: _Fit, epoch: int, row: dict[str, Any],
     if improved:
         state.best_score, state.best_epoch, state.bad_epochs = float(score), epoch + 1, 0
         if on_best is not None:
-            on_best(run.model, epoch + 1, row)
+            on_best(run.eval_model, epoch + 1, row)
     else:
         state.bad_epochs += 1
     run.logger.log(**row)
-    save_checkpoint(run.last_ckpt, run.model, run.optimizer, run.scheduler, run.scaler, state)
+    save_checkpoint(run.last_ckpt, run.model, run.optimizer, run.scheduler, run.scaler, state, run.ema)
     return improved
 
 
@@ -407,8 +430,9 @@ def _stop_early(run: _Fit, progress: bool) -> bool:
 
 # --- checkpoints ------------------------------------------------------------------------------
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler, state: FitState) -> None:
-    """Everything needed to resume, written atomically (a kill never leaves a broken file)."""
+def save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler, state: FitState,
+                    ema: torch.optim.swa_utils.AveragedModel | None = None) -> None:
+    """Everything needed to resume (the weight average too), written atomically (a kill never leaves a broken file)."""
     from medtl._fileutil import atomic_path
 
     payload = {
@@ -419,11 +443,14 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler, 
         "state": {"epoch": state.epoch, "best_score": state.best_score, "best_epoch": state.best_epoch,
                   "history": state.history, "bad_epochs": state.bad_epochs},
     }
+    if ema is not None:
+        payload["ema"] = ema.state_dict()
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler) -> FitState:
+def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler,
+                    ema: torch.optim.swa_utils.AveragedModel | None = None) -> FitState:
     from medtl.errors import MedtlError
 
     if not path.is_file():
@@ -433,4 +460,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler) 
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
     scaler.load_state_dict(payload["scaler"])
+    if ema is not None:
+        if "ema" not in payload:
+            raise MedtlError(f"{path}: this run has no weight average to resume (it was started without train.ema)")
+        ema.load_state_dict(payload["ema"])
     return FitState(**payload["state"])

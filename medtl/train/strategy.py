@@ -5,6 +5,9 @@ Four strategies over the backbone's ordered ``model.stages`` (stem ... head):
 - ``linear``: the backbone stays frozen (BatchNorm statistics too); only the head trains.
 - ``partial``: the last ``unfreeze_stages`` backbone stages train with the head.
 - ``full``: everything trains at one learning rate.
+
+``full`` and ``partial`` from pretrained weights can first train the head alone for
+``head_warmup`` of the epochs (linear probe, then fine-tune: LP-FT, Kumar et al. 2022).
 - ``gradual``: fastai's ``fine_tune`` extended stage by stage: the head alone for
   ``freeze_epochs``, then one more stage (from the top) is unfrozen each epoch,
   with discriminative learning rates (each earlier stage gets ``lr_decay`` times
@@ -17,6 +20,7 @@ optimizer state stay one continuous object that checkpoints and resumes exactly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -50,15 +54,25 @@ class Strategy:
     """Applies a strategy's freezing for a given epoch."""
 
     cfg: TrainConfig
+    pretrained: bool = True  #: ``head_warmup`` applies only to pretrained features (a random backbone has none to keep)
+
+    @property
+    def head_epochs(self) -> int:
+        """Epochs at the start in which ``full``/``partial`` train only the head (``head_warmup``)."""
+        if not (self.pretrained and self.cfg.strategy in ("full", "partial") and self.cfg.head_warmup):
+            return 0
+        return math.ceil(self.cfg.head_warmup * self.cfg.epochs)
 
     def trainable_stages(self, model: nn.Module, epoch: int) -> list[str]:
         """Names of the stages that train in ``epoch`` (0-based); the head always trains."""
         names = [name for name, _ in _stages(model)]
         backbone = names[:-1]
         strategy = self.cfg.strategy
-        if strategy == "full":
+        if epoch < self.head_epochs:
+            k = 0
+        elif strategy == "full":
             return names
-        if strategy == "linear":
+        elif strategy == "linear":
             k = 0
         elif strategy == "partial":
             k = self.cfg.unfreeze_stages
