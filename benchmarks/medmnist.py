@@ -58,6 +58,7 @@ VARIANTS: dict[str, list[str]] = {
     "ema": ["train.ema=0.995"],  # weight average: validation, checkpoint and model use it
     "lpft": ["train.head_warmup=0.1"],  # head alone for the first 10 % of epochs (pretrained only)
     "ema_lpft": ["train.ema=0.995", "train.head_warmup=0.1"],
+    "px96": ["preprocess.size=[96,96]"],  # resolution: ImageNet features at a scale nearer their own
 }
 
 

@@ -156,3 +156,50 @@ def test_steps_per_epoch_is_the_train_loaders_length(n):
     c = cfg()
     loader, _, _ = engine.make_train_loader(cases(n), c, torch.device("cpu"))
     assert engine.steps_per_epoch(n, 4) == len(loader) == len(list(loader))
+
+
+def test_ema_is_the_warmed_up_exponential_average_of_weights_and_batchnorm_statistics():
+    net = nn.BatchNorm1d(1)
+    ema = engine.make_ema(net, decay=0.5)
+    expected_w = expected_rm = None
+    for n, value in enumerate([4.0, 2.0, 8.0, 1.0]):
+        with torch.no_grad():
+            net.weight.fill_(value)
+            net.running_mean.fill_(-value)
+        ema.update_parameters(net)
+        d = min(0.5, (1 + n) / (10 + n))  # n = updates so far; the first update copies
+        expected_w = value if n == 0 else expected_w * d + value * (1 - d)
+        expected_rm = -value if n == 0 else expected_rm * d - value * (1 - d)
+    assert ema.module.weight.item() == pytest.approx(expected_w, rel=1e-6)
+    assert ema.module.running_mean.item() == pytest.approx(expected_rm, rel=1e-6)
+    assert net.weight.item() == 1.0  # the trained model is not touched
+
+
+def test_with_ema_validation_and_the_best_checkpoint_use_the_average(tmp_path):
+    saved = []
+    net = StagedBN()
+    config = cfg("train.epochs=2", "train.schedule=constant", "train.ema=0.9")
+    state = engine.fit(net, cases(16), cases(8, seed=1), config, tmp_path,
+                       on_best=lambda m, epoch, row: saved.append(m), progress=False)
+    payload = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    averaged = {k.removeprefix("module."): v for k, v in payload["ema"].items() if k.startswith("module.")}
+    assert averaged.keys() == net.state_dict().keys()
+    assert any(not torch.equal(averaged[k], v) for k, v in net.state_dict().items() if v.is_floating_point())
+    assert saved and all(m is not net and isinstance(m, StagedBN) for m in saved)  # the average's module
+
+    def val_loss(model: nn.Module) -> float:
+        return engine.predict_loader(model, engine.DataLoader(cases(8, seed=1), batch_size=8), torch.device("cpu"))[2]
+
+    average = StagedBN()
+    average.load_state_dict(averaged)
+    assert val_loss(average) == pytest.approx(state.history[-1]["val_loss"], rel=1e-6)
+    assert val_loss(net) != pytest.approx(state.history[-1]["val_loss"], rel=1e-3)
+
+
+def test_resuming_an_ema_run_from_a_checkpoint_without_the_average_says_so(tmp_path):
+    from medtl.errors import MedtlError
+
+    engine.fit(Staged(), cases(8), None, cfg("train.epochs=1"), tmp_path, progress=False)
+    with pytest.raises(MedtlError, match="train.ema"):
+        engine.fit(Staged(), cases(8), None, cfg("train.epochs=2", "train.ema=0.9"), tmp_path, resume=True,
+                   progress=False)

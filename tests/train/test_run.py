@@ -69,17 +69,20 @@ def test_loaded_run_reproduces_test_predictions(tiny_run):
     np.testing.assert_allclose(p, expected, atol=1e-5)
 
 
-def test_resume_after_epoch_one_equals_uninterrupted(tmp_path):
-    cfg = tiny_cfg("augment.rotate_deg=10", "train.strategy=gradual", "data.cache=none")
+@pytest.mark.parametrize("extra", [["train.strategy=gradual"], ["train.strategy=full", "train.ema=0.9", "train.head_warmup=0.5"]])
+def test_resume_after_epoch_one_equals_uninterrupted(tmp_path, extra):
+    cfg = tiny_cfg("augment.rotate_deg=10", "data.cache=none", *extra)
     train(cfg, tmp_path / "full", progress=False)
     train(cfg, tmp_path / "resumed", progress=False, max_epochs_this_run=1)
     assert not (tmp_path / "resumed" / "model_card.json").exists()
     train(cfg, tmp_path / "resumed", resume=True, progress=False)
-    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
     assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    for part in ("model", "ema") if "ema" in a else ("model",):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
     rows = list(csv.DictReader(open(tmp_path / "resumed" / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
 

@@ -91,3 +91,21 @@ def test_batchnorm_auto_reestimates_small_3d_batches_only():
     assert resolve_batchnorm(TrainConfig(batch_size=8), 3) == "train"
     assert resolve_batchnorm(TrainConfig(batch_size=4), 2) == "train"
     assert resolve_batchnorm(TrainConfig(batch_size=4, batchnorm="freeze"), 3) == "freeze"
+
+
+@pytest.mark.parametrize("strategy, after", [("full", ["stem", "layer1", "layer2", "head"]),
+                                             ("partial", ["layer2", "head"])])
+def test_head_warmup_trains_the_head_alone_for_its_fraction_of_the_epochs(strategy, after):
+    m = Staged()
+    s = Strategy(TrainConfig(strategy=strategy, unfreeze_stages=1, epochs=10, head_warmup=0.25))
+    assert s.head_epochs == 3  # ceil(0.25 x 10)
+    assert [s.apply(m, e) for e in range(5)] == [["head"]] * 3 + [after] * 2
+    assert trainable(m) == after
+
+
+def test_head_warmup_is_skipped_for_a_random_backbone_and_other_strategies():
+    m = Staged()
+    assert Strategy(TrainConfig(strategy="full", epochs=10, head_warmup=0.25), pretrained=False).apply(m, 0) == \
+        ["stem", "layer1", "layer2", "head"]
+    gradual = Strategy(TrainConfig(strategy="gradual", freeze_epochs=1, epochs=10, head_warmup=0.5))
+    assert gradual.head_epochs == 0 and len(gradual.apply(m, 1)) == 2
