@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import medmnist as mm  # noqa: E402  (the sibling benchmark: same runs, same recipe)
 
 RESULTS = REPO / "benchmarks" / "results" / "shift"
-ARMS = {"none": "shift_none", "mild": "shift_mild", "strong": ""}  # preset -> medmnist.py tag (strong: the recipe)
+#: preset -> medmnist.py tag; every arm at 64 px, the recipe's size when this was measured (strong: that recipe)
+ARMS = {"none": "shift_none", "mild": "shift_mild", "strong": "px64"}
 TUNING_TYPES = ("gaussian_noise", "gaussian_blur", "contrast_down", "gamma_up", "gamma_down")
 MODALITY = {"pneumoniamnist": "xray", "retinamnist": "fundus"}
 #: Training images per arm: PneumoniaMNIST at the small-cohort size of benchmarks/medmnist.py (500,
@@ -136,7 +137,8 @@ def chosen_preset(table: dict, ds: str) -> str | None:
 
 def markdown(table: dict) -> str:
     lines = ["## Accuracy under a change of site (`benchmarks/shift.py`)", "",
-             "Recipe `medmnist2d` (ImageNet start) with `augment.domain_shift` none / mild / strong; corruptions of "
+             "Recipe `medmnist2d` (ImageNet start) at 64 px (its size when this was measured; `benchmarks/medmnist.py` "
+             "tag `px64`) with `augment.domain_shift` none / mild / strong; corruptions of "
              "`medtl.transforms.corruptions` at 5 severities applied to the 28 px images before preprocessing. "
              "PneumoniaMNIST arms train on 500 stratified images (the small-cohort setting), RetinaMNIST on all 1,080. "
              f"Tuning types (validation split, used to choose): {', '.join(TUNING_TYPES)}. Held-out types (test split, "

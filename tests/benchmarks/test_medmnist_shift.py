@@ -60,8 +60,9 @@ def test_shift_chooses_on_validation_corruptions_only(shift):
     for seed in range(3):
         _eval(shift, f"p_n500_none_s{seed}", "shift_none", seed, 0.80, 0.70)
         _eval(shift, f"p_n500_mild_s{seed}", "shift_mild", seed, 0.85, 0.60)  # best on validation, worse on test
-        _eval(shift, f"p_n500_strong_s{seed}", "", seed, 0.84, 0.90)  # the recipe's own preset
-        _eval(shift, f"p_all_strong_s{seed}", "", seed, 0.99, 0.99)  # another training size: not this table
+        _eval(shift, f"p_n500_strong_s{seed}", "px64", seed, 0.84, 0.90)  # the (64 px) recipe's own preset
+        _eval(shift, f"p_all_strong_s{seed}", "px64", seed, 0.99, 0.99)  # another training size: not this table
+        _eval(shift, f"p_n500_recipe96_s{seed}", "", seed, 0.99, 0.99)  # the 96 px recipe: not an arm
     table = shift.summarise()
     assert shift.chosen_preset(table, "pneumoniamnist") == "mild"
     assert table[("pneumoniamnist", "strong")]["corrupted_test"][0] == pytest.approx(0.90)
@@ -75,3 +76,26 @@ def test_run_pool_runs_every_command_and_names_the_failures(mm, tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1", "2"]
     out = capsys.readouterr().out
     assert "bad: FAILED (3)" in out and out.count(": done") == 3
+
+
+def test_probe_sentences_compare_with_their_base_on_the_same_seeds(mm):
+    def row(seed, tag, val, test):
+        name = mm.run_name("pneumoniamnist", "imagenet", seed, 500, tag)
+        return name, {"name": name, "seed": seed, "val_auc": val, "test_auc": test}
+
+    rows = dict([row(0, "px64", 0.990, 0.91), row(1, "px64", 0.992, 0.97), row(2, "px64", 0.980, 0.95),
+                 row(0, "ema", 0.995, 0.93), row(1, "ema", 0.993, 0.96), row(0, "", 0.999, 0.99)])
+    ema, px96 = mm.probe_sentences(rows)
+    assert ema == "`ema` (weight average, decay 0.995; seeds 0, 1): val 0.9940 vs 0.9910 (test 0.945 vs 0.940)"
+    assert px96 == "`px96` (96 px instead of 64, the recipe now; seed 0): val 0.9990 vs 0.9900 (test 0.990 vs 0.910)"
+
+
+def test_gap_sentence_counts_the_gap_in_seed_sds(mm):
+    def arm(w, aucs):
+        return [{"dataset": "pneumoniamnist", "weights": w, "train_size": 500, "tag": "", "seed": s, "test_auc": a,
+                 "test_accuracy": 0.9, "val_auc": 0.99, "seconds": 60.0, "epochs": 40, "lr": 1e-3, "n_train": 500}
+                for s, a in enumerate(aucs)]
+
+    summary = mm.summarise(arm("imagenet", [0.97, 0.98, 0.99]) + arm("scratch", [0.94, 0.945, 0.95]))
+    # gap 0.035; sds 0.010 and 0.005; pooled sqrt((0.01^2 + 0.005^2) / 2) = 0.0079
+    assert mm.gap_sentence(summary, "") == "500 images +0.035 (3 seeds, 3.5x the larger seed sd 0.010, 4.4x the pooled)."
