@@ -5,13 +5,13 @@ Four strategies over the backbone's ordered ``model.stages`` (stem ... head):
 - ``linear``: the backbone stays frozen (BatchNorm statistics too); only the head trains.
 - ``partial``: the last ``unfreeze_stages`` backbone stages train with the head.
 - ``full``: everything trains at one learning rate.
-
-``full`` and ``partial`` from pretrained weights can first train the head alone for
-``head_warmup`` of the epochs (linear probe, then fine-tune: LP-FT, Kumar et al. 2022).
 - ``gradual``: fastai's ``fine_tune`` extended stage by stage: the head alone for
   ``freeze_epochs``, then one more stage (from the top) is unfrozen each epoch,
   with discriminative learning rates (each earlier stage gets ``lr_decay`` times
   the rate of the stage above it).
+
+``full`` and ``partial`` from pretrained weights can first train the head alone for
+``head_warmup`` of the epochs (linear probe, then fine-tune: LP-FT, Kumar et al. 2022).
 
 A single optimizer holds every parameter from the start; freezing only toggles
 ``requires_grad`` (AdamW skips parameters without gradients), so the schedule and
@@ -58,10 +58,11 @@ class Strategy:
 
     @property
     def head_epochs(self) -> int:
-        """Epochs at the start in which ``full``/``partial`` train only the head (``head_warmup``)."""
+        """Epochs at the start in which ``full``/``partial`` train only the head (``head_warmup``,
+        rounded up, but never every epoch: the last one always trains what the strategy says)."""
         if not (self.pretrained and self.cfg.strategy in ("full", "partial") and self.cfg.head_warmup):
             return 0
-        return math.ceil(self.cfg.head_warmup * self.cfg.epochs)
+        return min(math.ceil(self.cfg.head_warmup * self.cfg.epochs), self.cfg.epochs - 1)
 
     def trainable_stages(self, model: nn.Module, epoch: int) -> list[str]:
         """Names of the stages that train in ``epoch`` (0-based); the head always trains."""

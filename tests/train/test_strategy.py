@@ -109,3 +109,4 @@ def test_head_warmup_is_skipped_for_a_random_backbone_and_other_strategies():
         ["stem", "layer1", "layer2", "head"]
     gradual = Strategy(TrainConfig(strategy="gradual", freeze_epochs=1, epochs=10, head_warmup=0.5))
     assert gradual.head_epochs == 0 and len(gradual.apply(m, 1)) == 2
+    assert Strategy(TrainConfig(strategy="full", epochs=1, head_warmup=0.1)).head_epochs == 0  # not the whole run
