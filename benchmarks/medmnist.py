@@ -181,8 +181,9 @@ def _fmt(m: float, sd: float) -> str:
     return f"{m:.3f} ± {sd:.3f}" if sd == sd else f"{m:.3f}"
 
 
-#: Learning curves drawn: (tag, label); ``px64`` is the recipe before it moved to 96 px.
-CURVES = (("", "recipe (96 px)"), ("px64", "64 px (previous recipe)"))
+def curves() -> tuple[tuple[str, str], ...]:
+    """Learning curves drawn: (tag, label); ``px64`` is the recipe before it moved to 96 px."""
+    return ("", f"recipe ({recipe_px()} px)"), ("px64", "64 px (previous recipe)")
 
 
 def plot_curve(summary: dict[tuple, dict], path: Path) -> Path | None:
@@ -191,7 +192,7 @@ def plot_curve(summary: dict[tuple, dict], path: Path) -> Path | None:
     fig = Figure(figsize=(5.5, 3.8))
     ax = fig.add_subplot()
     drawn = False
-    for (tag, label), style in zip(CURVES, ("-", ":")):
+    for (tag, label), style in zip(curves(), ("-", ":")):
         for w, colour in (("imagenet", "C0"), ("scratch", "C1")):
             pts = sorted((n, s) for (ds, ww, n, t), s in summary.items()
                          if ds == "pneumoniamnist" and ww == w and n and t == tag)
@@ -270,6 +271,12 @@ def recipe_px() -> int:
     return int(load_config(RECIPE).preprocess.size[0])
 
 
+def _and(sizes: list[int]) -> str:
+    """``[100, 250, 1000]`` -> ``"100, 250 and 1,000"``."""
+    words = [f"{n:,}" for n in sizes]
+    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else words[0]
+
+
 def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
     """The docs section: ``summary`` (of :func:`summarise`) as a table, and sentences from single ``rows``."""
     lines = ["## Small-cohort 2D recipe on MedMNIST (`benchmarks/medmnist.py`)", "",
@@ -294,7 +301,7 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
     lines += ["", "Published test AUC / ACC:", ""]
     for ds, refs in PUBLISHED.items():
         lines += [f"- {ds}: " + "; ".join(f"{name} {auc:.3f} / {acc:.3f}" for name, auc, acc in refs)]
-    for tag, label in CURVES:
+    for tag, label in curves():
         gaps = gap_sentence(summary, tag)
         if gaps:
             lines += ["", f"ImageNet start minus scratch, PneumoniaMNIST, {label}: {gaps}"]
@@ -322,10 +329,14 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
     size = [(ds, summary.get((ds, "imagenet", n, "")), summary.get((ds, "imagenet", n, "px64")))
             for ds, n in (("pneumoniamnist", 500), ("retinamnist", None))]
     if all(a and b for _, a, b in size):
-        lines[-1] += (" 96 px was kept because it was higher on validation on both datasets, 3 seeds each: "
+        seeds = {k for _, a, b in size for k in (a["n_seeds"], b["n_seeds"])}
+        only64 = [n for n in CURVE_SIZES if not any(summary.get(("pneumoniamnist", w, n, "")) for w in ("imagenet", "scratch"))]
+        lines[-1] += (f" 96 px was kept because it was higher on validation on both datasets, "
+                      f"{'/'.join(map(str, sorted(seeds)))} seeds each: "
                       + ", ".join(f"{ds} {a['val_auc']:.3f} ± {a['val_auc_sd']:.3f} vs {b['val_auc']:.3f} ± "
-                                  f"{b['val_auc_sd']:.3f}" for ds, a, b in size)
-                      + ". The learning-curve points at 100, 250 and 1,000 images were measured at 64 px only.")
+                                  f"{b['val_auc_sd']:.3f}" for ds, a, b in size) + "."
+                      + (f" The learning-curve points at {_and(only64)} images were measured at 64 px only."
+                         if only64 else ""))
     lines += ["", "![PneumoniaMNIST learning curve](img/medmnist_learning_curve.png)", ""]
     return "\n".join(lines) + "\n"
 

@@ -99,3 +99,7 @@ def test_gap_sentence_counts_the_gap_in_seed_sds(mm):
     summary = mm.summarise(arm("imagenet", [0.97, 0.98, 0.99]) + arm("scratch", [0.94, 0.945, 0.95]))
     # gap 0.035; sds 0.010 and 0.005; pooled sqrt((0.01^2 + 0.005^2) / 2) = 0.0079
     assert mm.gap_sentence(summary, "") == "500 images +0.035 (3 seeds, 3.5x the larger seed sd 0.010, 4.4x the pooled)."
+
+
+def test_sizes_are_said_in_words(mm):
+    assert [mm._and(s) for s in ([1000], [250, 1000], [100, 250, 1000])] == ["1,000", "250 and 1,000", "100, 250 and 1,000"]
