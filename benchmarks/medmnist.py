@@ -65,6 +65,7 @@ VARIANTS: dict[str, list[str]] = {
     "lpft": ["train.head_warmup=0.1", *PX64],  # head alone for the first 10 % of epochs (pretrained only)
     "ema_lpft": ["train.ema=0.995", "train.head_warmup=0.1", *PX64],
     "ema96": ["train.ema=0.995"],  # the weight average at the recipe's 96 px (probe for #19)
+    "mixup": ["train.mixup=0.4"],  # each image blended with another of its batch, Beta(0.4, 0.4)
 }
 
 

@@ -28,6 +28,9 @@ class TrainConfig(_Section):
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     warmup: float = Field(0.1, ge=0, lt=1)  #: fraction of steps
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    #: mixup's Beta(alpha, alpha) (0: off): each training image blended with another of its batch, the
+    #: loss with both labels in the same proportion (Zhang et al. 2018)
+    mixup: float = Field(0.0, ge=0)
     #: exponential moving average of the weights (decay per step, e.g. 0.99; null: off): validation,
     #: the best checkpoint and the saved model use the average (BatchNorm statistics averaged too)
     ema: Optional[float] = Field(None, gt=0, lt=1)

@@ -130,11 +130,31 @@ def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device,
     return np.concatenate(probs), np.concatenate(labels), loss_sum / n
 
 
+def mixup(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mixup (Zhang et al. 2018): every image blended with a partner from the same batch.
+
+    Returns the mixed batch, the partners' indices and the weight ``lam ~ Beta(alpha, alpha)``;
+    the loss takes ``lam * loss(y) + (1 - lam) * loss(y[partner])``. By hand rather than MONAI's
+    ``MixUp``: that one wants one-hot labels and a fixed batch size, while mixing the two losses keeps
+    integer labels, class weights and label smoothing as they are. Drawn from torch's CPU generator,
+    which each epoch reseeds, so a resumed run mixes the same pairs.
+    """
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = torch.randperm(len(x)).to(x.device)
+    return lam * x + (1 - lam) * x[partner], partner, lam
+
+
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module,
-               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, amp: torch.dtype | None) -> torch.Tensor:
-    """One optimisation step (autocast when ``amp``; loss scaling for fp16); returns the detached loss."""
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, amp: torch.dtype | None,
+               mixup_alpha: float = 0.0) -> torch.Tensor:
+    """One optimisation step (autocast when ``amp``; loss scaling for fp16; :func:`mixup` when
+    ``mixup_alpha`` > 0); returns the detached loss."""
+    partner, lam = None, 1.0
+    if mixup_alpha > 0:
+        x, partner, lam = mixup(x, mixup_alpha)
     with torch.autocast(x.device.type, dtype=amp) if amp else contextlib.nullcontext():
-        loss = criterion(model(x).float(), y)
+        out = model(x).float()
+        loss = criterion(out, y) if partner is None else lam * criterion(out, y) + (1 - lam) * criterion(out, y[partner])
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -346,7 +366,7 @@ def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> t
                disable=not (progress and run.dist.is_main), leave=False, dynamic_ncols=True)
     for batch in bar:
         x, y = _to_device(batch, device, tc.channels_last)
-        loss = train_step(run.step_model, x, y, run.criterion, run.optimizer, run.scaler, run.amp)
+        loss = train_step(run.step_model, x, y, run.criterion, run.optimizer, run.scaler, run.amp, tc.mixup)
         run.scheduler.step()
         if run.ema is not None:
             run.ema.update_parameters(model)

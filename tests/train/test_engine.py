@@ -203,3 +203,40 @@ def test_resuming_an_ema_run_from_a_checkpoint_without_the_average_says_so(tmp_p
     with pytest.raises(MedtlError, match="train.ema"):
         engine.fit(Staged(), cases(8), None, cfg("train.epochs=2", "train.ema=0.9"), tmp_path, resume=True,
                    progress=False)
+
+
+def test_mixup_blends_each_image_with_a_partner_by_a_beta_weight():
+    x = torch.randn(6, 1, 3, 3)
+    torch.manual_seed(3)
+    mixed, partner, lam = engine.mixup(x, alpha=0.4)
+    assert sorted(partner.tolist()) == list(range(6)) and 0.0 <= lam <= 1.0
+    torch.testing.assert_close(mixed, lam * x + (1 - lam) * x[partner])
+    torch.manual_seed(3)
+    again, partner2, lam2 = engine.mixup(x, alpha=0.4)
+    assert lam2 == lam and torch.equal(partner2, partner) and torch.equal(again, mixed)
+
+
+def test_train_step_with_mixup_takes_the_loss_of_both_labels_in_the_mixing_proportion():
+    net, x, y = Staged(), torch.randn(4, 1, 9, 9), torch.tensor([0, 1, 1, 0])
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    torch.manual_seed(5)
+    mixed, partner, lam = engine.mixup(x, 1.0)
+    with torch.no_grad():
+        out = net(mixed)
+        expected = lam * criterion(out, y) + (1 - lam) * criterion(out, y[partner])
+        plain = criterion(net(x), y)
+    assert 0 < lam < 1 and not torch.equal(partner, torch.arange(4))  # seed 5 mixes for real
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    torch.manual_seed(5)
+    loss = engine.train_step(net, x, y, criterion, optimizer, scaler, None, mixup_alpha=1.0)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss.item() != pytest.approx(plain.item(), rel=1e-3)
+    net.load_state_dict(before)
+    assert engine.train_step(net, x, y, criterion, optimizer, scaler, None).item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_mixup_alpha_cannot_be_negative():
+    with pytest.raises(Exception, match="mixup"):
+        cfg("train.mixup=-0.2")

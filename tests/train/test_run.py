@@ -69,7 +69,7 @@ def test_loaded_run_reproduces_test_predictions(tiny_run):
     np.testing.assert_allclose(p, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("extra", [["train.strategy=gradual"], ["train.strategy=full", "train.ema=0.9", "train.head_warmup=0.5"]])
+@pytest.mark.parametrize("extra", [["train.strategy=gradual"], ["train.strategy=full", "train.ema=0.9", "train.head_warmup=0.5", "train.mixup=0.4"]])
 def test_resume_after_epoch_one_equals_uninterrupted(tmp_path, extra):
     cfg = tiny_cfg("augment.rotate_deg=10", "data.cache=none", *extra)
     train(cfg, tmp_path / "full", progress=False)
