@@ -232,30 +232,59 @@ PROBES = {
 }
 
 
+def probe_pairs(table_rows: dict[str, dict]) -> dict[str, dict[str, list[tuple[dict, dict]]]]:
+    """``{tag: {dataset: [(probe run, base run), ...]}}`` for each probe of :data:`PROBES`: the seeds
+    where both ran, on 500 PneumoniaMNIST images and on all of RetinaMNIST (an unpaired seed would
+    bias the means, so it is left out)."""
+    out: dict[str, dict[str, list[tuple[dict, dict]]]] = {}
+    for tag, (_, base_tag) in PROBES.items():
+        for ds, n in (("pneumoniamnist", 500), ("retinamnist", None)):
+            pairs = [(table_rows[probe], table_rows[base]) for probe, base in (
+                (run_name(ds, "imagenet", s, n, tag), run_name(ds, "imagenet", s, n, base_tag)) for s in SEEDS)
+                if probe in table_rows and base in table_rows]
+            if pairs:
+                out.setdefault(tag, {})[ds] = pairs
+    return out
+
+
+def _mean(pairs: list[tuple[dict, dict]], key: str) -> tuple[float, float]:
+    return tuple(statistics.mean(r[key] for r in side) for side in zip(*pairs))  # type: ignore[return-value]
+
+
 def probe_sentences(table_rows: dict[str, dict]) -> list[str]:
     """One clause per probe in :data:`PROBES` that has runs: on 500 PneumoniaMNIST images (and on
     RetinaMNIST where it ran there too), its validation AUC against its base's on the same seeds, and
     its test AUC (reported, never used to choose)."""
     out = []
-    for tag, (what, base_tag) in PROBES.items():
-        parts, seeds = [], ""
-        for ds, n in (("pneumoniamnist", 500), ("retinamnist", None)):
-            pairs = [(table_rows[probe], table_rows[base]) for probe, base in (
-                (run_name(ds, "imagenet", s, n, tag), run_name(ds, "imagenet", s, n, base_tag)) for s in SEEDS)
-                if probe in table_rows and base in table_rows]
-            if not pairs:
-                continue
-            seeds = seeds or ", ".join(str(p["seed"]) for p, _ in pairs)
-            many = len(pairs) > 1
-            val, base = (statistics.mean(r["val_auc"] for r in side) for side in zip(*pairs))
-            test, base_test = (statistics.mean(r["test_auc"] for r in side) for side in zip(*pairs))
+    for tag, by_ds in probe_pairs(table_rows).items():
+        seeds = ", ".join(str(p["seed"]) for p, _ in next(iter(by_ds.values())))
+        parts = []
+        for ds, pairs in by_ds.items():
+            (val, base), (test, base_test) = _mean(pairs, "val_auc"), _mean(pairs, "test_auc")
             higher = sum(p["val_auc"] > b["val_auc"] for p, b in pairs)
-            parts.append(f"{'' if n else ds + ' '}val {val:.4f} vs {base:.4f}"
-                         + (f", higher on {higher} of {len(pairs)} seeds" if many else "")
+            parts.append(f"{'' if ds == 'pneumoniamnist' else ds + ' '}val {val:.4f} vs {base:.4f}"
+                         + (f", higher on {higher} of {len(pairs)} seeds" if len(pairs) > 1 else "")
                          + f" (test {test:.3f} vs {base_test:.3f})")
-        if parts:
-            out.append(f"`{tag or 'px96'}` ({what}; seed{'s' * (',' in seeds)} {seeds}): " + "; ".join(parts))
+        out.append(f"`{tag or 'px96'}` ({PROBES[tag][0]}; seed{'s' * (',' in seeds)} {seeds}): " + "; ".join(parts))
     return out
+
+
+def probe_verdict(table_rows: dict[str, dict]) -> str:
+    """Which probes run on both datasets changed the recipe (higher mean validation AUC on both) and
+    which did not."""
+    kept, lower = [], []
+    for tag, by_ds in probe_pairs(table_rows).items():
+        if len(by_ds) < 2:
+            continue
+        up = [_mean(pairs, "val_auc")[0] > _mean(pairs, "val_auc")[1] for pairs in by_ds.values()]
+        (kept if all(up) else lower).append((f"`{tag or 'px96'}`", up))
+    words = []
+    if kept:
+        words.append(f"Kept: {', '.join(t for t, _ in kept)} (higher on validation on both datasets).")
+    if lower:
+        words.append("Not kept: " + ", ".join(f"{t} (lower on validation on {'both datasets' if not any(up) else 'one'})"
+                                               for t, up in lower) + ".")
+    return " ".join(words)
 
 
 def gap_sentence(summary: dict[tuple, dict], tag: str) -> str:
@@ -339,17 +368,16 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
                   "each against the recipe of its time on the same seeds: the 64 px recipe (`px64`) for the probes up "
                   "to `px96`, the 96 px recipe after (validation AUC, mean over those seeds; the recipe changes only "
                   "when a probe is higher on validation on both datasets): " + "; ".join(probes) + "."]
-    size = [(ds, summary.get((ds, "imagenet", n, "")), summary.get((ds, "imagenet", n, "px64")))
-            for ds, n in (("pneumoniamnist", 500), ("retinamnist", None))]
-    if all(a and b for _, a, b in size):
-        seeds = {k for _, a, b in size for k in (a["n_seeds"], b["n_seeds"])}
-        only64 = [n for n in CURVE_SIZES if not any(summary.get(("pneumoniamnist", w, n, "")) for w in ("imagenet", "scratch"))]
-        lines[-1] += (f" 96 px was kept because it was higher on validation on both datasets, "
-                      f"{'/'.join(map(str, sorted(seeds)))} seeds each: "
-                      + ", ".join(f"{ds} {a['val_auc']:.3f} ± {a['val_auc_sd']:.3f} vs {b['val_auc']:.3f} ± "
-                                  f"{b['val_auc_sd']:.3f}" for ds, a, b in size) + "."
-                      + (f" The learning-curve points at {_and(only64)} images were measured at 64 px only."
-                         if only64 else ""))
+        verdict = probe_verdict(table_rows)
+        if verdict:
+            lines[-1] += " " + verdict
+        single = [f"`{tag or 'px96'}`" for tag, by_ds in probe_pairs(table_rows).items() if len(by_ds) == 1]
+        if single:
+            lines[-1] += (f" {', '.join(single)} ran on PneumoniaMNIST only (lower on validation, or within the "
+                          f"seeds' spread) and were not kept.")
+    only64 = [n for n in CURVE_SIZES if not any(summary.get(("pneumoniamnist", w, n, "")) for w in ("imagenet", "scratch"))]
+    if only64:
+        lines += ["", f"The learning-curve points at {_and(only64)} images were measured at 64 px only."]
     lines += ["", "![PneumoniaMNIST learning curve](img/medmnist_learning_curve.png)", ""]
     return "\n".join(lines) + "\n"
 
