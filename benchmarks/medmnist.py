@@ -319,6 +319,14 @@ def gap_sentence(summary: dict[tuple, dict], tag: str) -> str:
     return "; ".join(parts) + "." if parts else ""
 
 
+def variants_at(size: tuple[int, int] | None) -> list[str]:
+    """The named variants that run at the recipe's own size (``None``) or set ``preprocess.size`` to ``size``."""
+    def size_of(overrides: list[str]) -> tuple[int, int] | None:
+        sizes = [tuple(json.loads(o.split("=", 1)[1])) for o in overrides if o.startswith("preprocess.size=")]
+        return sizes[-1] if sizes else None
+    return [t for t, o in VARIANTS.items() if t and size_of(o) == size]
+
+
 def recipe_px() -> int:
     """The recipe's input size in pixels (its side), as shipped."""
     from medtl.config import load_config
@@ -326,9 +334,9 @@ def recipe_px() -> int:
     return int(load_config(RECIPE).preprocess.size[0])
 
 
-def _and(sizes: list[int]) -> str:
-    """``[100, 250, 1000]`` -> ``"100, 250 and 1,000"``."""
-    words = [f"{n:,}" for n in sizes]
+def _and(sizes: list[int | str]) -> str:
+    """``[100, 250, 1000]`` -> ``"100, 250 and 1,000"`` (strings are joined as they are)."""
+    words = [n if isinstance(n, str) else f"{n:,}" for n in sizes]
     return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else words[0]
 
 
@@ -344,8 +352,8 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
              f"others (and other work), so their minutes overstate an idle machine (one run alone trains at about 51 "
              f"images/s); the runs added later (learning-curve points at 100, 250 and 1,000 images, and the `shift_*` "
              f"arms that `benchmarks/shift.py` lacked, every 96 px run) ran two at a time, one per core. Rows `px64` "
-             f"(and every variant but `px96`, which is the recipe now) ran at 64 px, the recipe's size before the "
-             f"`px96` probe won on validation. Test AUC / ACC "
+             f"(and every variant but {_and([f'`{t}`' for t in variants_at(None)])}) ran at 64 px, the recipe's size "
+             f"before the `px96` probe won on validation. Test AUC / ACC "
              f"mean ± sd over seeds; choices were made on validation only.", "",
              "| dataset | training images | start | variant | seeds | val AUC | test AUC | test ACC | max min/run |",
              "|---|---|---|---|---|---|---|---|---|"]

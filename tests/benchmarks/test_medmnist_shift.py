@@ -128,3 +128,12 @@ def test_per_seed_sentence_lists_each_arm_of_a_seed_together(mm):
     assert mm.per_seed_sentence(rows).endswith(
         "every arm): seed 0: imagenet 0.946, imagenet mixup 0.943, scratch 0.946; seed 1: imagenet 0.977.")
     assert mm.per_seed_sentence({}) == ""
+
+
+def test_variants_at_reads_the_size_each_variant_sets(mm, monkeypatch):
+    monkeypatch.setattr(mm, "VARIANTS", {"": [], "px64": mm.PX64, "a": ["train.ema=0.9", *mm.PX64], "b": ["train.mixup=0.4"],
+                                         "c": ["preprocess.size=[128,128]"]})
+    assert mm.variants_at(None) == ["b"]
+    assert mm.variants_at((64, 64)) == ["px64", "a"]
+    assert mm.variants_at((128, 128)) == ["c"]
+    assert mm._and(["`b`", "`c`"]) == "`b` and `c`"
