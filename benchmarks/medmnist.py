@@ -287,18 +287,19 @@ def probe_verdict(table_rows: dict[str, dict]) -> str:
     return " ".join(words)
 
 
-def per_seed_sentence(table_rows: dict[str, dict], arms: tuple[tuple[str, str], ...] = (
-        ("imagenet", ""), ("imagenet", "ema96"), ("imagenet", "mixup"), ("scratch", ""))) -> str:
-    """Test AUC per seed at 500 PneumoniaMNIST images for the 96 px arms. A seed fixes the 500-image
-    subset for every arm, so a seed that is low in every arm points at its subset, not at training."""
+def per_seed_sentence(table_rows: dict[str, dict]) -> str:
+    """Test AUC per seed at 500 PneumoniaMNIST images for the arms at the recipe's size (both starts, and
+    the variants that keep that size). A seed fixes the 500-image subset for every arm, so a seed that is
+    low in every arm points at its subset, not at training."""
+    arms = [("imagenet", ""), *(("imagenet", t) for t in variants_at(None)), ("scratch", "")]
     cells = []
     for s in SEEDS:
         got = [(w, tag, table_rows.get(run_name("pneumoniamnist", w, s, 500, tag))) for w, tag in arms]
         got = [(w, tag, r["test_auc"]) for w, tag, r in got if r]
         if got:
             cells.append(f"seed {s}: " + ", ".join(f"{w}{' ' + tag if tag else ''} {a:.3f}" for w, tag, a in got))
-    return ("Test AUC per seed, 500 PneumoniaMNIST images at 96 px (each seed draws its own subset, the same one "
-            "for every arm): " + "; ".join(cells) + ".") if cells else ""
+    return (f"Test AUC per seed, 500 PneumoniaMNIST images at {recipe_px()} px (each seed draws its own subset, the "
+            "same one for every arm): " + "; ".join(cells) + ".") if cells else ""
 
 
 def gap_sentence(summary: dict[tuple, dict], tag: str) -> str:

@@ -118,11 +118,12 @@ def test_sizes_are_said_in_words(mm):
     assert [mm._and(s) for s in ([1000], [250, 1000], [100, 250, 1000])] == ["1,000", "250 and 1,000", "100, 250 and 1,000"]
 
 
-def test_per_seed_sentence_lists_each_arm_of_a_seed_together(mm):
+def test_per_seed_sentence_lists_each_arm_of_a_seed_together(mm, monkeypatch):
     def row(w, seed, tag, test):
         name = mm.run_name("pneumoniamnist", w, seed, 500, tag)
         return name, {"name": name, "seed": seed, "test_auc": test}
 
+    monkeypatch.setattr(mm, "VARIANTS", {"": [], "px64": mm.PX64, "mixup": ["train.mixup=0.4"]})
     rows = dict([row("imagenet", 0, "", 0.946), row("scratch", 0, "", 0.9461), row("imagenet", 0, "mixup", 0.943),
                  row("imagenet", 1, "", 0.977), row("imagenet", 1, "px64", 0.5)])
     assert mm.per_seed_sentence(rows).endswith(
