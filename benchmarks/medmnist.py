@@ -218,9 +218,9 @@ def plot_curve(summary: dict[tuple, dict], path: Path) -> Path | None:
     return path
 
 
-#: Probed variants (500 PneumoniaMNIST images, ImageNet start): tag -> (what it changes, the runs it
-#: was compared with). Every probe ran against the 64 px recipe (``px64``); ``""`` is the ``px96``
-#: probe, which won and is the recipe now.
+#: Probed variants (500 PneumoniaMNIST images, ImageNet start; some on RetinaMNIST too): tag -> (what
+#: it changes, the runs it was compared with). The probes up to ``""`` ran against the 64 px recipe
+#: (``px64``); ``""`` is the ``px96`` probe, which won and is the recipe now; later probes ran against it.
 PROBES = {
     "lr_3e-4": ("peak rate 3e-4 instead of 1e-3", "px64"),
     "gradual": ("head first, then stage by stage with earlier stages at 0.3x the rate", "px64"),
@@ -251,12 +251,16 @@ def _mean(pairs: list[tuple[dict, dict]], key: str) -> tuple[float, float]:
     return tuple(statistics.mean(r[key] for r in side) for side in zip(*pairs))  # type: ignore[return-value]
 
 
-def probe_sentences(table_rows: dict[str, dict]) -> list[str]:
-    """One clause per probe in :data:`PROBES` that has runs: on 500 PneumoniaMNIST images (and on
-    RetinaMNIST where it ran there too), its validation AUC against its base's on the same seeds, and
-    its test AUC (reported, never used to choose)."""
+def _probe_name(tag: str) -> str:
+    return f"`{tag or 'px96'}`"
+
+
+def probe_sentences(pairs_by_probe: dict[str, dict[str, list[tuple[dict, dict]]]]) -> list[str]:
+    """One clause per probe of :func:`probe_pairs`: on 500 PneumoniaMNIST images (and on RetinaMNIST
+    where it ran there too), its validation AUC against its base's on the same seeds, and its test AUC
+    (reported, never used to choose)."""
     out = []
-    for tag, by_ds in probe_pairs(table_rows).items():
+    for tag, by_ds in pairs_by_probe.items():
         seeds = ", ".join(str(p["seed"]) for p, _ in next(iter(by_ds.values())))
         parts = []
         for ds, pairs in by_ds.items():
@@ -265,19 +269,19 @@ def probe_sentences(table_rows: dict[str, dict]) -> list[str]:
             parts.append(f"{'' if ds == 'pneumoniamnist' else ds + ' '}val {val:.4f} vs {base:.4f}"
                          + (f", higher on {higher} of {len(pairs)} seeds" if len(pairs) > 1 else "")
                          + f" (test {test:.3f} vs {base_test:.3f})")
-        out.append(f"`{tag or 'px96'}` ({PROBES[tag][0]}; seed{'s' * (',' in seeds)} {seeds}): " + "; ".join(parts))
+        out.append(f"{_probe_name(tag)} ({PROBES[tag][0]}; seed{'s' * (',' in seeds)} {seeds}): " + "; ".join(parts))
     return out
 
 
-def probe_verdict(table_rows: dict[str, dict]) -> str:
-    """Which probes run on both datasets changed the recipe (higher mean validation AUC on both) and
-    which did not."""
+def probe_verdict(pairs_by_probe: dict[str, dict[str, list[tuple[dict, dict]]]]) -> str:
+    """Which probes of :func:`probe_pairs` run on both datasets changed the recipe (higher mean
+    validation AUC on both) and which did not."""
     kept, lower = [], []
-    for tag, by_ds in probe_pairs(table_rows).items():
+    for tag, by_ds in pairs_by_probe.items():
         if len(by_ds) < 2:
             continue
-        up = [_mean(pairs, "val_auc")[0] > _mean(pairs, "val_auc")[1] for pairs in by_ds.values()]
-        (kept if all(up) else lower).append((f"`{tag or 'px96'}`", up))
+        up = [probe > base for probe, base in (_mean(pairs, "val_auc") for pairs in by_ds.values())]
+        (kept if all(up) else lower).append((_probe_name(tag), up))
     words = []
     if kept:
         words.append(f"Kept: {', '.join(t for t, _ in kept)} (higher on validation on both datasets).")
@@ -388,16 +392,17 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
               "and did better on RetinaMNIST validation, so it was not kept (it did not measure better on both). "
               "The test figures of these rows were printed alongside and not used: on 500 PneumoniaMNIST images "
               "they favour `mild` (seed 0: 0.936 vs 0.912), validation chose `strong`."]
-    probes = probe_sentences(table_rows)
+    pairs_by_probe = probe_pairs(table_rows)
+    probes = probe_sentences(pairs_by_probe)
     if probes:
         lines += ["", "Probes for the ImageNet start on 500 PneumoniaMNIST images (and all of RetinaMNIST where named), "
                   "each against the recipe of its time on the same seeds: the 64 px recipe (`px64`) for the probes up "
                   "to `px96`, the 96 px recipe after (validation AUC, mean over those seeds; the recipe changes only "
                   "when a probe is higher on validation on both datasets): " + "; ".join(probes) + "."]
-        verdict = probe_verdict(table_rows)
+        verdict = probe_verdict(pairs_by_probe)
         if verdict:
             lines[-1] += " " + verdict
-        single = [f"`{tag or 'px96'}`" for tag, by_ds in probe_pairs(table_rows).items() if len(by_ds) == 1]
+        single = [_probe_name(tag) for tag, by_ds in pairs_by_probe.items() if len(by_ds) == 1]
         if single:
             lines[-1] += (f" {', '.join(single)} ran on PneumoniaMNIST only (lower on validation, or within the "
                           f"seeds' spread) and were not kept.")

@@ -88,7 +88,7 @@ def test_probe_sentences_compare_with_their_base_on_the_same_seeds(mm):
                  row(0, "mixup", 0.998, 0.98), row(0, "mixup", 0.80, 0.74, "retinamnist"),
                  row(0, "", 0.82, 0.75, "retinamnist"), row(1, "mixup", 0.70, 0.70, "retinamnist"),
                  row(0, "px64", 0.81, 0.74, "retinamnist")])
-    ema, px96, mixup = mm.probe_sentences(rows)
+    ema, px96, mixup = mm.probe_sentences(mm.probe_pairs(rows))
     assert ema == ("`ema` (weight average, decay 0.995; seeds 0, 1): val 0.9940 vs 0.9910, higher on 2 of 2 seeds "
                    "(test 0.945 vs 0.940)")
     assert px96 == ("`px96` (96 px instead of 64, the recipe now; seed 0): val 0.9990 vs 0.9900 (test 0.990 vs 0.910); "
@@ -97,10 +97,10 @@ def test_probe_sentences_compare_with_their_base_on_the_same_seeds(mm):
     assert mixup == ("`mixup` (mixup, Beta(0.4, 0.4), at 96 px; seed 0): val 0.9980 vs 0.9990 (test 0.980 vs 0.990); "
                      "retinamnist val 0.8000 vs 0.8200 (test 0.740 vs 0.750)")
     # a probe counts only where it ran on both datasets: ema (PneumoniaMNIST only) has no verdict
-    assert mm.probe_verdict(rows) == ("Kept: `px96` (higher on validation on both datasets). "
+    assert mm.probe_verdict(mm.probe_pairs(rows)) == ("Kept: `px96` (higher on validation on both datasets). "
                                       "Not kept: `mixup` (lower on validation on both datasets).")
     rows.update([row(0, "mixup", 0.83, 0.70, "retinamnist")])
-    assert mm.probe_verdict(rows).endswith("Not kept: `mixup` (lower on validation on one).")
+    assert mm.probe_verdict(mm.probe_pairs(rows)).endswith("Not kept: `mixup` (lower on validation on one).")
 
 
 def test_gap_sentence_counts_the_gap_in_seed_sds(mm):
