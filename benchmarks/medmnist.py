@@ -66,6 +66,7 @@ VARIANTS: dict[str, list[str]] = {
     "ema_lpft": ["train.ema=0.995", "train.head_warmup=0.1", *PX64],
     "ema96": ["train.ema=0.995"],  # the weight average at the recipe's 96 px (probe for #19)
     "mixup": ["train.mixup=0.4"],  # each image blended with another of its batch, Beta(0.4, 0.4)
+    "px128": ["preprocess.size=[128,128]"],  # the issue's next resolution (Lite0's last stage sees 4x4)
 }
 
 
