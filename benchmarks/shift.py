@@ -61,7 +61,8 @@ def evaluate_run(run_dir: Path, dataset: str, out_json: Path, threads: int = 1,
 
     torch.set_num_threads(threads)
     model, card, prep = load_run(run_dir, device="cpu")
-    cohort = load_items(load_config(run_dir / "config.yaml").data)
+    cfg = load_config(run_dir / "config.yaml")
+    cohort = load_items(cfg.data, seed=cfg.train.seed)
     tf = prep.transforms()
 
     def auc(items: list[dict]) -> float:

@@ -19,6 +19,9 @@ class DataConfig(_Section):
     train_fraction: float = Field(1.0, gt=0, le=1)  #: stratified subsample of train (e.g. 0.1)
     train_size: Optional[int] = Field(None, ge=1)  #: or a stratified subsample of this many training images
     max_per_class: Optional[int] = Field(None, ge=1)  #: then at most this many training images per class
+    #: seeds the split and the subsample; default (None): train.seed. Fixing it keeps one cohort while
+    #: training seeds vary, which separates the cohort's share of a spread from training noise
+    seed: Optional[int] = None
     class_names: Optional[list[str]] = None  #: default: from the data
     cache: Literal["memory", "disk", "none"] = "memory"  #: decoded+preprocessed tensors
     cache_dir: Optional[str] = None

@@ -268,7 +268,9 @@ def load_items(cfg: DataConfig, seed: int = 0) -> Cohort:
     its train items as val (grouped by patient); a source without splits is
     split with :func:`~medtl.data.make_splits`. ``train_fraction < 1``, ``train_size``
     and ``max_per_class`` keep a stratified, seeded subsample of train (val and test untouched).
+    Both are seeded with ``cfg.seed`` when it is set, else with ``seed`` (the training seed).
     """
+    seed = cfg.seed if cfg.seed is not None else seed
     if not cfg.path:
         raise ConfigError("data.path is empty (give a manifest .csv, a class-folder tree or a MedMNIST .npz)")
     path = Path(cfg.path).expanduser()

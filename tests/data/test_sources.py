@@ -120,6 +120,20 @@ def test_load_items_filter_split_and_subsample(tmp_path):
     assert len(small.split("train")) == round(0.5 * len(full.split("train")))
 
 
+def test_data_seed_fixes_the_cohort_while_the_training_seed_varies(tmp_path):
+    _png(tmp_path / "meta" / "a.png")
+    rows = [f"a.png,{'yes' if i % 3 == 0 else 'no'},,p{i}" for i in range(120)]
+    csv = str(_manifest(tmp_path, rows))
+
+    def ids(train_seed: int, **kw) -> dict[str, list[str]]:
+        c = load_items(DataConfig(path=csv, train_size=30, **kw), seed=train_seed)
+        return {s: sorted(it["patient_id"] for it in c.split(s)) for s in ("train", "val", "test")}
+
+    assert ids(0) != ids(1)  # default: the training seed draws the split and the subset
+    assert ids(0, seed=7) == ids(1, seed=7) == ids(7)  # data.seed: one cohort for every training seed
+    assert len(ids(0, seed=7)["train"]) == 30
+
+
 def test_load_items_carves_val_from_train_when_missing(tmp_path):
     _png(tmp_path / "meta" / "a.png")
     rows = [f"a.png,{i % 2},{'test' if i < 10 else 'train'}" for i in range(50)]
