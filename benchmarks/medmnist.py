@@ -230,6 +230,7 @@ PROBES = {
     "": ("96 px instead of 64, the recipe now", "px64"),
     "ema96": ("weight average, decay 0.995, at 96 px", ""),
     "mixup": ("mixup, Beta(0.4, 0.4), at 96 px", ""),
+    "px128": ("128 px instead of 96", ""),
 }
 
 
