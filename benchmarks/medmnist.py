@@ -67,6 +67,9 @@ VARIANTS: dict[str, list[str]] = {
     "ema96": ["train.ema=0.995"],  # the weight average at the recipe's 96 px (probe for #19)
     "mixup": ["train.mixup=0.4"],  # each image blended with another of its batch, Beta(0.4, 0.4)
     "px128": ["preprocess.size=[128,128]"],  # the issue's next resolution (Lite0's last stage sees 4x4)
+    # One 500-image subset for every training seed (the seed-s subset, data.seed=s): separates the subset's
+    # share of the seed spread from training noise. Train seed s on subset s is the recipe's own row.
+    **{f"subset{s}": [f"data.seed={s}"] for s in SEEDS},
 }
 
 
