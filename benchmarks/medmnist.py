@@ -49,7 +49,11 @@ PUBLISHED = {
 #: measured then carries it, so its command still reproduces its row.
 PX64 = ["preprocess.size=[64,64]"]
 
-#: Recipe variants compared on validation (``--tag NAME`` adds these overrides).
+#: One 500-image subset for every training seed (the seed-s subset, ``data.seed=s``): separates the subset's
+#: share of the seed spread from training noise. Training seed s on subset s is the recipe's own row.
+SUBSET_TAGS = {s: f"subset{s}" for s in SEEDS}
+
+#: Recipe variants compared on validation, and the fixed subsets (``--tag NAME`` adds these overrides).
 VARIANTS: dict[str, list[str]] = {
     "": [],
     "px64": PX64,  # the recipe at 64 px (the learning curve's first points, benchmarks/shift.py's arms)
@@ -67,9 +71,7 @@ VARIANTS: dict[str, list[str]] = {
     "ema96": ["train.ema=0.995"],  # the weight average at the recipe's 96 px (probe for #19)
     "mixup": ["train.mixup=0.4"],  # each image blended with another of its batch, Beta(0.4, 0.4)
     "px128": ["preprocess.size=[128,128]"],  # the issue's next resolution (Lite0's last stage sees 4x4)
-    # One 500-image subset for every training seed (the seed-s subset, data.seed=s): separates the subset's
-    # share of the seed spread from training noise. Train seed s on subset s is the recipe's own row.
-    **{f"subset{s}": [f"data.seed={s}"] for s in SEEDS},
+    **{tag: [f"data.seed={s}"] for s, tag in SUBSET_TAGS.items()},
 }
 
 
@@ -329,12 +331,69 @@ def gap_sentence(summary: dict[tuple, dict], tag: str) -> str:
     return "; ".join(parts) + "." if parts else ""
 
 
+def fixed_subset_runs(table_rows: dict[str, dict], weights: str, subset: int) -> list[dict]:
+    """The runs on the 500-image subset of seed ``subset``, one per training seed: ``subset{s}`` rows, and
+    the recipe's own row for the training seed that draws that subset itself."""
+    names = (run_name("pneumoniamnist", weights, t, 500, "" if t == subset else SUBSET_TAGS[subset]) for t in SEEDS)
+    return [table_rows[n] for n in names if n in table_rows]
+
+
+def fixed_subset_lines(table_rows: dict[str, dict]) -> list[str]:
+    """A table of test AUC on each fixed 500-image subset over training seeds, ImageNet start vs scratch, the
+    gap in units of the larger training-seed sd; then the spread split into training noise (sd within a
+    subset, pooled) and the subset (sd of the subset means). Only subsets run with more than one training seed."""
+    lines, within, means = [], {"imagenet": [], "scratch": []}, {"imagenet": [], "scratch": []}
+    for subset in SEEDS:
+        arms = {w: fixed_subset_runs(table_rows, w, subset) for w in ("imagenet", "scratch")}
+        if min(len(r) for r in arms.values()) < 2:
+            continue
+        cells, stats = [], {}
+        for w, rs in arms.items():
+            aucs = [r["test_auc"] for r in sorted(rs, key=lambda r: r["seed"])]
+            stats[w] = _stats(aucs)
+            within[w].append(statistics.variance(aucs))
+            means[w].append(stats[w][0])
+            cells.append(" / ".join(f"{a:.3f}" for a in aucs) + f" → {_fmt(*stats[w])}")
+        gap, sd = stats["imagenet"][0] - stats["scratch"][0], max(stats["imagenet"][1], stats["scratch"][1])
+        seeds = ", ".join(str(r["seed"]) for r in sorted(arms["imagenet"], key=lambda r: r["seed"]))
+        ratio = f"{gap / sd:.1f}x" if sd > 0 else "-"
+        lines.append(f"| {subset} | {seeds} | {cells[0]} | {cells[1]} | {gap:+.3f} | {ratio} |")
+    if not lines:
+        return []
+    head = ["Fixed 500-image subsets (`--tag subsetN`, i.e. `data.seed=N`: one PneumoniaMNIST subset, three "
+            "training seeds; the recipe's own row is the training seed that draws the subset itself). Test AUC "
+            "per training seed, mean ± sd:", "",
+            "| subset (data.seed) | training seeds | ImageNet start | scratch | gap | gap / larger sd |",
+            "|---|---|---|---|---|---|"]
+    parts = []
+    for w in ("imagenet", "scratch"):
+        noise = math.sqrt(statistics.mean(within[w]))
+        between = f", sd of the subset means {statistics.stdev(means[w]):.3f}" if len(means[w]) > 1 else ""
+        parts.append(f"{w} start: training-seed sd within a subset {noise:.3f} (pooled){between}")
+    return head + lines + ["", "Spread, " + "; ".join(parts) + "."]
+
+
+def _size_of(overrides: list[str]) -> tuple[int, int] | None:
+    sizes = [tuple(json.loads(o.split("=", 1)[1])) for o in overrides if o.startswith("preprocess.size=")]
+    return sizes[-1] if sizes else None  # type: ignore[return-value]
+
+
 def variants_at(size: tuple[int, int] | None) -> list[str]:
-    """The named variants that run at the recipe's own size (``None``) or set ``preprocess.size`` to ``size``."""
-    def size_of(overrides: list[str]) -> tuple[int, int] | None:
-        sizes = [tuple(json.loads(o.split("=", 1)[1])) for o in overrides if o.startswith("preprocess.size=")]
-        return sizes[-1] if sizes else None
-    return [t for t, o in VARIANTS.items() if t and size_of(o) == size]
+    """The named recipe variants (not the fixed subsets) that run at the recipe's own size (``None``) or set
+    ``preprocess.size`` to ``size``."""
+    return [t for t, o in VARIANTS.items() if t and _size_of(o) == size and t not in SUBSET_TAGS.values()]
+
+
+def size_sentence() -> str:
+    """Which rows ran at which input size, from the overrides of :data:`VARIANTS`."""
+    sizes = sorted({_size_of(o) for t, o in VARIANTS.items() if _size_of(o)})
+    parts = [f"{_and(['the recipe rows', 'the fixed subsets', *(f'`{t}`' for t in variants_at(None))])} at "
+             f"{recipe_px()} px"]
+    for size in sizes:
+        names = _and([f"`{t}`" for t in variants_at(size)])
+        parts.append(f"{names} at {size[0]} px" + (", the recipe's size before the `px96` probe won on validation"
+                                                   if size[0] == 64 else ""))
+    return "Input sizes: " + "; ".join(parts) + "."
 
 
 def recipe_px() -> int:
@@ -361,13 +420,13 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
              f"one CPU thread, on {platform.machine()} {os.cpu_count()} CPU(s). The first runs shared the cores with up to 6 "
              f"others (and other work), so their minutes overstate an idle machine (one run alone trains at about 51 "
              f"images/s); the runs added later (learning-curve points at 100, 250 and 1,000 images, and the `shift_*` "
-             f"arms that `benchmarks/shift.py` lacked, every 96 px run) ran two at a time, one per core. Rows `px64` "
-             f"(and every variant but {_and([f'`{t}`' for t in variants_at(None)])}) ran at 64 px, the recipe's size "
-             f"before the `px96` probe won on validation. Test AUC / ACC "
-             f"mean ± sd over seeds; choices were made on validation only.", "",
+             f"arms that `benchmarks/shift.py` lacked, every run at 96 or 128 px) ran two at a time, one per core. "
+             f"{size_sentence()} Test AUC / ACC mean ± sd over seeds; choices were made on validation only.", "",
              "| dataset | training images | start | variant | seeds | val AUC | test AUC | test ACC | max min/run |",
              "|---|---|---|---|---|---|---|---|---|"]
     for (ds, w, n, tag), s in sorted(summary.items(), key=lambda kv: (kv[0][0], kv[0][2] or 10**9, kv[0][3], kv[0][1])):
+        if tag in SUBSET_TAGS.values():
+            continue  # their own table below, with the recipe's row of the same subset
         lines.append(f"| {ds} | {n or ('all (' + str(s['n_train']) + ')')} | {w} | {tag or 'default'} | {s['n_seeds']} | "
                      f"{_fmt(s['val_auc'], s['val_auc_sd'])} | {_fmt(s['test_auc'], s['test_auc_sd'])} | "
                      f"{_fmt(s['test_accuracy'], s['test_accuracy_sd'])} | {s['minutes_max']:.1f} |")
@@ -382,6 +441,9 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
     per_seed = per_seed_sentence(table_rows)
     if per_seed:
         lines += ["", per_seed]
+    fixed = fixed_subset_lines(table_rows)
+    if fixed:
+        lines += ["", *fixed]
     for p in sorted(RERUNS.glob("*.json")):
         again = json.loads(p.read_text())
         first = table_rows.get(again["name"])

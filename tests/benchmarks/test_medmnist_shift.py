@@ -138,3 +138,25 @@ def test_variants_at_reads_the_size_each_variant_sets(mm, monkeypatch):
     assert mm.variants_at((64, 64)) == ["px64", "a"]
     assert mm.variants_at((128, 128)) == ["c"]
     assert mm._and(["`b`", "`c`"]) == "`b` and `c`"
+
+
+def test_fixed_subset_table_reuses_the_recipe_row_of_its_own_seed(mm):
+    def row(w, seed, tag, test):
+        name = mm.run_name("pneumoniamnist", w, seed, 500, tag)
+        return name, {"name": name, "seed": seed, "test_auc": test}
+
+    rows = dict([row("imagenet", 0, "", 0.95), row("imagenet", 1, "subset0", 0.96), row("imagenet", 2, "subset0", 0.97),
+                 row("scratch", 0, "", 0.94), row("scratch", 1, "subset0", 0.94), row("scratch", 2, "subset0", 0.94),
+                 row("imagenet", 1, "", 0.99), row("imagenet", 0, "subset1", 0.5)])  # subset 1: one scratch run only
+    lines = mm.fixed_subset_lines(rows)
+    # subset 0: ImageNet 0.96 +- 0.01, scratch 0.94 +- 0: gap 0.02 = 2.0x the larger sd; subset 1 left out
+    assert lines[4] == "| 0 | 0, 1, 2 | 0.950 / 0.960 / 0.970 → 0.960 ± 0.010 | 0.940 / 0.940 / 0.940 → 0.940 ± 0.000 | +0.020 | 2.0x |"
+    assert len(lines) == 7 and lines[6] == ("Spread, imagenet start: training-seed sd within a subset 0.010 (pooled); "
+                                            "scratch start: training-seed sd within a subset 0.000 (pooled).")
+    assert mm.fixed_subset_lines({}) == []
+
+
+def test_fixed_subsets_are_not_recipe_variants(mm):
+    assert mm.VARIANTS["subset2"] == ["data.seed=2"]
+    assert not {"subset0", "subset1", "subset2"} & set(mm.variants_at(None))
+    assert "`px128` at 128 px" in mm.size_sentence() and "`px64`" in mm.size_sentence()
