@@ -372,8 +372,8 @@ def fixed_subset_lines(table_rows: dict[str, dict]) -> list[str]:
     parts = []
     for w in ("imagenet", "scratch"):
         noise = math.sqrt(statistics.mean(within[w]))
-        between = f", sd of the subset means {statistics.stdev(means[w]):.3f}" if len(means[w]) > 1 else ""
-        parts.append(f"{w} start: training-seed sd within a subset {noise:.3f} (pooled){between}")
+        between = f", sd of the subset means {statistics.stdev(means[w]):.4f}" if len(means[w]) > 1 else ""
+        parts.append(f"{w} start: training-seed sd within a subset {noise:.4f} (pooled){between}")
     return head + lines + ["", "Spread, " + "; ".join(parts) + "."]
 
 

@@ -151,8 +151,8 @@ def test_fixed_subset_table_reuses_the_recipe_row_of_its_own_seed(mm):
     lines = mm.fixed_subset_lines(rows)
     # subset 0: ImageNet 0.96 +- 0.01, scratch 0.94 +- 0: gap 0.02 = 2.0x the larger sd; subset 1 left out
     assert lines[4] == "| 0 | 0, 1, 2 | 0.950 / 0.960 / 0.970 → 0.960 ± 0.010 | 0.940 / 0.940 / 0.940 → 0.940 ± 0.000 | +0.020 | 2.0x |"
-    assert len(lines) == 7 and lines[6] == ("Spread, imagenet start: training-seed sd within a subset 0.010 (pooled); "
-                                            "scratch start: training-seed sd within a subset 0.000 (pooled).")
+    assert len(lines) == 7 and lines[6] == ("Spread, imagenet start: training-seed sd within a subset 0.0100 (pooled); "
+                                            "scratch start: training-seed sd within a subset 0.0000 (pooled).")
     assert mm.fixed_subset_lines({}) == []
 
 
