@@ -304,8 +304,8 @@ def probe_verdict(pairs_by_probe: dict[str, dict[str, list[tuple[dict, dict]]]])
 
 def per_seed_sentence(table_rows: dict[str, dict]) -> str:
     """Test AUC per seed at 500 PneumoniaMNIST images for the arms at the recipe's size (both starts, and
-    the variants that keep that size). A seed fixes the 500-image subset for every arm, so a seed that is
-    low in every arm points at its subset, not at training."""
+    the variants that keep that size). A seed fixes both the 500-image subset and the training randomness of
+    every arm, so a seed low in every arm does not say which of the two it is: :func:`fixed_subset_lines` does."""
     arms = [("imagenet", ""), *(("imagenet", t) for t in variants_at(None)), ("scratch", "")]
     cells = []
     for s in SEEDS:
