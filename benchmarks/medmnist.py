@@ -74,6 +74,9 @@ VARIANTS: dict[str, list[str]] = {
     # Half the step budget: on validation the ImageNet start peaks mid-schedule (epoch 16-22 of 40 at 500
     # images, 6-10 of 19 on RetinaMNIST, lr still 6-9e-4) and falls while the rate anneals; scratch peaks at the end
     "steps300": ["train.min_steps=300"],
+    # Discriminative rates over the whole network (fastai's slice(lr*decay, lr)): the head at 1e-3, each
+    # earlier stage x0.7, the stem at 0.04x, so the ImageNet features move less than the new head
+    "discr": ["train.strategy=partial", "train.unfreeze_stages=9", "train.lr_decay=0.7"],
     **{tag: [f"data.seed={s}"] for s, tag in SUBSET_TAGS.items()},
 }
 
@@ -240,6 +243,7 @@ PROBES = {
     "mixup": ("mixup, Beta(0.4, 0.4), at 96 px", ""),
     "px128": ("128 px instead of 96", ""),
     "steps300": ("at least 300 optimiser steps instead of 600", ""),
+    "discr": ("every stage trains, each earlier one at 0.7x the rate of the one above (stem 0.04x)", ""),
 }
 
 
