@@ -98,6 +98,15 @@ def card_hash(run_dir: str | os.PathLike) -> str:
     return hashlib.sha256((Path(run_dir) / "model_card.json").read_bytes()).hexdigest()[:12]
 
 
+def card_views(card: dict[str, Any]) -> list[Any] | None:
+    """The test-time augmentation views a model card records (``eval.tta``), or None: plain prediction."""
+    from medtl.transforms.tta import View
+
+    entry = card.get("tta") or {}
+    views = [View.from_dict(v) for v in entry.get("views", [])]
+    return views or None
+
+
 def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any], Any]:
     """``(model, card, preprocessing)`` of a finished run; the model in eval mode on ``device``."""
     from safetensors import SafetensorError

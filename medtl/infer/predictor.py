@@ -25,8 +25,8 @@ from medtl.errors import MedtlError
 from medtl.guard import DEFAULT_METHOD, OODDetector, features_and_logits
 from medtl.guard.domain import check_header, photometric_kind
 from medtl.io.scan import Scan
-from medtl.runs import card_hash, load_run, resolve_device
-from medtl.transforms import Preprocessing
+from medtl.runs import card_hash, card_views, load_run, resolve_device
+from medtl.transforms import Preprocessing, tta_probabilities
 
 __all__ = ["Prediction", "Predictor", "describe_preprocessing", "write_saliency"]
 
@@ -119,6 +119,7 @@ class Predictor:
         self.preprocessing = preprocessing
         self.device = torch.device(device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.views = card_views(card)  #: test-time augmentation views (None: plain prediction)
         self.class_names: list[str] = [str(c) for c in card["class_names"]]
         self.positive_class: str | None = None
         self.threshold: float | None = None
@@ -185,7 +186,10 @@ class Predictor:
             feats, logits = None, self.model(x)
         else:
             feats, logits = features_and_logits(self.model, x)
-        probs = torch.softmax(logits.double(), dim=1).cpu().numpy()  # float64: sums to 1 within 1e-15
+        if self.views:  # the card's test-time views; the OOD score stays on the input itself
+            probs = tta_probabilities(self.model, x, self.views, logits=logits).cpu().numpy()
+        else:
+            probs = torch.softmax(logits.double(), dim=1).cpu().numpy()  # float64: sums to 1 within 1e-15
         if feats is None:
             return probs, None
         scores = self.ood.scores(feats.double().cpu().numpy(), logits.double().cpu().numpy())[self.ood_method]
@@ -267,7 +271,9 @@ class Predictor:
 
         ``method``: a name of ``medtl.explain.METHODS``, default ``medtl.explain.DEFAULT_METHOD``.
         The map's metadata name the method, the class explained with its probability and the
-        model, so a PNG written from it (:func:`write_saliency`) is labelled.
+        model, so a PNG written from it (:func:`write_saliency`) is labelled. With test-time views
+        in the card the map explains the input itself and the probability is the views' average
+        (the one :meth:`predict` reports).
         """
         try:
             from medtl.explain import DEFAULT_METHOD, method_title, saliency_for_scan
@@ -277,6 +283,8 @@ class Predictor:
         sal, info = saliency_for_scan(self.model, self.preprocessing, scan, method=method, target=target)
         info = dict(info or {})
         chosen = int(info.get("target", 0))
+        if self.views:  # the map explains the input itself; its label gives the probability the user is told
+            info["probabilities"] = self.score_batch(self.preprocess(scan)[None])[0][0].tolist()
         info.update(title=method_title(method), class_name=self.class_names[chosen],
                     probability=float(info["probabilities"][chosen]), model=self.model_id)
         sal.metadata.update(saliency_title=info["title"], saliency_class=info["class_name"],

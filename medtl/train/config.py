@@ -57,3 +57,7 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     threshold: Union[float, Literal["youden", "val_youden"]] = "val_youden"
     bootstrap: int = Field(1000, ge=0)  #: resamples for 95% CIs
+    #: test-time augmentation: the final validation/test figures, and every later prediction of the
+    #: model (the views go into its card), average the probabilities over fixed small versions of each
+    #: input taken from the training augmentation (medtl.transforms.tta); checkpoint choice stays plain
+    tta: bool = False

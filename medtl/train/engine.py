@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from medtl.runs import resolve_device
 from medtl.train.logger import MetricLogger
 from medtl.train.config import TrainConfig
 from medtl.train.strategy import Strategy, build_optimizer, build_scheduler, set_batchnorm_mode
+from medtl.transforms.tta import View, tta_probabilities
 
 LOWER_IS_BETTER = {"loss", "nll", "brier", "ece"}
 
@@ -110,20 +111,27 @@ def _to_device(batch: Any, device: torch.device, channels_last: bool) -> tuple[t
 @torch.no_grad()
 def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device,
                    amp: torch.dtype | None = None, channels_last: bool = False,
-                   progress: bool = False, desc: str = "predict") -> tuple[np.ndarray, np.ndarray, float]:
-    """Class probabilities, labels and mean cross-entropy over a loader."""
+                   progress: bool = False, desc: str = "predict",
+                   views: Sequence[View] | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Class probabilities, labels and mean cross-entropy over a loader; with ``views``, the
+    probabilities are averaged over those test-time views and the loss is their negative log."""
     model.eval()
     probs, labels, loss_sum, n = [], [], 0.0, 0
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         x, y = _to_device(batch, device, channels_last)
         with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
             logits = model(x)
-        logits = logits.float()
-        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            p = tta_probabilities(model, x, views, logits=logits) if views else None
+        if p is None:
+            # float64: float32 softmax rounds every logit gap above ~17 to p = 1, which ties the
+            # confident cases and hides their ranking from AUC (float64 keeps it up to ~36)
+            p = torch.softmax(logits.double(), dim=1)
+        if views:
+            loss_sum += float(nn.functional.nll_loss(torch.log(p.clamp_min(1e-300)), y, reduction="sum"))
+        else:
+            loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
         n += len(y)
-        # float64: float32 softmax rounds every logit gap above ~17 to p = 1, which ties the
-        # confident cases and hides their ranking from AUC (float64 keeps it up to ~36)
-        probs.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
+        probs.append(p.cpu().numpy())
         labels.append(y.cpu().numpy())
     if n == 0:
         return np.zeros((0, 0)), np.zeros(0, dtype=int), float("nan")

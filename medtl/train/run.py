@@ -22,8 +22,8 @@ from medtl import __version__
 from medtl._fileutil import atomic_path, write_json
 from medtl.config import Config, load_config
 from medtl.errors import MedtlError
-from medtl.runs import (CARD_FORMAT, INTENDED_USE, LIMITATIONS, load_run, read_card, resolve_device, save_weights,
-                        write_card)
+from medtl.runs import (CARD_FORMAT, INTENDED_USE, LIMITATIONS, card_views, load_run, read_card, resolve_device,
+                        save_weights, write_card)
 
 log = logging.getLogger(__name__)
 
@@ -259,16 +259,20 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     device = resolve_device(tc.device)
     model.to(device)
     metrics: dict[str, Any] = {}
+    from medtl.transforms.tta import tta_views
+
+    views = tta_views(cfg.augment, cfg.preprocess.spatial_dims) if cfg.eval.tta else None
     val_labels = val_probs = None
     if val_ds is not None:
-        val_probs, val_labels, _ = predict_loader(model, _loader(val_ds, cfg), device)
+        val_probs, val_labels, _ = predict_loader(model, _loader(val_ds, cfg), device, views=views)
     threshold = _threshold(cfg, val_labels, val_probs, len(class_names))
     if val_ds is not None:
         metrics["val"] = evaluate_predictions(val_labels, val_probs, threshold=threshold,
                                               bootstrap=cfg.eval.bootstrap, seed=tc.seed)
     plots: dict[str, str] = {}
     if test_ds is not None:
-        probs, labels, _ = predict_loader(model, _loader(test_ds, cfg), device, progress=progress, desc="test")
+        probs, labels, _ = predict_loader(model, _loader(test_ds, cfg), device, progress=progress, desc="test",
+                                          views=views)
         metrics["test"] = evaluate_predictions(labels, probs, threshold=threshold, bootstrap=cfg.eval.bootstrap,
                                                seed=tc.seed)
         _write_predictions(out / "predictions_test.csv", cohort.split("test"), labels, probs, class_names)
@@ -301,6 +305,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         "threshold": threshold,
         "model": model.card,
         "preprocessing": prep.to_dict(),
+        **({"tta": {"views": [v.to_dict() for v in views]}} if views else {}),
         "training": {
             "strategy": tc.strategy, "epochs": tc.epochs, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
             "steps_per_epoch": steps_per_epoch(len(train_ds), tc.batch_size), "min_steps": tc.min_steps,
@@ -325,12 +330,14 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
 
 
 def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "test", out: str | None = None,
-             overrides: Sequence[str] = (), bootstrap: int | None = None, progress: bool = True) -> dict[str, Any]:
+             overrides: Sequence[str] = (), bootstrap: int | None = None, progress: bool = True,
+             tta: bool | None = None) -> dict[str, Any]:
     """Metrics (with 95% CIs) of a trained run on a dataset split, with the run's own preprocessing.
 
     ``data`` defaults to the training data; ``overrides`` are ``data.*`` items
     (e.g. ``data.filter.site=B``). With ``out``, writes ``metrics.json``,
-    predictions and plots there.
+    predictions and plots there. ``tta``: None averages the test-time views the card records
+    (plain without); True the views of the run's training augmentation; False none.
     """
     from medtl.data import build_dataset, load_items
     from medtl.train.engine import predict_loader
@@ -352,13 +359,20 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "
     if not items:
         raise MedtlError(f"{cfg.data.path}: split {split!r} is empty")
     ds = build_dataset(items, prep.transforms(), cache="none")
-    probs, labels, _ = predict_loader(model, _loader(ds, cfg), device, progress=progress, desc="evaluate")
+    if tta is None:
+        views = card_views(card)
+    else:
+        from medtl.transforms.tta import tta_views
+
+        views = tta_views(cfg.augment, cfg.preprocess.spatial_dims) if tta else None
+    probs, labels, _ = predict_loader(model, _loader(ds, cfg), device, progress=progress, desc="evaluate",
+                                      views=views)
     n_boot = cfg.eval.bootstrap if bootstrap is None else bootstrap
     metrics = evaluate_predictions(labels, probs, threshold=card.get("threshold"), bootstrap=n_boot,
                                    seed=cfg.train.seed)
     # Which data this is (kept in metrics.json): the dataset, split, case count and data.* overrides.
     metrics["evaluated_on"] = {"data": str(cfg.data.path), "split": split, "n": len(items),
-                               "overrides": list(overrides)}
+                               "overrides": list(overrides), "tta_views": len(views) if views else 0}
     if out:
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -206,3 +206,26 @@ def test_predictions_csv_reads_back_the_probabilities_exactly(tmp_path):
     back = np.array([[float(r["p_normal"]), float(r["p_lesion"])] for r in rows])
     np.testing.assert_array_equal(back, probs)
     assert [r["image"] for r in rows] == ["a.dcm", "b.dcm", "c.dcm"]
+
+
+def test_tta_run_records_its_views_and_every_later_prediction_averages_them(train_tiny):
+    from medtl.infer import Predictor
+    from medtl.transforms.tta import apply_view, tta_views
+
+    extra = ("eval.tta=true", "augment.rotate_deg=10", "augment.shift=0.05", "augment.flip=true")
+    run = train_tiny("tiny2d_tta", *TINY_2D, *extra)
+    card = json.loads((run / "model_card.json").read_text())
+    views = tta_views(tiny_cfg(*extra).augment, 2)
+    assert len(views) == 1 + 2 + 4 + 1 and card["tta"]["views"] == [v.to_dict() for v in views]
+    # `medtl evaluate` reproduces the run's own test figures (same views, same threshold) ...
+    again = evaluate(run, split="test", bootstrap=0, progress=False)
+    assert again["evaluated_on"]["tta_views"] == len(views)
+    assert again["auc"] == pytest.approx(card["metrics"]["test"]["auc"], abs=1e-12)
+    assert again["accuracy"] == pytest.approx(card["metrics"]["test"]["accuracy"], abs=1e-12)
+    assert evaluate(run, split="test", bootstrap=0, progress=False, tta=False)["evaluated_on"]["tta_views"] == 0
+    # ... and the predictor (batch scoring, the app) averages the same views
+    pred = Predictor.from_run(run, device="cpu")
+    x = torch.rand(3, card["model"]["in_channels"], 32, 32)
+    with torch.no_grad():
+        want = torch.stack([torch.softmax(pred.model(apply_view(x, v)).double(), 1) for v in views]).mean(0)
+    assert np.allclose(pred.predict_batch(x), want.numpy(), atol=1e-12)
