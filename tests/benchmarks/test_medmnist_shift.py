@@ -160,3 +160,27 @@ def test_fixed_subsets_are_not_recipe_variants(mm):
     assert mm.VARIANTS["subset2"] == ["data.seed=2"]
     assert not {"subset0", "subset1", "subset2"} & set(mm.variants_at(None))
     assert "`px128` at 128 px" in mm.size_sentence() and "`px64`" in mm.size_sentence()
+
+
+def test_tta_probe_compares_the_recipe_checkpoints_with_and_without_views(mm):
+    def row(seed, tag, val, test, ds="pneumoniamnist", plain=None):
+        name = mm.run_name(ds, "imagenet", seed, 500 if ds == "pneumoniamnist" else None, tag)
+        r = {"name": name, "seed": seed, "val_auc": val, "test_auc": test}
+        if plain:
+            r.update(plain={"val_auc": plain[0], "test_auc": plain[1]}, tta_views=9)
+        return name, r
+
+    rows = dict([row(0, "", 0.995, 0.96, plain=(0.994, 0.95)), row(1, "", 0.996, 0.98, plain=(0.993, 0.97)),
+                 row(0, "", 0.83, 0.76, "retinamnist", plain=(0.82, 0.75)),
+                 row(0, "mixup", 0.992, 0.94), row(0, "mixup", 0.81, 0.74, "retinamnist")])
+    pairs = mm.probe_pairs(rows)
+    # another probe is compared with the recipe's figures without views, as it ran itself
+    assert [(p["val_auc"], b["val_auc"]) for p, b in pairs["mixup"]["pneumoniamnist"]] == [(0.992, 0.994)]
+    tta = [s for s in mm.probe_sentences(pairs) if s.startswith("`tta`")][0]
+    assert tta.endswith("seeds 0, 1): val 0.9955 vs 0.9935, higher on 2 of 2 seeds (test 0.970 vs 0.960); "
+                        "retinamnist val 0.8300 vs 0.8200 (test 0.760 vs 0.750)")
+    assert "Kept: `tta`" in mm.probe_verdict(pairs)
+    summary = mm.summarise([{**r, "dataset": "pneumoniamnist", "weights": "imagenet", "train_size": 500,
+                             "tag": "", "test_accuracy": 0.9, "seconds": 60, "epochs": 40, "lr": 1e-3}
+                            for n, r in rows.items() if n.startswith("pneumoniamnist") and "mixup" not in n])
+    assert "| pneumoniamnist | 500 | imagenet | default + TTA | 2 |" in mm.markdown(summary, [])
