@@ -229,3 +229,10 @@ def test_tta_run_records_its_views_and_every_later_prediction_averages_them(trai
     with torch.no_grad():
         want = torch.stack([torch.softmax(pred.model(apply_view(x, v)).double(), 1) for v in views]).mean(0)
     assert np.allclose(pred.predict_batch(x), want.numpy(), atol=1e-12)
+    # a saliency map explains the image itself, and its label gives the probability the user is told
+    from medtl.data import load_items
+
+    item = load_items(tiny_cfg(*extra).data).split("test")[0]
+    p = pred.predict(item["image"], saliency="gradcam", allow_other_domain=True)
+    chosen = p.saliency_info["class_name"]
+    assert p.saliency_info["probability"] == pytest.approx(p.probabilities[chosen], abs=1e-9)
