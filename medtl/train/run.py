@@ -24,6 +24,7 @@ from medtl.config import Config, load_config
 from medtl.errors import MedtlError
 from medtl.runs import (CARD_FORMAT, INTENDED_USE, LIMITATIONS, card_views, load_run, read_card, resolve_device,
                         save_weights, write_card)
+from medtl.transforms.tta import tta_views
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +260,6 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     device = resolve_device(tc.device)
     model.to(device)
     metrics: dict[str, Any] = {}
-    from medtl.transforms.tta import tta_views
-
     views = tta_views(cfg.augment, cfg.preprocess.spatial_dims) if cfg.eval.tta else None
     val_labels = val_probs = None
     if val_ds is not None:
@@ -362,8 +361,6 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "
     if tta is None:
         views = card_views(card)
     else:
-        from medtl.transforms.tta import tta_views
-
         views = tta_views(cfg.augment, cfg.preprocess.spatial_dims) if tta else None
     probs, labels, _ = predict_loader(model, _loader(ds, cfg), device, progress=progress, desc="evaluate",
                                       views=views)

@@ -47,7 +47,8 @@ from medtl.transforms.tta import View, apply_view, tta_probabilities, tta_views
 __all__ = [
     "CT_WIDE_WINDOW", "CT_WINDOWS", "DOMAIN_SHIFT", "PREPROCESSING_VERSION",
     "EnsureChannels", "EnsureChannelsd", "ImageNetNormalize", "ImageNetNormalized", "LoadScan", "LoadScand",
-    "MedtlCompose", "Preprocessing", "ToNetworkLayout", "ToNetworkLayoutd", "View", "WindowIntensity", "WindowIntensityd",
+    "MedtlCompose", "Preprocessing", "ToNetworkLayout", "ToNetworkLayoutd", "View", "WindowIntensity",
+    "WindowIntensityd",
     "array_to_scan", "as_scan", "augmentations", "domain_shift_augmentations", "from_network_layout",
     "parse_window", "resolve_window", "scale_intensity", "spatial_augmentations", "to_network_layout",
     "apply_view", "tta_probabilities", "tta_views",
