@@ -171,7 +171,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = args.out
     if out is None:
         data_part = Path(args.data).name if args.data else "training-data"
-        slug = "_".join([args.split, data_part, *args.overrides])
+        slug = "_".join([args.split, data_part, *args.overrides, *([f"tta-{args.tta}"] if args.tta != "card" else [])])
         folder = Path(args.model) / "evaluations" / (re.sub(r"[^A-Za-z0-9._=+-]+", "-", slug).strip("-") or "eval")
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -181,10 +181,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         except OSError:
             print(f"medtl: cannot write into the run folder ({folder}); the results are printed only: pass "
                   "--out FOLDER to keep them", file=sys.stderr)
-    metrics = evaluate(args.model, data=args.data, split=args.split, out=out, overrides=args.overrides)
+    metrics = evaluate(args.model, data=args.data, split=args.split, out=out, overrides=args.overrides,
+                       tta={"card": None, "on": True, "off": False}[args.tta])
     on = metrics.get("evaluated_on") or {}
     where = on.get("data") or args.data or "the training data"
     extra = f", {' '.join(args.overrides)}" if args.overrides else ""
+    extra += f", {on['tta_views']} test-time views" if on.get("tta_views") else ""
     print(f"evaluated {args.model} on {where}, split {on.get('split', args.split)} ({metrics.get('n', '?')} cases"
           f"{extra})", file=sys.stderr)
     if out:
@@ -430,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split to evaluate (train/val/test/all)")
     p.add_argument("--out", help="folder for metrics JSON and plots (default: RUN/evaluations/SPLIT_DATA[_OVERRIDES])")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--tta", choices=("card", "on", "off"), default="card",
+                   help="test-time views: the model card's (default), the run's training augmentation's, or none")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data.* overrides, e.g. data.filter.site=B")
     p.set_defaults(func=cmd_evaluate)
 

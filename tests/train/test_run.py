@@ -208,7 +208,7 @@ def test_predictions_csv_reads_back_the_probabilities_exactly(tmp_path):
     assert [r["image"] for r in rows] == ["a.dcm", "b.dcm", "c.dcm"]
 
 
-def test_tta_run_records_its_views_and_every_later_prediction_averages_them(train_tiny):
+def test_tta_run_records_its_views_and_every_later_prediction_averages_them(train_tiny, tmp_path, capsys):
     from medtl.infer import Predictor
     from medtl.transforms.tta import apply_view, tta_views
 
@@ -223,6 +223,8 @@ def test_tta_run_records_its_views_and_every_later_prediction_averages_them(trai
     assert again["auc"] == pytest.approx(card["metrics"]["test"]["auc"], abs=1e-12)
     assert again["accuracy"] == pytest.approx(card["metrics"]["test"]["accuracy"], abs=1e-12)
     assert evaluate(run, split="test", bootstrap=0, progress=False, tta=False)["evaluated_on"]["tta_views"] == 0
+    assert main(["evaluate", "--model", str(run), "--tta", "off", "--json", "--out", str(tmp_path / "plain")]) == 0
+    assert json.loads(capsys.readouterr().out)["evaluated_on"]["tta_views"] == 0
     # ... and the predictor (batch scoring, the app) averages the same views
     pred = Predictor.from_run(run, device="cpu")
     x = torch.rand(3, card["model"]["in_channels"], 32, 32)
