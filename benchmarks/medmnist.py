@@ -77,6 +77,7 @@ VARIANTS: dict[str, list[str]] = {
     # Discriminative rates over the whole network (fastai's slice(lr*decay, lr)): the head at 1e-3, each
     # earlier stage x0.7, the stem at 0.04x, so the ImageNet features move less than the new head
     "discr": ["train.strategy=partial", "train.unfreeze_stages=9", "train.lr_decay=0.7"],
+    "ls0": ["train.label_smoothing=0"],  # the recipe's label smoothing (0.1) off: the issue's ingredient, probed
     **{tag: [f"data.seed={s}"] for s, tag in SUBSET_TAGS.items()},
 }
 
@@ -119,6 +120,7 @@ def run_one(dataset: str, weights: str, seed: int, train_size: int | None = None
            "best_epoch": tr["best_epoch"], "steps_per_epoch": tr["steps_per_epoch"], "lr": tr["lr"],
            "val_auc": val.get("auc"), "val_accuracy": val.get("accuracy"),
            "test_auc": test.get("auc"), "test_accuracy": test.get("accuracy"),
+           "tta_views": len((card.get("tta") or {}).get("views", [])),
            "threads": threads, "machine": f"{platform.machine()} {os.cpu_count()} CPU(s)", "run_dir": str(run_dir)}
     results.mkdir(parents=True, exist_ok=True)
     tmp = out_json.with_suffix(".json.part")
@@ -240,7 +242,7 @@ def summarise(rows: list[dict]) -> dict[tuple, dict]:
                     "test_accuracy": acc, "test_accuracy_sd": acc_sd, "val_auc": vauc, "val_auc_sd": vauc_sd,
                     "minutes_max": max(r["seconds"] for r in rs) / 60, "epochs": rs[0]["epochs"],
                     "lr": [r["lr"] for r in rs], "n_train": rs[0].get("n_train"),
-                    "tta": all("tta_views" in r for r in rs)}
+                    "tta": all(r.get("tta_views") for r in rs)}
     return out
 
 
@@ -300,6 +302,7 @@ PROBES = {
     "tta": ("test-time augmentation: probabilities averaged over 9 fixed views from the training augmentation, "
             "rotation ±6.7°, zoom 0.93 and 1.07, a 4 % shift either way along each axis; the same checkpoints "
             "evaluated both ways, `python benchmarks/medmnist.py tta`", ""),
+    "ls0": ("no label smoothing instead of 0.1", ""),
 }
 TTA_PROBE = "tta"
 
@@ -307,6 +310,12 @@ TTA_PROBE = "tta"
 def _plain(row: dict) -> dict:
     """``row`` with its figures without test-time augmentation (what a run reports with ``eval.tta=false``)."""
     return {**row, **row.get("plain", {})}
+
+
+def _as_ran(probe: dict, base: dict) -> tuple[dict, dict]:
+    """A probe and its base compared as the probe ran: both with test-time views when the probe had them
+    (it ran after the recipe took ``eval.tta``), else both without."""
+    return (probe, base) if probe.get("tta_views") else (_plain(probe), _plain(base))
 
 
 def probe_pairs(table_rows: dict[str, dict]) -> dict[str, dict[str, list[tuple[dict, dict]]]]:
@@ -319,8 +328,8 @@ def probe_pairs(table_rows: dict[str, dict]) -> dict[str, dict[str, list[tuple[d
             if tag == TTA_PROBE:  # the recipe's own checkpoints, with and without the views
                 rows = [table_rows.get(run_name(ds, "imagenet", s, n, "")) for s in SEEDS]
                 pairs = [(r, _plain(r)) for r in rows if r and "plain" in r]
-            else:  # both sides without test-time augmentation, as the probes ran
-                pairs = [(_plain(table_rows[probe]), _plain(table_rows[base])) for probe, base in (
+            else:  # as the probe ran: without test-time views (earlier probes), or with them on both sides
+                pairs = [_as_ran(table_rows[probe], table_rows[base]) for probe, base in (
                     (run_name(ds, "imagenet", s, n, tag), run_name(ds, "imagenet", s, n, base_tag)) for s in SEEDS)
                     if probe in table_rows and base in table_rows]
             if pairs:
@@ -496,8 +505,9 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
              f"others (and other work), so their minutes overstate an idle machine (one run alone trains at about 51 "
              f"images/s); the runs added later (learning-curve points at 100, 250 and 1,000 images, and the `shift_*` "
              f"arms that `benchmarks/shift.py` lacked, every run at 96 or 128 px) ran two at a time, one per core. "
-             f"{size_sentence()} Rows marked + TTA are the recipe's own runs evaluated with its test-time views "
-             f"(`python benchmarks/medmnist.py tta`: the saved checkpoint, which validation chose without them); "
+             f"{size_sentence()} Rows marked + TTA are evaluated with the recipe's test-time views: "
+             f"the recipe's own runs re-evaluated (`python benchmarks/medmnist.py tta`: the saved checkpoint, which "
+             f"validation chose without them) and the variants run after the recipe took `eval.tta`; the other "
              f"variant rows are without. Test AUC / ACC mean ± sd over seeds; choices were made on validation only.", "",
              "| dataset | training images | start | variant | seeds | val AUC | test AUC | test ACC | max min/run |",
              "|---|---|---|---|---|---|---|---|---|"]
