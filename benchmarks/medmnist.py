@@ -78,6 +78,7 @@ VARIANTS: dict[str, list[str]] = {
     # earlier stage x0.7, the stem at 0.04x, so the ImageNet features move less than the new head
     "discr": ["train.strategy=partial", "train.unfreeze_stages=9", "train.lr_decay=0.7"],
     "ls0": ["train.label_smoothing=0"],  # the recipe's label smoothing (0.1) off: the issue's ingredient, probed
+    "sd0": ["model.drop_path=0"],  # Lite0's stochastic depth (0.2 at the last block) off
     **{tag: [f"data.seed={s}"] for s, tag in SUBSET_TAGS.items()},
 }
 
@@ -303,6 +304,7 @@ PROBES = {
             "rotation ±6.7°, zoom 0.93 and 1.07, a 4 % shift either way along each axis; the same checkpoints "
             "evaluated both ways, `python benchmarks/medmnist.py tta`", ""),
     "ls0": ("no label smoothing instead of 0.1", ""),
+    "sd0": ("no stochastic depth instead of Lite0's 0.2", ""),
 }
 TTA_PROBE = "tta"
 

@@ -18,6 +18,7 @@ from monai.networks.nets import efficientnet as monai_efficientnet
 from torch import nn
 from torch.func import functional_call
 
+from ..errors import ConfigError
 from ._registry import register_model
 from .acs import convert_to_acs
 from .adapt import channel_stats
@@ -158,6 +159,13 @@ class Backbone(nn.Module):
 
         norm = self.card["normalization"]
         return normalize(x, norm["mean"], norm["std"])
+
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth (timm's ``drop_path_rate``): each residual branch is dropped for a whole
+        sample with a probability that grows linearly with depth, to ``rate`` at the last block.
+        Architectures without it raise :class:`~medtl.errors.ConfigError`."""
+        raise ConfigError(f"{self.arch} has no stochastic depth (model.drop_path): leave model.drop_path unset, "
+                          "or use efficientnet_lite0")
 
     def reset_head(self, num_classes: int | None) -> None:
         """Replace the head by a fresh ``Linear`` (``None``: pooled features out)."""
@@ -307,6 +315,15 @@ class EfficientNetLiteBackbone(Backbone):
 
     def _stem_conv_modules(self) -> tuple[nn.Module, nn.Module]:
         return self.net._conv_stem_padding, self.net._conv_stem
+
+    def set_drop_path(self, rate: float) -> None:
+        """Block i of n drops its residual branch with probability ``rate * i / n`` (MONAI's and TF's
+        drop-connect rule; the constructor's 0.2 is ``set_drop_path(0.2)``)."""
+        if not 0 <= rate < 1:
+            raise ConfigError(f"model.drop_path={rate!r}: use a probability in [0, 1)")
+        blocks = [m for m in self.net.modules() if isinstance(m, monai_efficientnet.MBConvBlock)]
+        for i, block in enumerate(blocks):
+            block.drop_connect_rate = rate * i / len(blocks)
 
     def _features_after_stem_conv(self, x: torch.Tensor) -> torch.Tensor:
         n = self.net

@@ -15,4 +15,7 @@ class ModelConfig(_Section):
     weights_dir: Optional[str] = None
     inflate: str = "i3d"  #: 2D->3D adaptation (3D only): i3d | central | acs | 2.5d
     dropout: float = Field(0.0, ge=0, lt=1)
+    #: stochastic depth: the last residual block's drop probability, earlier blocks linearly less (null:
+    #: the architecture's own: efficientnet_lite0 0.2, as TF's EfficientNet; the ResNets and DenseNet have none)
+    drop_path: Optional[float] = Field(None, ge=0, lt=1)
     kwargs: dict[str, Any] = Field(default_factory=dict)  #: extra args for the builder

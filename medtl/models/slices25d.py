@@ -149,6 +149,10 @@ class SliceBackbone(Backbone):
     def stem_conv_key(self) -> str:  # type: ignore[override]
         return "net." + self.net.stem_conv_key
 
+    def set_drop_path(self, rate: float) -> None:
+        """The 2D network's stochastic depth."""
+        self.net.set_drop_path(rate)
+
     def to_slices(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, D, H, W)`` -> ``(B * S, n * C, H, W)``: each used depth position with its neighbours.
 

@@ -55,6 +55,8 @@ def build_model(cfg: Config, num_classes: int, progress: bool = True) -> nn.Modu
                    weights_dir=cfg.model.weights_dir, progress=progress, **cfg.model.kwargs)
     if cfg.model.dropout:
         model.drop.p = cfg.model.dropout
+    if cfg.model.drop_path is not None:
+        model.set_drop_path(cfg.model.drop_path)
     return model
 
 

@@ -137,3 +137,32 @@ def test_user_errors_are_one_line_config_errors_with_the_choices(kwargs, names, 
     assert "\n" not in msg
     for text in names + list(choices):
         assert text in msg, (text, msg)
+
+
+def test_drop_path_sets_stochastic_depth_or_says_the_architecture_has_none():
+    from monai.networks.nets.efficientnet import MBConvBlock
+
+    def rates(m: torch.nn.Module) -> list[float]:
+        return [b.drop_connect_rate or 0.0 for b in m.modules() if isinstance(b, MBConvBlock)]
+
+    m = models.create("efficientnet_lite0", num_classes=None, in_channels=1)
+    default = rates(m)
+    m.set_drop_path(0.2)
+    assert rates(m) == pytest.approx(default)  # the constructor's rule, reproduced
+    assert max(default) == pytest.approx(0.2 * 15 / 16)
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 32, 32)
+    m.train()
+    m.set_drop_path(0.9)
+    assert not torch.equal(m(x), m(x))  # whole residual branches dropped at random while training
+    m.set_drop_path(0.0)
+    assert torch.equal(m(x), m(x))  # no stochastic layer left in the trunk (head dropout: no head here)
+    m.eval()
+    m.set_drop_path(0.9)
+    out = m(x)
+    m.set_drop_path(0.0)
+    assert torch.equal(out, m(x))  # evaluation never drops
+    with pytest.raises(ConfigError, match="resnet18 has no stochastic depth"):
+        models.create("resnet18", num_classes=2).set_drop_path(0.1)
+    with pytest.raises(ConfigError, match="probability"):
+        m.set_drop_path(1.0)

@@ -238,3 +238,18 @@ def test_tta_run_records_its_views_and_every_later_prediction_averages_them(trai
     p = pred.predict(item["image"], saliency="gradcam", allow_other_domain=True)
     chosen = p.saliency_info["class_name"]
     assert p.saliency_info["probability"] == pytest.approx(p.probabilities[chosen], abs=1e-9)
+
+
+def test_model_drop_path_reaches_the_built_model():
+    from monai.networks.nets.efficientnet import MBConvBlock
+
+    from medtl.train.run import build_model
+
+    def rates(cfg_overrides: list[str]) -> list[float]:
+        cfg = load_config("medmnist2d", ["model.weights=null", "preprocess.channels=1", *cfg_overrides])
+        m = build_model(cfg, num_classes=2, progress=False)
+        return [b.drop_connect_rate or 0.0 for b in m.modules() if isinstance(b, MBConvBlock)]
+
+    assert max(rates([])) == pytest.approx(0.2 * 15 / 16)  # unset: Lite0's own
+    assert rates(["model.drop_path=0"]) == [0.0] * 16
+    assert max(rates(["model.drop_path=0.4"])) == pytest.approx(0.4 * 15 / 16)
