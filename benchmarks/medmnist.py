@@ -391,11 +391,18 @@ def per_seed_sentence(table_rows: dict[str, dict]) -> str:
     cells = []
     for s in SEEDS:
         got = [(w, tag, table_rows.get(run_name("pneumoniamnist", w, s, 500, tag))) for w, tag in arms]
-        got = [(w, tag, _plain(r)["test_auc"]) for w, tag, r in got if r]
+        got = [(w, tag, _plain(r)["test_auc"], " with views" * _views_only(r)) for w, tag, r in got if r]
         if got:
-            cells.append(f"seed {s}: " + ", ".join(f"{w}{' ' + tag if tag else ''} {a:.3f}" for w, tag, a in got))
+            cells.append(f"seed {s}: " + ", ".join(f"{w}{' ' + tag if tag else ''} {a:.3f}{views}"
+                                                   for w, tag, a, views in got))
     return (f"Test AUC per seed, 500 PneumoniaMNIST images at {recipe_px()} px, without test-time augmentation "
-            "(each seed draws its own subset, the same one for every arm): " + "; ".join(cells) + ".") if cells else ""
+            "unless marked (arms run after the recipe took `eval.tta` have only their figures with the views; "
+            "each seed draws its own subset, the same one for every arm): " + "; ".join(cells) + ".") if cells else ""
+
+
+def _views_only(row: dict) -> bool:
+    """``row`` was run with test-time views and has no figures without them."""
+    return bool(row.get("tta_views")) and "plain" not in row
 
 
 def gap_sentence(summary: dict[tuple, dict], tag: str) -> str:

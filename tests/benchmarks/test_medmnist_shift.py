@@ -129,6 +129,10 @@ def test_per_seed_sentence_lists_each_arm_of_a_seed_together(mm, monkeypatch):
     assert mm.per_seed_sentence(rows).endswith(
         "every arm): seed 0: imagenet 0.946, imagenet mixup 0.943, scratch 0.946; seed 1: imagenet 0.977.")
     assert mm.per_seed_sentence({}) == ""
+    rows[mm.run_name("pneumoniamnist", "imagenet", 1, 500, "")].update(tta_views=9)
+    assert mm.per_seed_sentence(rows).endswith("seed 1: imagenet 0.977 with views.")
+    rows[mm.run_name("pneumoniamnist", "imagenet", 1, 500, "")].update(plain={"test_auc": 0.97})
+    assert mm.per_seed_sentence(rows).endswith("seed 1: imagenet 0.970.")  # the figure without views, when kept
 
 
 def test_variants_at_reads_the_size_each_variant_sets(mm, monkeypatch):
@@ -184,3 +188,9 @@ def test_tta_probe_compares_the_recipe_checkpoints_with_and_without_views(mm):
                              "tag": "", "test_accuracy": 0.9, "seconds": 60, "epochs": 40, "lr": 1e-3}
                             for n, r in rows.items() if n.startswith("pneumoniamnist") and "mixup" not in n])
     assert "| pneumoniamnist | 500 | imagenet | default + TTA | 2 |" in mm.markdown(summary, [])
+    # a probe run after the recipe took eval.tta has views: compared with the recipe's figures with views
+    rows.update([row(0, "ls0", 0.997, 0.97), row(0, "ls0", 0.81, 0.75, "retinamnist")])
+    rows[mm.run_name("pneumoniamnist", "imagenet", 0, 500, "ls0")]["tta_views"] = 9
+    pairs = mm.probe_pairs(rows)
+    assert [(p["val_auc"], b["val_auc"]) for p, b in pairs["ls0"]["pneumoniamnist"]] == [(0.997, 0.995)]
+    assert [(p["val_auc"], b["val_auc"]) for p, b in pairs["ls0"]["retinamnist"]] == [(0.81, 0.82)]  # no views
