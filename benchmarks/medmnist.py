@@ -545,7 +545,8 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
         again = json.loads(p.read_text())
         first = table_rows.get(again["name"])
         if first:
-            lines += ["", f"Re-run of `{again['name']}` (`python benchmarks/medmnist.py run ... --out DIR`) beside at "
+            lines += ["", f"Re-run of `{again['name']}` (`python benchmarks/medmnist.py run ... --threads "
+                      f"{again.get('threads', 1)} --out DIR`) beside at "
                       f"most one other run: {again['seconds'] / 60:.1f} min (table: {first['seconds'] / 60:.1f} min under "
                       f"contention), test AUC {again['test_auc']:.4f} (table: {first['test_auc']:.4f})."]
     lines += ["", "How the recipe was chosen (validation only; one seed per variant unless the seeds column says "
