@@ -547,8 +547,13 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
         if first:
             lines += ["", f"Re-run of `{again['name']}` (`python benchmarks/medmnist.py run ... --threads "
                       f"{again.get('threads', 1)} --out DIR`) beside at "
-                      f"most one other run: {again['seconds'] / 60:.1f} min (table: {first['seconds'] / 60:.1f} min under "
-                      f"contention), test AUC {again['test_auc']:.4f} (table: {first['test_auc']:.4f})."]
+                      f"most one other run: {again['seconds'] / 60:.1f} min (table: {first['seconds'] / 60:.1f} min), "
+                      f"test AUC {again['test_auc']:.4f} (table: {first['test_auc']:.4f}); validation AUC "
+                      f"{again['val_auc']:.4f} (table: {first['val_auc']:.4f})."]
+    if any(RERUNS.glob("*.json")):
+        lines += ["", "A re-run on the same machine and thread count reproduces its row exactly; on another thread "
+                  "count or CPU the floating-point order differs, training takes another path, and the test AUC can move as "
+                  "far as it does between training seeds (fixed subsets above)."]
     lines += ["", "How the recipe was chosen (validation only; one seed per variant unless the seeds column says "
               "more, rows with a variant name above): the step budget and BatchNorm momentum came from the 3D collapse fix (#16/#17); among "
               "domain-shift presets, `strong` had the best validation AUC on 500 PneumoniaMNIST images both clean "
