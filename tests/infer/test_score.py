@@ -297,7 +297,10 @@ def test_other_modality_goes_to_the_errors_file_and_rows_carry_the_ood_score(run
     predictor = Predictor.from_run(run2d, device="cpu")
     for r in rows:
         expected = predictor.predict(r["path"])
-        assert float(r["ood_score"]) == pytest.approx(expected.ood_score, rel=1e-5)
+        # rel 1e-4: the batch and the single image run float32 convolutions with other batch sizes and
+        # thread splits, whose last-bit differences the inverse covariance of the score amplifies (seen:
+        # 1.5e-5 in a full run on a 2-core AMD EPYC); the CSV keeps 6 significant digits
+        assert float(r["ood_score"]) == pytest.approx(expected.ood_score, rel=1e-4)
         assert r["ood_flag"] == str(int(expected.out_of_distribution))
     (err,) = _rows(out.with_name("scores.errors.csv"))
     assert err["stage"] == "domain" and err["path"].endswith("us.dcm")
