@@ -515,7 +515,7 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
              f"images/s); the runs added later (learning-curve points at 100, 250 and 1,000 images, and the `shift_*` "
              f"arms that `benchmarks/shift.py` lacked, every run at 96 or 128 px) ran two at a time, one per core; "
              f"the `ls0` and `sd0` probes on a slower 2-core machine (about 22 images/s a run, two at a time), hence "
-             f"their 16-21 min (the 500-image recipe run alone there with both cores: 13.2 min, re-run below). "
+             f"their 16-21 min (the 500-image recipe run alone there with both cores: the `--threads 2` re-run below). "
              f"{size_sentence()} Rows marked + TTA are evaluated with the recipe's test-time views: "
              f"the recipe's own runs re-evaluated (`python benchmarks/medmnist.py tta`: the saved checkpoint, which "
              f"validation chose without them) and the variants run after the recipe took `eval.tta`; the other "
