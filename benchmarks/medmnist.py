@@ -84,6 +84,9 @@ VARIANTS: dict[str, list[str]] = {
     # LP-FT at 96 px: the head alone first, so its random start does not distort the ImageNet features,
     # which Kumar et al. (2022) found costs accuracy under distribution shift (PneumoniaMNIST's test split)
     "lpft96": ["train.head_warmup=0.1"],
+    # Stochastic weight averaging over the second half of the epochs instead of the best validation epoch:
+    # the ImageNet start's best epoch falls mid-schedule (lr still high), picked among near-equal scores
+    "swa": ["train.swa=0.5"],
     **{tag: [f"data.seed={s}"] for s, tag in SUBSET_TAGS.items()},
 }
 
@@ -127,6 +130,7 @@ def run_one(dataset: str, weights: str, seed: int, train_size: int | None = None
            "val_auc": val.get("auc"), "val_accuracy": val.get("accuracy"),
            "test_auc": test.get("auc"), "test_accuracy": test.get("accuracy"),
            "tta_views": len((card.get("tta") or {}).get("views", [])),
+           **({"swa": tr["swa"]} if tr.get("swa") else {}),
            "threads": threads, "machine": f"{platform.machine()} {os.cpu_count()} CPU(s)", "run_dir": str(run_dir)}
     results.mkdir(parents=True, exist_ok=True)
     tmp = out_json.with_suffix(".json.part")
@@ -313,6 +317,8 @@ PROBES = {
     "aug_plus": ("wider geometric jitter: rotation 15° instead of 10, zoom 0.85-1.15 instead of 0.9-1.1, "
                  "shift 10 % instead of 6", ""),
     "lpft96": ("head alone for the first 10 % of the epochs, then everything, at 96 px", ""),
+    "swa": ("the equal average of the weights at the end of each epoch of the second half, BatchNorm statistics "
+            "recomputed, instead of the best validation epoch", ""),
 }
 TTA_PROBE = "tta"
 

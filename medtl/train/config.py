@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from medtl._schema import Section as _Section
 
@@ -34,6 +34,12 @@ class TrainConfig(_Section):
     #: exponential moving average of the weights (decay per step, e.g. 0.99; null: off): validation,
     #: the best checkpoint and the saved model use the average (BatchNorm statistics averaged too)
     ema: Optional[float] = Field(None, gt=0, lt=1)
+    #: stochastic weight averaging (Izmailov et al. 2018): the weights at the end of each of the last
+    #: this fraction of epochs (rounded up), averaged with equal weight and their BatchNorm statistics
+    #: recomputed on the training data, are the run's model instead of the best validation epoch; an
+    #: average over the annealed tail lies in a flatter region (SWAD, Cha et al. 2021, for unseen sites).
+    #: null: off
+    swa: Optional[float] = Field(None, gt=0, le=1)
     balance: Literal["none", "loss", "sampler"] = "none"
     #: train: update statistics; freeze: keep ImageNet's; reestimate: recompute them on the
     #: training data before the first epoch (AdaBN), then train; auto: reestimate for 3D
@@ -52,6 +58,12 @@ class TrainConfig(_Section):
     threads: int = Field(0, ge=0)  #: CPU threads (0 = all cores)
     seed: int = 0
     deterministic: bool = False
+
+    @model_validator(mode="after")
+    def _one_average(self) -> "TrainConfig":
+        if self.ema is not None and self.swa is not None:
+            raise ValueError("train.ema and train.swa are both weight averages: set one of them (the other to null)")
+        return self
 
 
 class EvalConfig(_Section):

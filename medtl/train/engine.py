@@ -222,6 +222,7 @@ class FitState:
     best_epoch: int = -1
     history: list[dict] = field(default_factory=list)
     bad_epochs: int = 0
+    swa: dict | None = None  #: ``train.swa``: what was averaged and how the average validated
 
 
 def _better(score: float, best: float | None, monitor: str) -> bool:
@@ -255,7 +256,13 @@ class _Fit:
     last_ckpt: Path
     logger: MetricLogger | None  #: on the main rank only
     ema: torch.optim.swa_utils.AveragedModel | None = None  #: ``train.ema``: what validation and checkpoints see
+    swa: torch.optim.swa_utils.AveragedModel | None = None  #: ``train.swa``: the run's model at the end
     trainable_prev: list[str] | None = None
+
+    @property
+    def swa_from(self) -> int:
+        """The first epoch (0-based) whose end-of-epoch weights go into ``train.swa``'s average."""
+        return self.cfg.epochs - math.ceil(self.cfg.swa * self.cfg.epochs) if self.cfg.swa else self.cfg.epochs
 
     @property
     def eval_model(self) -> nn.Module:
@@ -294,6 +301,8 @@ def fit(
             _print_epoch(tc, epoch, row, seconds, improved)
         if _stop_early(run, progress):
             break
+    if run.swa is not None and run.dist.is_main and (state.epoch >= tc.epochs or _patience_spent(run)):
+        _finish_swa(run, on_best, progress)
     if run.logger is not None:
         run.logger.close()
     return state
@@ -327,7 +336,8 @@ def _set_up(model: nn.Module, train_ds: torch.utils.data.Dataset, val_ds: torch.
                                     label_smoothing=tc.label_smoothing)
     last_ckpt = out_dir / "checkpoints" / "last.pt"
     ema = make_ema(model, tc.ema) if tc.ema else None  # its first update copies the model
-    state = load_checkpoint(last_ckpt, model, optimizer, scheduler, scaler, ema) if resume else FitState()
+    swa = torch.optim.swa_utils.AveragedModel(model, use_buffers=False) if tc.swa else None  # equal weights
+    state = load_checkpoint(last_ckpt, model, optimizer, scheduler, scaler, ema, swa) if resume else FitState()
     logger = MetricLogger(out_dir / "metrics.csv", tensorboard_dir=out_dir / "tensorboard", resume=resume,
                           start_epoch=state.epoch + 1 if resume else None) if dist_info.is_main else None
 
@@ -343,7 +353,7 @@ def _set_up(model: nn.Module, train_ds: torch.utils.data.Dataset, val_ds: torch.
     step_model: nn.Module = torch.compile(model) if tc.compile and not dist_info.enabled else model
     return _Fit(tc, dist_info, device, amp, model, step_model, train_loader, sampler, generator, val_loader,
                 optimizer, scheduler, scaler, criterion, Strategy(tc, pretrained=cfg.model.weights is not None),
-                state, last_ckpt, logger, ema)
+                state, last_ckpt, logger, ema, swa)
 
 
 def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> tuple[dict[str, Any], float]:
@@ -382,6 +392,8 @@ def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> t
         seen += len(y)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
     train_time = time.perf_counter() - t0
+    if run.swa is not None and epoch >= run.swa_from:
+        run.swa.update_parameters(model)
 
     row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                            "lr": max(g["lr"] for g in run.optimizer.param_groups),
@@ -392,11 +404,13 @@ def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> t
     return row, train_time
 
 
-def _validate(run: _Fit) -> dict[str, float]:
-    """``val_loss`` and ``val_<metric>`` of every numeric classification metric on the validation loader."""
+def _validate(run: _Fit, model: nn.Module | None = None) -> dict[str, float]:
+    """``val_loss`` and ``val_<metric>`` of every numeric classification metric on the validation loader,
+    for ``model`` (default: the run's :attr:`_Fit.eval_model`)."""
     from medtl.train.metrics import classification_metrics
 
-    probs, labels, val_loss = predict_loader(run.eval_model, run.val_loader, run.device, run.amp, run.cfg.channels_last)
+    model = run.eval_model if model is None else model
+    probs, labels, val_loss = predict_loader(model, run.val_loader, run.device, run.amp, run.cfg.channels_last)
     out = {"val_loss": val_loss}
     for k, v in classification_metrics(labels, probs).items():
         if isinstance(v, (int, float)) and k != "n":
@@ -428,8 +442,36 @@ def _record_epoch(run: _Fit, epoch: int, row: dict[str, Any],
     else:
         state.bad_epochs += 1
     run.logger.log(**row)
-    save_checkpoint(run.last_ckpt, run.model, run.optimizer, run.scheduler, run.scaler, state, run.ema)
+    save_checkpoint(run.last_ckpt, run.model, run.optimizer, run.scheduler, run.scaler, state, run.ema, run.swa)
     return improved
+
+
+def _finish_swa(run: _Fit, on_best: Callable[[nn.Module, int, dict], None] | None, progress: bool) -> None:
+    """Make ``train.swa``'s average the run's model: recompute its BatchNorm statistics over one pass of
+    the training loader (averaged weights do not match any epoch's running statistics), validate it and
+    hand it to ``on_best`` in place of the best epoch; ``state.swa`` records what was averaged."""
+    from medtl.models.batchnorm import reestimate_batchnorm
+
+    state, averaged = run.state, int(run.swa.n_averaged)
+    if averaged == 0:  # stopped early before the averaging began: the best epoch stays the model
+        return
+    swa_model = run.swa.module
+    reestimate_batchnorm(swa_model, run.train_loader, run.device)
+    row = _validate(run, swa_model) if run.val_loader is not None else {}
+    state.swa = {"from_epoch": run.swa_from + 1, "epochs_averaged": averaged,
+                 **{k: v for k, v in row.items() if k in ("val_loss", "val_auc", "val_accuracy")}}
+    state.best_epoch = state.epoch
+    score = row.get("val_loss" if run.cfg.monitor == "loss" else f"val_{run.cfg.monitor}")
+    state.best_score = float(score) if score is not None else state.best_score
+    if progress:
+        shown = " ".join(f"{k}={v:.4f}" for k, v in state.swa.items() if k.startswith("val_"))
+        tqdm.write(f"weight average of epochs {run.swa_from + 1}-{state.epoch} ({averaged}) {shown}")
+    if on_best is not None:
+        on_best(swa_model, state.epoch, row)
+
+
+def _patience_spent(run: _Fit) -> bool:
+    return bool(run.cfg.patience) and run.state.bad_epochs >= run.cfg.patience
 
 
 def _print_epoch(tc: TrainConfig, epoch: int, row: dict[str, Any], seconds: float, improved: bool) -> None:
@@ -449,7 +491,7 @@ def _stop_early(run: _Fit, progress: bool) -> bool:
         dist.broadcast(flag, src=0)
         state.bad_epochs = int(flag)
         dist.barrier()
-    if tc.patience and state.bad_epochs >= tc.patience:
+    if _patience_spent(run):
         if progress and run.dist.is_main:
             tqdm.write(f"early stopping: no {tc.monitor} improvement for {tc.patience} epochs")
         return True
@@ -459,8 +501,9 @@ def _stop_early(run: _Fit, progress: bool) -> bool:
 # --- checkpoints ------------------------------------------------------------------------------
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler, state: FitState,
-                    ema: torch.optim.swa_utils.AveragedModel | None = None) -> None:
-    """Everything needed to resume (the weight average too), written atomically (a kill never leaves a broken file)."""
+                    ema: torch.optim.swa_utils.AveragedModel | None = None,
+                    swa: torch.optim.swa_utils.AveragedModel | None = None) -> None:
+    """Everything needed to resume (the weight averages too), written atomically (a kill never leaves a broken file)."""
     from medtl._fileutil import atomic_path
 
     payload = {
@@ -473,12 +516,15 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler, 
     }
     if ema is not None:
         payload["ema"] = ema.state_dict()
+    if swa is not None:
+        payload["swa"] = swa.state_dict()
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler,
-                    ema: torch.optim.swa_utils.AveragedModel | None = None) -> FitState:
+                    ema: torch.optim.swa_utils.AveragedModel | None = None,
+                    swa: torch.optim.swa_utils.AveragedModel | None = None) -> FitState:
     from medtl.errors import MedtlError
 
     if not path.is_file():
@@ -492,4 +538,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler,
         if "ema" not in payload:
             raise MedtlError(f"{path}: this run has no weight average to resume (it was started without train.ema)")
         ema.load_state_dict(payload["ema"])
+    if swa is not None:
+        if "swa" not in payload:
+            raise MedtlError(f"{path}: this run has no weight average to resume (it was started without train.swa)")
+        swa.load_state_dict(payload["swa"])
     return FitState(**payload["state"])

@@ -205,6 +205,49 @@ def test_resuming_an_ema_run_from_a_checkpoint_without_the_average_says_so(tmp_p
                    progress=False)
 
 
+def test_swa_model_is_the_equal_average_of_the_last_epochs_with_batchnorm_recomputed(tmp_path):
+    """``train.swa=0.5`` of 4 epochs: epochs 3 and 4 averaged, statistics from one pass over the
+    training data, validated and handed to ``on_best`` as the run's model; resumed mid-run."""
+    from medtl.models.batchnorm import reestimate_batchnorm
+
+    train_items, val_items = cases(16), cases(8, seed=1)
+    # one batch an epoch: a batch's variance depends on which images share it, the sum of them does not
+    config = cfg("train.epochs=4", "train.schedule=constant", "train.swa=0.5", "train.batch_size=16")
+    engine.fit(StagedBN(), train_items, val_items, config, tmp_path, max_epochs_this_run=3, progress=False)
+    w3 = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["model"]
+    saved = []
+    net = StagedBN()
+    state = engine.fit(net, train_items, val_items, config, tmp_path, resume=True, progress=False,
+                       on_best=lambda m, epoch, row: saved.append((epoch, {k: v.clone() for k, v in m.state_dict().items()})))
+    w4 = net.state_dict()
+    epoch, final = saved[-1]
+    assert epoch == state.best_epoch == 4
+    assert state.swa["from_epoch"] == 3 and state.swa["epochs_averaged"] == 2
+    expected = StagedBN()
+    expected.load_state_dict({k: (w3[k] + w4[k]) / 2 if "running" not in k and "num_batches" not in k else w4[k]
+                              for k in w4})
+    reestimate_batchnorm(expected, engine.DataLoader(train_items, batch_size=16), torch.device("cpu"))
+    for k, v in expected.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(final[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    assert not torch.allclose(final["stem.1.running_mean"], w4["stem.1.running_mean"])  # not the last epoch's
+    val_loss = engine.predict_loader(expected, engine.DataLoader(val_items, batch_size=8), torch.device("cpu"))[2]
+    assert state.swa["val_loss"] == pytest.approx(val_loss, rel=1e-5)
+
+
+def test_swa_stopped_before_its_epochs_keeps_the_best_epoch(tmp_path):
+    best = []
+    config = cfg("train.epochs=6", "train.patience=1", "train.schedule=constant", "train.swa=0.3")
+    state = engine.fit(Staged(), cases(8), cases(4, labels=[0] * 4), config, tmp_path,
+                       on_best=lambda m, epoch, row: best.append(epoch), progress=False)
+    assert state.epoch == 1 and state.swa is None and best == []
+
+
+def test_ema_and_swa_together_are_refused():
+    with pytest.raises(ValueError, match="train.ema and train.swa"):
+        cfg("train.ema=0.99", "train.swa=0.5")
+
+
 def test_mixup_blends_each_image_with_a_partner_by_a_beta_weight():
     x = torch.randn(6, 1, 3, 3)
     torch.manual_seed(3)

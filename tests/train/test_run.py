@@ -69,7 +69,8 @@ def test_loaded_run_reproduces_test_predictions(tiny_run):
     np.testing.assert_allclose(p, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("extra", [["train.strategy=gradual"], ["train.strategy=full", "train.ema=0.9", "train.head_warmup=0.5", "train.mixup=0.4"]])
+@pytest.mark.parametrize("extra", [["train.strategy=gradual"], ["train.strategy=full", "train.ema=0.9", "train.head_warmup=0.5", "train.mixup=0.4"],
+                                   ["train.strategy=full", "train.swa=0.5"]])
 def test_resume_after_epoch_one_equals_uninterrupted(tmp_path, extra):
     cfg = tiny_cfg("augment.rotate_deg=10", "data.cache=none", *extra)
     train(cfg, tmp_path / "full", progress=False)
@@ -79,7 +80,7 @@ def test_resume_after_epoch_one_equals_uninterrupted(tmp_path, extra):
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
     assert a.keys() == b.keys()
-    for part in ("model", "ema") if "ema" in a else ("model",):
+    for part in [p for p in ("model", "ema", "swa") if p in a]:
         assert a[part].keys() == b[part].keys()
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), (part, k)
