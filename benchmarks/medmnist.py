@@ -87,6 +87,9 @@ VARIANTS: dict[str, list[str]] = {
     # Stochastic weight averaging over the second half of the epochs instead of the best validation epoch:
     # the ImageNet start's best epoch falls mid-schedule (lr still high), picked among near-equal scores
     "swa": ["train.swa=0.5"],
+    # Greedy soup of the 5 best validation epochs (Wortsman et al. 2022): averaged in from the best down while
+    # validation does not drop, so the run's model is never below its best epoch on validation
+    "soup": ["train.soup=5"],
     **{tag: [f"data.seed={s}"] for s, tag in SUBSET_TAGS.items()},
 }
 
@@ -319,6 +322,8 @@ PROBES = {
     "lpft96": ("head alone for the first 10 % of the epochs, then everything, at 96 px", ""),
     "swa": ("the equal average of the weights at the end of each epoch of the second half, BatchNorm statistics "
             "recomputed, instead of the best validation epoch", ""),
+    "soup": ("a greedy soup of the 5 best validation epochs (each averaged in, from the best down, when validation "
+             "AUC does not drop) instead of the best epoch alone", ""),
 }
 TTA_PROBE = "tta"
 

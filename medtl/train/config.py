@@ -40,6 +40,10 @@ class TrainConfig(_Section):
     #: average over the annealed tail lies in a flatter region (SWAD, Cha et al. 2021, for unseen sites).
     #: null: off
     swa: Optional[float] = Field(None, gt=0, le=1)
+    #: greedy model soup over epochs (Wortsman et al. 2022): the weights of this many best validation
+    #: epochs kept; from the best down, each is averaged in when validation does not drop, and the soup
+    #: is the run's model (``medtl.train.soup``). 0: off (the best epoch alone)
+    soup: int = Field(0, ge=0)
     balance: Literal["none", "loss", "sampler"] = "none"
     #: train: update statistics; freeze: keep ImageNet's; reestimate: recompute them on the
     #: training data before the first epoch (AdaBN), then train; auto: reestimate for 3D
@@ -61,8 +65,11 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _one_average(self) -> "TrainConfig":
-        if self.ema is not None and self.swa is not None:
-            raise ValueError("train.ema and train.swa are both weight averages: set one of them (the other to null)")
+        chosen = [k for k, on in (("ema", self.ema is not None), ("swa", self.swa is not None),
+                                  ("soup", self.soup > 1)) if on]
+        if len(chosen) > 1:
+            raise ValueError(f"train.{' and train.'.join(chosen)} are all weight averages: keep one of them "
+                             "(ema/swa: null, soup: 0)")
         return self
 
 

@@ -223,6 +223,7 @@ class FitState:
     history: list[dict] = field(default_factory=list)
     bad_epochs: int = 0
     swa: dict | None = None  #: ``train.swa``: what was averaged and how the average validated
+    soup: dict | None = None  #: ``train.soup``: the epochs in the soup and how it validated
 
 
 def _better(score: float, best: float | None, monitor: str) -> bool:
@@ -257,6 +258,8 @@ class _Fit:
     logger: MetricLogger | None  #: on the main rank only
     ema: torch.optim.swa_utils.AveragedModel | None = None  #: ``train.ema``: what validation and checkpoints see
     swa: torch.optim.swa_utils.AveragedModel | None = None  #: ``train.swa``: the run's model at the end
+    #: ``train.soup``: the best validation epochs so far, best first ({"epoch", "score", "weights"})
+    soup_pool: list[dict] = field(default_factory=list)
     trainable_prev: list[str] | None = None
 
     @property
@@ -301,8 +304,11 @@ def fit(
             _print_epoch(tc, epoch, row, seconds, improved)
         if _stop_early(run, progress):
             break
-    if run.swa is not None and run.dist.is_main and (state.epoch >= tc.epochs or _patience_spent(run)):
+    finished = state.epoch >= tc.epochs or _patience_spent(run)
+    if run.swa is not None and run.dist.is_main and finished:
         _finish_swa(run, on_best, progress)
+    if tc.soup > 1 and run.dist.is_main and finished:
+        _finish_soup(run, on_best, progress)
     if run.logger is not None:
         run.logger.close()
     return state
@@ -337,7 +343,13 @@ def _set_up(model: nn.Module, train_ds: torch.utils.data.Dataset, val_ds: torch.
     last_ckpt = out_dir / "checkpoints" / "last.pt"
     ema = make_ema(model, tc.ema) if tc.ema else None  # its first update copies the model
     swa = torch.optim.swa_utils.AveragedModel(model, use_buffers=False) if tc.swa else None  # equal weights
-    state = load_checkpoint(last_ckpt, model, optimizer, scheduler, scaler, ema, swa) if resume else FitState()
+    if tc.soup > 1 and (val_loader is None) and dist_info.is_main:
+        from medtl.errors import MedtlError
+
+        raise MedtlError("train.soup needs a validation split to choose its epochs (add one, or set train.soup=0)")
+    soup_pool: list[dict] = []
+    state = (load_checkpoint(last_ckpt, model, optimizer, scheduler, scaler, ema, swa,
+                             soup_pool if tc.soup > 1 else None) if resume else FitState())
     logger = MetricLogger(out_dir / "metrics.csv", tensorboard_dir=out_dir / "tensorboard", resume=resume,
                           start_epoch=state.epoch + 1 if resume else None) if dist_info.is_main else None
 
@@ -353,7 +365,7 @@ def _set_up(model: nn.Module, train_ds: torch.utils.data.Dataset, val_ds: torch.
     step_model: nn.Module = torch.compile(model) if tc.compile and not dist_info.enabled else model
     return _Fit(tc, dist_info, device, amp, model, step_model, train_loader, sampler, generator, val_loader,
                 optimizer, scheduler, scaler, criterion, Strategy(tc, pretrained=cfg.model.weights is not None),
-                state, last_ckpt, logger, ema, swa)
+                state, last_ckpt, logger, ema, swa, soup_pool)
 
 
 def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> tuple[dict[str, Any], float]:
@@ -435,6 +447,11 @@ def _record_epoch(run: _Fit, epoch: int, row: dict[str, Any],
     else:
         score, monitor = row.get("val_loss" if tc.monitor == "loss" else f"val_{tc.monitor}"), tc.monitor
     improved = _better(score, state.best_score, monitor)
+    if tc.soup > 1 and run.val_loader is not None:
+        from medtl.train.soup import keep_best
+
+        run.soup_pool = keep_best(run.soup_pool, epoch + 1, score, run.eval_model.state_dict(), tc.soup,
+                                  higher_is_better=monitor not in LOWER_IS_BETTER)
     if improved:
         state.best_score, state.best_epoch, state.bad_epochs = float(score), epoch + 1, 0
         if on_best is not None:
@@ -442,7 +459,8 @@ def _record_epoch(run: _Fit, epoch: int, row: dict[str, Any],
     else:
         state.bad_epochs += 1
     run.logger.log(**row)
-    save_checkpoint(run.last_ckpt, run.model, run.optimizer, run.scheduler, run.scaler, state, run.ema, run.swa)
+    save_checkpoint(run.last_ckpt, run.model, run.optimizer, run.scheduler, run.scaler, state, run.ema, run.swa,
+                    run.soup_pool if run.cfg.soup > 1 else None)
     return improved
 
 
@@ -468,6 +486,36 @@ def _finish_swa(run: _Fit, on_best: Callable[[nn.Module, int, dict], None] | Non
         tqdm.write(f"weight average of epochs {run.swa_from + 1}-{state.epoch} ({averaged}) {shown}")
     if on_best is not None:
         on_best(swa_model, state.epoch, row)
+
+
+def _finish_soup(run: _Fit, on_best: Callable[[nn.Module, int, dict], None] | None, progress: bool) -> None:
+    """Make ``train.soup``'s greedy soup of the kept epochs the run's model: validate each candidate
+    average, hand the soup to ``on_best`` in place of the best epoch; ``state.soup`` records it."""
+    import copy
+
+    from medtl.train.soup import greedy_soup
+
+    tc, state = run.cfg, run.state
+    if not run.soup_pool:
+        return
+    model = copy.deepcopy(run.eval_model)
+    key = "val_loss" if tc.monitor == "loss" else f"val_{tc.monitor}"
+
+    def score_of(weights: dict) -> float:
+        model.load_state_dict(weights)
+        return _validate(run, model).get(key, float("nan"))
+
+    weights, epochs, score = greedy_soup(run.soup_pool, score_of, higher_is_better=tc.monitor not in LOWER_IS_BETTER)
+    model.load_state_dict(weights)
+    row = _validate(run, model)  # once more, for every metric of the soup (a few seconds)
+    state.soup = {"epochs": epochs, "considered": [e["epoch"] for e in run.soup_pool],
+                  **{k: v for k, v in row.items() if k in ("val_loss", "val_auc", "val_accuracy")}}
+    state.best_score = float(score)
+    if progress:
+        shown = " ".join(f"{k}={v:.4f}" for k, v in state.soup.items() if k.startswith("val_"))
+        tqdm.write(f"soup of epochs {', '.join(map(str, epochs))} (of {len(run.soup_pool)} kept) {shown}")
+    if on_best is not None:
+        on_best(model, state.best_epoch, row)
 
 
 def _patience_spent(run: _Fit) -> bool:
@@ -502,8 +550,10 @@ def _stop_early(run: _Fit, progress: bool) -> bool:
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler, state: FitState,
                     ema: torch.optim.swa_utils.AveragedModel | None = None,
-                    swa: torch.optim.swa_utils.AveragedModel | None = None) -> None:
-    """Everything needed to resume (the weight averages too), written atomically (a kill never leaves a broken file)."""
+                    swa: torch.optim.swa_utils.AveragedModel | None = None,
+                    soup_pool: list[dict] | None = None) -> None:
+    """Everything needed to resume (the weight averages and the soup's kept epochs too), written
+    atomically (a kill never leaves a broken file)."""
     from medtl._fileutil import atomic_path
 
     payload = {
@@ -518,13 +568,17 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler, 
         payload["ema"] = ema.state_dict()
     if swa is not None:
         payload["swa"] = swa.state_dict()
+    if soup_pool is not None:
+        payload["soup"] = soup_pool
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler,
                     ema: torch.optim.swa_utils.AveragedModel | None = None,
-                    swa: torch.optim.swa_utils.AveragedModel | None = None) -> FitState:
+                    swa: torch.optim.swa_utils.AveragedModel | None = None,
+                    soup_pool: list[dict] | None = None) -> FitState:
+    """Restore what :func:`save_checkpoint` wrote into these objects (``soup_pool`` filled in place)."""
     from medtl.errors import MedtlError
 
     if not path.is_file():
@@ -542,4 +596,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler,
         if "swa" not in payload:
             raise MedtlError(f"{path}: this run has no weight average to resume (it was started without train.swa)")
         swa.load_state_dict(payload["swa"])
+    if soup_pool is not None:
+        if "soup" not in payload:
+            raise MedtlError(f"{path}: this run kept no epochs for a soup (it was started without train.soup)")
+        soup_pool[:] = payload["soup"]
     return FitState(**payload["state"])

@@ -243,9 +243,41 @@ def test_swa_stopped_before_its_epochs_keeps_the_best_epoch(tmp_path):
     assert state.epoch == 1 and state.swa is None and best == []
 
 
-def test_ema_and_swa_together_are_refused():
-    with pytest.raises(ValueError, match="train.ema and train.swa"):
-        cfg("train.ema=0.99", "train.swa=0.5")
+@pytest.mark.parametrize("extra", [("train.ema=0.99", "train.swa=0.5"), ("train.swa=0.5", "train.soup=3")])
+def test_two_weight_averages_together_are_refused(extra):
+    with pytest.raises(ValueError, match="are all weight averages"):
+        cfg(*extra)
+
+
+def test_soup_is_the_greedy_average_of_the_best_epochs_and_the_run_model(tmp_path):
+    """``train.soup=3`` of 5 epochs: the 3 best validation epochs kept (in ``last.pt``), the soup made of
+    those the greedy pass took, validated, and handed to ``on_best`` last as the run's model."""
+    from medtl.train.soup import average_weights
+
+    saved = []
+    val_items = cases(8, seed=1)
+    config = cfg("train.epochs=5", "train.schedule=constant", "train.soup=3", "train.monitor=loss")
+    state = engine.fit(StagedBN(), cases(16), val_items, config, tmp_path, progress=False,
+                       on_best=lambda m, epoch, row: saved.append({k: v.clone() for k, v in m.state_dict().items()}))
+    pool = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["soup"]
+    by_loss = sorted(state.history, key=lambda r: r["val_loss"])[:3]
+    assert [e["epoch"] for e in pool] == [r["epoch"] for r in by_loss] == state.soup["considered"]
+    assert state.soup["epochs"][0] == state.best_epoch == by_loss[0]["epoch"]
+    expected = average_weights([e["weights"] for e in pool if e["epoch"] in state.soup["epochs"]])
+    for k, v in expected.items():
+        torch.testing.assert_close(saved[-1][k], v)
+    model = StagedBN()
+    model.load_state_dict(expected)
+    val_loss = engine.predict_loader(model, engine.DataLoader(val_items, batch_size=8), torch.device("cpu"))[2]
+    assert state.soup["val_loss"] == pytest.approx(val_loss, rel=1e-6) == pytest.approx(state.best_score, rel=1e-6)
+    assert state.best_score <= by_loss[0]["val_loss"] + 1e-7  # greedy: never worse than the best epoch
+
+
+def test_soup_without_validation_says_so(tmp_path):
+    from medtl.errors import MedtlError
+
+    with pytest.raises(MedtlError, match="train.soup needs a validation split"):
+        engine.fit(Staged(), cases(8), None, cfg("train.epochs=1", "train.soup=2"), tmp_path, progress=False)
 
 
 def test_mixup_blends_each_image_with_a_partner_by_a_beta_weight():

@@ -70,7 +70,7 @@ def test_loaded_run_reproduces_test_predictions(tiny_run):
 
 
 @pytest.mark.parametrize("extra", [["train.strategy=gradual"], ["train.strategy=full", "train.ema=0.9", "train.head_warmup=0.5", "train.mixup=0.4"],
-                                   ["train.strategy=full", "train.swa=0.5"]])
+                                   ["train.strategy=full", "train.swa=1"], ["train.strategy=full", "train.soup=2"]])
 def test_resume_after_epoch_one_equals_uninterrupted(tmp_path, extra):
     cfg = tiny_cfg("augment.rotate_deg=10", "data.cache=none", *extra)
     train(cfg, tmp_path / "full", progress=False)
@@ -86,6 +86,18 @@ def test_resume_after_epoch_one_equals_uninterrupted(tmp_path, extra):
             assert torch.equal(a[part][k], b[part][k]), (part, k)
     rows = list(csv.DictReader(open(tmp_path / "resumed" / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
+    if "train.soup=2" in extra:  # the kept epochs travel in last.pt
+        assert [e["epoch"] for e in a["soup"]] == [e["epoch"] for e in b["soup"]]
+        assert all(torch.equal(x["weights"][k], y["weights"][k]) for x, y in zip(a["soup"], b["soup"]) for k in x["weights"])
+    if "train.swa=1" in extra or "train.soup=2" in extra:  # the average is the run's model, resumed or not
+        training = json.loads((tmp_path / "resumed" / "model_card.json").read_text())["training"]
+        fa, fb = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("full", "resumed"))
+        assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
+        if "train.swa=1" in extra:
+            assert training["swa"]["epochs_averaged"] == 2 and training["best_epoch"] == 2
+            assert not all(torch.equal(fa[k], a["model"][k]) for k in fa if fa[k].is_floating_point())
+        else:
+            assert set(training["soup"]["epochs"]) <= {1, 2} and training["soup"]["considered"]
 
 
 def test_refuses_to_overwrite_a_run_without_resume(tiny_run):
