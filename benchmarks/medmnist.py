@@ -377,7 +377,10 @@ def probe_sentences(pairs_by_probe: dict[str, dict[str, list[tuple[dict, dict]]]
         for ds, pairs in by_ds.items():
             (val, base), (test, base_test) = _mean(pairs, "val_auc"), _mean(pairs, "test_auc")
             higher = sum(p["val_auc"] > b["val_auc"] for p, b in pairs)
-            parts.append(f"{'' if ds == 'pneumoniamnist' else ds + ' '}val {val:.4f} vs {base:.4f}"
+            own = ", ".join(str(p["seed"]) for p, _ in pairs)
+            label = "seeds" if len(pairs) > 1 else "seed"
+            where = "" if ds == "pneumoniamnist" else ds + (" " if own == seeds else f" ({label} {own}) ")
+            parts.append(f"{where}val {val:.4f} vs {base:.4f}"
                          + (f", higher on {higher} of {len(pairs)} seeds" if len(pairs) > 1 else "")
                          + f" (test {test:.3f} vs {base_test:.3f})")
         out.append(f"{_probe_name(tag)} ({PROBES[tag][0]}; seed{'s' * (',' in seeds)} {seeds}): " + "; ".join(parts))
@@ -533,8 +536,8 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
              f"others (and other work), so their minutes overstate an idle machine (one run alone trains at about 51 "
              f"images/s); the runs added later (learning-curve points at 100, 250 and 1,000 images, and the `shift_*` "
              f"arms that `benchmarks/shift.py` lacked, every run at 96 or 128 px) ran two at a time, one per core; "
-             f"the `ls0`, `sd0`, `aug_plus` and `lpft96` probes and the 96 px points at 250 images on a slower "
-             f"2-core machine (about 22 images/s a run, two at a time), hence their 15-24 min (the 500-image recipe "
+             f"the `ls0`, `sd0`, `aug_plus`, `lpft96`, `swa` and `soup` probes and the 96 px points at 250 images on "
+             f"a slower 2-core machine (about 22 images/s a run, two at a time), hence their 15-24 min (the 500-image recipe "
              f"run alone there with both cores: the `--threads 2` re-run below). "
              f"{size_sentence()} Rows marked + TTA are evaluated with the recipe's test-time views: "
              f"the recipe's own runs re-evaluated (`python benchmarks/medmnist.py tta`: the saved checkpoint, which "

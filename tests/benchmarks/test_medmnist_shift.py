@@ -182,7 +182,7 @@ def test_tta_probe_compares_the_recipe_checkpoints_with_and_without_views(mm):
     assert [(p["val_auc"], b["val_auc"]) for p, b in pairs["mixup"]["pneumoniamnist"]] == [(0.992, 0.994)]
     tta = [s for s in mm.probe_sentences(pairs) if s.startswith("`tta`")][0]
     assert tta.endswith("seeds 0, 1): val 0.9955 vs 0.9935, higher on 2 of 2 seeds (test 0.970 vs 0.960); "
-                        "retinamnist val 0.8300 vs 0.8200 (test 0.760 vs 0.750)")
+                        "retinamnist (seed 0) val 0.8300 vs 0.8200 (test 0.760 vs 0.750)")
     assert "Kept: `tta`" in mm.probe_verdict(pairs)
     summary = mm.summarise([{**r, "dataset": "pneumoniamnist", "weights": "imagenet", "train_size": 500,
                              "tag": "", "test_accuracy": 0.9, "seconds": 60, "epochs": 40, "lr": 1e-3}
