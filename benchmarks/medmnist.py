@@ -133,7 +133,7 @@ def run_one(dataset: str, weights: str, seed: int, train_size: int | None = None
            "val_auc": val.get("auc"), "val_accuracy": val.get("accuracy"),
            "test_auc": test.get("auc"), "test_accuracy": test.get("accuracy"),
            "tta_views": len((card.get("tta") or {}).get("views", [])),
-           **({"swa": tr["swa"]} if tr.get("swa") else {}),
+           **{k: tr[k] for k in ("swa", "soup") if tr.get(k)},
            "threads": threads, "machine": f"{platform.machine()} {os.cpu_count()} CPU(s)", "run_dir": str(run_dir)}
     results.mkdir(parents=True, exist_ok=True)
     tmp = out_json.with_suffix(".json.part")
@@ -182,6 +182,39 @@ def tta_eval(row: dict) -> dict:
     plain = row.get("plain") or {k: row[k] for k in ("val_auc", "val_accuracy", "test_auc", "test_accuracy")}
     return {**row, "plain": plain, "tta_views": len(views), "val_auc": m["val"]["auc"],
             "val_accuracy": m["val"]["accuracy"], "test_auc": m["test"]["auc"], "test_accuracy": m["test"]["accuracy"]}
+
+
+#: The soup runs' own best epochs (``python benchmarks/medmnist.py soup-best``): the recipe's model from the
+#: same training run, so the soup is compared with it on one trajectory and one machine
+SOUP_BEST = "soup_best"
+
+
+def soup_best(row: dict) -> dict:
+    """A ``soup`` run's best validation epoch (the first of the epochs its ``last.pt`` kept), evaluated as
+    the recipe would report it (with the test-time views): what the run would have been without
+    ``train.soup``, since the soup changes nothing in training. Its run folder is a copy of the soup
+    run's with that epoch's weights as ``model.safetensors``."""
+    import shutil
+
+    import torch
+
+    from medtl.runs import load_run, save_weights
+
+    src = _run_dir(row)
+    pool = torch.load(src / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["soup"]
+    name = run_name(row["dataset"], row["weights"], row["seed"], row["train_size"], SOUP_BEST)
+    dst = RUNS / name
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "plots"))
+    model_card = json.loads((dst / "model_card.json").read_text())
+    model, _, _ = load_run(dst)
+    model.load_state_dict(pool[0]["weights"])
+    save_weights(model, dst / "model.safetensors")
+    best = {**row, "name": name, "tag": SOUP_BEST, "best_epoch": pool[0]["epoch"], "run_dir": str(dst),
+            "soup": model_card["training"].get("soup")}
+    best.pop("plain", None)
+    return tta_eval(best)
 
 
 def tta_todo(tags: list[str]) -> list[Path]:
@@ -323,7 +356,10 @@ PROBES = {
     "swa": ("the equal average of the weights at the end of each epoch of the second half, BatchNorm statistics "
             "recomputed, instead of the best validation epoch", ""),
     "soup": ("a greedy soup of the 5 best validation epochs (each averaged in, from the best down, when validation "
-             "AUC does not drop) instead of the best epoch alone", ""),
+             "AUC without views does not drop) instead of the best epoch alone; never below its best epoch on that "
+             "validation by construction, so kept only if also higher with the views on both datasets and if the "
+             "soup holds more than its best epoch on most runs (rule set before its results); compared with its own "
+             "best epoch, `python benchmarks/medmnist.py soup-best`", SOUP_BEST),
 }
 TTA_PROBE = "tta"
 
@@ -390,11 +426,18 @@ def probe_sentences(pairs_by_probe: dict[str, dict[str, list[tuple[dict, dict]]]
 def probe_verdict(pairs_by_probe: dict[str, dict[str, list[tuple[dict, dict]]]]) -> str:
     """Which probes of :func:`probe_pairs` run on both datasets changed the recipe (higher mean
     validation AUC on both) and which did not."""
-    kept, lower = [], []
+    kept, lower, lone = [], [], []
     for tag, by_ds in pairs_by_probe.items():
         if len(by_ds) < 2:
             continue
         up = [probe > base for probe, base in (_mean(pairs, "val_auc") for pairs in by_ds.values())]
+        alone = {ds: _soup_alone(pairs) for ds, pairs in by_ds.items()}
+        if all(up) and any(2 * n > len(by_ds[ds]) for ds, n in alone.items()):
+            # the soup's own rule (PROBES): never below its best epoch on plain validation by construction
+            lone.append(next(f"{_probe_name(tag)} (higher on validation on both datasets, but on {ds} the greedy "
+                             f"pass kept the best epoch alone on {n} of {len(by_ds[ds])} runs: there the soup is "
+                             f"the recipe's model)" for ds, n in alone.items() if 2 * n > len(by_ds[ds])))
+            continue
         (kept if all(up) else lower).append((_probe_name(tag), up))
     words = []
     if kept:
@@ -402,7 +445,58 @@ def probe_verdict(pairs_by_probe: dict[str, dict[str, list[tuple[dict, dict]]]])
     if lower:
         words.append("Not kept: " + ", ".join(f"{t} (lower on validation on {'both datasets' if not any(up) else 'one'})"
                                                for t, up in lower) + ".")
+    if lone:
+        words.append("Not kept: " + ", ".join(lone) + ".")
     return " ".join(words)
+
+
+def _soup_alone(pairs: list[tuple[dict, dict]]) -> int:
+    """How many of a probe's runs made a soup of one epoch (0 for probes that are not soups)."""
+    return sum(len((probe.get("soup") or {}).get("epochs", [0, 0])) == 1 for probe, _ in pairs)
+
+
+def machine_sentence(table_rows: dict[str, dict]) -> str:
+    """The recipe on the soup runs' machine (their own best epochs, ``soup_best``) against the recipe rows,
+    seed by seed, and the later probes' verdicts against that same-machine recipe."""
+    parts, same = [], {}
+    for ds, n in (("pneumoniamnist", 500), ("retinamnist", None)):
+        pairs = [(table_rows[a], table_rows[b]) for a, b in (
+            (run_name(ds, "imagenet", s, n, SOUP_BEST), run_name(ds, "imagenet", s, n, "")) for s in SEEDS)
+            if a in table_rows and b in table_rows]
+        if len(pairs) < len(SEEDS):
+            return ""
+        same[ds] = {p["seed"]: p["val_auc"] for p, _ in pairs}
+        fmt = lambda key, nd: " / ".join(f"{p[key]:.{nd}f}" for p, _ in pairs) + " against " + " / ".join(
+            f"{b[key]:.{nd}f}" for _, b in pairs)
+        parts.append(f"{'500 PneumoniaMNIST images' if n else 'RetinaMNIST'}: best epoch {fmt('best_epoch', 0)}, "
+                     f"val AUC {fmt('val_auc', 4)}, test AUC {fmt('test_auc', 3)}")
+    later = [t for t, (_, base) in PROBES.items() if base == "" and t not in ("", TTA_PROBE) and t in _MACHINE_B]
+    verdicts, would_keep = [], []
+    for tag in later:
+        got = {}  # dataset -> (the probe's mean validation AUC, the same-machine recipe's on its seeds, seeds)
+        for ds, n in (("pneumoniamnist", 500), ("retinamnist", None)):
+            rows = [table_rows[k] for k in (run_name(ds, "imagenet", s, n, tag) for s in SEEDS) if k in table_rows]
+            if rows:
+                got[ds] = (statistics.mean(r["val_auc"] for r in rows),
+                           statistics.mean(same[ds][r["seed"]] for r in rows), [r["seed"] for r in rows])
+        verdicts.append(f"`{tag}` " + " / ".join(
+            f"{v:.4f}" + ("" if len(seeds) == len(SEEDS) else f" (seed {', '.join(map(str, seeds))}: {b:.4f})")
+            for v, b, seeds in got.values()))
+        if len(got) == 2 and all(v > b for v, b, _ in got.values()):
+            would_keep.append(f"`{tag}`")
+    return ("The same seeds and recipe on another 2-core machine (the soup runs train exactly as the recipe does; "
+            "`soup_best` is each one's own best epoch, evaluated with the views) against the recipe rows: "
+            + "; ".join(parts) + ". Floating-point differences between CPUs change the trajectory, so a probe run "
+            "on another machine than its base differs from it by machine as well as by recipe. "
+            f"{_and([f'`{t}`' for t in later])} ran on that machine; against its own recipe runs (mean validation "
+            f"AUC {statistics.mean(same['pneumoniamnist'].values()):.4f} on 500 PneumoniaMNIST images, "
+            f"{statistics.mean(same['retinamnist'].values()):.4f} on RetinaMNIST) they had " + ", ".join(verdicts) + " (PneumoniaMNIST / RetinaMNIST where both ran): "
+            + (f"{_and(would_keep)} would have been higher on both." if would_keep else
+               "none is higher on both, so no verdict changes."))
+
+
+#: The probes that ran on the machine of the soup runs (stops 30-32), not on the recipe rows' machine
+_MACHINE_B = ("ls0", "sd0", "aug_plus", "lpft96", "swa")
 
 
 def per_seed_sentence(table_rows: dict[str, dict]) -> str:
@@ -601,6 +695,9 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
         if single:
             lines[-1] += (f" {', '.join(single)} ran on PneumoniaMNIST only (lower on validation, or within the "
                           f"seeds' spread) and were not kept.")
+        machine = machine_sentence(table_rows)
+        if machine:
+            lines += ["", machine]
     only64 = [n for n in CURVE_SIZES if not any(summary.get(("pneumoniamnist", w, n, "")) for w in ("imagenet", "scratch"))]
     if only64:
         lines += ["", f"The learning-curve points at {_and(only64)} images were measured at 64 px only."]
@@ -641,6 +738,7 @@ def main() -> None:
     t = sub.add_parser("tta", help="re-evaluate finished runs with test-time augmentation (eval.tta)")
     t.add_argument("--tags", nargs="+", default=[""], help="variants to re-evaluate ('' = the recipe)")
     t.add_argument("--shard", default="0/1", help="i/n: this process takes every n-th JSON from the i-th")
+    sub.add_parser("soup-best", help="evaluate each soup run's own best epoch (the recipe on the same trajectory)")
     m = sub.add_parser("merge", help="table, plot and docs section from the JSONs")
     m.add_argument("--md", default=str(REPO / "docs" / "benchmarks.md"))
     args = ap.parse_args()
@@ -659,6 +757,16 @@ def main() -> None:
             tmp.replace(p)
             print(json.dumps({k: row[k] for k in ("name", "val_auc", "test_auc", "test_accuracy")}
                              | {"plain_" + k: v for k, v in row["plain"].items() if k.endswith("auc")}), flush=True)
+    elif args.cmd == "soup-best":
+        for p in sorted(RESULTS.glob("*_soup.json")):
+            out = RESULTS / p.name.replace("_soup.json", f"_{SOUP_BEST}.json")
+            if out.exists():
+                continue
+            row = soup_best(json.loads(p.read_text()))
+            tmp = out.with_suffix(".json.part")
+            tmp.write_text(json.dumps(row, indent=2))
+            tmp.replace(out)
+            print(json.dumps({k: row[k] for k in ("name", "best_epoch", "val_auc", "test_auc")}), flush=True)
     elif args.cmd == "grid":
         run_grid(grid(args.tags), args.jobs, args.threads)
     else:

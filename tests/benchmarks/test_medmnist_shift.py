@@ -194,3 +194,23 @@ def test_tta_probe_compares_the_recipe_checkpoints_with_and_without_views(mm):
     pairs = mm.probe_pairs(rows)
     assert [(p["val_auc"], b["val_auc"]) for p, b in pairs["ls0"]["pneumoniamnist"]] == [(0.997, 0.995)]
     assert [(p["val_auc"], b["val_auc"]) for p, b in pairs["ls0"]["retinamnist"]] == [(0.81, 0.82)]  # no views
+
+
+def test_a_soup_that_is_mostly_its_best_epoch_is_not_kept_even_when_higher_on_validation(mm):
+    def row(seed, tag, val, ds, epochs=None):
+        name = mm.run_name(ds, "imagenet", seed, 500 if ds == "pneumoniamnist" else None, tag)
+        return name, {"name": name, "seed": seed, "val_auc": val, "test_auc": 0.9, "tta_views": 9,
+                      **({"soup": {"epochs": epochs}} if epochs else {})}
+
+    rows = {}
+    for s in (0, 1, 2):
+        rows.update([row(s, "soup_best", 0.990, "pneumoniamnist"), row(s, "soup_best", 0.80, "retinamnist"),
+                     row(s, "soup", 0.991, "retinamnist", [5, 6])])
+    rows.update([row(0, "soup", 0.991, "pneumoniamnist", [7]), row(1, "soup", 0.991, "pneumoniamnist", [3, 4]),
+                 row(2, "soup", 0.991, "pneumoniamnist", [9])])
+    verdict = mm.probe_verdict({"soup": mm.probe_pairs(rows)["soup"]})
+    assert verdict == ("Not kept: `soup` (higher on validation on both datasets, but on pneumoniamnist the greedy "
+                       "pass kept the best epoch alone on 2 of 3 runs: there the soup is the recipe's model).")
+    rows[mm.run_name("pneumoniamnist", "imagenet", 2, 500, "soup")]["soup"]["epochs"] = [9, 8]
+    assert mm.probe_verdict({"soup": mm.probe_pairs(rows)["soup"]}) == (
+        "Kept: `soup` (higher on validation on both datasets).")
