@@ -42,7 +42,7 @@ class TrainConfig(_Section):
     swa: Optional[float] = Field(None, gt=0, le=1)
     #: greedy model soup over epochs (Wortsman et al. 2022): the weights of this many best validation
     #: epochs kept; from the best down, each is averaged in when validation does not drop, and the soup
-    #: is the run's model (``medtl.train.soup``). 0: off (the best epoch alone)
+    #: is the run's model (``medtl.train.soup``). 0 or 1: off (the best epoch alone)
     soup: int = Field(0, ge=0)
     balance: Literal["none", "loss", "sampler"] = "none"
     #: train: update statistics; freeze: keep ImageNet's; reestimate: recompute them on the
