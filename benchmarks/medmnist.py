@@ -207,12 +207,11 @@ def soup_best(row: dict) -> dict:
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "plots"))
-    model_card = json.loads((dst / "model_card.json").read_text())
-    model, _, _ = load_run(dst)
+    model, card, _ = load_run(dst)
     model.load_state_dict(pool[0]["weights"])
     save_weights(model, dst / "model.safetensors")
     best = {**row, "name": name, "tag": SOUP_BEST, "best_epoch": pool[0]["epoch"], "run_dir": str(dst),
-            "soup": model_card["training"].get("soup")}
+            "soup": card["training"].get("soup")}
     best.pop("plain", None)
     return tta_eval(best)
 
@@ -452,7 +451,8 @@ def probe_verdict(pairs_by_probe: dict[str, dict[str, list[tuple[dict, dict]]]])
 
 def _soup_alone(pairs: list[tuple[dict, dict]]) -> int:
     """How many of a probe's runs made a soup of one epoch (0 for probes that are not soups)."""
-    return sum(len((probe.get("soup") or {}).get("epochs", [0, 0])) == 1 for probe, _ in pairs)
+    return sum(len(epochs) == 1 for epochs in ((probe.get("soup") or {}).get("epochs") for probe, _ in pairs)
+               if epochs is not None)
 
 
 def machine_sentence(table_rows: dict[str, dict]) -> str:

@@ -226,6 +226,16 @@ class FitState:
     soup: dict | None = None  #: ``train.soup``: the epochs in the soup and how it validated
 
 
+def _monitored(tc: TrainConfig, row: dict[str, Any]) -> float | None:
+    """The validation figure ``train.monitor`` names in an epoch's ``row``."""
+    return row.get("val_loss" if tc.monitor == "loss" else f"val_{tc.monitor}")
+
+
+def _summary(row: dict[str, Any]) -> dict[str, float]:
+    """What a run records of a weight average's validation (``state.swa`` / ``state.soup``)."""
+    return {k: v for k, v in row.items() if k in ("val_loss", "val_auc", "val_accuracy")}
+
+
 def _better(score: float, best: float | None, monitor: str) -> bool:
     if score is None or (isinstance(score, float) and math.isnan(score)):
         return False
@@ -445,7 +455,7 @@ def _record_epoch(run: _Fit, epoch: int, row: dict[str, Any],
     if run.val_loader is None:  # no validation: the lowest training loss is the best
         score, monitor = -row["train_loss"], "auc"
     else:
-        score, monitor = row.get("val_loss" if tc.monitor == "loss" else f"val_{tc.monitor}"), tc.monitor
+        score, monitor = _monitored(tc, row), tc.monitor
     improved = _better(score, state.best_score, monitor)
     if tc.soup > 1 and run.val_loader is not None:
         from medtl.train.soup import keep_best
@@ -476,10 +486,9 @@ def _finish_swa(run: _Fit, on_best: Callable[[nn.Module, int, dict], None] | Non
     swa_model = run.swa.module
     reestimate_batchnorm(swa_model, run.train_loader, run.device)
     row = _validate(run, swa_model) if run.val_loader is not None else {}
-    state.swa = {"from_epoch": run.swa_from + 1, "epochs_averaged": averaged,
-                 **{k: v for k, v in row.items() if k in ("val_loss", "val_auc", "val_accuracy")}}
+    state.swa = {"from_epoch": run.swa_from + 1, "epochs_averaged": averaged, **_summary(row)}
     state.best_epoch = state.epoch
-    score = row.get("val_loss" if run.cfg.monitor == "loss" else f"val_{run.cfg.monitor}")
+    score = _monitored(run.cfg, row)
     state.best_score = float(score) if score is not None else state.best_score
     if progress:
         shown = " ".join(f"{k}={v:.4f}" for k, v in state.swa.items() if k.startswith("val_"))
@@ -499,17 +508,15 @@ def _finish_soup(run: _Fit, on_best: Callable[[nn.Module, int, dict], None] | No
     if not run.soup_pool:
         return
     model = copy.deepcopy(run.eval_model)
-    key = "val_loss" if tc.monitor == "loss" else f"val_{tc.monitor}"
-
     def score_of(weights: dict) -> float:
         model.load_state_dict(weights)
-        return _validate(run, model).get(key, float("nan"))
+        score = _monitored(tc, _validate(run, model))
+        return float("nan") if score is None else score
 
     weights, epochs, score = greedy_soup(run.soup_pool, score_of, higher_is_better=tc.monitor not in LOWER_IS_BETTER)
     model.load_state_dict(weights)
     row = _validate(run, model)  # once more, for every metric of the soup (a few seconds)
-    state.soup = {"epochs": epochs, "considered": [e["epoch"] for e in run.soup_pool],
-                  **{k: v for k, v in row.items() if k in ("val_loss", "val_auc", "val_accuracy")}}
+    state.soup = {"epochs": epochs, "considered": [e["epoch"] for e in run.soup_pool], **_summary(row)}
     state.best_score = float(score)
     if progress:
         shown = " ".join(f"{k}={v:.4f}" for k, v in state.soup.items() if k.startswith("val_"))

@@ -29,8 +29,10 @@ def keep_best(pool: list[dict], epoch: int, score: float, weights: Weights, k: i
     """``pool`` (best first) with this epoch added when it is among the ``k`` best; a NaN score is not kept."""
     if score is None or math.isnan(score):
         return pool
-    entry = {"epoch": epoch, "score": float(score), "weights": {n: t.detach().cpu().clone() for n, t in weights.items()}}
     sign = -1.0 if higher_is_better else 1.0
+    if len(pool) >= k and sign * score >= sign * pool[-1]["score"]:  # not kept: no copy of the weights
+        return pool
+    entry = {"epoch": epoch, "score": float(score), "weights": {n: t.detach().cpu().clone() for n, t in weights.items()}}
     return sorted([*pool, entry], key=lambda e: (sign * e["score"], e["epoch"]))[:k]
 
 
