@@ -90,6 +90,10 @@ VARIANTS: dict[str, list[str]] = {
     # Greedy soup of the 5 best validation epochs (Wortsman et al. 2022): averaged in from the best down while
     # validation does not drop, so the run's model is never below its best epoch on validation
     "soup": ["train.soup=5"],
+    # L2-SP (Li et al. 2018), decoupled: the backbone's kernels decay toward their ImageNet values (w -= lr * 3 *
+    # (w - w0) a step) instead of toward zero; at 3 a displacement made at the peak rate is about halved by
+    # the end of the 600 steps (sum of lr after the peak ~0.24), so the features move less far from ImageNet's
+    "l2sp": ["train.l2sp=3"],
     **{tag: [f"data.seed={s}"] for s, tag in SUBSET_TAGS.items()},
 }
 
@@ -359,6 +363,8 @@ PROBES = {
              "validation by construction, so kept only if also higher with the views on both datasets and if the "
              "soup holds more than its best epoch on most runs (rule set before its results); compared with its own "
              "best epoch, `python benchmarks/medmnist.py soup-best`", SOUP_BEST),
+    "l2sp": ("the backbone's kernels decaying toward their ImageNet values instead of toward zero (L2-SP, "
+             "`train.l2sp=3`); compared with the recipe on the same machine (`soup_best`)", SOUP_BEST),
 }
 TTA_PROBE = "tta"
 

@@ -28,6 +28,11 @@ class TrainConfig(_Section):
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     warmup: float = Field(0.1, ge=0, lt=1)  #: fraction of steps
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    #: L2-SP (Li et al. 2018), decoupled as AdamW decouples its decay: with pretrained weights, every
+    #: backbone kernel decays toward its starting value instead of toward zero (each step
+    #: ``w -= lr * l2sp * (w - w_start)``, replacing ``weight_decay`` there; the new head keeps it), so
+    #: a small cohort adapts the ImageNet features less far. 0: off (and off for a random start)
+    l2sp: float = Field(0.0, ge=0)
     #: mixup's Beta(alpha, alpha) (0: off): each training image blended with another of its batch, the
     #: loss with both labels in the same proportion (Zhang et al. 2018)
     mixup: float = Field(0.0, ge=0)

@@ -32,7 +32,8 @@ from medtl.data.datasets import weighted_sampler
 from medtl.runs import resolve_device
 from medtl.train.logger import MetricLogger
 from medtl.train.config import TrainConfig
-from medtl.train.strategy import Strategy, build_optimizer, build_scheduler, set_batchnorm_mode
+from medtl.train.strategy import (Strategy, build_optimizer, build_scheduler, decay_toward_start, set_batchnorm_mode,
+                                  starting_points)
 from medtl.transforms.tta import View, tta_probabilities
 
 LOWER_IS_BETTER = {"loss", "nll", "brier", "ece"}
@@ -270,6 +271,8 @@ class _Fit:
     swa: torch.optim.swa_utils.AveragedModel | None = None  #: ``train.swa``: the run's model at the end
     #: ``train.soup``: the best validation epochs so far, best first ({"epoch", "score", "weights"})
     soup_pool: list[dict] = field(default_factory=list)
+    #: ``train.l2sp``: each group's starting weights (None where the group has no ``l2sp``)
+    start: list[list[torch.Tensor] | None] | None = None
     trainable_prev: list[str] | None = None
 
     @property
@@ -345,7 +348,9 @@ def _set_up(model: nn.Module, train_ds: torch.utils.data.Dataset, val_ds: torch.
     val_loader = (DataLoader(val_ds, batch_size=tc.batch_size * 2, shuffle=False, num_workers=train_loader.num_workers,
                              pin_memory=device.type == "cuda") if val_ds is not None and len(val_ds) else None)
 
-    optimizer = build_optimizer(model, tc)
+    pretrained = cfg.model.weights is not None
+    optimizer = build_optimizer(model, tc, pretrained)
+    start = starting_points(optimizer) if tc.l2sp and pretrained else None  # before a resume loads last.pt
     scheduler = build_scheduler(optimizer, tc, tc.epochs * len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     criterion = nn.CrossEntropyLoss(weight=None if class_weights is None else class_weights.to(device),
@@ -374,8 +379,8 @@ def _set_up(model: nn.Module, train_ds: torch.utils.data.Dataset, val_ds: torch.
     # torch.compile: the first steps are slow (compilation), later ones fast; eval uses the plain module.
     step_model: nn.Module = torch.compile(model) if tc.compile and not dist_info.enabled else model
     return _Fit(tc, dist_info, device, amp, model, step_model, train_loader, sampler, generator, val_loader,
-                optimizer, scheduler, scaler, criterion, Strategy(tc, pretrained=cfg.model.weights is not None),
-                state, last_ckpt, logger, ema, swa, soup_pool)
+                optimizer, scheduler, scaler, criterion, Strategy(tc, pretrained=pretrained),
+                state, last_ckpt, logger, ema, swa, soup_pool, start)
 
 
 def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> tuple[dict[str, Any], float]:
@@ -407,6 +412,8 @@ def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> t
     for batch in bar:
         x, y = _to_device(batch, device, tc.channels_last)
         loss = train_step(run.step_model, x, y, run.criterion, run.optimizer, run.scaler, run.amp, tc.mixup)
+        if run.start is not None:
+            decay_toward_start(run.optimizer, run.start)
         run.scheduler.step()
         if run.ema is not None:
             run.ema.update_parameters(model)

@@ -314,6 +314,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
                             if lr_finder else {}),
             "monitor": tc.monitor, "best_score": state.best_score, "seed": tc.seed,
             **({"swa": state.swa} if state.swa else {}), **({"soup": state.soup} if state.soup else {}),
+            **({"l2sp": tc.l2sp} if tc.l2sp and cfg.model.weights is not None else {}),
             "augment": cfg.augment.model_dump(mode="json"),
             "data": {"source": Path(cfg.data.path).name, "format": cohort.format, "counts": cohort.counts(),
                      "train_fraction": cfg.data.train_fraction, "train_size": cfg.data.train_size,

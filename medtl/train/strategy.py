@@ -37,16 +37,44 @@ def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return list(stages)
 
 
-def param_groups_for(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+def param_groups_for(model: nn.Module, cfg: TrainConfig, pretrained: bool = False) -> list[dict]:
     """AdamW parameter groups over every stage (frozen ones included), with the strategy's rates.
 
     ``linear``/``full`` use one rate; ``partial``/``gradual`` give each earlier stage
     ``lr_decay`` times the rate of the stage above it. Biases and normalisation
-    weights get no weight decay (the usual AdamW practice).
+    weights get no weight decay (the usual AdamW practice). With ``cfg.l2sp`` and
+    ``pretrained``, the backbone's kernel groups carry ``l2sp`` and no weight decay
+    (:func:`decay_toward_start` pulls them toward their starting values instead).
     """
-    n = len(_stages(model))
+    stages = _stages(model)
+    n = len(stages)
     decay = 1.0 if cfg.strategy in ("linear", "full") else cfg.lr_decay ** max(n - 1, 1)
-    return param_groups(model, cfg.lr, decay=decay, include_frozen=True, weight_decay=cfg.weight_decay)
+    groups = param_groups(model, cfg.lr, decay=decay, include_frozen=True, weight_decay=cfg.weight_decay)
+    if cfg.l2sp and pretrained:
+        head = stages[-1][0]
+        for g in groups:
+            if g["name"] != head and all(p.ndim > 1 for p in g["params"]):
+                g["weight_decay"], g["l2sp"] = 0.0, cfg.l2sp
+    return groups
+
+
+def starting_points(optimizer: torch.optim.Optimizer) -> list[list[torch.Tensor] | None]:
+    """Copies of the parameters of each group that carries ``l2sp`` (None for the others), taken
+    before training: what :func:`decay_toward_start` pulls toward."""
+    return [[p.detach().clone() for p in g["params"]] if g.get("l2sp") else None for g in optimizer.param_groups]
+
+
+@torch.no_grad()
+def decay_toward_start(optimizer: torch.optim.Optimizer, start: list[list[torch.Tensor] | None]) -> None:
+    """L2-SP's decoupled step, after the optimiser's: ``w -= lr * l2sp * (w - w_start)`` for each
+    parameter of an ``l2sp`` group that took this step (a frozen one has no gradient and stays)."""
+    for group, points in zip(optimizer.param_groups, start):
+        if points is None:
+            continue
+        rate = group["lr"] * group["l2sp"]
+        for p, p0 in zip(group["params"], points):
+            if p.grad is not None:
+                p.sub_(p - p0, alpha=rate)
 
 
 @dataclass
@@ -126,8 +154,8 @@ def resolve_batchnorm(cfg: TrainConfig, spatial_dims: int) -> str:
     return "reestimate" if spatial_dims == 3 and cfg.batch_size < SMALL_3D_BATCH else "train"
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups_for(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+def build_optimizer(model: nn.Module, cfg: TrainConfig, pretrained: bool = False) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(param_groups_for(model, cfg, pretrained), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):

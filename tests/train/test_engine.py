@@ -315,3 +315,44 @@ def test_train_step_with_mixup_takes_the_loss_of_both_labels_in_the_mixing_propo
 def test_mixup_alpha_cannot_be_negative():
     with pytest.raises(Exception, match="mixup"):
         cfg("train.mixup=-0.2")
+
+
+def test_l2sp_at_one_over_the_rate_holds_the_backbone_kernels_at_their_start(tmp_path):
+    """``l2sp = 1/lr`` at a constant rate pulls each backbone kernel all the way back after every
+    step, so it ends where it started while the head and the stem's bias train; a random start
+    (``model.weights=null``) is not anchored."""
+    net = Staged()
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    engine.fit(net, cases(8), None, cfg("train.epochs=2", "train.schedule=constant", "train.l2sp=100"), tmp_path,
+               progress=False)
+    end = net.state_dict()
+    torch.testing.assert_close(end["stem.0.weight"], start["stem.0.weight"], rtol=0, atol=1e-6)
+    assert not torch.allclose(end["stem.0.bias"], start["stem.0.bias"])
+    assert not torch.allclose(end["head.weight"], start["head.weight"])
+    scratch = Staged()
+    engine.fit(scratch, cases(8), None, cfg("train.epochs=2", "train.schedule=constant", "train.l2sp=100",
+                                             "model.weights=null"), tmp_path / "scratch", progress=False)
+    assert not torch.allclose(scratch.state_dict()["stem.0.weight"], start["stem.0.weight"])
+
+
+def test_l2sp_resumed_after_an_epoch_equals_the_uninterrupted_run(tmp_path):
+    """The starting weights are not in ``last.pt``: a resumed run takes them from the model it is
+    given (built again from the same pretrained weights) before the checkpoint is loaded."""
+    torch.manual_seed(0)
+    init = Staged().state_dict()
+    config = cfg("train.epochs=3", "train.l2sp=5")
+    nets = []
+    for name, split in (("full", None), ("resumed", 1)):
+        net = Staged()
+        net.load_state_dict(init)
+        engine.fit(net, cases(8), None, config, tmp_path / name, max_epochs_this_run=split, progress=False)
+        if split:
+            net = Staged()
+            net.load_state_dict(init)
+            engine.fit(net, cases(8), None, config, tmp_path / name, resume=True, progress=False)
+        nets.append(net.state_dict())
+    assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
+    plain = Staged()
+    plain.load_state_dict(init)
+    engine.fit(plain, cases(8), None, cfg("train.epochs=3"), tmp_path / "plain", progress=False)
+    assert not torch.equal(plain.state_dict()["stem.0.weight"], nets[0]["stem.0.weight"])

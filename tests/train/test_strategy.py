@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from medtl.config import TrainConfig
-from medtl.train.strategy import Strategy, build_optimizer, param_groups_for, set_batchnorm_mode
+from medtl.train.strategy import (Strategy, build_optimizer, decay_toward_start, param_groups_for, set_batchnorm_mode,
+                                  starting_points)
 
 
 class Staged(nn.Module):
@@ -110,3 +111,36 @@ def test_head_warmup_is_skipped_for_a_random_backbone_and_other_strategies():
     gradual = Strategy(TrainConfig(strategy="gradual", freeze_epochs=1, epochs=10, head_warmup=0.5))
     assert gradual.head_epochs == 0 and len(gradual.apply(m, 1)) == 2
     assert Strategy(TrainConfig(strategy="full", epochs=1, head_warmup=0.1)).head_epochs == 0  # not the whole run
+
+
+def test_l2sp_groups_are_the_pretrained_backbones_kernels_without_weight_decay():
+    m, cfg = Staged(), TrainConfig(strategy="full", l2sp=3.0, weight_decay=0.05)
+    groups = param_groups_for(m, cfg, pretrained=True)
+    anchored = [g for g in groups if g.get("l2sp")]
+    assert {g["name"] for g in anchored} == {"stem", "layer1", "layer2"}
+    assert all(g["l2sp"] == 3.0 and g["weight_decay"] == 0.0 and all(p.ndim > 1 for p in g["params"]) for g in anchored)
+    head = [g for g in groups if g["name"] == "head" and g["weight_decay"]]
+    assert head and not any(g.get("l2sp") for g in head)  # the new head decays toward zero as before
+    assert not any(g.get("l2sp") for g in param_groups_for(m, cfg, pretrained=False))  # a random start has no anchor
+    assert not any(g.get("l2sp") for g in param_groups_for(m, TrainConfig(strategy="full"), pretrained=True))
+
+
+def test_decay_toward_start_moves_each_trained_weight_lr_times_l2sp_of_its_way_back():
+    m = Staged()
+    opt = build_optimizer(m, TrainConfig(strategy="full", l2sp=2.0, lr=0.1), pretrained=True)
+    start = starting_points(opt)
+    assert sum(p is not None for p in start) == 3
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    for name, p in m.named_parameters():
+        p.grad = None if name.startswith("layer1") else torch.zeros_like(p)  # layer1 frozen: no gradient
+    decay_toward_start(opt, start)
+    after = m.state_dict()
+    for name, _ in m.named_parameters():
+        if name.startswith(("stem", "layer2")) and after[name].ndim > 1:
+            # w - 0.1 * 2 * (w - w0) with w = w0 + 1
+            torch.testing.assert_close(after[name], before[name] - 0.2)
+        else:
+            assert torch.equal(after[name], before[name]), name
