@@ -7,6 +7,7 @@
       password_file: /run/secrets/pacs_password   # ... password from a file (or `password:`)
       # token_file: /run/secrets/pacs_token       # or a bearer token
       timeout: 30
+      retries: 2                  # a failed request (refused, timed out, HTTP 429/5xx) tried again, 2 s then 4 s later
     dimse:
       host: 127.0.0.1
       port: 4242
@@ -21,7 +22,7 @@ else ``~/.config/medtl/pacs.yaml`` when it exists), then the environment:
 ``MEDTL_PACS_URL``, ``MEDTL_PACS_USER``, ``MEDTL_PACS_PASSWORD``, ``MEDTL_PACS_PASSWORD_FILE``,
 ``MEDTL_PACS_TOKEN``, ``MEDTL_PACS_TOKEN_FILE``, ``MEDTL_PACS_HOST``, ``MEDTL_PACS_PORT``,
 ``MEDTL_PACS_CALLED_AET``, ``MEDTL_PACS_CALLING_AET``, ``MEDTL_PACS_LISTEN_PORT``,
-``MEDTL_PACS_LISTEN_HOST``, ``MEDTL_PACS_PUSH``, ``MEDTL_PACS_TIMEOUT``.
+``MEDTL_PACS_LISTEN_HOST``, ``MEDTL_PACS_PUSH``, ``MEDTL_PACS_TIMEOUT``, ``MEDTL_PACS_RETRIES``.
 
 Secrets are kept out of sight: :meth:`PacsConfig.__repr__` and :meth:`PacsConfig.describe`
 show ``***``, a URL carrying ``user:password@`` is refused (the password would sit in shell
@@ -69,6 +70,9 @@ class PacsConfig:
     password: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
     timeout: float = 30.0
+    #: DICOMweb requests tried again after a failure, waiting 2 s, 4 s, ... (dicomweb-client's back-off);
+    #: 0: one attempt, so an unreachable server is reported at once
+    retries: int = 2
     host: str | None = None
     port: int | None = None
     called_aet: str = "ORTHANC"
@@ -171,15 +175,16 @@ def _warn_if_readable_by_others(path: Path) -> None:
 
 _FILE_KEYS = {
     "dicomweb": {"url": "url", "user": "user", "password": "password", "password_file": "password_file",
-                 "token": "token", "token_file": "token_file", "timeout": "timeout"},
+                 "token": "token", "token_file": "token_file", "timeout": "timeout",
+                 "retries": "retries"},
     "dimse": {"host": "host", "port": "port", "called_aet": "called_aet", "calling_aet": "calling_aet",
               "listen_port": "listen_port", "listen_host": "listen_host"},
 }
 _ENV = {"URL": "url", "USER": "user", "PASSWORD": "password", "PASSWORD_FILE": "password_file", "TOKEN": "token",
         "TOKEN_FILE": "token_file", "TIMEOUT": "timeout", "HOST": "host", "PORT": "port",
         "CALLED_AET": "called_aet", "CALLING_AET": "calling_aet", "LISTEN_PORT": "listen_port",
-        "LISTEN_HOST": "listen_host", "PUSH": "push"}
-_INTS = ("port", "listen_port")
+        "LISTEN_HOST": "listen_host", "PUSH": "push", "RETRIES": "retries"}
+_INTS = ("port", "listen_port", "retries")
 
 
 def _from_file(path: Path) -> dict[str, Any]:
@@ -245,7 +250,10 @@ def load_pacs_config(path: str | os.PathLike | None = None, env: dict[str, str] 
             try:
                 values[key] = int(values[key])
             except (TypeError, ValueError):
-                raise MedtlError(f"PACS config: {key} must be a port number, got {values[key]!r}") from None
+                what = "a number of attempts" if key == "retries" else "a port number"
+                raise MedtlError(f"PACS config: {key} must be {what}, got {values[key]!r}") from None
+    if values.get("retries") is not None and values["retries"] < 0:
+        raise MedtlError(f"PACS config: retries must be 0 or more, got {values['retries']}")
     if values.get("timeout") is not None:
         try:
             values["timeout"] = float(values["timeout"])

@@ -75,6 +75,9 @@ class DicomWebPacs:
         else:
             session = create_session()
         self.client = DICOMwebClient(self.url, session=session, headers=headers or None, timeout=config.timeout)
+        # dicomweb-client tries every failed request (exceptions included) 5 times by default, 30 s of back-off
+        # before a refused connection is reported; the config says how many times
+        self.client.set_http_retry_params(retry=config.retries > 0, max_attempts=config.retries + 1)
 
     # --- errors ------------------------------------------------------------------------------
 

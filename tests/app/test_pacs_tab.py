@@ -175,7 +175,7 @@ def test_unreachable_pacs_is_one_line_in_the_panel(run2d):
     from medtl.pacs.orthanc import free_port
 
     tab = PacsTab(MedtlApp({"tiny2d": run2d}, device="cpu"), PacsConfig(url=f"http://127.0.0.1:{free_port()}/dicom-web",
-                                                                         timeout=5))
+                                                                         timeout=5, retries=0))
     found, rows, picker, status = tab.search_page("", "", "", "", "", "")
     assert found == [] and rows == [] and status.startswith("⚠") and "cannot reach" in status
     assert "\n" not in status

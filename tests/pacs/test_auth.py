@@ -71,7 +71,7 @@ def test_right_credentials_pull_score_and_push_without_leaking_them(locked, tiny
 def test_unreachable_pacs_is_one_clear_line(tmp_path):
     port = free_port()  # nothing listens there
     cfg = tmp_path / "pacs.yaml"
-    cfg.write_text(f"dicomweb:\n  url: http://127.0.0.1:{port}/dicom-web\n  timeout: 5\n"
+    cfg.write_text(f"dicomweb:\n  url: http://127.0.0.1:{port}/dicom-web\n  timeout: 5\n  retries: 0\n"
                    f"dimse:\n  host: 127.0.0.1\n  port: {port}\n")
     for via in ("dicomweb", "dimse"):
         out = medtl_cli("pacs", "find", "--pacs-config", str(cfg), "--via", via)
