@@ -636,7 +636,7 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
              f"others (and other work), so their minutes overstate an idle machine (one run alone trains at about 51 "
              f"images/s); the runs added later (learning-curve points at 100, 250 and 1,000 images, and the `shift_*` "
              f"arms that `benchmarks/shift.py` lacked, every run at 96 or 128 px) ran two at a time, one per core; "
-             f"the `ls0`, `sd0`, `aug_plus`, `lpft96`, `swa` and `soup` probes and the 96 px points at 250 images on "
+             f"the `ls0`, `sd0`, `aug_plus`, `lpft96`, `swa`, `soup` and `l2sp` probes and the 96 px points at 250 images on "
              f"a slower 2-core machine (about 22 images/s a run, two at a time), hence their 15-24 min (the 500-image recipe "
              f"run alone there with both cores: the `--threads 2` re-run below). "
              f"{size_sentence()} Rows marked + TTA are evaluated with the recipe's test-time views: "
