@@ -23,6 +23,7 @@ class TrainConfig(_Section):
     batch_size: int = Field(64, ge=1)
     #: peak learning rate, or ``auto``: a learning-rate range test (``medtl train --find-lr``) picks it
     lr: Union[float, Literal["auto"]] = 1e-3
+    lr_find_steps: int = Field(100, ge=5)  #: optimiser steps of that range test (fastai's ``num_it``)
     lr_decay: float = Field(0.3, gt=0, le=1)  #: discriminative lr: each earlier stage x this
     weight_decay: float = Field(0.01, ge=0)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"

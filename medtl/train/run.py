@@ -172,7 +172,7 @@ def run_lr_finder(model: nn.Module, data: PreparedData, cfg: Config, out: Path |
     loader, _, generator = make_train_loader(data.train_ds, cfg, device)
     generator.manual_seed(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
-    result = find_lr(model, loader, cfg.train, device)
+    result = find_lr(model, loader, cfg.train, device, steps=cfg.train.lr_find_steps)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "lr_find.json", result.to_dict())

@@ -173,7 +173,8 @@ def test_batchnorm_reestimate_sets_statistics_from_the_data(tmp_path, monkeypatc
 def test_min_steps_lr_auto_and_channels_auto(tmp_path):
     """A small cohort gets epochs from ``min_steps``; ``lr=auto`` trains at the range test's suggestion."""
     out = tmp_path / "run"
-    card = train(tiny_cfg("train.epochs=1", "train.min_steps=12", "train.lr=auto", "preprocess.channels=auto"),
+    card = train(tiny_cfg("train.epochs=1", "train.min_steps=12", "train.lr=auto", "preprocess.channels=auto",
+                          "train.lr_find_steps=20"),
                  out, progress=False).card
     tr = card["training"]
     assert tr["epochs"] == -(-12 // tr["steps_per_epoch"]) > 1
@@ -181,6 +182,7 @@ def test_min_steps_lr_auto_and_channels_auto(tmp_path):
         assert len(list(csv.DictReader(fh))) == tr["epochs"]
     found = json.loads((out / "lr_find.json").read_text())
     assert found["start"] <= found["suggestion"] <= found["end"]
+    assert found["lrs"][1] / found["lrs"][0] == pytest.approx((found["end"] / found["start"]) ** (1 / 19))  # 20 steps
     assert tr["lr"] == found["suggestion"] == load_config(out / "config.yaml").train.lr
     assert tr["lr_finder"]["plot"] == "plots/lr_find.png" and (out / "plots" / "lr_find.png").stat().st_size > 0
     assert card["preprocessing"]["channels"] == 1  # the sample cohort is gray
@@ -201,7 +203,7 @@ def test_channels_auto_reads_colour_from_the_data():
 
 def test_cli_find_lr_only_runs_the_range_test(tmp_path, capsys):
     out = tmp_path / "find"
-    assert main(["train", "--config", "sample_tiny", "--out", str(out), "--find-lr", *TINY]) == 0
+    assert main(["train", "--config", "sample_tiny", "--out", str(out), "--find-lr", *TINY, "train.lr_find_steps=20"]) == 0
     text = capsys.readouterr().out
     found = json.loads((out / "lr_find.json").read_text())
     assert f"suggested learning rate {found['suggestion']:.3g}" in text and "train.lr=auto" in text
