@@ -67,11 +67,12 @@ def starting_points(optimizer: torch.optim.Optimizer) -> list[list[torch.Tensor]
 @torch.no_grad()
 def decay_toward_start(optimizer: torch.optim.Optimizer, start: list[list[torch.Tensor] | None]) -> None:
     """L2-SP's decoupled step, after the optimiser's: ``w -= lr * l2sp * (w - w_start)`` for each
-    parameter of an ``l2sp`` group that took this step (a frozen one has no gradient and stays)."""
+    parameter of an ``l2sp`` group that took this step (a frozen one has no gradient and stays).
+    A group restored from a checkpoint of a run started without ``l2sp`` has none, and stays so."""
     for group, points in zip(optimizer.param_groups, start):
-        if points is None:
+        rate = group["lr"] * group.get("l2sp", 0.0)
+        if points is None or not rate:
             continue
-        rate = group["lr"] * group["l2sp"]
         for p, p0 in zip(group["params"], points):
             if p.grad is not None:
                 p.sub_(p - p0, alpha=rate)
