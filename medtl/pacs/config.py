@@ -7,7 +7,7 @@
       password_file: /run/secrets/pacs_password   # ... password from a file (or `password:`)
       # token_file: /run/secrets/pacs_token       # or a bearer token
       timeout: 30
-      retries: 2                  # a failed request (refused, timed out, HTTP 408/429/503/504) sent again 2 s, then 4 s, later
+      retries: 2                  # a failed request (refused, timed out, HTTP 408/429/503/504) sent again
     dimse:
       host: 127.0.0.1
       port: 4242

@@ -357,6 +357,7 @@ def test_l2sp_resumed_after_an_epoch_equals_the_uninterrupted_run(tmp_path):
     engine.fit(plain, cases(8), None, cfg("train.epochs=3"), tmp_path / "plain", progress=False)
     assert not torch.equal(plain.state_dict()["stem.0.weight"], nets[0]["stem.0.weight"])
     # a run started without l2sp and resumed with it keeps the optimiser settings it started with
-    engine.fit(Staged(), cases(8), None, cfg("train.epochs=2"), tmp_path / "late", max_epochs_this_run=1, progress=False)
+    engine.fit(Staged(), cases(8), None, cfg("train.epochs=2"), tmp_path / "late", max_epochs_this_run=1,
+               progress=False)
     engine.fit(Staged(), cases(8), None, cfg("train.epochs=2", "train.l2sp=5"), tmp_path / "late", resume=True,
                progress=False)
