@@ -75,7 +75,7 @@ def decay_toward_start(optimizer: torch.optim.Optimizer, start: list[list[torch.
             continue
         for p, p0 in zip(group["params"], points):
             if p.grad is not None:
-                p.sub_(p - p0, alpha=rate)
+                p.lerp_(p0, rate)  # w + rate * (w_start - w), in place
 
 
 @dataclass
