@@ -142,10 +142,16 @@ def run_one(dataset: str, weights: str, seed: int, train_size: int | None = None
            **{k: tr[k] for k in ("swa", "soup") if tr.get(k)},
            "threads": threads, "machine": f"{platform.machine()} {os.cpu_count()} CPU(s)", "run_dir": str(run_dir)}
     results.mkdir(parents=True, exist_ok=True)
-    tmp = out_json.with_suffix(".json.part")
-    tmp.write_text(json.dumps(row, indent=2))
-    tmp.replace(out_json)
+    _write_row(out_json, row)
     return row
+
+
+def _write_row(path: Path, row: dict) -> None:
+    """``row`` as indented JSON at ``path``, through a ``.json.part`` file renamed into place (a killed
+    run never leaves half a JSON)."""
+    tmp = path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(row, indent=2))
+    tmp.replace(path)
 
 
 def _run_dir(row: dict) -> Path:
@@ -761,9 +767,7 @@ def main() -> None:
         i, n = (int(v) for v in args.shard.split("/"))
         for p in tta_todo(args.tags)[i::n]:
             row = tta_eval(json.loads(p.read_text()))
-            tmp = p.with_suffix(".json.part")
-            tmp.write_text(json.dumps(row, indent=2))
-            tmp.replace(p)
+            _write_row(p, row)
             print(json.dumps({k: row[k] for k in ("name", "val_auc", "test_auc", "test_accuracy")}
                              | {"plain_" + k: v for k, v in row["plain"].items() if k.endswith("auc")}), flush=True)
     elif args.cmd == "soup-best":
@@ -772,9 +776,7 @@ def main() -> None:
             if out.exists():
                 continue
             row = soup_best(json.loads(p.read_text()))
-            tmp = out.with_suffix(".json.part")
-            tmp.write_text(json.dumps(row, indent=2))
-            tmp.replace(out)
+            _write_row(out, row)
             print(json.dumps({k: row[k] for k in ("name", "best_epoch", "val_auc", "test_auc")}), flush=True)
     elif args.cmd == "grid":
         run_grid(grid(args.tags), args.jobs, args.threads)
