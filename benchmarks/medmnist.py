@@ -96,8 +96,16 @@ VARIANTS: dict[str, list[str]] = {
     "l2sp": ["train.l2sp=3"],
     # A third of that pull: l2sp=3 was higher on RetinaMNIST validation (3 of 3 seeds) and lower on PneumoniaMNIST's
     "l2sp1": ["train.l2sp=1"],
+    # Members of a two-run ensemble at the recipe's training cost (probe ens2): each half the steps, on the
+    # seed-s cohort; the second with training seed s + 100. "{seed}"/"{seed_b}" are filled in by run_one
+    "ens2m0": ["train.min_steps=300"],
+    "ens2m1": ["train.min_steps=300", "data.seed={seed}", "train.seed={seed_b}"],
     **{tag: [f"data.seed={s}"] for s, tag in SUBSET_TAGS.items()},
 }
+
+#: Ensemble probes: tag -> the member tags whose probabilities are averaged (``python benchmarks/medmnist.py
+#: ensemble``); member j of seed s trains with seed s + 100 j on the seed-s cohort
+ENSEMBLES = {"ens2": ("ens2m0", "ens2m1")}
 
 
 def run_name(dataset: str, weights: str, seed: int, train_size: int | None, tag: str) -> str:
@@ -119,7 +127,8 @@ def run_one(dataset: str, weights: str, seed: int, train_size: int | None = None
         return json.loads(out_json.read_text())
     overrides = [f"data.path={MEDMNIST / (dataset + '.npz')}", f"train.seed={seed}", f"train.threads={threads}",
                  *(["model.weights=null"] if weights == "scratch" else []),
-                 *([f"data.train_size={train_size}"] if train_size else []), *VARIANTS[tag], *(extra or [])]
+                 *([f"data.train_size={train_size}"] if train_size else []),
+                 *(o.format(seed=seed, seed_b=seed + 100) if "{" in o else o for o in VARIANTS[tag]), *(extra or [])]
     cfg = load_config(RECIPE, overrides)
     run_dir = runs / name
     if (run_dir / "checkpoints" / "last.pt").exists():
