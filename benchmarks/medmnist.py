@@ -113,6 +113,15 @@ def run_name(dataset: str, weights: str, seed: int, train_size: int | None, tag:
     return "_".join(p for p in (dataset, weights, size, f"s{seed}", tag) if p)
 
 
+def arm_overrides(dataset: str, weights: str, seed: int, train_size: int | None, tag: str,
+                  threads: int = 1) -> list[str]:
+    """The recipe's overrides for one arm; a variant's ``{seed}``/``{seed_b}`` become ``seed`` and ``seed + 100``."""
+    return [f"data.path={MEDMNIST / (dataset + '.npz')}", f"train.seed={seed}", f"train.threads={threads}",
+            *(["model.weights=null"] if weights == "scratch" else []),
+            *([f"data.train_size={train_size}"] if train_size else []),
+            *(o.format(seed=seed, seed_b=seed + 100) if "{" in o else o for o in VARIANTS[tag])]
+
+
 def run_one(dataset: str, weights: str, seed: int, train_size: int | None = None, tag: str = "",
             threads: int = 1, extra: list[str] | None = None, out: Path | None = None) -> dict:
     """Train one arm with the library and write its JSON (skipped when the JSON exists); ``out``: run
@@ -125,10 +134,7 @@ def run_one(dataset: str, weights: str, seed: int, train_size: int | None = None
     out_json = results / f"{name}.json"
     if out_json.exists():
         return json.loads(out_json.read_text())
-    overrides = [f"data.path={MEDMNIST / (dataset + '.npz')}", f"train.seed={seed}", f"train.threads={threads}",
-                 *(["model.weights=null"] if weights == "scratch" else []),
-                 *([f"data.train_size={train_size}"] if train_size else []),
-                 *(o.format(seed=seed, seed_b=seed + 100) if "{" in o else o for o in VARIANTS[tag]), *(extra or [])]
+    overrides = arm_overrides(dataset, weights, seed, train_size, tag, threads) + (extra or [])
     cfg = load_config(RECIPE, overrides)
     run_dir = runs / name
     if (run_dir / "checkpoints" / "last.pt").exists():
@@ -171,23 +177,18 @@ def _run_dir(row: dict) -> Path:
     return d if d.is_dir() else RUNS / row["name"]
 
 
-def tta_eval(row: dict) -> dict:
-    """``row`` re-evaluated with test-time augmentation (``eval.tta``) from its saved checkpoint: the
-    views of its run's training augmentation, the threshold from the validation probabilities with
-    those views (as training sets it), the plain figures kept under ``plain``. The checkpoint is the
-    one the run chose (checkpoint choice is plain either way), so this is the run as ``eval.tta=true``
-    would have reported it."""
+def split_probs(run_dir: Path) -> tuple[object, dict, dict[str, tuple]]:
+    """A finished run's validation and test probabilities with the test-time views of its own training
+    augmentation (``eval.tta``), and their labels: ``(config, card, {split: (probs, labels)})``."""
     import torch
 
     from medtl.config import load_config
     from medtl.data import build_dataset, load_items
     from medtl.runs import load_run
     from medtl.train.engine import predict_loader
-    from medtl.train.metrics import evaluate_predictions
-    from medtl.train.run import _loader, _threshold
+    from medtl.train.run import _loader
     from medtl.transforms.tta import tta_views
 
-    run_dir = _run_dir(row)
     cfg = load_config(run_dir / "config.yaml", ["eval.tta=true"])
     torch.set_num_threads(max(1, cfg.train.threads))
     model, card, prep = load_run(run_dir)
@@ -197,12 +198,65 @@ def tta_eval(row: dict) -> dict:
     for split in ("val", "test"):
         ds = build_dataset(cohort.split(split), prep.transforms(), cache="none")
         out[split] = predict_loader(model, _loader(ds, cfg), torch.device("cpu"), views=views)[:2]
-    threshold = _threshold(cfg, out["val"][1], out["val"][0], len(card["class_names"]))
-    m = {split: evaluate_predictions(labels, probs, threshold=threshold, bootstrap=0)
-         for split, (probs, labels) in out.items()}
+    return cfg, {**card, "n_views": len(views)}, out
+
+
+def split_figures(cfg, out: dict[str, tuple], n_classes: int) -> dict:
+    """AUC and accuracy of ``{split: (probs, labels)}`` at the threshold ``cfg.eval.threshold`` sets from the
+    validation probabilities, as training does."""
+    from medtl.train.metrics import evaluate_predictions
+    from medtl.train.run import _threshold
+
+    probs, labels = out["val"]
+    threshold = _threshold(cfg, labels, probs, n_classes)
+    m = {split: evaluate_predictions(lab, pr, threshold=threshold, bootstrap=0) for split, (pr, lab) in out.items()}
+    return {"val_auc": m["val"]["auc"], "val_accuracy": m["val"]["accuracy"],
+            "test_auc": m["test"]["auc"], "test_accuracy": m["test"]["accuracy"]}
+
+
+def average_members(members: list[dict[str, tuple]]) -> dict[str, tuple]:
+    """The ensemble's ``{split: (probs, labels)}``: the members' probabilities averaged per image. Members must
+    have scored the same images in the same order (same labels), else the average is meaningless."""
+    import numpy as np
+
+    out = {}
+    for split in members[0]:
+        labels = members[0][split][1]
+        if any(not np.array_equal(m[split][1], labels) for m in members[1:]):
+            raise ValueError(f"ensemble members disagree on the {split} labels: not the same images")
+        out[split] = (np.mean([m[split][0] for m in members], axis=0), labels)
+    return out
+
+
+def tta_eval(row: dict) -> dict:
+    """``row`` re-evaluated with test-time augmentation (``eval.tta``) from its saved checkpoint: the
+    views of its run's training augmentation, the threshold from the validation probabilities with
+    those views (as training sets it), the plain figures kept under ``plain``. The checkpoint is the
+    one the run chose (checkpoint choice is plain either way), so this is the run as ``eval.tta=true``
+    would have reported it."""
+    cfg, card, out = split_probs(_run_dir(row))
     plain = row.get("plain") or {k: row[k] for k in ("val_auc", "val_accuracy", "test_auc", "test_accuracy")}
-    return {**row, "plain": plain, "tta_views": len(views), "val_auc": m["val"]["auc"],
-            "val_accuracy": m["val"]["accuracy"], "test_auc": m["test"]["auc"], "test_accuracy": m["test"]["accuracy"]}
+    return {**row, "plain": plain, "tta_views": card["n_views"], **split_figures(cfg, out, len(card["class_names"]))}
+
+
+def ensemble_row(tag: str, dataset: str, weights: str, seed: int, train_size: int | None) -> dict | None:
+    """The ensemble ``tag`` of :data:`ENSEMBLES` for one seed: its members' probabilities (with the views)
+    averaged, figures as a run reports them; ``seconds`` is the members' training time together (the
+    ensemble's cost). None while a member's JSON is missing."""
+    names = [run_name(dataset, weights, seed, train_size, t) for t in ENSEMBLES[tag]]
+    if not all((RESULTS / f"{n}.json").exists() for n in names):
+        return None
+    rows = [json.loads((RESULTS / f"{n}.json").read_text()) for n in names]
+    scored = [split_probs(_run_dir(r)) for r in rows]
+    cfg, card = scored[0][:2]
+    figures = split_figures(cfg, average_members([out for *_, out in scored]), len(card["class_names"]))
+    first = rows[0]
+    return {**{k: first[k] for k in ("dataset", "weights", "seed", "train_size", "n_train", "epochs",
+                                     "steps_per_epoch", "lr", "threads", "machine")},
+            "name": run_name(dataset, weights, seed, train_size, tag), "tag": tag,
+            "members": names, "member_val_auc": [r["val_auc"] for r in rows],
+            "member_test_auc": [r["test_auc"] for r in rows], "best_epoch": [r["best_epoch"] for r in rows],
+            "seconds": round(sum(r["seconds"] for r in rows), 1), "tta_views": card["n_views"], **figures}
 
 
 #: The soup runs' own best epochs (``python benchmarks/medmnist.py soup-best``): the recipe's model from the
@@ -383,6 +437,9 @@ PROBES = {
     "l2sp": ("the backbone's kernels decaying toward their ImageNet values instead of toward zero (L2-SP, "
              "`train.l2sp=3`); compared with the recipe on the same machine (`soup_best`)", SOUP_BEST),
     "l2sp1": ("L2-SP at a third of that pull (`train.l2sp=1`), against the same-machine recipe", SOUP_BEST),
+    "ens2": ("the mean probability of two runs at half the steps each, so the recipe's training cost (training "
+             "seeds s and s + 100 on the seed-s cohort; `python benchmarks/medmnist.py ensemble`), against the "
+             "same-machine recipe", SOUP_BEST),
 }
 TTA_PROBE = "tta"
 
@@ -763,6 +820,7 @@ def main() -> None:
     t.add_argument("--tags", nargs="+", default=[""], help="variants to re-evaluate ('' = the recipe)")
     t.add_argument("--shard", default="0/1", help="i/n: this process takes every n-th JSON from the i-th")
     sub.add_parser("soup-best", help="evaluate each soup run's own best epoch (the recipe on the same trajectory)")
+    sub.add_parser("ensemble", help="average the finished members of each ensemble probe (ENSEMBLES) into its row")
     m = sub.add_parser("merge", help="table, plot and docs section from the JSONs")
     m.add_argument("--md", default=str(REPO / "docs" / "benchmarks.md"))
     args = ap.parse_args()
@@ -787,6 +845,17 @@ def main() -> None:
             row = soup_best(json.loads(p.read_text()))
             _write_row(out, row)
             print(json.dumps({k: row[k] for k in ("name", "best_epoch", "val_auc", "test_auc")}), flush=True)
+    elif args.cmd == "ensemble":
+        for tag, member_tags in ENSEMBLES.items():
+            firsts = [json.loads(p.read_text()) for p in sorted(RESULTS.glob(f"*_{member_tags[0]}.json"))]
+            for r in firsts:
+                out = RESULTS / f"{run_name(r['dataset'], r['weights'], r['seed'], r['train_size'], tag)}.json"
+                row = None if out.exists() else ensemble_row(tag, r["dataset"], r["weights"], r["seed"],
+                                                             r["train_size"])
+                if row:
+                    _write_row(out, row)
+                    keys = ("name", "member_val_auc", "val_auc", "test_auc")
+                    print(json.dumps({k: row[k] for k in keys}), flush=True)
     elif args.cmd == "grid":
         run_grid(grid(args.tags), args.jobs, args.threads)
     else:

@@ -214,3 +214,28 @@ def test_a_soup_that_is_mostly_its_best_epoch_is_not_kept_even_when_higher_on_va
     rows[mm.run_name("pneumoniamnist", "imagenet", 2, 500, "soup")]["soup"]["epochs"] = [9, 8]
     assert mm.probe_verdict({"soup": mm.probe_pairs(rows)["soup"]}) == (
         "Kept: `soup` (higher on validation on both datasets).")
+
+
+def test_ensemble_is_the_per_image_mean_of_its_members_and_refuses_other_images(mm):
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.array([0, 0, 1, 1])
+    a = np.array([[0.9, 0.1], [0.4, 0.6], [0.7, 0.3], [0.2, 0.8]])  # AUC 0.5: one positive below a negative
+    b = np.array([[0.5, 0.5], [0.9, 0.1], [0.3, 0.7], [0.6, 0.4]])  # AUC 0.75
+    out = mm.average_members([{"val": (a, labels)}, {"val": (b, labels)}])
+    np.testing.assert_array_equal(out["val"][0], (a + b) / 2)
+    np.testing.assert_array_equal(out["val"][1], labels)
+    assert roc_auc_score(labels, out["val"][0][:, 1]) == 1.0  # the mean ranks both positives above both negatives
+    with pytest.raises(ValueError, match="val labels"):
+        mm.average_members([{"val": (a, labels)}, {"val": (b, labels[::-1])}])
+
+
+def test_ensemble_members_share_the_cohort_and_differ_in_training_seed(mm):
+    from medtl.config import load_config
+
+    cfgs = [load_config(mm.RECIPE, mm.arm_overrides("pneumoniamnist", "imagenet", 2, 500, tag))
+            for tag in mm.ENSEMBLES["ens2"]]
+    assert [c.train.seed for c in cfgs] == [2, 102]
+    assert [c.data.seed if c.data.seed is not None else c.train.seed for c in cfgs] == [2, 2]
+    assert {c.train.min_steps for c in cfgs} == {load_config(mm.RECIPE).train.min_steps // 2}
