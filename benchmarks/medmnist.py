@@ -730,7 +730,7 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
     lines += ["", "Published test AUC / ACC:", ""]
     for ds, refs in PUBLISHED.items():
         lines += [f"- {ds}: " + "; ".join(f"{name} {auc:.3f} / {acc:.3f}" for name, auc, acc in refs)]
-    for tag, label in curves():
+    for tag, label in (*curves(), *((t, f"`{t}` (probe: {len(m)}-run ensemble)") for t, m in ENSEMBLES.items())):
         gaps = gap_sentence(summary, tag)
         if gaps:
             lines += ["", f"ImageNet start minus scratch, PneumoniaMNIST, {label}: {gaps}"]

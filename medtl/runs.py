@@ -108,7 +108,8 @@ def card_views(card: dict[str, Any]) -> list[Any] | None:
 
 
 def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any], Any]:
-    """``(model, card, preprocessing)`` of a finished run; the model in eval mode on ``device``."""
+    """``(model, card, preprocessing)`` of a finished run; the model in eval mode on ``device`` (an
+    :class:`~medtl.models.ensemble.Ensemble` when the card's ``model.ensemble`` counts its members)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -120,8 +121,14 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     weights = Path(run_dir) / card["files"]["weights"]
     if not weights.is_file():
         raise MedtlError(f"{weights}: model weights missing from the run directory (retrain or restore the file)")
-    model = create(m["arch"], weights=None, in_channels=m["in_channels"], spatial_dims=m["spatial_dims"],
-                   num_classes=m["num_classes"], inflate=m.get("inflate"))
+    nets = [create(m["arch"], weights=None, in_channels=m["in_channels"], spatial_dims=m["spatial_dims"],
+                   num_classes=m["num_classes"], inflate=m.get("inflate")) for _ in range(int(m.get("ensemble") or 1))]
+    if len(nets) > 1:
+        from medtl.models.ensemble import Ensemble
+
+        model = Ensemble(nets)
+    else:
+        model = nets[0]
     try:
         model.load_state_dict(load_file(str(weights)))
     except (SafetensorError, RuntimeError) as exc:

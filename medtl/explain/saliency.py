@@ -344,6 +344,11 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, tar
         raise ValueError("mask_size and overlap are occlusion settings; they do not apply to " + method)
     if stride is not None and method not in CAM_STRIDES:
         raise ValueError(f"stride is a setting of the activation maps ({', '.join(CAM_STRIDES)}), not of {method}")
+    from medtl.models.ensemble import Ensemble
+
+    if isinstance(model, Ensemble):
+        return _ensemble_explain(model, x, method, target, mask_size=mask_size, overlap=overlap, n_batch=n_batch,
+                                 stride=stride)
     _check_classifier(model)
     xb = _batch(model, x)
     with _untouched(model):
@@ -354,6 +359,19 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, tar
         if method in ("gradcam", "gradcam++") and stride is None and CAM_STRIDES[method] is None:
             return _cam(model, xb, method, target)
         return _stage_cam(model, xb, method, target, stride)
+
+
+def _ensemble_explain(model: nn.Module, x: torch.Tensor, method: str, target: int | None, **settings) -> Explanation:
+    """An ensemble's map: the mean of its members' maps for the class the ensemble predicts (or ``target``),
+    renormalised; the probabilities are the ensemble's own. Each member is explained as a single network,
+    so every method (and the activation maps' stages) works unchanged."""
+    _check_target(target, model.num_classes)
+    xb = _batch(model, x)
+    with _untouched(model), torch.no_grad():
+        probs = torch.softmax(model(xb).float(), dim=1)[0].cpu().numpy()
+    chosen = int(probs.argmax()) if target is None else int(target)
+    maps = [explain(m, x, method, chosen, **settings).map for m in model.members]
+    return Explanation(normalize_map(np.mean(maps, axis=0)), probs, chosen, method)
 
 
 def saliency(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, target: int | None = None, *,

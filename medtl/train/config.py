@@ -50,6 +50,10 @@ class TrainConfig(_Section):
     #: epochs kept; from the best down, each is averaged in when validation does not drop, and the soup
     #: is the run's model (``medtl.train.soup``). 0 or 1: off (the best epoch alone)
     soup: int = Field(0, ge=0)
+    #: a deep ensemble: this many runs of the recipe, one after another on the same cohort (member j with
+    #: seed ``seed + 100 j``), whose class probabilities the saved model averages
+    #: (``medtl.models.ensemble``); each member's run folder is kept under ``members/<j>``. 1: one network
+    ensemble: int = Field(1, ge=1)
     balance: Literal["none", "loss", "sampler"] = "none"
     #: train: update statistics; freeze: keep ImageNet's; reestimate: recompute them on the
     #: training data before the first epoch (AdaBN), then train; auto: reestimate for 3D

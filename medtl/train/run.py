@@ -198,14 +198,15 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
 
     The shortest path to a good model is the default config (ImageNet weights,
     gradual unfreezing with discriminative learning rates, one-cycle); every
-    knob is in ``cfg``.
+    knob is in ``cfg``. With ``train.ensemble`` > 1 the run is that many runs of the recipe, averaged
+    (:func:`train_ensemble`).
     """
     from medtl.data import balanced_weights, class_weights
-    from medtl.train.engine import fit, predict_loader, steps_per_epoch
-    from medtl.train.metrics import evaluate_predictions
-    from medtl.train.plots import plot_learning_curves, save_evaluation_plots
+    from medtl.train.engine import fit, steps_per_epoch
 
     out = Path(out_dir)
+    if cfg.train.ensemble > 1:
+        return train_ensemble(cfg, out, resume=resume, progress=progress, max_epochs_this_run=max_epochs_this_run)
     from medtl.train.strategy import resolve_batchnorm
 
     bn = resolve_batchnorm(cfg.train, cfg.preprocess.spatial_dims)
@@ -259,6 +260,33 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     from safetensors.torch import load_file
 
     model.load_state_dict(load_file(str(out / "model.safetensors")))
+    training = {
+        "strategy": tc.strategy, "epochs": tc.epochs, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
+        "steps_per_epoch": steps_per_epoch(len(train_ds), tc.batch_size), "min_steps": tc.min_steps,
+        "lr": tc.lr, **({"lr_finder": {"suggestion": lr_finder["suggestion"], "plot": "plots/lr_find.png"}}
+                        if lr_finder else {}),
+        "monitor": tc.monitor, "best_score": state.best_score, "seed": tc.seed,
+        **({"swa": state.swa} if state.swa else {}), **({"soup": state.soup} if state.soup else {}),
+        **({"l2sp": tc.l2sp} if tc.l2sp and cfg.model.weights is not None else {}),
+        "augment": cfg.augment.model_dump(mode="json"),
+        "data": {"source": Path(cfg.data.path).name, "format": cohort.format, "counts": cohort.counts(),
+                 "train_fraction": cfg.data.train_fraction, "train_size": cfg.data.train_size,
+                 "max_per_class": cfg.data.max_per_class,
+                 "seed": cfg.data.seed if cfg.data.seed is not None else tc.seed, "filter": dict(cfg.data.filter)},
+    }
+    return RunResult(out, _finish(model, cfg, cohort, prep, val_ds, test_ds, out, training, progress))
+
+
+def _finish(model: nn.Module, cfg: Config, cohort: Any, prep: Any, val_ds: Any, test_ds: Any, out: Path,
+            training: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """Evaluate a trained ``model`` (weights already in ``out/model.safetensors``) on validation and test,
+    fit its guards, and write its model card (``training``: the card's account of how it was trained)."""
+    from medtl.train.engine import predict_loader
+    from medtl.train.metrics import evaluate_predictions
+    from medtl.train.plots import plot_learning_curves, save_evaluation_plots
+
+    tc = cfg.train
+    class_names = cohort.class_names
     device = resolve_device(tc.device)
     model.to(device)
     metrics: dict[str, Any] = {}
@@ -280,8 +308,9 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         plots.update({k: str(Path(v).relative_to(out)) for k, v in save_evaluation_plots(
             labels, probs, class_names, out / "plots", prefix="test_",
             threshold=threshold if threshold is not None else 0.5).items()})
-    plots["learning_curves"] = str(plot_learning_curves(out / "metrics.csv", out / "plots" / "learning_curves.png")
-                                   .relative_to(out))
+    if (out / "metrics.csv").is_file():  # an ensemble's curves are its members' (members/<j>/plots)
+        plots["learning_curves"] = str(plot_learning_curves(out / "metrics.csv", out / "plots" / "learning_curves.png")
+                                       .relative_to(out))
     from medtl.train.guarding import guard_entries, saliency_entry
 
     auc_ci = metrics.get("val", {}).get("ci", {}).get("auc")
@@ -307,29 +336,78 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         "model": model.card,
         "preprocessing": prep.to_dict(),
         **({"tta": {"views": [v.to_dict() for v in views]}} if views else {}),
-        "training": {
-            "strategy": tc.strategy, "epochs": tc.epochs, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
-            "steps_per_epoch": steps_per_epoch(len(train_ds), tc.batch_size), "min_steps": tc.min_steps,
-            "lr": tc.lr, **({"lr_finder": {"suggestion": lr_finder["suggestion"], "plot": "plots/lr_find.png"}}
-                            if lr_finder else {}),
-            "monitor": tc.monitor, "best_score": state.best_score, "seed": tc.seed,
-            **({"swa": state.swa} if state.swa else {}), **({"soup": state.soup} if state.soup else {}),
-            **({"l2sp": tc.l2sp} if tc.l2sp and cfg.model.weights is not None else {}),
-            "augment": cfg.augment.model_dump(mode="json"),
-            "data": {"source": Path(cfg.data.path).name, "format": cohort.format, "counts": cohort.counts(),
-                     "train_fraction": cfg.data.train_fraction, "train_size": cfg.data.train_size,
-                     "max_per_class": cfg.data.max_per_class,
-                     "seed": cfg.data.seed if cfg.data.seed is not None else tc.seed, "filter": dict(cfg.data.filter)},
-        },
+        "training": training,
         "metrics": metrics,
         **guard,
         "intended_use": INTENDED_USE,
         "limitations": LIMITATIONS,
-        "files": {"weights": "model.safetensors", "config": "config.yaml", "metrics": "metrics.csv",
+        "files": {"weights": "model.safetensors", "config": "config.yaml",
+                  **({"metrics": "metrics.csv"} if (out / "metrics.csv").is_file() else {}),
                   "plots": plots, **({"ood": guard["ood"]["file"]} if guard.get("ood") else {})},
     }
     write_card(out, card)
-    return RunResult(out, card)
+    return card
+
+
+#: Member j of an ensemble trains with seed ``train.seed + MEMBER_SEED_STEP * j``.
+MEMBER_SEED_STEP = 100
+
+
+def member_config(cfg: Config, j: int) -> Config:
+    """The config of ensemble member ``j``: one network (``train.ensemble: 1``), seed
+    ``train.seed + 100 j``, on the cohort of ``cfg`` (``data.seed`` fixed to what ``cfg`` draws with)."""
+    m = cfg.model_copy(deep=True)
+    m.train.ensemble = 1
+    m.train.seed = cfg.train.seed + MEMBER_SEED_STEP * j
+    m.data.seed = cfg.data.seed if cfg.data.seed is not None else cfg.train.seed
+    return m
+
+
+def train_ensemble(cfg: Config, out: Path, resume: bool = False, progress: bool = True,
+                   max_epochs_this_run: int | None = None) -> RunResult:
+    """``train.ensemble`` runs of the recipe, one after another (:func:`member_config`), each a complete run
+    folder under ``out/members/<j>``; then their :class:`~medtl.models.ensemble.Ensemble` (the members'
+    probabilities averaged) is evaluated and written as the run's model and card. ``resume`` skips the
+    finished members and continues the unfinished one."""
+    from medtl.data import build_dataset, load_items
+    from medtl.models.ensemble import Ensemble
+
+    k = cfg.train.ensemble
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise MedtlError("train.ensemble trains its members one after another in one process: run it without "
+                         "torchrun, or leave train.ensemble at 1")
+    if not resume and any((out / p).exists() for p in ("members", "checkpoints/last.pt", "model_card.json")):
+        raise MedtlError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
+    cards = []
+    for j in range(k):
+        mdir = out / "members" / str(j)
+        if resume and (mdir / "model_card.json").is_file():
+            cards.append(read_card(mdir))
+            continue
+        log.info("ensemble member %d of %d (seed %d)", j + 1, k, cfg.train.seed + MEMBER_SEED_STEP * j)
+        result = train(member_config(cfg, j), mdir, resume=resume and (mdir / "checkpoints" / "last.pt").exists(),
+                       progress=progress, max_epochs_this_run=max_epochs_this_run)
+        if not result.card:  # stopped by max_epochs_this_run: --resume continues this member
+            return RunResult(out)
+        cards.append(result.card)
+    loaded = [load_run(out / "members" / str(j)) for j in range(k)]
+    model, prep = Ensemble([m for m, _, _ in loaded]), loaded[0][2]
+    cfg = load_config(out / "members" / "0" / "config.yaml")  # channels resolved, lr chosen: member 0's
+    cfg.train.ensemble = k  # member 0 has the ensemble's own seed (offset 0) and its cohort seed
+    cfg.save(out / "config.yaml")
+    save_weights(model, out / "model.safetensors")
+    cohort = load_items(cfg.data, seed=cfg.train.seed)
+    val_items, test_items = cohort.split("val"), cohort.split("test")
+    val_ds = build_dataset(val_items, prep.transforms(), cache="none") if val_items else None
+    test_ds = build_dataset(test_items, prep.transforms(), cache="none") if test_items else None
+    first = cards[0]["training"]
+    training = {**{key: first[key] for key in ("strategy", "epochs", "steps_per_epoch", "min_steps", "monitor",
+                                               "augment", "data") if key in first},
+                "seed": cfg.train.seed,
+                "ensemble": [{"dir": f"members/{j}", **{key: c["training"].get(key) for key in (
+                    "seed", "lr", "epochs_run", "best_epoch", "best_score")},
+                    "val": c["metrics"].get("val", {}).get("auc")} for j, c in enumerate(cards)]}
+    return RunResult(out, _finish(model, cfg, cohort, prep, val_ds, test_ds, out, training, progress))
 
 
 def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "test", out: str | None = None,

@@ -196,3 +196,23 @@ def test_errors(one_thread):
         saliency(features_only, x)
     with pytest.raises(TypeError, match="feature_layer"):
         saliency(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()), x)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "hirescam", "occlusion"])
+def test_ensemble_map_is_the_mean_of_its_members_maps_for_the_class_it_predicts(method):
+    from medtl.models.ensemble import Ensemble
+
+    torch.manual_seed(0)
+    members = [create("resnet18", weights=None, in_channels=1, num_classes=3).eval() for _ in range(2)]
+    ens = Ensemble(members).eval()
+    x = torch.rand(1, 32, 32)
+    with torch.no_grad():
+        probs = torch.stack([m(x[None]).softmax(1)[0] for m in members]).mean(0).numpy()
+    got = explain(ens, x, method)
+    assert got.target == int(probs.argmax())
+    np.testing.assert_allclose(got.probabilities, probs, rtol=1e-5)
+    expected = normalize_map(np.mean([explain(m, x, method, got.target).map for m in members], axis=0))
+    np.testing.assert_array_equal(got.map, expected)
+    assert explain(ens, x, method, target=2).target == 2
+    with pytest.raises(ValueError, match="target=3"):
+        explain(ens, x, method, target=3)

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from medtl.cli import main
 from medtl.config import load_config
+from medtl.errors import MedtlError
 from medtl.runs import load_run
 from medtl.train.run import evaluate, train
 
@@ -268,3 +269,44 @@ def test_model_drop_path_reaches_the_built_model():
     assert max(rates([])) == pytest.approx(0.2 * 15 / 16)  # unset: Lite0's own
     assert rates(["model.drop_path=0"]) == [0.0] * 16
     assert max(rates(["model.drop_path=0.4"])) == pytest.approx(0.4 * 15 / 16)
+
+
+def test_ensemble_run_averages_members_trained_as_single_runs_and_resumes(tmp_path):
+    from medtl.train.run import member_config
+
+    cfg = tiny_cfg("train.ensemble=2", "data.cache=none")
+    result = train(cfg, tmp_path / "ens", progress=False)
+    ens = tmp_path / "ens"
+    # member 1 is exactly the single run with seed + 100 on the ensemble's cohort
+    single = train(tiny_cfg("data.cache=none", "train.seed=100", "data.seed=0"), tmp_path / "single", progress=False)
+    assert member_config(cfg, 1).train.seed == 100 and member_config(cfg, 1).data.seed == 0
+    w1, ws = (load_file(str(d / "model.safetensors")) for d in (ens / "members" / "1", single.run_dir))
+    assert w1.keys() == ws.keys() and all(torch.equal(w1[k], ws[k]) for k in w1)
+    card = result.card
+    assert card["model"]["ensemble"] == 2
+    assert [m["seed"] for m in card["training"]["ensemble"]] == [0, 100]
+    # the saved model's probabilities are the members' mean, on the test images the card was measured on
+    model, _, prep = load_run(ens)
+    members = [load_run(ens / "members" / str(j))[0] for j in range(2)]
+    rows = list(csv.DictReader(open(ens / "predictions_test.csv")))
+    x = torch.stack([prep(r["image"]) for r in rows])
+    with torch.no_grad():
+        mean = torch.stack([m(x).softmax(1) for m in members]).mean(0)
+        torch.testing.assert_close(model(x).softmax(1), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose([[float(r[f"p_{c}"]) for c in card["class_names"]] for r in rows], mean.numpy(),
+                               atol=1e-5)
+    assert card["metrics"]["test"]["auc"] is not None and (ens / card["files"]["ood"]).is_file()
+    # stopped inside member 0, resumed: the same ensemble
+    assert not train(cfg, tmp_path / "resumed", progress=False, max_epochs_this_run=1).card
+    with pytest.raises(MedtlError, match="--resume"):
+        train(cfg, tmp_path / "resumed", progress=False)
+    train(cfg, tmp_path / "resumed", resume=True, progress=False)
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("ens", "resumed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ensemble_refuses_torchrun_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(MedtlError, match="without torchrun"):
+        train(tiny_cfg("train.ensemble=2"), tmp_path / "ens", progress=False)
+    assert not (tmp_path / "ens").exists()
