@@ -296,6 +296,12 @@ def test_ensemble_run_averages_members_trained_as_single_runs_and_resumes(tmp_pa
     np.testing.assert_allclose([[float(r[f"p_{c}"]) for c in card["class_names"]] for r in rows], mean.numpy(),
                                atol=1e-5)
     assert card["metrics"]["test"]["auc"] is not None and (ens / card["files"]["ood"]).is_file()
+    # the predictor (medtl predict, batch scoring, the app) serves it like any run: probability, guard, saliency
+    from medtl.infer import Predictor
+
+    p = Predictor.from_run(ens, device="cpu").predict(rows[0]["image"], saliency="gradcam", allow_other_domain=True)
+    assert [p.probabilities[c] for c in card["class_names"]] == pytest.approx(mean[0].tolist(), abs=1e-5)
+    assert p.ood_score is not None and p.out_of_distribution is not None and p.saliency is not None
     # stopped inside member 0, resumed: the same ensemble
     assert not train(cfg, tmp_path / "resumed", progress=False, max_epochs_this_run=1).card
     with pytest.raises(MedtlError, match="--resume"):
