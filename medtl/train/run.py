@@ -384,9 +384,10 @@ def train_ensemble(cfg: Config, out: Path, resume: bool = False, progress: bool 
         if resume and (mdir / "model_card.json").is_file():
             cards.append(read_card(mdir))
             continue
-        log.info("ensemble member %d of %d (seed %d)", j + 1, k, cfg.train.seed + MEMBER_SEED_STEP * j)
-        result = train(member_config(cfg, j), mdir, resume=resume and (mdir / "checkpoints" / "last.pt").exists(),
-                       progress=progress, max_epochs_this_run=max_epochs_this_run)
+        mcfg = member_config(cfg, j)
+        log.info("ensemble member %d of %d (seed %d)", j + 1, k, mcfg.train.seed)
+        result = train(mcfg, mdir, resume=resume and (mdir / "checkpoints" / "last.pt").exists(), progress=progress,
+                       max_epochs_this_run=max_epochs_this_run)
         if not result.card:  # stopped by max_epochs_this_run: --resume continues this member
             return RunResult(out)
         cards.append(result.card)
@@ -406,7 +407,7 @@ def train_ensemble(cfg: Config, out: Path, resume: bool = False, progress: bool 
                 "seed": cfg.train.seed,
                 "ensemble": [{"dir": f"members/{j}", **{key: c["training"].get(key) for key in (
                     "seed", "lr", "epochs_run", "best_epoch", "best_score")},
-                    "val": c["metrics"].get("val", {}).get("auc")} for j, c in enumerate(cards)]}
+                    "val_auc": c["metrics"].get("val", {}).get("auc")} for j, c in enumerate(cards)]}
     return RunResult(out, _finish(model, cfg, cohort, prep, val_ds, test_ds, out, training, progress))
 
 
