@@ -115,11 +115,14 @@ def run_name(dataset: str, weights: str, seed: int, train_size: int | None, tag:
 
 def arm_overrides(dataset: str, weights: str, seed: int, train_size: int | None, tag: str,
                   threads: int = 1) -> list[str]:
-    """The recipe's overrides for one arm; a variant's ``{seed}``/``{seed_b}`` become ``seed`` and ``seed + 100``."""
+    """The recipe's overrides for one arm; a variant's ``{seed}``/``{seed_b}`` become ``seed`` and the seed of
+    ``train.ensemble``'s second member (``seed + MEMBER_SEED_STEP``), so ``ens2m1`` trains as that member does."""
+    from medtl.train.run import MEMBER_SEED_STEP
+
     return [f"data.path={MEDMNIST / (dataset + '.npz')}", f"train.seed={seed}", f"train.threads={threads}",
             *(["model.weights=null"] if weights == "scratch" else []),
             *([f"data.train_size={train_size}"] if train_size else []),
-            *(o.format(seed=seed, seed_b=seed + 100) if "{" in o else o for o in VARIANTS[tag])]
+            *(o.format(seed=seed, seed_b=seed + MEMBER_SEED_STEP) if "{" in o else o for o in VARIANTS[tag])]
 
 
 def run_one(dataset: str, weights: str, seed: int, train_size: int | None = None, tag: str = "",

@@ -231,11 +231,15 @@ def test_ensemble_is_the_per_image_mean_of_its_members_and_refuses_other_images(
         mm.average_members([{"val": (a, labels)}, {"val": (b, labels[::-1])}])
 
 
-def test_ensemble_members_share_the_cohort_and_differ_in_training_seed(mm):
+def test_ensemble_members_train_as_the_members_of_train_ensemble_at_half_the_steps(mm):
     from medtl.config import load_config
+    from medtl.train.run import member_config
 
     cfgs = [load_config(mm.RECIPE, mm.arm_overrides("pneumoniamnist", "imagenet", 2, 500, tag))
             for tag in mm.ENSEMBLES["ens2"]]
+    ens = load_config(mm.RECIPE, [*mm.arm_overrides("pneumoniamnist", "imagenet", 2, 500, "ens2m0"), "train.ensemble=2"])
+    for j, c in enumerate(cfgs):
+        m = member_config(ens, j)
+        assert (c.train.seed, c.data.seed if c.data.seed is not None else c.train.seed) == (m.train.seed, m.data.seed)
     assert [c.train.seed for c in cfgs] == [2, 102]
-    assert [c.data.seed if c.data.seed is not None else c.train.seed for c in cfgs] == [2, 2]
     assert {c.train.min_steps for c in cfgs} == {load_config(mm.RECIPE).train.min_steps // 2}
