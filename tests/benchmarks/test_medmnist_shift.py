@@ -237,7 +237,8 @@ def test_ensemble_members_train_as_the_members_of_train_ensemble_at_half_the_ste
 
     cfgs = [load_config(mm.RECIPE, mm.arm_overrides("pneumoniamnist", "imagenet", 2, 500, tag))
             for tag in mm.ENSEMBLES["ens2"]]
-    ens = load_config(mm.RECIPE, [*mm.arm_overrides("pneumoniamnist", "imagenet", 2, 500, "ens2m0"), "train.ensemble=2"])
+    base = mm.arm_overrides("pneumoniamnist", "imagenet", 2, 500, "ens2m0")
+    ens = load_config(mm.RECIPE, [*base, "train.ensemble=2"])
     for j, c in enumerate(cfgs):
         m = member_config(ens, j)
         assert (c.train.seed, c.data.seed if c.data.seed is not None else c.train.seed) == (m.train.seed, m.data.seed)
