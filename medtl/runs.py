@@ -121,8 +121,12 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     weights = Path(run_dir) / card["files"]["weights"]
     if not weights.is_file():
         raise MedtlError(f"{weights}: model weights missing from the run directory (retrain or restore the file)")
+    members = m.get("ensemble", 1)  # cards without the key: one network
+    if not isinstance(members, int) or isinstance(members, bool) or members < 1:
+        raise MedtlError(f"{run_dir}: model card's model.ensemble is {members!r}, not a member count "
+                         "(retrain, or restore model_card.json)")
     nets = [create(m["arch"], weights=None, in_channels=m["in_channels"], spatial_dims=m["spatial_dims"],
-                   num_classes=m["num_classes"], inflate=m.get("inflate")) for _ in range(int(m.get("ensemble") or 1))]
+                   num_classes=m["num_classes"], inflate=m.get("inflate")) for _ in range(members)]
     if len(nets) > 1:
         from medtl.models.ensemble import Ensemble
 

@@ -106,6 +106,19 @@ def test_from_run_needs_a_run_directory(tmp_path):
         Predictor.from_run(tmp_path)
 
 
+@pytest.mark.parametrize("members", ["two", 0, True])
+def test_a_card_with_a_broken_ensemble_count_is_refused_in_one_line(run2d, tmp_path, members):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run2d, run)
+    card = json.loads((run / "model_card.json").read_text())
+    card["model"]["ensemble"] = members
+    (run / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(MedtlError, match="model.ensemble is .* not a member count"):
+        load_run(run)
+
+
 def test_card_positive_class_must_be_a_class(run2d):
     model, card, prep = load_run(run2d)
     bad = copy.deepcopy(card)
