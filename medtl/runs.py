@@ -107,6 +107,17 @@ def card_views(card: dict[str, Any]) -> list[Any] | None:
     return views or None
 
 
+def _ensemble_size(weights: Path) -> int:
+    """How many ensemble members (``members.<j>.`` key prefixes) a weights file holds, from its header alone."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return len({k.split(".")[1] for k in f.keys() if k.startswith("members.")})
+    except (SafetensorError, OSError):
+        return 0  # unreadable: the count does not match, and the error says which file
+
+
 def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any], Any]:
     """``(model, card, preprocessing)`` of a finished run; the model in eval mode on ``device`` (an
     :class:`~medtl.models.ensemble.Ensemble` when the card's ``model.ensemble`` counts its members)."""
@@ -122,9 +133,10 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     if not weights.is_file():
         raise MedtlError(f"{weights}: model weights missing from the run directory (retrain or restore the file)")
     members = m.get("ensemble", 1)  # cards without the key: one network
-    if not isinstance(members, int) or isinstance(members, bool) or members < 1:
-        raise MedtlError(f"{run_dir}: model card's model.ensemble is {members!r}, not a member count "
-                         "(retrain, or restore model_card.json)")
+    if not isinstance(members, int) or isinstance(members, bool) or members < 1 or (
+            members > 1 and members != _ensemble_size(weights)):  # never build more networks than the file holds
+        raise MedtlError(f"{run_dir}: model card's model.ensemble is {members!r}, not the member count of "
+                         f"{weights.name} (retrain, or restore model_card.json)")
     nets = [create(m["arch"], weights=None, in_channels=m["in_channels"], spatial_dims=m["spatial_dims"],
                    num_classes=m["num_classes"], inflate=m.get("inflate")) for _ in range(members)]
     if len(nets) > 1:
