@@ -308,7 +308,8 @@ def _finish(model: nn.Module, cfg: Config, cohort: Any, prep: Any, val_ds: Any, 
         plots.update({k: str(Path(v).relative_to(out)) for k, v in save_evaluation_plots(
             labels, probs, class_names, out / "plots", prefix="test_",
             threshold=threshold if threshold is not None else 0.5).items()})
-    if (out / "metrics.csv").is_file():  # an ensemble's curves are its members' (members/<j>/plots)
+    curves = (out / "metrics.csv").is_file()  # an ensemble has none: its curves are its members' (members/<j>)
+    if curves:
         plots["learning_curves"] = str(plot_learning_curves(out / "metrics.csv", out / "plots" / "learning_curves.png")
                                        .relative_to(out))
     from medtl.train.guarding import guard_entries, saliency_entry
@@ -342,7 +343,7 @@ def _finish(model: nn.Module, cfg: Config, cohort: Any, prep: Any, val_ds: Any, 
         "intended_use": INTENDED_USE,
         "limitations": LIMITATIONS,
         "files": {"weights": "model.safetensors", "config": "config.yaml",
-                  **({"metrics": "metrics.csv"} if (out / "metrics.csv").is_file() else {}),
+                  **({"metrics": "metrics.csv"} if curves else {}),
                   "plots": plots, **({"ood": guard["ood"]["file"]} if guard.get("ood") else {})},
     }
     write_card(out, card)
@@ -378,11 +379,9 @@ def train_ensemble(cfg: Config, out: Path, resume: bool = False, progress: bool 
                          "torchrun, or leave train.ensemble at 1")
     if not resume and any((out / p).exists() for p in ("members", "checkpoints/last.pt", "model_card.json")):
         raise MedtlError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
-    cards = []
     for j in range(k):
         mdir = out / "members" / str(j)
         if resume and (mdir / "model_card.json").is_file():
-            cards.append(read_card(mdir))
             continue
         mcfg = member_config(cfg, j)
         log.info("ensemble member %d of %d (seed %d)", j + 1, k, mcfg.train.seed)
@@ -390,9 +389,8 @@ def train_ensemble(cfg: Config, out: Path, resume: bool = False, progress: bool 
                        max_epochs_this_run=max_epochs_this_run)
         if not result.card:  # stopped by max_epochs_this_run: --resume continues this member
             return RunResult(out)
-        cards.append(result.card)
     loaded = [load_run(out / "members" / str(j)) for j in range(k)]
-    model, prep = Ensemble([m for m, _, _ in loaded]), loaded[0][2]
+    model, cards, prep = Ensemble([m for m, _, _ in loaded]), [c for _, c, _ in loaded], loaded[0][2]
     cfg = load_config(out / "members" / "0" / "config.yaml")  # channels resolved, lr chosen: member 0's
     cfg.train.ensemble = k  # member 0 has the ensemble's own seed (offset 0) and its cohort seed
     cfg.save(out / "config.yaml")
