@@ -67,6 +67,7 @@ def main() -> None:
     device = resolve_device(cfg.train.device)
     amp = amp_dtype(cfg.train, device)
     data = prepare_data(cfg, progress=True)
+    cfg = data.cfg  # preprocess.channels: auto resolved from the data, as training does
     model = build_model(cfg, data.cohort.n_classes, progress=False).to(device).train()
     channels_last = cfg.train.channels_last and device.type == "cuda"
     if channels_last:
