@@ -66,3 +66,11 @@ def test_save_and_reload_roundtrip(tmp_path):
     cfg = load_config(None, ["name=x", "augment.domain_shift=strong"])
     cfg.save(tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize("given, expected", [("off", "off"), ("on", "auto"), ("bf16", "bf16"), ("'off'", "off")])
+def test_amp_off_reads_as_off_from_the_cli_and_yaml(tmp_path, given, expected):
+    # YAML 1.1 reads a bare off/on as a boolean: `train.amp=off` used to be refused as "not 'auto', 'off'..."
+    assert load_config("sample_tiny", [f"train.amp={given}"]).train.amp == expected
+    (tmp_path / "c.yaml").write_text(f"train:\n  amp: {given}\n")
+    assert load_config(tmp_path / "c.yaml").train.amp == expected

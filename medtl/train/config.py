@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from medtl._schema import Section as _Section
 
@@ -66,12 +66,18 @@ class TrainConfig(_Section):
     monitor: str = "auc"  #: validation metric for best checkpoint / early stopping
     patience: int = Field(0, ge=0)  #: early stopping (0 = off)
     device: str = "auto"
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  #: auto: bf16 (else fp16) on a GPU, none on a CPU
     channels_last: bool = True
     compile: bool = False
     threads: int = Field(0, ge=0)  #: CPU threads (0 = all cores)
     seed: int = 0
     deterministic: bool = False
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        """YAML 1.1 reads a bare ``off``/``on`` (``amp: off``, ``train.amp=off``) as a boolean."""
+        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _one_average(self) -> "TrainConfig":
