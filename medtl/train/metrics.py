@@ -33,6 +33,7 @@ from sklearn.metrics import (
 __all__ = [
     "ECE_BINS",
     "bootstrap_ci",
+    "bootstrap_samples",
     "classification_metrics",
     "evaluate_predictions",
     "expected_calibration_error",
@@ -294,31 +295,26 @@ def _weighted_metrics(y: np.ndarray, p: np.ndarray, threshold: float | None,
     return out
 
 
-def bootstrap_ci(
+def bootstrap_samples(
     y_true: Any,
     probs: Any,
     metric_fn: Callable[..., Mapping[str, Any]] = classification_metrics,
     n: int = 1000,
     seed: int = 0,
-    alpha: float = 0.05,
     threshold: float | None = None,
-) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap ``(1 - alpha)`` confidence interval of every metric.
+) -> dict[str, np.ndarray]:
+    """Every metric on ``n`` bootstrap resamples: ``{name: values}`` (NaN where a resample leaves it undefined).
 
     Cases are resampled with replacement within each class (stratified), ``n`` times,
     with ``numpy.random.default_rng(seed)``; the threshold stays fixed (choose it on
     validation data, not per resample). ``metric_fn(y, probs, threshold=...)`` must
-    return a dict; every float value except ``n``/``threshold`` gets an interval.
+    return a dict; every float value except ``n``/``threshold`` is sampled.
     The default ``classification_metrics`` runs vectorised over all resamples at once;
     another ``metric_fn`` is called once per resample (same resamples for a seed).
-    Resamples where a metric is NaN (e.g. PPV with no predicted positive) are left out;
-    a metric NaN in all of them gets ``(nan, nan)``.
     """
     y, p = _prepare(y_true, probs)
     if n < 1:
         raise ValueError(f"n must be >= 1 resamples, got {n}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     rng = np.random.default_rng(seed)
     idx = _stratified_indices(y, n, rng)
     samples: dict[str, list[np.ndarray]] = {}
@@ -337,10 +333,27 @@ def bootstrap_ci(
                     continue
                 if isinstance(value, (int, float, np.floating, np.integer)):
                     samples.setdefault(name, []).append(np.array([float(value)]))
+    return {name: np.concatenate(parts) for name, parts in samples.items()}
+
+
+def bootstrap_ci(
+    y_true: Any,
+    probs: Any,
+    metric_fn: Callable[..., Mapping[str, Any]] = classification_metrics,
+    n: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    threshold: float | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap ``(1 - alpha)`` confidence interval of every metric, over the resamples of
+    :func:`bootstrap_samples` (same arguments). Resamples where a metric is NaN (e.g. PPV with no
+    predicted positive) are left out; a metric NaN in all of them gets ``(nan, nan)``.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
     ci: dict[str, tuple[float, float]] = {}
-    for name, parts in samples.items():
-        values = np.concatenate(parts)
+    for name, values in bootstrap_samples(y_true, probs, metric_fn, n=n, seed=seed, threshold=threshold).items():
         values = values[~np.isnan(values)]
         if values.size == 0:
             ci[name] = (math.nan, math.nan)

@@ -13,6 +13,7 @@ from medtl.train.metrics import (
     _prepare,
     _weighted_metrics,
     bootstrap_ci,
+    bootstrap_samples,
     classification_metrics,
     evaluate_predictions,
     expected_calibration_error,
@@ -235,6 +236,21 @@ def test_bootstrap_ci_contains_point_narrows_and_is_deterministic():
     assert ci_big["auc"][1] - ci_big["auc"][0] < 0.6 * width  # ~1/sqrt(10) expected
     wide = bootstrap_ci(y, probs, n=300, seed=0, alpha=0.01)
     assert wide["auc"][0] <= ci["auc"][0] and wide["auc"][1] >= ci["auc"][1]
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_bootstrap_samples_are_the_resamples_the_ci_reads(k):
+    """The per-resample values (a validation AUC's bootstrap sd, say) are the ones behind the CI: its bounds are
+    their percentiles, and the AUCs equal sklearn's on each stratified resample of the same seed."""
+    y, probs = noisy_binary(80, seed=6) if k == 2 else softmax_cases(80, 3, seed=6)
+    samples = bootstrap_samples(y, probs, n=50, seed=7)
+    assert all(v.shape == (50,) for v in samples.values())
+    assert bootstrap_ci(y, probs, n=50, seed=7)["auc"] == tuple(np.percentile(samples["auc"], [2.5, 97.5]))
+    rng = np.random.default_rng(7)  # the stratified draw, class by class in label order
+    idx = np.concatenate([np.flatnonzero(y == c)[rng.integers(0, (y == c).sum(), size=(50, (y == c).sum()))]
+                          for c in np.unique(y)], axis=1)
+    by_hand = [roc_auc_score(y[i], probs[i][:, 1] if k == 2 else probs[i], multi_class="ovr") for i in idx]
+    np.testing.assert_allclose(samples["auc"], by_hand, atol=1e-12)
 
 
 def test_bootstrap_keeps_class_counts_so_auc_is_always_defined():
