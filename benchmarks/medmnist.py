@@ -206,15 +206,23 @@ def split_probs(run_dir: Path) -> tuple[object, dict, dict[str, tuple]]:
 
 def split_figures(cfg, out: dict[str, tuple], n_classes: int) -> dict:
     """AUC and accuracy of ``{split: (probs, labels)}`` at the threshold ``cfg.eval.threshold`` sets from the
-    validation probabilities, as training does."""
+    validation probabilities, as training does, and the sd of the validation AUC over 1000 stratified
+    bootstrap resamples of the validation images (seed 0)."""
     from medtl.train.metrics import evaluate_predictions
     from medtl.train.run import _threshold
+
+    import numpy as np
+
+    from medtl.train.metrics import bootstrap_samples
 
     probs, labels = out["val"]
     threshold = _threshold(cfg, labels, probs, n_classes)
     m = {split: evaluate_predictions(lab, pr, threshold=threshold, bootstrap=0) for split, (pr, lab) in out.items()}
+    # the validation split's own noise: the tie margin of the rule in results/medmnist_rule_ens2_confirm.md
+    boot = bootstrap_samples(labels, probs, n=1000, seed=0)["auc"]
     return {"val_auc": m["val"]["auc"], "val_accuracy": m["val"]["accuracy"],
-            "test_auc": m["test"]["auc"], "test_accuracy": m["test"]["accuracy"]}
+            "test_auc": m["test"]["auc"], "test_accuracy": m["test"]["accuracy"],
+            "val_auc_boot_sd": float(np.std(boot[~np.isnan(boot)], ddof=1))}
 
 
 def average_members(members: list[dict[str, tuple]]) -> dict[str, tuple]:
@@ -352,10 +360,22 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
 
 
+#: Fresh seeds that confirm a probe under a rule fixed before their runs
+#: (``benchmarks/results/medmnist_rule_ens2_confirm.md``): their rows are summarised apart from seeds 0-2
+CONFIRM_SEEDS = (3, 4, 5)
+#: Probe -> its base on :data:`CONFIRM_SEEDS`
+CONFIRM = {"ens2": SOUP_BEST}
+
+
+def table_tag(row: dict) -> str:
+    """The table's variant of ``row``: its tag, marked when it is a confirmation seed."""
+    return row["tag"] + (" (seeds 3-5)" if row["seed"] in CONFIRM_SEEDS else "")
+
+
 def summarise(rows: list[dict]) -> dict[tuple, dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["dataset"], r["weights"], r["train_size"], r["tag"]), []).append(r)
+        groups.setdefault((r["dataset"], r["weights"], r["train_size"], table_tag(r)), []).append(r)
     out = {}
     for key, rs in groups.items():
         auc, auc_sd = _stats([r["test_auc"] for r in rs])
@@ -531,6 +551,46 @@ def probe_verdict(pairs_by_probe: dict[str, dict[str, list[tuple[dict, dict]]]])
     if lone:
         words.append("Not kept: " + ", ".join(lone) + ".")
     return " ".join(words)
+
+
+def confirm_sentence(table_rows: dict[str, dict]) -> str:
+    """Each probe of :data:`CONFIRM` on the fresh :data:`CONFIRM_SEEDS` against its base on the same seeds, under
+    the rule fixed before those runs (``benchmarks/results/medmnist_rule_ens2_confirm.md``): d = mean validation
+    AUC with the views, probe minus base; t = the mean of the base runs' bootstrap sd of that AUC; kept only if
+    d > -t on both datasets and d > t on at least one. No verdict until every seed has run on both."""
+    out = []
+    for tag, base_tag in CONFIRM.items():
+        parts, margins = [], []
+        for ds, n in (("pneumoniamnist", 500), ("retinamnist", None)):
+            names = ((run_name(ds, "imagenet", s, n, tag), run_name(ds, "imagenet", s, n, base_tag)) for s in CONFIRM_SEEDS)
+            pairs = [(table_rows[p], table_rows[b]) for p, b in names if p in table_rows and b in table_rows]
+            if not pairs:
+                continue
+            (val, base), (test, base_test) = _mean(pairs, "val_auc"), _mean(pairs, "test_auc")
+            t = statistics.mean(b["val_auc_boot_sd"] for _, b in pairs)
+            higher = sum(p["val_auc"] > b["val_auc"] for p, b in pairs)
+            seeds = ", ".join(str(p["seed"]) for p, _ in pairs)
+            parts.append(f"{'500 PneumoniaMNIST images' if n else 'RetinaMNIST'} (seeds {seeds}): val {val:.4f} vs "
+                         f"{base:.4f}, d {val - base:+.4f} against a tie margin of {t:.4f}, higher on {higher} of "
+                         f"{len(pairs)} seeds (test {test:.3f} vs {base_test:.3f})")
+            if len(pairs) == len(CONFIRM_SEEDS):
+                margins.append((val - base, t))
+        if not parts:
+            continue
+        if len(margins) < 2:
+            verdict = "no verdict yet (not every seed has run on both datasets)"
+        elif all(d > -t for d, t in margins) and any(d > t for d, t in margins):
+            verdict = "kept (within the margin or higher on both, higher beyond it on one)"
+        elif any(d <= -t for d, t in margins):
+            verdict = "not kept (lower than the recipe beyond the margin on one dataset or both)"
+        else:
+            verdict = "not kept (higher beyond the margin on neither dataset)"
+        out.append(f"`{tag}` against the recipe (`{base_tag}`) on fresh seeds {', '.join(map(str, CONFIRM_SEEDS))}: "
+                   + "; ".join(parts) + f". Verdict: {verdict}.")
+    if not out:
+        return ""
+    return ("Confirmation on fresh seeds, under a tie rule fixed before their runs "
+            "(`benchmarks/results/medmnist_rule_ens2_confirm.md`; the verdicts above stand): " + " ".join(out))
 
 
 def _soup_alone(pairs: list[tuple[dict, dict]]) -> int:
@@ -780,6 +840,9 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
         if single:
             lines[-1] += (f" {', '.join(single)} ran on PneumoniaMNIST only (lower on validation, or within the "
                           f"seeds' spread) and were not kept.")
+        confirm = confirm_sentence(table_rows)
+        if confirm:
+            lines += ["", confirm]
         machine = machine_sentence(table_rows)
         if machine:
             lines += ["", machine]

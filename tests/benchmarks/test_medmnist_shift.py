@@ -244,3 +244,47 @@ def test_ensemble_members_train_as_the_members_of_train_ensemble_at_half_the_ste
         assert (c.train.seed, c.data.seed if c.data.seed is not None else c.train.seed) == (m.train.seed, m.data.seed)
     assert [c.train.seed for c in cfgs] == [2, 102]
     assert {c.train.min_steps for c in cfgs} == {load_config(mm.RECIPE).train.min_steps // 2}
+
+
+def _confirm_rows(mm, vals: dict[tuple[str, str], list[float]], margin: float = 0.002) -> dict[str, dict]:
+    """Rows of seeds 3-5: ``vals[(dataset, tag)]`` their validation AUCs; the base rows carry the tie margin."""
+    rows = {}
+    for (ds, tag), vs in vals.items():
+        for s, v in zip(mm.CONFIRM_SEEDS, vs):
+            name = mm.run_name(ds, "imagenet", s, 500 if ds == "pneumoniamnist" else None, tag)
+            rows[name] = {"name": name, "seed": s, "tag": tag, "val_auc": v, "test_auc": 0.9, "tta_views": 9,
+                          "val_auc_boot_sd": margin}
+    return rows
+
+
+def test_confirmation_seeds_are_summarised_apart_and_never_judged_by_the_old_rule(mm):
+    rows = [{"dataset": "retinamnist", "weights": "imagenet", "train_size": None, "tag": "ens2", "seed": s,
+             "test_auc": 0.7, "test_accuracy": 0.5, "val_auc": 0.8, "seconds": 60.0, "epochs": 19, "lr": 1e-3,
+             "n_train": 1080} for s in (0, 1, 2, 3, 4)]
+    summary = mm.summarise(rows)
+    assert summary[("retinamnist", "imagenet", None, "ens2")]["seeds"] == [0, 1, 2]
+    assert summary[("retinamnist", "imagenet", None, "ens2 (seeds 3-5)")]["seeds"] == [3, 4]
+    table = _confirm_rows(mm, {("pneumoniamnist", "ens2"): [0.99] * 3, ("pneumoniamnist", "soup_best"): [0.98] * 3,
+                               ("retinamnist", "ens2"): [0.9] * 3, ("retinamnist", "soup_best"): [0.8] * 3})
+    assert "ens2" not in mm.probe_pairs(table)  # the probe sentences and verdicts read seeds 0-2 only
+
+
+@pytest.mark.parametrize("p500, retina, verdict", [
+    ((0.9946, 0.9949), (0.8210, 0.7990), "kept"),  # within the margin on one, higher beyond it on the other
+    ((0.9920, 0.9949), (0.8210, 0.7990), "not kept (lower"),  # lower beyond the margin on one
+    ((0.9950, 0.9949), (0.8000, 0.7990), "not kept (higher beyond the margin on neither"),
+])
+def test_confirmation_rule_uses_the_bootstrap_tie_margin(mm, p500, retina, verdict):
+    rows = _confirm_rows(mm, {("pneumoniamnist", "ens2"): [p500[0]] * 3, ("pneumoniamnist", "soup_best"): [p500[1]] * 3,
+                              ("retinamnist", "ens2"): [retina[0]] * 3, ("retinamnist", "soup_best"): [retina[1]] * 3})
+    sentence = mm.confirm_sentence(rows)
+    assert f"Verdict: {verdict}" in sentence
+    assert f"val {p500[0]:.4f} vs {p500[1]:.4f}, d {p500[0] - p500[1]:+.4f} against a tie margin of 0.0020" in sentence
+
+
+def test_confirmation_has_no_verdict_until_every_seed_ran_on_both_datasets(mm):
+    rows = _confirm_rows(mm, {("pneumoniamnist", "ens2"): [0.999] * 3, ("pneumoniamnist", "soup_best"): [0.99] * 3,
+                              ("retinamnist", "ens2"): [0.9] * 2, ("retinamnist", "soup_best"): [0.8] * 3})
+    sentence = mm.confirm_sentence(rows)
+    assert "RetinaMNIST (seeds 3, 4)" in sentence and "Verdict: no verdict yet" in sentence
+    assert mm.confirm_sentence({}) == ""
