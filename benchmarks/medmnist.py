@@ -570,9 +570,10 @@ def confirm_sentence(table_rows: dict[str, dict]) -> str:
             t = statistics.mean(b["val_auc_boot_sd"] for _, b in pairs)
             higher = sum(p["val_auc"] > b["val_auc"] for p, b in pairs)
             seeds = ", ".join(str(p["seed"]) for p, _ in pairs)
-            parts.append(f"{'500 PneumoniaMNIST images' if n else 'RetinaMNIST'} (seeds {seeds}): val {val:.4f} vs "
+            label = "seeds" if len(pairs) > 1 else "seed"
+            parts.append(f"{'500 PneumoniaMNIST images' if n else 'RetinaMNIST'} ({label} {seeds}): val {val:.4f} vs "
                          f"{base:.4f}, d {val - base:+.4f} against a tie margin of {t:.4f}, higher on {higher} of "
-                         f"{len(pairs)} seeds (test {test:.3f} vs {base_test:.3f})")
+                         f"{len(pairs)} {label} (test {test:.3f} vs {base_test:.3f})")
             if len(pairs) == len(CONFIRM_SEEDS):
                 margins.append((val - base, t))
         if not parts:
@@ -774,7 +775,8 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
              f"others (and other work), so their minutes overstate an idle machine (one run alone trains at about 51 "
              f"images/s); the runs added later (learning-curve points at 100, 250 and 1,000 images, and the `shift_*` "
              f"arms that `benchmarks/shift.py` lacked, every run at 96 or 128 px) ran two at a time, one per core; "
-             f"the `ls0`, `sd0`, `aug_plus`, `lpft96`, `swa`, `soup`, `l2sp`, `l2sp1` and `ens2` probes and the 96 px "
+             f"the `ls0`, `sd0`, `aug_plus`, `lpft96`, `swa`, `soup`, `l2sp`, `l2sp1` and `ens2` probes (and `ens2`'s "
+             f"confirmation on seeds 3-5 with its base), and the 96 px "
              f"points at 250 images on a slower 2-core machine (about 22 images/s a run, two at a time), hence their "
              f"15-25 min (`ens2`: its two members' minutes together; the 500-image recipe run alone there with both "
              f"cores: the `--threads 2` re-run below). "
