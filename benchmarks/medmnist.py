@@ -208,12 +208,10 @@ def split_figures(cfg, out: dict[str, tuple], n_classes: int) -> dict:
     """AUC and accuracy of ``{split: (probs, labels)}`` at the threshold ``cfg.eval.threshold`` sets from the
     validation probabilities, as training does, and the sd of the validation AUC over 1000 stratified
     bootstrap resamples of the validation images (seed 0)."""
-    from medtl.train.metrics import evaluate_predictions
-    from medtl.train.run import _threshold
-
     import numpy as np
 
-    from medtl.train.metrics import bootstrap_samples
+    from medtl.train.metrics import bootstrap_samples, evaluate_predictions
+    from medtl.train.run import _threshold
 
     probs, labels = out["val"]
     threshold = _threshold(cfg, labels, probs, n_classes)
