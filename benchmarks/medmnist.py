@@ -100,6 +100,10 @@ VARIANTS: dict[str, list[str]] = {
     # seed-s cohort; the second with training seed s + 100. "{seed}"/"{seed_b}" are filled in by run_one
     "ens2m0": ["train.min_steps=300"],
     "ens2m1": ["train.min_steps=300", "data.seed={seed}", "train.seed={seed_b}"],
+    # CutMix (Yun et al. 2019), Beta(1, 1) as in its ImageNet runs: the issue's other mixing ingredient. Unlike
+    # mixup it keeps each region's texture intact and teaches from partial views of the findings
+    "cutmix": ["train.cutmix=1.0"],
+    "px28": ["preprocess.size=[28,28]"],  # MedMNIST's own size, the issue's first (Lite0's last stage sees 1x1)
     **{tag: [f"data.seed={s}"] for s, tag in SUBSET_TAGS.items()},
 }
 
@@ -461,6 +465,10 @@ PROBES = {
     "ens2": ("the mean probability of two runs at half the steps each, so the recipe's training cost (training "
              "seeds s and s + 100 on the seed-s cohort; `python benchmarks/medmnist.py ensemble`), against the "
              "same-machine recipe", SOUP_BEST),
+    "cutmix": ("CutMix, Beta(1, 1): a box of each image replaced by the same box of another of its batch, the loss "
+               "weighted by area, against the same-machine recipe", SOUP_BEST),
+    "px28": ("28 px, MedMNIST's own size, instead of 96 (Lite0's last stage sees 1x1), against the same-machine "
+             "recipe", SOUP_BEST),
 }
 TTA_PROBE = "tta"
 

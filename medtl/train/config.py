@@ -37,6 +37,9 @@ class TrainConfig(_Section):
     #: mixup's Beta(alpha, alpha) (0: off): each training image blended with another of its batch, the
     #: loss with both labels in the same proportion (Zhang et al. 2018)
     mixup: float = Field(0.0, ge=0)
+    #: CutMix's Beta(alpha, alpha) (0: off): a box of each training image replaced by the same box of
+    #: another of its batch, the loss with both labels in proportion to the area (Yun et al. 2019)
+    cutmix: float = Field(0.0, ge=0)
     #: exponential moving average of the weights (decay per step, e.g. 0.99; null: off): validation,
     #: the best checkpoint and the saved model use the average (BatchNorm statistics averaged too)
     ema: Optional[float] = Field(None, gt=0, lt=1)
@@ -86,6 +89,8 @@ class TrainConfig(_Section):
         if len(chosen) > 1:
             raise ValueError(f"train.{' and train.'.join(chosen)} are all weight averages: keep one of them "
                              "(ema/swa: null, soup: 0)")
+        if self.mixup > 0 and self.cutmix > 0:
+            raise ValueError("train.mixup and train.cutmix both mix images: keep one of them (the other: 0)")
         return self
 
 

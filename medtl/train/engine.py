@@ -153,14 +153,40 @@ def mixup(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, fl
     return lam * x + (1 - lam) * x[partner], partner, lam
 
 
+def cutmix(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """CutMix (Yun et al. 2019): a box of every image replaced by the same box of a partner's.
+
+    2D or 3D. Each side of the box is the fraction ``(1 - lam) ** (1 / dims)`` of the image's, with
+    ``lam ~ Beta(alpha, alpha)``, centred anywhere and clipped at the border; the returned weight is the
+    share of pixels the image keeps after clipping, so the loss ``lam * loss(y) + (1 - lam) *
+    loss(y[partner])`` matches what the network sees. By hand rather than MONAI's ``CutMix``: since 1.4
+    it mixes labels with the image mask (Project-MONAI/MONAI#8137), its label weight ignores the
+    clipping, and it wants one-hot labels; same generator as :func:`mixup`, so resume is exact.
+    """
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = torch.randperm(len(x)).to(x.device)
+    dims = x.shape[2:]
+    side = (1 - lam) ** (1 / len(dims))
+    box = []
+    for d in dims:
+        centre, half = int(torch.randint(d, ())), round(d * side) / 2
+        box.append(slice(max(int(centre - half), 0), min(int(centre + half), d)))
+    mixed = x.clone()
+    mixed[(slice(None), slice(None), *box)] = x[partner][(slice(None), slice(None), *box)]
+    cut = math.prod(b.stop - b.start for b in box)
+    return mixed, partner, 1 - cut / math.prod(dims)
+
+
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module,
                optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, amp: torch.dtype | None,
-               mixup_alpha: float = 0.0) -> torch.Tensor:
+               mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0) -> torch.Tensor:
     """One optimisation step (autocast when ``amp``; loss scaling for fp16; :func:`mixup` when
-    ``mixup_alpha`` > 0); returns the detached loss."""
+    ``mixup_alpha`` > 0, :func:`cutmix` when ``cutmix_alpha`` > 0); returns the detached loss."""
     partner, lam = None, 1.0
     if mixup_alpha > 0:
         x, partner, lam = mixup(x, mixup_alpha)
+    elif cutmix_alpha > 0:
+        x, partner, lam = cutmix(x, cutmix_alpha)
     with torch.autocast(x.device.type, dtype=amp) if amp else contextlib.nullcontext():
         out = model(x).float()
         loss = criterion(out, y) if partner is None else lam * criterion(out, y) + (1 - lam) * criterion(out, y[partner])
@@ -411,7 +437,8 @@ def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> t
                disable=not (progress and run.dist.is_main), leave=False, dynamic_ncols=True)
     for batch in bar:
         x, y = _to_device(batch, device, tc.channels_last)
-        loss = train_step(run.step_model, x, y, run.criterion, run.optimizer, run.scaler, run.amp, tc.mixup)
+        loss = train_step(run.step_model, x, y, run.criterion, run.optimizer, run.scaler, run.amp,
+                          tc.mixup, tc.cutmix)
         if run.start is not None:
             decay_toward_start(run.optimizer, run.start)
         run.scheduler.step()

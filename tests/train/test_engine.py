@@ -312,6 +312,55 @@ def test_train_step_with_mixup_takes_the_loss_of_both_labels_in_the_mixing_propo
     assert engine.train_step(net, x, y, criterion, optimizer, scaler, None).item() == pytest.approx(plain.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(6, 2, 16, 12), (5, 1, 8, 6, 10)])
+def test_cutmix_pastes_one_box_of_a_partner_and_weighs_by_the_area_kept(shape):
+    x = torch.randn(*shape)
+    torch.manual_seed(1)
+    mixed, partner, lam = engine.cutmix(x, alpha=1.0)
+    assert sorted(partner.tolist()) == list(range(shape[0]))
+    taken = mixed != x  # random data: a pasted pixel differs unless its partner is itself
+    assert torch.equal(taken, (mixed == x[partner]) & (partner != torch.arange(shape[0])).view(-1, *[1] * (len(shape) - 1)))
+    mask = (mixed == x[partner]).all(0).all(0)  # one box, the same for every image and channel
+    idx = mask.nonzero()
+    box = tuple(slice(int(lo), int(hi) + 1) for lo, hi in zip(idx.min(0).values, idx.max(0).values))
+    assert mask[box].all() and int(mask.sum()) == mask[box].numel()
+    assert lam == pytest.approx(1 - mask[box].numel() / mask.numel())
+    torch.testing.assert_close(mixed[(slice(None), slice(None), *box)], x[partner][(slice(None), slice(None), *box)])
+    torch.manual_seed(1)
+    again, partner2, lam2 = engine.cutmix(x, alpha=1.0)
+    assert lam2 == lam and torch.equal(partner2, partner) and torch.equal(again, mixed)
+
+
+def test_cutmix_weights_follow_the_cut_area_on_average():
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 32, 32)
+    lams = [engine.cutmix(x, alpha=1.0)[2] for _ in range(400)]
+    assert all(0.0 <= v <= 1.0 for v in lams)
+    assert 0.5 < sum(lams) / len(lams) < 0.75  # Beta(1, 1) would average 0.5; clipping at the border keeps more
+
+
+def test_train_step_with_cutmix_takes_the_loss_of_both_labels_by_area():
+    net, x, y = Staged(), torch.randn(4, 1, 9, 9), torch.tensor([0, 1, 1, 0])
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    torch.manual_seed(4)
+    mixed, partner, lam = engine.cutmix(x, 1.0)
+    with torch.no_grad():
+        out = net(mixed)
+        expected = lam * criterion(out, y) + (1 - lam) * criterion(out, y[partner])
+    assert 0 < lam < 1 and not torch.equal(partner, torch.arange(4))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    torch.manual_seed(4)
+    loss = engine.train_step(net, x, y, criterion, optimizer, scaler, None, cutmix_alpha=1.0)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_mixup_and_cutmix_are_one_or_the_other():
+    with pytest.raises(Exception, match="keep one"):
+        cfg("train.mixup=0.4", "train.cutmix=1.0")
+    assert cfg("train.cutmix=1.0").train.cutmix == 1.0
+
+
 def test_mixup_alpha_cannot_be_negative():
     with pytest.raises(Exception, match="mixup"):
         cfg("train.mixup=-0.2")

@@ -71,7 +71,7 @@ def test_loaded_run_reproduces_test_predictions(tiny_run):
 
 
 @pytest.mark.parametrize("extra", [["train.strategy=gradual"], ["train.strategy=full", "train.ema=0.9", "train.head_warmup=0.5", "train.mixup=0.4"],
-                                   ["train.strategy=full", "train.swa=1"], ["train.strategy=full", "train.soup=2"]])
+                                   ["train.strategy=full", "train.swa=1", "train.cutmix=1.0"], ["train.strategy=full", "train.soup=2"]])
 def test_resume_after_epoch_one_equals_uninterrupted(tmp_path, extra):
     cfg = tiny_cfg("augment.rotate_deg=10", "data.cache=none", *extra)
     train(cfg, tmp_path / "full", progress=False)
