@@ -141,7 +141,34 @@ class Backbone(nn.Module):
                 f"{self.arch} expects (B, {self.in_channels}, {'D, H, W' if self.spatial_dims == 3 else 'H, W'}) "
                 f"input, got shape {tuple(x.shape)}"
             )
-        return self._features_after_stem_conv(self.stem_conv(x))
+        try:
+            return self._features_after_stem_conv(self.stem_conv(x))
+        except RuntimeError as exc:
+            smallest = self.smallest_input(x)
+            if smallest is None or min(x.shape[2:]) >= smallest:
+                raise
+            size = "x".join(map(str, x.shape[2:]))
+            raise ConfigError(f"{self.arch} cannot take a {size} input: it needs at least {smallest} along every "
+                              f"axis (set preprocess.size to at least {[smallest] * self.spatial_dims})") from exc
+
+    @torch.no_grad()
+    def smallest_input(self, like: torch.Tensor, limit: int = 64) -> int | None:
+        """The smallest edge of a square/cubic input this network runs on, searched upward from the smallest
+        axis of ``like`` (at most ``limit`` sizes; None if none). Only called after a failed forward: strides
+        and static 'same' padding (MONAI's EfficientNet pads for 224) make it differ between architectures."""
+        was_training = self.training
+        self.eval()
+        try:
+            for edge in range(min(like.shape[2:]) + 1, min(like.shape[2:]) + 1 + limit):
+                probe = like.new_zeros((1, self.in_channels, *[edge] * self.spatial_dims))
+                try:
+                    self._features_after_stem_conv(self.stem_conv(probe))
+                    return edge
+                except RuntimeError:
+                    continue
+            return None
+        finally:
+            self.train(was_training)
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """Global-average-pooled features ``(B, num_features)``."""

@@ -108,6 +108,25 @@ def test_input_shape_errors_are_clear():
         m(torch.rand(1, 3, 32, 32))
 
 
+def test_an_input_below_the_networks_smallest_says_the_size_it_needs():
+    m = models.create("efficientnet_lite0", in_channels=1, num_classes=2).train()
+    with pytest.raises(ConfigError, match=r"efficientnet_lite0 cannot take a 28x28 input: it needs at least 32 "
+                                          r"along every axis \(set preprocess.size to at least \[32, 32\]\)"):
+        m(torch.rand(2, 1, 28, 28))
+    assert m.training  # the search ran in eval mode and gave the mode back
+    with pytest.raises(ConfigError, match="at least 32"):
+        m(torch.rand(2, 1, 31, 40))
+    assert m(torch.rand(2, 1, 32, 32)).shape == (2, 2)  # 32 is the smallest it takes, exactly
+    assert models.create("resnet18", in_channels=1, num_classes=2)(torch.rand(2, 1, 28, 28)).shape == (2, 2)
+
+
+def test_a_failure_that_is_not_about_size_is_raised_as_it_was():
+    m = models.create("efficientnet_lite0", in_channels=1, num_classes=2).eval()
+    with pytest.raises(RuntimeError) as err:  # float64 input, float32 weights: no size helps
+        m(torch.rand(1, 1, 28, 28, dtype=torch.float64))
+    assert not isinstance(err.value, ConfigError)
+
+
 def test_backward_through_3d_gray_model():
     m = loaded("resnet18", in_channels=1, spatial_dims=3, num_classes=2).train()
     out = m(torch.rand(2, 1, 8, 32, 32))
