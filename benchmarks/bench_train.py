@@ -6,7 +6,11 @@ batch, precision and memory format on synthetic tensors already on the device. T
 ratio says whether the data pipeline is the bottleneck (goal >= 0.9).
 
     python benchmarks/bench_train.py --config pneumoniamnist_effnet_lite0 \\
-        --steps 20 [--device cuda] [train.batch_size=128 ...]
+        --steps 20 [--device cuda] [--epoch 0] [train.batch_size=128 ...]
+
+The model trains as ``fit`` sets it up for one epoch of the recipe (``--epoch``, default the last: the
+strategy's freezing, frozen stages' BatchNorm in eval mode, ``train.bn_momentum``), so a ``gradual`` or
+``partial`` recipe is timed with only the stages it trains.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from medtl.train.engine import (
     train_step,
 )
 from medtl.runs import resolve_device
-from medtl.train.run import build_model, prepare_data
-from medtl.train.strategy import build_optimizer
+from medtl.train.run import build_model, prepare_data, with_min_steps
+from medtl.train.strategy import Strategy, build_optimizer, set_batchnorm_mode
 
 
 def _sync(device: torch.device) -> None:
@@ -53,28 +57,51 @@ def timed_steps(model, batches, criterion, opt, scaler, amp, device, steps: int,
     return time.perf_counter() - t0
 
 
+def training_model(model: nn.Module, cfg, epoch: int | None = None) -> tuple[nn.Module, list[str], int]:
+    """``model`` set up as ``fit`` trains it in ``epoch`` (0-based; None: the last) of ``cfg``'s recipe:
+    BatchNorm momentum, the strategy's trainable stages (the others frozen, their BatchNorm in eval mode).
+    Returns the model, the trainable stage names and the epoch."""
+    tc = cfg.train
+    epoch = tc.epochs - 1 if epoch is None else epoch
+    if not 0 <= epoch < tc.epochs:
+        raise SystemExit(f"--epoch {epoch}: the recipe has epochs 0 to {tc.epochs - 1}")
+    if tc.bn_momentum is not None:
+        from medtl.models.batchnorm import set_bn_momentum
+
+        set_bn_momentum(model, tc.bn_momentum)
+    trainable = Strategy(tc, pretrained=cfg.model.weights is not None).apply(model, epoch)
+    model.train()
+    set_batchnorm_mode(model, trainable, tc.batchnorm)
+    return model, trainable, epoch
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="pneumoniamnist_effnet_lite0")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--epoch", type=int, default=None, help="the recipe's epoch (0-based) to time; default: the last")
     ap.add_argument("--out", default="benchmarks/out/bench_train.json")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
 
     cfg = load_config(args.config, [*args.overrides, f"train.device={args.device}"])
     device = resolve_device(cfg.train.device)
+    if cfg.train.threads:  # as training does
+        torch.set_num_threads(cfg.train.threads)
     amp = amp_dtype(cfg.train, device)
     data = prepare_data(cfg, progress=True)
-    cfg = data.cfg  # preprocess.channels: auto resolved from the data, as training does
-    model = build_model(cfg, data.cohort.n_classes, progress=False).to(device).train()
+    # preprocess.channels: auto resolved from the data, epochs from train.min_steps, as training does
+    cfg = with_min_steps(data.cfg, len(data.train_ds))
+    model = build_model(cfg, data.cohort.n_classes, progress=False).to(device)
     channels_last = cfg.train.channels_last and device.type == "cuda"
     if channels_last:
         model.to(memory_format=torch.channels_last if cfg.preprocess.spatial_dims == 2 else torch.channels_last_3d)
     step_model = torch.compile(model) if cfg.train.compile else model
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    opt = build_optimizer(model, cfg.train)
+    opt = build_optimizer(model, cfg.train, cfg.model.weights is not None)  # all groups, as fit builds it
+    model, trainable, epoch = training_model(model, cfg, args.epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     loader, _, _ = make_train_loader(data.train_ds, cfg, device, DistInfo())
     bs = cfg.train.batch_size
@@ -99,12 +126,14 @@ def main() -> None:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(), "amp": str(amp), "channels_last": channels_last,
         "compile": cfg.train.compile, "batch_size": bs, "input_shape": list(x0.shape[1:]),
-        "loader_workers": loader.num_workers, "steps": n,
+        "loader_workers": loader.num_workers, "steps": n, "strategy": cfg.train.strategy, "epoch": epoch,
+        "trainable_stages": trainable,
         "model_only_images_per_s": n * bs / t_model, "end_to_end_images_per_s": n * bs / t_e2e,
     }
     res["ratio"] = res["end_to_end_images_per_s"] / res["model_only_images_per_s"]
     print(f"{cfg.model.arch} {list(x0.shape[1:])} batch {bs} on {res['device_name']} (amp={res['amp']}, "
-          f"workers={res['loader_workers']}, threads={res['threads']})")
+          f"workers={res['loader_workers']}, threads={res['threads']}); {cfg.train.strategy} epoch {epoch + 1}/"
+          f"{cfg.train.epochs}: {len(trainable)} trainable stages")
     print(f"model-only ceiling : {res['model_only_images_per_s']:8.1f} images/s")
     print(f"end-to-end training: {res['end_to_end_images_per_s']:8.1f} images/s")
     print(f"ratio              : {res['ratio']:.3f}")
