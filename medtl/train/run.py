@@ -379,11 +379,15 @@ def train_ensemble(cfg: Config, out: Path, resume: bool = False, progress: bool 
                          "torchrun, or leave train.ensemble at 1")
     if not resume and any((out / p).exists() for p in ("members", "checkpoints/last.pt", "model_card.json")):
         raise MedtlError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
-    for j in range(k):
+    from tqdm.auto import tqdm
+
+    members = tqdm(range(k), desc=f"ensemble of {k}", unit="member", disable=not progress, dynamic_ncols=True)
+    for j in members:
         mdir = out / "members" / str(j)
         if resume and (mdir / "model_card.json").is_file():
             continue
         mcfg = member_config(cfg, j)
+        members.set_postfix_str(f"member {j + 1} of {k}, seed {mcfg.train.seed}")
         log.info("ensemble member %d of %d (seed %d)", j + 1, k, mcfg.train.seed)
         result = train(mcfg, mdir, resume=resume and (mdir / "checkpoints" / "last.pt").exists(), progress=progress,
                        max_epochs_this_run=max_epochs_this_run)

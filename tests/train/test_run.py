@@ -271,11 +271,13 @@ def test_model_drop_path_reaches_the_built_model():
     assert max(rates(["model.drop_path=0.4"])) == pytest.approx(0.4 * 15 / 16)
 
 
-def test_ensemble_run_averages_members_trained_as_single_runs_and_resumes(tmp_path):
+def test_ensemble_run_averages_members_trained_as_single_runs_and_resumes(tmp_path, capsys):
     from medtl.train.run import member_config
 
     cfg = tiny_cfg("train.ensemble=2", "data.cache=none")
-    result = train(cfg, tmp_path / "ens", progress=False)
+    result = train(cfg, tmp_path / "ens", progress=True)
+    bars = capsys.readouterr().err  # the members' epoch bars under one bar that counts the members
+    assert "ensemble of 2:" in bars and "member 2 of 2, seed 100" in bars and "2/2" in bars
     ens = tmp_path / "ens"
     # member 1 is exactly the single run with seed + 100 on the ensemble's cohort
     single = train(tiny_cfg("data.cache=none", "train.seed=100", "data.seed=0"), tmp_path / "single", progress=False)
