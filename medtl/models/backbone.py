@@ -143,9 +143,11 @@ class Backbone(nn.Module):
             )
         try:
             return self._features_after_stem_conv(self.stem_conv(x))
+        except torch.OutOfMemoryError:
+            raise
         except RuntimeError as exc:
             smallest = self.smallest_input(x)
-            if smallest is None or min(x.shape[2:]) >= smallest:
+            if smallest is None or smallest <= min(x.shape[2:]):  # not about size: as it was
                 raise
             size = "x".join(map(str, x.shape[2:]))
             raise ConfigError(f"{self.arch} cannot take a {size} input: it needs at least {smallest} along every "
@@ -154,12 +156,13 @@ class Backbone(nn.Module):
     @torch.no_grad()
     def smallest_input(self, like: torch.Tensor, limit: int = 64) -> int | None:
         """The smallest edge of a square/cubic input this network runs on, searched upward from the smallest
-        axis of ``like`` (at most ``limit`` sizes; None if none). Only called after a failed forward: strides
-        and static 'same' padding (MONAI's EfficientNet pads for 224) make it differ between architectures."""
+        axis of ``like`` itself (at most ``limit`` sizes; None if none). Only called after a failed forward:
+        strides and static 'same' padding (MONAI's EfficientNet pads for 224) make it differ between
+        architectures."""
         was_training = self.training
         self.eval()
         try:
-            for edge in range(min(like.shape[2:]) + 1, min(like.shape[2:]) + 1 + limit):
+            for edge in range(min(like.shape[2:]), min(like.shape[2:]) + limit):
                 probe = like.new_zeros((1, self.in_channels, *[edge] * self.spatial_dims))
                 try:
                     self._features_after_stem_conv(self.stem_conv(probe))

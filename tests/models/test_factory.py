@@ -120,11 +120,24 @@ def test_an_input_below_the_networks_smallest_says_the_size_it_needs():
     assert models.create("resnet18", in_channels=1, num_classes=2)(torch.rand(2, 1, 28, 28)).shape == (2, 2)
 
 
-def test_a_failure_that_is_not_about_size_is_raised_as_it_was():
+def test_a_failure_that_is_not_about_size_is_raised_as_it_was(monkeypatch):
     m = models.create("efficientnet_lite0", in_channels=1, num_classes=2).eval()
     with pytest.raises(RuntimeError) as err:  # float64 input, float32 weights: no size helps
         m(torch.rand(1, 1, 28, 28, dtype=torch.float64))
     assert not isinstance(err.value, ConfigError)
+    real = m._features_after_stem_conv  # a failure the same size at batch 1 does not have (e.g. a full memory)
+
+    def fails_on_a_batch_of_4(x):
+        if len(x) == 4:
+            raise RuntimeError("something else")
+        return real(x)
+
+    monkeypatch.setattr(m, "_features_after_stem_conv", fails_on_a_batch_of_4)
+    with pytest.raises(RuntimeError, match="something else"):
+        m(torch.rand(4, 1, 64, 64))
+    with pytest.raises(torch.OutOfMemoryError):  # never a search on a full device
+        monkeypatch.setattr(m, "_features_after_stem_conv", lambda x: (_ for _ in ()).throw(torch.OutOfMemoryError()))
+        m(torch.rand(2, 1, 64, 64))
 
 
 def test_backward_through_3d_gray_model():
