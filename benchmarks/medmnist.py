@@ -418,6 +418,10 @@ def plot_curve(summary: dict[tuple, dict], path: Path) -> Path | None:
             ax.errorbar([n * (1.04 if tag else 1.0) for n, _ in pts], [s["test_auc"] for _, s in pts],
                         yerr=[s["test_auc_sd"] if s["n_seeds"] > 1 else 0.0 for _, s in pts], marker="o",
                         capsize=3, color=colour, ls=style, label=f"{w} start, {label}")
+            for n, st in pts:  # a point with fewer seeds has no sd to draw: say how many it has
+                if st["n_seeds"] < len(SEEDS):
+                    ax.annotate(f"{st['n_seeds']} seed{'s' if st['n_seeds'] > 1 else ''}", (n * (1.04 if tag else 1.0),
+                                st["test_auc"]), textcoords="offset points", xytext=(6, -3), fontsize=6, color=colour)
     if not drawn:
         return None
     ax.axhline(0.944, color="0.5", ls="--", lw=1, label="ResNet-18 (28), all 4,708 images")
@@ -787,7 +791,9 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
              f"(and `ens2`'s confirmation on seeds 3-5 with its base), and the 96 px "
              f"points at 100 and 250 images on a slower 2-core machine (about 22 images/s a run, two at a time), hence their "
              f"15-25 min (`ens2`: its two members' minutes together; the 500-image recipe run alone there with both "
-             f"cores: the `--threads 2` re-run below). "
+             f"cores: the `--threads 2` re-run below; the 100-image runs 35-36 min: 200 epochs of 3 steps, each "
+             f"followed by a pass over the 524 validation images (training steps: 42 % of the ImageNet run), and a test "
+             f"run shared the cores for 20 of them). "
              f"{size_sentence()} Rows marked + TTA are evaluated with the recipe's test-time views: "
              f"the recipe's own runs re-evaluated (`python benchmarks/medmnist.py tta`: the saved checkpoint, which "
              f"validation chose without them) and the variants run after the recipe took `eval.tta`; the other "
@@ -859,6 +865,12 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
     only64 = [n for n in CURVE_SIZES if not any(summary.get(("pneumoniamnist", w, n, "")) for w in ("imagenet", "scratch"))]
     if only64:
         lines += ["", f"The learning-curve points at {_and(only64)} images were measured at 64 px only."]
+    partial = [(n, w, summary[("pneumoniamnist", w, n, "")]["seeds"]) for n in CURVE_SIZES for w in ("imagenet", "scratch")
+               if summary.get(("pneumoniamnist", w, n, "")) and summary[("pneumoniamnist", w, n, "")]["n_seeds"] < len(SEEDS)]
+    if partial:
+        lines += ["", "Learning-curve points at the recipe's size with fewer seeds than the others so far: " + "; ".join(
+            f"{n:,} images, {w}: seed{'s' if len(seeds) > 1 else ''} {_and(seeds)} of {_and(list(SEEDS))}"
+            for n, w, seeds in partial) + "."]
     lines += ["", "![PneumoniaMNIST learning curve](img/medmnist_learning_curve.png)", ""]
     return "\n".join(lines) + "\n"
 

@@ -45,6 +45,19 @@ def test_medmnist_summary_is_mean_and_sd_per_arm(mm):
         mm.summarise(rows), rows)
 
 
+def test_a_learning_curve_point_with_fewer_seeds_says_which_it_has(mm):
+    def row(w, seed, n):
+        return {"dataset": "pneumoniamnist", "weights": w, "train_size": n, "tag": "", "seed": seed, "test_auc": 0.95,
+                "test_accuracy": 0.9, "val_auc": 0.99, "seconds": 60.0, "epochs": 40, "lr": 1e-3, "n_train": n}
+
+    rows = [row(w, s, 500) for w in ("imagenet", "scratch") for s in (0, 1, 2)] + [row("imagenet", 0, 100)]
+    text = mm.markdown(mm.summarise(rows), rows)
+    assert ("Learning-curve points at the recipe's size with fewer seeds than the others so far: 100 images, "
+            "imagenet: seed 0 of 0, 1 and 2.") in text
+    rows += [row("imagenet", s, 100) for s in (1, 2)]
+    assert "fewer seeds" not in mm.markdown(mm.summarise(rows), rows)
+
+
 def _eval(shift, run: str, tag: str, seed: int, val_corrupted: float, test_corrupted: float) -> None:
     types = shift.held_out_types("pneumoniamnist")
     row = {"run": run, "dataset": "pneumoniamnist", "tag": tag, "seed": seed,
