@@ -793,7 +793,7 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
              f"15-25 min (`ens2`: its two members' minutes together; the 500-image recipe run alone there with both "
              f"cores: the `--threads 2` re-run below; the 100-image runs 35-36 min: 200 epochs of 3 steps, each "
              f"followed by a pass over the 524 validation images (training steps: 42 % of the ImageNet run), and a test "
-             f"run shared the cores for 20 of them). "
+             f"run shared the cores for about 20 of them, for each seed). "
              f"{size_sentence()} Rows marked + TTA are evaluated with the recipe's test-time views: "
              f"the recipe's own runs re-evaluated (`python benchmarks/medmnist.py tta`: the saved checkpoint, which "
              f"validation chose without them) and the variants run after the recipe took `eval.tta`; the other "
