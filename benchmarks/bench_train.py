@@ -34,7 +34,7 @@ from medtl.train.engine import (
 )
 from medtl.runs import resolve_device
 from medtl.train.run import build_model, prepare_data, with_min_steps
-from medtl.train.strategy import Strategy, build_optimizer, set_batchnorm_mode
+from medtl.train.strategy import Strategy, build_optimizer
 
 
 def _sync(device: torch.device) -> None:
@@ -69,9 +69,7 @@ def training_model(model: nn.Module, cfg, epoch: int | None = None) -> tuple[nn.
         from medtl.models.batchnorm import set_bn_momentum
 
         set_bn_momentum(model, tc.bn_momentum)
-    trainable = Strategy(tc, pretrained=cfg.model.weights is not None).apply(model, epoch)
-    model.train()
-    set_batchnorm_mode(model, trainable, tc.batchnorm)
+    trainable = Strategy(tc, pretrained=cfg.model.weights is not None).train_mode(model, epoch)
     return model, trainable, epoch
 
 

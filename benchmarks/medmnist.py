@@ -865,8 +865,8 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
     only64 = [n for n in CURVE_SIZES if not any(summary.get(("pneumoniamnist", w, n, "")) for w in ("imagenet", "scratch"))]
     if only64:
         lines += ["", f"The learning-curve points at {_and(only64)} images were measured at 64 px only."]
-    partial = [(n, w, summary[("pneumoniamnist", w, n, "")]["seeds"]) for n in CURVE_SIZES for w in ("imagenet", "scratch")
-               if summary.get(("pneumoniamnist", w, n, "")) and summary[("pneumoniamnist", w, n, "")]["n_seeds"] < len(SEEDS)]
+    partial = [(n, w, s["seeds"]) for n in CURVE_SIZES for w in ("imagenet", "scratch")
+               if (s := summary.get(("pneumoniamnist", w, n, ""))) and s["n_seeds"] < len(SEEDS)]
     if partial:
         lines += ["", "Learning-curve points at the recipe's size with fewer seeds than the others so far: " + "; ".join(
             f"{n:,} images, {w}: seed{'s' if len(seeds) > 1 else ''} {_and(seeds)} of {_and(list(SEEDS))}"

@@ -32,7 +32,7 @@ from medtl.data.datasets import weighted_sampler
 from medtl.runs import resolve_device
 from medtl.train.logger import MetricLogger
 from medtl.train.config import TrainConfig
-from medtl.train.strategy import (Strategy, build_optimizer, build_scheduler, decay_toward_start, set_batchnorm_mode,
+from medtl.train.strategy import (Strategy, build_optimizer, build_scheduler, decay_toward_start,
                                   starting_points)
 from medtl.transforms.tta import View, tta_probabilities
 
@@ -172,7 +172,7 @@ def cutmix(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, f
         centre, half = int(torch.randint(d, ())), round(d * side) / 2
         box.append(slice(max(int(centre - half), 0), min(int(centre + half), d)))
     mixed = x.clone()
-    mixed[(slice(None), slice(None), *box)] = x[partner][(slice(None), slice(None), *box)]
+    mixed[(slice(None), slice(None), *box)] = x[(partner, slice(None), *box)]  # the partners' box only
     cut = math.prod(b.stop - b.start for b in box)
     return mixed, partner, 1 - cut / math.prod(dims)
 
@@ -422,14 +422,12 @@ def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> t
         run.sampler.set_epoch(epoch)
     if train_transform is not None and hasattr(train_transform, "set_random_state"):
         train_transform.set_random_state(seed=seed)
-    trainable = run.strategy.apply(model, epoch)
+    trainable = run.strategy.train_mode(model, epoch)
     if run.dist.enabled and trainable != run.trainable_prev:
         # DDP hooks only the parameters that require grad when it wraps: re-wrap on change.
         run.step_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     run.trainable_prev = trainable
-    model.train()
-    set_batchnorm_mode(model, trainable, tc.batchnorm)
 
     t0 = time.perf_counter()
     loss_sum, seen = 0.0, 0

@@ -127,6 +127,14 @@ class Strategy:
             unfreeze(model)
         return trainable
 
+    def train_mode(self, model: nn.Module, epoch: int) -> list[str]:
+        """The model as ``epoch`` trains it: :meth:`apply`, then training mode with the BatchNorm of frozen
+        stages in eval mode (:func:`set_batchnorm_mode`); returns the trainable stage names."""
+        trainable = self.apply(model, epoch)
+        model.train()
+        set_batchnorm_mode(model, trainable, self.cfg.batchnorm)
+        return trainable
+
 
 def set_batchnorm_mode(model: nn.Module, trainable: list[str], batchnorm: str) -> None:
     """Put BatchNorm of frozen stages (or all, with ``batchnorm='freeze'``) in eval mode.
