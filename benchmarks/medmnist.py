@@ -106,6 +106,9 @@ VARIANTS: dict[str, list[str]] = {
     # The smallest size Lite0 takes (MONAI pads statically for 224: 28 px, MedMNIST's own and the issue's
     # first size, fails); the last stage sees 1x1
     "px32": ["preprocess.size=[32,32]"],
+    # The recipe with every epoch's weights kept, so how it chooses its epoch can be judged on held-out
+    # validation halves (``python benchmarks/medmnist.py selection``; results/medmnist_rule_selection.md)
+    "epochs": ["train.keep_epochs=true"],
     **{tag: [f"data.seed={s}"] for s, tag in SUBSET_TAGS.items()},
 }
 

@@ -67,6 +67,10 @@ class TrainConfig(_Section):
     #: weights; 0.1 is torch's and the ResNets' default)
     bn_momentum: Optional[float] = Field(None, gt=0, le=1)
     monitor: str = "auc"  #: validation metric for best checkpoint / early stopping
+    #: also write the weights validation scored after every epoch, as ``checkpoints/epoch_NNN.safetensors``
+    #: (the size of ``model.safetensors`` each), so a run's whole trajectory can be re-scored later, e.g.
+    #: another way to choose its epoch (``benchmarks/medmnist.py selection``)
+    keep_epochs: bool = False
     patience: int = Field(0, ge=0)  #: early stopping (0 = off)
     device: str = "auto"
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  #: auto: bf16 (else fp16) on a GPU, none on a CPU

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from medtl.config import Config
 from medtl.data.datasets import weighted_sampler
-from medtl.runs import resolve_device
+from medtl.runs import resolve_device, save_weights
 from medtl.train.logger import MetricLogger
 from medtl.train.config import TrainConfig
 from medtl.train.strategy import (Strategy, build_optimizer, build_scheduler, decay_toward_start,
@@ -500,6 +500,8 @@ def _record_epoch(run: _Fit, epoch: int, row: dict[str, Any],
             on_best(run.eval_model, epoch + 1, row)
     else:
         state.bad_epochs += 1
+    if tc.keep_epochs:
+        save_weights(run.eval_model, run.last_ckpt.parent / f"epoch_{epoch + 1:03d}.safetensors")
     run.logger.log(**row)
     save_checkpoint(run.last_ckpt, run.model, run.optimizer, run.scheduler, run.scaler, state, run.ema, run.swa,
                     run.soup_pool if run.cfg.soup > 1 else None)

@@ -410,3 +410,28 @@ def test_l2sp_resumed_after_an_epoch_equals_the_uninterrupted_run(tmp_path):
                progress=False)
     engine.fit(Staged(), cases(8), None, cfg("train.epochs=2", "train.l2sp=5"), tmp_path / "late", resume=True,
                progress=False)
+
+
+def test_keep_epochs_writes_the_weights_each_epoch_validated(tmp_path):
+    """``train.keep_epochs``: one file per epoch, each the weights whose validation loss that epoch's row
+    records (exactly: re-scoring a kept epoch repeats its validation), and the last one the trained model."""
+    from safetensors.torch import load_file
+
+    net = StagedBN()
+    config = cfg("train.epochs=3", "train.schedule=constant", "train.keep_epochs=true")
+    state = engine.fit(net, cases(16), cases(8, seed=1), config, tmp_path, progress=False)
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("epoch_*.safetensors"))
+    assert kept == ["epoch_001.safetensors", "epoch_002.safetensors", "epoch_003.safetensors"]
+    val = engine.DataLoader(cases(8, seed=1), batch_size=8)
+    for name, row in zip(kept, state.history):
+        model = StagedBN()
+        model.load_state_dict(load_file(tmp_path / "checkpoints" / name))
+        assert engine.predict_loader(model, val, torch.device("cpu"))[2] == pytest.approx(row["val_loss"], rel=1e-6)
+    last = load_file(tmp_path / "checkpoints" / kept[-1])
+    assert all(torch.equal(last[k], v) for k, v in net.state_dict().items())
+    assert state.history[0]["val_loss"] != pytest.approx(state.history[-1]["val_loss"], rel=1e-3)
+
+
+def test_without_keep_epochs_no_epoch_weights_are_written(tmp_path):
+    engine.fit(StagedBN(), cases(8), cases(4, seed=1), cfg("train.epochs=2"), tmp_path, progress=False)
+    assert not list((tmp_path / "checkpoints").glob("epoch_*"))
