@@ -133,6 +133,21 @@ def _bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
     return np.searchsorted(edges[1:-1], conf)
 
 
+def roc_auc(y_true: Any, probs: Any) -> float:
+    """ROC AUC as :func:`classification_metrics` reports it: binary, of p(class 1); multi-class,
+    one-vs-rest macro; NaN when a class is absent from ``y_true``."""
+    return _auc(*_prepare(y_true, probs))
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    k = p.shape[1]
+    if np.unique(y).size < k:
+        return math.nan  # undefined, and a macro over fewer classes would not be comparable
+    if k == 2:
+        return float(roc_auc_score(y, p[:, 1]))
+    return float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=np.arange(k)))
+
+
 def classification_metrics(y_true: Any, probs: Any, threshold: float | None = None) -> dict[str, Any]:
     """Point estimates of the usual classification metrics.
 
@@ -151,14 +166,8 @@ def classification_metrics(y_true: Any, probs: Any, threshold: float | None = No
     pred = _predict(p, thr)
     labels = np.arange(k)
     present = np.unique(y)
-    if present.size < k:
-        auc = math.nan  # undefined, and a macro over fewer classes would not be comparable
-    elif k == 2:
-        auc = float(roc_auc_score(y, p[:, 1]))
-    else:
-        auc = float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=labels))
     out: dict[str, Any] = {
-        "auc": auc,
+        "auc": _auc(y, p),
         "accuracy": float(accuracy_score(y, pred)),
         # per-class recall averaged over the classes present in y_true (no warning
         # from sklearn when the prediction holds a class the truth lacks)

@@ -17,6 +17,7 @@ from medtl.train.metrics import (
     classification_metrics,
     evaluate_predictions,
     expected_calibration_error,
+    roc_auc,
     youden_threshold,
 )
 
@@ -70,13 +71,13 @@ def test_one_dimensional_probs_mean_p_class_1():
 def test_multiclass_auc_equals_sklearn_ovr_and_absent_class_is_nan():
     y, probs = softmax_cases(300, 4)
     m = classification_metrics(y, probs)
-    assert m["auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr"))
+    assert m["auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr")) == roc_auc(y, probs)
     assert m["threshold"] is None
     assert "sensitivity" not in m and "f1" not in m
     assert m["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == y))
     absent = y != 3
     m = classification_metrics(y[absent], probs[absent])
-    assert math.isnan(m["auc"])
+    assert math.isnan(m["auc"]) and math.isnan(roc_auc(y[absent], probs[absent]))
     assert m["accuracy"] == pytest.approx(np.mean(probs[absent].argmax(1) == y[absent]))
 
 

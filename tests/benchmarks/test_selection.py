@@ -1,0 +1,113 @@
+"""benchmarks/selection.py: epoch-choice rules judged on held-out validation halves (cross-fitting)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medtl.train.metrics import roc_auc
+
+from ..conftest import TINY_2D
+from .test_medmnist_shift import _load
+
+
+@pytest.fixture()
+def sel():
+    return _load("selection")
+
+
+def _probs(p1: np.ndarray) -> np.ndarray:
+    """(epochs, images) of p(class 1) -> (epochs, images, 2)."""
+    return np.stack([1 - p1, p1], axis=-1)
+
+
+def test_halves_are_a_stratified_seeded_partition(sel):
+    labels = np.array([0] * 7 + [1] * 4 + [2] * 5)
+    a, b = sel.halves(labels, 3)
+    assert sorted(np.concatenate([a, b]).tolist()) == list(range(len(labels)))
+    assert [np.sum(labels[a] == c) for c in range(3)] == [3, 2, 2]
+    assert [np.sum(labels[b] == c) for c in range(3)] == [4, 2, 3]
+    assert np.array_equal(sel.halves(labels, 3)[0], a) and not np.array_equal(sel.halves(labels, 4)[0], a)
+
+
+def test_rules_pick_the_first_best_and_the_last(sel):
+    aucs, losses = np.array([0.5, 0.9, 0.9, 0.7]), np.array([0.6, 0.3, 0.2, 0.2])
+    assert [sel.pick(r, aucs, losses) for r in sel.RULES] == [1, 2, 3]
+    with pytest.raises(ValueError, match="unknown rule"):
+        sel.pick("median", aucs, losses)
+
+
+def test_scores_are_the_auc_and_cross_entropy_of_each_epoch(sel):
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 40)
+    probs = _probs(rng.uniform(0.01, 0.99, (3, 40)))
+    aucs, losses = sel.scores(labels, probs)
+    assert aucs.tolist() == [roc_auc_score(labels, p[:, 1]) for p in probs]
+    assert losses == pytest.approx([log_loss(labels, p) for p in probs], rel=1e-12)
+
+
+def test_cross_fitting_removes_the_optimism_of_choosing_on_the_scored_images(sel):
+    """30 epochs of pure noise on 40 images (8 draws): the best AUC on all images is well above chance,
+    the best chosen on one half and scored on the other is at chance; a perfect epoch is found, scoring 1."""
+    labels = np.repeat([0, 1], 20)
+    in_sample, fitted = [], []
+    for seed in range(8):
+        noise = _probs(np.random.default_rng(seed).uniform(size=(30, 40)))
+        in_sample.append(sel.scores(labels, noise)[0].max())
+        fitted.append(sel.cross_fitted(labels, noise, splits=5)["auc"])
+    assert np.mean(in_sample) > 0.65 and abs(np.mean(fitted) - 0.5) < 0.05
+    perfect = noise.copy()
+    perfect[17] = _probs(0.2 + 0.6 * labels)
+    assert sel.cross_fitted(labels, perfect, splits=5)["auc"] == 1.0
+    assert sel.cross_fitted(labels, perfect, splits=5)["loss"] == 1.0
+
+
+def test_last_rule_is_the_mean_half_auc_of_the_last_epoch(sel):
+    rng = np.random.default_rng(2)
+    labels = np.repeat([0, 1], 30)
+    probs = _probs(np.clip(0.5 + 0.3 * (labels - 0.5) + rng.normal(0, 0.3, (4, 60)), 0.001, 0.999))
+    expected = np.mean([roc_auc(labels[h], probs[-1][h]) for k in range(5) for h in sel.halves(labels, k)])
+    assert sel.cross_fitted(labels, probs, splits=5)["last"] == pytest.approx(expected, abs=1e-12)
+
+
+def _run(ds: str, seed: int, auc: float, loss: float, last: float, gap: float = 0.0, weights: str = "imagenet"):
+    return {"dataset": ds, "seed": seed, "weights": weights, "rescore_gap": gap,
+            "cross_fitted": {"auc": auc, "loss": loss, "last": last}}
+
+
+@pytest.mark.parametrize("p500, retina, kept", [
+    ((0.990, 0.991, 0.980), (0.80, 0.81, 0.79), "loss"),   # loss higher on both
+    ((0.990, 0.991, 0.995), (0.80, 0.81, 0.79), "loss"),   # last higher on one only
+    ((0.990, 0.989, 0.995), (0.80, 0.81, 0.82), "last"),   # last on both, loss on one
+    ((0.990, 0.992, 0.995), (0.80, 0.801, 0.83), "last"),  # both on both: the larger smaller gain
+    ((0.990, 0.990, 0.989), (0.80, 0.80, 0.79), "auc"),    # a tie is not higher
+])
+def test_verdict_keeps_a_rule_only_when_higher_on_both_datasets(sel, p500, retina, kept):
+    runs = [_run("pneumoniamnist", s, *p500) for s in (0, 1, 2)] + [_run("retinamnist", s, *retina) for s in (0, 1, 2)]
+    runs.append(_run("pneumoniamnist", 0, 0.5, 0.9, 0.9, weights="scratch"))  # reported, never judged
+    v = sel.verdict(runs)
+    assert v["complete"] and v["kept"] == kept
+
+
+def test_verdict_waits_for_every_seed_and_leaves_out_a_run_that_does_not_rescore(sel):
+    runs = [_run(ds, s, 0.9, 0.95, 0.9) for ds in ("pneumoniamnist", "retinamnist") for s in (0, 1, 2)]
+    assert sel.verdict(runs[:-1]) == {"means": {"pneumoniamnist": pytest.approx({"auc": 0.9, "loss": 0.95,
+                                                                               "last": 0.9})},
+                                      "kept": None, "complete": False}
+    runs[-1]["rescore_gap"] = 1e-3
+    assert not sel.verdict(runs)["complete"]
+
+
+def test_kept_epochs_rescored_repeat_training_validation(sel, train_tiny):
+    """The rule's check on a real run: every epoch ``train.keep_epochs`` kept, scored again on the validation
+    split, gives the AUC its ``metrics.csv`` row recorded."""
+    from medtl.train.logger import read_history
+
+    run = train_tiny("tiny2d_epochs", *TINY_2D, "train.keep_epochs=true", "train.epochs=3")
+    labels, probs = sel.epoch_val_probs(run)
+    assert probs.shape[0] == 3 and probs.shape[1] == len(labels)
+    recorded = [r["val_auc"] for r in read_history(run / "metrics.csv")]
+    assert sel.scores(labels, probs)[0] == pytest.approx(recorded, abs=1e-9)
+    assert len(set(recorded)) > 1  # the epochs differ, so a wrong epoch file would show
