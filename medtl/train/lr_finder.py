@@ -60,7 +60,8 @@ def find_lr(model: nn.Module, loader: Iterable[Any], cfg: TrainConfig, device: t
             start: float = START, end: float = END, steps: int = STEPS, beta: float = 0.98,
             criterion: nn.Module | None = None) -> LRFinderResult:
     """Sweep the learning rate of ``cfg``'s optimiser (AdamW with its parameter groups and
-    weight decay, all stages trainable as in the recipe's last epoch) from ``start`` to ``end``
+    weight decay, the stages trainable as in the recipe's last epoch, frozen stages' BatchNorm
+    statistics kept as ``fit`` keeps them) from ``start`` to ``end``
     over ``steps`` batches of ``loader`` (cycled), on a copy of ``model``."""
     from medtl.train.strategy import Strategy, build_optimizer
 
@@ -70,8 +71,7 @@ def find_lr(model: nn.Module, loader: Iterable[Any], cfg: TrainConfig, device: t
         raise ValueError(f"find_lr: need at least 5 steps, got {steps}")
     device = torch.device(device)
     net = copy.deepcopy(model).to(device)
-    Strategy(cfg).apply(net, max(cfg.epochs - 1, 0))
-    net.train()
+    Strategy(cfg).train_mode(net, max(cfg.epochs - 1, 0))  # frozen stages' BatchNorm in eval, as fit has it
     sweep_cfg = cfg.model_copy(update={"lr": 1.0})  # group rates relative to the peak; scaled below
     optimizer = build_optimizer(net, sweep_cfg)
     base = [g["lr"] for g in optimizer.param_groups]

@@ -66,3 +66,28 @@ def test_find_lr_stops_when_the_loss_diverges():
 def test_find_lr_refuses_a_bad_range():
     with pytest.raises(ValueError, match="start < end"):
         find_lr(_Tiny(), _loader(), TrainConfig(), start=1.0, end=1e-3)
+
+
+class _TinyBN(_Tiny):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU())
+        self.head = nn.Sequential(nn.BatchNorm1d(16), nn.Linear(16, 2))
+
+
+def test_find_lr_sweeps_the_model_as_fit_trains_it_with_frozen_batchnorm_kept(monkeypatch):
+    """``linear``: the sweep trains the head; the frozen body's BatchNorm statistics stay
+    ImageNet's (eval mode), as in ``fit``, while the head's move. Seen on the swept network itself."""
+    import copy
+
+    torch.manual_seed(0)
+    model = _TinyBN()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    monkeypatch.setattr(copy, "deepcopy", lambda m: m)  # sweep the model itself, to look at it afterwards
+    find_lr(model, _loader(), TrainConfig(strategy="linear", lr=1e-3), "cpu",
+            start=1e-5, end=1e-2, steps=10)
+    after = model.state_dict()
+    assert torch.equal(after["body.1.running_mean"], before["body.1.running_mean"])
+    assert torch.equal(after["body.0.weight"], before["body.0.weight"])
+    assert not torch.equal(after["head.0.running_mean"], before["head.0.running_mean"])
+    assert not torch.equal(after["head.1.weight"], before["head.1.weight"])
