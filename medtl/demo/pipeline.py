@@ -298,6 +298,19 @@ def _train_settings(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def epochs_text(training: dict[str, Any]) -> str:
+    """How long a run trained and which epoch it kept, from its card's ``training``; an ensemble (which has
+    no epoch of its own) says it of each member."""
+    monitor = training.get("monitor", "?")
+    members = training.get("ensemble")
+    if isinstance(members, list) and members:
+        total = training.get("epochs", "?")
+        each = "; ".join(f"{m.get('epochs_run', '?')}/{total} epochs, best {m.get('best_epoch', '?')}" for m in members)
+        return f"ensemble of {len(members)} ({each}; by {monitor})"
+    return (f"{training.get('epochs_run', '?')}/{training.get('epochs', '?')} epochs "
+            f"(best {training.get('best_epoch', '?')} by {monitor})")
+
+
 def _training_rows(results: dict[str, dict[str, Any]], out: Path) -> str:
     rows = []
     for arm, r in results.items():
@@ -309,8 +322,7 @@ def _training_rows(results: dict[str, dict[str, Any]], out: Path) -> str:
         aug = tr.get("augment") or {}
         hp = _train_settings(Path(r["run_dir"]))
         model = card.get("model") or {}
-        bits = [f"{tr.get('epochs_run', '?')}/{tr.get('epochs', '?')} epochs (best {tr.get('best_epoch', '?')} by "
-                f"{tr.get('monitor', '?')})", f"strategy {tr.get('strategy', '?')}",
+        bits = [epochs_text(tr), f"strategy {tr.get('strategy', '?')}",
                 f"domain shift {aug.get('domain_shift', '?')}", f"seed {tr.get('seed', '?')}"]
         for key in ("batch_size", "lr", "weight_decay", "schedule", "label_smoothing", "freeze_epochs"):
             if key in hp:

@@ -11,6 +11,7 @@ from medtl.demo.pipeline import (
     auc_text,
     calibration_words,
     clopper_pearson,
+    epochs_text,
     identical_curves,
     p_text,
     write_report,
@@ -122,3 +123,11 @@ def test_tied_scores_are_not_given_a_perfect_bound():
     text, note = auc_text(m)
     assert text.startswith("0.500 <small>(no ranking: tied scores") and "≥" not in text
     assert "same probability" in note and "bootstrap interval collapsed" not in note
+
+
+def test_training_length_of_a_run_and_of_each_member_of_an_ensemble():
+    single = {"epochs": 6, "epochs_run": 5, "best_epoch": 4, "monitor": "auc"}
+    assert epochs_text(single) == "5/6 epochs (best 4 by auc)"
+    ensemble = {"epochs": 6, "monitor": "auc", "ensemble": [{"epochs_run": 6, "best_epoch": 4},
+                                                            {"epochs_run": 6, "best_epoch": 2}]}
+    assert epochs_text(ensemble) == "ensemble of 2 (6/6 epochs, best 4; 6/6 epochs, best 2; by auc)"
