@@ -781,6 +781,50 @@ def _and(sizes: list[int | str]) -> str:
     return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else words[0]
 
 
+#: ``benchmarks/selection.py``'s figures: how the recipe chooses its epoch, on held-out validation halves
+SELECTION = RESULTS.parent / "medmnist_selection.json"
+SELECTION_RULES = {"auc": "the best validation AUC (the recipe)", "loss": "the lowest validation loss",
+                   "last": "the last epoch"}
+
+
+def selection_sentence(path: Path = SELECTION) -> str:
+    """The epoch-choice probe (results/medmnist_rule_selection.md) in words: each rule's cross-fitted
+    validation AUC per dataset, the verdict, and the test figures of each rule's picks (reported only)."""
+    if not path.is_file():
+        return ""
+    data = json.loads(path.read_text())
+    v, runs = data["verdict"], data["runs"]
+    label = {"pneumoniamnist": "500 PneumoniaMNIST images", "retinamnist": "RetinaMNIST"}
+    parts = [f"{label.get(ds, ds)}: " + ", ".join(f"{SELECTION_RULES[r]} {m:.4f}" for r, m in means.items())
+             for ds, means in v["means"].items()]
+    text = ("Epoch choice (`python benchmarks/selection.py`; rule fixed before the runs: "
+            "`benchmarks/results/medmnist_rule_selection.md`): the recipe's runs with every epoch's weights kept "
+            "(`--tag epochs`, training unchanged), each rule picking its epoch on one stratified half of the "
+            f"validation images and scored on the other, both ways round, over {data['splits']} halvings "
+            "(cross-fitted validation AUC, plain, ImageNet start, mean over seeds"
+            f" {_and(sorted({r['seed'] for r in runs if r['weights'] == 'imagenet'}))}): "
+            + ("; ".join(parts) if parts else "no dataset complete yet") + ". ")
+    if v["complete"]:
+        text += ("Kept: none, the recipe's choice stands (no other rule higher on both datasets). " if v["kept"] == "auc"
+                 else f"Higher on both datasets: {SELECTION_RULES[v['kept']]} (to be confirmed on seeds 3-5 before "
+                      "the recipe changes). ")
+    else:
+        text += "No verdict yet (seeds missing on a dataset). "
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["dataset"], r["weights"]), []).append(r)
+    tests = []
+    for (ds, w), rs in sorted(groups.items()):
+        each = ", ".join(f"{SELECTION_RULES[rule].removesuffix(' (the recipe)')} "
+                         + _fmt(*_stats([r["figures"][rule]["test_auc"] for r in rs])) for rule in SELECTION_RULES)
+        tests.append(f"{label.get(ds, ds)}, {w} (seed{'s' if len(rs) > 1 else ''} "
+                     f"{_and(sorted(r['seed'] for r in rs))}): {each}")
+    bad = [r["name"] for r in runs if r["rescore_gap"] > 1e-6]
+    text += "Test AUC (with the views) of each rule's pick on the whole validation split, reported, not used: " + \
+        "; ".join(tests) + "." + (f" Left out, their epochs did not re-score as trained: {', '.join(bad)}." if bad else "")
+    return text
+
+
 def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
     """The docs section: ``summary`` (of :func:`summarise`) as a table, and sentences from single ``rows``."""
     lines = ["## Small-cohort 2D recipe on MedMNIST (`benchmarks/medmnist.py`)", "",
@@ -869,6 +913,9 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
         machine = machine_sentence(table_rows)
         if machine:
             lines += ["", machine]
+        selection = selection_sentence()
+        if selection:
+            lines += ["", selection]
     only64 = [n for n in CURVE_SIZES if not any(summary.get(("pneumoniamnist", w, n, "")) for w in ("imagenet", "scratch"))]
     if only64:
         lines += ["", f"The learning-curve points at {_and(only64)} images were measured at 64 px only."]

@@ -111,3 +111,29 @@ def test_kept_epochs_rescored_repeat_training_validation(sel, train_tiny):
     recorded = [r["val_auc"] for r in read_history(run / "metrics.csv")]
     assert sel.scores(labels, probs)[0] == pytest.approx(recorded, abs=1e-9)
     assert len(set(recorded)) > 1  # the epochs differ, so a wrong epoch file would show
+
+
+def test_docs_sentence_gives_each_rules_figures_the_verdict_and_test_only_as_report(tmp_path, sel):
+    from .test_medmnist_shift import _load as load
+
+    mm = load("medmnist")
+
+    def run(ds, w, seed, cf, test):
+        return {"name": f"{ds}_{w}_s{seed}_epochs", "dataset": ds, "weights": w, "seed": seed, "rescore_gap": 0.0,
+                "cross_fitted": dict(zip(sel.RULES, cf)),
+                "figures": {rule: {"test_auc": t} for rule, t in zip(sel.RULES, test)}}
+
+    runs = [run(ds, "imagenet", s, (0.99, 0.991 + s / 1000, 0.98), (0.96 + s / 100, 0.97, 0.95))
+            for ds in ("pneumoniamnist", "retinamnist") for s in (0, 1, 2)]
+    runs.append(run("pneumoniamnist", "scratch", 0, (0.9, 0.9, 0.9), (0.955, 0.956, 0.957)))
+    path = tmp_path / "sel.json"
+    path.write_text(__import__("json").dumps({"splits": 50, "runs": runs, "verdict": sel.verdict(runs)}))
+    text = mm.selection_sentence(path)
+    assert ("500 PneumoniaMNIST images: the best validation AUC (the recipe) 0.9900, the lowest validation loss "
+            "0.9920") in text
+    assert "Higher on both datasets: the lowest validation loss (to be confirmed on seeds 3-5" in text
+    assert "500 PneumoniaMNIST images, imagenet (seeds 0, 1 and 2): the best validation AUC 0.970 ± 0.010" in text
+    assert ("500 PneumoniaMNIST images, scratch (seed 0): the best validation AUC 0.955, the lowest validation "
+            "loss 0.956") in text
+    assert "Left out" not in text
+    assert mm.selection_sentence(tmp_path / "absent.json") == ""
