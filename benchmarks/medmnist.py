@@ -189,10 +189,12 @@ def _run_dir(row: dict) -> Path:
     return d if d.is_dir() else RUNS / row["name"]
 
 
-def split_probs(run_dir: Path, weights: Path | None = None) -> tuple[object, dict, dict[str, tuple]]:
+def split_probs(run_dir: Path, weights: Path | None = None,
+                threads: int | None = None) -> tuple[object, dict, dict[str, tuple]]:
     """A finished run's validation and test probabilities with the test-time views of its own training
     augmentation (``eval.tta``), and their labels: ``(config, card, {split: (probs, labels)})``; ``weights``:
-    another of its checkpoints (e.g. an epoch ``train.keep_epochs`` kept) instead of its model's."""
+    another of its checkpoints (e.g. an epoch ``train.keep_epochs`` kept) instead of its model's; ``threads``: CPU
+    threads (default: the run's)."""
     import torch
     from safetensors.torch import load_file
 
@@ -204,7 +206,7 @@ def split_probs(run_dir: Path, weights: Path | None = None) -> tuple[object, dic
     from medtl.transforms.tta import tta_views
 
     cfg = load_config(run_dir / "config.yaml", ["eval.tta=true"])
-    torch.set_num_threads(max(1, cfg.train.threads))
+    torch.set_num_threads(threads or max(1, cfg.train.threads))
     model, card, prep = load_run(run_dir)
     if weights is not None:
         model.load_state_dict(load_file(weights))

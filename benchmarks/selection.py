@@ -88,9 +88,9 @@ def epoch_files(run_dir: Path) -> list[Path]:
     return files
 
 
-def epoch_val_probs(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def epoch_val_probs(run_dir: Path, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(labels, probs (epochs, images, classes))``: every kept epoch on the validation split, plain (no
-    test-time views), as training validated it."""
+    test-time views), as training validated it; ``threads``: CPU threads (default: the run's)."""
     import torch
     from safetensors.torch import load_file
 
@@ -101,7 +101,7 @@ def epoch_val_probs(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     from medtl.train.run import _loader
 
     cfg = load_config(run_dir / "config.yaml")
-    torch.set_num_threads(max(1, cfg.train.threads))
+    torch.set_num_threads(threads or max(1, cfg.train.threads))
     model, _, prep = load_run(run_dir)
     ds = build_dataset(load_items(cfg.data, seed=cfg.train.seed).split("val"), prep.transforms(), cache="none")
     loader = _loader([ds[i] for i in range(len(ds))], cfg)  # transformed once, scored once per epoch
@@ -113,13 +113,13 @@ def epoch_val_probs(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return labels, np.stack(probs)
 
 
-def evaluate_run(row: dict) -> dict:
+def evaluate_run(row: dict, threads: int | None = None) -> dict:
     """One ``epochs`` run: the re-scoring check, each rule's cross-fitted figure and its pick on the whole
     validation split with the figures the recipe would report for it (with the views)."""
     from medtl.train.logger import read_history
 
     run_dir = mm._run_dir(row)
-    labels, probs = epoch_val_probs(run_dir)
+    labels, probs = epoch_val_probs(run_dir, threads)
     aucs, losses = scores(labels, probs)
     recorded = np.array([r["val_auc"] for r in read_history(run_dir / "metrics.csv")], dtype=float)
     rescore_gap = float(np.max(np.abs(recorded - aucs))) if len(recorded) == len(aucs) else float("inf")
@@ -131,7 +131,7 @@ def evaluate_run(row: dict) -> dict:
         if e + 1 == row["best_epoch"]:  # the run's own model: its JSON has the figures already
             figures[rule] = {k: row[k] for k in ("val_auc", "test_auc", "test_accuracy")}
         else:
-            cfg, card, out = mm.split_probs(run_dir, files[e])
+            cfg, card, out = mm.split_probs(run_dir, files[e], threads)
             f = mm.split_figures(cfg, out, len(card["class_names"]))
             figures[rule] = {k: f[k] for k in ("val_auc", "test_auc", "test_accuracy")}
     return {"name": row["name"], "dataset": row["dataset"], "weights": row["weights"], "seed": row["seed"],
@@ -160,12 +160,13 @@ def verdict(runs: list[dict], seeds: tuple[int, ...] = mm.SEEDS) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--threads", type=int, help="CPU threads for scoring (default: each run's own)")
     args = ap.parse_args()
     done = {r["name"]: r for r in json.loads(args.out.read_text())["runs"]} if args.out.exists() else {}
     for p in sorted(mm.RESULTS.glob(f"*_{TAG}.json")):
         row = json.loads(p.read_text())
         if row["name"] not in done:
-            done[row["name"]] = evaluate_run(row)
+            done[row["name"]] = evaluate_run(row, args.threads)
             r = done[row["name"]]
             print(json.dumps({k: r[k] for k in ("name", "rescore_gap", "cross_fitted", "picks")}), flush=True)
             runs = sorted(done.values(), key=lambda r: r["name"])

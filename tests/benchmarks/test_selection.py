@@ -137,3 +137,23 @@ def test_docs_sentence_gives_each_rules_figures_the_verdict_and_test_only_as_rep
             "loss 0.956") in text
     assert "Left out" not in text
     assert mm.selection_sentence(tmp_path / "absent.json") == ""
+
+
+def test_evaluate_run_checks_the_epochs_and_scores_each_rules_pick(sel, train_tiny):
+    """A whole run through the probe: the re-scoring check passes, the best-AUC pick on all of validation is the
+    epoch training kept (its figures taken from the run's row), the other picks evaluated with the views."""
+    import json
+
+    run = train_tiny("tiny2d_epochs", *TINY_2D, "train.keep_epochs=true", "train.epochs=3")
+    card = json.loads((run / "model_card.json").read_text())
+    row = {"name": "tiny_epochs", "dataset": "sample", "weights": "imagenet", "seed": 0, "train_size": None,
+           "best_epoch": card["training"]["best_epoch"], "val_auc": -1.0, "test_auc": -1.0, "test_accuracy": -1.0,
+           "run_dir": str(run)}
+    r = sel.evaluate_run(row, threads=1)
+    assert r["rescore_gap"] <= sel.RESCORE_TOL and r["epochs"] == 3 and r["picks"]["last"] == 3
+    assert r["picks"]["auc"] == row["best_epoch"] and r["figures"]["auc"]["test_auc"] == -1.0
+    assert any(r["picks"][rule] != row["best_epoch"] for rule in ("loss", "last"))  # one is evaluated here
+    for rule in ("loss", "last"):
+        if r["picks"][rule] != row["best_epoch"]:
+            assert 0.0 <= r["figures"][rule]["test_auc"] <= 1.0 and 0.0 <= r["figures"][rule]["val_auc"] <= 1.0
+    assert set(r["cross_fitted"]) == set(sel.RULES)
