@@ -827,6 +827,22 @@ def selection_sentence(path: Path = SELECTION) -> str:
     return text
 
 
+def repeat_sentence(table_rows: dict[str, dict], tag: str, base: str) -> str:
+    """Whether the ``tag`` runs, which train as the recipe does, repeat the ``base`` runs of the same seeds and
+    machine: the same kept epoch and the same validation and test AUC (to 1e-9)."""
+    pairs = [(r, table_rows.get(name.replace(f"_{tag}", f"_{base}")))
+             for name, r in sorted(table_rows.items()) if r["tag"] == tag]
+    pairs = [(r, b) for r, b in pairs if b is not None]
+    if not pairs:
+        return ""
+    same = [r["best_epoch"] == b["best_epoch"] and all(abs(r[k] - b[k]) <= 1e-9 for k in ("val_auc", "test_auc"))
+            for r, b in pairs]
+    if all(same):
+        return (f" Keeping every epoch changes nothing in training: the {len(pairs)} `{tag}` runs repeat the `{base}` "
+                "runs of the same seeds and machine exactly (the same kept epochs, validation and test AUC).")
+    return f" {sum(same)} of the {len(pairs)} `{tag}` runs repeat the `{base}` runs of the same seeds exactly."
+
+
 def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
     """The docs section: ``summary`` (of :func:`summarise`) as a table, and sentences from single ``rows``."""
     lines = ["## Small-cohort 2D recipe on MedMNIST (`benchmarks/medmnist.py`)", "",
@@ -840,7 +856,7 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
              f"others (and other work), so their minutes overstate an idle machine (one run alone trains at about 51 "
              f"images/s); the runs added later (learning-curve points at 100, 250 and 1,000 images, and the `shift_*` "
              f"arms that `benchmarks/shift.py` lacked, every run at 96 or 128 px) ran two at a time, one per core; "
-             f"the `ls0`, `sd0`, `aug_plus`, `lpft96`, `swa`, `soup`, `l2sp`, `l2sp1`, `ens2`, `cutmix` and `px32` probes "
+             f"the `ls0`, `sd0`, `aug_plus`, `lpft96`, `swa`, `soup`, `l2sp`, `l2sp1`, `ens2`, `cutmix`, `px32` and `epochs` probes "
              f"(and `ens2`'s confirmation on seeds 3-5 with its base), and the 96 px "
              f"points at 100 and 250 images on a slower 2-core machine (about 22 images/s a run, two at a time), hence their "
              f"15-25 min (`ens2`: its two members' minutes together; the 500-image recipe run alone there with both "
@@ -917,7 +933,7 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
             lines += ["", machine]
         selection = selection_sentence()
         if selection:
-            lines += ["", selection]
+            lines += ["", selection + repeat_sentence(table_rows, "epochs", SOUP_BEST)]
     only64 = [n for n in CURVE_SIZES if not any(summary.get(("pneumoniamnist", w, n, "")) for w in ("imagenet", "scratch"))]
     if only64:
         lines += ["", f"The learning-curve points at {_and(only64)} images were measured at 64 px only."]

@@ -157,3 +157,22 @@ def test_evaluate_run_checks_the_epochs_and_scores_each_rules_pick(sel, train_ti
         if r["picks"][rule] != row["best_epoch"]:
             assert 0.0 <= r["figures"][rule]["test_auc"] <= 1.0 and 0.0 <= r["figures"][rule]["val_auc"] <= 1.0
     assert set(r["cross_fitted"]) == set(sel.RULES)
+
+
+def test_repeat_sentence_says_whether_the_kept_epoch_runs_repeat_their_base():
+    from .test_medmnist_shift import _load as load
+
+    mm = load("medmnist")
+
+    def row(tag, seed, epoch, val, test):
+        return {"tag": tag, "best_epoch": epoch, "val_auc": val, "test_auc": test, "seed": seed}
+
+    rows = {"p_s0_epochs": row("epochs", 0, 36, 0.99, 0.96), "p_s0_soup_best": row("soup_best", 0, 36, 0.99, 0.96),
+            "p_s1_epochs": row("epochs", 1, 20, 0.98, 0.97), "p_s1_soup_best": row("soup_best", 1, 20, 0.98, 0.97),
+            "p_s2_epochs": row("epochs", 2, 5, 0.9, 0.9)}  # no base: not compared
+    assert "the 2 `epochs` runs repeat the `soup_best` runs of the same seeds and machine exactly" in \
+        mm.repeat_sentence(rows, "epochs", "soup_best")
+    rows["p_s1_soup_best"] = row("soup_best", 1, 21, 0.98, 0.97)
+    assert mm.repeat_sentence(rows, "epochs", "soup_best") == \
+        " 1 of the 2 `epochs` runs repeat the `soup_best` runs of the same seeds exactly."
+    assert mm.repeat_sentence({}, "epochs", "soup_best") == ""
