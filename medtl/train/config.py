@@ -69,7 +69,7 @@ class TrainConfig(_Section):
     monitor: str = "auc"  #: validation metric for best checkpoint / early stopping
     #: also write the weights validation scored after every epoch, as ``checkpoints/epoch_NNN.safetensors``
     #: (the size of ``model.safetensors`` each), so a run's whole trajectory can be re-scored later, e.g.
-    #: another way to choose its epoch (``benchmarks/medmnist.py selection``)
+    #: another way to choose its epoch (``benchmarks/selection.py``)
     keep_epochs: bool = False
     patience: int = Field(0, ge=0)  #: early stopping (0 = off)
     device: str = "auto"
