@@ -107,7 +107,7 @@ VARIANTS: dict[str, list[str]] = {
     # first size, fails); the last stage sees 1x1
     "px32": ["preprocess.size=[32,32]"],
     # The recipe with every epoch's weights kept, so how it chooses its epoch can be judged on held-out
-    # validation halves (``python benchmarks/medmnist.py selection``; results/medmnist_rule_selection.md)
+    # validation halves (``python benchmarks/selection.py``; results/medmnist_rule_selection.md)
     "epochs": ["train.keep_epochs=true"],
     **{tag: [f"data.seed={s}"] for s, tag in SUBSET_TAGS.items()},
 }
@@ -821,7 +821,7 @@ def selection_sentence(path: Path = SELECTION) -> str:
                          + _fmt(*_stats([r["figures"][rule]["test_auc"] for r in rs])) for rule in SELECTION_RULES)
         tests.append(f"{label.get(ds, ds)}, {w} (seed{'s' if len(rs) > 1 else ''} "
                      f"{_and(sorted(r['seed'] for r in rs))}): {each}")
-    bad = [r["name"] for r in runs if r["rescore_gap"] > 1e-6]
+    bad = [r["name"] for r in runs if r["rescore_gap"] > data["rescore_tol"]]
     text += "Test AUC (with the views) of each rule's pick on the whole validation split, reported, not used: " + \
         "; ".join(tests) + "." + (f" Left out, their epochs did not re-score as trained: {', '.join(bad)}." if bad else "")
     return text

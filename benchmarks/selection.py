@@ -157,6 +157,15 @@ def verdict(runs: list[dict], seeds: tuple[int, ...] = mm.SEEDS) -> dict:
             "complete": True}
 
 
+def _write(path: Path, done: dict[str, dict]) -> dict:
+    """The probe's JSON from the runs scored so far; returns its verdict."""
+    runs = sorted(done.values(), key=lambda r: r["name"])
+    v = verdict(runs)
+    mm._write_row(path, {"rule": "benchmarks/results/medmnist_rule_selection.md", "splits": SPLITS,
+                         "rescore_tol": RESCORE_TOL, "runs": runs, "verdict": v})
+    return v
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT)
@@ -169,11 +178,8 @@ def main() -> None:
             done[row["name"]] = evaluate_run(row, args.threads)
             r = done[row["name"]]
             print(json.dumps({k: r[k] for k in ("name", "rescore_gap", "cross_fitted", "picks")}), flush=True)
-            runs = sorted(done.values(), key=lambda r: r["name"])
-            mm._write_row(args.out, {"rule": "benchmarks/results/medmnist_rule_selection.md", "splits": SPLITS,
-                                     "runs": runs, "verdict": verdict(runs)})
-    runs = sorted(done.values(), key=lambda r: r["name"])
-    v = verdict(runs)
+            _write(args.out, done)  # after each run: a long pass interrupted keeps what it scored
+    v = _write(args.out, done)
     for ds, means in v["means"].items():
         print(ds, " ".join(f"{rule} {m:.4f}" for rule, m in means.items()))
     print("kept:", v["kept"] if v["complete"] else "no verdict yet (seeds missing)")

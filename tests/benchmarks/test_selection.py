@@ -127,7 +127,8 @@ def test_docs_sentence_gives_each_rules_figures_the_verdict_and_test_only_as_rep
             for ds in ("pneumoniamnist", "retinamnist") for s in (0, 1, 2)]
     runs.append(run("pneumoniamnist", "scratch", 0, (0.9, 0.9, 0.9), (0.955, 0.956, 0.957)))
     path = tmp_path / "sel.json"
-    path.write_text(__import__("json").dumps({"splits": 50, "runs": runs, "verdict": sel.verdict(runs)}))
+    path.write_text(__import__("json").dumps({"splits": 50, "rescore_tol": sel.RESCORE_TOL, "runs": runs,
+                                             "verdict": sel.verdict(runs)}))
     text = mm.selection_sentence(path)
     assert ("500 PneumoniaMNIST images: the best validation AUC (the recipe) 0.9900, the lowest validation loss "
             "0.9920") in text
