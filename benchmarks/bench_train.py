@@ -6,7 +6,10 @@ batch, precision and memory format on synthetic tensors already on the device. T
 ratio says whether the data pipeline is the bottleneck (goal >= 0.9).
 
     python benchmarks/bench_train.py --config pneumoniamnist_effnet_lite0 \\
-        --steps 20 [--device cuda] [--epoch 0] [train.batch_size=128 ...]
+        --steps 20 [--device cuda] [--epoch 0] [--formats] [train.batch_size=128 ...]
+
+``--formats`` times both memory layouts, the default (contiguous) and channels-last (``channels_last_3d``
+for 3D), whatever ``train.channels_last`` says: the measurement behind :func:`medtl.runs.memory_format`.
 
 The model trains as ``fit`` sets it up for one epoch of the recipe (``--epoch``, default the last: the
 strategy's freezing, frozen stages' BatchNorm in eval mode, ``train.bn_momentum``), so a ``gradual`` or
@@ -32,9 +35,13 @@ from medtl.train.engine import (
     make_train_loader,
     train_step,
 )
-from medtl.runs import resolve_device
+from medtl.runs import memory_format, resolve_device, to_memory_format
 from medtl.train.run import build_model, prepare_data, with_min_steps
 from medtl.train.strategy import Strategy, build_optimizer
+
+
+FORMAT_NAMES = {torch.contiguous_format: "contiguous", torch.channels_last: "channels_last",
+                torch.channels_last_3d: "channels_last_3d"}
 
 
 def _sync(device: torch.device) -> None:
@@ -80,6 +87,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--epoch", type=int, default=None, help="the recipe's epoch (0-based) to time; default: the last")
+    ap.add_argument("--formats", action="store_true", help="time contiguous and channels-last layouts both")
     ap.add_argument("--out", default="benchmarks/out/bench_train.json")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
@@ -93,48 +101,57 @@ def main() -> None:
     # preprocess.channels: auto resolved from the data, epochs from train.min_steps, as training does
     cfg = with_min_steps(data.cfg, len(data.train_ds))
     model = build_model(cfg, data.cohort.n_classes, progress=False).to(device)
-    channels_last = cfg.train.channels_last and device.type == "cuda"
-    if channels_last:
-        model.to(memory_format=torch.channels_last if cfg.preprocess.spatial_dims == 2 else torch.channels_last_3d)
+    chosen = memory_format(device, cfg.preprocess.spatial_dims) if cfg.train.channels_last else torch.contiguous_format
+    last = torch.channels_last if cfg.preprocess.spatial_dims == 2 else torch.channels_last_3d
+    formats = [torch.contiguous_format, last] if args.formats else [chosen]
     step_model = torch.compile(model) if cfg.train.compile else model
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     opt = build_optimizer(model, cfg.train, cfg.model.weights is not None)  # all groups, as fit builds it
     model, trainable, epoch = training_model(model, cfg, args.epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     loader, _, _ = make_train_loader(data.train_ds, cfg, device, DistInfo())
-    bs = cfg.train.batch_size
-
-    def real_batches():
-        while True:  # re-iterate (itertools.cycle would replay cached batches, skipping the pipeline)
-            for batch in loader:
-                yield _to_device(batch, device, cfg.train.channels_last)
-
-    x0, y0 = next(real_batches())
-    fake = (x0.new_empty(x0.shape).normal_(), y0.clone())
-
-    def synthetic_batches():
-        while True:
-            yield fake
-
-    n = args.steps
-    t_model = timed_steps(step_model, synthetic_batches(), criterion, opt, scaler, amp, device, n, args.warmup)
-    t_e2e = timed_steps(step_model, real_batches(), criterion, opt, scaler, amp, device, n, args.warmup)
+    bs, n = cfg.train.batch_size, args.steps
     res = {
         "config": args.config, "overrides": args.overrides, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(), "amp": str(amp), "channels_last": channels_last,
-        "compile": cfg.train.compile, "batch_size": bs, "input_shape": list(x0.shape[1:]),
-        "loader_workers": loader.num_workers, "steps": n, "strategy": cfg.train.strategy, "epoch": epoch,
-        "trainable_stages": trainable,
-        "model_only_images_per_s": n * bs / t_model, "end_to_end_images_per_s": n * bs / t_e2e,
+        "threads": torch.get_num_threads(), "amp": str(amp), "memory_format": FORMAT_NAMES[chosen],
+        "compile": cfg.train.compile, "batch_size": bs, "loader_workers": loader.num_workers, "steps": n,
+        "strategy": cfg.train.strategy, "epoch": epoch, "trainable_stages": trainable, "formats": {},
     }
-    res["ratio"] = res["end_to_end_images_per_s"] / res["model_only_images_per_s"]
-    print(f"{cfg.model.arch} {list(x0.shape[1:])} batch {bs} on {res['device_name']} (amp={res['amp']}, "
-          f"workers={res['loader_workers']}, threads={res['threads']}); {cfg.train.strategy} epoch {epoch + 1}/"
-          f"{cfg.train.epochs}: {len(trainable)} trainable stages")
-    print(f"model-only ceiling : {res['model_only_images_per_s']:8.1f} images/s")
-    print(f"end-to-end training: {res['end_to_end_images_per_s']:8.1f} images/s")
-    print(f"ratio              : {res['ratio']:.3f}")
+    for fmt in formats:
+        to_memory_format(model, fmt)
+
+        def real_batches():
+            while True:  # re-iterate (itertools.cycle would replay cached batches, skipping the pipeline)
+                for batch in loader:
+                    yield _to_device(batch, device, fmt)
+
+        x0, y0 = next(real_batches())
+        fake = (torch.empty_like(x0).normal_(), y0.clone())  # empty_like keeps x0's layout
+
+        def synthetic_batches():
+            while True:
+                yield fake
+
+        t_model = timed_steps(step_model, synthetic_batches(), criterion, opt, scaler, amp, device, n, args.warmup)
+        t_e2e = timed_steps(step_model, real_batches(), criterion, opt, scaler, amp, device, n, args.warmup)
+        r = {"model_only_images_per_s": n * bs / t_model, "end_to_end_images_per_s": n * bs / t_e2e}
+        r["ratio"] = r["end_to_end_images_per_s"] / r["model_only_images_per_s"]
+        res["formats"][FORMAT_NAMES[fmt]] = r
+        res["input_shape"] = list(x0.shape[1:])
+        print(f"{cfg.model.arch} {list(x0.shape[1:])} batch {bs} on {res['device_name']} (amp={res['amp']}, "
+              f"workers={res['loader_workers']}, threads={res['threads']}, {FORMAT_NAMES[fmt]}); "
+              f"{cfg.train.strategy} epoch {epoch + 1}/{cfg.train.epochs}: {len(trainable)} trainable stages")
+        print(f"model-only ceiling : {r['model_only_images_per_s']:8.1f} images/s")
+        print(f"end-to-end training: {r['end_to_end_images_per_s']:8.1f} images/s")
+        print(f"ratio              : {r['ratio']:.3f}")
+    res.update(res["formats"][FORMAT_NAMES[chosen]] if FORMAT_NAMES[chosen] in res["formats"] else {})
+    if args.formats:
+        f = res["formats"]
+        res["channels_last_speedup"] = {k: f[FORMAT_NAMES[last]][k] / f["contiguous"][k]
+                                        for k in ("model_only_images_per_s", "end_to_end_images_per_s")}
+        print(f"channels-last / contiguous: model-only x{res['channels_last_speedup']['model_only_images_per_s']:.2f}, "
+              f"end-to-end x{res['channels_last_speedup']['end_to_end_images_per_s']:.2f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))

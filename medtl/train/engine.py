@@ -2,7 +2,7 @@
 
 Speed on a GPU comes from AMP (bf16 where supported), ``channels_last``,
 optional ``torch.compile``, pinned memory and loader workers; on a CPU from
-cached preprocessing and using every core for the model.
+cached preprocessing, ``channels_last`` in 2D and using every core for the model.
 
 Exact resume: every epoch reseeds the shuffling, the augmentation and torch's
 global RNG from ``seed + epoch``, and the checkpoint holds the model, optimizer,
@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from medtl.config import Config
 from medtl.data.datasets import weighted_sampler
-from medtl.runs import resolve_device, save_weights
+from medtl.runs import memory_format, resolve_device, save_weights, to_memory_format
 from medtl.train.logger import MetricLogger
 from medtl.train.config import TrainConfig
 from medtl.train.strategy import (Strategy, build_optimizer, build_scheduler, decay_toward_start,
@@ -101,17 +101,16 @@ def loader_workers(device: torch.device, requested: int) -> int:
 
 # --- loop pieces -----------------------------------------------------------------------------
 
-def _to_device(batch: Any, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_device(batch: Any, device: torch.device,
+               memory_format: torch.memory_format = torch.contiguous_format) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = batch["image"], batch["label"]
-    x = x.to(device, non_blocking=True)
-    if channels_last and device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
+    x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
     return x, torch.as_tensor(y).long().view(-1).to(device, non_blocking=True)
 
 
 @torch.no_grad()
 def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device,
-                   amp: torch.dtype | None = None, channels_last: bool = False,
+                   amp: torch.dtype | None = None, memory_format: torch.memory_format = torch.contiguous_format,
                    progress: bool = False, desc: str = "predict",
                    views: Sequence[View] | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Class probabilities, labels and mean cross-entropy over a loader; with ``views``, the
@@ -119,7 +118,7 @@ def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device,
     model.eval()
     probs, labels, loss_sum, n = [], [], 0.0, 0
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-        x, y = _to_device(batch, device, channels_last)
+        x, y = _to_device(batch, device, memory_format)
         with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
             logits = model(x)
             p = tta_probabilities(model, x, views, logits=logits) if views else None
@@ -300,6 +299,7 @@ class _Fit:
     #: ``train.l2sp``: each group's starting weights (None where the group has no ``l2sp``)
     start: list[list[torch.Tensor] | None] | None = None
     trainable_prev: list[str] | None = None
+    memory_format: torch.memory_format = torch.contiguous_format  #: of the model and every batch
 
     @property
     def swa_from(self) -> int:
@@ -367,8 +367,8 @@ def _set_up(model: nn.Module, train_ds: torch.utils.data.Dataset, val_ds: torch.
         torch.set_num_threads(tc.threads)
     amp = amp_dtype(tc, device)
     model.to(device)
-    if tc.channels_last and device.type == "cuda":
-        model.to(memory_format=torch.channels_last if cfg.preprocess.spatial_dims == 2 else torch.channels_last_3d)
+    fmt = memory_format(device, cfg.preprocess.spatial_dims) if tc.channels_last else torch.contiguous_format
+    to_memory_format(model, fmt)
 
     train_loader, sampler, generator = make_train_loader(train_ds, cfg, device, dist_info, sample_weights)
     val_loader = (DataLoader(val_ds, batch_size=tc.batch_size * 2, shuffle=False, num_workers=train_loader.num_workers,
@@ -406,7 +406,7 @@ def _set_up(model: nn.Module, train_ds: torch.utils.data.Dataset, val_ds: torch.
     step_model: nn.Module = torch.compile(model) if tc.compile and not dist_info.enabled else model
     return _Fit(tc, dist_info, device, amp, model, step_model, train_loader, sampler, generator, val_loader,
                 optimizer, scheduler, scaler, criterion, Strategy(tc, pretrained=pretrained),
-                state, last_ckpt, logger, ema, swa, soup_pool, start)
+                state, last_ckpt, logger, ema, swa, soup_pool, start, memory_format=fmt)
 
 
 def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> tuple[dict[str, Any], float]:
@@ -434,7 +434,7 @@ def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> t
     bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}",
                disable=not (progress and run.dist.is_main), leave=False, dynamic_ncols=True)
     for batch in bar:
-        x, y = _to_device(batch, device, tc.channels_last)
+        x, y = _to_device(batch, device, run.memory_format)
         loss = train_step(run.step_model, x, y, run.criterion, run.optimizer, run.scaler, run.amp,
                           tc.mixup, tc.cutmix)
         if run.start is not None:
@@ -464,7 +464,7 @@ def _validate(run: _Fit, model: nn.Module | None = None) -> dict[str, float]:
     from medtl.train.metrics import classification_metrics
 
     model = run.eval_model if model is None else model
-    probs, labels, val_loss = predict_loader(model, run.val_loader, run.device, run.amp, run.cfg.channels_last)
+    probs, labels, val_loss = predict_loader(model, run.val_loader, run.device, run.amp, run.memory_format)
     out = {"val_loss": val_loss}
     for k, v in classification_metrics(labels, probs).items():
         if isinstance(v, (int, float)) and k != "n":

@@ -75,6 +75,24 @@ def test_patience_stops_when_the_monitored_score_never_improves(tmp_path):
     assert (tmp_path / "checkpoints" / "last.pt").is_file()
 
 
+def test_2d_on_a_cpu_trains_channels_last_to_the_same_weights_as_the_default_layout(tmp_path):
+    """``train.channels_last`` (on by default) changes the layout, not the arithmetic: the same run in
+    either layout ends with the same weights up to float rounding, and off leaves the model contiguous."""
+    nets = {}
+    for on in (True, False):
+        torch.manual_seed(0)
+        net = Staged()
+        net.stem.append(nn.Conv2d(4, 4, 3))  # 4 input channels: the layouts differ (with 1 they coincide)
+        engine.fit(net, cases(8), cases(4), cfg("train.epochs=2", f"train.channels_last={on}"), tmp_path / str(on),
+                   progress=False)
+        nets[on] = net
+    w_on, w_off = nets[True].stem[2].weight, nets[False].stem[2].weight
+    assert w_on.is_contiguous(memory_format=torch.channels_last) and not w_on.is_contiguous()
+    assert w_off.is_contiguous() and not w_off.is_contiguous(memory_format=torch.channels_last)
+    for k, v in nets[False].state_dict().items():
+        torch.testing.assert_close(nets[True].state_dict()[k], v, rtol=1e-4, atol=1e-6)
+
+
 def test_without_validation_the_lowest_training_loss_is_the_best(tmp_path):
     best = []
     state = engine.fit(Staged(), cases(16), None, cfg("train.epochs=3", "train.schedule=constant"), tmp_path,

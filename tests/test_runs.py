@@ -1,0 +1,53 @@
+"""medtl.runs: the memory layout training uses on each device, applied without breaking any model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medtl import models
+from medtl.runs import memory_format, to_memory_format
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_channels_last_on_a_gpu_and_for_2d_on_a_cpu():
+    assert memory_format(CUDA, 2) is torch.channels_last
+    assert memory_format(CUDA, 3) is torch.channels_last_3d
+    assert memory_format(CPU, 2) is torch.channels_last
+    assert memory_format(CPU, 3) is torch.contiguous_format  # not faster at every 3D shape
+    assert memory_format(torch.device("mps"), 2) is torch.contiguous_format  # not measured
+
+
+@pytest.mark.parametrize("inflate", ["acs", "2.5d"])
+def test_3d_models_with_2d_kernels_take_channels_last_3d_and_compute_the_same(inflate):
+    """``model.to(memory_format=torch.channels_last_3d)`` raises on ACS's and 2.5D's 2D kernels (which a
+    GPU run with the default ``train.channels_last`` hit); converting by rank keeps those as they are."""
+    torch.manual_seed(0)
+    model = models.create("resnet18", in_channels=1, spatial_dims=3, inflate=inflate, num_classes=2).eval()
+    x = torch.randn(2, 1, 8, 16, 16)
+    with torch.no_grad():
+        ref = model(x)
+    with pytest.raises(RuntimeError, match="rank 5"):
+        model.to(memory_format=torch.channels_last_3d)
+    to_memory_format(model, torch.channels_last_3d)
+    with torch.no_grad():
+        out = model(x.contiguous(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_2d_model_converted_and_back_keeps_its_weights_exactly():
+    torch.manual_seed(0)
+    model = models.create("efficientnet_lite0", in_channels=1, num_classes=2).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    to_memory_format(model, torch.channels_last)
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last)), ref, rtol=1e-4, atol=1e-5)
+    to_memory_format(model, torch.contiguous_format)
+    assert all(w.is_contiguous() for w in convs)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
