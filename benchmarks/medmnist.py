@@ -109,12 +109,18 @@ VARIANTS: dict[str, list[str]] = {
     # The recipe with every epoch's weights kept, so how it chooses its epoch can be judged on held-out
     # validation halves (``python benchmarks/selection.py``; results/medmnist_rule_selection.md)
     "epochs": ["train.keep_epochs=true"],
+    # A deep ensemble at the recipe's full cost per member (``train.ensemble=2``), measured once CPU training in
+    # 2D became channels-last (1.5x as fast: two members fit the 20 minutes a run may take). Member 0 is the
+    # recipe itself on this code and machine (the probe's base); member 1 trains with seed s + 100 on the
+    # seed-s cohort, as train.ensemble's second member does (results/medmnist_rule_ensf.md)
+    "ensf0": [],
+    "ensf1": ["data.seed={seed}", "train.seed={seed_b}"],
     **{tag: [f"data.seed={s}"] for s, tag in SUBSET_TAGS.items()},
 }
 
 #: Ensemble probes: tag -> the member tags whose probabilities are averaged (``python benchmarks/medmnist.py
 #: ensemble``); member j of seed s trains with seed s + 100 j on the seed-s cohort
-ENSEMBLES = {"ens2": ("ens2m0", "ens2m1")}
+ENSEMBLES = {"ens2": ("ens2m0", "ens2m1"), "ensf": ("ensf0", "ensf1")}
 
 
 def run_name(dataset: str, weights: str, seed: int, train_size: int | None, tag: str) -> str:
