@@ -259,14 +259,16 @@ def test_ensemble_members_train_as_the_members_of_train_ensemble_at_half_the_ste
     assert {c.train.min_steps for c in cfgs} == {load_config(mm.RECIPE).train.min_steps // 2}
 
 
-def _confirm_rows(mm, vals: dict[tuple[str, str], list[float]], margin: float = 0.002) -> dict[str, dict]:
-    """Rows of seeds 3-5: ``vals[(dataset, tag)]`` their validation AUCs; the base rows carry the tie margin."""
+def _confirm_rows(mm, vals: dict[tuple[str, str], list[float]], margin: float = 0.002, seeds=None,
+                  seconds: float = 600.0) -> dict[str, dict]:
+    """Rows of seeds 3-5 (or ``seeds``): ``vals[(dataset, tag)]`` their validation AUCs; every row carries the
+    tie margin."""
     rows = {}
     for (ds, tag), vs in vals.items():
-        for s, v in zip(mm.CONFIRM_SEEDS, vs):
+        for s, v in zip(seeds or mm.CONFIRM_SEEDS, vs):
             name = mm.run_name(ds, "imagenet", s, 500 if ds == "pneumoniamnist" else None, tag)
             rows[name] = {"name": name, "seed": s, "tag": tag, "val_auc": v, "test_auc": 0.9, "tta_views": 9,
-                          "val_auc_boot_sd": margin}
+                          "val_auc_boot_sd": margin, "seconds": seconds}
     return rows
 
 
@@ -290,7 +292,7 @@ def test_confirmation_seeds_are_summarised_apart_and_never_judged_by_the_old_rul
 def test_confirmation_rule_uses_the_bootstrap_tie_margin(mm, p500, retina, verdict):
     rows = _confirm_rows(mm, {("pneumoniamnist", "ens2"): [p500[0]] * 3, ("pneumoniamnist", "soup_best"): [p500[1]] * 3,
                               ("retinamnist", "ens2"): [retina[0]] * 3, ("retinamnist", "soup_best"): [retina[1]] * 3})
-    sentence = mm.confirm_sentence(rows)
+    sentence = mm.tie_sentence(rows, "ens2")
     assert f"Verdict: {verdict}" in sentence
     assert f"val {p500[0]:.4f} vs {p500[1]:.4f}, d {p500[0] - p500[1]:+.4f} against a tie margin of 0.0020" in sentence
 
@@ -298,6 +300,36 @@ def test_confirmation_rule_uses_the_bootstrap_tie_margin(mm, p500, retina, verdi
 def test_confirmation_has_no_verdict_until_every_seed_ran_on_both_datasets(mm):
     rows = _confirm_rows(mm, {("pneumoniamnist", "ens2"): [0.999] * 3, ("pneumoniamnist", "soup_best"): [0.99] * 3,
                               ("retinamnist", "ens2"): [0.9] * 2, ("retinamnist", "soup_best"): [0.8] * 3})
-    sentence = mm.confirm_sentence(rows)
+    sentence = mm.tie_sentence(rows, "ens2")
     assert "RetinaMNIST (seeds 3, 4)" in sentence and "Verdict: no verdict yet" in sentence
-    assert mm.confirm_sentence({}) == ""
+    assert mm.tie_sentence({}, "ens2") == ""
+
+
+@pytest.mark.parametrize("seconds, verdict", [(1100.0, "kept"), (1300.0, "not kept (over 20 minutes on 6 runs)")])
+def test_full_cost_ensemble_rule_reads_seeds_0_to_2_and_bounds_the_ensembles_time(mm, seconds, verdict):
+    """``ensf`` (results/medmnist_rule_ensf.md): the same tie rule on seeds 0-2 against its own member 0, and not
+    kept when the two members together take over 1200 s on any run, however high its validation AUC."""
+    vals = {("pneumoniamnist", "ensf"): [0.9950] * 3, ("pneumoniamnist", "ensf0"): [0.9949] * 3,
+            ("retinamnist", "ensf"): [0.8210] * 3, ("retinamnist", "ensf0"): [0.7990] * 3}
+    rows = _confirm_rows(mm, vals, seeds=mm.SEEDS, seconds=seconds)
+    sentence = mm.tie_sentence(rows, "ensf")
+    assert "on seeds 0, 1, 2" in sentence and "medmnist_rule_ensf.md" in sentence
+    assert f"Verdict: {verdict}" in sentence
+    assert mm.tie_sentence(_confirm_rows(mm, vals, seeds=mm.CONFIRM_SEEDS), "ensf") == ""  # other seeds: not its runs
+
+
+def test_a_base_without_its_tie_margin_is_not_judged_yet(mm):
+    vals = {("pneumoniamnist", "ensf"): [0.9950] * 3, ("pneumoniamnist", "ensf0"): [0.9949] * 3}
+    rows = _confirm_rows(mm, vals, seeds=mm.SEEDS)
+    for r in rows.values():
+        if r["tag"] == "ensf0":
+            del r["val_auc_boot_sd"]
+    assert mm.tie_sentence(rows, "ensf") == ""
+
+
+def test_one_ensemble_over_the_time_bound_is_a_verdict_before_every_seed_has_run(mm):
+    vals = {("pneumoniamnist", "ensf"): [0.9950], ("pneumoniamnist", "ensf0"): [0.9949]}
+    sentence = mm.tie_sentence(_confirm_rows(mm, vals, seeds=mm.SEEDS, seconds=1383.0), "ensf")
+    assert "(seed 0)" in sentence and "23.1 min at most" in sentence
+    assert "Verdict: not kept (over 20 minutes on 1 run; the other seeds were not run" in sentence
+    assert "Verdict: no verdict yet" in mm.tie_sentence(_confirm_rows(mm, vals, seeds=mm.SEEDS), "ensf")
