@@ -957,7 +957,7 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
             lines += ["", "Confirmation on fresh seeds (the verdicts above stand): " + confirm]
         ensf = tie_sentence(table_rows, "ensf")
         if ensf:
-            lines += ["", "Once CPU training in 2D ran channels-last (1.5x as fast), an ensemble at the full cost per "
+            lines += ["", "Once CPU training in 2D ran channels-last (1.5x as fast in `benchmarks/bench_train.py --formats`), an ensemble at the full cost per "
                       "member: " + ensf]
         machine = machine_sentence(table_rows)
         if machine:
