@@ -30,15 +30,14 @@ from typing import Any, Callable, Mapping, Sequence
 import gradio as gr
 import numpy as np
 from medtl.app import viewer as V
-from medtl.app.limits import app_timeout, call_with_limit
-from medtl.app.study import header_markdown, study_header
+from medtl.app.limits import app_timeout, call_with_limit, warm_up
+from medtl.app.study import header_markdown, read_upload
 from medtl.app.uploads import stage_upload
 from medtl.errors import MedtlError
 from medtl.explain import DEFAULT_METHOD, METHOD_TITLES, METHODS as EXPLAIN_METHODS
 from medtl.explain import colour_bar, method_title, save_overlay_png, save_saliency_nifti
 from medtl.infer import Prediction, Predictor
-from medtl.io import Scan, list_series, load_scan
-from medtl.io.detect import detect_format
+from medtl.io import Scan
 
 __all__ = ["ANALYZE_OUTPUTS", "METHODS", "MedtlApp", "build_app", "launch", "main", "model_choices"]
 
@@ -365,7 +364,7 @@ class MedtlApp:
         stage = stage_upload(paths, self.workdir / f"upload-{uuid.uuid4().hex}")
         pick = None if series in (None, "") else int(series)
         try:
-            found, scan, header = call_with_limit(_read_upload, stage, pick, timeout=app_timeout())
+            found, scan, header = call_with_limit(read_upload, stage, pick, timeout=app_timeout())
         finally:
             if stage.is_dir() and stage.parent == self.workdir:
                 shutil.rmtree(stage, ignore_errors=True)
@@ -853,15 +852,6 @@ def _run_example(app: MedtlApp, path: str, previous: Session | None, model: str,
     return ([path], *app.analyze_page(previous, [path], None, model, method, alpha, progress))
 
 
-def _read_upload(stage: Path, pick: int | None) -> tuple[list[dict], Scan, dict]:
-    """Series found, the scan and its study header: what one upload request reads (under the
-    wall-clock limit of :func:`medtl.app.limits.call_with_limit`)."""
-    found = list_series(stage) if detect_format(stage) in ("folder", "zip") else []
-    scan = load_scan(stage, series=pick, progress=False)
-    header = study_header(stage, scan.metadata.get("series_uid")) if scan.format != "image" else {}
-    return found, scan, header
-
-
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any) -> tuple:
     """Serve ``demo`` on ``host:port`` (loopback by default; never a public share link)."""
     from medtl.demo.cohort import sample_dir
@@ -870,6 +860,8 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **
     # The built-in examples are served from the sample cohort, wherever the server was started.
     allowed = [*kwargs.pop("allowed_paths", []), str(sample_dir())]
     demo.queue(default_concurrency_limit=2)
+    if app_timeout() is not None:
+        warm_up()
     return demo.launch(server_name=host, server_port=port, share=False, theme=THEME, css=CSS, js=VIEWER_JS,
                        max_file_size=MAX_UPLOAD, footer_links=[], allowed_paths=allowed, **kwargs)
 

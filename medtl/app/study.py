@@ -13,6 +13,9 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
+from medtl.io import Scan, list_series, load_scan
+from medtl.io.detect import detect_format
+
 #: DICOM keyword -> label shown in the page, in display order.
 HEADER_TAGS = {"PatientName": "Patient", "PatientID": "Patient ID", "PatientBirthDate": "Born",
                "PatientSex": "Sex", "StudyDate": "Study date", "StudyDescription": "Study",
@@ -74,3 +77,12 @@ def header_markdown(header: dict[str, str]) -> str:
     if not header:
         return ""
     return " · ".join(f"**{k}:** {v}" for k, v in header.items())
+
+
+def read_upload(stage: Path, pick: int | None) -> tuple[list[dict], Scan, dict]:
+    """Series found, the scan and its study header: what one upload request reads (in a child
+    process, under the wall-clock limit of :func:`medtl.app.limits.call_with_limit`)."""
+    found = list_series(stage) if detect_format(stage) in ("folder", "zip") else []
+    scan = load_scan(stage, series=pick, progress=False)
+    header = study_header(stage, scan.metadata.get("series_uid")) if scan.format != "image" else {}
+    return found, scan, header

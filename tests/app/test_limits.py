@@ -1,4 +1,5 @@
 import os
+import threading
 import time
 
 import pytest
@@ -22,6 +23,34 @@ def _crash():
 
 def _die():
     os._exit(3)
+
+
+_HELD = threading.Lock()  # held by a "server thread" in the test below
+
+
+def _take_the_lock():
+    return _HELD.acquire(timeout=2), os.getppid()
+
+
+def test_a_lock_another_thread_holds_is_not_inherited_by_the_reading_child():
+    """Under a plain fork the child would start with ``_HELD`` locked by a thread that does not exist there,
+    and a reader needing it would hang until the limit; the child comes from the fork server instead."""
+    held, done = threading.Event(), threading.Event()
+
+    def server_thread():
+        with _HELD:
+            held.set()
+            done.wait(30)
+
+    t = threading.Thread(target=server_thread)
+    t.start()
+    try:
+        held.wait(5)
+        got, parent = call_with_limit(_take_the_lock, timeout=30)
+    finally:
+        done.set()
+        t.join()
+    assert got and parent != os.getpid()
 
 
 def test_result_errors_and_crashes_come_back_as_one_line():
