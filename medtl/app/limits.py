@@ -3,10 +3,11 @@
 The upload is read in a child process forked from a fork server (a small single-threaded process
 that has imported medtl's readers once): fast, since nothing is re-imported, and never a fork of
 the threaded web server itself, whose child can inherit a lock another thread held and hang until
-the limit (a CI run saw a sample upload wait the full 120 s under plain fork). Past ``timeout`` seconds the child is
-killed, the request fails with one readable line and its slot is free again. A child that
-dies (the OS killing it for memory, a crash in a C decoder) fails only that request. The limit is
-``MEDTL_APP_TIMEOUT`` seconds (default 120; 0 turns it off and reads in the server process).
+the limit (a CI run saw a sample upload wait the full 120 s under plain fork). Past ``timeout``
+seconds the child is killed, the request fails with one readable line and its slot is free again.
+A child that dies (the OS killing it for memory, a crash in a C decoder) fails only that request.
+The limit is ``MEDTL_APP_TIMEOUT`` seconds (default 120; 0 turns it off and reads in the server
+process).
 """
 
 from __future__ import annotations
