@@ -145,7 +145,7 @@ def main() -> None:
         print(f"model-only ceiling : {r['model_only_images_per_s']:8.1f} images/s")
         print(f"end-to-end training: {r['end_to_end_images_per_s']:8.1f} images/s")
         print(f"ratio              : {r['ratio']:.3f}")
-    res.update(res["formats"][FORMAT_NAMES[chosen]] if FORMAT_NAMES[chosen] in res["formats"] else {})
+    res.update(res["formats"][FORMAT_NAMES[chosen]])  # chosen is always among the formats timed
     if args.formats:
         f = res["formats"]
         res["channels_last_speedup"] = {k: f[FORMAT_NAMES[last]][k] / f["contiguous"][k]
