@@ -25,13 +25,18 @@ import json
 import os
 import platform
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from medtl.infer import score
+from medtl.infer import discover, score
+from medtl.infer.engines import load_study
+from medtl.infer.isolate import isolated_stream, warm_up
 from medtl.models import create
 from medtl.demo.cohort import make_cohort
 from medtl.runs import CARD_FORMAT, save_weights
@@ -83,12 +88,38 @@ def run_one(run: Path, folder: Path, work: Path, workers: int, batch_size: int, 
     }
 
 
+def worker_startup(run: Path, folder: Path) -> float:
+    """Seconds until a first study comes back from a fresh process's first worker (fork server start included)."""
+    prep = json.loads((run / "model_card.json").read_text())["preprocessing"]
+    study = discover(folder, 2).studies[0]
+    t0 = time.perf_counter()
+    warm_up(load_study)
+    item = next(iter(isolated_stream([study], load_study, (prep, False), 1, None, 1)))
+    if item["error"]:
+        raise SystemExit(f"worker start-up: {item['error']}")
+    return time.perf_counter() - t0
+
+
+def cli_seconds(run: Path, folder: Path, work: Path, workers: int, batch_size: int, repeat: int) -> list[float]:
+    """Wall seconds of ``medtl score`` in a new process, each run into a fresh output."""
+    times = []
+    for i in range(repeat):
+        out = work / f"cli_w{workers}_{i}" / "scores.csv"
+        cmd = [sys.executable, "-m", "medtl.cli", "score", "--model", str(run), str(folder), "--out", str(out),
+               "--workers", str(workers), "--batch-size", str(batch_size), "--no-progress", "--device", "cpu"]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n2d", type=int, default=96, help="2D studies (CT DICOM slices)")
     ap.add_argument("--n3d", type=int, default=24, help="3D studies (NIfTI volumes)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--cli-repeat", type=int, default=3, help="runs of `medtl score` per worker count (0: none)")
     ap.add_argument("--ray", action="store_true", help="also time --engine ray (needs ray)")
     ap.add_argument("--dir", help="working folder (default: a temporary one, removed at the end)")
     ap.add_argument("--out", default="benchmarks/out/bench_score.json")
@@ -112,9 +143,18 @@ def main() -> None:
                   f"infer {r['infer_ms_per_study']:.1f} ms/study, decode fraction {r['decode_fraction']}, "
                   f"main waiting {r['wait_fraction']:.0%}", flush=True)
 
+        startup = round(worker_startup(*cases["2d"]), 2)
+        print(f"local workers' start-up: {startup:.2f} s once per process (not in the figures below)", flush=True)
         for dims, (run, folder) in cases.items():
             for w in args.workers:
                 report_one(dims, run_one(run, folder, work, w, args.batch_size, "local"))
+        cli = []
+        for w in sorted({0, *args.workers}) if args.cli_repeat > 0 else []:
+            times = cli_seconds(*cases["2d"], work, w, args.batch_size, args.cli_repeat)
+            cli.append({"input": "2d", "workers": w, "wall_s": [round(t, 2) for t in times],
+                        "median_s": round(statistics.median(times), 2)})
+            print(f"medtl score, 2d, {args.n2d} studies, workers={w}: median {cli[-1]['median_s']:.2f} s "
+                  f"(runs: {', '.join(f'{t:.2f}' for t in times)})", flush=True)
         ray_init = {}
         if args.ray:
             import ray
@@ -131,6 +171,7 @@ def main() -> None:
                     ray.shutdown()
         report = {
             "benchmark": "bench_score", "results": results, "ray_init_s": ray_init,
+            "local_worker_startup_s": startup, "cli": cli,
             "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                         "python": platform.python_version(), "torch": torch.__version__,
                         "platform": platform.platform()},

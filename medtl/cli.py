@@ -245,6 +245,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    if args.engine == "local" and args.workers > 0:
+        from medtl import _forkserver
+
+        # the workers' fork server imports the readers (about 3 s) while this process imports its own
+        _forkserver.warm_up(["medtl.infer.engines"])
     from medtl.infer import score
 
     summary = score(args.model, args.input, args.out, workers=args.workers, batch_size=args.batch_size,

@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parents[1] / "medtl"
 
 #: Each part and the parts it may import (below it). ``runs``/``config`` sit between the parts and the CLI.
 ALLOWED = {
-    "errors": set(), "_fileutil": set(), "_schema": set(),
+    "errors": set(), "_fileutil": set(), "_schema": set(), "_forkserver": set(),
     "io": {"errors", "_fileutil", "_paths"},
     "transforms": {"errors", "_fileutil", "_schema", "io", "models"},  # each model ships its normalisation
     "models": {"errors", "_fileutil", "_schema", "_paths"},
@@ -26,10 +26,10 @@ ALLOWED = {
     "config": {"errors", "_fileutil", "_schema", "data", "transforms", "models", "train"},
     "train": {"errors", "_fileutil", "_schema", "io", "transforms", "models", "data", "runs", "config", "explain",
               "guard"},
-    "infer": {"errors", "_fileutil", "io", "transforms", "models", "explain", "runs", "guard"},
+    "infer": {"errors", "_fileutil", "_forkserver", "io", "transforms", "models", "explain", "runs", "guard"},
     "demo": {"errors", "_fileutil", "_paths", "io", "transforms", "models", "data", "explain", "runs", "config",
              "train", "infer", "guard"},
-    "app": {"errors", "_fileutil", "io", "transforms", "models", "explain", "runs", "infer", "demo", "guard",
+    "app": {"errors", "_fileutil", "_forkserver", "io", "transforms", "models", "explain", "runs", "infer", "demo", "guard",
             "pacs"},
     "pacs": {"errors", "_fileutil", "io", "runs", "infer", "explain", "guard"},
 }

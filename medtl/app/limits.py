@@ -1,9 +1,7 @@
 """A wall-clock limit for what one app request reads, so a stuck decode never holds a queue slot.
 
-The upload is read in a child process forked from a fork server (a small single-threaded process
-that has imported medtl's readers once): fast, since nothing is re-imported, and never a fork of
-the threaded web server itself, whose child can inherit a lock another thread held and hang until
-the limit (a CI run saw a sample upload wait the full 120 s under plain fork). Past ``timeout``
+The upload is read in a child process from :mod:`medtl._forkserver` (medtl's readers imported once,
+never a plain fork of the threaded web server, whose child can inherit a held lock). Past ``timeout``
 seconds the child is killed, the request fails with one readable line and its slot is free again.
 A child that dies (the OS killing it for memory, a crash in a C decoder) fails only that request.
 The limit is ``MEDTL_APP_TIMEOUT`` seconds (default 120; 0 turns it off and reads in the server
@@ -12,12 +10,12 @@ process).
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from medtl import _forkserver
 from medtl.errors import MedtlError, one_line
 
 __all__ = ["DEFAULT_APP_TIMEOUT", "RequestTimeout", "app_timeout", "call_with_limit", "warm_up"]
@@ -42,21 +40,9 @@ def app_timeout() -> float | None:
     return value if value > 0 else None
 
 
-def _context() -> Any:
-    """``forkserver`` where the platform has it (Linux, macOS), else ``spawn``: never a plain fork."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)  # read when the server starts; later calls change nothing
-    return ctx
-
-
 def warm_up() -> None:
     """Start the fork server now (a second or two of imports), so the first upload does not wait for it."""
-    if _context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
+    _forkserver.warm_up(PRELOAD)
 
 
 def _child(conn: Any, fn: Callable[..., Any], args: tuple) -> None:
@@ -79,7 +65,7 @@ def call_with_limit(fn: Callable[..., T], *args: Any, timeout: float | None, wha
     ``fn`` and ``args`` travel to the child by pickling: a module-level function."""
     if timeout is None:
         return fn(*args)
-    ctx = _context()
+    ctx = _forkserver.child_context(PRELOAD)
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, fn, args), daemon=True)
     proc.start()

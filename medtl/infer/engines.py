@@ -83,15 +83,14 @@ def load_study(study: Study, prep: Preprocessing | dict[str, Any], keep_scan: bo
 
 def stream_studies(engine: str, studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool, workers: int,
                    batch_size: int, ray_address: str | None = None,
-                   lock_fds: tuple[int, ...] = (), timeout: float | None = None) -> Generator[Item, None, None]:
+                   timeout: float | None = None) -> Generator[Item, None, None]:
     """The items of ``studies`` from ``engine``; closing the generator stops its workers.
 
-    ``lock_fds`` are file descriptors local worker processes must not keep open (see
-    :func:`local_stream`); Ray workers are not forked from this process. ``timeout`` is the
-    per-study wall-clock limit in seconds (None: none): a study past it becomes an error item.
+    ``timeout`` is the per-study wall-clock limit in seconds (None: none): a study past it
+    becomes an error item.
     """
     if engine == "local":
-        return local_stream(studies, prep, keep_scan, workers, batch_size, lock_fds, timeout)
+        return local_stream(studies, prep, keep_scan, workers, batch_size, timeout)
     if engine == "ray":
         return ray_stream(studies, prep, keep_scan, workers, batch_size, ray_address, timeout)
     raise MedtlError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
@@ -100,8 +99,7 @@ def stream_studies(engine: str, studies: Sequence[Study], prep: dict[str, Any], 
 # --- local: isolated worker processes -------------------------------------------------------------
 
 def local_stream(studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool, workers: int,
-                 batch_size: int, lock_fds: tuple[int, ...] = (),
-                 timeout: float | None = None) -> Generator[Item, None, None]:
+                 batch_size: int, timeout: float | None = None) -> Generator[Item, None, None]:
     """Items in study order from ``workers`` processes (0: decoded in this process).
 
     Each worker reads one study at a time (see :mod:`medtl.infer.isolate`): a study running
@@ -116,7 +114,7 @@ def local_stream(studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool
     # Not a torch DataLoader: its workers cannot be stopped one at a time, so one stuck
     # study would stall every later one (its timeout= aborts the whole loader).
     ahead = max(2 * workers, batch_size)
-    yield from isolated_stream(studies, load_study, (prep, keep_scan), workers, timeout, ahead, lock_fds)
+    yield from isolated_stream(studies, load_study, (prep, keep_scan), workers, timeout, ahead)
 
 
 # --- Ray tasks ------------------------------------------------------------------------------------

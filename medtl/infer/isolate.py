@@ -4,7 +4,9 @@ One stuck decode (a hostile file, a decoder that loops) must not stall the order
 stream: each study runs in a worker process; when it exceeds ``timeout`` seconds the
 worker is killed and replaced, the study gets an error item (``"took longer than ..."``)
 and the stream goes on. A worker that dies (killed by the OS for memory, a crash in a C
-decoder) fails only the study it was reading.
+decoder) fails only the study it was reading. Workers come from :mod:`medtl._forkserver`, never a
+plain fork of the scoring process (its threads' locks, and its open files such as the output lock,
+stay behind).
 
 With ``workers=0`` studies are read in the calling process; the limit is then enforced
 with ``SIGALRM`` (main thread only), which interrupts Python code but not a C decoder.
@@ -13,7 +15,6 @@ with ``SIGALRM`` (main thread only), which interrupts Python code but not a C de
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import os
 import signal
 import threading
@@ -22,9 +23,11 @@ from collections.abc import Callable, Generator, Sequence
 from multiprocessing.connection import wait
 from typing import Any
 
+from medtl import _forkserver
 from medtl.errors import MedtlError
 
-__all__ = ["DEFAULT_STUDY_TIMEOUT", "StudyTimeout", "isolated_stream", "in_process_stream", "study_timeout"]
+__all__ = ["DEFAULT_STUDY_TIMEOUT", "StudyTimeout", "isolated_stream", "in_process_stream", "study_timeout",
+           "warm_up"]
 
 #: Default per-study wall-clock limit (seconds); ``MEDTL_STUDY_TIMEOUT`` or ``--study-timeout`` change it.
 DEFAULT_STUDY_TIMEOUT = 600.0
@@ -55,10 +58,7 @@ def _error_item(study: Any, reason: str, seconds: float) -> dict[str, Any]:
             "seconds": seconds}
 
 
-def _worker(conn: Any, load: Callable[..., dict], args: tuple, lock_fds: tuple[int, ...]) -> None:
-    for fd in lock_fds:  # never keep the output lock of a run that died
-        with contextlib.suppress(OSError):
-            os.close(fd)
+def _worker(conn: Any, load: Callable[..., dict], args: tuple) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     with contextlib.suppress(Exception):
         import torch
@@ -67,8 +67,8 @@ def _worker(conn: Any, load: Callable[..., dict], args: tuple, lock_fds: tuple[i
     parent = os.getppid()
     while True:
         try:
-            # A killed parent never closes the pipe (its other workers hold copies of it): watch
-            # for being re-parented instead, so a SIGKILLed run leaves no worker behind.
+            # A SIGKILLed run closes its end of the pipe (EOF here) and its fork server, this
+            # worker's parent, exits with it: either way no worker outlives the run.
             while not conn.poll(1.0):
                 if os.getppid() != parent:
                     return
@@ -81,20 +81,25 @@ def _worker(conn: Any, load: Callable[..., dict], args: tuple, lock_fds: tuple[i
         conn.send((index, load(study, *args)))
 
 
+def warm_up(load: Callable[..., dict]) -> None:
+    """Start the workers' fork server now: it imports ``load``'s module while the caller does other work."""
+    _forkserver.warm_up([load.__module__])
+
+
 def isolated_stream(studies: Sequence[Any], load: Callable[..., dict], args: tuple, workers: int,
-                    timeout: float | None, ahead: int, lock_fds: tuple[int, ...] = ()) -> Generator[dict, None, None]:
+                    timeout: float | None, ahead: int) -> Generator[dict, None, None]:
     """``load(study, *args)`` for each study in ``workers`` processes, yielded in study order.
 
-    At most ``ahead`` studies are read beyond the next one to yield. Closing the generator
-    stops every worker.
+    ``load`` and the studies travel to the workers by pickling (``load``: a module-level
+    function, whose module the fork server imports once). At most ``ahead`` studies are read
+    beyond the next one to yield. Closing the generator stops every worker.
     """
-    methods = mp.get_all_start_methods()
-    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+    ctx = _forkserver.child_context([load.__module__])
     slots: list[dict[str, Any]] = []
 
     def start() -> dict[str, Any]:
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(child, load, args, lock_fds), daemon=True)
+        proc = ctx.Process(target=_worker, args=(child, load, args), daemon=True)
         proc.start()
         child.close()
         return {"proc": proc, "conn": parent, "task": None}

@@ -42,7 +42,7 @@ import numpy as np
 from medtl.errors import MedtlError, one_line
 from medtl.infer.engines import ENGINES, load_study, stream_studies
 from medtl.infer.predictor import Predictor, write_saliency
-from medtl.infer.isolate import study_timeout as _study_timeout
+from medtl.infer.isolate import study_timeout as _study_timeout, warm_up
 from medtl.infer.sinks import (
     ERROR_COLUMNS,
     AtomicCsv,
@@ -142,6 +142,8 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
         raise MedtlError(f"batch size must be at least 1, got {batch_size}")
     if parquet:
         check_parquet_support()
+    if engine == "local" and workers > 0:
+        warm_up(load_study)  # the workers' fork server imports the readers while the model loads
     predictor = model_run if isinstance(model_run, Predictor) else Predictor.from_run(
         model_run, device=device, allow_other_domain=allow_other_domain)
     out_csv = Path(out_csv)
@@ -170,7 +172,7 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
         columns = score_columns(predictor.class_names)
         done = recover_scores(out_csv, columns, predictor.model_id)
         _score_pending(predictor, found, done, summary, out_csv, errors_path, columns, workers, batch_size, engine,
-                       sal_dir, saliency_method, progress, ray_address, (lock.fileno(),), timeout)
+                       sal_dir, saliency_method, progress, ray_address, timeout)
     finally:
         lock.close()
     if parquet_path is not None:
@@ -183,7 +185,7 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
 def _score_pending(predictor: Predictor, found: Discovery, done: set[str], summary: ScoreSummary, out_csv: Path,
                    errors_path: Path, columns: list[str], workers: int, batch_size: int, engine: str,
                    sal_dir: Path | None, saliency_method: str, progress: bool, ray_address: str | None,
-                   lock_fds: tuple[int, ...] = (), timeout: float | None = None) -> None:
+                   timeout: float | None = None) -> None:
     scores = CsvAppender(out_csv, columns)
     errors = AtomicCsv(errors_path, ERROR_COLUMNS)  # replaces the errors file only when closed
     try:
@@ -199,7 +201,7 @@ def _score_pending(predictor: Predictor, found: Discovery, done: set[str], summa
         summary.skipped = len(found.studies) - len(pending)
         if pending:
             _run(predictor, pending, summary, scores, fail, workers, batch_size, engine, sal_dir, saliency_method,
-                 progress, ray_address, lock_fds, timeout)
+                 progress, ray_address, timeout)
     finally:
         scores.close()
         errors.close()
@@ -207,14 +209,14 @@ def _score_pending(predictor: Predictor, found: Discovery, done: set[str], summa
 
 def _run(predictor: Predictor, pending: list[Study], summary: ScoreSummary, scores: CsvAppender, fail: Any,
          workers: int, batch_size: int, engine: str, sal_dir: Path | None, method: str, progress: bool,
-         ray_address: str | None, lock_fds: tuple[int, ...] = (), timeout: float | None = None) -> None:
+         ray_address: str | None, timeout: float | None = None) -> None:
     from tqdm.auto import tqdm
 
     keep_scan = sal_dir is not None
     if sal_dir is not None:
         sal_dir.mkdir(parents=True, exist_ok=True)
     prep = predictor.preprocessing.to_dict()
-    stream = stream_studies(engine, pending, prep, keep_scan, workers, batch_size, ray_address, lock_fds, timeout)
+    stream = stream_studies(engine, pending, prep, keep_scan, workers, batch_size, ray_address, timeout)
     buckets: dict[tuple[int, ...], list[dict[str, Any]]] = {}
     bar = tqdm(total=len(pending), unit="study", desc="scoring", disable=not progress, dynamic_ncols=True,
                file=sys.stderr, smoothing=0.1)

@@ -26,20 +26,34 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _processes_naming(path: Path) -> list[int]:
-    """PIDs of live processes whose command line names ``path`` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+def _descendants(pid: int) -> set[int]:
+    """Live (not zombie) processes below ``pid`` (Linux /proc): its fork server, workers, trackers."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = next((ln for ln in (entry / "status").read_text().splitlines() if ln.startswith("State:")), "")
+            fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if str(path).encode() in cmdline and "zombie" not in state:
-            found.append(int(entry.name))
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
     return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
 
 
 def _check_acceptance(folder: Path, out: Path, expected: dict, predictor: Predictor) -> None:
@@ -109,14 +123,16 @@ def test_killed_run_resumes_with_nothing_lost_or_duplicated(tmp_path, run3d, p3d
             if out.exists() and out.read_bytes().count(b"\n") >= 3:  # header + 2 rows
                 break
             time.sleep(0.005)
+        below = _descendants(proc.pid)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    leftover_deadline = time.monotonic() + 20  # its worker processes notice and leave
-    while _processes_naming(out) and time.monotonic() < leftover_deadline:
+    assert below, "the run had no worker processes when it was killed"
+    leftover_deadline = time.monotonic() + 20  # its fork server and workers notice and leave
+    while _alive(below) and time.monotonic() < leftover_deadline:
         time.sleep(0.2)
-    assert not _processes_naming(out), "worker processes outlived the killed run"
+    assert not _alive(below), "processes of the killed run outlived it"
     n_before = len(_rows(out))
     assert 2 <= n_before < 26
     # a kill in the middle of a write leaves a partial last line: resume must drop it

@@ -1,0 +1,53 @@
+"""Worker processes for batch reading: order, limits, and nothing inherited from the caller's threads."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from medtl.infer.isolate import isolated_stream
+
+_HELD = threading.Lock()  # held by another thread of the scoring process in the test below
+
+
+def _take_the_lock(study: int) -> dict:
+    got = _HELD.acquire(timeout=2)
+    if got:
+        _HELD.release()
+    return {"study": study, "got": got, "pid": os.getpid()}
+
+
+def _sleepy(study: float) -> dict:
+    time.sleep(study)
+    return {"study": study}
+
+
+def test_a_lock_another_thread_holds_is_free_in_the_workers():
+    """Under a plain fork a worker would start with ``_HELD`` locked by a thread that does not exist
+    there (a logging or progress-bar lock in real runs) and wait on it; workers come from a fork server."""
+    held, done = threading.Event(), threading.Event()
+
+    def other_thread():
+        with _HELD:
+            held.set()
+            done.wait(60)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    try:
+        assert held.wait(5)
+        items = list(isolated_stream([0, 1, 2], _take_the_lock, (), workers=2, timeout=30, ahead=2))
+    finally:
+        done.set()
+        t.join()
+    assert [i["study"] for i in items] == [0, 1, 2]
+    assert all(i["got"] for i in items)
+    assert all(i["pid"] != os.getpid() for i in items)
+
+
+def test_a_study_past_the_limit_fails_alone_and_order_is_kept():
+    items = list(isolated_stream([0.0, 30.0, 0.0], _sleepy, (), workers=2, timeout=2, ahead=4))
+    assert [i["study"] for i in items] == [0.0, 30.0, 0.0]
+    assert "longer than the per-study limit of 2 s" in items[1]["error"]
+    assert "error" not in items[0] and "error" not in items[2]
