@@ -35,7 +35,7 @@ from medtl.train.engine import (
     make_train_loader,
     train_step,
 )
-from medtl.runs import memory_format, resolve_device, to_memory_format
+from medtl.runs import channels_last, memory_format, resolve_device, to_memory_format
 from medtl.train.run import build_model, prepare_data, with_min_steps
 from medtl.train.strategy import Strategy, build_optimizer
 
@@ -102,7 +102,7 @@ def main() -> None:
     cfg = with_min_steps(data.cfg, len(data.train_ds))
     model = build_model(cfg, data.cohort.n_classes, progress=False).to(device)
     chosen = memory_format(device, cfg.preprocess.spatial_dims) if cfg.train.channels_last else torch.contiguous_format
-    last = torch.channels_last if cfg.preprocess.spatial_dims == 2 else torch.channels_last_3d
+    last = channels_last(cfg.preprocess.spatial_dims)
     formats = [torch.contiguous_format, last] if args.formats else [chosen]
     step_model = torch.compile(model) if cfg.train.compile else model
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)

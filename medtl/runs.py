@@ -56,6 +56,11 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise MedtlError(f"device {name!r} is not a torch device (use auto, cpu, cuda, cuda:1 or mps)") from None
 
 
+def channels_last(spatial_dims: int) -> torch.memory_format:
+    """The channels-last layout of ``spatial_dims``-D inputs: ``channels_last`` in 2D, ``channels_last_3d`` in 3D."""
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+
 def memory_format(device: torch.device, spatial_dims: int) -> torch.memory_format:
     """The layout convolutions run fastest in on ``device``: channels-last on a GPU, and on a CPU in 2D only.
 
@@ -65,7 +70,7 @@ def memory_format(device: torch.device, spatial_dims: int) -> torch.memory_forma
     Other devices (e.g. ``mps``) keep the default layout: not measured.
     """
     if device.type == "cuda" or (device.type == "cpu" and spatial_dims == 2):
-        return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+        return channels_last(spatial_dims)
     return torch.contiguous_format
 
 

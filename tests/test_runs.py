@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medtl import models
-from medtl.runs import memory_format, to_memory_format
+from medtl.runs import channels_last, memory_format, to_memory_format
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -17,6 +17,7 @@ def test_channels_last_on_a_gpu_and_for_2d_on_a_cpu():
     assert memory_format(CPU, 2) is torch.channels_last
     assert memory_format(CPU, 3) is torch.contiguous_format  # not faster at every 3D shape
     assert memory_format(torch.device("mps"), 2) is torch.contiguous_format  # not measured
+    assert channels_last(2) is torch.channels_last and channels_last(3) is torch.channels_last_3d
 
 
 @pytest.mark.parametrize("inflate", ["acs", "2.5d"])
