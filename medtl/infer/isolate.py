@@ -8,6 +8,10 @@ decoder) fails only the study it was reading. Workers come from :mod:`medtl._for
 plain fork of the scoring process (its threads' locks, and its open files such as the output lock,
 stay behind).
 
+A study's clock starts when a worker that is ready takes it: start-up (the fork server's and
+the worker's imports, seconds on a busy machine) never counts against a study, but is bounded
+by :data:`STARTUP_LIMIT`.
+
 With ``workers=0`` studies are read in the calling process; the limit is then enforced
 with ``SIGALRM`` (main thread only), which interrupts Python code but not a C decoder.
 """
@@ -31,6 +35,9 @@ __all__ = ["DEFAULT_STUDY_TIMEOUT", "StudyTimeout", "isolated_stream", "in_proce
 
 #: Default per-study wall-clock limit (seconds); ``MEDTL_STUDY_TIMEOUT`` or ``--study-timeout`` change it.
 DEFAULT_STUDY_TIMEOUT = 600.0
+#: Seconds a new worker may take to start (imports included) before the stream gives up with an error.
+STARTUP_LIMIT = 120.0
+_READY = "ready"
 
 
 class StudyTimeout(MedtlError):
@@ -64,6 +71,7 @@ def _worker(conn: Any, load: Callable[..., dict], args: tuple) -> None:
         import torch
 
         torch.set_num_threads(1)
+    conn.send(_READY)  # ``load`` and its module were imported on the way here
     parent = os.getppid()
     while True:
         try:
@@ -98,11 +106,12 @@ def isolated_stream(studies: Sequence[Any], load: Callable[..., dict], args: tup
     slots: list[dict[str, Any]] = []
 
     def start() -> dict[str, Any]:
+        since = time.monotonic()
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_worker, args=(child, load, args), daemon=True)
         proc.start()
         child.close()
-        return {"proc": proc, "conn": parent, "task": None}
+        return {"proc": proc, "conn": parent, "task": None, "ready": False, "since": since}
 
     def stop(slot: dict[str, Any], kill: bool) -> None:
         proc = slot["proc"]
@@ -117,6 +126,21 @@ def isolated_stream(studies: Sequence[Any], load: Callable[..., dict], args: tup
             proc.join(timeout=2)
         slot["conn"].close()
 
+    def started(slot: dict[str, Any], readable: bool, now: float) -> None:
+        """Mark ``slot`` ready when its worker says so; raise if it died or took too long starting."""
+        if readable:
+            try:
+                if slot["conn"].recv() == _READY:
+                    slot["ready"] = True
+                    return
+            except (EOFError, OSError):
+                pass
+            raise MedtlError(f"a decoding worker ended while starting (exit code {slot['proc'].exitcode}); "
+                             "run with --workers 0 to read in this process")
+        if now - slot["since"] >= STARTUP_LIMIT:
+            raise MedtlError(f"a decoding worker did not start within {STARTUP_LIMIT:g} s (an overloaded "
+                             "machine?); run with --workers 0 to read in this process")
+
     results: dict[int, dict] = {}
     submitted = yielded = 0
     n = len(studies)
@@ -128,16 +152,21 @@ def isolated_stream(studies: Sequence[Any], load: Callable[..., dict], args: tup
                 yielded += 1
                 continue
             for slot in slots:
-                if slot["task"] is None and submitted < n and submitted - yielded < max(ahead, 1):
+                if slot["ready"] and slot["task"] is None and submitted < n and submitted - yielded < max(ahead, 1):
                     slot["conn"].send((submitted, studies[submitted]))
                     slot["task"] = (submitted, time.monotonic())
                     submitted += 1
-            busy = [s for s in slots if s["task"] is not None]
+            watched = [s for s in slots if s["task"] is not None or not s["ready"]]
+            deadlines = [s["since"] + STARTUP_LIMIT for s in watched if not s["ready"]]
+            if timeout is not None:
+                deadlines += [s["task"][1] + timeout for s in watched if s["task"] is not None]
             now = time.monotonic()
-            left = None if timeout is None else max(0.0, min(s["task"][1] + timeout - now for s in busy))
-            ready = wait([s["conn"] for s in busy], timeout=left)
+            ready = wait([s["conn"] for s in watched], timeout=max(0.0, min(deadlines) - now) if deadlines else None)
             now = time.monotonic()
             for i, slot in enumerate(slots):
+                if not slot["ready"]:
+                    started(slot, slot["conn"] in ready, now)
+                    continue
                 if slot["task"] is None:
                     continue
                 index, t0 = slot["task"]

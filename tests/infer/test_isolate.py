@@ -6,6 +6,10 @@ import os
 import threading
 import time
 
+import pytest
+
+from medtl.errors import MedtlError
+from medtl.infer import isolate
 from medtl.infer.isolate import isolated_stream
 
 _HELD = threading.Lock()  # held by another thread of the scoring process in the test below
@@ -51,3 +55,31 @@ def test_a_study_past_the_limit_fails_alone_and_order_is_kept():
     assert [i["study"] for i in items] == [0.0, 30.0, 0.0]
     assert "longer than the per-study limit of 2 s" in items[1]["error"]
     assert "error" not in items[0] and "error" not in items[2]
+
+
+def _server_already_running():
+    """Start the fork server first, so a module named later is imported by each worker, not preloaded."""
+    from multiprocessing import forkserver
+
+    from medtl import _forkserver
+
+    _forkserver.warm_up()
+    forkserver.ensure_running()
+
+
+def test_worker_start_up_is_not_counted_against_a_study():
+    _server_already_running()
+    from . import _slow_import
+
+    items = list(isolated_stream([1, 2, 3], _slow_import.load, (), workers=2, timeout=1, ahead=2))
+    assert [i.get("error") for i in items] == [None, None, None]
+    assert [i["study"] for i in items] == [1, 2, 3]
+
+
+def test_a_worker_that_cannot_start_in_time_is_one_clear_error(monkeypatch):
+    _server_already_running()
+    from . import _slow_import
+
+    monkeypatch.setattr(isolate, "STARTUP_LIMIT", 0.5)
+    with pytest.raises(MedtlError, match="did not start within 0.5 s.*--workers 0"):
+        list(isolated_stream([1], _slow_import.load, (), workers=1, timeout=10, ahead=1))
