@@ -6,8 +6,10 @@ session for each setting, whichever test package asks first."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,27 @@ SHARED = Path(os.environ.get("MEDTL_SHARED_DIR", REPO.parent / "shared"))
 
 # Unit tests must never try the network or write to the user's cache.
 os.environ.setdefault("MEDTL_OFFLINE", "1")
+
+
+@contextlib.contextmanager
+def lock_held_by_another_thread(lock: threading.Lock) -> Iterator[None]:
+    """``lock`` held by a live second thread for the duration: what a server's or a progress bar's thread
+    may be doing when a child process starts (a plain fork would copy it locked, with no thread to free it)."""
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            held.set()
+            done.wait(60)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert held.wait(5)
+        yield
+    finally:
+        done.set()
+        t.join()
 
 
 def shared_file(rel: str) -> Path:

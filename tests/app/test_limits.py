@@ -7,6 +7,8 @@ import pytest
 from medtl.app.limits import RequestTimeout, app_timeout, call_with_limit
 from medtl.errors import MedtlError, ScanError
 
+from ..conftest import lock_held_by_another_thread
+
 
 def _slow(seconds):
     time.sleep(seconds)
@@ -35,21 +37,8 @@ def _take_the_lock():
 def test_a_lock_another_thread_holds_is_not_inherited_by_the_reading_child():
     """Under a plain fork the child would start with ``_HELD`` locked by a thread that does not exist there,
     and a reader needing it would hang until the limit; the child comes from the fork server instead."""
-    held, done = threading.Event(), threading.Event()
-
-    def server_thread():
-        with _HELD:
-            held.set()
-            done.wait(30)
-
-    t = threading.Thread(target=server_thread)
-    t.start()
-    try:
-        held.wait(5)
+    with lock_held_by_another_thread(_HELD):
         got, parent = call_with_limit(_take_the_lock, timeout=30)
-    finally:
-        done.set()
-        t.join()
     assert got and parent != os.getpid()
 
 

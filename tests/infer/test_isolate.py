@@ -12,6 +12,8 @@ from medtl.errors import MedtlError
 from medtl.infer import isolate
 from medtl.infer.isolate import isolated_stream
 
+from ..conftest import lock_held_by_another_thread
+
 _HELD = threading.Lock()  # held by another thread of the scoring process in the test below
 
 
@@ -30,21 +32,8 @@ def _sleepy(study: float) -> dict:
 def test_a_lock_another_thread_holds_is_free_in_the_workers():
     """Under a plain fork a worker would start with ``_HELD`` locked by a thread that does not exist
     there (a logging or progress-bar lock in real runs) and wait on it; workers come from a fork server."""
-    held, done = threading.Event(), threading.Event()
-
-    def other_thread():
-        with _HELD:
-            held.set()
-            done.wait(60)
-
-    t = threading.Thread(target=other_thread)
-    t.start()
-    try:
-        assert held.wait(5)
+    with lock_held_by_another_thread(_HELD):
         items = list(isolated_stream([0, 1, 2], _take_the_lock, (), workers=2, timeout=30, ahead=2))
-    finally:
-        done.set()
-        t.join()
     assert [i["study"] for i in items] == [0, 1, 2]
     assert all(i["got"] for i in items)
     assert all(i["pid"] != os.getpid() for i in items)
