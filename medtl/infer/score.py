@@ -41,8 +41,8 @@ import numpy as np
 
 from medtl.errors import MedtlError, one_line
 from medtl.infer.engines import ENGINES, load_study, stream_studies
-from medtl.infer.predictor import Predictor, write_saliency
 from medtl.infer.isolate import study_timeout as _study_timeout, warm_up
+from medtl.infer.predictor import Predictor, write_saliency
 from medtl.infer.sinks import (
     ERROR_COLUMNS,
     AtomicCsv,
@@ -55,7 +55,6 @@ from medtl.infer.sinks import (
     recover_scores,
     saliency_stem,
     score_columns,
-    write_fresh,
     write_parquet,
 )
 from medtl.infer.studies import Discovery, Study, discover
