@@ -134,7 +134,7 @@ def isolated_stream(studies: Sequence[Any], load: Callable[..., dict], args: tup
                     slot["ready"] = True
                     return
             except (EOFError, OSError):
-                pass
+                slot["proc"].join(1)  # reaped, so its exit code is known
             raise MedtlError(f"a decoding worker ended while starting (exit code {slot['proc'].exitcode}); "
                              "run with --workers 0 to read in this process")
         if now - slot["since"] >= STARTUP_LIMIT:

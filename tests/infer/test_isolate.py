@@ -72,3 +72,12 @@ def test_a_worker_that_cannot_start_in_time_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(isolate, "STARTUP_LIMIT", 0.5)
     with pytest.raises(MedtlError, match="did not start within 0.5 s.*--workers 0"):
         list(isolated_stream([1], _slow_import.load, (), workers=1, timeout=10, ahead=1))
+
+
+def test_a_worker_that_dies_while_starting_is_one_clear_error(monkeypatch):
+    _server_already_running()  # started without the variable below, so its workers cannot import the module
+    monkeypatch.setenv("MEDTL_TEST_IMPORTER", str(os.getpid()))
+    from . import _breaks_in_workers
+
+    with pytest.raises(MedtlError, match=r"ended while starting \(exit code 1\).*--workers 0"):
+        list(isolated_stream([1], _breaks_in_workers.load, (), workers=1, timeout=10, ahead=1))
