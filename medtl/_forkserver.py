@@ -11,10 +11,13 @@ Where the platform has no fork server (Windows), ``spawn``.
 from __future__ import annotations
 
 import multiprocessing as mp
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from typing import Any
 
-__all__ = ["child_context", "warm_up"]
+__all__ = ["child_context", "process", "warm_up"]
 
 _PRELOAD: set[str] = set()
 
@@ -39,3 +42,18 @@ def warm_up(preload: Iterable[str] = ()) -> None:
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
+
+
+def process(ctx: BaseContext, target: Callable[..., Any], args: tuple) -> BaseProcess:
+    """A daemon child of ``ctx`` running ``target(*args)`` in this process's environment as it is now.
+
+    A fork server keeps the environment of its start, but readers look their limits up there at each
+    call (``MEDTL_MAX_*``, :mod:`medtl.io.limits`): one set since must reach the child, as a fork would.
+    """
+    return ctx.Process(target=_in_environ, args=(dict(os.environ), target, args), daemon=True)
+
+
+def _in_environ(environ: dict[str, str], target: Callable[..., Any], args: tuple) -> None:
+    os.environ.clear()
+    os.environ.update(environ)
+    target(*args)

@@ -67,7 +67,7 @@ def call_with_limit(fn: Callable[..., T], *args: Any, timeout: float | None, wha
         return fn(*args)
     ctx = _forkserver.child_context(PRELOAD)
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, fn, args), daemon=True)
+    proc = _forkserver.process(ctx, _child, (child, fn, args))
     proc.start()
     child.close()
     try:

@@ -108,7 +108,7 @@ def isolated_stream(studies: Sequence[Any], load: Callable[..., dict], args: tup
     def start() -> dict[str, Any]:
         since = time.monotonic()
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(child, load, args), daemon=True)
+        proc = _forkserver.process(ctx, _worker, (child, load, args))
         proc.start()
         child.close()
         return {"proc": proc, "conn": parent, "task": None, "ready": False, "since": since}

@@ -81,3 +81,15 @@ def test_the_app_frees_the_request_and_says_why(client, monkeypatch):
     monkeypatch.setenv("MEDTL_APP_TIMEOUT", "120")
     out = client.predict([handle_file(str(sample_path("ct3d")))], "tiny3d", "HiResCAM", 0.4, api_name="/analyze")
     assert any(isinstance(o, dict) and "confidences" in o for o in out)
+
+
+def _size_limit():
+    from medtl.io import limits
+
+    return limits.current().max_bytes
+
+
+def test_the_reading_child_sees_the_limits_set_since_the_server_started(monkeypatch):
+    call_with_limit(_slow, 0, timeout=30)  # the fork server is running now
+    monkeypatch.setenv("MEDTL_MAX_BYTES", "12345")
+    assert call_with_limit(_size_limit, timeout=30) == 12345

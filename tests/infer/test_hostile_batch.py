@@ -52,7 +52,7 @@ def test_stuck_study_is_stopped_at_its_limit_and_the_batch_goes_on(tmp_path, run
     shutil.copy(good[0], folder / "stuck.nii.gz")
     (folder / "zz").mkdir()
     shutil.copy(SAMPLE / "ct3d" / "P0035.nii.gz", folder / "zz" / "last.nii.gz")  # ordered after the stuck one
-    monkeypatch.setattr(engines_mod, "load_study", _stuck_load)  # forked workers inherit it
+    monkeypatch.setattr(engines_mod, "load_study", _stuck_load)  # workers get it by name, pickled
     out = tmp_path / "out" / "scores.csv"
     t0 = time.monotonic()
     summary = score(run3d, folder, out, workers=workers, batch_size=2, progress=False, study_timeout=3)

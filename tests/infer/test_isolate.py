@@ -81,3 +81,17 @@ def test_a_worker_that_dies_while_starting_is_one_clear_error(monkeypatch):
 
     with pytest.raises(MedtlError, match=r"ended while starting \(exit code 1\).*--workers 0"):
         list(isolated_stream([1], _breaks_in_workers.load, (), workers=1, timeout=10, ahead=1))
+
+
+def _size_limit(study: int) -> dict:
+    from medtl.io import limits
+
+    return {"study": study, "max_bytes": limits.current().max_bytes}
+
+
+def test_workers_read_the_limits_in_the_callers_environment_now(monkeypatch):
+    """The fork server keeps the environment of its start; a limit set since must still reach the readers."""
+    _server_already_running()
+    monkeypatch.setenv("MEDTL_MAX_BYTES", "12345")
+    items = list(isolated_stream([1, 2], _size_limit, (), workers=2, timeout=30, ahead=2))
+    assert [i["max_bytes"] for i in items] == [12345, 12345]
