@@ -4,8 +4,8 @@ A plain ``fork`` copies only the calling thread: a lock another thread held at t
 an import lock, a progress bar's monitor, a web server's) stays locked for good in the child, which
 hangs on first use (a CI run saw an app upload wait its full 120 s limit that way). Children here come
 from a fork server instead: a small single-threaded process that has imported the named modules once,
-so each child starts warm and inherits none of the caller's threads, locks or file descriptors.
-Where the platform has no fork server (Windows), ``spawn``.
+so each child starts warm and inherits none of the caller's threads, locks or file descriptors (its
+environment is passed on: :func:`process`). Where the platform has no fork server (Windows), ``spawn``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 __all__ = ["child_context", "process", "warm_up"]
 
+#: What the process's one fork server imports when it starts (every caller's modules so far)
 _PRELOAD: set[str] = set()
 
 
