@@ -125,3 +125,13 @@ def test_train_warns_loudly_when_the_model_is_degenerate(tmp_path, monkeypatch, 
     assert main(["train", "--config", "sample_tiny", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "WARNING: this model did not learn to separate the classes (near-constant outputs" in err
+
+
+def test_score_starts_the_fork_server_with_the_module_its_workers_load():
+    """``medtl score`` names the readers' module before importing them; a rename must not leave it stale."""
+    import inspect
+
+    from medtl import cli
+    from medtl.infer.engines import load_study
+
+    assert f'warm_up(["{load_study.__module__}"])' in inspect.getsource(cli.cmd_score)
