@@ -36,7 +36,7 @@ import torch
 
 from medtl.infer import discover, score
 from medtl.infer.engines import load_study
-from medtl.infer.isolate import isolated_stream, warm_up
+from medtl.infer.isolate import isolated_stream
 from medtl.models import create
 from medtl.demo.cohort import make_cohort
 from medtl.runs import CARD_FORMAT, save_weights
@@ -92,8 +92,7 @@ def worker_startup(run: Path, folder: Path) -> float:
     """Seconds until a first study comes back from a fresh process's first worker (fork server start included)."""
     prep = json.loads((run / "model_card.json").read_text())["preprocessing"]
     study = discover(folder, 2).studies[0]
-    t0 = time.perf_counter()
-    warm_up(load_study)
+    t0 = time.perf_counter()  # the first worker starts the fork server
     item = next(iter(isolated_stream([study], load_study, (prep, False), 1, None, 1)))
     if item["error"]:
         raise SystemExit(f"worker start-up: {item['error']}")

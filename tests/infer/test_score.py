@@ -26,16 +26,22 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def _state_and_parent(stat: Path) -> tuple[str, int] | None:
+    """``(state, parent pid)`` from a ``/proc/<pid>/stat`` file (Linux), or None once the process is gone."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()  # after "(command name)", which may hold spaces
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
 def _descendants(pid: int) -> set[int]:
-    """Live (not zombie) processes below ``pid`` (Linux /proc): its fork server, workers, trackers."""
+    """Live (not zombie) processes below ``pid``: its fork server, workers, trackers."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        info = _state_and_parent(stat)
+        if info and info[0] != "Z":
+            children.setdefault(info[1], []).append(int(stat.parent.name))
     found, todo = set(), [pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -45,15 +51,8 @@ def _descendants(pid: int) -> set[int]:
 
 
 def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            alive.add(pid)
-    return alive
+    """Those of ``pids`` still running (not exited, not zombies)."""
+    return {pid for pid in pids if (info := _state_and_parent(Path(f"/proc/{pid}/stat"))) and info[0] != "Z"}
 
 
 def _check_acceptance(folder: Path, out: Path, expected: dict, predictor: Predictor) -> None:
