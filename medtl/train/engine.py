@@ -262,11 +262,19 @@ def _summary(row: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in row.items() if k in ("val_loss", "val_auc", "val_accuracy")}
 
 
-def _better(score: float, best: float | None, monitor: str) -> bool:
+def _better(score: float, best: float | None, monitor: str,
+            loss: float | None = None, best_loss: float | None = None) -> bool:
+    """Whether ``score`` beats ``best``; a tie goes to the lower validation ``loss``.
+
+    A ranking metric ties easily on a small validation set (AUC 1.0 from the first epoch,
+    while the probabilities are still all alike): the earliest epoch would win every tie.
+    """
     if score is None or (isinstance(score, float) and math.isnan(score)):
         return False
     if best is None:
         return True
+    if score == best:
+        return loss is not None and best_loss is not None and loss < best_loss
     return score < best if monitor in LOWER_IS_BETTER else score > best
 
 
@@ -488,7 +496,8 @@ def _record_epoch(run: _Fit, epoch: int, row: dict[str, Any],
         score, monitor = -row["train_loss"], "auc"
     else:
         score, monitor = _monitored(tc, row), tc.monitor
-    improved = _better(score, state.best_score, monitor)
+    best_row = next((r for r in state.history if r.get("epoch") == state.best_epoch), {})
+    improved = _better(score, state.best_score, monitor, row.get("val_loss"), best_row.get("val_loss"))
     if tc.soup > 1 and run.val_loader is not None:
         from medtl.train.soup import keep_best
 

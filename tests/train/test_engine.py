@@ -75,6 +75,18 @@ def test_patience_stops_when_the_monitored_score_never_improves(tmp_path):
     assert (tmp_path / "checkpoints" / "last.pt").is_file()
 
 
+def test_a_tie_on_the_monitored_score_goes_to_the_lower_validation_loss(tmp_path, monkeypatch):
+    # a small validation set gives AUC 1.0 from the first epoch, while the probabilities are still
+    # all alike (loss high): the first epoch must not win every tie
+    rows = iter([{"val_loss": 3.0, "val_auc": 1.0}, {"val_loss": 1.0, "val_auc": 1.0},
+                 {"val_loss": 2.0, "val_auc": 1.0}, {"val_loss": 0.5, "val_auc": 0.9}])
+    monkeypatch.setattr(engine, "_validate", lambda run, model=None: next(rows))
+    best = []
+    state = engine.fit(Staged(), cases(8), cases(4), cfg("train.epochs=4", "train.schedule=constant"), tmp_path,
+                       on_best=lambda m, epoch, row: best.append(epoch), progress=False)
+    assert best == [1, 2] and state.best_epoch == 2 and state.bad_epochs == 2
+
+
 def test_2d_on_a_cpu_trains_channels_last_to_the_same_weights_as_the_default_layout(tmp_path):
     """``train.channels_last`` (on by default) changes the layout, not the arithmetic: the same run in
     either layout ends with the same weights up to float rounding, and off leaves the model contiguous."""
