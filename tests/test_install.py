@@ -9,6 +9,7 @@ that environment is *not* activated), so the test takes seconds, not a second to
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -83,11 +84,14 @@ def test_installed_medtl_runs_from_an_empty_folder(fresh, tmp_path):
     assert "site-packages" in where[0] and not where[0].startswith(str(REPO / "medtl")), where
     assert _sh([medtl, "--version"], work, env).stdout.strip().startswith("medtl ")
     assert "sample_tiny" in _sh([medtl, "configs"], work, env).stdout
-    _sh([medtl, "sample-data", "cohort", "--size", "small"], work, env)
-    _sh([medtl, "train", "--config", "sample_tiny", "--out", "run", "data.path=cohort/manifest.csv",
+    _sh([medtl, "sample-data", "sample_data"], work, env)  # what README tells an installed user; the recipe's path
+    _sh([medtl, "train", "--config", "sample_tiny", "--out", "run",
          "preprocess.size=[32,32]", "train.epochs=1", "eval.bootstrap=20", "data.num_workers=0"], work, env)
     assert (work / "run" / "model_card.json").is_file()
-    dcm = sorted((work / "cohort" / "ct2d").rglob("*.dcm"))[0]
+    (work / "elsewhere").mkdir()
+    assert json.loads(_sh([medtl, "evaluate", "--model", "../run", "--json", "--out", "ev"], work / "elsewhere",
+                          env).stdout)["n"] > 0
+    dcm = sorted((work / "sample_data" / "ct2d").rglob("*.dcm"))[0]
     out = _sh([medtl, "predict", "--model", "run", dcm], work, env).stdout
     assert "decision:" in out and out.count("  p(") == 2
 

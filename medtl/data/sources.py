@@ -111,7 +111,9 @@ def load_manifest(path: str | os.PathLike, class_names: list[str] | None = None,
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: manifest not found")
+        hint = (": `medtl sample-data sample_data --size small` writes the built-in sample cohort there"
+                if path.parent.name == "sample_data" else " (relative paths start from the current folder)")
+        raise ConfigError(f"{path}: manifest not found{hint}")
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         fields = [c.strip() for c in (reader.fieldnames or [])]

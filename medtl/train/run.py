@@ -106,6 +106,16 @@ def prepare_data(cfg: Config, progress: bool = True) -> PreparedData:
     return PreparedData(cohort, prep, train_ds, val_ds, test_ds, train_tf, cfg)
 
 
+def _saved_config(cfg: Config) -> Config:
+    """``cfg`` as a run folder keeps it: ``data.path`` made absolute, so ``medtl evaluate`` finds the
+    training data from any working folder."""
+    if not cfg.data.path or Path(cfg.data.path).is_absolute():
+        return cfg
+    saved = cfg.model_copy(deep=True)
+    saved.data.path = str(Path(cfg.data.path).resolve())
+    return saved
+
+
 def _augments(cfg: Config) -> bool:
     a = cfg.augment
     return bool(a.flip or a.rotate_deg or a.zoom != (1.0, 1.0) or a.shift or a.elastic or a.domain_shift != "none")
@@ -242,7 +252,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         log.info("train.lr=auto -> %.3g (learning-rate range test)", cfg.train.lr)
     tc = cfg.train
     if is_main:
-        cfg.save(out / "config.yaml")
+        _saved_config(cfg).save(out / "config.yaml")
 
     def on_best(m: nn.Module, epoch: int, row: dict) -> None:
         save_weights(m, out / "model.safetensors")
@@ -435,6 +445,9 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "
     cfg = load_config(cfg_path if cfg_path.is_file() else None, [*overrides, *extra])
     device = resolve_device(cfg.train.device)
     model, card, prep = load_run(run_dir, device=str(device))
+    if not data and cfg.data.path and not Path(cfg.data.path).exists():
+        raise MedtlError(f"{cfg.data.path}: the training data of {run_dir} is not there any more; "
+                         "pass --data PATH (data=... from Python) to evaluate on it where it is now")
     cohort = load_items(cfg.data, seed=cfg.train.seed)
     if cohort.class_names != card["class_names"]:
         raise MedtlError(f"{cfg.data.path}: classes {cohort.class_names} differ from the model's "

@@ -3,8 +3,10 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from safetensors.torch import load_file
 
 from medtl.cli import main
 from medtl.config import load_config
-from medtl.errors import MedtlError
+from medtl.errors import ConfigError, MedtlError
 from medtl.runs import load_run
 from medtl.train.run import evaluate, train
 
@@ -114,6 +116,27 @@ def test_evaluate_other_site_and_cli(tiny_run, tmp_path, capsys):
     out = tmp_path / "cli"  # the session's shared run folder is not written into
     assert main(["evaluate", "--model", str(tiny_run), "--json", "--out", str(out), "data.filter.site=B"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 8 and (out / "metrics.json").is_file()
+
+
+def test_a_run_evaluates_from_any_folder_and_names_data_that_moved(tiny_run, tmp_path, monkeypatch):
+    # the recipe's data.path is relative ("sample_data/manifest.csv"); the run keeps it absolute
+    saved = load_config(tiny_run / "config.yaml").data.path
+    assert Path(saved).is_absolute() and Path(saved).is_file()
+    monkeypatch.chdir(tmp_path)
+    assert evaluate(tiny_run, split="test", progress=False, bootstrap=0)["n"] > 0
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_run, moved)
+    cfg = load_config(moved / "config.yaml", ["data.path=/nowhere/manifest.csv"])
+    cfg.save(moved / "config.yaml")
+    with pytest.raises(MedtlError, match=r"^/nowhere/manifest.csv: the training data of .*moved.* pass --data PATH"):
+        evaluate(moved, progress=False)
+
+
+def test_a_missing_sample_cohort_says_how_to_write_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="sample_data/manifest.csv: manifest not found: `medtl sample-data "
+                                          "sample_data --size small`"):
+        train(load_config("sample_tiny"), tmp_path / "run", progress=False)  # its own relative data.path
 
 
 #: Settings under which two processes x 4 images per step are the same computation as one process x 8:
