@@ -66,6 +66,7 @@ def run_demo(out: str | os.PathLike = "demo_out", size: str = "full", epochs: in
     t0 = time.perf_counter()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    _clear_previous_scores(out)
     _say(f"writing the sample cohort ({size}) to {out / 'cohort'}")
     manifest = make_cohort(out / "cohort", size=size, progress=False)
 
@@ -121,6 +122,27 @@ def run_demo(out: str | os.PathLike = "demo_out", size: str = "full", epochs: in
     report = write_report(out, results, roc, overlays, summary, weights_msg, time.perf_counter() - t0, curves=curves)
     _say(f"report: {report} ({time.perf_counter() - t0:.0f} s in all)")
     return report
+
+
+def _clear_previous_scores(out: Path) -> None:
+    """Remove the batch scores an earlier demo wrote into ``out``: its models are trained anew, and the
+    scorer refuses a file that holds another model's rows. Checked before training, so a ``scores.csv``
+    the demo did not write stops the demo at once instead of after minutes of training."""
+    from medtl.infer.sinks import default_errors_path
+
+    scores = out / "scores.csv"
+    if not scores.exists():
+        return
+    try:
+        with open(scores, newline="", encoding="utf-8") as f:
+            models = {row.get("model") or "" for row in csv.DictReader(f)}
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise MedtlError(f"{scores}: unreadable ({exc}); the demo writes its scores there: use another --out "
+                         "or remove the file") from None
+    if not all(m.startswith("demo_") for m in models):
+        raise MedtlError(f"{scores}: holds scores the demo did not write; use another --out or remove the file")
+    scores.unlink()
+    default_errors_path(scores).unlink(missing_ok=True)
 
 
 def _lesion_hit(root: Path, row: dict[str, str], saliency: Any) -> bool | None:
@@ -440,7 +462,7 @@ intervals with the counts, valid at small n and at 0% or 100%. Each model is jud
 <h2>ROC curves</h2><img src="{roc.relative_to(out)}" width="560">{overlap}
 <h2>Saliency overlays: {html.escape(saliency_title)} (model trained with the domain-shift preset)</h2>
 {hit_line}{''.join(figs)}
-<h2>Batch scoring</h2><p>{html.escape(summary.text())} → <code>scores.csv</code>, <code>errors.csv</code></p>
+<h2>Batch scoring</h2><p>{html.escape(summary.text())} → <code>{html.escape(Path(summary.out_csv).name)}</code>, <code>{html.escape(Path(summary.errors_csv).name)}</code></p>
 <h2>Training runs</h2>{_training_rows(results, out)}
 </body></html>"""
     path = out / "report.html"

@@ -61,7 +61,8 @@ def report(tmp_path):
     pred = SimpleNamespace(probabilities={"lesion": 0.9, "normal": 0.1}, positive_class="lesion", decision="lesion")
     overlays = [(hit_png, {"path": "ct2d/P1.dcm", "site": "A", "label": "1"}, pred, True),
                 (miss_png, {"path": "ct2d/P2.dcm", "site": "B", "label": "1"}, pred, False)]
-    summary = SimpleNamespace(text=lambda: "80 studies scored")
+    summary = SimpleNamespace(text=lambda: "80 studies scored", out_csv=str(tmp_path / "scores.csv"),
+                              errors_csv=str(tmp_path / "scores.errors.csv"))
     path = write_report(tmp_path, results, roc, overlays, summary, "ImageNet weights found", 12.0, curves=curves)
     return path.read_text()
 
@@ -94,6 +95,7 @@ def test_overlays_training_and_run_links(report):
     assert "pointed at the lesion in 1 of 2" in report
     assert "train 0: 60, 1: 60" in report and "lr 0.001" in report and "batch_size 16" in report
     assert "href='runs/baseline/'" in report and "runs/domain_shift/plots/learning_curves.png" in report
+    assert "<code>scores.csv</code>, <code>scores.errors.csv</code>" in report  # the files score() wrote
 
 
 def test_helpers():
