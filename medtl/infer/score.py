@@ -88,6 +88,8 @@ class ScoreSummary:
     saliency_seconds: float = 0.0
     wait_seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
+    #: what holds for every score of this model (:attr:`Predictor.model_warnings`), also in each row's notes
+    model_warnings: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -112,7 +114,7 @@ class ScoreSummary:
             line += f"\nfailures written to {self.errors_csv}"
         if self.parquet:
             line += f"\nparquet: {self.parquet}"
-        return line
+        return line + "".join(f"\nWARNING: {w}" for w in self.model_warnings)
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -165,7 +167,7 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     summary = ScoreSummary(found=len(found.studies), ignored=len(found.ignored), out_csv=str(out_csv),
                            errors_csv=str(errors_path), engine=engine, workers=workers,
-                           saliency_dir=str(sal_dir) if sal_dir else None)
+                           saliency_dir=str(sal_dir) if sal_dir else None, model_warnings=predictor.model_warnings)
     lock = lock_output(out_csv)
     try:
         columns = score_columns(predictor.class_names)
@@ -288,6 +290,7 @@ def _infer(predictor: Predictor, items: list[dict[str, Any]], summary: ScoreSumm
                 results.append(None)
     summary.infer_seconds += time.perf_counter() - t0
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    model_notes = summary.model_warnings
     rows = []
     for it, res, checked in zip(items, results, checks):
         if res is None:
@@ -296,7 +299,7 @@ def _infer(predictor: Predictor, items: list[dict[str, Any]], summary: ScoreSumm
         study: Study = it["study"]
         predicted, decision = predictor.decide(p)
         flagged = predictor.is_out_of_distribution(ood)
-        notes = "; ".join(filter(None, [it["notes"], *(n for n in checked if "override" in n)]))
+        notes = "; ".join(filter(None, [*model_notes, it["notes"], *(n for n in checked if "override" in n)]))
         if sal_dir is not None:
             t1 = time.perf_counter()
             try:

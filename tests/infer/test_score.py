@@ -324,3 +324,23 @@ def test_other_modality_goes_to_the_errors_file_and_rows_carry_the_ood_score(run
     score(run2d, folder, again, workers=0, progress=False, allow_other_domain=True)
     forced = {Path(r["path"]).name: r for r in _rows(again)}
     assert "override" in forced["us.dcm"]["notes"] and forced["us.dcm"]["ood_score"]
+
+
+def test_a_model_that_learned_nothing_says_so_in_every_row_and_the_summary(tmp_path, run2d):
+    runs = {}
+    for verdict in (True, False):
+        runs[verdict] = tmp_path / f"run_{verdict}"
+        shutil.copytree(run2d, runs[verdict])
+        card = json.loads((runs[verdict] / "model_card.json").read_text())
+        card["degenerate"] = {"degenerate": verdict, "reasons": ["sd of the probabilities 7.0e-08"] * verdict}
+        (runs[verdict] / "model_card.json").write_text(json.dumps(card))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for f in sorted((SAMPLE / "ct2d").glob("P001[5-6]_1.dcm")):
+        shutil.copy(f, folder / f.name)
+    summary = score(runs[True], folder, tmp_path / "scores.csv", workers=0, progress=False)
+    rows = _rows(tmp_path / "scores.csv")
+    assert len(rows) == 2 and all("did not learn to separate the classes" in r["notes"] for r in rows)
+    assert summary.text().splitlines()[-1].startswith("WARNING: this model did not learn to separate the classes")
+    fine = score(runs[False], folder, tmp_path / "fine.csv", workers=0, progress=False)
+    assert "WARNING" not in fine.text() and not any(r["notes"] for r in _rows(tmp_path / "fine.csv"))
