@@ -117,15 +117,19 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
-    from medtl.config import list_recipes, recipe_path
+    from medtl._recipes import list_recipes, recipe_path
 
     if args.name:
         print(recipe_path(args.name).read_text(), end="")
         return 0
+    import shutil
+    import textwrap
+
     recipes = list_recipes()
-    width = max(map(len, recipes), default=0)
+    width = max(map(len, recipes), default=0) + 2
+    columns = max(shutil.get_terminal_size().columns, width + 40)
     for name, about in recipes.items():
-        print(f"{name:<{width}}  {about}")
+        print(textwrap.fill(about, columns - 1, initial_indent=f"{name:<{width}}", subsequent_indent=" " * width))
     print("\nuse one with `medtl train --config NAME`; `medtl configs NAME` prints it (copy it to edit)")
     return 0
 
@@ -228,10 +232,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"model: {predictor.model_id}")
     for warning in pred.warnings:
         print(f"WARNING: {warning}")
+    shown = pred.threshold_texts(4) if pred.threshold is not None else None
     for name, p in pred.probabilities.items():
-        print(f"  p({name}) = {p:.4f}")
-    if pred.threshold is not None:
-        print(f"decision: {pred.decision}  (positive class '{pred.positive_class}' when p >= {pred.threshold:.4f})")
+        print(f"  p({name}) = {shown[0] if shown and name == pred.positive_class else f'{p:.4f}'}")
+    if shown:
+        print(f"decision: {pred.decision}  (positive class '{pred.positive_class}' when p >= {shown[1]})")
     else:
         print(f"decision: {pred.decision}  (most probable class)")
     print(f"preprocessing: {pred.preprocessing_text}")
@@ -400,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample-data", help="write the synthetic sample cohort (DICOM, NIfTI, PNG + manifest)")
     p.add_argument("out", help="output folder")
-    p.add_argument("--size", choices=["small", "full"], default="full")
+    p.add_argument("--size", choices=["small", "full"], default="small",
+                   help="small: the cohort the docs' examples use (about 3 MB); full: about 400 2D images and 60 "
+                        "volumes (what `medtl demo` trains on)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_sample_data)
 
@@ -595,13 +602,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so a reader that left (`| head`) is caught below
+        return code
     except MedtlError as exc:
         print(f"medtl: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("medtl: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `medtl ... | head`: the reader left; stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit must not fail again
+        return 141
     except Exception as exc:  # a bug, not bad input: one line, the traceback only on request
         if os.environ.get("MEDTL_DEBUG"):
             raise

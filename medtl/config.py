@@ -13,18 +13,17 @@ A config is a YAML path or the name of a recipe shipped inside the package
 
 from __future__ import annotations
 
-import difflib
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from medtl._recipes import list_recipes, recipe_path
 from medtl._schema import Section
 from medtl.data.config import DataConfig
-from medtl.errors import ConfigError
+from medtl.errors import ConfigError, did_you_mean
 from medtl.models.config import ModelConfig
 from medtl.train.config import EvalConfig, TrainConfig
 from medtl.transforms.config import AugmentConfig, PreprocessConfig
@@ -57,43 +56,7 @@ class Config(Section):
             tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-# --- shipped recipes ---------------------------------------------------------------------------
-
-def _recipe_dir() -> Any:
-    return resources.files("medtl") / "configs"
-
-
-def list_recipes() -> dict[str, str]:
-    """``{name: first comment line}`` of the recipes shipped in the package (``medtl configs``)."""
-    out = {}
-    for entry in sorted(_recipe_dir().iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".yaml"):
-            first = next((ln.lstrip("# ").strip() for ln in entry.read_text().splitlines() if ln.startswith("#")), "")
-            out[entry.name[: -len(".yaml")]] = first
-    return out
-
-
-def recipe_path(name_or_path: str | os.PathLike) -> Path:
-    """A YAML file path as given, else the shipped recipe of that name (``demo``, ``sample_tiny``...)."""
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    name = p.name[: -len(".yaml")] if p.name.endswith(".yaml") else p.name
-    recipes = list_recipes()
-    if name in recipes and (len(p.parts) == 1 or p.parent.name == "configs"):
-        with resources.as_file(_recipe_dir() / f"{name}.yaml") as found:
-            return Path(found)
-    hint = _did_you_mean(name, recipes)
-    raise ConfigError(f"{name_or_path}: no such config file or shipped recipe"
-                      f"{hint or ''} (recipes: {', '.join(recipes)}; `medtl configs` lists them)")
-
-
 # --- overrides and validation ----------------------------------------------------------------
-
-def _did_you_mean(word: str, choices: Any) -> str | None:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else None
-
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
@@ -116,7 +79,7 @@ def _check_key(keys: list[str], item: str) -> None:
         if k not in fields:
             where = ".".join(keys[:depth]) or "the config"
             full = [".".join([*keys[:depth], f]) for f in fields]
-            hint = _did_you_mean(".".join(keys[: depth + 1]), full) or ""
+            hint = did_you_mean(".".join(keys[: depth + 1]), full) or ""
             raise ConfigError(f"override {item!r}: {where} has no key {k!r}{hint}")
         model = fields[k].annotation
 
@@ -143,7 +106,7 @@ def _unknown_key_hint(loc: tuple) -> str:
             return ""
         model = field.annotation
     if isinstance(model, type) and issubclass(model, BaseModel):
-        return _did_you_mean(str(loc[-1]), model.model_fields) or ""
+        return did_you_mean(str(loc[-1]), model.model_fields) or ""
     return ""
 
 

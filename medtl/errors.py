@@ -7,7 +7,9 @@ goes on.
 
 from __future__ import annotations
 
+import difflib
 import os
+from typing import Iterable
 
 
 class MedtlError(Exception):
@@ -70,3 +72,9 @@ def one_line(exc: BaseException, limit: int = 300, typed: bool = True) -> str:
     text = str(exc) if isinstance(exc, MedtlError) or not typed else f"{type(exc).__name__}: {exc}"
     text = " ".join(text.split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` to a mistyped ``word``, else None."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else None

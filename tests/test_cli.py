@@ -38,6 +38,15 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     assert len(lines) == 1 and "junk.dcm" in lines[0]
 
 
+def test_output_cut_short_by_its_reader_stops_quietly():
+    # `medtl configs | head -0`: the reader closes the pipe before anything is written
+    proc = subprocess.Popen([sys.executable, "-m", "medtl.cli", "configs"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert (err, proc.returncode) == (b"", 141)
+
+
 def test_weights_list_and_offline_fetch_error(capsys):
     assert main(["weights", "list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

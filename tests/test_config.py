@@ -19,6 +19,10 @@ def test_recipes_ship_inside_the_package():
 
     pkg = Path(medtl.__file__).parent
     assert recipe_path("demo").resolve() == (pkg / "configs" / "demo.yaml").resolve()
+    # each listed with the first sentence of its opening comment, whole even where it runs over lines
+    assert names["sample_tiny"] == ("A tiny model on the built-in sample cohort (2D CT slices, site A): trains in "
+                                    "well under a minute on a CPU.")
+    assert all(about.endswith(".") for about in names.values()), names
 
 
 @pytest.mark.parametrize("name", sorted(list_recipes()))

@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parents[1] / "medtl"
 
 #: Each part and the parts it may import (below it). ``runs``/``config`` sit between the parts and the CLI.
 ALLOWED = {
-    "errors": set(), "_fileutil": set(), "_schema": set(), "_forkserver": set(),
+    "errors": set(), "_fileutil": set(), "_schema": set(), "_forkserver": set(), "_recipes": {"errors"},
     "io": {"errors", "_fileutil", "_paths"},
     "transforms": {"errors", "_fileutil", "_schema", "io", "models"},  # each model ships its normalisation
     "models": {"errors", "_fileutil", "_schema", "_paths"},
@@ -23,7 +23,7 @@ ALLOWED = {
     "explain": {"errors", "_fileutil", "io", "transforms", "models"},
     "guard": {"errors", "_fileutil", "io"},
     "runs": {"errors", "_fileutil", "models", "transforms"},
-    "config": {"errors", "_fileutil", "_schema", "data", "transforms", "models", "train"},
+    "config": {"errors", "_fileutil", "_schema", "_recipes", "data", "transforms", "models", "train"},
     "train": {"errors", "_fileutil", "_schema", "io", "transforms", "models", "data", "runs", "config", "explain",
               "guard"},
     "infer": {"errors", "_fileutil", "_forkserver", "io", "transforms", "models", "explain", "runs", "guard"},
@@ -85,6 +85,15 @@ def test_parsing_help_and_version_loads_no_torch_or_monai():
                "    with contextlib.redirect_stdout(io.StringIO()):\n"
                "        try: p.parse_args(argv)\n"
                "        except SystemExit: pass\n"
+               "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'monai', 'gradio'))))")
+    assert out == []
+
+
+def test_listing_and_printing_recipes_loads_no_torch_or_monai():
+    out = _run("import sys, json, contextlib, io\n"
+               "from medtl.cli import main\n"
+               "with contextlib.redirect_stdout(io.StringIO()):\n"
+               "    assert main(['configs']) == main(['configs', 'sample_tiny']) == 0\n"
                "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'monai', 'gradio'))))")
     assert out == []
 

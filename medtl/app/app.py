@@ -507,10 +507,9 @@ class MedtlApp:
         if p is None:
             return ""
         if p.threshold is not None and p.positive_class is not None:
-            prob = p.probabilities[p.positive_class]
-            cmp = "≥" if prob >= p.threshold else "<"
-            why = (f"P({p.positive_class}) = {prob:.3f} {cmp} threshold {p.threshold:.3f} "
-                   f"(the model card's operating point)")
+            cmp = "≥" if p.probabilities[p.positive_class] >= p.threshold else "<"
+            prob, thr = p.threshold_texts(3)
+            why = f"P({p.positive_class}) = {prob} {cmp} threshold {thr} (the model card's operating point)"
         else:
             why = f"most probable class, P = {p.probabilities[p.predicted]:.3f}"
         return f"### Decision: {p.decision}\n{why}. Model: {s.model}."

@@ -61,6 +61,18 @@ class Prediction:
     #: What a reader must know before trusting the probability (one line each).
     warnings: list[str] = field(default_factory=list)
 
+    def threshold_texts(self, digits: int = 3) -> tuple[str, str]:
+        """P(positive class) and the threshold as text for a reader: ``digits`` decimals, more where
+        those would show two different numbers alike (1.000 against a threshold of 1.000)."""
+        if self.threshold is None or self.positive_class is None:
+            raise ValueError("a decision by the most probable class has no threshold")
+        prob, thr = self.probabilities[self.positive_class], self.threshold
+        for d in range(digits, 17):
+            a, b = f"{prob:.{d}f}", f"{thr:.{d}f}"
+            if a != b or prob == thr:
+                return a, b
+        return repr(prob), repr(thr)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (the saliency map itself is left out; its method is kept)."""
         out = {k: getattr(self, k) for k in ("source", "shape", "probabilities", "predicted", "decision",

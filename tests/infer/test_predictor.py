@@ -72,6 +72,20 @@ def test_decision_is_exactly_the_threshold_rule(run2d, p2d):
     assert three.threshold is None and three.decide([0.2, 0.5, 0.3]) == ("b", "b")
 
 
+def test_probability_and_threshold_never_print_alike_when_they_differ():
+    from medtl.infer import Prediction
+
+    def texts(prob, thr, digits=3):
+        return Prediction({"0": 1 - prob, "1": prob}, "1", "1" if prob >= thr else "0", thr, "1", "x", [1], {},
+                          "").threshold_texts(digits)
+
+    assert texts(0.42, 0.5) == ("0.420", "0.500")
+    assert texts(0.99999999999, 0.9999999999999, 4) == ("0.99999999999", "1.00000000000")  # was 1.0000 vs 1.0000
+    assert texts(0.5, 0.5) == ("0.500", "0.500")
+    p, t = texts(0.3, float(np.nextafter(0.3, 1.0)))
+    assert p != t and float(p) < float(t)
+
+
 def test_3d_nifti_volume(run3d, p3d):
     path = SAMPLE / "ct3d" / "P0031.nii.gz"
     pred = p3d.predict(path)
