@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from typing import Iterable
 
 
 class MedtlError(Exception):
     """Base class of medtl's own errors (message is one line, user-facing)."""
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters as ``\\xNN``: a newline in a file name must not split a
+    one-line message."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: "\\x%02x" % ord(m.group()), text)
 
 
 class ScanError(MedtlError, ValueError):
@@ -23,7 +30,7 @@ class ScanError(MedtlError, ValueError):
         self.path = None if path is None else str(path)
         self.reason = reason
         self.fix = fix
-        where = f"{self.path}: " if self.path else ""
+        where = f"{_printable(self.path)}: " if self.path else ""
         msg = f"{where}{reason}"
         if fix:
             msg += f" ({fix})"

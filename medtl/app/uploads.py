@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from medtl.errors import ScanError
-from medtl.io.archive import check_zip
+from medtl.io.archive import MAX_RATIO, check_zip
 from medtl.io.detect import detect_format
 
 __all__ = ["MAX_FILES", "MAX_RATIO", "MAX_TOTAL_BYTES", "UnsafeUploadError", "check_archive", "check_nifti",
@@ -29,9 +29,6 @@ __all__ = ["MAX_FILES", "MAX_RATIO", "MAX_TOTAL_BYTES", "UnsafeUploadError", "ch
 
 #: Largest total (decompressed) size accepted: a whole CT series is a few hundred MB.
 MAX_TOTAL_BYTES = 2 * 1024**3
-#: Largest decompressed / compressed size ratio of an archive. DICOM with a black
-#: background compresses 5-20x; 100x is what crafted archives (zip bombs) show.
-MAX_RATIO = 100.0
 #: Most files in one upload or archive (a long CT series has a few thousand).
 MAX_FILES = 10_000
 

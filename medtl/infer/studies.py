@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from medtl.errors import MedtlError, one_line
+from medtl.io.detect import special_file
 
 #: Files with these suffixes are companions of scans (notes, sidecars, tables), never studies.
 COMPANION_SUFFIXES = frozenset({
@@ -172,6 +173,9 @@ def _unusable(p: Path) -> str | None:
         return "file name is not valid UTF-8 (cannot be written to the CSV outputs); rename the file"
     if p.is_symlink() and not p.exists():
         return f"dangling symbolic link (its target {shown(os.readlink(p))!r} does not exist)"
+    special = special_file(p)
+    if special:
+        return f"{special}, not a file (never opened: it could block or never end)"
     try:
         with open(p, "rb"):
             pass

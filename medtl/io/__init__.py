@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medtl.errors import ScanError, UnsupportedFormatError
-from medtl.io.detect import detect_format
+from medtl.io.detect import detect_format, special_file
 from medtl.io.guard import guarded
 from medtl.io.nifti import read_nifti, save_nifti
 from medtl.io.scan import Scan
@@ -35,6 +35,16 @@ def load_scan(path: str | os.PathLike, series: str | int | None = None, grayscal
     path = Path(path)
     if not path.exists():
         raise ScanError(path, "no such file or folder", "check the path")
+    special = special_file(path)
+    if special:
+        raise UnsupportedFormatError(path, f"{special}, not a file", "give the path of a scan file or folder")
+    try:
+        if path.is_dir():
+            os.listdir(path)
+        else:
+            open(path, "rb").close()
+    except PermissionError:
+        raise ScanError(path, "permission denied", "make it readable for this user (chmod / chown)") from None
     kind = detect_format(path)
     if kind in ("folder", "zip"):
         from medtl.io.dicom import read_series

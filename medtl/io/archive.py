@@ -18,7 +18,14 @@ from pathlib import Path
 
 from medtl.errors import CorruptFileError, ScanError
 
-__all__ = ["ZipListing", "check_zip", "member_escapes", "read_member"]
+__all__ = ["MAX_RATIO", "RATIO_FROM_BYTES", "ZipListing", "check_zip", "member_escapes", "read_member"]
+
+#: Largest decompressed / compressed size ratio of an archive. DICOM with a black
+#: background compresses 5-20x; 100x is what crafted archives (zip bombs) show.
+MAX_RATIO = 100.0
+#: Below this decompressed total the ratio is not checked: a few black slices compress far
+#: better than 100x, and so small an archive harms nothing.
+RATIO_FROM_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -40,13 +47,15 @@ def member_escapes(name: str) -> bool:
 
 def check_zip(path: str | os.PathLike, *, where: str | None = None, error: type[ScanError] = CorruptFileError,
               max_files: int | None = None, max_total_bytes: int | None = None,
-              max_ratio: float | None = None, max_member_bytes: int | None = None) -> ZipListing:
+              max_ratio: float | None = None, max_member_bytes: int | None = None,
+              ratio_from_bytes: int = 0) -> ZipListing:
     """List a zip's members after refusing an unsafe or unreadable archive.
 
     Always refused: an unreadable archive, member paths escaping the archive and
     symbolic links. Refused when a limit is given: more than ``max_files`` file
     members, more than ``max_total_bytes`` decompressed, one member over
-    ``max_member_bytes``, or a decompressed/compressed ratio above ``max_ratio``. Sizes are the declared ones; Python's ``zipfile`` never
+    ``max_member_bytes``, or a decompressed/compressed ratio above ``max_ratio`` (once more than
+    ``ratio_from_bytes`` decompressed). Sizes are the declared ones; Python's ``zipfile`` never
     returns more bytes than a member declares, so a member lying about its size cannot
     inflate past the check. Errors are ``error`` (a :class:`ScanError`) naming
     ``where`` (default: the path).
@@ -78,7 +87,7 @@ def check_zip(path: str | os.PathLike, *, where: str | None = None, error: type[
     if max_total_bytes is not None and total > max_total_bytes:
         raise error(name, f"{total / 2**20:.0f} MB once decompressed (limit {max_total_bytes / 2**20:.0f} MB)",
                     "upload one series at a time")
-    if max_ratio is not None and total > max_ratio * max(packed, 1):
+    if max_ratio is not None and total > ratio_from_bytes and total > max_ratio * max(packed, 1):
         raise error(name, f"decompresses {total / max(packed, 1):.0f}x (limit {max_ratio:g}x); looks like a zip "
                     "bomb, archive refused", "re-create the archive from the DICOM files")
     return ZipListing(members=files, total_bytes=total, packed_bytes=packed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import stat
 import struct
 import zipfile
 from pathlib import Path
@@ -35,6 +36,25 @@ def _is_nifti_header(head: bytes) -> bool:
     return False
 
 
+def special_file(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a folder (links followed), else None.
+
+    Such paths are never opened: opening a named pipe waits for a writer, possibly forever,
+    and a device such as ``/dev/zero`` never ends.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    for test, what in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
 def detect_format(path: str | os.PathLike) -> str | None:
     """Return one of :data:`FORMATS` for ``path``, or ``None`` when unrecognised.
 
@@ -45,6 +65,8 @@ def detect_format(path: str | os.PathLike) -> str | None:
     p = Path(path)
     if p.is_dir():
         return "folder"
+    if special_file(p):
+        return None
     try:
         with open(p, "rb") as fh:
             head = fh.read(600)

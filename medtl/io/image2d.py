@@ -14,6 +14,11 @@ from medtl.io.guard import guarded
 from medtl.io.scan import Scan
 
 
+#: Most decoded bytes a PNG or JPEG file can hold per byte: deflate's best case is 1032:1 (a JPEG's
+#: is far lower), so a header claiming more than this is truncated or forged.
+_MAX_INFLATION = 1100
+
+
 def check_image_claims(path: Path) -> None:
     """Refuse an image whose header claims more pixels than the limits, reading the header only.
 
@@ -25,6 +30,7 @@ def check_image_claims(path: Path) -> None:
     # The header is read with PIL's own bomb guard off (medtl's check below names the claim);
     # afterwards the guard follows medtl's limit for the decode (process-wide, as PIL has it).
     width = height = frames = bands = None
+    compressed = False
     try:
         Image.MAX_IMAGE_PIXELS = None
         try:
@@ -36,6 +42,7 @@ def check_image_claims(path: Path) -> None:
             frames = int(getattr(im, "n_frames", 1) or 1)
             bands = len(im.getbands())
             itemsize = 2 if im.mode.startswith("I;16") else 4 if im.mode in ("I", "F") else 1
+            compressed = im.format in ("PNG", "JPEG")
     except Image.DecompressionBombError as exc:
         raise limits.LimitError(path, f"image header claims too many pixels ({exc})",
                                 "a damaged or crafted file; if real, raise MEDTL_MAX_FRAME_PIXELS") from None
@@ -54,8 +61,14 @@ def check_image_claims(path: Path) -> None:
         height, width = (shape[-3], shape[-2]) if has_samples else (shape[-2], shape[-1])
         bands = shape[-1] if has_samples else 1
         frames = int(np.prod(shape[: -3 if has_samples else -2], dtype=object)) if len(shape) > 2 + has_samples else 1
-    limits.check_pixels(path, "image header claims", frames=frames, rows=height, cols=width, samples=bands,
-                        itemsize=itemsize)
+    decoded = limits.check_pixels(path, "image header claims", frames=frames, rows=height, cols=width,
+                                  samples=bands, itemsize=itemsize)
+    size = path.stat().st_size
+    if compressed and decoded > _MAX_INFLATION * max(size, 1):
+        # PIL fills what a cut or forged stream lacks with zeros or grey instead of failing
+        raise CorruptFileError(path, f"image header claims {width} x {height} pixels ({limits.human_bytes(decoded)}) "
+                               f"but the file holds {limits.human_bytes(size)}, more than PNG or JPEG can compress "
+                               "(truncated or a forged header)", "re-export or re-download the file")
 
 
 @guarded

@@ -12,19 +12,20 @@ import numpy as np
 from medtl._fileutil import atomic_path
 from medtl.errors import CorruptFileError, ScanError, one_line
 from medtl.io.guard import guarded
-from medtl.io.scan import Scan
+from medtl.io.scan import Scan, affine_is_usable
 
 
 def _nib_load(path: Path) -> tuple[nib.Nifti1Image, object | None]:
     """The image with its data not yet read, and the file object to close once it is.
 
     nibabel picks the reader by extension; a misnamed file is opened from its content
-    (gzip streamed, never decompressed whole in memory).
+    (gzip streamed, never decompressed whole in memory). A gzipped file is always opened here,
+    so that :func:`_drain` can check its trailer once the voxels are read.
     """
-    if path.name.lower().endswith((".nii", ".nii.gz")):
-        return nib.load(str(path)), None
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
+    if path.name.lower().endswith(".nii") and not gz:
+        return nib.load(str(path)), None
     fobj = gzip.open(path, "rb") if gz else open(path, "rb")  # noqa: SIM115 - closed by the caller
     try:
         head = fobj.read(4)
@@ -75,6 +76,19 @@ def _voxel_bytes_present(path: Path, img: nib.Nifti1Image) -> int | None:
     return max(path.stat().st_size - offset, 0)
 
 
+def _drain(fobj: gzip.GzipFile, path: Path) -> None:
+    """Read a gzip stream to its end once the voxels are in: nibabel stops at the last voxel,
+    before the trailer, so a damaged stream whose CRC no longer matches would load as wrong
+    voxels. What follows the voxels is read in 1 MiB chunks, at most ``MEDTL_MAX_BYTES``."""
+    from medtl.io import limits
+
+    cap, total = limits.current().max_bytes, 0
+    while chunk := fobj.read(1 << 20):
+        total += len(chunk)
+        if total > cap:
+            limits.check_bytes(path, "gzip stream continues after the voxels for more than", total, cap)
+
+
 @guarded
 def read_nifti(path: str | os.PathLike) -> Scan:
     """Load a ``.nii``/``.nii.gz`` file; voxels in ``[i, j, k]`` order with nibabel's best affine.
@@ -93,6 +107,8 @@ def read_nifti(path: str | os.PathLike) -> Scan:
         img, fobj = _nib_load(path)
         check_header(img.header, path, _voxel_bytes_present(path, img))
         data = np.asanyarray(img.dataobj)
+        if isinstance(fobj, gzip.GzipFile):
+            _drain(fobj, path)
     except (LimitError, CorruptFileError):
         raise
     except BaseException as exc:  # noqa: BLE001 - nibabel raises many types for damaged files
@@ -103,6 +119,10 @@ def read_nifti(path: str | os.PathLike) -> Scan:
     finally:
         if fobj is not None:
             fobj.close()
+    if not affine_is_usable(img.affine):
+        raise CorruptFileError(path, "the header's voxel-to-world matrix (sform/qform) is singular or not finite, "
+                               "so voxel size and orientation are unknown",
+                               "repair the header (e.g. copy the qform to the sform) or re-export the file")
     if data.ndim > 4 or data.ndim < 2:
         raise ScanError(path, f"NIfTI with {data.ndim} dimensions is not a scan medtl can use",
                         "give a 2D, 3D or 3D+channel image")

@@ -15,6 +15,16 @@ PHI_KEYS = frozenset(
 )
 
 
+def affine_is_usable(affine: np.ndarray) -> bool:
+    """Whether a voxel-to-world ``affine`` gives a voxel size and an orientation: finite, with
+    axes that are neither zero nor (nearly) parallel."""
+    m = np.asarray(affine, dtype=np.float64)[:3, :3]
+    if not np.all(np.isfinite(affine)):
+        return False
+    sv = np.linalg.svd(m, compute_uv=False)
+    return bool(sv[0] > 0 and sv[-1] > 1e-6 * sv[0])
+
+
 @dataclass
 class Scan:
     """Voxels with their geometry and provenance.
@@ -45,6 +55,9 @@ class Scan:
         self.affine = np.asarray(self.affine, dtype=np.float64)
         if self.affine.shape != (4, 4):
             raise ValueError(f"affine must be 4x4, got {self.affine.shape}")
+        if not affine_is_usable(self.affine):
+            raise ValueError("affine must be finite with three independent axes (no voxel size or orientation "
+                             f"otherwise), got {self.affine[:3].tolist()}")
         leaked = PHI_KEYS.intersection(self.metadata)
         if leaked:
             raise ValueError(f"metadata must not hold patient identifiers: {sorted(leaked)}")

@@ -138,3 +138,14 @@ def test_series_sharing_a_folder_reports_gaps_with_the_real_folder(tmp_path):
     with pytest.warns(UserWarning, match=f"^{re.escape(str(tmp_path / 'mixed'))}: series {uid}: 1 missing slices"):
         scan = study.load()
     assert scan.shape[2] == len(ours) - 1 and scan.source == str(tmp_path / "mixed")
+
+
+def test_a_named_pipe_in_the_input_is_an_error_row_never_opened(tmp_path):
+    import os
+
+    shutil.copy(SAMPLE / "ct2d" / "P0001_1.dcm", tmp_path / "a.dcm")
+    os.mkfifo(tmp_path / "pipe.dcm")  # opening it would wait for a writer forever
+    found = discover(tmp_path, 2)
+    assert [s.path for s in found.studies] == [str(tmp_path / "a.dcm")]
+    (error,) = found.errors
+    assert error.path == str(tmp_path / "pipe.dcm") and error.reason.startswith("a named pipe (FIFO), not a file")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -86,3 +87,75 @@ def check_claims(ds: Dataset, name: str | os.PathLike, present: int | None) -> i
                 name, f"cannot decode pixel data: {what} {c['frames']} compressed frames but the file holds only {limits.human_bytes(present)}"
                 " of pixel data (truncated or a forged header)", "re-export or re-download the file")
     return decoded
+
+
+#: Compressed syntaxes whose frames carry their own size: the JPEG family (baseline, extended,
+#: lossless, JPEG-LS) in its frame header (SOF), JPEG 2000 and HTJ2K in its SIZ marker.
+_JPEG = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+                   "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"})
+_J2K = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+                  "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"})
+
+
+def codestream_size(frame: bytes, syntax: str) -> tuple[int, int] | None:
+    """``(rows, columns)`` that a compressed frame's own header claims (None: not such a frame, or
+    not parsed; the decoder then judges it)."""
+    if syntax in _JPEG:
+        # pydicom's marker parser (private, but the one its JPEG decoders are fed by): no library
+        # exposes a JPEG-LS/lossless frame header otherwise.
+        from pydicom.pixels.utils import _get_jpg_parameters
+
+        info = _get_jpg_parameters(frame)
+        return (int(info["height"]), int(info["width"])) if "height" in info and "width" in info else None
+    if syntax in _J2K:
+        # SOC then SIZ (ISO/IEC 15444-1 A.5.1): Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz; pydicom's
+        # get_j2k_parameters reads precision and sign only. A JP2 wrapper puts boxes in front.
+        at = frame.find(b"\xff\x4f\xff\x51", 0, 4096)
+        if at < 0 or len(frame) < at + 24:
+            return None
+        x, y, x0, y0 = struct.unpack(">IIII", frame[at + 8:at + 24])
+        return y - y0, x - x0
+    return None
+
+
+def check_pixel_data(ds: Dataset, name: str | os.PathLike) -> None:
+    """The pixel data against the header that describes it, before decoding.
+
+    Native data holding a whole frame or more beyond what Rows, Columns and NumberOfFrames
+    account for is refused (not padding: a header that lies, e.g. 9 frames of a 10-frame file,
+    would silently drop or reshape pixels). Compressed frames whose own headers claim more rows
+    or columns than the DICOM header are refused: decoders allocate what the codestream says, so
+    a 42 KB file could otherwise ask for gigabytes before any error.
+    """
+    syntax = transfer_syntax(ds)
+    c = claims(ds)
+    if c is None or "PixelData" not in ds:
+        return
+    if syntax in _NATIVE:
+        present = pixel_bytes(ds)
+        frame = math.ceil(c["rows"] * c["cols"] * c["samples"] * c["bits"] / 8)
+        needed = math.ceil(c["frames"] * c["rows"] * c["cols"] * c["samples"] * c["bits"] / 8)
+        if present is not None and frame > 0 and present - needed >= frame:
+            raise CorruptFileError(
+                name, f"header claims {c['frames']} frame(s) of {c['rows']} x {c['cols']} "
+                f"({limits.human_bytes(needed)} of pixel data) but the file holds {limits.human_bytes(present)}: "
+                "the header does not describe the pixels", "re-export the file")
+        return
+    if syntax not in _JPEG and syntax not in _J2K:
+        return
+    from pydicom.encaps import generate_frames
+
+    try:
+        frames = list(generate_frames(ds.PixelData, number_of_frames=max(c["frames"], 1)))
+    except Exception:  # noqa: BLE001 - broken encapsulation: the decoder reports it
+        return
+    for i, frame in enumerate(frames):
+        try:
+            size = codestream_size(frame, syntax)
+        except Exception:  # noqa: BLE001 - an unparsable frame header: the decoder reports it
+            continue
+        if size is not None and (size[0] > c["rows"] or size[1] > c["cols"]):
+            raise CorruptFileError(
+                name, f"cannot decode pixel data: frame {i + 1}'s compressed stream claims {size[0]} x {size[1]} "
+                f"pixels but the header says {c['rows']} x {c['cols']} (a damaged or forged file)",
+                "re-export the file")

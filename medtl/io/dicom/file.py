@@ -38,7 +38,7 @@ def read_dicom(path: PathLike) -> Scan:
     full = read_full(name, name)
     check_readable_image(full, name, name)
     check_claims(full, name, pixel_bytes(full))  # before any per-frame work
-    frames = frames_of(full, 0)
+    frames = frames_of(full, 0, name)
     scan = build_scan([full], [name], frames, name, load=lambda _: decode(full, name))
     scan.metadata["number_of_frames"] = len(frames)
     return scan

@@ -100,23 +100,47 @@ def spacing_value(value: Any) -> tuple[np.ndarray | None, str | None]:
     if value is None or value == "":
         return None, None
     vec = to_vector(value, 2)
-    if vec is None or np.any(vec <= 0):
+    if vec is None or np.any(vec < 1e-6) or np.any(vec > 1e4):  # 1 nm to 10 m: anything else is no pixel size
         shown = "\\".join(str(v) for v in value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) \
             else str(value)
-        return None, f"invalid PixelSpacing {shown[:40]!r} (must be two positive numbers)"
+        return None, f"invalid PixelSpacing {shown[:40]!r} (must be two positive numbers of mm)"
     return vec, None
+
+
+#: How far ImageOrientationPatient's direction cosines may be from unit length and orthogonal
+#: (scanners write about 6 decimals); within it they are renormalised, beyond it refused.
+IOP_TOLERANCE = 1e-2
+
+
+def orientation_value(value: Any, name: str | None = None) -> np.ndarray | None:
+    """An ImageOrientationPatient as two orthonormal direction cosines (None when absent or not
+    six finite numbers). Refused when they are not unit vectors at right angles: scaled ones
+    would silently scale the voxel size, parallel ones leave no slice normal."""
+    vec = to_vector(value, 6)
+    if vec is None:
+        return None
+    row, col = vec[:3], vec[3:]
+    nr, nc = np.linalg.norm(row), np.linalg.norm(col)
+    if abs(nr - 1) > IOP_TOLERANCE or abs(nc - 1) > IOP_TOLERANCE or abs(float(row @ col)) > IOP_TOLERANCE:
+        from medtl.errors import CorruptFileError
+
+        shown = "\\".join(f"{v:g}" for v in vec)
+        raise CorruptFileError(name, f"invalid ImageOrientationPatient '{shown}' (the row and column direction "
+                               "cosines must be unit vectors at right angles)", "re-export the file")
+    return np.concatenate([row / nr, col / nc])
 
 
 def _positive(value: float | None) -> float | None:
     return value if value is not None and value > 0 else None
 
 
-def frames_of(ds: Dataset, src: int) -> list[Frame]:
+def frames_of(ds: Dataset, src: int, name: str | None = None) -> list[Frame]:
     """One :class:`Frame` per frame of ``ds``; functional groups win over top-level attributes.
 
     Callers check the header's claims first (:func:`medtl.io.dicom.budget.check_claims`);
     a frame count beyond ``MEDTL_MAX_VOXELS`` is refused here too. A PixelSpacing that is
-    not two positive numbers counts as missing (``extra["spacing_problem"]`` says why);
+    not two positive numbers (1 nm to 10 m) counts as missing (``extra["spacing_problem"]`` says why);
+    an ImageOrientationPatient that is not two orthonormal vectors is refused (naming ``name``);
     SliceThickness/SpacingBetweenSlices that are not positive count as missing; a rescale
     slope or intercept that is present but not a finite number becomes NaN (refused later).
     """
@@ -126,11 +150,11 @@ def frames_of(ds: Dataset, src: int) -> list[Frame]:
     if n < 1 or n > limits.current().max_voxels:
         from medtl.errors import CorruptFileError
 
-        raise CorruptFileError(None, f"header claims NumberOfFrames = {n}", "re-export the file")
+        raise CorruptFileError(name, f"header claims NumberOfFrames = {n}", "re-export the file")
     instance = int(to_float(ds.get("InstanceNumber")) or 0)
     enhanced = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
     top_ipp = to_vector(ds.get("ImagePositionPatient"), 3)
-    top_iop = to_vector(ds.get("ImageOrientationPatient"), 6)
+    top_iop = orientation_value(ds.get("ImageOrientationPatient"), name)
     top_ps, top_problem = spacing_value(ds.get("PixelSpacing"))
     if top_ps is None:
         top_ps, imager_problem = spacing_value(ds.get("ImagerPixelSpacing"))
@@ -148,7 +172,7 @@ def frames_of(ds: Dataset, src: int) -> list[Frame]:
             return _group_value(ds, f, seq, attr) if enhanced else None
 
         ipp = to_vector(grp("PlanePositionSequence", "ImagePositionPatient"), 3)
-        iop = to_vector(grp("PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+        iop = orientation_value(grp("PlaneOrientationSequence", "ImageOrientationPatient"), name)
         ps, problem = spacing_value(grp("PixelMeasuresSequence", "PixelSpacing"))
         step = (_positive(to_float(grp("PixelMeasuresSequence", "SpacingBetweenSlices")))
                 or _positive(to_float(grp("PixelMeasuresSequence", "SliceThickness"))))

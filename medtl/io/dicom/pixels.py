@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
 from medtl.errors import CorruptFileError, one_line
+from medtl.io.dicom.budget import check_pixel_data
 from medtl.io.dicom.frames import Frame
 from medtl.io.dicom.sniff import is_fatal
 from medtl.io.dicom.sop import transfer_syntax_name
@@ -24,6 +25,7 @@ from medtl.io.dicom.sop import transfer_syntax_name
 
 def decode(ds: Dataset, name: str) -> np.ndarray:
     """Decoded pixels as ``(frames, rows, cols[, samples])`` in native byte order."""
+    check_pixel_data(ds, name)
     try:
         arr = ds.pixel_array
     except BaseException as exc:  # noqa: BLE001 - decoders may panic (BaseException)

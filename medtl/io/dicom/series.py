@@ -189,7 +189,7 @@ def read_series(path: SeriesSource, series: str | int | None = None, progress: b
     # Claims first: each file against its size and the limits, then the series as a whole.
     total = sum(check_claims(h.ds, h.entry.name, h.entry.size) for h in chosen_headers)
     limits.check_bytes(where, f"series of {len(headers)} files decodes to", total)
-    frames = [f for i, ds in enumerate(headers) for f in frames_of(ds, i)]
+    frames = [f for i, ds in enumerate(headers) for f in frames_of(ds, i, names[i])]
     if frames:
         ds0 = headers[0]
         limits.check_pixels(where, "series claims", frames=len(frames), rows=int(ds0.Rows), cols=int(ds0.Columns),

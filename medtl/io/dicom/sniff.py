@@ -166,6 +166,13 @@ def read_header(src: str | BinaryIO, name: str) -> Dataset | None:
 
     Raises :class:`CorruptFileError` for a file marked DICOM whose header is malformed.
     """
+    if isinstance(src, str):
+        try:
+            with open(src, "rb") as first:
+                if _sniff(first) is None:
+                    return None  # not DICOM (a movie beside the series): its size is not the series' concern
+        except OSError:
+            pass  # _open_checked says why it cannot be read
     fh, close = _open_checked(src, name)
     try:
         kind = _sniff(fh)
