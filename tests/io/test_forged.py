@@ -203,3 +203,30 @@ def test_a_large_file_that_is_not_dicom_does_not_stop_its_folders_series(tmp_pat
     (folder / "movie.mp4").write_bytes(b"\0\0\0\x20ftypisom" + b"\0" * (3 * 2**20))
     with limits.override(max_bytes=2 * 2**20):  # the movie is over the byte limit, the slice is not
         assert load_scan(folder).shape == (128, 128, 1)
+
+
+def test_an_unreadable_file_or_folder_says_permission_denied(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(CT, tmp_path / "locked.dcm")
+    (tmp_path / "locked").mkdir()
+    os.chmod(tmp_path / "locked.dcm", 0)
+    os.chmod(tmp_path / "locked", 0)
+    code = ("import sys\nfrom medtl.io import load_scan\nfor p in sys.argv[1:]:\n    try: load_scan(p)\n"
+            "    except Exception as e: print(e)\n")
+    cmd = [sys.executable, "-c", code, str(tmp_path / "locked.dcm"), str(tmp_path / "locked")]
+    if os.geteuid() == 0:  # root reads anything: drop the capabilities that let it
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv")
+        cmd = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search", *cmd]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    finally:
+        os.chmod(tmp_path / "locked", 0o755)
+    if proc.stderr.startswith("setpriv:"):
+        pytest.skip(f"capabilities cannot be dropped here ({proc.stderr.strip()})")
+    out = proc.stdout.splitlines()
+    assert out == [f"{tmp_path / 'locked.dcm'}: permission denied (make it readable for this user (chmod / chown))",
+                   f"{tmp_path / 'locked'}: permission denied (make it readable for this user (chmod / chown))"]
