@@ -10,6 +10,7 @@ import io
 import os
 import signal
 import struct
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -153,13 +154,17 @@ def test_orientation_rounded_by_the_scanner_is_renormalised_not_scaling_the_voxe
     np.testing.assert_allclose(scan.spacing, spacing, rtol=1e-12)
 
 
-def test_an_absurd_pixel_spacing_counts_as_unknown(tmp_path):
+def test_an_absurd_pixel_spacing_or_slice_thickness_counts_as_unknown(tmp_path):
     ds = pydicom.dcmread(CT)
     ds.PixelSpacing = [1e308, 1e308]
     ds.save_as(tmp_path / "far.dcm")
     with pytest.warns(UserWarning, match="invalid PixelSpacing"):
         scan = load_scan(tmp_path / "far.dcm")
     assert np.all(np.isfinite(scan.affine))
+    ds = pydicom.dcmread(CT)
+    ds.SliceThickness = 1e308
+    ds.save_as(tmp_path / "thick.dcm")
+    assert np.all(np.isfinite(load_scan(tmp_path / "thick.dcm").affine))
 
 
 def test_nifti_with_a_singular_affine_is_refused_and_no_scan_takes_one(tmp_path):
@@ -230,3 +235,21 @@ def test_an_unreadable_file_or_folder_says_permission_denied(tmp_path):
     out = proc.stdout.splitlines()
     assert out == [f"{tmp_path / 'locked.dcm'}: permission denied (make it readable for this user (chmod / chown))",
                    f"{tmp_path / 'locked'}: permission denied (make it readable for this user (chmod / chown))"]
+
+
+def test_a_compressed_frame_cut_before_its_end_marker_is_warned_about(tmp_path):
+    from pydicom.encaps import encapsulate, generate_frames
+
+    src = Path(get_testdata_file("SC_rgb_jpeg_gdcm.dcm"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the whole file: no warning
+        load_scan(src)
+    ds = pydicom.dcmread(src)
+    (frame,) = generate_frames(ds.PixelData, number_of_frames=1)
+    ds.PixelData = encapsulate([frame[: len(frame) * 3 // 4]])  # lengths consistent, the last quarter gone
+    ds.save_as(tmp_path / "cut.dcm")
+    with pytest.warns(UserWarning, match=r"cut\.dcm: 1 of 1 compressed frame\(s\) end without their end-of-image"):
+        try:
+            load_scan(tmp_path / "cut.dcm")
+        except CorruptFileError:
+            pass  # or the decoder itself notices

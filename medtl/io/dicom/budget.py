@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import warnings
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -159,3 +160,9 @@ def check_pixel_data(ds: Dataset, name: str | os.PathLike) -> None:
                 name, f"cannot decode pixel data: frame {i + 1}'s compressed stream claims {size[0]} x {size[1]} "
                 f"pixels but the header says {c['rows']} x {c['cols']} (a damaged or forged file)",
                 "re-export the file")
+    # JPEG's EOI and JPEG 2000's EOC are both FF D9, a pair byte stuffing keeps out of coded data;
+    # some encoders pad after it. Decoders fill a stream cut before it with grey or zeros, silently.
+    cut = sum(b"\xff\xd9" not in frame[-8:] for frame in frames)
+    if cut:
+        warnings.warn(f"{name}: {cut} of {len(frames)} compressed frame(s) end without their end-of-image marker "
+                      "(cut short?): part of the image may be filled in by the decoder", stacklevel=2)

@@ -100,7 +100,7 @@ def spacing_value(value: Any) -> tuple[np.ndarray | None, str | None]:
     if value is None or value == "":
         return None, None
     vec = to_vector(value, 2)
-    if vec is None or np.any(vec < 1e-6) or np.any(vec > 1e4):  # 1 nm to 10 m: anything else is no pixel size
+    if vec is None or np.any(vec < 1e-6) or np.any(vec > 1e4):  # 1 nm to 10 m, as _positive
         shown = "\\".join(str(v) for v in value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) \
             else str(value)
         return None, f"invalid PixelSpacing {shown[:40]!r} (must be two positive numbers of mm)"
@@ -131,7 +131,8 @@ def orientation_value(value: Any, name: str | None = None) -> np.ndarray | None:
 
 
 def _positive(value: float | None) -> float | None:
-    return value if value is not None and value > 0 else None
+    """A slice step in mm, or None when missing or outside 1 nm to 10 m (no slice is that thin or thick)."""
+    return value if value is not None and 1e-6 <= value <= 1e4 else None
 
 
 def frames_of(ds: Dataset, src: int, name: str | None = None) -> list[Frame]:
