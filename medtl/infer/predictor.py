@@ -239,6 +239,9 @@ class Predictor:
     def decide(self, probs: Sequence[float]) -> tuple[str, str]:
         """``(predicted, decision)`` for one probability vector (see :class:`Prediction`)."""
         p = np.asarray(probs, dtype=np.float64)
+        if not np.isfinite(p).all():  # argmax of NaNs is class 0: a decision nobody made
+            raise MedtlError("the model gave no probability for this study (NaN; non-finite input or a broken "
+                             "model): no decision")
         predicted = self.class_names[int(np.argmax(p))]
         if self.positive_class is None:
             return predicted, predicted

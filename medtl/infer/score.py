@@ -297,7 +297,11 @@ def _infer(predictor: Predictor, items: list[dict[str, Any]], summary: ScoreSumm
             continue
         p, ood = res
         study: Study = it["study"]
-        predicted, decision = predictor.decide(p)
+        try:
+            predicted, decision = predictor.decide(p)
+        except MedtlError as exc:
+            fail(study.path, study.key, "infer", one_line(exc))
+            continue
         flagged = predictor.is_out_of_distribution(ood)
         notes = "; ".join(filter(None, [*model_notes, it["notes"], *(n for n in checked if "override" in n)]))
         if sal_dir is not None:

@@ -11,7 +11,7 @@ from skimage import io as skio
 from medtl.errors import CorruptFileError, ScanError
 from medtl.io import limits
 from medtl.io.guard import guarded
-from medtl.io.scan import Scan
+from medtl.io.scan import Scan, count_non_finite
 
 
 #: Most decoded bytes a PNG or JPEG file can hold per byte: deflate's best case is 1032:1 (a JPEG's
@@ -90,6 +90,10 @@ def read_image(path: str | os.PathLike, grayscale: bool = False) -> Scan:
             raise
         raise CorruptFileError(path, f"unreadable image ({type(exc).__name__}: {exc})",
                                "check the file is complete; re-export it") from None
+    bad = count_non_finite(data)
+    if bad:  # a float TIFF: as for DICOM and NIfTI, a NaN would come out as a NaN probability
+        raise CorruptFileError(path, f"{bad} of {data.size} pixel values are not finite (NaN or infinite)",
+                               "replace them (e.g. with the background value) and save the file again")
     if data.ndim == 3 and data.shape[-1] in (3, 4):
         data = data[..., :3]
         scan = Scan(array=np.swapaxes(data, 0, 1)[:, :, None, :], affine=np.eye(4),

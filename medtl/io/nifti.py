@@ -12,7 +12,7 @@ import numpy as np
 from medtl._fileutil import atomic_path
 from medtl.errors import CorruptFileError, ScanError, one_line
 from medtl.io.guard import guarded
-from medtl.io.scan import Scan, affine_is_usable
+from medtl.io.scan import Scan, affine_is_usable, count_non_finite
 
 
 def _nib_load(path: Path) -> tuple[nib.Nifti1Image, object | None]:
@@ -123,6 +123,10 @@ def read_nifti(path: str | os.PathLike) -> Scan:
         raise CorruptFileError(path, "the header's voxel-to-world matrix (sform/qform) is singular or not finite, "
                                "so voxel size and orientation are unknown",
                                "repair the header (e.g. copy the qform to the sform) or re-export the file")
+    bad = count_non_finite(data)
+    if bad:  # as for DICOM: a NaN reaches the network and comes out as a NaN probability
+        raise CorruptFileError(path, f"{bad} of {data.size} voxel values are not finite (NaN or infinite)",
+                               "replace them (e.g. with the background value) and save the file again")
     if data.ndim > 4 or data.ndim < 2:
         raise ScanError(path, f"NIfTI with {data.ndim} dimensions is not a scan medtl can use",
                         "give a 2D, 3D or 3D+channel image")

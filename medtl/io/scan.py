@@ -25,6 +25,13 @@ def affine_is_usable(affine: np.ndarray) -> bool:
     return bool(sv[0] > 0 and sv[-1] > 1e-6 * sv[0])
 
 
+def count_non_finite(array: np.ndarray) -> int:
+    """How many values of ``array`` are NaN or infinite (0 for integer arrays, without a pass)."""
+    if array.dtype.kind not in "fc":
+        return 0
+    return int(array.size - np.count_nonzero(np.isfinite(array)))
+
+
 @dataclass
 class Scan:
     """Voxels with their geometry and provenance.

@@ -70,6 +70,8 @@ def test_decision_is_exactly_the_threshold_rule(run2d, p2d):
     assert Predictor(model, {**card, "threshold": None}, prep).threshold == 0.5
     three = Predictor(model, {**card, "class_names": ["a", "b", "c"], "positive_class": None}, prep)
     assert three.threshold is None and three.decide([0.2, 0.5, 0.3]) == ("b", "b")
+    with pytest.raises(MedtlError, match="NaN"):  # argmax would say class 0: a decision nobody made
+        at.decide([float("nan"), float("nan")])
 
 
 def test_probability_and_threshold_never_print_alike_when_they_differ():

@@ -253,3 +253,17 @@ def test_a_compressed_frame_cut_before_its_end_marker_is_warned_about(tmp_path):
             load_scan(tmp_path / "cut.dcm")
         except CorruptFileError:
             pass  # or the decoder itself notices
+
+
+def test_nan_or_infinite_voxels_are_refused_in_nifti_and_float_tiff_as_in_dicom(tmp_path):
+    import tifffile
+
+    img = nib.load(VOLUME)
+    data = np.asanyarray(img.dataobj).astype(np.float32)
+    data[:2, :2, 0] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), tmp_path / "nan.nii.gz")
+    refused(tmp_path / "nan.nii.gz", CorruptFileError, r"4 of \d+ voxel values are not finite")
+    flat = np.ones((32, 32), np.float32)
+    flat[0, 0] = np.inf
+    tifffile.imwrite(tmp_path / "inf.tif", flat)
+    refused(tmp_path / "inf.tif", CorruptFileError, "1 of 1024 pixel values are not finite")
