@@ -52,7 +52,7 @@ def special_file(path: str | os.PathLike) -> str | None:
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
         if test(mode):
             return what
-    return "not a regular file"
+    return "a special file"
 
 
 def detect_format(path: str | os.PathLike) -> str | None:
