@@ -18,6 +18,8 @@ from medtl.io.scan import Scan
 from medtl.transforms.layout import array_to_scan
 
 ScanSource = str | os.PathLike | Scan | np.ndarray
+#: Longest side / shortest side of a 2D image a model accepts (panoramic dental X-rays are about 2.5).
+MAX_ASPECT = 64
 
 
 def as_scan(x: ScanSource, spatial_dims: int | None = None) -> Scan:
@@ -73,6 +75,12 @@ class LoadScan(Transform):
         if self.spatial_dims == 3 and scan.is_2d:
             raise ScanError(_describe(scan), "a single 2D image was given to a 3D model",
                             "use a 2D model (preprocess.spatial_dims: 2) or give the whole volume")
+        if self.spatial_dims == 2 and max(scan.shape[:2]) > MAX_ASPECT * min(scan.shape[:2]):
+            # resizing one to the network's square input would take minutes (the anti-aliasing
+            # kernel grows with the scale factor): a 58 KB PNG of 1 x 60,000,000 pixels did
+            raise ScanError(_describe(scan), f"image of {scan.shape[0]} x {scan.shape[1]} pixels, one side over "
+                            f"{MAX_ASPECT} times the other, which no scan has (a damaged or forged file?)",
+                            "crop it to the region to classify, or re-export it")
         source_dtype = str(scan.array.dtype)
         if self.grayscale:
             scan = scan.to_grayscale()

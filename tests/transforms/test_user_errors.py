@@ -62,3 +62,12 @@ def test_wrong_dimensionality_is_a_scan_error_with_the_fix(tmp_path):
     with pytest.raises(ScanError) as exc:
         Preprocessing(spatial_dims=3, size=[8, 8, 8])(np.zeros((8, 8), np.uint8))
     _one_line(exc.value, "in-memory array", "(D, H, W)")
+
+
+def test_a_2d_image_far_longer_than_wide_is_refused_before_resizing(tmp_path):
+    # resizing 1 x 60,000,000 pixels to a square input took minutes (the anti-aliasing kernel grows
+    # with the scale factor); a file of that shape is 116 KB of PNG
+    prep = Preprocessing(spatial_dims=2, size=[32, 32], window="none")
+    with pytest.raises(ScanError, match=r"image of 1 x 6500 pixels, one side over 64 times the other"):
+        prep(np.zeros((6500, 1), np.float32))
+    assert prep(np.zeros((640, 10), np.float32)).shape == (1, 32, 32)  # 64:1 still goes
