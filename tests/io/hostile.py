@@ -112,6 +112,17 @@ def _png_claim(path: Path, width: int, height: int) -> Path:
     return path
 
 
+def _jpegls_claim(path: Path, rows: int, cols: int) -> Path:
+    """pydicom's JPEG-LS MR_small (64 x 64) with its frame header (SOF55) claiming ``rows`` x ``cols``."""
+    from pydicom.data import get_testdata_file
+
+    data = bytearray(Path(get_testdata_file("MR_small_jpeg_ls_lossless.dcm")).read_bytes())
+    at = data.find(b"\xff\xf7")
+    data[at + 5:at + 9] = struct.pack(">HH", rows, cols)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _tiff_claim(path: Path, width: int, height: int) -> Path:
     """A minimal little-endian TIFF whose IFD claims ``width`` x ``height`` 8-bit pixels (holds 16 bytes)."""
     entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
@@ -254,6 +265,12 @@ def bomb_cases(folder: str | Path, small: bool = True) -> list[Case]:
         Case("deflated_dicom_claims_16384_squared_small", _deflated_dicom(f / "deflate_claim.dcm", 16384, 16384, 1)
              if not small else _deflated_header_only(f / "deflate_claim.dcm", 16384, 16384),
              "deflated DICOM of 16384^2", "LimitError"),
+        Case("png_1_by_60m_in_69_bytes", _png_claim(f / "tall.png", 1, 60_000_000),
+             "69-byte PNG claiming 1 x 60,000,000 (PIL fills it with zeros)", "CorruptFileError"),
+        Case("jpegls_frame_claims_65535_squared", _jpegls_claim(f / "jls.dcm", 65535, 65535),
+             "6 KB JPEG-LS DICOM of 64 x 64 whose frame header claims 65535^2", "CorruptFileError"),
+        Case("dicom_orientation_scaled", _dicom(f / "iop.dcm", ImageOrientationPatient=[2, 0, 0, 0, 2, 0]),
+             "ImageOrientationPatient of length-2 vectors (doubles the spacing)", "CorruptFileError"),
     ]
     if not small:
         cases += [
