@@ -126,7 +126,8 @@ def check_pixel_data(ds: Dataset, name: str | os.PathLike) -> None:
     account for is refused (not padding: a header that lies, e.g. 9 frames of a 10-frame file,
     would silently drop or reshape pixels). Compressed frames whose own headers claim more rows
     or columns than the DICOM header are refused: decoders allocate what the codestream says, so
-    a 42 KB file could otherwise ask for gigabytes before any error.
+    a 42 KB file could otherwise ask for gigabytes before any error. Compressed frames cut short
+    before their end marker are warned about (decoders fill the rest without an error).
     """
     syntax = transfer_syntax(ds)
     c = claims(ds)
