@@ -1,4 +1,4 @@
-"""Wall time of ``medtl --help`` and ``medtl --version`` as a user meets it (a new process each time).
+"""Wall time of ``medtl --help``, ``--version`` and ``configs`` as a user meets it (a new process each time).
 
     python benchmarks/bench_cli.py [--repeat 10] [--out benchmarks/out/cli.json]
 
@@ -34,7 +34,9 @@ def main() -> int:
     exe = shutil.which("medtl")
     base = [exe] if exe else [sys.executable, "-m", "medtl.cli"]
     results = {}
-    for name, extra in {"--help": ["--help"], "--version": ["--version"], "train --help": ["train", "--help"]}.items():
+    commands = {"--help": ["--help"], "--version": ["--version"], "train --help": ["train", "--help"],
+                "configs": ["configs"], "configs NAME": ["configs", "medmnist2d"]}
+    for name, extra in commands.items():
         t = time_command([*base, *extra], args.repeat)
         results[name] = {"min_s": min(t), "median_s": statistics.median(t), "max_s": max(t), "n": len(t)}
         print(f"medtl {name:<13} min {min(t):.3f} s  median {statistics.median(t):.3f} s  max {max(t):.3f} s  "
