@@ -264,17 +264,19 @@ def _summary(row: dict[str, Any]) -> dict[str, float]:
 
 def _better(score: float, best: float | None, monitor: str,
             loss: float | None = None, best_loss: float | None = None) -> bool:
-    """Whether ``score`` beats ``best``; a tie goes to the lower validation ``loss``.
+    """Whether ``score`` beats ``best``; a tie goes to a validation ``loss`` lower by more than
+    float rounding.
 
     A ranking metric ties easily on a small validation set (AUC 1.0 from the first epoch,
-    while the probabilities are still all alike): the earliest epoch would win every tie.
+    while the probabilities are still all alike): the earliest epoch would win every tie. The
+    margin keeps the choice from hanging on rounding (a distributed run sums in another order).
     """
     if score is None or (isinstance(score, float) and math.isnan(score)):
         return False
     if best is None:
         return True
     if score == best:
-        return loss is not None and best_loss is not None and loss < best_loss
+        return loss is not None and best_loss is not None and loss < best_loss - 1e-6 * max(1.0, abs(best_loss))
     return score < best if monitor in LOWER_IS_BETTER else score > best
 
 

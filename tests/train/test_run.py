@@ -163,11 +163,12 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
     assert list(ddp_rows[0].keys()) == list(one_rows[0].keys()) and len(ddp_rows) == len(one_rows) == 2
     # The same computation summed in another order (gradient all-reduce; one thread per process against
     # all cores here), so the runs differ by float32 rounding only. Measured on the 2-core CI box: 5e-8 on
-    # the validation metrics, 4e-10 on the test metrics, 3e-5 on the weights (the first epoch's loss is ~18
-    # from scratch, which amplifies rounding). Without DDP_SAME (4-image BatchNorm statistics, flips) the
-    # runs really differ: val_loss by 2e-2, weights by 2.0. The tolerances sit between, with margins of
-    # 30-200x over rounding and about 2000x under a real difference.
-    metric_tol, weight_tol = 1e-5, 1e-3
+    # the validation metrics, 4e-10 on the test metrics; on the weights 3e-5 after the first epoch and
+    # 3.3e-4 after the second (1.1e-3 when the single process runs on one thread), the one kept since a tie
+    # on validation AUC goes to the lower loss (the first epoch's loss is ~18 from scratch, which amplifies
+    # rounding). Without DDP_SAME (4-image BatchNorm statistics, flips) the runs really differ: val_loss by
+    # 2e-2, weights by 2.0. The tolerances sit between: 9-200x over rounding, 200-2000x under a real difference.
+    metric_tol, weight_tol = 1e-5, 1e-2
     for d, o in zip(ddp_rows, one_rows):
         assert d["epoch"] == o["epoch"] and d["trainable_stages"] == o["trainable_stages"]
         assert float(d["lr"]) == pytest.approx(float(o["lr"]), rel=1e-12)  # same schedule, same step count
