@@ -112,7 +112,7 @@ def _saved_config(cfg: Config) -> Config:
     if not cfg.data.path or Path(cfg.data.path).is_absolute():
         return cfg
     saved = cfg.model_copy(deep=True)
-    saved.data.path = str(Path(cfg.data.path).resolve())
+    saved.data.path = str(Path(cfg.data.path).expanduser().resolve())
     return saved
 
 
@@ -445,7 +445,7 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "
     cfg = load_config(cfg_path if cfg_path.is_file() else None, [*overrides, *extra])
     device = resolve_device(cfg.train.device)
     model, card, prep = load_run(run_dir, device=str(device))
-    if not data and cfg.data.path and not Path(cfg.data.path).exists():
+    if not data and cfg.data.path and not Path(cfg.data.path).expanduser().exists():
         raise MedtlError(f"{cfg.data.path}: the training data of {run_dir} is not there any more; "
                          "pass --data PATH (data=... from Python) to evaluate on it where it is now")
     cohort = load_items(cfg.data, seed=cfg.train.seed)

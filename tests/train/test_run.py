@@ -122,6 +122,9 @@ def test_a_run_evaluates_from_any_folder_and_names_data_that_moved(tiny_run, tmp
     # the recipe's data.path is relative ("sample_data/manifest.csv"); the run keeps it absolute
     saved = load_config(tiny_run / "config.yaml").data.path
     assert Path(saved).is_absolute() and Path(saved).is_file()
+    from medtl.train.run import _saved_config
+
+    assert _saved_config(tiny_cfg("data.path=~/x.npz")).data.path == str(Path.home() / "x.npz")
     monkeypatch.chdir(tmp_path)
     assert evaluate(tiny_run, split="test", progress=False, bootstrap=0)["n"] > 0
     moved = tmp_path / "moved"
