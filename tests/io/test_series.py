@@ -213,6 +213,19 @@ def test_mixed_orientations_are_refused(tmp_path):
         read_series(tmp_path / "s")
 
 
+def test_slices_with_another_pixel_spacing_are_refused(tmp_path):
+    import pydicom
+
+    write_series(tmp_path / "s", n=4)
+    last = sorted((tmp_path / "s").glob("*.dcm"))[-1]
+    ds = pydicom.dcmread(last)
+    ds.PixelSpacing = [31.5, 31.5]  # the first slice's 0.7 x 0.9 mm would be claimed for it
+    ds.save_as(last)
+    with pytest.raises(SeriesError, match=r"1 of 4 slices have another PixelSpacing than the first \(31.5x31.5 "
+                                          r"against 0.7x0.9 mm\): not one volume"):
+        read_series(tmp_path / "s")
+
+
 def test_single_slice_uses_thickness_along_normal(tmp_path):
     rot = rotation(20, 20)
     write_slice(tmp_path / "one.dcm", slice_pixels(0), ipp=(1, 2, 3), iop=np.r_[rot[:, 0], rot[:, 1]],

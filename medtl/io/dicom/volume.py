@@ -74,6 +74,13 @@ def order_frames(frames: list[Frame], name: str) -> tuple[list[int], list[list[i
         raise SeriesError(
             name, f"{len(tilted)} of {len(frames)} slices have another orientation than the first "
             "(a localizer or multi-plane series is not one volume)", "pick another series")
+    spacings = [f.pixel_spacing for f in frames if f.pixel_spacing is not None]
+    other = [s for s in spacings if np.max(np.abs(s - spacings[0])) > 1e-3 * np.max(spacings[0])]
+    if other:  # one volume has one pixel size; the first slice's would be wrong for the others
+        shown = lambda s: "x".join(f"{v:g}" for v in s)  # noqa: E731
+        raise SeriesError(
+            name, f"{len(other)} of {len(frames)} slices have another PixelSpacing than the first "
+            f"({shown(other[0])} against {shown(spacings[0])} mm): not one volume", "pick another series or re-export it")
     positions = np.stack([f.ipp for f in frames])
     tiebreak = [f.instance * 100000 + f.index for f in frames]
     result = order_slices(positions, slice_normal(ref), tiebreak)
