@@ -14,7 +14,6 @@ A config is a YAML path or the name of a recipe shipped inside the package
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import yaml

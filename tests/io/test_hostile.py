@@ -12,7 +12,6 @@ import signal
 import time
 import warnings
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pydicom
