@@ -137,28 +137,24 @@ def check_deflated(fh: BinaryIO, name: str) -> None:
         fh.seek(start)
 
 
-def _open_checked(src: str | BinaryIO, name: str) -> tuple[BinaryIO, bool]:
-    """``src`` opened (and whether to close it), after the size and deflate checks."""
+def _open(src: str | BinaryIO, name: str) -> tuple[BinaryIO, bool, int]:
+    """``src`` opened, whether to close it, and its size from the current position."""
     if isinstance(src, str):
         try:
             size = os.path.getsize(src)
-            fh = open(src, "rb")  # noqa: SIM115 - closed by the caller
+            return open(src, "rb"), True, size  # noqa: SIM115 - closed by the caller
         except OSError as exc:
             raise CorruptFileError(name, f"cannot open ({exc.strerror})", "check permissions") from exc
-        close = True
-    else:
-        fh, close = src, False
-        pos = fh.tell()
-        size = fh.seek(0, 2) - pos
-        fh.seek(pos)
-    try:
-        limits.check_bytes(name, "file is", size)
-        check_deflated(fh, name)
-    except BaseException:
-        if close:
-            fh.close()
-        raise
-    return fh, close
+    pos = src.tell()
+    size = src.seek(0, 2) - pos
+    src.seek(pos)
+    return src, False, size
+
+
+def _check(fh: BinaryIO, name: str, size: int) -> None:
+    """The size and deflate checks, before anything more than the first bytes is read."""
+    limits.check_bytes(name, "file is", size)
+    check_deflated(fh, name)
 
 
 def read_header(src: str | BinaryIO, name: str) -> Dataset | None:
@@ -166,18 +162,12 @@ def read_header(src: str | BinaryIO, name: str) -> Dataset | None:
 
     Raises :class:`CorruptFileError` for a file marked DICOM whose header is malformed.
     """
-    if isinstance(src, str):
-        try:
-            with open(src, "rb") as first:
-                if _sniff(first) is None:
-                    return None  # not DICOM (a movie beside the series): its size is not the series' concern
-        except OSError:
-            pass  # _open_checked says why it cannot be read
-    fh, close = _open_checked(src, name)
+    fh, close, size = _open(src, name)
     try:
         kind = _sniff(fh)
         if kind is None:
-            return None
+            return None  # not DICOM (a movie beside the series): its size is not the series' concern
+        _check(fh, name, size)
         try:
             with warnings.catch_warnings():
                 if kind == "raw":
@@ -201,14 +191,16 @@ def read_header(src: str | BinaryIO, name: str) -> Dataset | None:
 
 def read_full(src: str | BinaryIO, name: str) -> Dataset:
     """The whole data set, pixel data included (not yet decoded), after the size and deflate checks."""
-    fh, close = _open_checked(src, name)
+    fh, close, size = _open(src, name)
     try:
-        ds = pydicom.dcmread(fh, force=True)
-    except BaseException as exc:  # noqa: BLE001
-        if is_fatal(exc):
-            raise
-        raise CorruptFileError(name, f"malformed DICOM file ({one_line(exc, 160, typed=False)})",
-                               "re-export the file") from exc
+        _check(fh, name, size)
+        try:
+            ds = pydicom.dcmread(fh, force=True)
+        except BaseException as exc:  # noqa: BLE001
+            if is_fatal(exc):
+                raise
+            raise CorruptFileError(name, f"malformed DICOM file ({one_line(exc, 160, typed=False)})",
+                                   "re-export the file") from exc
     finally:
         if close:
             fh.close()
