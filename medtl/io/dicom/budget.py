@@ -11,6 +11,7 @@ import math
 import os
 import struct
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -41,6 +42,11 @@ def claims(ds: Dataset) -> dict[str, int] | None:
     bits = 32 if "FloatPixelData" in ds else 64 if "DoubleFloatPixelData" in ds else _int(ds.get("BitsAllocated"), 16)
     return {"frames": _int(ds.get("NumberOfFrames"), 1), "rows": _int(ds.get("Rows"), 0),
             "cols": _int(ds.get("Columns"), 0), "samples": _int(ds.get("SamplesPerPixel"), 1), "bits": bits}
+
+
+def native_bytes(c: dict[str, int], frames: int) -> int:
+    """Bytes ``frames`` frames of the :func:`claims` ``c`` take as native (uncompressed) pixel data."""
+    return math.ceil(frames * c["rows"] * c["cols"] * c["samples"] * c["bits"] / 8)
 
 
 def transfer_syntax(ds: Dataset) -> str:
@@ -75,9 +81,8 @@ def check_claims(ds: Dataset, name: str | os.PathLike, present: int | None) -> i
     decoded = limits.check_pixels(name, what, frames=c["frames"], rows=c["rows"], cols=c["cols"],
                                   samples=c["samples"], itemsize=itemsize)
     if present is not None:
-        values = c["frames"] * c["rows"] * c["cols"] * c["samples"]
         if transfer_syntax(ds) in _NATIVE:
-            needed = math.ceil(values * c["bits"] / 8)
+            needed = native_bytes(c, c["frames"])
             if present < needed:
                 raise CorruptFileError(
                     name, f"cannot decode pixel data: {what} {c['frames']} frame(s) of {c['rows']} x {c['cols']}"
@@ -119,6 +124,17 @@ def codestream_size(frame: bytes, syntax: str) -> tuple[int, int] | None:
     return None
 
 
+def _frames(pixel_data: bytes, n: int) -> Iterator[bytes]:
+    """The encapsulated frames one at a time (a long cine is not copied whole before the decoder's own
+    pass); broken encapsulation ends them quietly, for the decoder to report."""
+    from pydicom.encaps import generate_frames
+
+    try:
+        yield from generate_frames(pixel_data, number_of_frames=n)
+    except Exception:  # noqa: BLE001
+        return
+
+
 def check_pixel_data(ds: Dataset, name: str | os.PathLike) -> None:
     """The pixel data against the header that describes it, before decoding.
 
@@ -135,8 +151,7 @@ def check_pixel_data(ds: Dataset, name: str | os.PathLike) -> None:
         return
     if syntax in _NATIVE:
         present = pixel_bytes(ds)
-        frame = math.ceil(c["rows"] * c["cols"] * c["samples"] * c["bits"] / 8)
-        needed = math.ceil(c["frames"] * c["rows"] * c["cols"] * c["samples"] * c["bits"] / 8)
+        frame, needed = native_bytes(c, 1), native_bytes(c, c["frames"])
         if present is not None and frame > 0 and present - needed >= frame:
             raise CorruptFileError(
                 name, f"header claims {c['frames']} frame(s) of {c['rows']} x {c['cols']} "
@@ -145,25 +160,20 @@ def check_pixel_data(ds: Dataset, name: str | os.PathLike) -> None:
         return
     if syntax not in _JPEG and syntax not in _J2K:
         return
-    from pydicom.encaps import generate_frames
-
-    try:
-        frames = list(generate_frames(ds.PixelData, number_of_frames=max(c["frames"], 1)))
-    except Exception:  # noqa: BLE001 - broken encapsulation: the decoder reports it
-        return
-    for i, frame in enumerate(frames):
+    cut = count = 0
+    for count, frame in enumerate(_frames(ds.PixelData, max(c["frames"], 1)), 1):
         try:
             size = codestream_size(frame, syntax)
         except Exception:  # noqa: BLE001 - an unparsable frame header: the decoder reports it
-            continue
+            size = None
         if size is not None and (size[0] > c["rows"] or size[1] > c["cols"]):
             raise CorruptFileError(
-                name, f"cannot decode pixel data: frame {i + 1}'s compressed stream claims {size[0]} x {size[1]} "
+                name, f"cannot decode pixel data: frame {count}'s compressed stream claims {size[0]} x {size[1]} "
                 f"pixels but the header says {c['rows']} x {c['cols']} (a damaged or forged file)",
                 "re-export the file")
-    # JPEG's EOI and JPEG 2000's EOC are both FF D9, a pair byte stuffing keeps out of coded data;
-    # some encoders pad after it. Decoders fill a stream cut before it with grey or zeros, silently.
-    cut = sum(b"\xff\xd9" not in frame[-8:] for frame in frames)
+        # JPEG's EOI and JPEG 2000's EOC are both FF D9, a pair byte stuffing keeps out of coded data;
+        # some encoders pad after it. Decoders fill a stream cut before it with grey or zeros, silently.
+        cut += b"\xff\xd9" not in frame[-8:]
     if cut:
-        warnings.warn(f"{name}: {cut} of {len(frames)} compressed frame(s) end without their end-of-image marker "
+        warnings.warn(f"{name}: {cut} of {count} compressed frame(s) end without their end-of-image marker "
                       "(cut short?): part of the image may be filled in by the decoder", stacklevel=2)
