@@ -65,10 +65,7 @@ def check_header(header: nib.nifti1.Nifti1Header, name: str | os.PathLike, prese
 
 
 def _voxel_bytes_present(path: Path, img: nib.Nifti1Image) -> int | None:
-    """Bytes after the voxel offset of an uncompressed file (None: gzip, unknown without inflating)."""
-    with open(path, "rb") as fh:
-        if fh.read(2) == b"\x1f\x8b":
-            return None
+    """Bytes after the voxel offset of an uncompressed file (None: unknown)."""
     try:
         offset = int(img.header.get_data_offset())
     except Exception:  # noqa: BLE001
@@ -105,9 +102,10 @@ def read_nifti(path: str | os.PathLike) -> Scan:
     fobj = None
     try:
         img, fobj = _nib_load(path)
-        check_header(img.header, path, _voxel_bytes_present(path, img))
+        gz = isinstance(fobj, gzip.GzipFile)  # a gzip stream's voxel bytes are unknown without inflating it
+        check_header(img.header, path, None if gz else _voxel_bytes_present(path, img))
         data = np.asanyarray(img.dataobj)
-        if isinstance(fobj, gzip.GzipFile):
+        if gz:
             _drain(fobj, path)
     except (LimitError, CorruptFileError):
         raise
