@@ -168,9 +168,19 @@ def test_fixed_subset_table_reuses_the_recipe_row_of_its_own_seed(mm):
     lines = mm.fixed_subset_lines(rows)
     # subset 0: ImageNet 0.96 +- 0.01, scratch 0.94 +- 0: gap 0.02 = 2.0x the larger sd; subset 1 left out
     assert lines[4] == "| 0 | 0, 1, 2 | 0.950 / 0.960 / 0.970 → 0.960 ± 0.010 | 0.940 / 0.940 / 0.940 → 0.940 ± 0.000 | +0.020 | 2.0x |"
-    assert len(lines) == 7 and lines[6] == ("Spread, imagenet start: training-seed sd within a subset 0.0100 (pooled); "
+    assert len(lines) == 9 and lines[6] == ("Spread, imagenet start: training-seed sd within a subset 0.0100 (pooled); "
                                             "scratch start: training-seed sd within a subset 0.0000 (pooled).")
+    assert lines[8].startswith("All fixed-subset runs together (3 per start: subsets x training seeds): ImageNet start "
+                               "0.960 ± 0.010, scratch 0.940 ± 0.000, gap +0.020 (Welch's t = 3.46, p = 0.074).")
     assert mm.fixed_subset_lines({}) == []
+
+
+def test_pass_chance_is_how_often_three_fresh_seeds_meet_the_criterion(mm):
+    tight_apart = mm.pass_chance([0.97, 0.971, 0.969], [0.95, 0.951, 0.949], draws=20_000)
+    alike = mm.pass_chance([0.96, 0.97, 0.95], [0.96, 0.97, 0.95], draws=20_000)
+    assert tight_apart > 0.99 and alike < 0.01
+    # 1 sd of separation with equal spread: 3 seeds rarely show 3 sds, but sometimes do
+    assert 0.0 < mm.pass_chance([0.96, 0.97, 0.98], [0.95, 0.96, 0.97], draws=20_000) < 0.2
 
 
 def test_fixed_subsets_are_not_recipe_variants(mm):
