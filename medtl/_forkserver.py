@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -45,13 +45,17 @@ def warm_up(preload: Iterable[str] = ()) -> None:
         forkserver.ensure_running()
 
 
-def process(ctx: BaseContext, target: Callable[..., Any], args: tuple) -> BaseProcess:
-    """A daemon child of ``ctx`` running ``target(*args)`` in this process's environment as it is now.
+def process(ctx: BaseContext, target: Callable[..., Any], args: tuple,
+            environ: Mapping[str, str] | None = None) -> BaseProcess:
+    """A daemon child of ``ctx`` running ``target(*args)`` in ``environ`` (default: this process's
+    environment as it is now).
 
     A fork server keeps the environment of its start, but readers look their limits up there at each
     call (``MEDTL_MAX_*``, :mod:`medtl.io.limits`): one set since must reach the child, as a fork would.
+    Callers that read scans pass ``medtl.io.limits.environ()``, which adds a ``limits.override`` in force.
     """
-    return ctx.Process(target=_in_environ, args=(dict(os.environ), target, args), daemon=True)
+    env = dict(os.environ if environ is None else environ)
+    return ctx.Process(target=_in_environ, args=(env, target, args), daemon=True)
 
 
 def _in_environ(environ: dict[str, str], target: Callable[..., Any], args: tuple) -> None:

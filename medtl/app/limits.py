@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from medtl import _forkserver
 from medtl.errors import MedtlError, one_line
+from medtl.io import limits
 
 __all__ = ["DEFAULT_APP_TIMEOUT", "RequestTimeout", "app_timeout", "call_with_limit", "warm_up"]
 
@@ -67,7 +68,7 @@ def call_with_limit(fn: Callable[..., T], *args: Any, timeout: float | None, wha
         return fn(*args)
     ctx = _forkserver.child_context(PRELOAD)
     parent, child = ctx.Pipe(duplex=False)
-    proc = _forkserver.process(ctx, _child, (child, fn, args))
+    proc = _forkserver.process(ctx, _child, (child, fn, args), limits.environ())
     proc.start()
     child.close()
     try:

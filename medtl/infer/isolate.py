@@ -29,6 +29,7 @@ from typing import Any
 
 from medtl import _forkserver
 from medtl.errors import MedtlError
+from medtl.io import limits
 
 __all__ = ["DEFAULT_STUDY_TIMEOUT", "StudyTimeout", "isolated_stream", "in_process_stream", "study_timeout",
            "warm_up"]
@@ -103,12 +104,13 @@ def isolated_stream(studies: Sequence[Any], load: Callable[..., dict], args: tup
     beyond the next one to yield. Closing the generator stops every worker.
     """
     ctx = _forkserver.child_context([load.__module__])
+    environ = limits.environ()  # a limits.override in force now reaches every worker, restarted ones too
     slots: list[dict[str, Any]] = []
 
     def start() -> dict[str, Any]:
         since = time.monotonic()
         parent, child = ctx.Pipe()
-        proc = _forkserver.process(ctx, _worker, (child, load, args))
+        proc = _forkserver.process(ctx, _worker, (child, load, args), environ)
         proc.start()
         child.close()
         return {"proc": proc, "conn": parent, "task": None, "ready": False, "since": since}

@@ -17,7 +17,8 @@ environment variable            default            what it bounds
 
 Values accept plain integers or a unit suffix (``"4GiB"``, ``"512M"``, ``"1e9"``). They
 are read from the environment each time a reader runs, so a CLI flag, the app or a test
-can change them (``with override(max_bytes=...)``). Claims are also checked against the
+can change them (``with override(max_bytes=...)``; the reader processes medtl starts while
+one is in force get it through :func:`environ`). Claims are also checked against the
 bytes actually present (an uncompressed DICOM whose pixel data is shorter than its
 header claims is refused before any frame is looked at).
 """
@@ -32,7 +33,7 @@ from dataclasses import dataclass, fields, replace
 
 from medtl.errors import ScanError
 
-__all__ = ["Limits", "LimitError", "current", "override", "check_pixels", "human_bytes", "ENV"]
+__all__ = ["Limits", "LimitError", "current", "override", "environ", "check_pixels", "human_bytes", "ENV"]
 
 #: Environment variable of each limit.
 ENV = {"max_bytes": "MEDTL_MAX_BYTES", "max_voxels": "MEDTL_MAX_VOXELS",
@@ -88,13 +89,23 @@ def current() -> Limits:
 
 @contextlib.contextmanager
 def override(**changes: int) -> Iterator[Limits]:
-    """Use other limits inside a ``with`` block (this thread and process only)."""
+    """Use other limits inside a ``with`` block: in this process (every thread), and in the reader
+    processes medtl starts inside it (batch scoring's workers, the app's upload reader: :func:`environ`)."""
     lim = replace(current(), **changes)
     _OVERRIDE.append(lim)
     try:
         yield lim
     finally:
         _OVERRIDE.remove(lim)
+
+
+def environ() -> dict[str, str]:
+    """This process's environment with the limits in force written as ``MEDTL_MAX_*``: what a child
+    process started now must see, an :func:`override` included (a child reads only its environment)."""
+    env = dict(os.environ)
+    if _OVERRIDE:
+        env.update({ENV[f.name]: str(getattr(_OVERRIDE[-1], f.name)) for f in fields(Limits)})
+    return env
 
 
 def human_bytes(n: float) -> str:

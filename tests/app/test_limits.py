@@ -93,3 +93,17 @@ def test_the_reading_child_sees_the_limits_set_since_the_server_started(monkeypa
     call_with_limit(_slow, 0, timeout=30)  # the fork server is running now
     monkeypatch.setenv("MEDTL_MAX_BYTES", "12345")
     assert call_with_limit(_size_limit, timeout=30) == 12345
+
+
+def test_the_reading_child_sees_a_limits_override_in_force():
+    from medtl.io import limits
+
+    with limits.override(max_voxels=4321):
+        assert call_with_limit(_voxel_limit, timeout=30) == 4321
+    assert call_with_limit(_voxel_limit, timeout=30) == limits.Limits().max_voxels
+
+
+def _voxel_limit():
+    from medtl.io import limits
+
+    return limits.current().max_voxels

@@ -95,3 +95,15 @@ def test_workers_read_the_limits_in_the_callers_environment_now(monkeypatch):
     monkeypatch.setenv("MEDTL_MAX_BYTES", "12345")
     items = list(isolated_stream([1, 2], _size_limit, (), workers=2, timeout=30, ahead=2))
     assert [i["max_bytes"] for i in items] == [12345, 12345]
+
+
+def test_workers_read_a_limits_override_in_force(monkeypatch):
+    """``limits.override`` in the caller reaches the worker processes, over the environment."""
+    from medtl.io import limits
+
+    _server_already_running()
+    monkeypatch.setenv("MEDTL_MAX_BYTES", "12345")
+    with limits.override(max_bytes=6789):
+        items = list(isolated_stream([1, 2], _size_limit, (), workers=2, timeout=30, ahead=2))
+    assert [i["max_bytes"] for i in items] == [6789, 6789]
+    assert list(isolated_stream([3], _size_limit, (), workers=1, timeout=30, ahead=1))[0]["max_bytes"] == 12345
