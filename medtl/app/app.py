@@ -400,7 +400,7 @@ class MedtlApp:
             if progress is not None:
                 slow = " (3D: this can take a while)" if not s.scan.is_2d and method == "occlusion" else ""
                 progress(0.6, desc=f"Computing {method_label}{slow}")
-            target = pred.class_names.index(s.prediction.predicted)
+            target = pred.class_names.index(s.prediction.decision)  # explain what the page says: the decision
             with self._locks[s.model]:
                 sal, _ = pred.saliency(s.scan, method, target=target)
             if tuple(sal.array.shape[:3]) != tuple(s.scan.shape):
@@ -460,10 +460,10 @@ class MedtlApp:
         picture, text = rgb, None
         if s.prediction is not None and s.model:  # the download names what it shows
             p = s.prediction
-            text = {"method": method_title(method), "class": p.predicted,
-                    "probability": f"{p.probabilities[p.predicted]:.4f}", "model": str(s.model)}
-            picture = V.labelled(rgb, method=text["method"], class_name=p.predicted,
-                                 probability=p.probabilities[p.predicted], model=str(s.model),
+            text = {"method": method_title(method), "class": p.decision,
+                    "probability": f"{p.probabilities[p.decision]:.4f}", "model": str(s.model)}
+            picture = V.labelled(rgb, method=text["method"], class_name=p.decision,
+                                 probability=p.probabilities[p.decision], model=str(s.model),
                                  plane=None if s.scan.is_2d else plane, index=index, n=n)
         save_overlay_png(path, picture, text=text)
         return str(path)

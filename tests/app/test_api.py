@@ -50,7 +50,7 @@ def test_2d_dicom_gives_the_predictors_probabilities_and_a_full_size_overlay(cli
         h, w = png.height, png.width
         text = dict(png.text)
     assert w > 384 and h > 384 and out["overlay_png"].endswith("P0001_1_gradcam.png")
-    assert text["method"].startswith("Grad-CAM") and text["class"] == expected.predicted and text["model"] == "tiny2d"
+    assert text["method"].startswith("Grad-CAM") and text["class"] == expected.decision and text["model"] == "tiny2d"
     assert "| Modality | CT |" in out["facts"] and "128 × 128 × 1" in out["facts"]
     assert out["preset"]["value"] == V.FILE_WINDOW and out["level"]["value"] == 40 and out["width"]["value"] == 400
     assert out["slice"]["visible"] is False and out["saliency_nifti"]["visible"] is False

@@ -146,3 +146,22 @@ def test_orientation_letters_of_an_lps_dicom_series(client):
     _, info, _ = client.predict("sagittal", 5, 40, 400, 0.4, "Grad-CAM", 0, api_name="/view_page")
     assert all(f'data-{k}="{v}"' in info for k, v in {"top": "S", "bottom": "I", "left": "A", "right": "P"}.items())
     assert "**Series:**" in out["study"]
+
+
+def test_the_overlay_and_its_download_explain_the_decision_shown_not_the_most_probable_class(run2d):
+    """At a threshold between the two probabilities the decision is the less probable class: the saliency map
+    and the labelled download must be about that class, as ``medtl predict`` and ``medtl score`` are."""
+    from medtl.app.app import MedtlApp
+
+    app = MedtlApp({"tiny2d": run2d}, device="cpu")
+    pred = app.predictor("tiny2d")
+    s = app._load([str(sample_path("ct2d"))], None)
+    app._predict(s, "tiny2d")
+    p = s.prediction.probabilities[pred.positive_class]
+    pred.threshold = p + 1e-6 if s.prediction.predicted == pred.positive_class else p - 1e-6
+    app._predict(s, "tiny2d")
+    assert s.prediction.decision != s.prediction.predicted
+    sal = app._saliency(s, "Grad-CAM")[1]
+    assert sal.metadata["saliency_class"] == s.prediction.decision
+    with Image.open(app._download(s, "axial", 1, 40, 400, 0.4, "Grad-CAM")) as png:
+        assert png.text["class"] == s.prediction.decision
