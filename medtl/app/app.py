@@ -213,6 +213,14 @@ class Session:
         return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "scan"
 
 
+def series_label(d: dict) -> str:
+    """One series of an upload in the picker: index, modality, number, description, files (series of one
+    study often share a description)."""
+    number = f" #{d['series_number']}" if d.get("series_number") is not None else ""
+    return (f"[{d['index']}] {d.get('modality') or '?'}{number} {d.get('description') or ''} "
+            f"({d.get('n_files')} file{'' if d.get('n_files') == 1 else 's'})")
+
+
 def drop_session(s: Session | None) -> None:
     """Delete a session's output folder (its files were already handed to Gradio's cache)."""
     if isinstance(s, Session):
@@ -564,8 +572,7 @@ class MedtlApp:
         rgb, _, info, *_ = self._draw(s, "axial", (n + 1) // 2, level, width, alpha, method)
         png = self._download(s, "axial", (n + 1) // 2, level, width, alpha, method)
         current = s.scan.metadata.get("series_uid")
-        choices = [(f"[{d['index']}] {d.get('modality') or '?'} {d.get('description') or ''} "
-                     f"({d.get('n_files')} files)", str(d["index"])) for d in s.series if d.get("is_image", True)]
+        choices = [(series_label(d), str(d["index"])) for d in s.series if d.get("is_image", True)]
         chosen = next((str(d["index"]) for d in s.series if d.get("series_uid") == current), None)
         series_u = gr.update(choices=choices, value=chosen, visible=len(choices) > 1)
         probs = dict(s.prediction.probabilities) if s.prediction is not None else None
@@ -579,8 +586,10 @@ class MedtlApp:
         failed upload nothing of the previous scan or result stays on screen."""
         hide = gr.update(visible=False)
         card = self.card_markdown(model) if model in self.models else gr.skip()
+        off = gr.update(interactive=False)  # no window of the previous scan stays on offer
         return (None, gr.update(choices=[], value=None, visible=False), "", "", None, "", hide,
-                gr.update(visible=False, value=1), gr.skip(), gr.skip(), gr.skip(), None, None,
+                gr.update(visible=False, value=1), gr.update(choices=[V.AUTO_WINDOW], value=V.AUTO_WINDOW,
+                                                             interactive=False), off, off, None, None,
                 gr.update(value=None, visible=False), f"⚠ {message}" if message else "", "", "", card, "")
 
     def upload_page(self, previous: Session | None, files: Any, model: str, method: str, alpha: float,
@@ -788,10 +797,13 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pac
         # an error (hidden buttons: the page never clicks them).
         busy = {"show_progress_on": [image]}
         page = {"api_visibility": "undocumented"}
-        files.upload(app.upload_page, [state, files, model_dd, method, alpha], analyze_out, **page, **busy)
+        # A drop while an earlier one is still being read must not be lost (Gradio's default drops it), and
+        # clearing the box stops the reading: what the page ends on is always the box's last content.
+        upload = files.upload(app.upload_page, [state, files, model_dd, method, alpha], analyze_out, **page, **busy,
+                              trigger_mode="always_last")
         series_dd.input(app.analyze_page, [state, files, series_dd, model_dd, method, alpha], analyze_out, **page,
                         **busy)
-        files.clear(lambda m: app.cleared("", m), [model_dd], analyze_out, **page)
+        files.clear(lambda m: app.cleared("", m), [model_dd], analyze_out, **page, cancels=[upload])
         model_out = [state, banner, probs, decision, card, image, png_btn, nifti_btn]
         model_dd.input(app.change_model_page, [state, model_dd, method, plane, slice_sl, level, width, alpha],
                        [*model_out, error_box, facts, view_info], **page, **busy)

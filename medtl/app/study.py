@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
+from medtl.errors import ScanError
 from medtl.io import Scan, list_series, load_scan
 from medtl.io.detect import detect_format
 
@@ -52,6 +53,7 @@ def study_header(path: str | os.PathLike, series_uid: str | None = None) -> dict
     series when ``None``) in a file, folder or zip; ``{}`` for non-DICOM input. Never raises."""
     try:
         import pydicom
+        from pydicom.multival import MultiValue
     except ImportError:  # pragma: no cover - pydicom is a dependency of medtl.io
         return {}
     for _, source in _candidates(Path(path)):
@@ -66,7 +68,8 @@ def study_header(path: str | os.PathLike, series_uid: str | None = None) -> dict
         for key, label in HEADER_TAGS.items():
             value = getattr(ds, key, None)
             if value not in (None, ""):
-                text = str(value).replace("^", " ").strip()
+                values = value if isinstance(value, MultiValue) else [value]  # PatientID MRN\483920: two values
+                text = ", ".join(str(v) for v in values).replace("^", " ").strip()
                 out[label] = _fmt_date(text) if key.endswith("Date") else text
         return out
     return {}
@@ -83,6 +86,11 @@ def read_upload(stage: Path, pick: int | None) -> tuple[list[dict], Scan, dict]:
     """Series found, the scan and its study header: what one upload request reads (in a child
     process, under the wall-clock limit of :func:`medtl.app.limits.call_with_limit`)."""
     found = list_series(stage) if detect_format(stage) in ("folder", "zip") else []
+    studies = {d["study_uid"] for d in found if d["is_image"] and d["study_uid"]}
+    if len(studies) > 1:  # scans dropped one after another add up in the box: never pick one silently
+        raise ScanError(None, f"the upload holds images of {len(studies)} different studies "
+                        f"({sum(d['n_files'] for d in found)} files)",
+                        "clear the upload (✕) and upload the files of one study")
     scan = load_scan(stage, series=pick, progress=False)
     header = study_header(stage, scan.metadata.get("series_uid")) if scan.format != "image" else {}
     return found, scan, header

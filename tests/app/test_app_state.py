@@ -165,3 +165,22 @@ def test_the_overlay_and_its_download_explain_the_decision_shown_not_the_most_pr
     assert sal.metadata["saliency_class"] == s.prediction.decision
     with Image.open(app._download(s, "axial", 1, 40, 400, 0.4, "Grad-CAM")) as png:
         assert png.text["class"] == s.prediction.decision
+
+
+def test_a_failed_upload_leaves_no_window_of_the_previous_scan_on_offer(run2d):
+    from medtl.app.app import MedtlApp
+
+    out = dict(zip(ANALYZE_OUTPUTS, MedtlApp({"tiny2d": run2d}, device="cpu").cleared("bad file", "tiny2d")[1:]))
+    assert out["preset"]["choices"] == [V.AUTO_WINDOW] and out["preset"]["interactive"] is False
+    assert out["level"]["interactive"] is False and out["width"]["interactive"] is False
+    assert out["error"] == "⚠ bad file"
+
+
+def test_an_upload_during_a_reading_is_kept_and_clearing_the_box_stops_the_reading(run2d):
+    """Gradio's default drops an upload event while one is pending: the page then showed the earlier file."""
+    from medtl.app.app import build_app
+
+    deps = build_app({"tiny2d": run2d}, device="cpu").config["dependencies"]
+    upload = [d for d in deps if any(event == "upload" for _, event in d["targets"])]
+    assert len(upload) == 1 and upload[0]["trigger_mode"] == "always_last"
+    assert any(upload[0]["id"] in d["cancels"] for d in deps if any(event == "clear" for _, event in d["targets"]))

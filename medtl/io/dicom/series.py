@@ -53,6 +53,7 @@ class _SeriesInfo:
         return {
             "index": index,
             "series_uid": self.uid,
+            "study_uid": str(first.get("StudyInstanceUID", "") or ""),
             "modality": str(first.get("Modality", "") or ""),
             "description": str(first.get("SeriesDescription", "") or ""),
             "series_number": None if number is None else int(number),
@@ -117,7 +118,7 @@ def _scan_headers(path: SeriesSource, where: str, progress: bool | None) -> tupl
 @guarded
 def list_series(path: SeriesSource) -> list[dict[str, Any]]:
     """The series in a folder (recursive), ``.zip`` or list of files: one dict per series with
-    ``index``, ``series_uid``, ``modality``, ``description``, ``series_number``,
+    ``index``, ``series_uid``, ``study_uid``, ``modality``, ``description``, ``series_number``,
     ``n_files``, ``is_image`` and ``sop_class``, ordered by SeriesNumber then UID."""
     series, _ = _scan_headers(path, source_name(path), progress=False)
     return [s.describe(i) for i, s in enumerate(series)]

@@ -1,0 +1,27 @@
+"""What one upload reads (medtl.app.study): one study at a time, and the header as a clinician reads it."""
+
+import pydicom
+import pytest
+
+from medtl.app.study import read_upload, study_header
+from medtl.app.uploads import stage_upload
+from medtl.demo.cohort import sample_path
+from medtl.errors import ScanError
+
+
+def test_files_of_several_studies_in_one_upload_are_refused_not_picked_from(tmp_path):
+    """Scans dropped one after another add up in the upload box; the page must not show one of them."""
+    ct2d = sample_path("ct2d").parent
+    a, b = ct2d / "P0001_1.dcm", ct2d / "P0002_1.dcm"
+    assert pydicom.dcmread(a).StudyInstanceUID != pydicom.dcmread(b).StudyInstanceUID
+    with pytest.raises(ScanError, match=r"images of 2 different studies \(2 files\).*upload the files of one study"):
+        read_upload(stage_upload([a, b], tmp_path / "two"), None)
+    found, scan, header = read_upload(stage_upload([a, ct2d / "P0001_2.dcm"], tmp_path / "one"), None)
+    assert {d["study_uid"] for d in found} == {str(pydicom.dcmread(a).StudyInstanceUID)}
+
+
+def test_a_multi_valued_patient_id_reads_as_its_values_not_a_python_list(tmp_path):
+    ds = pydicom.dcmread(sample_path("ct2d"))
+    ds.PatientID = ["MRN", "483920"]
+    ds.save_as(tmp_path / "two_ids.dcm")
+    assert study_header(tmp_path / "two_ids.dcm")["Patient ID"] == "MRN, 483920"
