@@ -413,7 +413,7 @@ class MedtlApp:
                 sal, _ = pred.saliency(s.scan, method, target=target)
             if tuple(sal.array.shape[:3]) != tuple(s.scan.shape):
                 raise MedtlError(f"saliency map {tuple(sal.array.shape[:3])} does not match the scan {s.scan.shape}")
-            s.saliency[key] = (V.for_display(sal), sal)
+            s.saliency[key] = (V.for_display(sal, like=s.scan), sal)
         return s.saliency[key]
 
     def _draw(self, s: Session, plane: str, slice_no: Any, level: Any, width: Any, alpha: Any,
@@ -444,10 +444,10 @@ class MedtlApp:
             parts.append(f"position {where[0]} {where[1]:.1f} mm" if where else "position unknown (no geometry)")
         if bar:
             parts.append(f"scale bar {bar[0]:g} mm")
-        elif s.scan.metadata.get("spacing_known") is False or not V.has_geometry(s.scan):
+        elif s.scan.metadata.get("spacing_known") is False or s.scan.format == "image":
             parts.append("pixel size unknown: no scale bar")
         if not letters:
-            parts.append("orientation unknown (plain picture)")
+            parts.append("orientation unknown (not in the file)")
         data = " ".join(f'data-{k}="{html.escape(v)}"' for k, v in letters.items())
         bar_text = f' data-bar="{bar[0]:g} mm"' if bar else ""
         return (f'<div id="medtl-vi" {data}{bar_text} data-slice="{index + 1}">'

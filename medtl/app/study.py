@@ -85,9 +85,12 @@ def header_markdown(header: dict[str, str]) -> str:
 def read_upload(stage: Path, pick: int | None) -> tuple[list[dict], Scan, dict]:
     """Series found, the scan and its study header: what one upload request reads (in a child
     process, under the wall-clock limit of :func:`medtl.app.limits.call_with_limit`)."""
-    found = list_series(stage) if detect_format(stage) in ("folder", "zip") else []
+    kind = detect_format(stage)
+    found = list_series(stage) if kind in ("folder", "zip") else []
     studies = {d["study_uid"] for d in found if d["is_image"] and d["study_uid"]}
-    if len(studies) > 1:  # scans dropped one after another add up in the box: never pick one silently
+    # Files dropped one after another add up in the upload box: from several studies, never pick one
+    # silently. (One .zip is one deliberate export: its series, of any study, are offered in the picker.)
+    if kind == "folder" and len(studies) > 1:
         raise ScanError(None, f"the upload holds images of {len(studies)} different studies "
                         f"({sum(d['n_files'] for d in found)} files)",
                         "clear the upload (✕) and upload the files of one study")

@@ -64,10 +64,11 @@ MIN_DISPLAY_SIDE = 384
 _HU_AIR_BELOW = -500.0
 
 
-def for_display(scan: Scan) -> Scan:
-    """The scan (or a saliency map on its grid) in display orientation: volumes reoriented
-    to L, P, S voxel axes, 2D images as stored."""
-    return scan if scan.is_2d else to_display_orientation(scan)
+def for_display(scan: Scan, like: Scan | None = None) -> Scan:
+    """The scan (or a saliency map on the grid of ``like``, its scan) in display orientation: volumes
+    reoriented to L, P, S voxel axes; 2D images, and volumes whose file gave no patient orientation
+    (:func:`has_geometry`: reorienting an assumed affine would turn them by a guess), as stored."""
+    return scan if scan.is_2d or not has_geometry(like or scan) else to_display_orientation(scan)
 
 
 def planes(scan: Scan) -> tuple[str, ...]:
@@ -241,7 +242,8 @@ def scan_facts(summary: dict[str, Any], modality: str | None = None) -> list[tup
         ("Shape (i × j × k)", shape),
         ("Spacing", " × ".join(f"{s:.3g}" for s in summary["spacing"]) + " mm"
          if summary.get("spacing_known", True) else f"unknown ({summary.get('spacing_note', 'not in the file')})"),
-        ("Orientation", str(summary.get("orientation", "?"))),
+        ("Orientation", str(summary.get("orientation", "?")) if summary.get("orientation_known", True)
+         else "unknown (not in the file: shown as stored)"),
     ]
     if summary.get("default_window"):
         c, w = summary["default_window"]
@@ -263,8 +265,10 @@ SCALE_BAR_MM = (1, 2, 5, 10, 20, 25, 50, 100, 200, 500)
 
 
 def has_geometry(scan: Scan) -> bool:
-    """False for a plain picture (PNG/JPEG/TIFF: no patient axes, no pixel size)."""
-    return scan.format != "image"
+    """Whether the file said which way the patient lies: False for a plain picture (PNG/JPEG/TIFF) and
+    for DICOM without ImagePositionPatient/ImageOrientationPatient (ultrasound, secondary capture,
+    many radiographs), whose affine is an assumed identity."""
+    return scan.format != "image" and scan.metadata.get("orientation_known") is not False
 
 
 def _letter(direction: np.ndarray) -> str:
@@ -286,11 +290,26 @@ def orientation_letters(scan: Scan, plane: str) -> dict[str, str] | None:
     Axial radiological display gives A top, P bottom, R left, L right (the patient's left on
     the image's right); coronal S/I and R/L; sagittal S/I and A/P."""
     if not has_geometry(scan):
-        return None
+        return _letters_of_patient_orientation(scan) if plane == "axial" else None
     (row_axis, row_sign), (col_axis, col_sign) = _picture_axes(plane)
     down = _letter(row_sign * scan.affine[:3, row_axis])
     right = _letter(col_sign * scan.affine[:3, col_axis])
     return {"top": OPPOSITE[down], "bottom": down, "left": OPPOSITE[right], "right": right}
+
+
+#: PatientOrientation (0020,0020) letters and their opposites (H head, F foot).
+_OPPOSITE_PO = {"R": "L", "L": "R", "A": "P", "P": "A", "H": "F", "F": "H"}
+
+
+def _letters_of_patient_orientation(scan: Scan) -> dict[str, str] | None:
+    """Edge letters of a frame shown as stored, from PatientOrientation (a radiograph's ``L\\F``: along a
+    row toward the patient's left, down a column toward the feet); ``None`` without it."""
+    po = scan.metadata.get("patient_orientation")
+    if not po or len(po) != 2 or not all(set(v) <= set(_OPPOSITE_PO) for v in po):
+        return None
+    right, down = po
+    flip = lambda v: "".join(_OPPOSITE_PO[c] for c in v)  # noqa: E731
+    return {"top": flip(down), "bottom": down, "left": flip(right), "right": right}
 
 
 def slice_position(scan: Scan, plane: str, index: int) -> tuple[str, float] | None:
@@ -313,7 +332,7 @@ def slice_position(scan: Scan, plane: str, index: int) -> tuple[str, float] | No
 def display_mm_per_pixel(scan: Scan, plane: str, size: Sequence[int]) -> float | None:
     """Millimetres per pixel of a rendered slice of ``size`` ``(rows, cols)`` (square pixels), or
     ``None`` when the file gave no pixel size."""
-    if not has_geometry(scan) or scan.metadata.get("spacing_known") is False:
+    if scan.format == "image" or scan.metadata.get("spacing_known") is False:
         return None
     cols = scan.shape[{"axial": 0, "coronal": 0, "sagittal": 1}[plane]]
     col_mm = scan.spacing[{"axial": 0, "coronal": 0, "sagittal": 1}[plane]]

@@ -71,6 +71,12 @@ def check_image_claims(path: Path) -> None:
                                "(truncated or a forged header)", "re-export or re-download the file")
 
 
+#: What a plain picture does not say: its pixel size and which way the patient lies (the viewer draws no scale
+#: bar and no orientation letters, ``medtl info`` says "unknown"; 1 mm and the identity affine are assumed).
+NO_GEOMETRY = {"spacing_known": False, "spacing_note": "a plain picture has no pixel size, 1 mm assumed",
+               "orientation_known": False}
+
+
 @guarded
 def read_image(path: str | os.PathLike, grayscale: bool = False) -> Scan:
     """Load a 2D image, keeping its bit depth (8 or 16 bit).
@@ -97,7 +103,7 @@ def read_image(path: str | os.PathLike, grayscale: bool = False) -> Scan:
     if data.ndim == 3 and data.shape[-1] in (3, 4):
         data = data[..., :3]
         scan = Scan(array=np.swapaxes(data, 0, 1)[:, :, None, :], affine=np.eye(4),
-                    photometric="RGB", format="image", source=str(path))
+                    photometric="RGB", format="image", source=str(path), metadata=dict(NO_GEOMETRY))
         return scan.to_grayscale() if grayscale else scan
     if data.ndim == 3 and data.shape[-1] == 1:
         data = data[..., 0]
@@ -105,4 +111,4 @@ def read_image(path: str | os.PathLike, grayscale: bool = False) -> Scan:
         raise ScanError(path, f"image of shape {data.shape} is not a single 2D picture",
                         "save one frame per file, or use NIfTI/DICOM for volumes")
     return Scan(array=data.T[:, :, None], affine=np.eye(4), photometric="MONOCHROME2",
-                format="image", source=str(path))
+                format="image", source=str(path), metadata=dict(NO_GEOMETRY))

@@ -131,6 +131,8 @@ class Scan:
             # The affine needs a number (1 mm is assumed), but the file gave none: say so.
             out["spacing_known"] = False
             out["spacing_note"] = self.metadata.get("spacing_note", "pixel size unknown, 1 mm assumed")
+        if self.metadata.get("orientation_known") is False:
+            out["orientation_known"] = False  # the orientation codes above come from an assumed identity affine
         for key in ("series_uid", "series_description", "slice_report", "transfer_syntax",
                     "number_of_frames", "series_found"):
             if key in self.metadata:

@@ -1,5 +1,7 @@
 """What one upload reads (medtl.app.study): one study at a time, and the header as a clinician reads it."""
 
+import zipfile
+
 import pydicom
 import pytest
 
@@ -18,6 +20,12 @@ def test_files_of_several_studies_in_one_upload_are_refused_not_picked_from(tmp_
         read_upload(stage_upload([a, b], tmp_path / "two"), None)
     found, scan, header = read_upload(stage_upload([a, ct2d / "P0001_2.dcm"], tmp_path / "one"), None)
     assert {d["study_uid"] for d in found} == {str(pydicom.dcmread(a).StudyInstanceUID)}
+    # one .zip is one deliberate export: its series (of any study) go to the picker
+    with zipfile.ZipFile(tmp_path / "two.zip", "w") as zf:
+        zf.write(a, "a.dcm")
+        zf.write(b, "b.dcm")
+    found, _, _ = read_upload(tmp_path / "two.zip", None)
+    assert len({d["study_uid"] for d in found}) == 2
 
 
 def test_a_multi_valued_patient_id_reads_as_its_values_not_a_python_list(tmp_path):

@@ -133,3 +133,53 @@ def test_study_header_from_dicom_tags_not_from_the_scan():
     assert header["Patient ID"] not in str(load_scan(dcm).summary().get("series_description", ""))
     assert "**Patient:**" in header_markdown(header) and header_markdown({}) == ""
     assert study_header(sample_path("ct3d")) == {}  # NIfTI: no header
+
+
+def _no_geometry_dicom(path, frames=1, patient_orientation=None):
+    """pydicom's MR_small without ImagePositionPatient/ImageOrientationPatient (as ultrasound, secondary
+    capture and many radiographs are), ``frames`` frames of a pattern that tells every flip apart."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    del ds.ImagePositionPatient, ds.ImageOrientationPatient
+    pixels = np.stack([np.arange(64 * 64).reshape(64, 64) + 5000 * k for k in range(frames)]).astype(np.int16)
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    if patient_orientation:
+        ds.PatientOrientation = patient_orientation
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path)
+    return path, pixels
+
+
+def test_a_volume_without_patient_geometry_is_shown_as_stored_without_letters(tmp_path):
+    """Reorienting the assumed identity affine turned such frames by 180 degrees under made-up letters."""
+    path, pixels = _no_geometry_dicom(tmp_path / "no_geometry.dcm", frames=3)
+    with pytest.warns(UserWarning, match="no patient geometry"):
+        scan = load_scan(path)
+    assert scan.metadata["orientation_known"] is False and not V.has_geometry(scan)
+    disp = V.for_display(scan)
+    for k in range(3):  # row 0 at the top, column 0 at the left, as every DICOM viewer shows a frame
+        assert np.array_equal(disp.array[:, :, k].T, pixels[k])
+    sal = Scan(np.zeros(scan.shape, np.float32), scan.affine, format="dicom")  # a map has no metadata of its own
+    assert V.for_display(sal, like=scan) is sal
+    assert V.orientation_letters(disp, "axial") is None
+    facts = dict(V.scan_facts(scan.summary()))
+    assert facts["Orientation"] == "unknown (not in the file: shown as stored)"
+
+
+def test_a_radiograph_without_geometry_takes_its_letters_from_patient_orientation(tmp_path):
+    path, _ = _no_geometry_dicom(tmp_path / "xray.dcm", patient_orientation=["R", "F"])
+    scan = load_scan(path)
+    assert V.orientation_letters(V.for_display(scan), "axial") == {"top": "H", "bottom": "F", "left": "L",
+                                                                    "right": "R"}
+
+
+def test_a_plain_picture_says_its_pixel_size_and_orientation_are_unknown(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) % 255).convert("L").save(tmp_path / "p.png")
+    facts = dict(V.scan_facts(load_scan(tmp_path / "p.png").summary()))
+    assert facts["Spacing"] == "unknown (a plain picture has no pixel size, 1 mm assumed)"
+    assert facts["Orientation"] == "unknown (not in the file: shown as stored)"

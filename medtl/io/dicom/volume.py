@@ -204,6 +204,12 @@ def build_scan(headers: list[Dataset], names: list[str], frames: list[Frame], wh
     meta["slice_report"] = report
     first = kept[0]
     meta["spacing_known"] = first.pixel_spacing is not None
+    # Without ImagePositionPatient/ImageOrientationPatient the affine is an assumed identity: say so, so that
+    # a viewer shows the frames as stored instead of "reorienting" them by a guess.
+    meta["orientation_known"] = all(f.ipp is not None and f.iop is not None for f in kept)
+    patient_orientation = [str(v).upper() for v in (ds.get("PatientOrientation") or [])]
+    if not meta["orientation_known"] and len(patient_orientation) == 2 and all(patient_orientation):
+        meta["patient_orientation"] = patient_orientation  # e.g. ["L", "F"]: rows run to the left, columns to the feet
     if first.pixel_spacing is None:
         problem = first.extra.get("spacing_problem")
         meta["spacing_note"] = (f"{problem}: pixel size unknown, 1 mm assumed" if problem
