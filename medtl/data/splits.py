@@ -92,8 +92,10 @@ def make_splits(items: Sequence[dict], val_fraction: float, test_fraction: float
 def _grouped_assign(labels: np.ndarray, groups: list[str], val_fraction: float, test_fraction: float,
                     seed: int) -> np.ndarray:
     n_groups = len(set(groups))
-    n_folds = max(2, min(_GROUP_FOLDS, n_groups))
     counts = Counter(labels.tolist())
+    # StratifiedGroupKFold refuses more folds than the largest class has items (36 one-image patients
+    # in two classes: 18 each, not 20 folds)
+    n_folds = max(2, min(_GROUP_FOLDS, n_groups, max(counts.values())))
     if min(counts.values()) < n_folds:
         warnings.warn(f"make_splits: a class has fewer items than the {n_folds} folds used to split by patient; "
                       "stratification is approximate", stacklevel=3)

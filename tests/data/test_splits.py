@@ -33,6 +33,17 @@ def test_grouped_split_keeps_each_patient_in_one_split_and_stratifies():
     assert [it["split"] for it in again] == [it["split"] for it in split]
 
 
+@pytest.mark.parametrize("n", [6, 12, 36])
+def test_a_small_cohort_of_one_image_per_patient_splits_by_patient(n):
+    """Fewer items per class than the 20 folds made StratifiedGroupKFold refuse (36 images, 18 per class)."""
+    items = [{"image": f"{i}.png", "label": i % 2, "patient_id": f"P{i}"} for i in range(n)]
+    split = make_splits(items, 0.15, 0.15, seed=0)
+    n_split = Counter(it["split"] for it in split)
+    assert set(n_split) == {"train", "val", "test"} and n_split["train"] >= n_split["test"]
+    for s in ("train", "val", "test"):  # both classes everywhere
+        assert {it["label"] for it in split if it["split"] == s} == {0, 1}
+
+
 def test_ungrouped_split_has_exact_stratified_fractions():
     items = _items(200, patients=False)
     split = make_splits(items, 0.1, 0.2, seed=0)
