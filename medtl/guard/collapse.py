@@ -29,7 +29,7 @@ def check_outputs(probs: np.ndarray, labels: np.ndarray, auc_ci: tuple[float, fl
     sd = float(p.std(axis=0).max()) if len(p) > 1 else 0.0
     if len(p) > 1 and sd < MIN_OUTPUT_SPREAD:
         reasons.append(f"near-constant outputs on the validation split (sd of the probabilities {sd:.1e})")
-    if auc_ci is not None and auc_ci[0] <= 0.5 <= auc_ci[1]:
+    if auc_ci is not None and None not in auc_ci and auc_ci[0] <= 0.5 <= auc_ci[1]:  # undefined with one class
         reasons.append(f"validation AUC indistinguishable from chance (95% CI {auc_ci[0]:.3f}-{auc_ci[1]:.3f} "
                        f"contains 0.5)")
     return {"degenerate": bool(reasons), "reasons": reasons, "output_sd": sd, "n": int(len(p))}

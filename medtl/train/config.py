@@ -66,7 +66,9 @@ class TrainConfig(_Section):
     #: EfficientNet uses TF's 0.01, so after a few dozen steps its eval-mode statistics still lag the
     #: weights; 0.1 is torch's and the ResNets' default)
     bn_momentum: Optional[float] = Field(None, gt=0, le=1)
-    monitor: str = "auc"  #: validation metric for best checkpoint / early stopping
+    #: validation metric for best checkpoint / early stopping (``val_loss`` is read as ``loss``)
+    monitor: Literal["auc", "loss", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv",
+                     "f1", "nll", "brier", "ece"] = "auc"
     #: also write the weights validation scored after every epoch, as ``checkpoints/epoch_NNN.safetensors``
     #: (the size of ``model.safetensors`` each), so a run's whole trajectory can be re-scored later, e.g.
     #: another way to choose its epoch (``benchmarks/selection.py``)
@@ -87,6 +89,12 @@ class TrainConfig(_Section):
     def _yaml_off(cls, v: Any) -> Any:
         """YAML 1.1 reads a bare ``off``/``on`` (``amp: off``, ``train.amp=off``) as a boolean."""
         return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
+
+    @field_validator("monitor", mode="before")
+    @classmethod
+    def _metric_name(cls, v: Any) -> Any:
+        """``metrics.csv`` names the column ``val_auc``; the metric is ``auc``."""
+        return v[4:] if isinstance(v, str) and v.startswith("val_") else v
 
     @model_validator(mode="after")
     def _one_average(self) -> "TrainConfig":

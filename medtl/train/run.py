@@ -239,6 +239,8 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     class_names = cohort.class_names
     if len(train_ds) == 0:
         raise MedtlError(f"{cfg.data.path}: the train split is empty")
+    check_classes(cohort, cfg.data.path)
+    cfg = monitor_for_validation(cfg, cohort)
     model = build_model(cfg, len(class_names), progress=progress)
     cfg = with_min_steps(cfg, len(train_ds))
     lr_finder = None
@@ -269,9 +271,14 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
 
     from safetensors.torch import load_file
 
+    kept = state.best_epoch if state.best_epoch > 0 else None
+    if kept is None:  # the monitored figure was never a number: no epoch was ever "best"
+        log.warning("%s: validation %s was never a number in %d epochs; the last epoch's weights are the model",
+                    out, tc.monitor, state.epoch)
+        save_weights(model, out / "model.safetensors")
     model.load_state_dict(load_file(str(out / "model.safetensors")))
     training = {
-        "strategy": tc.strategy, "epochs": tc.epochs, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
+        "strategy": tc.strategy, "epochs": tc.epochs, "epochs_run": state.epoch, "best_epoch": kept,
         "steps_per_epoch": steps_per_epoch(len(train_ds), tc.batch_size), "min_steps": tc.min_steps,
         "lr": tc.lr, **({"lr_finder": {"suggestion": lr_finder["suggestion"], "plot": "plots/lr_find.png"}}
                         if lr_finder else {}),
@@ -285,6 +292,48 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
                  "seed": cfg.data.seed if cfg.data.seed is not None else tc.seed, "filter": dict(cfg.data.filter)},
     }
     return RunResult(out, _finish(model, cfg, cohort, prep, val_ds, test_ds, out, training, progress))
+
+
+def check_classes(cohort: Any, where: Any) -> None:
+    """Refuse a cohort a classifier cannot learn from: fewer than two classes among the training
+    images, a class without one (integer labels 1 and 2 leave class 0 empty), or two class names
+    that differ only in case or spaces (``Normal`` and ``normal``)."""
+    counts = cohort.counts().get("train", {})
+    present = [name for name, n in counts.items() if n]
+    if len(present) < 2:
+        raise MedtlError(f"{where}: the training images hold only the class {present or ['(none)']}; a classifier "
+                         "needs images of at least two classes (check the label column)")
+    folded: dict[str, str] = {}
+    for name in cohort.class_names:
+        key = str(name).strip().casefold()
+        if key in folded:
+            raise MedtlError(f"{where}: labels {folded[key]!r} and {name!r} differ only in case or spaces, so they "
+                             "would train as two classes: write them alike")
+        folded[key] = str(name)
+    empty = [name for name, n in counts.items() if not n]
+    if empty:
+        hint = ("integer labels are class indices 0..K-1, so labels 1 and 2 leave class 0 empty: number the classes "
+                "from 0, or use class names") if all(str(n).isdigit() for n in counts) else \
+            "give it training images, or leave it out of data.class_names"
+        raise MedtlError(f"{where}: class {empty[0]!r} has no training image (of classes {list(counts)}); {hint}")
+
+
+#: Monitored figures that need both classes in the validation split.
+_NEEDS_BOTH = {"auc", "sensitivity", "specificity", "ppv", "npv", "f1"}
+
+
+def monitor_for_validation(cfg: Config, cohort: Any) -> Config:
+    """``cfg`` with ``train.monitor=loss`` when the validation split holds one class and the monitor
+    needs two (its AUC is undefined every epoch, so no epoch would be kept); the change is logged and
+    recorded in the run's config."""
+    val_classes = {it["label"] for it in cohort.split("val")}
+    if not val_classes or len(val_classes) > 1 or cfg.train.monitor not in _NEEDS_BOTH:
+        return cfg
+    log.warning("the validation split holds one class only: train.monitor=%s is undefined there, using loss",
+                cfg.train.monitor)
+    cfg = cfg.model_copy(deep=True)
+    cfg.train.monitor = "loss"
+    return cfg
 
 
 def _finish(model: nn.Module, cfg: Config, cohort: Any, prep: Any, val_ds: Any, test_ds: Any, out: Path,

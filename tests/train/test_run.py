@@ -345,3 +345,54 @@ def test_ensemble_refuses_torchrun_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(MedtlError, match="without torchrun"):
         train(tiny_cfg("train.ensemble=2"), tmp_path / "ens", progress=False)
     assert not (tmp_path / "ens").exists()
+
+
+def _relabelled(tmp_path, relabel, name="manifest.csv"):
+    """The sample cohort's CT slices with labels rewritten by ``relabel(label, split)`` (paths made absolute)."""
+    src = Path(TINY[0].split("=", 1)[1])
+    with open(src) as fh:
+        rows = [r for r in csv.DictReader(fh) if r["kind"] == "ct2d"]
+    for r in rows:
+        r["path"], r["label"] = str(src.parent / r["path"]), relabel(r["label"], r["split"])
+    out = tmp_path / name
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return f"data.path={out}"
+
+
+@pytest.mark.parametrize("relabel, message", [
+    (lambda y, s: str(int(y) + 1), r"class '0' has no training image .* number the classes from 0"),
+    (lambda y, s: "1", r"hold only the class \['1'\]; a classifier needs images of at least two classes"),
+    (lambda y, s: "Normal" if y == "0" and s == "train" else ("normal" if y == "0" else "Pneumonia"),
+     r"labels 'Normal' and 'normal' differ only in case"),
+])
+def test_labels_a_classifier_cannot_learn_from_are_refused_before_training(tmp_path, relabel, message):
+    with pytest.raises(MedtlError, match=message):
+        train(tiny_cfg(_relabelled(tmp_path, relabel)), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "config.yaml").exists()  # refused before anything of a run was written
+
+
+def test_a_validation_split_of_one_class_monitors_the_loss_and_keeps_a_model(tmp_path):
+    """Validation AUC is undefined every epoch there: no epoch was kept and the run ended without a model."""
+    one = _relabelled(tmp_path, lambda y, s: "0" if s == "val" else y)
+    run = train(tiny_cfg(one, "train.epochs=1"), tmp_path / "run", progress=False)
+    assert run.card["training"]["monitor"] == "loss" and run.card["training"]["best_epoch"] == 1
+    assert load_config(tmp_path / "run" / "config.yaml").train.monitor == "loss"
+
+
+def test_monitor_names_are_checked_and_the_metrics_csv_column_is_accepted():
+    assert tiny_cfg("train.monitor=val_loss").train.monitor == "loss"
+    with pytest.raises(ConfigError, match="train.monitor: Input should be 'auc', 'loss'"):
+        tiny_cfg("train.monitor=acc")
+
+
+def test_a_monitored_figure_that_is_never_a_number_keeps_the_last_epoch(tmp_path, monkeypatch, caplog):
+    """No epoch is ever 'best' then: the run ended by loading a model.safetensors that was never written."""
+    import medtl.train.engine as engine
+
+    monkeypatch.setattr(engine, "_monitored", lambda tc, row: float("nan"))
+    run = train(tiny_cfg("train.epochs=1"), tmp_path / "run", progress=False)
+    assert run.card["training"]["best_epoch"] is None and (tmp_path / "run" / "model.safetensors").is_file()
+    assert "validation auc was never a number in 1 epochs; the last epoch's weights are the model" in caplog.text
