@@ -87,11 +87,11 @@ def _series_key(sources: list[Any], method: str) -> str:
     """The study key of ``medtl pacs score`` (one instance: ``sop:UID``; a series: ``series:UID``),
     with the saliency method when it is not the default: the same study sent with the same method
     gives the same result UIDs whichever way it was sent."""
-    from medtl.explain import DEFAULT_METHOD
+    from medtl.pacs.results import result_key
 
     first = sources[0]
-    key = f"sop:{first.SOPInstanceUID}" if len(sources) == 1 else f"series:{first.SeriesInstanceUID}"
-    return key if method == DEFAULT_METHOD else f"{key}#{method}"
+    return result_key(f"sop:{first.SOPInstanceUID}" if len(sources) == 1 else f"series:{first.SeriesInstanceUID}",
+                      method)
 
 
 class PacsTab:
@@ -247,7 +247,9 @@ class PacsTab:
             raise MedtlError("the scan shown is not the series opened from the PACS; open it again")
         results = build_results(sources, key=_series_key(sources, method), probabilities=dict(p.probabilities),
                                 decision=p.decision, threshold=p.threshold, card=pred.card, model_id=pred.model_id,
-                                scan=s.scan, saliency=sal, method=method, notes="; ".join(p.warnings))
+                                scan=s.scan, saliency=sal, method=method, notes="; ".join(p.warnings),
+                                ood=None if p.ood_score is None else (p.ood_score, p.ood_threshold,
+                                                                      bool(p.out_of_distribution)))
         self.client().store(results.datasets)
         record = {"study_uid": str(sources[0].StudyInstanceUID), "source_series_uid": source["series_uid"],
                   "model": s.model, "method": method, "decision": p.decision,

@@ -163,9 +163,10 @@ def heatmap_overlay(image2d: np.ndarray, saliency2d: np.ndarray, window: tuple[f
 
 def labelled_overlay(rgb: np.ndarray, *, method: str, class_name: str, probability: float, model: str,
                      cmap: str = SALIENCY_CMAP, threshold: float = SALIENCY_THRESHOLD,
-                     aspect: float = 1.0, dpi: int = 100) -> np.ndarray:
+                     aspect: float = 1.0, dpi: int = 100, warning: str = "") -> np.ndarray:
     """The overlay as a self-describing picture (uint8 RGB): the image, a colour bar, and text lines
-    naming the method, the class explained with its probability, and the model.
+    naming the method, the class explained with its probability, and the model; ``warning`` (e.g. an
+    out-of-distribution input) is a last line in orange, so the picture never travels without it.
 
     Rendered with matplotlib (Agg, no display). The colour bar spans the map's
     ``[0, 1]`` and greys out the part below ``threshold`` (not drawn on the image).
@@ -196,6 +197,9 @@ def labelled_overlay(rgb: np.ndarray, *, method: str, class_name: str, probabili
                  transform=cax.transAxes)
     lines = [f"{method}", f"{class_name}: p = {probability:.3f}", f"model: {model}"]
     fig.text(margin / fig_w, 1 - 0.08 / fig_h, "\n".join(lines), ha="left", va="top", color="white", fontsize=9)
+    if warning:
+        fig.text(margin / fig_w, 1 - 0.6 / fig_h, warning, ha="left", va="top", color="orange", fontsize=8,
+                 fontweight="bold")
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 

@@ -39,10 +39,10 @@ class Listener:
     """Receive, wait for completion, score, push. :meth:`run` blocks until SIGINT/SIGTERM or :meth:`stop`."""
 
     def __init__(self, predictor: Any, config: PacsConfig, work: str | Path, settle: float = 10.0, push: bool = True,
-                 method: str = "gradcam", poll: float = 0.5, retry_push: float = 30.0) -> None:
+                 method: str | None = None, poll: float = 0.5, retry_push: float = 30.0) -> None:
         self.predictor = predictor
         self.config = config
-        self.work = Path(work)
+        self.work = Path(work).resolve()  # the same folder given another way is the same work (scores.csv paths)
         self.incoming = self.work / "incoming"
         self.settle = float(settle)
         self.push = push

@@ -25,11 +25,13 @@ import numpy as np
 from medtl.errors import MedtlError
 from medtl.io.scan import Scan
 
-__all__ = ["MANUFACTURER", "RESULT_SERIES", "ResultObjects", "build_results", "finding_code", "frames_on_source_grid",
+__all__ = ["MANUFACTURER", "RESULT_SERIES", "ResultObjects", "build_results", "result_key", "finding_code", "frames_on_source_grid",
            "is_medtl_result", "overlay_picture", "result_uid"]
 
 #: ``Manufacturer`` of every object medtl writes (a listener ignores these when they come back).
 MANUFACTURER = "medtl"
+#: Burned into the overlay picture of a study flagged out of distribution.
+OOD_WARNING = "OUTSIDE THE TRAINING DATA: the probability is not meaningful"
 #: Series number and description of each result kind.
 RESULT_SERIES = {"sr": (9901, "medtl: AI classification report"), "sc": (9902, "medtl: saliency overlay"),
                  "seg": (9903, "medtl: saliency map")}
@@ -40,6 +42,15 @@ KNOWN_FINDINGS = {
     "nodule": ("27925004", "SCT", "Nodule"),
     "covid-19": ("840539006", "SCT", "COVID-19"),
 }
+
+
+def result_key(key: str, method: str) -> str:
+    """The key result UIDs derive from: a study's ``scores.csv`` key (``sop:UID`` / ``series:UID``), with
+    the saliency method when it is not the default, so that results made another way never reuse the
+    UIDs of published ones (the app's "Send to PACS" and ``medtl pacs`` agree)."""
+    from medtl.explain import DEFAULT_METHOD
+
+    return key if not method or method == DEFAULT_METHOD else f"{key}#{method}"
 
 
 def result_uid(*parts: str) -> str:
@@ -149,9 +160,9 @@ def frames_on_source_grid(saliency: Scan, sources: Sequence[Any]) -> np.ndarray:
 
 # --- the overlay picture --------------------------------------------------------------------------
 
-def overlay_picture(scan: Scan, saliency: Scan) -> np.ndarray:
+def overlay_picture(scan: Scan, saliency: Scan, warning: str = "") -> np.ndarray:
     """uint8 RGB: the labelled saliency overlay that ``medtl predict --saliency OUT.png`` writes
-    (2D: the image; 3D: the middle axial slice)."""
+    (2D: the image; 3D: the middle axial slice), with ``warning`` burned in under the labels."""
     from medtl.explain import (SALIENCY_ALPHA, display_aspect, display_slice, heatmap_overlay, labelled_overlay,
                                to_display_orientation)
 
@@ -168,7 +179,8 @@ def overlay_picture(scan: Scan, saliency: Scan) -> np.ndarray:
     return labelled_overlay(rgb, method=str(meta.get("saliency_title") or "saliency") + where,
                             class_name=str(meta.get("saliency_class", "?")),
                             probability=float("nan") if prob is None else float(prob),
-                            model=str(meta.get("saliency_model") or "?"), aspect=display_aspect(image, "axial"))
+                            model=str(meta.get("saliency_model") or "?"), aspect=display_aspect(image, "axial"),
+                            warning=warning)
 
 
 # --- the objects ---------------------------------------------------------------------------------
@@ -181,10 +193,14 @@ def _algorithm(card: dict[str, Any], model_id: str) -> tuple[str, str]:
 
 def build_results(sources: Sequence[Any], *, key: str, probabilities: dict[str, float], decision: str,
                   threshold: float | None, card: dict[str, Any], model_id: str, scan: Scan | None = None,
-                  saliency: Scan | None = None, method: str = "", notes: str = "") -> ResultObjects:
+                  saliency: Scan | None = None, method: str = "", notes: str = "",
+                  ood: tuple[float, float | None, bool] | None = None) -> ResultObjects:
     """SR (+ SC and fractional SEG when ``saliency`` is given) for one scored study.
 
     ``sources``: the study's source instances (pydicom datasets, all of one series, in order).
+    ``ood``: the out-of-distribution ``(score, threshold, flagged)``; the SR carries them as
+    measurements and a coded "outside the training distribution" yes/no, a flagged SC says so in the
+    picture, and ``notes`` go to the SR as a comment and to the SC/SEG ``ImageComments``.
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -208,12 +224,28 @@ def build_results(sources: Sequence[Any], *, key: str, probabilities: dict[str, 
             name=hd.sr.CodedConcept(value="threshold", scheme_designator="99MEDTL", meaning="Decision threshold"),
             value=float(threshold), unit=hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units"),
             algorithm_id=algo))
+    evaluations = [hd.sr.QualitativeEvaluation(name=codes.DCM.Finding, value=finding_code(decision))]
+    if ood is not None:
+        score, ood_threshold, flagged = ood
+        for value, code, meaning in ((score, "ood-score", "Out-of-distribution score"),
+                                     (ood_threshold, "ood-threshold", "Out-of-distribution threshold")):
+            if value is not None:
+                measurements.append(hd.sr.Measurement(
+                    name=hd.sr.CodedConcept(value=code, scheme_designator="99MEDTL", meaning=meaning),
+                    value=float(value), unit=hd.sr.CodedConcept(value="1", scheme_designator="UCUM",
+                                                                meaning="no units"), algorithm_id=algo))
+        concept = hd.sr.CodedConcept(value="ood", scheme_designator="99MEDTL",
+                                     meaning="Outside the model's training distribution")
+        evaluations.append(hd.sr.QualitativeEvaluation(name=concept, value=codes.SCT.Yes if flagged else codes.SCT.No))
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=result_uid(model_id, key, "tracking"),
                                                      identifier=f"medtl {name}"[:64]),
         algorithm_id=algo, measurements=measurements,
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=codes.DCM.Finding, value=finding_code(decision))],
+        qualitative_evaluations=evaluations,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in sources[:1]])
+    if notes:  # TID 1501 takes no free text of its own: a Comment item in the group, as reporting systems show
+        group[0].ContentSequence.append(hd.sr.TextContentItem(
+            name=codes.DCM.Comment, value=notes[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     report = hd.sr.MeasurementReport(
         observation_context=context,
         procedure_reported=hd.sr.CodedConcept(value="363679005", scheme_designator="SCT", meaning="Imaging procedure"),
@@ -227,7 +259,8 @@ def build_results(sources: Sequence[Any], *, key: str, probabilities: dict[str, 
     sr.SoftwareVersions = version
     sc = seg = None
     if saliency is not None and scan is not None:
-        sc = _secondary_capture(first, scan, saliency, model_id, key, series, version)
+        warning = OOD_WARNING if ood is not None and ood[2] else ""
+        sc = _secondary_capture(first, scan, saliency, model_id, key, series, version, warning)
         seg = _segmentation(sources, saliency, model_id, key, series, name, version, method)
     if notes:  # what the reader must know (missing slices, an out-of-distribution input ...)
         for ds in (sc, seg):
@@ -237,10 +270,10 @@ def build_results(sources: Sequence[Any], *, key: str, probabilities: dict[str, 
 
 
 def _secondary_capture(ref: Any, scan: Scan, saliency: Scan, model_id: str, key: str, series: str,
-                       version: str) -> Any:
+                       version: str, warning: str = "") -> Any:
     import highdicom as hd
 
-    rgb = np.ascontiguousarray(overlay_picture(scan, saliency)[..., :3], dtype=np.uint8)
+    rgb = np.ascontiguousarray(overlay_picture(scan, saliency, warning)[..., :3], dtype=np.uint8)
     number, desc = RESULT_SERIES["sc"]
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=ref, pixel_array=rgb, photometric_interpretation="RGB", bits_allocated=8,

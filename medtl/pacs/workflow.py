@@ -198,17 +198,30 @@ def _scrub(text: str, sources: list[Any]) -> str:
     return text
 
 
+def _ood_of(row: dict[str, str], predictor: Any) -> tuple[float, float | None, bool] | None:
+    """``(score, threshold, flagged)`` of a ``scores.csv`` row (``None`` for a model without the check)."""
+    if not row.get("ood_score"):
+        return None
+    ood = getattr(predictor, "ood", None)
+    threshold = float(ood.thresholds[predictor.ood_method]) if ood is not None else None
+    return float(row["ood_score"]), threshold, str(row.get("ood_flag", "")).strip() in ("1", "True", "true")
+
+
 def push_scored(predictor: Any, config: PacsConfig, work: str | os.PathLike, via: str | None = None,
-                method: str = "gradcam", keys: set[str] | None = None, summary: PacsRunSummary | None = None,
+                method: str | None = None, keys: set[str] | None = None, summary: PacsRunSummary | None = None,
                 failures: list[dict[str, str]] | None = None, saliency: bool = True) -> PacsRunSummary:
     """Build and store the results of every scored study in ``WORK/scores.csv`` not yet in
-    ``WORK/pushed.csv`` (only ``keys`` when given). The model's training-domain checks run here:
+    ``WORK/pushed.csv`` (only ``keys`` when given), with saliency ``method`` (default: medtl's; results
+    of another method are other objects, :func:`~medtl.pacs.results.result_key`). The model's training-domain checks run here:
     a study the model was not trained for gets an error row instead of a report, unless the
     predictor was made with ``allow_other_domain``."""
+    from medtl.explain import DEFAULT_METHOD
+    from medtl.infer.predictor import OOD_MESSAGE
     from medtl.infer.sinks import CsvAppender
-    from medtl.pacs.results import build_results, read_sources
+    from medtl.pacs.results import build_results, read_sources, result_key
 
-    work = Path(work)
+    method = method or DEFAULT_METHOD
+    work = Path(work).resolve()
     summary = summary or PacsRunSummary()
     failures = failures if failures is not None else []
     via = via or config.push
@@ -224,7 +237,8 @@ def push_scored(predictor: Any, config: PacsConfig, work: str | os.PathLike, via
     t0 = time.perf_counter()
     try:
         for row in rows:
-            if row["key"] in done:
+            key = result_key(row["key"], method)
+            if key in done:
                 summary.already_pushed += 1
                 continue
             if row.get("format") != "dicom":
@@ -243,10 +257,13 @@ def push_scored(predictor: Any, config: PacsConfig, work: str | os.PathLike, via
                     sal, _ = predictor.saliency(scan, method, target=predictor.class_names.index(row["decision"]))
                     summary.saliency_seconds += time.perf_counter() - ts
                 threshold = float(row["threshold"]) if row.get("threshold") else None
-                results = build_results(sources, key=row["key"], probabilities=probs, decision=row["decision"],
+                ood = _ood_of(row, predictor)
+                if ood is not None and ood[2]:
+                    notes = [OOD_MESSAGE, *notes]
+                results = build_results(sources, key=key, probabilities=probs, decision=row["decision"],
                                         threshold=threshold, card=predictor.card, model_id=predictor.model_id,
-                                        scan=scan, saliency=sal, method=method,
-                                        notes="; ".join(filter(None, [row.get("notes", ""), *notes])))
+                                        scan=scan, saliency=sal, method=method, ood=ood,
+                                        notes="; ".join(filter(None, [*notes, row.get("notes", "")])))
                 summary.build_seconds += time.perf_counter() - t1
                 t2 = time.perf_counter()
                 client.store(results.datasets)
@@ -264,7 +281,7 @@ def push_scored(predictor: Any, config: PacsConfig, work: str | os.PathLike, via
                                  "reason": _scrub(redact(one_line(exc), config), sources)})
                 continue
             now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            ledger.write([{"key": row["key"], "study_uid": str(sources[0].StudyInstanceUID),
+            ledger.write([{"key": key, "study_uid": str(sources[0].StudyInstanceUID),
                            "source_series_uid": str(sources[0].SeriesInstanceUID), "sr_uid": results.sr.SOPInstanceUID,
                            "sc_uid": getattr(results.sc, "SOPInstanceUID", ""),
                            "seg_uid": getattr(results.seg, "SOPInstanceUID", ""), "via": via, "pushed_at": now}])
@@ -293,12 +310,12 @@ def append_errors(path: Path, failures: list[dict[str, str]]) -> None:
 # --- the whole run -------------------------------------------------------------------------------
 
 def pacs_score(predictor: Any, config: PacsConfig, query: Query, work: str | os.PathLike, via: str = "dicomweb",
-               push: bool = True, push_via: str | None = None, method: str = "gradcam", workers: int = 0,
+               push: bool = True, push_via: str | None = None, method: str | None = None, workers: int = 0,
                batch_size: int = 16, progress: bool = False, pull_first: bool = True) -> PacsRunSummary:
     """Pull what ``query`` matches into ``WORK/incoming``, score it (resumable), push the results."""
     from medtl.infer import score
 
-    work = Path(work)
+    work = Path(work).resolve()  # scores.csv keeps absolute paths: a later run from elsewhere finds the studies
     incoming = work / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     summary = PacsRunSummary(errors_csv=str(work / "errors.csv"))

@@ -109,6 +109,8 @@ def test_results_are_in_the_source_study_with_finding_probability_and_algorithm(
             got = [v for k, v in items if k == f"Probability of {c}"]
             assert got and abs(got[0] - float(score[f"p_{c}"])) < 1e-6
         assert ("Finding", f"class {score['decision']}") in items
+        if score["ood_score"]:  # the out-of-distribution verdict travels with the probability
+            assert ("Outside the model's training distribution", "Yes" if score["ood_flag"] == "1" else "No") in items
         assert any(k == "Decision threshold" and abs(v - predictor.threshold) < 1e-6 for k, v in items)
         assert ("Algorithm Name", card["name"]) in items
         version = dict(items)["Algorithm Version"]
@@ -151,7 +153,9 @@ def test_saliency_seg_holds_the_map_on_the_source_pixels(e2e, uploaded, predicto
     source = pydicom.dcmread(source_path)
     seg = _instance(client, str(source.StudyInstanceUID), row["seg_uid"])
     decision = {r["key"]: r for r in rows(e2e["work"] / "scores.csv")}[row["key"]]["decision"]
-    sal, _ = predictor.saliency(load_scan(source_path), "gradcam", target=predictor.class_names.index(decision))
+    from medtl.explain import DEFAULT_METHOD  # what pacs_score uses, as `medtl pacs score` does
+
+    sal, _ = predictor.saliency(load_scan(source_path), DEFAULT_METHOD, target=predictor.class_names.index(decision))
     expected = np.asarray(sal.array[:, :, 0], dtype=np.float64).T  # [i, j] -> rows j, columns i
     expected = expected / max(expected.max(), 1.0)
     got = seg.pixel_array.astype(np.float64) / 255.0
@@ -209,3 +213,15 @@ def test_cli_find_and_pull_by_filters(orthanc, uploaded, tmp_path):
     for value in uploaded["patient_values"]:
         if not value.isdigit():
             assert value not in out.stdout + out.stderr
+
+
+def test_a_work_folder_named_relative_is_the_same_work_from_anywhere(e2e, predictor, tmp_path, monkeypatch):
+    """scores.csv kept paths relative to where the first run started: a push from elsewhere found no study."""
+    from medtl.pacs.workflow import push_scored
+
+    monkeypatch.chdir(tmp_path)
+    s = pacs_score(predictor, e2e["config"], Query(), Path("rel-work"), via="dicomweb", push=False)
+    assert s.scored and all(Path(r["path"]).is_absolute() for r in rows(tmp_path / "rel-work" / "scores.csv"))
+    monkeypatch.chdir(e2e["work"])
+    pushed = push_scored(predictor, e2e["config"], tmp_path / "rel-work")
+    assert pushed.push_failed == 0 and pushed.pushed == s.scored

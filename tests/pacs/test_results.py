@@ -1,0 +1,91 @@
+"""The result objects pushed into a source study (no PACS needed): what a reader of the SR and the
+overlay is told about an input outside the model's training data."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pydicom
+import pytest
+
+from medtl.demo.cohort import sample_path
+from medtl.io import Scan, load_scan
+
+pytest.importorskip("highdicom")
+
+from medtl.pacs.results import OOD_WARNING, build_results  # noqa: E402
+
+CARD = {"name": "tiny", "medtl_version": "0"}
+
+
+def _content(ds, out=None):
+    """Flatten an SR content tree into (concept meaning, value) pairs."""
+    out = [] if out is None else out
+    for item in ds.get("ContentSequence", []):
+        name = item.ConceptNameCodeSequence[0].CodeMeaning if "ConceptNameCodeSequence" in item else ""
+        if item.ValueType == "NUM":
+            out.append((name, float(item.MeasuredValueSequence[0].NumericValue)))
+        elif item.ValueType == "CODE":
+            out.append((name, item.ConceptCodeSequence[0].CodeMeaning))
+        elif item.ValueType == "TEXT":
+            out.append((name, item.TextValue))
+        _content(item, out)
+    return out
+
+
+def _kwargs():
+    path = sample_path("ct2d")
+    scan = load_scan(path)
+    yy = np.linspace(0, 1, scan.shape[0], dtype=np.float32)[:, None, None] * np.ones(scan.shape, np.float32)
+    sal = Scan(yy, scan.affine, metadata={"saliency_title": "Grad-CAM", "saliency_class": "1",
+                                          "saliency_probability": 0.9, "saliency_model": "tiny"})
+    return dict(sources=[pydicom.dcmread(path)], key="sop:1", probabilities={"0": 0.1, "1": 0.9}, decision="1",
+                threshold=0.5, card=CARD, model_id="tiny@abc", scan=scan, saliency=sal, method="gradcam")
+
+
+_KW = _kwargs()
+
+
+def _results(ood, notes=""):
+    return build_results(**_KW, notes=notes, ood=ood)
+
+
+def _written(ds):
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return pydicom.dcmread(io.BytesIO(buf.getvalue()))
+
+
+def test_an_input_outside_the_training_data_says_so_in_the_sr_and_the_overlay():
+    flagged = _results((17503.0, 42.5, True), notes="outside what this model was trained on")
+    items = _content(_written(flagged.sr))
+    assert ("Out-of-distribution score", 17503.0) in items and ("Out-of-distribution threshold", 42.5) in items
+    assert ("Outside the model's training distribution", "Yes") in items
+    assert ("Comment", "outside what this model was trained on") in items
+    assert flagged.sc.ImageComments == "outside what this model was trained on"
+    inside = _results((3.0, 42.5, False))
+    assert ("Outside the model's training distribution", "No") in _content(_written(inside.sr))
+    assert not any(name == "Comment" for name, _ in _content(inside.sr))
+    # the warning is burned into the picture (orange text under the labels): the two pictures differ there
+    a, b = flagged.sc.pixel_array, inside.sc.pixel_array
+    diff = np.argwhere(np.any(a != b, axis=-1))
+    assert len(diff) and diff[:, 0].max() < a.shape[0] // 3 and OOD_WARNING.startswith("OUTSIDE")
+    text = a[diff[:, 0].min():diff[:, 0].max() + 1, diff[:, 1].min():diff[:, 1].max() + 1]
+    assert np.any((text[..., 0] > 200) & (text[..., 1] > 100) & (text[..., 2] < 60))  # orange letters
+
+
+def test_a_model_without_the_check_adds_nothing_about_it():
+    items = _content(_results(None).sr)
+    assert not any("distribution" in name for name, _ in items)
+
+
+def test_results_of_another_saliency_method_are_other_objects():
+    """Same UIDs for another method: the PACS kept the first map, or replaced a published object."""
+    from medtl.explain import DEFAULT_METHOD
+    from medtl.pacs.results import result_key
+
+    assert result_key("sop:1", DEFAULT_METHOD) == "sop:1" and result_key("sop:1", "occlusion") == "sop:1#occlusion"
+    default = _results(None)
+    other = build_results(**{**_KW, "key": result_key("sop:1", "occlusion"), "method": "occlusion"})
+    assert {o.SOPInstanceUID for o in default.datasets}.isdisjoint(o.SOPInstanceUID for o in other.datasets)
