@@ -173,8 +173,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from medtl.train.run import evaluate
 
     out = args.out
-    if out is None:
-        data_part = Path(args.data).name if args.data else "training-data"
+    args.split = args.split or ("all" if args.data else "test")
+    if out is None:  # the data's folder too: siteB/manifest.csv and siteC/manifest.csv are two evaluations
+        data_part = "-".join(Path(args.data).resolve().parts[-2:]) if args.data else "training-data"
         slug = "_".join([args.split, data_part, *args.overrides, *([f"tta-{args.tta}"] if args.tta != "card" else [])])
         folder = Path(args.model) / "evaluations" / (re.sub(r"[^A-Za-z0-9._=+-]+", "-", slug).strip("-") or "eval")
         try:
@@ -441,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a trained run on a dataset split (metrics with 95%% CIs)")
     p.add_argument("--model", required=True, help="run directory written by `medtl train`")
     p.add_argument("--data", help="dataset (manifest CSV, class folders, .npz); default: the training data")
-    p.add_argument("--split", default="test", help="split to evaluate (train/val/test/all)")
+    p.add_argument("--split", choices=("train", "val", "test", "all"),
+                   help="split to evaluate (default: test of the training data; all of other --data)")
     p.add_argument("--out", help="folder for metrics JSON and plots (default: RUN/evaluations/SPLIT_DATA[_OVERRIDES])")
     p.add_argument("--json", action="store_true")
     p.add_argument("--tta", choices=("card", "on", "off"), default="card",

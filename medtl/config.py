@@ -14,6 +14,7 @@ A config is a YAML path or the name of a recipe shipped inside the package
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Literal, Sequence
 
 import yaml
@@ -57,12 +58,24 @@ class Config(Section):
 
 # --- overrides and validation ----------------------------------------------------------------
 
+class _OverrideLoader(yaml.SafeLoader):
+    """YAML for a command-line value, where only ``true``/``false`` are booleans (YAML 1.2): a site
+    called ``NO`` or classes ``[no, yes]`` stay text, as typed."""
+
+
+_OverrideLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_OverrideLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                      list("tTfF"))
+
+
 def _parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.epochs=5)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.load(raw, Loader=_OverrideLoader) if raw.strip() else None  # noqa: S506 - a SafeLoader
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
@@ -126,8 +139,12 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         return Config.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
+        # pydantic names the branch of a union it tried ("constrained-float", "literal['auto']"): not a key
+        where = ".".join(str(x) for x in first["loc"] if not isinstance(x, str) or re.fullmatch(r"\w+", x))
         hint = _unknown_key_hint(first["loc"]) if first["type"] == "extra_forbidden" else ""
-        src = f"{p}: " if p else ""
-        raise ConfigError(f"{src}{where}: {first['msg']}{hint} ({exc.error_count()} problem(s); "
-                          f"fix the config or override)") from None
+        given = [o.split("=", 1)[0].strip() for o in overrides if "=" in o]
+        if any(where == k or where.startswith(k + ".") or k.startswith(where + ".") for k in given):
+            src, fix = "", "fix the override"  # the command line's value, not the recipe's
+        else:
+            src, fix = (f"{p}: " if p else ""), "fix the config or override it"
+        raise ConfigError(f"{src}{where}: {first['msg']}{hint} ({exc.error_count()} problem(s); {fix})") from None

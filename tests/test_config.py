@@ -78,3 +78,13 @@ def test_amp_off_reads_as_off_from_the_cli_and_yaml(tmp_path, given, expected):
     assert load_config("sample_tiny", [f"train.amp={given}"]).train.amp == expected
     (tmp_path / "c.yaml").write_text(f"train:\n  amp: {given}\n")
     assert load_config(tmp_path / "c.yaml").train.amp == expected
+
+
+def test_override_values_are_text_unless_they_are_true_false_or_numbers():
+    """YAML 1.1 read a site called NO as False and classes [no, yes] as booleans; manifest cells are text."""
+    cfg = load_config("sample_tiny", ["data.filter.site=NO", "data.class_names=[no,yes]", "augment.flip=false",
+                                      "train.epochs=5", "train.amp=off"])
+    assert cfg.data.filter["site"] == "NO" and cfg.data.class_names == ["no", "yes"]
+    assert cfg.augment.flip is False and cfg.train.epochs == 5 and cfg.train.amp == "off"
+    cfg = load_config("sample_tiny", ["data.filter.site=1", "data.class_names=[0,1]"])
+    assert cfg.data.filter["site"] == "1" and cfg.data.class_names == ["0", "1"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from medtl._schema import Section as _Section
 
@@ -31,3 +31,18 @@ class DataConfig(_Section):
     #: in the model card's training domain so that prediction can refuse other modalities
     modality: Optional[str] = None
     body_part: Optional[str] = None  #: e.g. CHEST; recorded in the model card (informative)
+
+    @field_validator("class_names", "filter", mode="before")
+    @classmethod
+    def _as_text(cls, v: Any) -> Any:
+        """A manifest's cells are text: ``filter: {site: 1}`` or ``class_names: [0, 1]`` (YAML reads numbers)
+        mean the text ``"1"`` and ``["0", "1"]``."""
+        def text(x: Any) -> Any:
+            if isinstance(x, bool):
+                return str(x).lower()
+            return str(x) if isinstance(x, (int, float)) else x
+        if isinstance(v, dict):
+            return {k: text(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [text(x) for x in v]
+        return v

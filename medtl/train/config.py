@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -22,7 +22,7 @@ class TrainConfig(_Section):
     unfreeze_stages: int = Field(2, ge=1)  #: partial: how many last stages train
     batch_size: int = Field(64, ge=1)
     #: peak learning rate, or ``auto``: a learning-rate range test (``medtl train --find-lr``) picks it
-    lr: Union[float, Literal["auto"]] = 1e-3
+    lr: Union[Annotated[float, Field(gt=0)], Literal["auto"]] = 1e-3
     lr_find_steps: int = Field(100, ge=5)  #: optimiser steps of that range test (fastai's ``num_it``)
     lr_decay: float = Field(0.3, gt=0, le=1)  #: discriminative lr: each earlier stage x this
     weight_decay: float = Field(0.01, ge=0)
@@ -88,7 +88,9 @@ class TrainConfig(_Section):
     @classmethod
     def _yaml_off(cls, v: Any) -> Any:
         """YAML 1.1 reads a bare ``off``/``on`` (``amp: off``, ``train.amp=off``) as a boolean."""
-        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
+        if isinstance(v, bool):
+            return "auto" if v else "off"
+        return "auto" if v == "on" else v  # a command-line `on` stays text (medtl.config reads YAML 1.2 booleans)
 
     @field_validator("monitor", mode="before")
     @classmethod

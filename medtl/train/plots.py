@@ -400,17 +400,20 @@ def save_evaluation_plots(
     ``<prefix>roc.png`` ...). Binary problems use p(class 1), the confusion matrix at
     ``p >= threshold`` and the p(class 1) reliability diagram; multi-class problems draw
     one-vs-rest curves, the argmax confusion matrix (``threshold`` unused) and the
-    top-label reliability diagram.
+    top-label reliability diagram. Cases of one class only (all normals, to check specificity) have no
+    ROC or precision-recall curve: those two are left out.
     """
     y, p = _prepare(y_true, probs)
     k = p.shape[1]
     _check_names(class_names, k)
     out = Path(out_dir)
     paths: dict[str, Path] = {}
+    curves = np.unique(y).size > 1
     if k == 2:
-        paths["roc"] = plot_roc({"model": (y, p[:, 1])}, out / f"{prefix}roc.png")
-        paths["pr"] = plot_pr(y, p[:, 1], out / f"{prefix}pr.png",
-                              title=f"Precision-recall curve ({class_names[1]})")
+        if curves:
+            paths["roc"] = plot_roc({"model": (y, p[:, 1])}, out / f"{prefix}roc.png")
+            paths["pr"] = plot_pr(y, p[:, 1], out / f"{prefix}pr.png",
+                                  title=f"Precision-recall curve ({class_names[1]})")
         pred = (p[:, 1] >= threshold).astype(np.int64)
         paths["confusion"] = plot_confusion((y, pred), class_names, out / f"{prefix}confusion.png",
                                             title=f"Confusion matrix at threshold {threshold:.3g}")
@@ -418,8 +421,9 @@ def save_evaluation_plots(
             y, p[:, 1], out / f"{prefix}calibration.png",
             xlabel=f"predicted p({class_names[1]})", ylabel=f"observed fraction {class_names[1]}")
     else:
-        paths["roc"] = plot_roc_multiclass(y, p, class_names, out / f"{prefix}roc.png")
-        paths["pr"] = plot_pr_multiclass(y, p, class_names, out / f"{prefix}pr.png")
+        if curves:
+            paths["roc"] = plot_roc_multiclass(y, p, class_names, out / f"{prefix}roc.png")
+            paths["pr"] = plot_pr_multiclass(y, p, class_names, out / f"{prefix}pr.png")
         paths["confusion"] = plot_confusion((y, p.argmax(axis=1)), class_names, out / f"{prefix}confusion.png")
         paths["calibration"] = plot_calibration(
             (p.argmax(axis=1) == y).astype(np.int64), p.max(axis=1), out / f"{prefix}calibration.png",

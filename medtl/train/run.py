@@ -472,12 +472,14 @@ def train_ensemble(cfg: Config, out: Path, resume: bool = False, progress: bool 
     return RunResult(out, _finish(model, cfg, cohort, prep, val_ds, test_ds, out, training, progress))
 
 
-def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "test", out: str | None = None,
+def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | None = None, out: str | None = None,
              overrides: Sequence[str] = (), bootstrap: int | None = None, progress: bool = True,
              tta: bool | None = None) -> dict[str, Any]:
     """Metrics (with 95% CIs) of a trained run on a dataset split, with the run's own preprocessing.
 
-    ``data`` defaults to the training data; ``overrides`` are ``data.*`` items
+    ``data`` defaults to the training data, and ``split`` to its ``test`` split; other ``data`` (another
+    site) is evaluated whole (``split="all"``) and without the run's ``data.filter``, which named
+    the training data's columns. ``overrides`` are ``data.*`` items
     (e.g. ``data.filter.site=B``). With ``out``, writes ``metrics.json``,
     predictions and plots there. ``tta``: None averages the test-time views the card records
     (plain without); True the views of the run's training augmentation; False none.
@@ -490,8 +492,11 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "
     run_dir = Path(run_dir)
     card = read_card(run_dir)
     cfg_path = run_dir / "config.yaml"
-    extra = [f"data.path={data}"] if data else []
-    cfg = load_config(cfg_path if cfg_path.is_file() else None, [*overrides, *extra])
+    split = split or ("all" if data else "test")
+    if split not in ("train", "val", "test", "all"):
+        raise MedtlError(f"split {split!r}: choose train, val, test or all")
+    fresh = [f"data.path={data}", "data.filter={}"] if data else []
+    cfg = load_config(cfg_path if cfg_path.is_file() else None, [*fresh, *overrides])
     device = resolve_device(cfg.train.device)
     model, card, prep = load_run(run_dir, device=str(device))
     if not data and cfg.data.path and not Path(cfg.data.path).expanduser().exists():

@@ -225,3 +225,11 @@ def test_save_evaluation_plots_binary_and_multiclass(tmp_path, binary_cases, mul
     accuracy, confidence = calibration_curve(probs.argmax(1) == y, probs.max(1), n_bins=10)
     np.testing.assert_allclose(top.get_xdata(), confidence)
     np.testing.assert_allclose(top.get_ydata(), accuracy)
+
+
+def test_cases_of_one_class_get_no_roc_or_pr_curve_but_the_other_plots(tmp_path):
+    """All normals (a specificity check) have no ROC: evaluate crashed drawing one after writing its metrics."""
+    y = np.zeros(20, dtype=int)
+    p = np.column_stack([np.linspace(0.9, 0.2, 20), np.linspace(0.1, 0.8, 20)])
+    paths = plots.save_evaluation_plots(y, p, ["normal", "pneumonia"], tmp_path)
+    assert set(paths) == {"confusion", "calibration"} and all(v.is_file() for v in paths.values())

@@ -396,3 +396,34 @@ def test_a_monitored_figure_that_is_never_a_number_keeps_the_last_epoch(tmp_path
     run = train(tiny_cfg("train.epochs=1"), tmp_path / "run", progress=False)
     assert run.card["training"]["best_epoch"] is None and (tmp_path / "run" / "model.safetensors").is_file()
     assert "validation auc was never a number in 1 epochs; the last epoch's weights are the model" in caplog.text
+
+
+def test_other_data_is_evaluated_whole_without_the_runs_filter_into_its_own_folder(tiny_run, tmp_path, capsys):
+    """A second site's manifest has no split column and none of the training manifest's filter columns: all of
+    it is evaluated, and siteB/manifest.csv and siteC/manifest.csv do not share a results folder."""
+    src = Path(TINY[0].split("=", 1)[1])
+    with open(src) as fh:
+        rows = [r for r in csv.DictReader(fh) if r["kind"] == "ct2d"]
+    for site in ("siteB", "siteC"):
+        (tmp_path / site).mkdir()
+        with open(tmp_path / site / "manifest.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "label"])
+            w.writerows([str(src.parent / r["path"]), r["label"]] for r in rows)
+    m = evaluate(tiny_run, data=str(tmp_path / "siteB" / "manifest.csv"), progress=False, bootstrap=0)
+    assert m["n"] == len(rows) and m["evaluated_on"]["split"] == "all"
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("evaluations"))
+    for site in ("siteB", "siteC"):
+        assert main(["evaluate", "--model", str(run), "--data", str(tmp_path / site / "manifest.csv"), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["n"] == len(rows)
+    assert sorted(p.name for p in (run / "evaluations").iterdir()) == ["all_siteB-manifest.csv",
+                                                                       "all_siteC-manifest.csv"]
+    with pytest.raises(MedtlError, match="split 'vall': choose train, val, test or all"):
+        evaluate(tiny_run, split="vall", progress=False)
+
+
+def test_a_learning_rate_must_be_positive_and_a_bad_override_is_named_as_such():
+    with pytest.raises(ConfigError, match=r"^train.lr: Input should be greater than 0 .*fix the override\)$"):
+        tiny_cfg("train.lr=-1")
+    assert tiny_cfg("train.lr=auto").train.lr == "auto"
