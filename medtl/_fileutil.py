@@ -41,3 +41,21 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     """``obj`` as indented JSON at ``path``, atomically; NaN is refused (not valid JSON), other types as str."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, allow_nan=False, default=str))
+
+
+def hold_lock(lock_path: str | os.PathLike, wait: bool = False) -> Any:
+    """An exclusive advisory lock on ``lock_path`` (created if missing), held until the returned file is
+    closed; the OS frees it when the process dies, so a killed run leaves no stale lock. ``None`` when
+    another process holds it (with ``wait``: waits for it instead). Without advisory locks (not POSIX)
+    the file comes back unlocked."""
+    fh = open(lock_path, "a")  # noqa: SIM115 - the caller closes it to release the lock
+    try:
+        import fcntl
+    except ImportError:
+        return fh
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        return None
+    return fh

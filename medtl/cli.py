@@ -140,7 +140,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from medtl.config import load_config
     from medtl.train.run import find_learning_rate, train
 
-    cfg = load_config(args.config, args.overrides)
+    saved = Path(args.out) / "config.yaml"
+    if args.resume and saved.is_file() and not args.find_lr:
+        # the run's own settings, not a recipe that may have changed since (overrides still apply on top:
+        # train.epochs=N extends it on purpose)
+        if args.config:
+            print(f"medtl: resuming with {saved} (the run's own settings) and the overrides given; --config "
+                  f"{args.config} is not read", file=sys.stderr)
+        cfg = load_config(saved, args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
     if args.find_lr:
         found = find_learning_rate(cfg, args.out)
         end = " (the loss diverged before the end of the sweep)" if found.stopped_early else ""
@@ -148,7 +157,13 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{len(found.lrs)} steps{end}); plot: {Path(args.out) / 'plots' / 'lr_find.png'}\n"
               f"use it with train.lr={found.suggestion:.3g}, or let every run pick its own with train.lr=auto")
         return 0
-    result = train(cfg, args.out, resume=args.resume)
+    try:
+        result = train(cfg, args.out, resume=args.resume)
+    except KeyboardInterrupt:
+        if (Path(args.out) / "checkpoints" / "last.pt").is_file():
+            print(f"medtl: the run stopped after its last finished epoch; continue it with "
+                  f"`medtl train --out {args.out} --resume`", file=sys.stderr)
+        raise
     test = result.metrics.get("test", {})
     if test:
         ci = test.get("ci", {})
@@ -433,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a backbone on a cohort (YAML config + key=value overrides)")
     p.add_argument("--config", help="YAML file, or the name of a shipped recipe (`medtl configs` lists them)")
     p.add_argument("--out", required=True, help="run directory (model, model card, metrics, plots)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoints/last.pt, with OUT/config.yaml (+ the overrides given)")
     p.add_argument("--find-lr", action="store_true",
                    help="only run a learning-rate range test: suggest train.lr, plot in OUT/plots/lr_find.png")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.epochs=5 data.path=x.npz")

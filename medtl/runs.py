@@ -108,6 +108,9 @@ def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The model card of a run folder, checked for its format and required keys."""
     path = Path(run_dir) / "model_card.json"
     if not path.is_file():
+        if (Path(run_dir) / "checkpoints" / "last.pt").is_file():
+            raise MedtlError(f"{run_dir}: the run did not finish (interrupted?), so it has no model card yet: "
+                             f"resume it with `medtl train --out {run_dir} --resume`")
         raise MedtlError(f"{run_dir}: no model_card.json (give a run directory written by `medtl train`)")
     try:
         card = json.loads(path.read_text())

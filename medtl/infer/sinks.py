@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from medtl._fileutil import atomic_path
+from medtl._fileutil import atomic_path, hold_lock
 from medtl.errors import MedtlError
 from medtl.infer.studies import Study
 
@@ -164,17 +164,9 @@ def lock_output(out_csv: Path) -> IO[str]:
     The lock is on a sidecar because resume replaces the CSV itself. Released when the
     returned file is closed, or by the OS when the process dies (a killed run leaves no stale lock).
     """
-    fh = open(out_csv.with_name(f".{out_csv.name}.lock"), "a")  # noqa: SIM115 - closed by the caller
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no advisory locks; documented as one run per output
-        return fh
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        raise MedtlError(f"{out_csv}: another `medtl score` is writing this file; wait for it or use another --out") \
-            from None
+    fh = hold_lock(out_csv.with_name(f".{out_csv.name}.lock"))
+    if fh is None:
+        raise MedtlError(f"{out_csv}: another `medtl score` is writing this file; wait for it or use another --out")
     return fh
 
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medtl._fileutil import hold_lock
 from medtl.errors import MedtlError, one_line
 from medtl.pacs.config import PacsConfig, PacsError, redact
 from medtl.pacs.query import Query, SeriesRef
@@ -212,13 +213,10 @@ def push_scored(predictor: Any, config: PacsConfig, work: str | os.PathLike, via
                 failures: list[dict[str, str]] | None = None, saliency: bool = True) -> PacsRunSummary:
     """Build and store the results of every scored study in ``WORK/scores.csv`` not yet in
     ``WORK/pushed.csv`` (only ``keys`` when given), with saliency ``method`` (default: medtl's; results
-    of another method are other objects, :func:`~medtl.pacs.results.result_key`). The model's training-domain checks run here:
-    a study the model was not trained for gets an error row instead of a report, unless the
-    predictor was made with ``allow_other_domain``."""
+    of another method are other objects, :func:`~medtl.pacs.results.result_key`). The model's
+    training-domain checks run here: a study the model was not trained for gets an error row instead
+    of a report, unless the predictor was made with ``allow_other_domain``."""
     from medtl.explain import DEFAULT_METHOD
-    from medtl.infer.predictor import OOD_MESSAGE
-    from medtl.infer.sinks import CsvAppender
-    from medtl.pacs.results import build_results, read_sources, result_key
 
     method = method or DEFAULT_METHOD
     work = Path(work).resolve()
@@ -226,6 +224,23 @@ def push_scored(predictor: Any, config: PacsConfig, work: str | os.PathLike, via
     failures = failures if failures is not None else []
     via = via or config.push
     client = connect(config, "dicomweb" if via == "dicomweb" else "dimse")
+    # One push at a time per work folder (a listener and `medtl pacs push`, or two pushes, sent every
+    # result twice): the second waits, then reads what the first pushed.
+    lock = hold_lock(work / ".pushed.csv.lock", wait=True)
+    try:
+        return _push_locked(predictor, client, config, work, via, method, keys, summary, failures, saliency)
+    finally:
+        lock.close()
+
+
+def _push_locked(predictor: Any, client: Any, config: PacsConfig, work: Path, via: str, method: str,
+                 keys: set[str] | None, summary: PacsRunSummary, failures: list[dict[str, str]],
+                 saliency: bool) -> PacsRunSummary:
+    """:func:`push_scored` with the work folder's push lock held."""
+    from medtl.infer.predictor import OOD_MESSAGE
+    from medtl.infer.sinks import CsvAppender
+    from medtl.pacs.results import build_results, read_sources, result_key
+
     done = pushed_keys(work)
     rows = [r for r in _read_rows(work / "scores.csv") if keys is None or r["key"] in keys]
     ledger_path = work / "pushed.csv"

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from medtl import __version__
-from medtl._fileutil import atomic_path, write_json
+from medtl._fileutil import atomic_path, hold_lock, write_json
 from medtl.config import Config, load_config
 from medtl.errors import MedtlError
 from medtl.runs import (CARD_FORMAT, INTENDED_USE, LIMITATIONS, card_views, load_run, read_card, resolve_device,
@@ -209,11 +209,8 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     The shortest path to a good model is the default config (ImageNet weights,
     gradual unfreezing with discriminative learning rates, one-cycle); every
     knob is in ``cfg``. With ``train.ensemble`` > 1 the run is that many runs of the recipe, averaged
-    (:func:`train_ensemble`).
+    (:func:`train_ensemble`). One training at a time writes a run folder (a lock beside its files).
     """
-    from medtl.data import balanced_weights, class_weights
-    from medtl.train.engine import fit, steps_per_epoch
-
     out = Path(out_dir)
     if cfg.train.ensemble > 1:
         return train_ensemble(cfg, out, resume=resume, progress=progress, max_epochs_this_run=max_epochs_this_run)
@@ -229,10 +226,29 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     if tc.threads:  # before anything heavy (the cache, the LR range test), not only in fit
         torch.set_num_threads(tc.threads)
     is_main = int(os.environ.get("RANK", "0")) == 0
+    lock = None
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        if not resume and (out / "checkpoints" / "last.pt").exists():
+        lock = hold_lock(out / ".train.lock")  # two trainings into one folder mixed their files
+        if lock is None:
+            raise MedtlError(f"{out}: another `medtl train` is writing this run folder; wait for it or use "
+                             "another --out")
+    try:
+        if is_main and not resume and (out / "checkpoints" / "last.pt").exists():
             raise MedtlError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
+        return _train_single(cfg, out, resume, progress, max_epochs_this_run, is_main)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epochs_this_run: int | None,
+                  is_main: bool) -> RunResult:
+    """:func:`train` of one model, with the run folder's lock held."""
+    from medtl.data import balanced_weights, class_weights
+    from medtl.train.engine import fit, steps_per_epoch
+
+    tc = cfg.train
     data = prepare_data(cfg, progress and is_main)
     cfg, cohort, prep = data.cfg, data.cohort, data.prep
     train_ds, val_ds, test_ds, train_tf = data.train_ds, data.val_ds, data.test_ds, data.train_transform

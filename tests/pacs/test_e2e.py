@@ -225,3 +225,22 @@ def test_a_work_folder_named_relative_is_the_same_work_from_anywhere(e2e, predic
     monkeypatch.chdir(e2e["work"])
     pushed = push_scored(predictor, e2e["config"], tmp_path / "rel-work")
     assert pushed.push_failed == 0 and pushed.pushed == s.scored
+
+
+def test_a_second_push_waits_for_the_first_and_sends_nothing_twice(e2e, predictor):
+    """Two pushes on one work folder (a listener and `medtl pacs push`) each sent every result."""
+    import threading
+    import time
+
+    from medtl._fileutil import hold_lock
+    from medtl.pacs.workflow import push_scored
+
+    held = hold_lock(e2e["work"] / ".pushed.csv.lock")  # a first push in progress
+    got = {}
+    second = threading.Thread(target=lambda: got.update(s=push_scored(predictor, e2e["config"], e2e["work"])))
+    second.start()
+    time.sleep(1.5)
+    assert second.is_alive() and not got  # waiting for the first
+    held.close()
+    second.join(120)
+    assert got["s"].pushed == 0 and got["s"].already_pushed == e2e["summary"].pushed

@@ -427,3 +427,37 @@ def test_a_learning_rate_must_be_positive_and_a_bad_override_is_named_as_such():
     with pytest.raises(ConfigError, match=r"^train.lr: Input should be greater than 0 .*fix the override\)$"):
         tiny_cfg("train.lr=-1")
     assert tiny_cfg("train.lr=auto").train.lr == "auto"
+
+
+def test_resume_takes_the_runs_own_config_and_an_unfinished_run_says_how_to_finish(tmp_path, capsys):
+    """`--resume` with the recipe again (not the `train.epochs=4` the run started with) ended the run at the
+    recipe's 3 epochs and rewrote config.yaml; predict/evaluate on the unfinished run said only "no card"."""
+    out = tmp_path / "run"
+    train(tiny_cfg("train.epochs=4"), out, progress=False, max_epochs_this_run=1)
+    with pytest.raises(MedtlError, match=r"did not finish \(interrupted\?\).*medtl train --out .* --resume"):
+        load_run(out)
+    assert main(["train", "--config", "sample_tiny", "--out", str(out), "--resume"]) == 0
+    assert "resuming with" in capsys.readouterr().err
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["training"]["epochs"] == card["training"]["epochs_run"] == 4
+    assert load_config(out / "config.yaml").train.epochs == 4
+
+
+def test_two_trainings_into_one_run_folder_are_refused_while_the_first_runs(tmp_path):
+    """Both used to finish, config.yaml from one and the card and metrics from the other."""
+    from medtl._fileutil import hold_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    held = subprocess.Popen([sys.executable, "-c", "import sys, time; from medtl._fileutil import hold_lock; "
+                             f"h = hold_lock({str(out / '.train.lock')!r}); print(h is not None, flush=True); "
+                             "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline().strip() == "True"
+        with pytest.raises(MedtlError, match="another `medtl train` is writing this run folder"):
+            train(tiny_cfg("train.epochs=1"), out, progress=False)
+        assert not (out / "config.yaml").exists()
+    finally:
+        held.kill()
+        held.wait()
+    assert hold_lock(out / ".train.lock") is not None  # freed by the OS when its holder died
