@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from medtl.io.dicom.budget import pixel_data_complete
 from medtl.pacs.config import PacsConfig, PacsError, redact
 from medtl.pacs.query import Query, SeriesRef, present_instances, write_instance
 
@@ -156,9 +157,18 @@ class DicomWebPacs:
                             get_remaining=True)
         sops = [_value(it, "00080018") for it in listed]
         missing = [s for s in sops if s and s not in have]
-        written = 0
+        written = received = 0
         if not missing:
             return 0, len(sops)
+
+        def keep(ds: Any) -> None:
+            nonlocal written, received
+            if not pixel_data_complete(ds):  # the last part of a stream cut short: never saved as done
+                raise PacsError(f"series {ref.series_uid}: an instance arrived incomplete (the connection was cut?) "
+                                f"after {received} of {len(missing)}; run again to fetch the rest")
+            written += write_instance(dest, ds)[1]
+            received += 1
+
         if len(missing) == len(sops):  # nothing here yet: one request for the whole series
             stream = self._call("WADO-RS series retrieve", self.client.iter_series, ref.study_uid, ref.series_uid,
                                 media_types=_STORED_SYNTAX)
@@ -167,12 +177,14 @@ class DicomWebPacs:
                 ds = self._call("WADO-RS series retrieve", next, it, None)
                 if ds is None:
                     break
-                written += write_instance(dest, ds)[1]
+                keep(ds)
         else:
             for sop in missing:
-                ds = self._call("WADO-RS instance retrieve", self.client.retrieve_instance, ref.study_uid,
-                                ref.series_uid, sop, media_types=_STORED_SYNTAX)
-                written += write_instance(dest, ds)[1]
+                keep(self._call("WADO-RS instance retrieve", self.client.retrieve_instance, ref.study_uid,
+                                ref.series_uid, sop, media_types=_STORED_SYNTAX))
+        if received < len(missing):
+            raise PacsError(f"series {ref.series_uid}: the PACS sent {received} of {len(missing)} instances (the "
+                            "connection was cut?); run again to fetch the rest")
         log.info("WADO-RS: series %s: %d instance(s) written, %d already here", ref.series_uid, written,
                  len(sops) - len(missing))
         return written, len(sops) - len(missing)

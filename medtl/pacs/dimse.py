@@ -258,6 +258,9 @@ class DimsePacs:
         last = None
         for status, _ in responses:
             code = getattr(status, "Status", None)
+            if code is None and last is not None:  # answers came, then the association ended: the PACS went away
+                raise PacsError(f"{what}: {self.where} stopped answering part way through series {ref.series_uid} "
+                                "(the connection was closed); run again to fetch the rest")
             if code is None:
                 raise PacsError(f"{what}: no answer from {self.where} for series {ref.series_uid} (registered "
                                 f"{self.config.calling_aet} in the PACS's DICOM modalities"

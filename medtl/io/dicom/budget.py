@@ -135,6 +135,26 @@ def _frames(pixel_data: bytes, n: int) -> Iterator[bytes]:
         return
 
 
+def pixel_data_complete(ds: Dataset) -> bool:
+    """Whether a data set holds all the pixel data its header describes: native data as long as Rows x
+    Columns x frames take, JPEG/JPEG 2000 frames each up to their end marker. What a transfer cut short
+    leaves (the last part of a multipart stream parses as a data set) fails; other syntaxes pass."""
+    c = claims(ds)
+    if c is None or "PixelData" not in ds:
+        return True
+    syntax = transfer_syntax(ds)
+    if syntax in _NATIVE:
+        present = pixel_bytes(ds)
+        return present is None or present >= native_bytes(c, c["frames"])
+    if syntax not in _JPEG and syntax not in _J2K:
+        return True
+    try:
+        frames = list(_frames(ds.PixelData, max(c["frames"], 1)))
+    except Exception:  # noqa: BLE001 - fragments that do not parse are not complete
+        return False
+    return len(frames) >= c["frames"] and all(b"\xff\xd9" in f[-8:] for f in frames)
+
+
 def check_pixel_data(ds: Dataset, name: str | os.PathLike) -> None:
     """The pixel data against the header that describes it, before decoding.
 

@@ -1,0 +1,62 @@
+"""WADO-RS retrieval against a stand-in client: a stream cut short never leaves a file that looks done."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+pytest.importorskip("dicomweb_client")
+
+from medtl.pacs.config import PacsConfig, PacsError  # noqa: E402
+from medtl.pacs.dicomweb import DicomWebPacs  # noqa: E402
+from medtl.pacs.query import SeriesRef, present_instances  # noqa: E402
+
+
+def _series(n):
+    import pydicom
+
+    base = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    out = []
+    for _ in range(n):
+        ds = copy.deepcopy(base)
+        ds.SOPInstanceUID = generate_uid()
+        out.append(ds)
+    return out
+
+
+class _Stream:
+    """The dicomweb-client calls DicomWebPacs.retrieve makes, answering from ``listed`` and ``sent``."""
+
+    def __init__(self, listed, sent):
+        self.listed, self.sent = listed, sent
+
+    def search_for_instances(self, **_):
+        return [{"00080018": {"Value": [str(ds.SOPInstanceUID)]}} for ds in self.listed]
+
+    def iter_series(self, *_, **__):
+        return iter(self.sent)
+
+
+@pytest.mark.parametrize("cut", ["short", "truncated"])
+def test_a_series_stream_cut_short_is_a_failed_pull_and_the_rerun_completes_it(tmp_path, cut):
+    """Cut mid-series, the pull reported success and kept a truncated last file under its final name, which
+    the re-run then skipped for good."""
+    series = _series(4)
+    ref = SeriesRef(study_uid=str(series[0].StudyInstanceUID), series_uid=str(series[0].SeriesInstanceUID))
+    sent = series[:2]
+    if cut == "truncated":  # the multipart stream's last part, cut in its pixel data, still parses
+        last = copy.deepcopy(series[2])
+        last.PixelData = last.PixelData[:1000]
+        sent = [*sent, last]
+    pacs = DicomWebPacs(PacsConfig(url="http://127.0.0.1:9/dicom-web"))
+    pacs.client = _Stream(series, sent)
+    with pytest.raises(PacsError, match=r"(sent 2 of 4 instances|arrived incomplete).*run again"):
+        pacs.retrieve(ref, tmp_path)
+    assert present_instances(tmp_path, ref.study_uid, ref.series_uid) == {str(ds.SOPInstanceUID) for ds in series[:2]}
+    pacs.client = _Stream(series, series)  # the PACS is back: the re-run fetches what is missing
+    pacs.client.retrieve_instance = lambda study, series_uid, sop, **_: next(
+        ds for ds in series if str(ds.SOPInstanceUID) == sop)
+    assert pacs.retrieve(ref, tmp_path) == (2, 2)

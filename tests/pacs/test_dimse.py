@@ -1,0 +1,31 @@
+"""C-GET/C-MOVE answers read by DimsePacs, without a PACS: a transfer cut part way is not a set-up problem."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom import Dataset
+
+pytest.importorskip("pynetdicom")
+
+from medtl.pacs.config import PacsConfig, PacsError  # noqa: E402
+from medtl.pacs.dimse import DimsePacs  # noqa: E402
+from medtl.pacs.query import SeriesRef  # noqa: E402
+
+REF = SeriesRef(study_uid="1.2.3", series_uid="1.2.3.4")
+
+
+def _status(code):
+    ds = Dataset()
+    ds.Status = code
+    return ds
+
+
+def test_a_transfer_cut_part_way_is_a_retryable_failure_not_an_unregistered_ae_title():
+    pacs = DimsePacs(PacsConfig(host="127.0.0.1", port=11112))
+    with pytest.raises(PacsError, match="stopped answering part way through series 1.2.3.4.*run again") as cut:
+        pacs._check_final("C-GET", [(_status(0xFF00), None), (Dataset(), None)], REF)
+    assert not cut.value.fatal  # the run goes on with the next series
+    with pytest.raises(PacsError, match=r"no answer from .* \(registered") as never:
+        pacs._check_final("C-GET", [(Dataset(), None)], REF)
+    assert never.value.fatal
+    assert pacs._check_final("C-GET", [(_status(0xFF00), None), (_status(0x0000), None)], REF) == 0
