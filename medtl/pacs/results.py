@@ -15,8 +15,9 @@ same SOPInstanceUIDs: a push repeated after a crash stores the same objects, not
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -321,8 +322,53 @@ def _segmentation(sources: Sequence[Any], saliency: Scan, model_id: str, key: st
 
 
 def read_sources(paths: Sequence[str | os.PathLike]) -> list[Any]:
-    """The source instances (pydicom datasets, pixel data included) sorted by InstanceNumber."""
+    """The source instances (pydicom datasets, pixel data included) sorted by InstanceNumber, with
+    dates and times that are not valid DICOM left out (:func:`_without_invalid_dates`)."""
     import pydicom
 
-    datasets = [pydicom.dcmread(p) for p in paths]
+    datasets = [_without_invalid_dates(pydicom.dcmread(p)) for p in paths]
     return sorted(datasets, key=lambda d: (int(d.get("InstanceNumber", 0) or 0), str(d.SOPInstanceUID)))
+
+
+@contextlib.contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Neither pydicom's warnings nor its log lines: both quote the offending value."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _without_invalid_dates(ds: Any) -> Any:
+    """``ds`` without top-level DA/DT/TM values that are not valid DICOM (a PatientBirthDate written
+    ``1961-03-17``, common in exports): the results copy the patient and study modules, and such a
+    value made every result of the study fail to build, its text quoted in the error. A source whose
+    PatientName holds several values (a backslash in the name) is refused in one line instead of a
+    library TypeError."""
+    from pydicom import config
+    from pydicom.multival import MultiValue
+    from pydicom.valuerep import validate_value
+
+    with quiet_pydicom():  # reading a bad value warns and logs the value itself (a birth date)
+        bad = []
+        for elem in ds:
+            if elem.VR in ("DA", "DT", "TM") and elem.value not in (None, ""):
+                try:
+                    validate_value(elem.VR, elem.value, config.RAISE)
+                except ValueError:
+                    bad.append(elem.tag)
+        for tag in bad:
+            ds[tag].value = ""  # empty, not removed: the patient and study modules require them (type 2)
+        name = ds.get("PatientName")
+    if isinstance(name, MultiValue) and len(name) > 1:
+        raise MedtlError(f"the source's PatientName holds {len(name)} values (a backslash in the name?), "
+                         "which DICOM allows only one of: the results cannot copy it (correct it on the PACS)")
+    return ds

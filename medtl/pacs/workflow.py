@@ -189,13 +189,26 @@ def _load(row: dict[str, str], files: list[str]) -> Any:
     return read_series(files, series=row.get("series_uid") or None, progress=False)
 
 
+#: Values of the source that identify the patient: never in an error line medtl writes.
+_IDENTIFYING = ("PatientName", "PatientID", "AccessionNumber", "PatientBirthDate", "PatientBirthTime",
+                "OtherPatientIDs", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
+                "PatientAddress", "PatientTelephoneNumbers", "MedicalRecordLocator", "IssuerOfPatientID")
+
+
 def _scrub(text: str, sources: list[Any]) -> str:
-    """Blank a patient name or ID that a library message might quote."""
+    """Blank a patient identifier (name, ID, birth date ...; each value of a multi-valued one) that a
+    library message might quote."""
+    from pydicom.multival import MultiValue
+
+    from medtl.pacs.results import quiet_pydicom
+
     for ds in sources[:1]:
-        for attr in ("PatientName", "PatientID", "AccessionNumber"):
-            value = str(ds.get(attr, "") or "")
-            if len(value) >= 3:
-                text = text.replace(value, f"<{attr}>")
+        with quiet_pydicom():  # reading an invalid value warns and logs with the value in the message
+            found = {attr: ds.get(attr, "") for attr in _IDENTIFYING}
+        for attr, value in found.items():
+            for v in [str(value), *(map(str, value) if isinstance(value, MultiValue) else [])]:
+                if len(v) >= 3:
+                    text = text.replace(v, f"<{attr}>")
     return text
 
 

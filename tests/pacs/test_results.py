@@ -89,3 +89,36 @@ def test_results_of_another_saliency_method_are_other_objects():
     default = _results(None)
     other = build_results(**{**_KW, "key": result_key("sop:1", "occlusion"), "method": "occlusion"})
     assert {o.SOPInstanceUID for o in default.datasets}.isdisjoint(o.SOPInstanceUID for o in other.datasets)
+
+
+def test_an_invalid_birth_date_is_left_out_of_the_results_not_quoted_in_an_error(tmp_path, caplog, recwarn):
+    """``1961-03-17`` (not DICOM's DA) made every result of the study fail, its value in errors.csv and
+    in pydicom's warnings on stderr."""
+    from medtl.pacs.results import read_sources
+    from medtl.pacs.workflow import _scrub
+
+    ds = pydicom.dcmread(sample_path("ct2d"))
+    with pytest.warns(UserWarning, match="Invalid value for VR DA"):
+        ds.PatientBirthDate = "1961-03-17"
+    ds.save_as(tmp_path / "bad_date.dcm")
+    caplog.clear()
+    recwarn.clear()
+    source = read_sources([tmp_path / "bad_date.dcm"])[0]
+    assert source.PatientBirthDate == "" and source.StudyDate
+    made = build_results(**{**_KW, "sources": [source]})
+    assert not made.sr.get("PatientBirthDate")
+    raw = pydicom.dcmread(tmp_path / "bad_date.dcm")
+    text = _scrub(f"Unable to convert '1961-03-17' for patient {raw.PatientID}", [raw])
+    assert "1961-03-17" not in text and str(raw.PatientID) not in text and "<PatientBirthDate>" in text
+    assert "1961" not in caplog.text and not [w for w in recwarn if "1961" in str(w.message)]
+
+
+def test_a_patient_name_of_several_values_is_refused_in_one_line(tmp_path):
+    from medtl.errors import MedtlError
+    from medtl.pacs.results import read_sources
+
+    ds = pydicom.dcmread(sample_path("ct2d"))
+    ds.PatientName = ["Back", "slash^Name"]
+    ds.save_as(tmp_path / "two_names.dcm")
+    with pytest.raises(MedtlError, match="PatientName holds 2 values"):
+        read_sources([tmp_path / "two_names.dcm"])
