@@ -31,7 +31,7 @@ import gradio as gr
 import numpy as np
 from medtl.app import viewer as V
 from medtl.app.limits import app_timeout, call_with_limit, warm_up
-from medtl.app.study import header_markdown, read_upload
+from medtl.app.study import header_markdown, read_upload, without_folders
 from medtl.app.uploads import stage_upload
 from medtl.errors import MedtlError
 from medtl.explain import DEFAULT_METHOD, METHOD_TITLES, METHODS as EXPLAIN_METHODS
@@ -195,6 +195,8 @@ class Session:
     #: Study header from the DICOM tags (patient, dates, accession): shown in the page only, never logged
     #: or written (``repr=False`` keeps it out of any log line that prints the session).
     header: dict[str, str] = field(default_factory=dict, repr=False)
+    #: What the readers noted about the file (missing slices, no geometry ...): shown with the facts.
+    notes: list[str] = field(default_factory=list, repr=False)
     model: str | None = None
     prediction: Prediction | None = None
     #: Pictures written for the viewer while scrolling (the oldest are removed).
@@ -227,13 +229,10 @@ def drop_session(s: Session | None) -> None:
         shutil.rmtree(s.outdir, ignore_errors=True)
 
 
-_PATH_DIRS = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[\\/](?:[^\s\\/:'\"()]+[\\/])+")
-
-
 def user_message(exc: BaseException) -> str:
     """The one-line message shown in the page: server folders are cut from paths (the file
     name stays), so the page never shows where uploads are kept."""
-    return _PATH_DIRS.sub("", str(exc)).strip() or type(exc).__name__
+    return without_folders(str(exc)) or type(exc).__name__
 
 
 def _friendly(action: str) -> Callable:
@@ -372,7 +371,7 @@ class MedtlApp:
         stage = stage_upload(paths, self.workdir / f"upload-{uuid.uuid4().hex}")
         pick = None if series in (None, "") else int(series)
         try:
-            found, scan, header = call_with_limit(read_upload, stage, pick, timeout=app_timeout())
+            found, scan, header, notes = call_with_limit(read_upload, stage, pick, timeout=app_timeout())
         finally:
             if stage.is_dir() and stage.parent == self.workdir:
                 shutil.rmtree(stage, ignore_errors=True)
@@ -380,7 +379,8 @@ class MedtlApp:
         outdir = self.workdir / f"out-{uuid.uuid4().hex}"
         outdir.mkdir()
         return Session(scan=scan, display=V.for_display(scan), name=name,
-                       is_ct=V.looks_like_ct(scan.modality, scan.array), outdir=outdir, series=found, header=header)
+                       is_ct=V.looks_like_ct(scan.modality, scan.array), outdir=outdir, series=found, header=header,
+                       notes=notes)
 
     def _predict(self, s: Session, model: str) -> None:
         pred = self.predictor(model)
@@ -495,7 +495,8 @@ class MedtlApp:
         except MedtlError:
             pass
         modality = V.display_modality(s.scan, modalities, s.is_ct)
-        rows = "\n".join(f"| {k} | {v} |" for k, v in V.scan_facts(s.scan.summary(), modality))
+        facts = [*V.scan_facts(s.scan.summary(), modality), *(("Note", n) for n in s.notes)]
+        rows = "\n".join(f"| {k} | {v.replace('|', '/')} |" for k, v in facts)
         return f"| Scan | {s.name} |\n|---|---|\n{rows}"
 
     @staticmethod

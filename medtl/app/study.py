@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -82,9 +83,38 @@ def header_markdown(header: dict[str, str]) -> str:
     return " · ".join(f"**{k}:** {v}" for k, v in header.items())
 
 
-def read_upload(stage: Path, pick: int | None) -> tuple[list[dict], Scan, dict]:
-    """Series found, the scan and its study header: what one upload request reads (in a child
-    process, under the wall-clock limit of :func:`medtl.app.limits.call_with_limit`)."""
+_PATH_DIRS = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[\\/](?:[^\s\\/:'\"()]+[\\/])+")
+
+
+def without_folders(text: str) -> str:
+    """``text`` with the folders cut from any path in it (the file name stays): the page never shows
+    where uploads are kept."""
+    return _PATH_DIRS.sub("", str(text)).strip()
+
+
+def read_upload(stage: Path, pick: int | None) -> tuple[list[dict], Scan, dict, list[str]]:
+    """Series found, the scan, its study header and the readers' notes (missing slices, no patient
+    geometry ...): what one upload request reads (in a child process, under the wall-clock limit of
+    :func:`medtl.app.limits.call_with_limit`). The notes are for the page, never the server's log: they
+    name the uploaded file, and file names often carry a patient's name or ID."""
+    import logging
+    import warnings
+
+    pydicom_log = logging.getLogger("pydicom")
+    level = pydicom_log.level
+    pydicom_log.setLevel(logging.ERROR)  # its lines quote header values
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            found, scan, header = _read(stage, pick)
+    finally:
+        pydicom_log.setLevel(level)
+    notes = list(dict.fromkeys(without_folders(str(w.message)) for w in caught
+                               if issubclass(w.category, UserWarning) and w.filename.find("medtl") >= 0))
+    return found, scan, header, notes
+
+
+def _read(stage: Path, pick: int | None) -> tuple[list[dict], Scan, dict]:
     kind = detect_format(stage)
     found = list_series(stage) if kind in ("folder", "zip") else []
     studies = {d["study_uid"] for d in found if d["is_image"] and d["study_uid"]}
