@@ -33,7 +33,7 @@ from medtl.app import viewer as V
 from medtl.app.limits import app_timeout, call_with_limit, warm_up
 from medtl.app.study import header_markdown, read_upload, without_folders
 from medtl.app.uploads import stage_upload
-from medtl.errors import MedtlError
+from medtl.errors import DomainError, MedtlError
 from medtl.explain import DEFAULT_METHOD, METHOD_TITLES, METHODS as EXPLAIN_METHODS
 from medtl.explain import colour_bar, method_title, save_overlay_png, save_saliency_nifti
 from medtl.infer import Prediction, Predictor
@@ -270,6 +270,9 @@ def _page_message(exc: BaseException, action: str) -> str:
     which can hold values from the scan)."""
     if isinstance(exc, gr.Error):
         return str(exc.message)
+    if isinstance(exc, DomainError):  # the CLI's override has no place in the page: say what a clinician can do
+        exc = DomainError(exc.path and Path(exc.path).name, exc.reason,
+                          "choose a model trained for this kind of scan; this one's card says what it was trained on")
     if isinstance(exc, MedtlError):
         log.info("%s refused: %s", action, type(exc).__name__)
         text = user_message(exc)
@@ -370,12 +373,13 @@ class MedtlApp:
         paths = [str(getattr(p, "name", p)) for p in paths]
         stage = stage_upload(paths, self.workdir / f"upload-{uuid.uuid4().hex}")
         pick = None if series in (None, "") else int(series)
+        name = Path(paths[0]).name if len(paths) == 1 else f"{len(paths)} files"
         try:
-            found, scan, header, notes = call_with_limit(read_upload, stage, pick, timeout=app_timeout())
+            found, scan, header, notes = call_with_limit(read_upload, stage, pick, timeout=app_timeout(),
+                                                         what=f"reading {name}")
         finally:
             if stage.is_dir() and stage.parent == self.workdir:
                 shutil.rmtree(stage, ignore_errors=True)
-        name = Path(paths[0]).name if len(paths) == 1 else f"{len(paths)} files"
         outdir = self.workdir / f"out-{uuid.uuid4().hex}"
         outdir.mkdir()
         return Session(scan=scan, display=V.for_display(scan), name=name,

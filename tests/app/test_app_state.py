@@ -184,3 +184,16 @@ def test_an_upload_during_a_reading_is_kept_and_clearing_the_box_stops_the_readi
     upload = [d for d in deps if any(event == "upload" for _, event in d["targets"])]
     assert len(upload) == 1 and upload[0]["trigger_mode"] == "always_last"
     assert any(upload[0]["id"] in d["cancels"] for d in deps if any(event == "clear" for _, event in d["targets"]))
+
+
+def test_a_scan_of_another_kind_is_refused_with_what_a_clinician_can_do(run2d):
+    """The page told a clinician to pass --allow-other-domain, a command-line flag it has no place for."""
+    from pydicom.data import get_testdata_file
+
+    from medtl.app.app import MedtlApp
+
+    out = dict(zip(ANALYZE_OUTPUTS, MedtlApp({"tiny2d": run2d}, device="cpu").analyze(
+        None, [get_testdata_file("MR_small.dcm")], None, "tiny2d", "Grad-CAM", 0.4,
+        progress=lambda *a, **k: None, show_refusal=True)[1:]))
+    assert "model trained on CT, this is MR" in out["error"] and "choose a model trained for this kind" in out["error"]
+    assert "allow" not in out["error"] and out["decision"] == ""

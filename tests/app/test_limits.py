@@ -76,7 +76,7 @@ def test_the_app_frees_the_request_and_says_why(client, monkeypatch):
     from medtl.demo.cohort import sample_path
 
     monkeypatch.setenv("MEDTL_APP_TIMEOUT", "0.001")  # read by the in-process server at each request
-    with pytest.raises(AppError, match="took longer than 0.001 s and was stopped"):
+    with pytest.raises(AppError, match=rf"reading {sample_path('ct3d').name} took longer than 0.001 s and was stopped"):
         client.predict([handle_file(str(sample_path("ct3d")))], "tiny3d", "HiResCAM", 0.4, api_name="/analyze")
     monkeypatch.setenv("MEDTL_APP_TIMEOUT", "120")
     out = client.predict([handle_file(str(sample_path("ct3d")))], "tiny3d", "HiResCAM", 0.4, api_name="/analyze")
