@@ -41,7 +41,7 @@ from medtl.io.scan import Scan
 from medtl.transforms.intensity import CT_WINDOWS, window_to_unit
 
 __all__ = [
-    "AUTO_WINDOW", "CT_PRESETS", "FILE_WINDOW", "MIN_DISPLAY_SIDE", "PLANES", "apply_window", "auto_window",
+    "AUTO_WINDOW", "CT_PRESETS", "FILE_WINDOW", "MAX_DISPLAY_SIDE", "MIN_DISPLAY_SIDE", "PLANES", "apply_window", "auto_window",
     "color_window", "default_preset", "display_size", "for_display", "labelled", "looks_like_ct", "n_slices",
     "planes", "preset_window", "render", "scan_facts", "slider_ranges", "window_choices",
 ]
@@ -59,6 +59,8 @@ AUTO_PERCENTILES = (0.5, 99.5)
 _AUTO_SAMPLE = 1_000_000
 #: Long side, in pixels, that a displayed slice is enlarged to at least.
 MIN_DISPLAY_SIDE = 384
+#: Long side a picture is shrunk to, at most, for the viewer and its download (about twice the viewer's height).
+MAX_DISPLAY_SIDE = 1024
 #: A scan with no modality whose values go this low is taken to be in Hounsfield units
 #: (air is -1000 HU; no MR, PET or image intensity is negative that far).
 _HU_AIR_BELOW = -500.0
@@ -83,12 +85,15 @@ def n_slices(scan: Scan, plane: str) -> int:
     return int(scan.shape[{"axial": 2, "coronal": 1, "sagittal": 0}[plane]])
 
 
-def display_size(shape: Sequence[int], aspect: float, min_side: int = MIN_DISPLAY_SIDE) -> tuple[int, int]:
+def display_size(shape: Sequence[int], aspect: float, min_side: int = MIN_DISPLAY_SIDE,
+                 max_side: int = MAX_DISPLAY_SIDE) -> tuple[int, int]:
     """Pixel size ``(rows, cols)`` that shows a ``shape`` picture whose pixels are ``aspect``
     (row spacing / column spacing, :func:`medtl.explain.display_aspect`) with square pixels.
 
     The finer axis keeps its resolution, the coarser one is stretched to it; then
-    both are enlarged by one integer factor until the long side reaches ``min_side``.
+    both are enlarged by one integer factor until the long side reaches ``min_side``, or
+    shrunk until it is at most ``max_side`` (a 4000 x 4000 mammogram redrawn at full size
+    took seconds per slider step, for more pixels than a screen shows).
     """
     rows, cols = int(shape[0]), int(shape[1])
     aspect = float(aspect)
@@ -96,14 +101,23 @@ def display_size(shape: Sequence[int], aspect: float, min_side: int = MIN_DISPLA
         raise ValueError(f"cannot display a picture of shape {tuple(shape)} with pixel aspect {aspect}")
     h, w = (rows * aspect, float(cols)) if aspect >= 1 else (float(rows), cols / aspect)
     factor = max(1, math.ceil(min_side / max(h, w)))
+    if max(h, w) > max_side:
+        factor = max_side / max(h, w)
     return max(1, round(h * factor)), max(1, round(w * factor))
 
 
 def _resample(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resampling of a 2D (or 2D + channels) picture to ``size`` (float32)."""
+    """Bilinear resampling of a 2D (or 2D + channels) picture to ``size`` (float32); shrunk by
+    two or more, it is first averaged over whole blocks (no aliasing, and fast on large images)."""
     img = np.asarray(img, dtype=np.float32)
     if img.shape[:2] == tuple(size):
         return img
+    k = min(img.shape[0] // size[0], img.shape[1] // size[1])
+    if k >= 2:
+        h, w = img.shape[0] // k * k, img.shape[1] // k * k
+        img = img[:h, :w].reshape(h // k, k, w // k, k, *img.shape[2:]).mean(axis=(1, 3), dtype=np.float32)
+        if img.shape[:2] == tuple(size):
+            return img
     return resize(img, tuple(size) + img.shape[2:], order=1, mode="edge", anti_aliasing=False,
                   preserve_range=True).astype(np.float32)
 

@@ -192,3 +192,13 @@ def test_labelled_download_names_method_class_probability_model_and_slice():
     pic = V.labelled(rgb, **kw, plane="axial", index=0, n=SHAPE[2])
     assert pic.dtype == np.uint8 and pic.shape[0] > rgb.shape[0] and pic.shape[1] > rgb.shape[1]
     assert (V.labelled(rgb, **kw, plane="axial", index=1, n=SHAPE[2]) != pic).any()  # the slice is written
+
+
+def test_a_large_picture_is_shrunk_for_the_screen_by_averaging_not_sampling():
+    """A 4000 x 4000 mammogram was redrawn at full size on every slider step (seconds each)."""
+    assert V.display_size((4000, 4000), 1.0) == (V.MAX_DISPLAY_SIDE, V.MAX_DISPLAY_SIDE)
+    assert V.display_size((8000, 2000), 1.0) == (1024, 256) and V.display_size((128, 128), 1.0) == (384, 384)
+    board = (np.indices((2048, 2048)).sum(axis=0) % 2).astype(np.float32)  # 1-pixel checkerboard
+    scan = Scan(board.T[:, :, None], np.eye(4), format="image")
+    rgb = V.render(scan, "axial", 0, (0.5, 1.0))
+    assert rgb.shape == (1024, 1024, 3) and np.all(rgb == 128)  # each 2 x 2 block is half white: grey, no moire
