@@ -256,6 +256,7 @@ def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epoc
     if len(train_ds) == 0:
         raise MedtlError(f"{cfg.data.path}: the train split is empty")
     check_classes(cohort, cfg.data.path)
+    check_patient_splits(cohort, cfg.data.path)
     cfg = monitor_for_validation(cfg, cohort)
     model = build_model(cfg, len(class_names), progress=progress)
     cfg = with_min_steps(cfg, len(train_ds))
@@ -332,6 +333,22 @@ def check_classes(cohort: Any, where: Any) -> None:
                 "from 0, or use class names") if all(str(n).isdigit() for n in counts) else \
             "give it training images, or leave it out of data.class_names"
         raise MedtlError(f"{where}: class {empty[0]!r} has no training image (of classes {list(counts)}); {hint}")
+
+
+def check_patient_splits(cohort: Any, where: Any) -> None:
+    """Refuse a cohort whose given splits put one patient (``patient_id``) in two of them: validation
+    and test figures would be measured on patients the model trained on. Says how many, never who."""
+    seen: dict[str, set[str]] = {}
+    for it in cohort.items:
+        pid = it.get("patient_id")
+        if pid not in (None, ""):
+            seen.setdefault(str(pid), set()).add(str(it.get("split")))
+    leaks = [sorted(s) for s in seen.values() if len(s) > 1]
+    if leaks:
+        pairs = sorted({" and ".join(s) for s in leaks})
+        raise MedtlError(f"{where}: {len(leaks)} patient(s) have images in more than one split ({'; '.join(pairs)}), "
+                         "so validation and test would score patients the model trained on: put each patient's "
+                         "images in one split, or leave the split column out and medtl splits by patient")
 
 
 #: Monitored figures that need both classes in the validation split.

@@ -461,3 +461,22 @@ def test_two_trainings_into_one_run_folder_are_refused_while_the_first_runs(tmp_
         held.kill()
         held.wait()
     assert hold_lock(out / ".train.lock") is not None  # freed by the OS when its holder died
+
+
+def test_a_patient_in_two_given_splits_is_refused_without_naming_them(tmp_path):
+    """The README promises no patient in two splits; a manifest's own split column could break it silently."""
+    src = Path(TINY[0].split("=", 1)[1])
+    with open(src) as fh:
+        rows = [r for r in csv.DictReader(fh) if r["kind"] == "ct2d"]
+    test_patient = next(r["patient_id"] for r in rows if r["split"] == "test")
+    train_row = next(r for r in rows if r["split"] == "train")
+    train_row["patient_id"] = test_patient  # one training image of a test patient
+    for r in rows:
+        r["path"] = str(src.parent / r["path"])
+    with open(tmp_path / "leak.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(MedtlError, match=r"1 patient\(s\) have images in more than one split \(test and train\)") as e:
+        train(tiny_cfg(f"data.path={tmp_path / 'leak.csv'}"), tmp_path / "run", progress=False)
+    assert test_patient not in str(e.value)
