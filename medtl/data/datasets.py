@@ -68,9 +68,28 @@ def build_dataset(items: Sequence[dict[str, Any]], transform: Callable,
         workers = cache_workers() if num_workers is None or num_workers < 0 else max(1, num_workers)
         tf = transform if isinstance(transform, Compose) else Compose(transform)
         has_random_tail = tf.get_index_of_first(_is_random) is not None
-        return CacheDataset(data, transform=tf, cache_rate=1.0, num_workers=workers, progress=progress,
-                            copy_cache=has_random_tail)
+        try:
+            return CacheDataset(data, transform=tf, cache_rate=1.0, num_workers=workers, progress=progress,
+                                copy_cache=has_random_tail)
+        except BaseException:
+            _join_cache_workers()
+            raise
     raise ValueError(f"cache must be memory, disk or none, got {cache!r}")
+
+
+def _join_cache_workers(timeout: float = 60.0) -> None:
+    """Wait for the threads of a caching pool that stopped on an error (a damaged image). MONAI's
+    ``CacheDataset`` leaves its ``ThreadPool`` to ``terminate()``, which does not join threads: the ones
+    still decoding ran into interpreter exit, and the process aborted ("terminate called without an
+    active exception", exit 134) right after medtl's one-line error."""
+    import threading
+    import time
+    from multiprocessing import pool
+
+    end = time.monotonic() + timeout
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and getattr(t, "_target", None) is pool.worker:
+            t.join(max(0.0, end - time.monotonic()))
 
 
 def class_counts(items: Sequence[dict[str, Any]], n_classes: int) -> list[int]:

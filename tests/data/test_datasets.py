@@ -97,3 +97,19 @@ def test_balanced_weights_are_what_the_sampler_and_training_draw_with():
     assert list(same) == list(balanced_sampler(items, 2, seed=3))
     with pytest.raises(ValueError, match="outside"):
         balanced_weights([{"label": 2}], 2)
+
+
+def test_a_damaged_image_stops_the_cache_with_its_error_and_no_thread_left_decoding(files, tmp_path):
+    """The caching pool was terminated without joining its threads: the process aborted at exit (134)."""
+    import threading
+    from multiprocessing import pool
+
+    from medtl.errors import ScanError
+
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(open(files[0]["image"], "rb").read()[:40])
+    items = [dict(files[0], image=str(bad))] + files * 8
+    with pytest.raises(ScanError, match="bad.nii.gz"):
+        build_dataset(items, Preprocessing(spatial_dims=2, size=(8, 8), window="auto").transforms(),
+                      cache="memory", num_workers=2)
+    assert not [t for t in threading.enumerate() if getattr(t, "_target", None) is pool.worker and t.is_alive()]
