@@ -73,16 +73,27 @@ class PreparedData:
     cfg: Config  #: the config with ``preprocess.channels: auto`` resolved
 
 
-def resolve_channels(cfg: Config, train_items: list[dict]) -> Config:
-    """``preprocess.channels: auto`` -> 3 when the first training image is colour, else 1 (a copy)."""
+#: Images ``preprocess.channels: auto`` looks at, spread over the cohort in path order.
+CHANNELS_SAMPLE = 8
+
+
+def resolve_channels(cfg: Config, items: list[dict]) -> Config:
+    """``preprocess.channels: auto`` -> 3 when any of :data:`CHANNELS_SAMPLE` images spread over the cohort
+    (in path order, so the answer does not change with the seed's split) is colour, else 1 (a copy)."""
     if cfg.preprocess.channels != "auto":
         return cfg
-    if not train_items:
-        raise MedtlError(f"{cfg.data.path}: preprocess.channels=auto needs a training image to look at")
+    if not items:
+        raise MedtlError(f"{cfg.data.path}: preprocess.channels=auto needs an image to look at")
     from medtl.transforms.load import as_scan
 
+    ordered = sorted(items, key=lambda it: str(it["image"]) if isinstance(it["image"], (str, os.PathLike)) else "")
+    step = max(1, len(ordered) // CHANNELS_SAMPLE)
+    colour = [as_scan(it["image"]).is_color for it in ordered[::step][:CHANNELS_SAMPLE]]
+    if any(colour) and not all(colour):
+        log.warning("%s: the cohort mixes gray and colour images; preprocess.channels=auto -> 3 (gray images are "
+                    "repeated over the 3 channels)", cfg.data.path)
     cfg = cfg.model_copy(deep=True)
-    cfg.preprocess.channels = 3 if as_scan(train_items[0]["image"]).is_color else 1
+    cfg.preprocess.channels = 3 if any(colour) else 1
     log.info("preprocess.channels=auto -> %d", cfg.preprocess.channels)
     return cfg
 
@@ -93,7 +104,7 @@ def prepare_data(cfg: Config, progress: bool = True) -> PreparedData:
     from medtl.transforms import Preprocessing
 
     cohort = load_items(cfg.data, seed=cfg.train.seed)
-    cfg = resolve_channels(cfg, cohort.split("train"))
+    cfg = resolve_channels(cfg, cohort.items)
     prep = Preprocessing.from_config(cfg.preprocess)
     common = dict(cache=cfg.data.cache, cache_dir=cfg.data.cache_dir, num_workers=cfg.data.num_workers,
                   cache_key=prep.fingerprint(), progress=progress)

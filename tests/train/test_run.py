@@ -227,6 +227,20 @@ def test_channels_auto_reads_colour_from_the_data():
     assert cfg.preprocess.channels == "auto"  # a copy is returned
     with pytest.raises(Exception, match="channels=auto"):
         resolve_channels(cfg, [])
+    # a mixed cohort: the answer came from whichever image the seed's split put first
+    import medtl.transforms.load as load
+    from medtl.io import Scan
+
+    mixed = [{"image": f"/data/{i:02d}.png", "label": 0} for i in range(20)]
+    colour = {f"/data/{i:02d}.png" for i in range(10, 20)}
+
+    def fake(image):
+        return Scan(np.zeros((4, 4, 1, 3) if image in colour else (4, 4, 1), np.float32), np.eye(4))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(load, "as_scan", fake)
+        for order in (mixed, mixed[::-1], mixed[5:] + mixed[:5]):
+            assert resolve_channels(cfg, order).preprocess.channels == 3
 
 
 def test_cli_find_lr_only_runs_the_range_test(tmp_path, capsys):
