@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -112,6 +113,9 @@ def learning_curve_panels(names: Sequence[str]) -> list[tuple[str, str, list[str
     return [panel for panel in shared if panel[2]] + [("fact", k, [k]) for k in facts]
 
 
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
 def plot_learning_curves(
     history: Sequence[Mapping[str, Any]] | str | os.PathLike,
     path: str | os.PathLike,
@@ -146,8 +150,9 @@ def plot_learning_curves(
     for cell, (kind, panel_title, keys) in zip(cells, shared + facts):
         ax = fig.add_subplot(cell)
         values = {key: np.array([_as_float(r.get(key)) for r in rows]) for key in keys}
-        for key, series in values.items():
-            ax.plot(epochs, series, marker="o", markersize=3, label=key)
+        for i, (key, series) in enumerate(values.items()):  # tab20 and markers: 11 metrics share one panel,
+            ax.plot(epochs, series, marker=_MARKERS[i % len(_MARKERS)], markersize=3,  # val_loss can equal val_nll
+                    color=matplotlib.colormaps["tab20"](i % 20), linestyle="-" if i % 2 == 0 else "--", label=key)
         if kind == "lr":
             logged = np.concatenate(list(values.values()))
             if np.all(logged[~np.isnan(logged)] > 0):

@@ -233,3 +233,26 @@ def test_cases_of_one_class_get_no_roc_or_pr_curve_but_the_other_plots(tmp_path)
     p = np.column_stack([np.linspace(0.9, 0.2, 20), np.linspace(0.1, 0.8, 20)])
     paths = plots.save_evaluation_plots(y, p, ["normal", "pneumonia"], tmp_path)
     assert set(paths) == {"confusion", "calibration"} and all(v.is_file() for v in paths.values())
+
+
+def test_every_learning_curve_of_a_panel_is_drawn_in_its_own_style(tmp_path, monkeypatch):
+    """With 11 metrics in one panel the colour cycle repeated (val_auc and val_threshold alike)."""
+    from matplotlib.axes import Axes
+
+    drawn = []
+    original = Axes.plot
+
+    def spy(self, *args, **kwargs):
+        drawn.append((kwargs.get("label"), kwargs.get("color"), kwargs.get("linestyle"), kwargs.get("marker")))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", spy)
+    metrics = ["auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "ece",
+               "brier", "threshold"]
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 0.9 / e, "val_nll": 0.9 / e,
+             **{f"val_{m}": 0.5 + 0.01 * e for m in metrics}} for e in range(1, 4)]
+    plots.plot_learning_curves(rows, tmp_path / "curves.png")
+    styles = [style for label, *style in drawn if label and label.startswith("val_") and label[4:] in metrics]
+    assert len(styles) == 11 and len({tuple(map(str, s)) for s in styles}) == 11
+    loss = {label: style for label, *style in drawn if label in ("val_loss", "val_nll")}
+    assert loss["val_loss"] != loss["val_nll"]
