@@ -16,6 +16,7 @@ same SOPInstanceUIDs: a push repeated after a crash stores the same objects, not
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -252,9 +253,10 @@ def build_results(sources: Sequence[Any], *, key: str, probabilities: dict[str, 
         procedure_reported=hd.sr.CodedConcept(value="363679005", scheme_designator="SCT", meaning="Imaging procedure"),
         imaging_measurements=[group])
     sr_no, sr_desc = RESULT_SERIES["sr"]
+    number = _instance_number(sources)
     sr = hd.sr.Comprehensive3DSR(
         evidence=list(sources), content=report, series_instance_uid=result_uid(model_id, series, "sr"),
-        series_number=sr_no, sop_instance_uid=result_uid(model_id, key, "sr"), instance_number=1,
+        series_number=sr_no, sop_instance_uid=result_uid(model_id, key, "sr"), instance_number=number,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False)
     sr.SeriesDescription = sr_desc
     sr.SoftwareVersions = version
@@ -279,12 +281,40 @@ def _secondary_capture(ref: Any, scan: Scan, saliency: Scan, model_id: str, key:
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=ref, pixel_array=rgb, photometric_interpretation="RGB", bits_allocated=8,
         coordinate_system="PATIENT", series_instance_uid=result_uid(model_id, series, "sc"), series_number=number,
-        sop_instance_uid=result_uid(model_id, key, "sc"), instance_number=1, manufacturer=MANUFACTURER,
+        sop_instance_uid=result_uid(model_id, key, "sc"), instance_number=_instance_number([ref]),
+        manufacturer=MANUFACTURER,
         patient_orientation=("L", "P"))
     sc.SeriesDescription = desc
     sc.SoftwareVersions = version
     sc.BurnedInAnnotation = "YES"  # the picture carries the method, class, probability and model
+    # highdicom copies the basic patient and study attributes only: the rest of what the SR and SEG carry
+    # (an issuer-aware PACS files by IssuerOfPatientID), and the image the picture was made from
+    for keyword in _COPIED_TO_SC:
+        if keyword in ref and keyword not in sc:
+            sc[keyword] = copy.deepcopy(ref[keyword])
+    from pydicom import Dataset
+
+    source = Dataset()
+    source.ReferencedSOPClassUID = ref.SOPClassUID
+    source.ReferencedSOPInstanceUID = ref.SOPInstanceUID
+    sc.SourceImageSequence = [source]
     return sc
+
+
+#: Patient and study attributes the SC takes from its source when highdicom did not copy them.
+_COPIED_TO_SC = ("IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "OtherPatientIDsSequence",
+                 "PatientAge", "PatientSize", "PatientWeight", "StudyDescription")
+
+
+def _instance_number(sources: Sequence[Any]) -> int:
+    """The source's InstanceNumber for the results of one instance (every slice's overlay in the result
+    series then sorts as its slice does), 1 for a series."""
+    if len(sources) == 1:
+        try:
+            return max(1, int(sources[0].get("InstanceNumber") or 1))
+        except (TypeError, ValueError):
+            return 1
+    return 1
 
 
 def _segmentation(sources: Sequence[Any], saliency: Scan, model_id: str, key: str, series: str, name: str,
@@ -313,7 +343,8 @@ def _segmentation(sources: Sequence[Any], saliency: Scan, model_id: str, key: st
     seg = hd.seg.Segmentation(
         source_images=list(sources), pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
         segment_descriptions=[description], series_instance_uid=result_uid(model_id, series, "seg"),
-        series_number=number, sop_instance_uid=result_uid(model_id, key, "seg"), instance_number=1,
+        series_number=number, sop_instance_uid=result_uid(model_id, key, "seg"),
+        instance_number=_instance_number(sources),
         manufacturer=MANUFACTURER, manufacturer_model_name=name, software_versions=version,
         device_serial_number=model_id.split("@")[-1][:64] or "0", max_fractional_value=255,
         omit_empty_frames=False, content_label="SALIENCY", content_description=f"medtl {method}"[:64])

@@ -122,3 +122,17 @@ def test_a_patient_name_of_several_values_is_refused_in_one_line(tmp_path):
     ds.save_as(tmp_path / "two_names.dcm")
     with pytest.raises(MedtlError, match="PatientName holds 2 values"):
         read_sources([tmp_path / "two_names.dcm"])
+
+
+def test_the_overlay_is_linked_to_its_source_and_files_under_the_same_patient(tmp_path):
+    """The SC had no reference to its source, lacked the issuer of the patient ID the SR and SEG carry, and
+    every slice's result was instance 1 of the result series."""
+    ds = pydicom.dcmread(sample_path("ct2d"))
+    ds.IssuerOfPatientID = "HOSP_A"
+    ds.PatientAge = "061Y"
+    ds.InstanceNumber = 7
+    made = build_results(**{**_KW, "sources": [ds]})
+    sc = _written(made.sc)
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
+    assert sc.IssuerOfPatientID == made.sr.IssuerOfPatientID == "HOSP_A" and sc.PatientAge == "061Y"
+    assert sc.InstanceNumber == made.sr.InstanceNumber == made.seg.InstanceNumber == 7
