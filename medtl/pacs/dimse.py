@@ -20,7 +20,7 @@ from typing import Any
 
 from medtl.pacs.config import PacsConfig, PacsError
 from medtl.pacs.dicomweb import quiet_library_loggers
-from medtl.pacs.query import Query, SeriesRef, write_raw_instance
+from medtl.pacs.query import Query, SeriesRef, present_instances, write_raw_instance
 
 __all__ = ["DimsePacs", "StorageSCP"]
 
@@ -273,10 +273,22 @@ class DimsePacs:
                             f"{f' ({failed} instance(s) failed)' if failed else ''}")
         return failed
 
+    @staticmethod
+    def _all_here(ref: SeriesRef, dest: str | os.PathLike) -> int | None:
+        """The number of the series' instances under ``dest`` when that is all the PACS holds (its C-FIND
+        count), so a re-run transfers nothing; ``None`` when some may be missing."""
+        have = len(present_instances(dest, ref.study_uid, ref.series_uid))
+        return have if ref.n_instances and have >= ref.n_instances else None
+
     def get(self, ref: SeriesRef, dest: str | os.PathLike) -> tuple[int, int]:
-        """C-GET a series into ``dest``; ``(written, already_there)``."""
+        """C-GET a series into ``dest``; ``(written, already_there)``. A series already all here is not
+        asked for again."""
         from pynetdicom import build_role, evt
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
+
+        here = self._all_here(ref, dest)
+        if here is not None:
+            return 0, here
 
         counts = {"written": 0, "present": 0}
         scp = StorageSCP(dest, self.config.calling_aet,
@@ -305,8 +317,13 @@ class DimsePacs:
     # --- C-MOVE ------------------------------------------------------------------------------
 
     def move(self, ref: SeriesRef, dest: str | os.PathLike, scp: StorageSCP | None = None) -> tuple[int, int]:
-        """C-MOVE a series to medtl's storage SCP (started here on ``listen_port`` unless ``scp`` runs)."""
+        """C-MOVE a series to medtl's storage SCP (started here on ``listen_port`` unless ``scp`` runs); a
+        series already all here is not asked for again."""
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE
+
+        here = self._all_here(ref, dest)
+        if here is not None:
+            return 0, here
 
         counts = {"written": 0, "present": 0}
 

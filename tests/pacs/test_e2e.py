@@ -178,6 +178,16 @@ def test_dimse_pulls_the_same_instances_and_scores_the_same(e2e, via, orthanc, p
 
     summary = pull(e2e["config"], Query(), tmp_path / "incoming", via=via)
     assert summary.pull_failed == 0
+    from pynetdicom.association import Association
+
+    def asked(*_, **__):
+        raise AssertionError("a series already here was asked for again")
+
+    with pytest.MonkeyPatch.context() as mp:  # a re-run asks for nothing again
+        mp.setattr(Association, "send_c_get", asked)
+        mp.setattr(Association, "send_c_move", asked)
+        again = pull(e2e["config"], Query(), tmp_path / "incoming", via=via)
+    assert again.pulled == 0 and again.already_here == summary.pulled and again.pull_failed == 0
     web = {p.relative_to(e2e["work"] / "incoming"): p for p in (e2e["work"] / "incoming").rglob("*.dcm")}
     got = {p.relative_to(tmp_path / "incoming"): p for p in (tmp_path / "incoming").rglob("*.dcm")}
     assert set(got) == set(web)
