@@ -144,3 +144,15 @@ def test_score_starts_the_fork_server_with_the_module_its_workers_load():
     from medtl.infer.engines import load_study
 
     assert f'warm_up(["{load_study.__module__}"])' in inspect.getsource(cli.cmd_score)
+
+
+def test_overrides_on_both_sides_of_an_option_are_all_overrides(monkeypatch):
+    """`medtl train --config X a=1 --out R b=2` failed with "unrecognized arguments: b=2"."""
+    from medtl import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "cmd_train", lambda args: seen.update(overrides=args.overrides, out=args.out) or 0)
+    assert cli.main(["train", "--config", "sample_tiny", "train.epochs=1", "--out", "R", "train.lr=0.01"]) == 0
+    assert seen == {"overrides": ["train.epochs=1", "train.lr=0.01"], "out": "R"}
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--config", "sample_tiny", "--out", "R", "--nope"])
