@@ -96,3 +96,18 @@ def copy_files(files, dest: Path) -> Path:
     for f in files:
         shutil.copy(f, dest / Path(f).name)
     return dest
+
+
+def sr_content(ds, out=None):
+    """Flatten an SR content tree into (concept meaning, value) pairs."""
+    out = [] if out is None else out
+    for item in ds.get("ContentSequence", []):
+        name = item.ConceptNameCodeSequence[0].CodeMeaning if "ConceptNameCodeSequence" in item else ""
+        if item.ValueType == "NUM":
+            out.append((name, float(item.MeasuredValueSequence[0].NumericValue)))
+        elif item.ValueType == "CODE":
+            out.append((name, item.ConceptCodeSequence[0].CodeMeaning))
+        elif item.ValueType == "TEXT":
+            out.append((name, item.TextValue))
+        sr_content(item, out)
+    return out

@@ -15,7 +15,7 @@ from medtl.pacs import Query
 from medtl.pacs.dicomweb import DicomWebPacs
 from medtl.pacs.workflow import pacs_score, pull
 from tests.pacs import hospital
-from tests.pacs.conftest import medtl_cli, write_config
+from tests.pacs.conftest import medtl_cli, sr_content, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -57,21 +57,6 @@ def _instance(client: DicomWebPacs, study: str, sop: str):
     return client.client.retrieve_instance(study, series, sop, media_types=(("application/dicom", "*"),))
 
 
-def _content(ds, out=None):
-    """Flatten an SR content tree into (concept meaning, value) pairs."""
-    out = [] if out is None else out
-    for item in ds.get("ContentSequence", []):
-        name = item.ConceptNameCodeSequence[0].CodeMeaning if "ConceptNameCodeSequence" in item else ""
-        if item.ValueType == "NUM":
-            out.append((name, float(item.MeasuredValueSequence[0].NumericValue)))
-        elif item.ValueType == "CODE":
-            out.append((name, item.ConceptCodeSequence[0].CodeMeaning))
-        elif item.ValueType == "TEXT":
-            out.append((name, item.TextValue))
-        _content(item, out)
-    return out
-
-
 def test_every_image_is_scored_and_the_rest_is_one_clear_line_each(e2e, uploaded):
     s = e2e["summary"]
     scores = rows(e2e["work"] / "scores.csv")
@@ -103,7 +88,7 @@ def test_results_are_in_the_source_study_with_finding_probability_and_algorithm(
             assert obj.PatientID == source.PatientID and obj.Manufacturer == "medtl"
         # SR: finding, probabilities, threshold, algorithm name/version from the model card
         assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
-        items = _content(sr)
+        items = sr_content(sr)
         score = scores[row["key"]]
         for c in predictor.class_names:
             got = [v for k, v in items if k == f"Probability of {c}"]

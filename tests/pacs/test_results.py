@@ -15,23 +15,9 @@ from medtl.io import Scan, load_scan
 pytest.importorskip("highdicom")
 
 from medtl.pacs.results import OOD_WARNING, build_results  # noqa: E402
+from tests.pacs.conftest import sr_content  # noqa: E402
 
 CARD = {"name": "tiny", "medtl_version": "0"}
-
-
-def _content(ds, out=None):
-    """Flatten an SR content tree into (concept meaning, value) pairs."""
-    out = [] if out is None else out
-    for item in ds.get("ContentSequence", []):
-        name = item.ConceptNameCodeSequence[0].CodeMeaning if "ConceptNameCodeSequence" in item else ""
-        if item.ValueType == "NUM":
-            out.append((name, float(item.MeasuredValueSequence[0].NumericValue)))
-        elif item.ValueType == "CODE":
-            out.append((name, item.ConceptCodeSequence[0].CodeMeaning))
-        elif item.ValueType == "TEXT":
-            out.append((name, item.TextValue))
-        _content(item, out)
-    return out
 
 
 def _kwargs():
@@ -59,14 +45,14 @@ def _written(ds):
 
 def test_an_input_outside_the_training_data_says_so_in_the_sr_and_the_overlay():
     flagged = _results((17503.0, 42.5, True), notes="outside what this model was trained on")
-    items = _content(_written(flagged.sr))
+    items = sr_content(_written(flagged.sr))
     assert ("Out-of-distribution score", 17503.0) in items and ("Out-of-distribution threshold", 42.5) in items
     assert ("Outside the model's training distribution", "Yes") in items
     assert ("Comment", "outside what this model was trained on") in items
     assert flagged.sc.ImageComments == "outside what this model was trained on"
     inside = _results((3.0, 42.5, False))
-    assert ("Outside the model's training distribution", "No") in _content(_written(inside.sr))
-    assert not any(name == "Comment" for name, _ in _content(inside.sr))
+    assert ("Outside the model's training distribution", "No") in sr_content(_written(inside.sr))
+    assert not any(name == "Comment" for name, _ in sr_content(inside.sr))
     # the warning is burned into the picture (orange text under the labels): the two pictures differ there
     a, b = flagged.sc.pixel_array, inside.sc.pixel_array
     diff = np.argwhere(np.any(a != b, axis=-1))
@@ -76,7 +62,7 @@ def test_an_input_outside_the_training_data_says_so_in_the_sr_and_the_overlay():
 
 
 def test_a_model_without_the_check_adds_nothing_about_it():
-    items = _content(_results(None).sr)
+    items = sr_content(_results(None).sr)
     assert not any("distribution" in name for name, _ in items)
 
 
