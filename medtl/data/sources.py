@@ -166,7 +166,8 @@ def load_folder(root: str | os.PathLike, class_names: list[str] | None = None) -
     """Read ``root/<class>/<file or series folder>``; or ``root/<train|val|test>/<class>/...`` with given splits.
 
     Every non-hidden entry of a class folder is one item (a file, or a folder
-    holding one DICOM series).
+    holding one DICOM series). A DICOM item is grouped by the PatientID in its header
+    (:func:`dicom_patient`), so that the splits keep each patient in one of them.
     """
     root = Path(root)
     if not root.is_dir():
@@ -194,10 +195,38 @@ def load_folder(root: str | os.PathLike, class_names: list[str] | None = None) -
                 item: dict[str, Any] = {"image": str(entry), "label": k}
                 if split:
                     item["split"] = split
+                patient = dicom_patient(entry)
+                if patient:
+                    item["patient_id"] = patient
                 items.append(item)
     if not items:
         raise ConfigError(f"{root}: the class folders {names} hold no files")
     return Cohort(items=items, class_names=names, source=str(root), format="folder")
+
+
+def dicom_patient(entry: Path) -> str | None:
+    """A stand-in for the PatientID of a DICOM file (or of the first file of a series folder): a hash,
+    so that splits can group by patient while the ID itself never reaches a file medtl writes
+    (predictions, cards). ``None`` for anything else, or a file without PatientID."""
+    import hashlib
+    import warnings
+
+    import pydicom
+
+    from medtl.io.dicom.sniff import is_dicom_file
+
+    first = entry if entry.is_file() else next((f for f in sorted(entry.rglob("*")) if f.is_file()
+                                                and is_dicom_file(f)), None)
+    if first is None or not is_dicom_file(first):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pid = str(pydicom.dcmread(first, stop_before_pixels=True, specific_tags=["PatientID"]).get("PatientID")
+                      or "").strip()
+    except Exception:  # noqa: BLE001 - an unreadable header is the reader's to report, later
+        return None
+    return f"dicom-{hashlib.sha256(pid.encode()).hexdigest()[:16]}" if pid else None
 
 
 def _medmnist_missing(path: Path) -> ConfigError:

@@ -139,3 +139,25 @@ def test_load_items_carves_val_from_train_when_missing(tmp_path):
     rows = [f"a.png,{i % 2},{'test' if i < 10 else 'train'}" for i in range(50)]
     c = load_items(DataConfig(path=str(_manifest(tmp_path, rows, header="path,label,split")), val_fraction=0.25))
     assert [len(c.split(s)) for s in ("train", "val", "test")] == [30, 10, 10]
+
+
+def test_a_dicom_class_folder_cohort_splits_by_the_patient_in_the_headers(tmp_path):
+    """A folder-per-class DICOM cohort ignored PatientID: one patient's slices landed in train and test."""
+    import shutil
+
+    import pydicom
+
+    from medtl.demo.cohort import sample_path
+
+    ct2d = sample_path("ct2d").parent
+    for f in sorted(ct2d.glob("*.dcm")):
+        label = "pos" if int(f.stem[1:5]) % 2 else "neg"
+        (tmp_path / label).mkdir(exist_ok=True)
+        shutil.copy(f, tmp_path / label / f.name)
+    for seed in range(5):
+        cohort = load_items(DataConfig(path=str(tmp_path), val_fraction=0.2, test_fraction=0.2), seed=seed)
+        splits: dict[str, set] = {}
+        for it in cohort.items:
+            splits.setdefault(pydicom.dcmread(it["image"], stop_before_pixels=True).PatientID, set()).add(it["split"])
+            assert it["patient_id"].startswith("dicom-") and "P00" not in it["patient_id"]  # a hash, not the ID
+        assert all(len(s) == 1 for s in splits.values()) and len(splits) > 3
