@@ -106,6 +106,7 @@ class Listener:
         errors = self.work / "errors" / f"{study_uid}.csv"
         errors.parent.mkdir(parents=True, exist_ok=True)
         s = score(self.predictor, folder, self.work / "scores.csv", workers=0, progress=False, errors_csv=errors)
+        self._warn_if_scored_early(study_uid, folder)
         summary = PacsRunSummary(scored=s.scored, skipped=s.skipped, failed=s.failed)
         failures: list[dict[str, str]] = []
         if self.push:
@@ -132,6 +133,22 @@ class Listener:
                                  "pushed": summary.pushed, "push_failed": summary.push_failed,
                                  "done_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
         self.processed += 1
+
+    def _warn_if_scored_early(self, study_uid: str, folder: Path) -> None:
+        """Say so when a series scored as a volume has more instances now than it had slices then: it
+        arrived in two bursts further apart than ``settle``, and its results cover the first one only
+        (a series is scored once: its result UIDs must keep meaning one content)."""
+        for r in _rows(self.work / "scores.csv"):
+            if not (r["key"].startswith("series:") and r["path"].startswith(str(folder) + os.sep)):
+                continue
+            slices = r.get("shape", "").split("x")
+            have = sum(1 for p in Path(r["path"]).glob("*.dcm") if not p.name.startswith("."))
+            if len(slices) == 3 and slices[2].isdigit() and have > int(slices[2]):
+                msg = (f"study {study_uid}: series {r['series_uid']} has {have} instances now but was scored on "
+                       f"{slices[2]}: the rest came more than --settle {self.settle:g} s later, so its results cover "
+                       "the first part only (raise --settle above the longest pause of the modality)")
+                log.warning(msg)
+                print(f"WARNING: {msg}", flush=True)
 
     # --- the loop ----------------------------------------------------------------------------
 

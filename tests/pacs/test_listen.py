@@ -111,3 +111,31 @@ def test_kill_mid_study_and_restart_scores_and_pushes_each_study_once(orthanc, t
     for f in series + single:  # patient names/IDs never reach the listener's output
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         assert str(ds.PatientName) not in text
+
+
+def test_a_series_that_arrives_in_two_bursts_says_its_results_cover_the_first(train_tiny, tmp_path, capsys):
+    """Scored on its first 10 of 32 slices (the rest came after --settle), the series said nothing."""
+    import shutil
+
+    from medtl.infer import Predictor
+    from medtl.pacs.config import PacsConfig
+    from medtl.pacs.listen import Listener
+
+    from ..conftest import TINY_2D
+
+    run = train_tiny("tiny3d_listen", *TINY_2D, "data.filter={kind: ct3d}", "preprocess.spatial_dims=3",
+                     "preprocess.size=[16,16,16]", "train.epochs=1")
+    files = sorted((SAMPLE / "series" / "P0041").glob("*.dcm"))
+    first = pydicom.dcmread(files[0], stop_before_pixels=True)
+    series = tmp_path / "work" / "incoming" / first.StudyInstanceUID / first.SeriesInstanceUID
+    series.mkdir(parents=True)
+    listener = Listener(Predictor.from_run(run, device="cpu"), PacsConfig(host="127.0.0.1", port=11112),
+                        tmp_path / "work", push=False, settle=0)
+    for f in files[:10]:
+        shutil.copy(f, series / f.name)
+    listener.process(first.StudyInstanceUID)
+    assert "WARNING" not in capsys.readouterr().out
+    for f in files[10:]:
+        shutil.copy(f, series / f.name)
+    listener.process(first.StudyInstanceUID)
+    assert f"has {len(files)} instances now but was scored on 10" in capsys.readouterr().out
