@@ -104,6 +104,9 @@ def prepare_data(cfg: Config, progress: bool = True) -> PreparedData:
     from medtl.transforms import Preprocessing
 
     cohort = load_items(cfg.data, seed=cfg.train.seed)
+    check_classes(cohort, cfg.data.path)  # before anything is decoded: these refusals are cheap
+    check_patient_splits(cohort, cfg.data.path)
+    cfg = monitor_for_validation(cfg, cohort)
     cfg = resolve_channels(cfg, cohort.items)
     prep = Preprocessing.from_config(cfg.preprocess)
     common = dict(cache=cfg.data.cache, cache_dir=cfg.data.cache_dir, num_workers=cfg.data.num_workers,
@@ -259,16 +262,12 @@ def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epoc
     from medtl.data import balanced_weights, class_weights
     from medtl.train.engine import fit, steps_per_epoch
 
-    tc = cfg.train
     data = prepare_data(cfg, progress and is_main)
     cfg, cohort, prep = data.cfg, data.cohort, data.prep
     train_ds, val_ds, test_ds, train_tf = data.train_ds, data.val_ds, data.test_ds, data.train_transform
     class_names = cohort.class_names
     if len(train_ds) == 0:
         raise MedtlError(f"{cfg.data.path}: the train split is empty")
-    check_classes(cohort, cfg.data.path)
-    check_patient_splits(cohort, cfg.data.path)
-    cfg = monitor_for_validation(cfg, cohort)
     model = build_model(cfg, len(class_names), progress=progress)
     cfg = with_min_steps(cfg, len(train_ds))
     lr_finder = None
