@@ -382,7 +382,8 @@ def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alph
     if not name.endswith(".png"):
         raise MedtlError(f"{path}: saliency output must end in .png (overlay) or .nii/.nii.gz (map)")
     image, sal = scan.to_grayscale(), saliency_map
-    if not scan.is_2d:  # same affine, so the same reorientation for both
+    # same affine, so the same reorientation for both; none where the file gave no orientation (shown as stored)
+    if not scan.is_2d and scan.metadata.get("orientation_known") is not False:
         image, sal = to_display_orientation(image), to_display_orientation(saliency_map)
     index = image.shape[2] // 2
     rgb = heatmap_overlay(display_slice(image.array, index, "axial"),

@@ -169,7 +169,7 @@ def overlay_picture(scan: Scan, saliency: Scan, warning: str = "") -> np.ndarray
                                to_display_orientation)
 
     image, sal = scan.to_grayscale(), saliency
-    if not scan.is_2d:
+    if not scan.is_2d and scan.metadata.get("orientation_known") is not False:  # else as stored, as the app shows it
         image, sal = to_display_orientation(image), to_display_orientation(saliency)
     index = image.shape[2] // 2
     rgb = heatmap_overlay(display_slice(image.array, index, "axial"), display_slice(np.asarray(sal.array), index,
