@@ -136,9 +136,9 @@ def test_search_open_send_and_read_the_report_back(client, source, run2d, orthan
         kinds[ds.SOPClassUID] = ds
     sr = kinds["1.2.840.10008.5.1.4.1.1.88.34"]  # Comprehensive 3D SR
     assert "1.2.840.10008.5.1.4.1.1.7" in kinds and "1.2.840.10008.5.1.4.1.1.66.4" in kinds  # SC, SEG
-    from tests.pacs.test_e2e import _content
+    from tests.pacs.conftest import sr_content
 
-    items = _content(sr)
+    items = sr_content(sr)
     for k, p in expected.probabilities.items():
         assert [v for name, v in items if name == f"Probability of {k}"] == [pytest.approx(p, abs=1e-6)]
     assert ("Finding", f"class {expected.decision}") in items
