@@ -97,20 +97,15 @@ def read_upload(stage: Path, pick: int | None) -> tuple[list[dict], Scan, dict, 
     geometry ...): what one upload request reads (in a child process, under the wall-clock limit of
     :func:`medtl.app.limits.call_with_limit`). The notes are for the page, never the server's log: they
     name the uploaded file, and file names often carry a patient's name or ID."""
-    import logging
     import warnings
 
-    pydicom_log = logging.getLogger("pydicom")
-    level = pydicom_log.level
-    pydicom_log.setLevel(logging.ERROR)  # its lines quote header values
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            found, scan, header = _read(stage, pick)
-    finally:
-        pydicom_log.setLevel(level)
+    from medtl.io.dicom.sniff import quiet_pydicom_log
+
+    with quiet_pydicom_log(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found, scan, header = _read(stage, pick)
     notes = list(dict.fromkeys(without_folders(str(w.message)) for w in caught
-                               if issubclass(w.category, UserWarning) and w.filename.find("medtl") >= 0))
+                               if issubclass(w.category, UserWarning) and "medtl" in w.filename))
     return found, scan, header, notes
 
 

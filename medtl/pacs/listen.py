@@ -106,11 +106,12 @@ class Listener:
         errors = self.work / "errors" / f"{study_uid}.csv"
         errors.parent.mkdir(parents=True, exist_ok=True)
         s = score(self.predictor, folder, self.work / "scores.csv", workers=0, progress=False, errors_csv=errors)
-        self._warn_if_scored_early(study_uid, folder)
+        here = [r for r in _rows(self.work / "scores.csv") if r["path"].startswith(str(folder) + os.sep)]
+        self._warn_if_scored_early(study_uid, here)
         summary = PacsRunSummary(scored=s.scored, skipped=s.skipped, failed=s.failed)
         failures: list[dict[str, str]] = []
         if self.push:
-            rows_here = {r["key"] for r in _rows(self.work / "scores.csv") if r["path"].startswith(str(folder) + os.sep)}
+            rows_here = {r["key"] for r in here}
             try:
                 push_scored(self.predictor, self.config, self.work, method=self.method, keys=rows_here,
                             summary=summary, failures=failures)
@@ -134,12 +135,13 @@ class Listener:
                                  "done_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
         self.processed += 1
 
-    def _warn_if_scored_early(self, study_uid: str, folder: Path) -> None:
-        """Say so when a series scored as a volume has more instances now than it had slices then: it
-        arrived in two bursts further apart than ``settle``, and its results cover the first one only
-        (a series is scored once: its result UIDs must keep meaning one content)."""
-        for r in _rows(self.work / "scores.csv"):
-            if not (r["key"].startswith("series:") and r["path"].startswith(str(folder) + os.sep)):
+    def _warn_if_scored_early(self, study_uid: str, rows: list[dict[str, str]]) -> None:
+        """Say so when a series scored as a volume (one of the study's ``scores.csv`` ``rows``) has more
+        instances now than it had slices then: it arrived in two bursts further apart than ``settle``, and
+        its results cover the first one only (a series is scored once: its result UIDs must keep meaning
+        one content)."""
+        for r in rows:
+            if not r["key"].startswith("series:"):
                 continue
             slices = r.get("shape", "").split("x")
             have = sum(1 for p in Path(r["path"]).glob("*.dcm") if not p.name.startswith("."))

@@ -263,8 +263,8 @@ def build_results(sources: Sequence[Any], *, key: str, probabilities: dict[str, 
     sc = seg = None
     if saliency is not None and scan is not None:
         warning = OOD_WARNING if ood is not None and ood[2] else ""
-        sc = _secondary_capture(first, scan, saliency, model_id, key, series, version, warning)
-        seg = _segmentation(sources, saliency, model_id, key, series, name, version, method)
+        sc = _secondary_capture(first, scan, saliency, model_id, key, series, version, number, warning)
+        seg = _segmentation(sources, saliency, model_id, key, series, name, version, method, number)
     if notes:  # what the reader must know (missing slices, an out-of-distribution input ...)
         for ds in (sc, seg):
             if ds is not None:
@@ -273,17 +273,17 @@ def build_results(sources: Sequence[Any], *, key: str, probabilities: dict[str, 
 
 
 def _secondary_capture(ref: Any, scan: Scan, saliency: Scan, model_id: str, key: str, series: str,
-                       version: str, warning: str = "") -> Any:
+                       version: str, number: int, warning: str = "") -> Any:
     import highdicom as hd
+    from pydicom import Dataset
 
     rgb = np.ascontiguousarray(overlay_picture(scan, saliency, warning)[..., :3], dtype=np.uint8)
-    number, desc = RESULT_SERIES["sc"]
+    series_number, desc = RESULT_SERIES["sc"]
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=ref, pixel_array=rgb, photometric_interpretation="RGB", bits_allocated=8,
-        coordinate_system="PATIENT", series_instance_uid=result_uid(model_id, series, "sc"), series_number=number,
-        sop_instance_uid=result_uid(model_id, key, "sc"), instance_number=_instance_number([ref]),
-        manufacturer=MANUFACTURER,
-        patient_orientation=("L", "P"))
+        coordinate_system="PATIENT", series_instance_uid=result_uid(model_id, series, "sc"),
+        series_number=series_number, sop_instance_uid=result_uid(model_id, key, "sc"), instance_number=number,
+        manufacturer=MANUFACTURER, patient_orientation=("L", "P"))
     sc.SeriesDescription = desc
     sc.SoftwareVersions = version
     sc.BurnedInAnnotation = "YES"  # the picture carries the method, class, probability and model
@@ -292,8 +292,6 @@ def _secondary_capture(ref: Any, scan: Scan, saliency: Scan, model_id: str, key:
     for keyword in _COPIED_TO_SC:
         if keyword in ref and keyword not in sc:
             sc[keyword] = copy.deepcopy(ref[keyword])
-    from pydicom import Dataset
-
     source = Dataset()
     source.ReferencedSOPClassUID = ref.SOPClassUID
     source.ReferencedSOPInstanceUID = ref.SOPInstanceUID
@@ -318,7 +316,7 @@ def _instance_number(sources: Sequence[Any]) -> int:
 
 
 def _segmentation(sources: Sequence[Any], saliency: Scan, model_id: str, key: str, series: str, name: str,
-                  version: str, method: str) -> Any:
+                  version: str, method: str, instance_number: int) -> Any:
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -343,8 +341,7 @@ def _segmentation(sources: Sequence[Any], saliency: Scan, model_id: str, key: st
     seg = hd.seg.Segmentation(
         source_images=list(sources), pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
         segment_descriptions=[description], series_instance_uid=result_uid(model_id, series, "seg"),
-        series_number=number, sop_instance_uid=result_uid(model_id, key, "seg"),
-        instance_number=_instance_number(sources),
+        series_number=number, sop_instance_uid=result_uid(model_id, key, "seg"), instance_number=instance_number,
         manufacturer=MANUFACTURER, manufacturer_model_name=name, software_versions=version,
         device_serial_number=model_id.split("@")[-1][:64] or "0", max_fractional_value=255,
         omit_empty_frames=False, content_label="SALIENCY", content_description=f"medtl {method}"[:64])
@@ -354,7 +351,7 @@ def _segmentation(sources: Sequence[Any], saliency: Scan, model_id: str, key: st
 
 def read_sources(paths: Sequence[str | os.PathLike]) -> list[Any]:
     """The source instances (pydicom datasets, pixel data included) sorted by InstanceNumber, with
-    dates and times that are not valid DICOM left out (:func:`_without_invalid_dates`)."""
+    dates and times that are not valid DICOM emptied (:func:`_without_invalid_dates`)."""
     import pydicom
 
     datasets = [_without_invalid_dates(pydicom.dcmread(p)) for p in paths]
@@ -364,22 +361,17 @@ def read_sources(paths: Sequence[str | os.PathLike]) -> list[Any]:
 @contextlib.contextmanager
 def quiet_pydicom() -> Iterator[None]:
     """Neither pydicom's warnings nor its log lines: both quote the offending value."""
-    import logging
     import warnings
 
-    logger = logging.getLogger("pydicom")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
+    from medtl.io.dicom.sniff import quiet_pydicom_log
+
+    with quiet_pydicom_log(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _without_invalid_dates(ds: Any) -> Any:
-    """``ds`` without top-level DA/DT/TM values that are not valid DICOM (a PatientBirthDate written
+    """``ds`` with top-level DA/DT/TM values that are not valid DICOM emptied (a PatientBirthDate written
     ``1961-03-17``, common in exports): the results copy the patient and study modules, and such a
     value made every result of the study fail to build, its text quoted in the error. A source whose
     PatientName holds several values (a backslash in the name) is refused in one line instead of a

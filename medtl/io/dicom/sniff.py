@@ -7,10 +7,13 @@ reads stop before the pixels so that a whole folder can be grouped cheaply.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import warnings
 import zlib
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import pydicom
@@ -22,6 +25,19 @@ from medtl.io import limits
 from medtl.io.dicom.sop import FIX_REFERENCED, raise_if_not_image, sop_class_name
 
 PathLike = str | os.PathLike
+
+
+@contextlib.contextmanager
+def quiet_pydicom_log() -> Iterator[None]:
+    """pydicom's log lines silenced (errors aside): they quote the header values they complain about
+    (a birth date, a UID), and medtl's logs never carry patient data. Warnings are the caller's."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def is_fatal(exc: BaseException) -> bool:
