@@ -448,7 +448,7 @@ class MedtlApp:
             parts.append(f"position {where[0]} {where[1]:.1f} mm" if where else "position unknown (no geometry)")
         if bar:
             parts.append(f"scale bar {bar[0]:g} mm")
-        elif s.scan.metadata.get("spacing_known") is False or s.scan.format == "image":
+        elif not V.pixel_size_known(s.scan):
             parts.append("pixel size unknown: no scale bar")
         if not letters:
             parts.append("orientation unknown (not in the file)")

@@ -285,6 +285,12 @@ def has_geometry(scan: Scan) -> bool:
     return scan.format != "image" and scan.metadata.get("orientation_known") is not False
 
 
+def pixel_size_known(scan: Scan) -> bool:
+    """Whether the file gave a pixel size (a plain picture never does): else 1 mm is only assumed, and
+    no scale bar or distance is drawn from it."""
+    return scan.format != "image" and scan.metadata.get("spacing_known") is not False
+
+
 def _letter(direction: np.ndarray) -> str:
     """Orientation letter of a RAS+ direction (its dominant axis, as ``nibabel.aff2axcodes``)."""
     axis = int(np.argmax(np.abs(direction)))
@@ -330,7 +336,7 @@ def slice_position(scan: Scan, plane: str, index: int) -> tuple[str, float] | No
     """``(letter, mm)``: where slice ``index`` of ``plane`` lies along the patient axis it steps
     through (e.g. ``("S", 35.0)`` for an axial slice 35 mm superior of the scanner's origin;
     a negative coordinate is given with the opposite letter). ``None`` without geometry."""
-    if not has_geometry(scan) or scan.metadata.get("spacing_known") is False:
+    if not has_geometry(scan) or not pixel_size_known(scan):
         return None
     axis = {"axial": 2, "coronal": 1, "sagittal": 0}[plane]
     centre = (np.asarray(scan.shape, dtype=float) - 1) / 2.0
@@ -346,7 +352,7 @@ def slice_position(scan: Scan, plane: str, index: int) -> tuple[str, float] | No
 def display_mm_per_pixel(scan: Scan, plane: str, size: Sequence[int]) -> float | None:
     """Millimetres per pixel of a rendered slice of ``size`` ``(rows, cols)`` (square pixels), or
     ``None`` when the file gave no pixel size."""
-    if scan.format == "image" or scan.metadata.get("spacing_known") is False:
+    if not pixel_size_known(scan):
         return None
     cols = scan.shape[{"axial": 0, "coronal": 0, "sagittal": 1}[plane]]
     col_mm = scan.spacing[{"axial": 0, "coronal": 0, "sagittal": 1}[plane]]
