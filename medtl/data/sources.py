@@ -215,9 +215,11 @@ def dicom_patient(entry: Path) -> str | None:
 
     from medtl.io.dicom.sniff import is_dicom_file
 
-    first = entry if entry.is_file() else next((f for f in sorted(entry.rglob("*")) if f.is_file()
-                                                and is_dicom_file(f)), None)
-    if first is None or not is_dicom_file(first):
+    if entry.is_file():
+        first = entry if is_dicom_file(entry) else None
+    else:
+        first = next((f for f in sorted(entry.rglob("*")) if f.is_file() and is_dicom_file(f)), None)
+    if first is None:
         return None
     try:
         with warnings.catch_warnings():
