@@ -14,6 +14,7 @@ the viewer rules live in :mod:`medtl.app.viewer`, upload checks in :mod:`medtl.a
 from __future__ import annotations
 
 import atexit
+import datetime
 import functools
 import logging
 import os
@@ -54,6 +55,11 @@ ANALYZE_OUTPUTS = ("series", "facts", "banner", "probabilities", "decision", "pl
                    "width", "overlay", "overlay_png", "saliency_nifti", "error", "study", "view_info", "card", "readout")
 #: Seconds a slice must stay on screen before its labelled download picture (matplotlib) is made.
 DOWNLOAD_SETTLE_S = 0.3
+#: Seconds a closed tab's session (its scan, maps and pictures) is kept before it is freed. Gradio keeps
+#: a closed session an hour, so that a tab reopened can go on; a page is never reopened with its old
+#: session here, and an hour of closed CT volumes fills a shared server. The grace covers a dropped
+#: connection that comes back: a session used again after its tab closed is kept.
+CLOSED_SESSION_GRACE_S = 300.0
 #: Largest upload the server accepts (the archive checks in medtl.app.uploads apply on top).
 MAX_UPLOAD = "2gb"
 
@@ -736,9 +742,34 @@ class MedtlApp:
         return self._render(s, plane, slice_no, level, width, alpha, method)
 
 
-def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pacs_config: Any = None) -> gr.Blocks:
+def free_closed_sessions(demo: gr.Blocks, grace_s: float = CLOSED_SESSION_GRACE_S) -> None:
+    """Free a session ``grace_s`` seconds after its tab closes, unless it was used again since
+    (:data:`CLOSED_SESSION_GRACE_S` says why). The state's own ``delete_callback`` (:func:`drop_session`)
+    removes its files, as when Gradio expires it."""
+    def end_session(request: gr.Request) -> None:
+        session_hash, closed_at = request.session_hash, datetime.datetime.now()
+
+        def drop() -> None:
+            holder = getattr(demo, "state_holder", None)
+            if holder is None or session_hash not in holder:
+                return
+            used = holder.time_last_used.get(session_hash)  # Gradio's clock of the session's last event
+            if used is not None and used > closed_at + datetime.timedelta(seconds=2):
+                return  # an event came after the close (not the unload event's own): the page is still there
+            holder.delete_state(session_hash)
+
+        timer = threading.Timer(grace_s, drop)
+        timer.daemon = True
+        timer.start()
+
+    demo.unload(end_session)
+
+
+def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pacs_config: Any = None,
+              closed_session_grace_s: float = CLOSED_SESSION_GRACE_S) -> gr.Blocks:
     """The page for ``models`` (``{name: run_dir}``; the first is selected). With a PACS configured
-    (``pacs_config``: a file or ``PacsConfig``; else where ``medtl pacs`` looks) it has a "From PACS" panel."""
+    (``pacs_config``: a file or ``PacsConfig``; else where ``medtl pacs`` looks) it has a "From PACS" panel.
+    A closed tab's session is freed ``closed_session_grace_s`` seconds later (:func:`free_closed_sessions`)."""
     app = MedtlApp(models, device=device)
     names = list(app.models)
     with gr.Blocks(title="medtl - scan classifier", delete_cache=(3600, 3600)) as demo:
@@ -859,6 +890,7 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pac
 
         add_pacs_tab(app, pacs_config, container=example_box, state=state, files=files, model=model_dd, method=method,
                      alpha=alpha, outputs=analyze_out)
+        free_closed_sessions(demo, closed_session_grace_s)
     return demo
 
 

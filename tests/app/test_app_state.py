@@ -197,3 +197,33 @@ def test_a_scan_of_another_kind_is_refused_with_what_a_clinician_can_do(run2d):
         progress=lambda *a, **k: None, show_refusal=True)[1:]))
     assert "model trained on CT, this is MR" in out["error"] and "choose a model trained for this kind" in out["error"]
     assert "allow" not in out["error"] and out["decision"] == ""
+
+
+def test_a_session_used_again_after_its_tab_closed_is_kept_and_an_unused_one_freed(run2d, tmp_path):
+    """A dropped connection that comes back (an event after the close) keeps its session; a closed one
+    is freed with its files. The unload handler is called as Gradio calls it when a tab's heartbeat ends."""
+    import datetime
+    import time
+    from types import SimpleNamespace
+
+    from gradio.state_holder import StateHolder
+
+    from medtl.app.app import Session, build_app
+
+    demo = build_app({"tiny2d": str(run2d)}, device="cpu", closed_session_grace_s=0.5)
+    StateHolder().set_blocks(demo)
+    state_id = next(i for i, b in demo.blocks.items() if type(b).__name__ == "State" and b.delete_callback)
+    unload = next(d.fn for d in demo.fns.values() if any(t[1] == "unload" for t in d.targets))
+    scan = load_scan(sample_path("ct2d"))
+    sessions = {}
+    for h in ("closed", "back"):
+        (tmp_path / h).mkdir()
+        sessions[h] = Session(scan=scan, display=scan, name="x.dcm", is_ct=True, outdir=tmp_path / h)
+        demo.state_holder[h][state_id] = sessions[h]
+        unload(SimpleNamespace(session_hash=h))
+    time.sleep(0.1)
+    demo.state_holder["back"]  # the page's next event, dated past the unload event's own touch
+    demo.state_holder.time_last_used["back"] += datetime.timedelta(seconds=3)
+    time.sleep(1.0)
+    assert state_id not in demo.state_holder["closed"].state_data and not (tmp_path / "closed").exists()
+    assert demo.state_holder["back"].state_data[state_id] is sessions["back"] and (tmp_path / "back").is_dir()

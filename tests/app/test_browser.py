@@ -184,3 +184,47 @@ def test_orientation_letters_of_an_axial_lps_dicom_series(browser, served, tmp_p
     assert _letters(page) == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
     page.screenshot(path=str(tmp_path / "series_axial.png"), full_page=True)
     page.close()
+
+
+def _sessions(demo):
+    """``{session hash: Session}`` of the sessions the served app holds a scan for."""
+    from medtl.app.app import Session
+
+    return {h: v for h, st in demo.state_holder.session_data.items() for v in st.state_data.values()
+            if isinstance(v, Session)}
+
+
+def test_a_closed_tab_frees_its_scan_after_the_grace_and_a_page_in_use_keeps_it(browser, run2d):
+    """Gradio keeps a closed tab's state an hour; the app frees it (scan, maps, files) after its grace,
+    and never the session of a page that is still open."""
+    import time
+
+    from playwright.sync_api import expect
+
+    from medtl.app.app import build_app, launch
+
+    demo = build_app({"tiny2d": str(run2d)}, device="cpu", closed_session_grace_s=1.0)
+    _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        pages = [browser.new_page(), browser.new_page()]
+        for page in pages:
+            page.goto(url)
+            page.locator("#medtl-upload input[type=file]").set_input_files(str(sample_path("ct2d")))
+            expect(page.locator("#medtl-decision")).to_contain_text("Decision:", timeout=120_000)
+        held = _sessions(demo)
+        assert len(held) == 2 and all(s.outdir.is_dir() for s in held.values())
+        pages[0].close()
+        deadline = time.monotonic() + 60
+        while len(_sessions(demo)) == 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = _sessions(demo)
+        assert len(left) == 1, "the closed tab's session was not freed"
+        gone = [s for h, s in held.items() if h not in left]
+        assert len(gone) == 1 and not gone[0].outdir.exists()  # its pictures and downloads removed too
+        time.sleep(2.0)  # past the grace: the open page's session stays and still answers
+        assert _sessions(demo) == left
+        pages[1].get_by_role("button", name="Example: CT slice (DICOM)").click()
+        expect(pages[1].locator("#medtl-decision")).to_contain_text("Decision:", timeout=60_000)
+        pages[1].close()
+    finally:
+        demo.close()
