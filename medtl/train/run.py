@@ -22,6 +22,7 @@ from medtl import __version__
 from medtl._fileutil import atomic_path, hold_lock, write_json
 from medtl.config import Config, load_config
 from medtl.errors import MedtlError
+from medtl.io import Scan
 from medtl.runs import (CARD_FORMAT, INTENDED_USE, LIMITATIONS, card_views, load_run, read_card, resolve_device,
                         save_weights, write_card)
 from medtl.transforms.tta import tta_views
@@ -73,22 +74,28 @@ class PreparedData:
     cfg: Config  #: the config with ``preprocess.channels: auto`` resolved
 
 
-#: Images ``preprocess.channels: auto`` looks at, spread over the cohort in path order.
+#: Images ``preprocess.channels: auto`` and the ``window: auto`` check look at, spread over the cohort in path order.
 CHANNELS_SAMPLE = 8
 
 
-def resolve_channels(cfg: Config, items: list[dict]) -> Config:
-    """``preprocess.channels: auto`` -> 3 when any of :data:`CHANNELS_SAMPLE` images spread over the cohort
-    (in path order, so the answer does not change with the seed's split) is colour, else 1 (a copy)."""
-    if cfg.preprocess.channels != "auto":
-        return cfg
-    if not items:
-        raise MedtlError(f"{cfg.data.path}: preprocess.channels=auto needs an image to look at")
+def sample_scans(items: list[dict]) -> list[Scan]:
+    """Up to :data:`CHANNELS_SAMPLE` of the cohort's images, spread over it in path order (so what is
+    read from them does not change with the seed's split), decoded."""
     from medtl.transforms.load import as_scan
 
     ordered = sorted(items, key=lambda it: str(it["image"]) if isinstance(it["image"], (str, os.PathLike)) else "")
     step = max(1, len(ordered) // CHANNELS_SAMPLE)
-    colour = [as_scan(it["image"]).is_color for it in ordered[::step][:CHANNELS_SAMPLE]]
+    return [as_scan(it["image"]) for it in ordered[::step][:CHANNELS_SAMPLE]]
+
+
+def resolve_channels(cfg: Config, sample: list[Scan]) -> Config:
+    """``preprocess.channels: auto`` -> 3 when any image of ``sample`` (:func:`sample_scans`) is colour,
+    else 1 (a copy)."""
+    if cfg.preprocess.channels != "auto":
+        return cfg
+    if not sample:
+        raise MedtlError(f"{cfg.data.path}: preprocess.channels=auto needs an image to look at")
+    colour = [scan.is_color for scan in sample]
     if any(colour) and not all(colour):
         log.warning("%s: the cohort mixes gray and colour images; preprocess.channels=auto -> 3 (gray images are "
                     "repeated over the 3 channels)", cfg.data.path)
@@ -96,6 +103,32 @@ def resolve_channels(cfg: Config, items: list[dict]) -> Config:
     cfg.preprocess.channels = 3 if any(colour) else 1
     log.info("preprocess.channels=auto -> %d", cfg.preprocess.channels)
     return cfg
+
+
+def auto_window_note(cfg: Config, sample: list[Scan]) -> str | None:
+    """Under ``preprocess.window: auto`` each image is scaled by its own facts (its file's window, else
+    /255 when 8-bit, else a wide CT window, else percentiles): a line saying so when ``sample`` gets
+    more than one of these, since the network then sees one tissue at different intensities."""
+    from medtl.transforms.intensity import parse_window, resolve_window
+
+    if parse_window(cfg.preprocess.window) != "auto":
+        return None
+    kinds: dict[str, None] = {}
+    for scan in sample:
+        mode = resolve_window("auto", scan.default_window, scan.modality, str(scan.array.dtype))
+        if scan.default_window is not None and mode == scan.default_window:
+            kinds[f"the file's window {mode[0]:g}/{mode[1]:g}"] = None
+        elif mode == "percentile":
+            kinds["a percentile stretch"] = None
+        elif str(scan.array.dtype) == "uint8":
+            kinds["/255 (8-bit)"] = None
+        else:
+            kinds[f"the wide CT window {mode[0]:g}/{mode[1]:g}"] = None
+    if len(kinds) < 2:
+        return None
+    return (f"{cfg.data.path}: preprocess.window=auto scales these images differently ({'; '.join(kinds)}), so "
+            "one tissue reaches the network at different intensities; set one window for all "
+            "(preprocess.window=percentile, a CT preset such as soft_tissue, or center/width numbers like 40/400)")
 
 
 def prepare_data(cfg: Config, progress: bool = True) -> PreparedData:
@@ -107,7 +140,14 @@ def prepare_data(cfg: Config, progress: bool = True) -> PreparedData:
     check_classes(cohort, cfg.data.path)  # before anything is decoded: these refusals are cheap
     check_patient_splits(cohort, cfg.data.path)
     cfg = monitor_for_validation(cfg, cohort)
-    cfg = resolve_channels(cfg, cohort.items)
+    from medtl.transforms.intensity import parse_window
+
+    wanted = cfg.preprocess.channels == "auto" or parse_window(cfg.preprocess.window) == "auto"
+    sample = sample_scans(cohort.items) if wanted else []
+    cfg = resolve_channels(cfg, sample)
+    note = auto_window_note(cfg, sample)
+    if note:
+        log.warning("%s", note)
     prep = Preprocessing.from_config(cfg.preprocess)
     common = dict(cache=cfg.data.cache, cache_dir=cfg.data.cache_dir, num_workers=cfg.data.num_workers,
                   cache_key=prep.fingerprint(), progress=progress)

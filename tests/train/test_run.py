@@ -217,13 +217,13 @@ def test_min_steps_lr_auto_and_channels_auto(tmp_path):
 
 
 def test_channels_auto_reads_colour_from_the_data():
-    from medtl.train.run import resolve_channels
+    from medtl.train.run import resolve_channels, sample_scans
 
     cfg = tiny_cfg("preprocess.channels=auto")
     rgb = [{"image": np.zeros((28, 28, 3), np.uint8), "label": 0}]
     gray = [{"image": np.zeros((28, 28), np.uint8), "label": 0}]
-    assert resolve_channels(cfg, rgb).preprocess.channels == 3
-    assert resolve_channels(cfg, gray).preprocess.channels == 1
+    assert resolve_channels(cfg, sample_scans(rgb)).preprocess.channels == 3
+    assert resolve_channels(cfg, sample_scans(gray)).preprocess.channels == 1
     assert cfg.preprocess.channels == "auto"  # a copy is returned
     with pytest.raises(Exception, match="channels=auto"):
         resolve_channels(cfg, [])
@@ -240,7 +240,7 @@ def test_channels_auto_reads_colour_from_the_data():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(load, "as_scan", fake)
         for order in (mixed, mixed[::-1], mixed[5:] + mixed[:5]):
-            assert resolve_channels(cfg, order).preprocess.channels == 3
+            assert resolve_channels(cfg, sample_scans(order)).preprocess.channels == 3
 
 
 def test_cli_find_lr_only_runs_the_range_test(tmp_path, capsys):
@@ -494,3 +494,37 @@ def test_a_patient_in_two_given_splits_is_refused_without_naming_them(tmp_path):
     with pytest.raises(MedtlError, match=r"1 patient\(s\) have images in more than one split \(test and train\)") as e:
         train(tiny_cfg(f"data.path={tmp_path / 'leak.csv'}"), tmp_path / "run", progress=False)
     assert test_patient not in str(e.value)
+
+
+def test_window_auto_on_a_cohort_scaled_two_ways_says_so_and_how_to_make_it_one(tmp_path, caplog):
+    """8-bit images are divided by 255 and 16-bit ones stretched between percentiles under window auto;
+    CT files bring their own windows: a cohort mixing them gets one warning naming the fix."""
+    from PIL import Image
+
+    from medtl.io import Scan
+    from medtl.train.run import auto_window_note, prepare_data
+
+    def scan(dtype, window=None, modality="OT"):
+        meta = {} if window is None else {"window_center": window[0], "window_width": window[1]}
+        return Scan(np.zeros((4, 4, 1), dtype), np.eye(4), modality=modality, metadata=meta)
+
+    cfg = tiny_cfg("preprocess.window=auto")
+    assert auto_window_note(cfg, [scan(np.uint8), scan(np.uint8)]) is None
+    note = auto_window_note(cfg, [scan(np.uint8), scan(np.uint16)])
+    assert "/255 (8-bit); a percentile stretch" in note and "preprocess.window=percentile" in note
+    note = auto_window_note(cfg, [scan(np.int16, (40, 400), "CT"), scan(np.int16, (-600, 1500), "CT")])
+    assert "the file's window 40/400; the file's window -600/1500" in note
+    assert "wide CT window" in auto_window_note(cfg, [scan(np.int16, (40, 400), "CT"), scan(np.int16, None, "CT")])
+    assert auto_window_note(tiny_cfg("preprocess.window=percentile"), [scan(np.uint8), scan(np.uint16)]) is None
+
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(("a", "b")):
+        (tmp_path / cls).mkdir()
+        for i in range(6):
+            bits = np.uint8 if i % 2 else np.uint16
+            top = 255 if bits is np.uint8 else 4095
+            Image.fromarray(rng.integers(0, top, (16, 16)).astype(bits)).save(tmp_path / cls / f"{i}.png")
+    with caplog.at_level("WARNING", logger="medtl"):
+        prepare_data(tiny_cfg(f"data.path={tmp_path}", "data.filter={}", "preprocess.window=auto", "data.cache=none",
+                              "preprocess.spatial_dims=2"), progress=False)
+    assert sum("scales these images differently" in r.getMessage() for r in caplog.records) == 1
