@@ -8,6 +8,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from medtl.errors import ScanError
+
 #: Metadata keys that must never be stored on a Scan (patient-identifying).
 PHI_KEYS = frozenset(
     {"PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "PatientAddress",
@@ -105,9 +107,15 @@ class Scan:
         return replace(self, array=array, metadata=dict(self.metadata), **changes)
 
     def to_grayscale(self) -> "Scan":
-        """Luminance (ITU-R BT.601) of a colour scan; gray scans are returned unchanged."""
+        """Luminance (ITU-R BT.601) of a colour scan; gray scans are returned unchanged.
+
+        Only RGB(A) has a luminance: other channel counts (a 4D NIfTI's volumes over time or
+        b-values) are a :class:`~medtl.errors.ScanError`, not a weighted mix of unrelated volumes."""
         if not self.is_color:
             return self
+        if self.array.shape[3] not in (3, 4):
+            raise ScanError(self.source, f"{self.array.shape[3]} values per voxel (a 4D file's volumes?), which is "
+                            "neither gray nor RGB", "give one volume (e.g. split a 4D NIfTI with nibabel or fslsplit)")
         rgb = self.array[..., :3].astype(np.float32)
         gray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         return self.with_array(gray, photometric="MONOCHROME2")

@@ -75,3 +75,17 @@ def test_failed_write_leaves_previous_file_intact(tmp_path, monkeypatch):
         save_nifti(Scan(np.zeros((3, 3, 3), np.int16), np.eye(4)), out)
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["keep.nii.gz"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("volumes", [2, 5])
+def test_4d_nifti_of_several_volumes_is_refused_for_a_gray_model_not_mixed(tmp_path, volumes):
+    """A 4D file's volumes (time points, b-values) are not RGB: making it gray is a clear ScanError
+    naming the file (2 volumes crashed inside the matrix product; 5 gave a mix of the first three)."""
+    from medtl.transforms import Preprocessing
+
+    path = tmp_path / "fmri.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, volumes), np.float32), np.eye(4)), str(path))
+    with pytest.raises(ScanError, match=rf"fmri\.nii\.gz: {volumes} values per voxel .*give one volume"):
+        load_scan(path, grayscale=True)
+    with pytest.raises(ScanError, match=rf"fmri\.nii\.gz: {volumes} values per voxel"):
+        Preprocessing(spatial_dims=3, size=(8, 8, 8), channels=1)(str(path))
