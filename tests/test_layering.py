@@ -104,7 +104,8 @@ def test_prediction_never_loads_the_training_stack(tmp_path):
     run = write_untrained_run(tmp_path / "run")
     out = _run("import sys, json, numpy as np\n"
                "from medtl.infer import Predictor\n"
-               f"p = Predictor.from_run({str(run)!r}, device='cpu').predict(np.zeros((40, 40), np.float32))\n"
+               "x = np.arange(1600, dtype=np.float32).reshape(40, 40)\n"  # not blank: a blank image is refused
+               f"p = Predictor.from_run({str(run)!r}, device='cpu').predict(x)\n"
                "assert abs(sum(p.probabilities.values()) - 1) < 1e-9\n"
                "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('medtl.train', 'medtl.data', "
                "'medtl.config', 'medtl.app', 'gradio')))))")

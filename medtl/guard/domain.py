@@ -8,7 +8,9 @@ declares for sources without headers (``data.modality`` for PNG folders or MedMN
 - a modality of another family ("model trained on CT, this is US"): CR/DX/RG/DR are one
   family (projection X-ray), as are PT/NM, and OP/XC (photographs of the eye);
 - colour pixels for a model trained on grayscale (or the reverse);
-- the wrong number of spatial dimensions (the preprocessing refuses this already).
+- the wrong number of spatial dimensions (the preprocessing refuses this already);
+- a blank scan (every voxel the same value): nothing to classify, and its features sit near the
+  training mean, so the out-of-distribution score does not flag it reliably.
 
 An unknown modality (``OT``, PNG, a NIfTI without medtl's note) cannot be checked here;
 the out-of-distribution score (:mod:`medtl.guard.ood`) still applies. Every refusal names
@@ -26,7 +28,8 @@ import numpy as np
 from medtl.errors import DomainError
 from medtl.io.scan import Scan
 
-__all__ = ["FAMILIES", "OVERRIDE_HINT", "check_header", "check_scan", "family", "photometric_kind", "record_domain"]
+__all__ = ["FAMILIES", "OVERRIDE_HINT", "check_header", "check_scan", "family", "is_blank", "photometric_kind",
+           "record_domain"]
 
 #: Modality codes that mean the same kind of image for the checks.
 FAMILIES = {
@@ -50,6 +53,12 @@ def photometric_kind(scan: Scan) -> str:
     """``"gray"`` or ``"colour"`` from the pixels' channels and photometric interpretation."""
     colour = scan.array.ndim == 4 and scan.array.shape[-1] >= 3
     return "colour" if colour or not str(scan.photometric).upper().startswith("MONOCHROME") else "gray"
+
+
+def is_blank(scan: Scan) -> bool:
+    """Whether every voxel (and channel) of ``scan`` has the same value: an empty export, a black frame."""
+    a = np.asarray(scan.array)
+    return bool(a.size == 0 or a.min() == a.max())
 
 
 def record_domain(scans: Iterable[Scan], spatial_dims: int, channels: int, declared_modality: str | None = None,
@@ -92,12 +101,16 @@ def check_scan(domain: dict[str, Any] | None, scan: Scan, where: str | None = No
     record. ``domain`` ``None`` (a model card from before domains were recorded) checks nothing.
     """
     return check_header(domain, scan.modality, photometric_kind(scan), where or scan.source or "this scan",
-                        scan.photometric)
+                        scan.photometric, blank=is_blank(scan))
 
 
 def check_header(domain: dict[str, Any] | None, modality: str | None, kind: str, where: str,
-                 photometric: str = "") -> list[str]:
-    """:func:`check_scan` from the header facts alone (what batch workers send back)."""
+                 photometric: str = "", blank: bool = False) -> list[str]:
+    """:func:`check_scan` from the header facts alone (what batch workers send back), plus ``blank``
+    (:func:`is_blank`), which is refused whatever the card records."""
+    if blank:
+        raise DomainError(where, "every voxel has the same value (a blank image): there is nothing to classify",
+                          OVERRIDE_HINT)
     if not domain:
         return ["the model card records no training domain (trained before medtl 0.2): no header checks"]
     notes = []

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from medtl.errors import MedtlError, one_line
-from medtl.guard.domain import photometric_kind
+from medtl.guard.domain import is_blank, photometric_kind
 from medtl.infer.studies import Study
 from medtl.transforms import Preprocessing
 
@@ -67,7 +67,8 @@ def load_study(study: Study, prep: Preprocessing | dict[str, Any], keep_scan: bo
         out["format"] = scan.format
         out["shape"] = "x".join(str(s) for s in scan.shape)
         # header facts for the training-domain check in the main process (medtl.guard.domain)
-        out["header"] = {"modality": scan.modality, "kind": photometric_kind(scan), "photometric": scan.photometric}
+        out["header"] = {"modality": scan.modality, "kind": photometric_kind(scan), "photometric": scan.photometric,
+                         "blank": is_blank(scan)}
         notes = dict.fromkeys(" ".join(str(w.message).split()) for w in caught
                               if issubclass(w.category, UserWarning) and "medtl" in str(w.filename))
         out["notes"] = "; ".join(notes)

@@ -23,7 +23,7 @@ from torch import nn
 
 from medtl.errors import MedtlError
 from medtl.guard import DEFAULT_METHOD, OODDetector, features_and_logits
-from medtl.guard.domain import check_header, photometric_kind
+from medtl.guard.domain import check_header, is_blank, photometric_kind
 from medtl.io.scan import Scan
 from medtl.runs import card_hash, card_views, load_run, resolve_device
 from medtl.transforms import Preprocessing, tta_probabilities
@@ -222,15 +222,15 @@ class Predictor:
         :class:`~medtl.errors.DomainError` on a mismatch unless allowed (argument, else the
         predictor's ``allow_other_domain``); return notes."""
         return self.check_header(scan.modality, photometric_kind(scan), scan.source or "this scan",
-                                 scan.photometric, allow_other_domain)
+                                 scan.photometric, allow_other_domain, blank=is_blank(scan))
 
     def check_header(self, modality: str | None, kind: str, where: str, photometric: str = "",
-                     allow_other_domain: bool | None = None) -> list[str]:
+                     allow_other_domain: bool | None = None, blank: bool = False) -> list[str]:
         """:meth:`check` from header facts alone (batch scoring's workers send them back)."""
         from medtl.errors import DomainError
 
         try:
-            return check_header(self.card.get("domain"), modality, kind, where, photometric)
+            return check_header(self.card.get("domain"), modality, kind, where, photometric, blank=blank)
         except DomainError as exc:
             if not (self.allow_other_domain if allow_other_domain is None else allow_other_domain):
                 raise

@@ -269,7 +269,8 @@ def _infer(predictor: Predictor, items: list[dict[str, Any]], summary: ScoreSumm
         header = it.get("header") or {}
         try:
             checks.append(predictor.check_header(header.get("modality"), header.get("kind", "gray"),
-                                                 it["study"].path, header.get("photometric", "")))
+                                                 it["study"].path, header.get("photometric", ""),
+                                                 blank=bool(header.get("blank"))))
             kept.append(it)
         except MedtlError as exc:
             fail(it["study"].path, it["study"].key, "domain", one_line(exc))

@@ -117,6 +117,13 @@ def test_wrong_model_for_the_scan_says_what_to_do(client):
         analyze(client, [sample_path("ct3d")], "tiny2d")
 
 
+def test_a_blank_image_is_refused_in_plain_words(client, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(blank)
+    with pytest.raises(AppError, match=r"^blank\.png: every voxel has the same value \(a blank image\)"):
+        analyze(client, [blank], "tiny2d")
+
+
 def test_unsafe_zip_is_refused(client, tmp_path):
     z = tmp_path / "slip.zip"
     with zipfile.ZipFile(z, "w") as zf:
@@ -182,11 +189,11 @@ def test_user_message_hides_server_folders():
 
 
 def test_out_of_distribution_scan_shows_the_banner_above_the_probability(client, run2d, tmp_path):
-    blank = tmp_path / "blank.png"
-    Image.fromarray(np.zeros((64, 64), np.uint8)).save(blank)
-    expected = Predictor.from_run(run2d, device="cpu").predict(blank)
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).save(noise)
+    expected = Predictor.from_run(run2d, device="cpu").predict(noise)
     assert expected.out_of_distribution  # far from every CT slice the tiny model saw
-    out = analyze(client, [blank], "tiny2d")
+    out = analyze(client, [noise], "tiny2d")
     assert "Outside what this model was trained on: the probability is not meaningful" in out["banner"]
     assert f"{expected.ood_score:.3g}" in out["banner"]
     in_domain = analyze(client, [sample_path("ct2d")], "tiny2d")

@@ -151,13 +151,13 @@ def test_out_of_distribution_banner_is_shown_above_the_probability(browser, serv
     from PIL import Image
     from playwright.sync_api import expect
 
-    blank = tmp_path / "blank.png"  # nothing like the CT slices the 2D model learnt from
-    Image.fromarray(np.zeros((64, 64), np.uint8)).save(blank)
+    noise = tmp_path / "noise.png"  # nothing like the CT slices the 2D model learnt from
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).save(noise)
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
     page.goto(served)
     page.locator("#medtl-model input").click()
     page.get_by_role("option", name="tiny2d").click()
-    page.locator("#medtl-upload input[type=file]").set_input_files(str(blank))
+    page.locator("#medtl-upload input[type=file]").set_input_files(str(noise))
     banner = page.locator("#medtl-banner")
     expect(banner).to_contain_text("Outside what this model was trained on: the probability is not meaningful",
                                    timeout=120_000)

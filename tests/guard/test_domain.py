@@ -7,7 +7,8 @@ from medtl.io.scan import Scan
 
 
 def scan(modality="CT", photometric="MONOCHROME2", colour=False, source="x.dcm", spacing=0.7):
-    arr = np.zeros((8, 8, 1, 3) if colour else (8, 8, 1), np.float32)
+    shape = (8, 8, 1, 3) if colour else (8, 8, 1)
+    arr = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)  # not blank (refused whatever the card)
     return Scan(arr, np.diag([spacing, spacing, 1.0, 1.0]), modality=modality, photometric=photometric,
                 format="dicom", source=source)
 
@@ -54,3 +55,15 @@ def test_colour_for_a_gray_model_is_refused():
 def test_an_old_card_without_domain_checks_nothing_and_says_so():
     notes = check_scan(None, scan("US"))
     assert "records no training domain" in notes[0]
+
+
+@pytest.mark.parametrize("value", [0.0, 255.0, -1024.0])
+def test_a_blank_scan_is_refused_whatever_the_card_records(value):
+    """A constant image has nothing to classify, and its features sit near the training mean, so the
+    out-of-distribution score passed one as 'within the training distribution'."""
+    blank = scan("CT")
+    blank.array[:] = value
+    for domain in (record_domain([scan()], 2, 1), None):
+        with pytest.raises(DomainError, match="x.dcm: every voxel has the same value .*--allow-other-domain"):
+            check_scan(domain, blank)
+    assert check_scan(None, scan("CT"))  # one different voxel is enough: only the note of an old card

@@ -48,9 +48,35 @@ def test_every_prediction_has_a_score_consistent_with_the_batch_path(run2d):
     assert pred.probabilities == pytest.approx(dict(zip(p.class_names, probs[0])), abs=1e-12)
     assert pred.ood_threshold == p.ood.thresholds[pred.ood_method]
     assert pred.out_of_distribution == (pred.ood_score > pred.ood_threshold)
-    # a blank image is far from every CT slice the model saw
-    blank = p.predict(np.zeros((64, 64), np.float32))
-    assert blank.out_of_distribution and blank.warnings[0].startswith("outside what this model was trained on")
+    # an image of noise is far from every CT slice the model saw
+    noise = p.predict(np.random.default_rng(0).normal(0, 1000, (64, 64)).astype(np.float32))
+    assert noise.out_of_distribution and noise.warnings[0].startswith("outside what this model was trained on")
+
+
+def test_a_blank_image_is_refused_in_predict_score_and_the_api(run2d, tmp_path, capsys):
+    """A constant image is not a scan: the Mahalanobis score passed 28 x 28 black and white PNGs as 'within
+    the training distribution' of a chest X-ray model, with a decision. Refused everywhere, overridable."""
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(folder / "black.png")
+    shutil.copy(sample_path("ct2d"), folder / "ct.dcm")
+    p = Predictor.from_run(run2d, device="cpu")
+    with pytest.raises(DomainError, match="black.png: every voxel has the same value"):
+        p.predict(folder / "black.png")
+    forced = Predictor.from_run(run2d, device="cpu", allow_other_domain=True).predict(folder / "black.png")
+    assert any("override" in w and "same value" in w for w in forced.warnings)
+    assert main(["predict", "--model", str(run2d), str(folder / "black.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "black.png: every voxel has the same value" in err
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--model", str(run2d), str(folder), "--out", str(out), "--workers", "0",
+                 "--no-progress"]) == 1
+    capsys.readouterr()
+    assert [r.split(",")[1] for r in out.read_text().splitlines()[1:]] == [str(folder / "ct.dcm")]
+    errors = (tmp_path / "scores.errors.csv").read_text()
+    assert "black.png" in errors and ",domain," in errors and "same value" in errors
 
 
 def test_an_old_card_still_loads_with_a_note(run2d, tmp_path):
