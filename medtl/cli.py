@@ -262,6 +262,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
               f"{pred.ood_threshold:.4g}): {verdict}")
     if out is not None:
         print(f"saliency ({args.method}) written to {out}")
+        if pred.saliency_info.get("note"):
+            print(f"WARNING: {pred.saliency_info['note']}")
     return 0
 
 

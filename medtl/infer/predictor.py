@@ -286,7 +286,8 @@ class Predictor:
 
         ``method``: a name of ``medtl.explain.METHODS``, default ``medtl.explain.DEFAULT_METHOD``.
         The map's metadata name the method, the class explained with its probability and the
-        model, so a PNG written from it (:func:`write_saliency`) is labelled. With test-time views
+        model, so a PNG written from it (:func:`write_saliency`) is labelled; ``note`` says when the map is
+        flat (the same everywhere, so it shows nothing). With test-time views
         in the card the map explains the input itself and the probability is the views' average
         (the one :meth:`predict` reports).
         """
@@ -302,6 +303,10 @@ class Predictor:
             info["probabilities"] = self.score_batch(self.preprocess(scan)[None])[0][0].tolist()
         info.update(title=method_title(method), class_name=self.class_names[chosen],
                     probability=float(info["probabilities"][chosen]), model=self.model_id)
+        if not np.asarray(sal.array).any():  # normalised per map: a constant map comes back all zeros
+            other = f" (e.g. {DEFAULT_METHOD})" if method != DEFAULT_METHOD else ""
+            info["note"] = (f"the saliency map ({info['title']}) is the same everywhere (its feature grid is too "
+                            f"coarse for this input, e.g. one voxel): it locates nothing; choose another method{other}")
         sal.metadata.update(saliency_title=info["title"], saliency_class=info["class_name"],
                             saliency_probability=info["probability"], saliency_model=self.model_id)
         return sal, info

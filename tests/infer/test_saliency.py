@@ -59,3 +59,24 @@ def test_batch_saliency_dir_one_map_per_study(tmp_path, run3d):
     assert any(n.startswith("a_") for n in written) and any(n.startswith("P0044_") for n in written)
     again = score(run3d, folder, out, workers=0, saliency_dir=maps, progress=False)
     assert (again.scored, again.skipped, again.failed) == (0, 2, 0)
+
+
+def test_a_flat_map_says_it_locates_nothing_in_predict_cli_and_score(tmp_path, run3d, capsys):
+    """Grad-CAM at the last stage of a 16^3 ResNet is one voxel: the map written was all zeros, silently."""
+    p = Predictor.from_run(run3d, device="cpu")
+    vol = SAMPLE / "ct3d" / "P0032.nii.gz"
+    flat = p.predict(vol, saliency="gradcam")
+    assert not flat.saliency.array.any()
+    assert "is the same everywhere" in flat.saliency_info["note"] and "(e.g. hirescam)" in flat.saliency_info["note"]
+    assert flat.saliency.array.shape == load_scan(vol).shape  # still written on the scan's grid
+    fine = p.predict(vol, saliency="hirescam")
+    assert fine.saliency.array.any() and "note" not in fine.saliency_info
+    assert main(["predict", "--model", str(run3d), str(vol), "--method", "gradcam",
+                 "--saliency", str(tmp_path / "g.nii.gz")]) == 0
+    assert "WARNING: the saliency map (Grad-CAM" in capsys.readouterr().out
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(vol, folder / "a.nii.gz")
+    out = tmp_path / "scores.csv"
+    score(run3d, folder, out, workers=0, saliency_dir=tmp_path / "maps", saliency_method="gradcam", progress=False)
+    assert "is the same everywhere" in out.read_text()
