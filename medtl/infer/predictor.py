@@ -170,7 +170,8 @@ class Predictor:
             out.append("this model did not learn to separate the classes (" + "; ".join(verdict["reasons"]) +
                        "): its probabilities are not evidence")
         if self.ood is None:
-            out.append("out-of-distribution score unavailable (model card written before medtl recorded it)")
+            why = self.card.get("ood_unavailable") or "model card written before medtl recorded it"
+            out.append(f"out-of-distribution score unavailable ({why})")
         return out
 
     @property

@@ -95,6 +95,7 @@ def guard_entries(model: nn.Module, cfg: Config, cohort: Any, prep: Any, loader_
                   out: Path, val_probs: np.ndarray | None, val_labels: np.ndarray | None,
                   val_auc_ci: tuple[float, float] | None) -> dict[str, Any]:
     """``{"domain": ..., "ood": ..., "degenerate": ...}`` card entries; writes ``out/ood.safetensors``.
+    Without a score (fewer than 2 validation images) ``ood`` is ``None`` and ``ood_unavailable`` says why.
 
     ``loader_for(dataset)`` builds an evaluation DataLoader over a dataset (no augmentation).
     """
@@ -118,7 +119,10 @@ def guard_entries(model: nn.Module, cfg: Config, cohort: Any, prep: Any, loader_
         entries["ood"] = detector.card_entry(DEFAULT_METHOD, OOD_FILE)
     else:
         entries["ood"] = None
-        log.warning("no validation split: the out-of-distribution score cannot be calibrated")
+        entries["ood_unavailable"] = (f"{len(val_items)} validation image(s): its threshold needs at least 2, "
+                                      "so it was not fitted")
+        log.warning("%s: out-of-distribution score not fitted (%s); predictions from this run carry none "
+                    "(give the cohort a validation split of a few dozen images)", out, entries["ood_unavailable"])
     verdict = check_outputs(val_probs, val_labels, val_auc_ci) if val_probs is not None else None
     entries["degenerate"] = verdict
     return entries

@@ -117,3 +117,30 @@ def test_cli_refusal_names_both_sides_and_the_flag(run2d, tmp_path, capsys):
     assert main(["predict", "--model", str(run2d), str(mr), "--allow-other-domain", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ood_score"] is not None and any("override" in w for w in out["warnings"])
+
+
+def test_a_run_whose_guard_could_not_be_fitted_says_why(train_tiny, tmp_path_factory, capsys):
+    """One validation image: no threshold can be calibrated. Predictions said the card was 'written before
+    medtl recorded it' (and training 'no validation split'); both now say how many images there were."""
+    import csv
+
+    from medtl.demo.cohort import sample_path as sp
+
+    root = sp("ct2d").parent.parent
+    rows = [r for r in csv.DictReader(open(root / "manifest.csv")) if r["kind"] == "ct2d"]
+    first_val = next(r for r in rows if r["split"] == "val")
+    rows = [r for r in rows if r["split"] != "val" or r is first_val]
+    manifest = tmp_path_factory.mktemp("one-val") / "manifest.csv"
+    with open(manifest, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "split", "patient_id", "kind"])
+        w.writerows([str(root / r["path"]), r["label"], r["split"], r["patient_id"], r["kind"]] for r in rows)
+    run = train_tiny("oneval", f"data.path={manifest}", "preprocess.size=[32,32]", "train.epochs=1",
+                     "eval.bootstrap=20", "data.num_workers=0")
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["ood"] is None and card["ood_unavailable"].startswith("1 validation image(s)")
+    pred = Predictor.from_run(run, device="cpu").predict(sample_path("ct2d"))
+    assert pred.ood_score is None
+    assert "out-of-distribution score unavailable (1 validation image(s): its threshold needs at least 2, so it " \
+           "was not fitted)" in pred.warnings
+    assert not any("written before" in w for w in pred.warnings)
