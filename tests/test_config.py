@@ -88,3 +88,13 @@ def test_override_values_are_text_unless_they_are_true_false_or_numbers():
     assert cfg.augment.flip is False and cfg.train.epochs == 5 and cfg.train.amp == "off"
     cfg = load_config("sample_tiny", ["data.filter.site=1", "data.class_names=[0,1]"])
     assert cfg.data.filter["site"] == "1" and cfg.data.class_names == ["0", "1"]
+
+
+def test_the_3d_demo_recipe_declares_its_modality():
+    """Its cohort is NIfTI (no modality in the header): without ``data.modality`` the card recorded no
+    training modality, and an MR series given to the CT model was scored without a word."""
+    from medtl.guard import record_domain
+
+    cfg = load_config("demo_ct3d")
+    assert cfg.data.modality == "CT"
+    assert record_domain([], 3, 1, declared_modality=cfg.data.modality)["families"] == ["CT"]
