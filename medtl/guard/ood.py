@@ -82,6 +82,8 @@ class OODDetector:
     k: int = KNN_K
     thresholds: dict[str, float] = field(default_factory=dict)
     quantile: float = DEFAULT_QUANTILE
+    #: validation images the thresholds were calibrated on (0: unknown, a card from before it was recorded)
+    n_calibration: int = 0
 
     def scores(self, features: np.ndarray, logits: np.ndarray) -> dict[str, np.ndarray]:
         """Every score of :data:`METHODS` for ``features (N, D)`` and ``logits (N, K)``."""
@@ -103,6 +105,7 @@ class OODDetector:
         if len(features) < 2:
             raise ValueError("calibrating the out-of-distribution thresholds needs at least 2 validation images")
         self.quantile = float(quantile)
+        self.n_calibration = int(len(features))
         self.thresholds = {m: float(np.quantile(s, quantile)) for m, s in self.scores(features, logits).items()}
 
     def flags(self, scores: dict[str, np.ndarray], method: str = DEFAULT_METHOD) -> np.ndarray:
@@ -138,12 +141,14 @@ class OODDetector:
         return cls(means=arrays["means"].astype(np.float64), precision=arrays["precision"].astype(np.float64),
                    bank=arrays["bank"].astype(np.float32), k=int(meta.get("k", KNN_K)),
                    thresholds={k: float(v) for k, v in card_entry.get("thresholds", {}).items()},
-                   quantile=float(card_entry.get("quantile", DEFAULT_QUANTILE)))
+                   quantile=float(card_entry.get("quantile", DEFAULT_QUANTILE)),
+                   n_calibration=int(card_entry.get("n_calibration", 0)))
 
     def card_entry(self, method: str = DEFAULT_METHOD, file: str = "ood.safetensors") -> dict[str, Any]:
-        """What the model card records: the method used, every threshold, the quantile, the file."""
-        return {"method": method, "thresholds": dict(self.thresholds), "quantile": self.quantile, "file": file,
-                "k": self.k, "bank_size": int(self.bank.shape[0])}
+        """What the model card records: the method used, every threshold, the quantile and how many
+        validation images it was taken over, the file."""
+        return {"method": method, "thresholds": dict(self.thresholds), "quantile": self.quantile,
+                "n_calibration": self.n_calibration, "file": file, "k": self.k, "bank_size": int(self.bank.shape[0])}
 
 
 def fit(features: np.ndarray, labels: np.ndarray, seed: int = 0, max_bank: int = MAX_BANK) -> OODDetector:

@@ -170,9 +170,12 @@ class Predictor:
             out.append("this model did not learn to separate the classes (" + "; ".join(verdict["reasons"]) +
                        "): its probabilities are not evidence")
         if self.ood is None:
-            why = self.card.get("ood_unavailable") or "model card written before medtl recorded it"
-            out.append(f"out-of-distribution score unavailable ({why})")
+            out.append(f"out-of-distribution score unavailable ({self._no_ood_reason})")
         return out
+
+    @property
+    def _no_ood_reason(self) -> str:
+        return self.card.get("ood_unavailable") or "model card written before medtl recorded it"
 
     @property
     def spatial_dims(self) -> int:
@@ -356,11 +359,21 @@ class Predictor:
         else:
             lines.append("Test metrics: none recorded")
         lines.append(f"Preprocessing: {describe_preprocessing(self.preprocessing)}")
+        lines.append(self.describe_ood())
         if card.get("intended_use"):
             lines.append(f"Intended use: {card['intended_use']}")
         if card.get("limitations"):
             lines.append(f"Limitations: {card['limitations']}")
         return "\n".join(lines)
+
+    def describe_ood(self) -> str:
+        """One line for people: what the out-of-distribution score is, where its threshold comes from."""
+        if self.ood is None:
+            return f"Out-of-distribution check: none ({self._no_ood_reason})"
+        on = f"{self.ood.n_calibration} validation images" if self.ood.n_calibration else "the validation split"
+        return (f"Out-of-distribution check: {self.ood_method} score of the network's pooled features (higher = "
+                f"further from the training images); a scan scoring above {self.ood.thresholds[self.ood_method]:.4g} "
+                f"(the {self.ood.quantile:g} quantile over {on}) is flagged: its probability is not meaningful")
 
 
 def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alpha: float | None = None,

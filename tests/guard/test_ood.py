@@ -73,6 +73,7 @@ def test_save_and_load_give_the_same_scores(tmp_path):
     np.testing.assert_allclose(b["mahalanobis"], a["mahalanobis"], rtol=1e-4)
     np.testing.assert_allclose(b["knn"], a["knn"], atol=2e-3)  # bank stored as float16
     assert back.thresholds == det.thresholds and back.k == det.k
+    assert det.card_entry()["n_calibration"] == back.n_calibration == 40  # how many images the quantile is over
 
 
 def test_bad_shapes_are_clear_errors():

@@ -115,6 +115,10 @@ def test_describe_summarises_the_model_card(p2d):
     assert "Trained on: manifest.csv" in text and "Test metrics (n=16)" in text and "auc" in text
     assert "Intended use:" in text and "not for diagnosis" in text
     assert f">= {p2d.threshold:.4f}" in text and "window lung" in text
+    n_val = sum(p2d.card["training"]["data"]["counts"]["val"].values())
+    assert (f"Out-of-distribution check: mahalanobis score of the network's pooled features (higher = further from "
+            f"the training images); a scan scoring above {p2d.ood.thresholds['mahalanobis']:.4g} (the 0.975 quantile "
+            f"over {n_val} validation images) is flagged") in text
 
 
 def test_from_run_needs_a_run_directory(tmp_path):
