@@ -359,12 +359,26 @@ class Predictor:
         else:
             lines.append("Test metrics: none recorded")
         lines.append(f"Preprocessing: {describe_preprocessing(self.preprocessing)}")
+        lines.append(self.describe_domain())
         lines.append(self.describe_ood())
         if card.get("intended_use"):
             lines.append(f"Intended use: {card['intended_use']}")
         if card.get("limitations"):
             lines.append(f"Limitations: {card['limitations']}")
         return "\n".join(lines)
+
+    def describe_domain(self) -> str:
+        """One line for people: what kind of scan the header checks accept (:mod:`medtl.guard.domain`)."""
+        domain = self.card.get("domain")
+        if not domain:
+            return "Training domain: not recorded (trained before medtl 0.2): no header checks"
+        kinds = " / ".join(domain.get("photometric") or []) or "any"
+        if not domain.get("families"):
+            return (f"Training domain: {kinds} images, no modality recorded (its images carried none and "
+                    "data.modality was not set): a scan of another modality is not refused by its header")
+        via = {"headers": "from the images' headers", "config": "declared in data.modality"}.get(domain.get("source"), "")
+        return (f"Training domain: {' / '.join(domain['families'])} ({via}), {kinds} images: a scan of another "
+                "modality or colour is refused")
 
     def describe_ood(self) -> str:
         """One line for people: what the out-of-distribution score is, where its threshold comes from."""

@@ -105,6 +105,10 @@ def guard_entries(model: nn.Module, cfg: Config, cohort: Any, prep: Any, loader_
     val_items = cohort.split("val")
     domain = record_domain(_domain_scans(train_items, cfg), cfg.preprocess.spatial_dims, cfg.preprocess.channels,
                            declared_modality=cfg.data.modality, declared_body_part=cfg.data.body_part)
+    if not domain["families"]:
+        log.warning("%s: the training images record no modality (PNG, NumPy or NIfTI files) and data.modality is not "
+                    "set, so the model cannot refuse a scan of another kind by its header; set data.modality "
+                    "(e.g. DX for chest X-rays, CT, MR)", out)
     tr = embed(model, loader_for(build_dataset(_subset(train_items, MAX_BANK, cfg.train.seed), prep.transforms(),
                                                cache="none")), device)
     means = tr["stats"][:, 0]

@@ -119,6 +119,19 @@ def test_describe_summarises_the_model_card(p2d):
     assert (f"Out-of-distribution check: mahalanobis score of the network's pooled features (higher = further from "
             f"the training images); a scan scoring above {p2d.ood.thresholds['mahalanobis']:.4g} (the 0.975 quantile "
             f"over {n_val} validation images) is flagged") in text
+    assert "Training domain: CT (from the images' headers), gray images: a scan of another modality" in text
+
+
+def test_describe_says_when_the_model_cannot_refuse_another_modality(p2d):
+    """A cohort of PNGs or arrays without data.modality records none: the card summary says the header
+    check cannot refuse a CT given to, say, a chest X-ray model."""
+    import copy
+
+    card = copy.deepcopy(p2d.card)
+    card["domain"].update(families=[], modalities=[], source="unknown")
+    other = Predictor(p2d.model, card, p2d.preprocessing, device="cpu", ood=p2d.ood)
+    assert ("Training domain: gray images, no modality recorded (its images carried none and data.modality was not "
+            "set): a scan of another modality is not refused by its header") in other.describe()
 
 
 def test_from_run_needs_a_run_directory(tmp_path):

@@ -528,3 +528,26 @@ def test_window_auto_on_a_cohort_scaled_two_ways_says_so_and_how_to_make_it_one(
         prepare_data(tiny_cfg(f"data.path={tmp_path}", "data.filter={}", "preprocess.window=auto", "data.cache=none",
                               "preprocess.spatial_dims=2"), progress=False)
     assert sum("scales these images differently" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_cohort_without_modality_says_the_model_cannot_refuse_another_kind(tmp_path, caplog):
+    """PNGs carry no modality: without data.modality the model's header check can refuse nothing by
+    modality (a CT slice passed a chest X-ray model's), and training now says so, naming the fix."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "pngs" / cls).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (16, 16)).astype(np.uint8)).save(tmp_path / "pngs" / cls / f"{i}.png")
+    common = [f"data.path={tmp_path / 'pngs'}", "data.filter={}", "preprocess.window=auto", "train.epochs=1",
+              "data.cache=none", "eval.bootstrap=10"]
+    with caplog.at_level("WARNING", logger="medtl"):
+        train(tiny_cfg(*common), tmp_path / "unknown", progress=False)
+    said = [r.getMessage() for r in caplog.records if "record no modality" in r.getMessage()]
+    assert len(said) == 1 and "set data.modality (e.g. DX for chest X-rays" in said[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="medtl"):
+        train(tiny_cfg(*common, "data.modality=DX"), tmp_path / "declared", progress=False)
+    assert not any("record no modality" in r.getMessage() for r in caplog.records)
+    assert json.loads((tmp_path / "declared" / "model_card.json").read_text())["domain"]["families"] == ["X-ray"]
