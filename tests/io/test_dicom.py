@@ -102,6 +102,14 @@ def test_colour_files():
     np.testing.assert_array_equal(rle.array, raw.transpose(2, 1, 0, 3))
 
 
+def test_uncompressed_ybr_full_422_holds_two_values_per_pixel_and_decodes():
+    """Native YBR_FULL_422 stores 2 values per pixel, not 3: its 20000 bytes are the whole 100 x 100 image."""
+    path = get_testdata_file("SC_ybr_full_422_uncompressed.dcm")
+    scan = read_dicom(path)
+    assert scan.photometric == "RGB" and scan.shape == (100, 100, 1)
+    np.testing.assert_array_equal(scan.array[:, :, 0], raw_pixels(path).transpose(1, 0, 2))
+
+
 def test_stray_byte_no_meta_file_is_not_dicom():
     """pydicom's no_meta.dcm starts with a stray 0x20 byte: even dcmread(force=True)
     finds no DICOM element in it, so it is reported as not DICOM, not crashed on."""

@@ -36,17 +36,22 @@ def _int(value: Any, default: int) -> int:
 
 
 def claims(ds: Dataset) -> dict[str, int] | None:
-    """``frames, rows, cols, samples, bits`` the header claims (None without Rows/Columns)."""
+    """``frames, rows, cols, samples, bits`` the header claims (None without Rows/Columns), and
+    ``subsampled`` (1 for YBR_FULL_422, whose native data holds two values per pixel, not three)."""
     if "Rows" not in ds or "Columns" not in ds:
         return None
     bits = 32 if "FloatPixelData" in ds else 64 if "DoubleFloatPixelData" in ds else _int(ds.get("BitsAllocated"), 16)
+    samples = _int(ds.get("SamplesPerPixel"), 1)
+    subsampled = int(samples == 3 and str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422")
     return {"frames": _int(ds.get("NumberOfFrames"), 1), "rows": _int(ds.get("Rows"), 0),
-            "cols": _int(ds.get("Columns"), 0), "samples": _int(ds.get("SamplesPerPixel"), 1), "bits": bits}
+            "cols": _int(ds.get("Columns"), 0), "samples": samples, "bits": bits, "subsampled": subsampled}
 
 
 def native_bytes(c: dict[str, int], frames: int) -> int:
-    """Bytes ``frames`` frames of the :func:`claims` ``c`` take as native (uncompressed) pixel data."""
-    return math.ceil(frames * c["rows"] * c["cols"] * c["samples"] * c["bits"] / 8)
+    """Bytes ``frames`` frames of the :func:`claims` ``c`` take as native (uncompressed) pixel data
+    (YBR_FULL_422: two values per pixel, as pydicom's ``get_expected_length`` counts them)."""
+    samples = 2 if c.get("subsampled") else c["samples"]
+    return math.ceil(frames * c["rows"] * c["cols"] * samples * c["bits"] / 8)
 
 
 def transfer_syntax(ds: Dataset) -> str:
