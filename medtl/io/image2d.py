@@ -71,6 +71,17 @@ def check_image_claims(path: Path) -> None:
                                "(truncated or a forged header)", "re-export or re-download the file")
 
 
+def _decode(path: Path) -> np.ndarray:
+    """The pixels; a CMYK JPEG as the RGB picture its inks make (scikit-image returns the four ink
+    values, whose first three read as RGB give a dark, wrongly coloured image)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode == "CMYK":
+            return np.asarray(im.convert("RGB"))
+    return np.asarray(skio.imread(str(path)))
+
+
 #: What a plain picture does not say: its pixel size and which way the patient lies (the viewer draws no scale
 #: bar and no orientation letters, ``medtl info`` says "unknown"; 1 mm and the identity affine are assumed).
 NO_GEOMETRY = {"spacing_known": False, "spacing_note": "a plain picture has no pixel size, 1 mm assumed",
@@ -90,7 +101,7 @@ def read_image(path: str | os.PathLike, grayscale: bool = False) -> Scan:
     path = Path(path)
     check_image_claims(path)
     try:
-        data = np.asarray(skio.imread(str(path)))
+        data = _decode(path)
     except BaseException as exc:  # noqa: BLE001 - imageio/PIL/tifffile raise many types for damaged files
         if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
             raise
@@ -105,7 +116,7 @@ def read_image(path: str | os.PathLike, grayscale: bool = False) -> Scan:
         scan = Scan(array=np.swapaxes(data, 0, 1)[:, :, None, :], affine=np.eye(4),
                     photometric="RGB", format="image", source=str(path), metadata=dict(NO_GEOMETRY))
         return scan.to_grayscale() if grayscale else scan
-    if data.ndim == 3 and data.shape[-1] == 1:
+    if data.ndim == 3 and data.shape[-1] in (1, 2):  # gray, or gray + alpha (PNG "LA"): alpha dropped as for RGBA
         data = data[..., 0]
     if data.ndim != 2:
         raise ScanError(path, f"image of shape {data.shape} is not a single 2D picture",

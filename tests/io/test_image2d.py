@@ -40,3 +40,23 @@ def test_jpeg_loads(tmp_path):
     scan = load_scan(tmp_path / "d.jpg")
     assert scan.shape == (32, 16, 1)
     assert np.abs(scan.array[:, :, 0].astype(int) - img.T).max() <= 8  # lossy
+
+
+def test_cmyk_jpeg_is_the_rgb_picture_its_inks_make(tmp_path):
+    from PIL import Image
+
+    Image.new("CMYK", (12, 8), (10, 20, 30, 40)).save(tmp_path / "cmyk.jpg", quality=100)
+    expected = np.asarray(Image.open(tmp_path / "cmyk.jpg").convert("RGB"))  # light grey, not the dark inks
+    scan = load_scan(tmp_path / "cmyk.jpg")
+    assert scan.photometric == "RGB" and scan.array.shape == (12, 8, 1, 3)
+    np.testing.assert_array_equal(scan.array[:, :, 0], expected.transpose(1, 0, 2))
+
+
+def test_gray_png_with_alpha_loads_as_gray(tmp_path):
+    from PIL import Image
+
+    gray = np.random.default_rng(3).integers(0, 255, size=(8, 10), dtype=np.uint8)
+    Image.fromarray(np.stack([gray, np.full_like(gray, 255)], -1), "LA").save(tmp_path / "la.png")
+    scan = load_scan(tmp_path / "la.png")
+    assert scan.photometric == "MONOCHROME2" and scan.shape == (10, 8, 1)
+    np.testing.assert_array_equal(scan.array[:, :, 0], gray.T)
