@@ -47,14 +47,20 @@ def check_image_claims(path: Path) -> None:
         raise limits.LimitError(path, f"image header claims too many pixels ({exc})",
                                 "a damaged or crafted file; if real, raise MEDTL_MAX_FRAME_PIXELS") from None
     except Exception:  # noqa: BLE001 - not a format PIL reads: try tifffile, else let the reader judge
-        try:
-            import tifffile
+        import logging
 
+        import tifffile
+
+        log = logging.getLogger("tifffile")  # it logs what it finds wrong to stderr; the reader's error says it
+        level, log.level = log.level, logging.CRITICAL
+        try:
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
                 shape, itemsize = tuple(int(s) for s in series.shape), series.dtype.itemsize
         except Exception:  # noqa: BLE001
             return
+        finally:
+            log.setLevel(level)
         if len(shape) < 2:
             return
         has_samples = len(shape) >= 3 and shape[-1] in (3, 4)

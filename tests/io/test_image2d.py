@@ -60,3 +60,12 @@ def test_gray_png_with_alpha_loads_as_gray(tmp_path):
     scan = load_scan(tmp_path / "la.png")
     assert scan.photometric == "MONOCHROME2" and scan.shape == (10, 8, 1)
     np.testing.assert_array_equal(scan.array[:, :, 0], gray.T)
+
+
+def test_a_broken_tiff_is_refused_without_library_log_lines_on_stderr(tmp_path, caplog):
+    from medtl.errors import ScanError
+
+    (tmp_path / "cut.tif").write_bytes(b"II*\x00" + (530516).to_bytes(4, "little") + bytes(92))
+    with pytest.raises(ScanError, match="cut.tif"):
+        load_scan(tmp_path / "cut.tif")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("tifffile")] == []
