@@ -2,7 +2,8 @@
 
 medtl reads zip members in memory and never extracts them, yet an archive whose
 member names escape it (absolute paths, drive letters, ``..``) or that holds
-symbolic links is crafted or broken, and one far larger than its packed size is a
+symbolic links or names a member twice is crafted or broken, one with encrypted members
+cannot be read, and one far larger than its packed size is a
 zip bomb. :func:`check_zip` refuses all of these, with one line naming the archive,
 before a single member is read.
 """
@@ -51,8 +52,8 @@ def check_zip(path: str | os.PathLike, *, where: str | None = None, error: type[
               ratio_from_bytes: int = 0) -> ZipListing:
     """List a zip's members after refusing an unsafe or unreadable archive.
 
-    Always refused: an unreadable archive, member paths escaping the archive and
-    symbolic links. Refused when a limit is given: more than ``max_files`` file
+    Always refused: an unreadable archive, member paths escaping the archive,
+    symbolic links, encrypted members and a member name given twice. Refused when a limit is given: more than ``max_files`` file
     members, more than ``max_total_bytes`` decompressed, one member over
     ``max_member_bytes``, or a decompressed/compressed ratio above ``max_ratio`` (once more than
     ``ratio_from_bytes`` decompressed). Sizes are the declared ones; Python's ``zipfile`` never
@@ -66,7 +67,15 @@ def check_zip(path: str | os.PathLike, *, where: str | None = None, error: type[
             infos = zf.infolist()
     except Exception as exc:  # noqa: BLE001 - zipfile raises many types (BadZipFile, struct.error, ...)
         raise error(name, f"unreadable zip archive ({type(exc).__name__}: {exc})", "re-create the archive") from None
+    seen: set[str] = set()
     for info in infos:
+        if info.filename in seen:
+            raise error(name, f"zip member {info.filename!r} appears twice (which copy is read is undefined); "
+                        "archive refused", "re-create the archive")
+        seen.add(info.filename)
+        if info.flag_bits & 0x1:
+            raise error(name, f"zip member {info.filename!r} is encrypted; medtl cannot read password-protected "
+                        "archives", "re-create the archive without a password")
         if member_escapes(info.filename):
             raise error(name, f"zip member {info.filename!r} escapes the archive folder; archive refused",
                         "re-create the zip with relative member paths")

@@ -54,3 +54,20 @@ def test_limits_apply_only_when_given(tmp_path):
         check_zip(z, max_total_bytes=2**20)
     with pytest.raises(CorruptFileError, match="zip bomb"):
         check_zip(z, max_ratio=100)
+
+
+def test_encrypted_members_and_names_given_twice_are_refused_saying_so(tmp_path):
+    """Both once read as 'no DICOM files found (1 files with a malformed DICOM header)', or as the
+    header of one copy checked against the size of the other."""
+    from medtl.io import load_scan
+
+    raw = bytearray(_zip(tmp_path / "plain.zip", {"a.dcm": b"x" * 200}).read_bytes())
+    raw[6] |= 1  # the encryption flag, in the local header and in the central directory
+    raw[raw.rfind(b"PK\x01\x02") + 8] |= 1
+    (tmp_path / "locked.zip").write_bytes(bytes(raw))
+    with pytest.raises(CorruptFileError, match=r"locked.zip: zip member 'a.dcm' is encrypted.*without a password"):
+        load_scan(tmp_path / "locked.zip")
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        twice = _zip(tmp_path / "twice.zip", {"a.dcm": b"x", zipfile.ZipInfo("a.dcm"): b"y"})
+    with pytest.raises(CorruptFileError, match=r"twice.zip: zip member 'a.dcm' appears twice"):
+        load_scan(twice)
