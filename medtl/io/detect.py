@@ -6,7 +6,6 @@ import gzip
 import os
 import stat
 import struct
-import zipfile
 from pathlib import Path
 
 #: Formats ``detect_format`` can return.
@@ -21,6 +20,10 @@ _IMAGE_MAGIC = (
     b"MM\x00+",
     b"BM",  # BMP
 )
+
+
+#: A zip's first bytes: a local file header, or the end of central directory record of an empty archive.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def _is_nifti_header(head: bytes) -> bool:
@@ -60,7 +63,8 @@ def detect_format(path: str | os.PathLike) -> str | None:
 
     DICOM is recognised by its ``DICM`` magic, or (for preamble-less files) by
     pydicom parsing a header; NIfTI by its header size and magic (gzipped or
-    not); images by their magic numbers; zip archives by their central directory.
+    not); images by their magic numbers; zip archives by their first bytes (a damaged
+    archive is still reported as a zip, for the reader to refuse as one).
     """
     p = Path(path)
     if p.is_dir():
@@ -85,7 +89,7 @@ def detect_format(path: str | os.PathLike) -> str | None:
         return "nifti"
     if head.startswith(_IMAGE_MAGIC):
         return "image"
-    if head[:4] == b"PK\x03\x04" and zipfile.is_zipfile(p):
+    if head[:4] in _ZIP_MAGIC:  # readable or not: a cut archive must be reported as one, not as unknown content
         return "zip"
     from medtl.io.dicom import is_dicom_file  # preamble-less DICOM (no "DICM" magic)
 

@@ -71,3 +71,14 @@ def test_encrypted_members_and_names_given_twice_are_refused_saying_so(tmp_path)
         twice = _zip(tmp_path / "twice.zip", {"a.dcm": b"x", zipfile.ZipInfo("a.dcm"): b"y"})
     with pytest.raises(CorruptFileError, match=r"twice.zip: zip member 'a.dcm' appears twice"):
         load_scan(twice)
+
+
+def test_a_zip_cut_before_its_central_directory_is_refused_as_a_damaged_zip(tmp_path):
+    """It was 'not a DICOM, NIfTI, PNG, JPEG or TIFF file (content not recognised)'."""
+    from medtl.io import detect_format, load_scan
+
+    whole = _zip(tmp_path / "whole.zip", {"a.dcm": b"x" * 2000}).read_bytes()
+    (tmp_path / "cut.zip").write_bytes(whole[: len(whole) // 2])
+    assert detect_format(tmp_path / "cut.zip") == "zip"
+    with pytest.raises(CorruptFileError, match=r"cut.zip: unreadable zip archive .*re-create the archive"):
+        load_scan(tmp_path / "cut.zip")

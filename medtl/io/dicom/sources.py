@@ -20,6 +20,7 @@ from typing import BinaryIO
 from medtl.errors import CorruptFileError, SeriesError
 from medtl.io import limits
 from medtl.io.archive import MAX_RATIO, RATIO_FROM_BYTES, check_zip, read_member
+from medtl.io.detect import detect_format
 
 #: What a series is read from: a folder, a ``.zip``, or the files themselves.
 SeriesSource = str | os.PathLike | Sequence[str | os.PathLike]
@@ -90,7 +91,7 @@ def list_entries(source: SeriesSource) -> list[Entry]:
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file())
         return [Entry(name=str(f), path=str(f), size=_size(f)) for f in files]
-    if p.is_file() and zipfile.is_zipfile(p):
+    if p.is_file() and detect_format(p) == "zip":  # a damaged archive too: check_zip says it is unreadable
         listing = check_zip(p, error=CorruptFileError, max_member_bytes=limits.current().max_bytes,
                             max_ratio=MAX_RATIO, ratio_from_bytes=RATIO_FROM_BYTES)
         members = sorted(listing.members, key=lambda i: i.filename)
