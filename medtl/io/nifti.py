@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from numpy.lib import recfunctions
 
 from medtl._fileutil import atomic_path
 from medtl.errors import CorruptFileError, ScanError, one_line
@@ -91,7 +92,7 @@ def read_nifti(path: str | os.PathLike) -> Scan:
     """Load a ``.nii``/``.nii.gz`` file; voxels in ``[i, j, k]`` order with nibabel's best affine.
 
     Scaling (``scl_slope``/``scl_inter``) is applied; a 4D file keeps its last
-    axis as channels. The modality is read from a ``medtl:modality=...`` note in
+    axis as channels; RGB24/RGBA32 voxels become RGB channels; complex voxels are refused. The modality is read from a ``medtl:modality=...`` note in
     the header description when medtl wrote the file. The header's dims are checked
     against :mod:`medtl.io.limits` (and, uncompressed, against the file size) before
     any voxel is read.
@@ -125,6 +126,13 @@ def read_nifti(path: str | os.PathLike) -> Scan:
     if bad:  # as for DICOM: a NaN reaches the network and comes out as a NaN probability
         raise CorruptFileError(path, f"{bad} of {data.size} voxel values are not finite (NaN or infinite)",
                                "replace them (e.g. with the background value) and save the file again")
+    photometric = "MONOCHROME2"
+    if data.dtype.names:  # RGB24 / RGBA32: a record of 3 or 4 uint8 per voxel -> RGB channels (alpha dropped)
+        data = recfunctions.structured_to_unstructured(data)[..., :3]
+        photometric = "RGB"
+    elif np.iscomplexobj(data):  # casting to real would silently drop the imaginary part
+        raise ScanError(path, f"complex-valued voxels ({data.dtype}, e.g. MR data before magnitude), not an image "
+                        "medtl can classify", "save the magnitude image (e.g. numpy.abs of the data) and load that")
     if data.ndim > 4 or data.ndim < 2:
         raise ScanError(path, f"NIfTI with {data.ndim} dimensions is not a scan medtl can use",
                         "give a 2D, 3D or 3D+channel image")
@@ -143,7 +151,7 @@ def read_nifti(path: str | os.PathLike) -> Scan:
         elif key == "medtl:window" and value:
             center, _, width = value.partition("/")
             meta["window_center"], meta["window_width"] = float(center), float(width)
-    return Scan(array=data, affine=img.affine, modality=modality, format="nifti",
+    return Scan(array=data, affine=img.affine, modality=modality, photometric=photometric, format="nifti",
                 source=str(path), metadata=meta)
 
 

@@ -89,3 +89,19 @@ def test_4d_nifti_of_several_volumes_is_refused_for_a_gray_model_not_mixed(tmp_p
         load_scan(path, grayscale=True)
     with pytest.raises(ScanError, match=rf"fmri\.nii\.gz: {volumes} values per voxel"):
         Preprocessing(spatial_dims=3, size=(8, 8, 8), channels=1)(str(path))
+
+
+def test_rgb24_voxels_become_rgb_channels(tmp_path):
+    """nibabel gives RGB24 as a record per voxel, which no float cast takes ('unreadable (TypeError ...)')."""
+    rgb = np.random.default_rng(4).integers(0, 255, size=(5, 6, 4, 3), dtype=np.uint8)
+    records = rgb.copy().view([("R", "u1"), ("G", "u1"), ("B", "u1")])[..., 0]
+    nib.save(nib.Nifti1Image(records, np.eye(4)), tmp_path / "rgb.nii")
+    scan = load_scan(tmp_path / "rgb.nii")
+    assert scan.photometric == "RGB" and scan.array.dtype == np.uint8
+    np.testing.assert_array_equal(scan.array, rgb)
+
+
+def test_complex_voxels_are_refused_not_cast_to_their_real_part(tmp_path):
+    nib.save(nib.Nifti1Image(np.full((4, 4, 4), 1 + 2j, np.complex64), np.eye(4)), tmp_path / "c.nii")
+    with pytest.raises(ScanError, match=r"c.nii: complex-valued voxels .*save the magnitude image"):
+        load_scan(tmp_path / "c.nii")
