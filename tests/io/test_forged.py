@@ -267,3 +267,12 @@ def test_nan_or_infinite_voxels_are_refused_in_nifti_and_float_tiff_as_in_dicom(
     flat[0, 0] = np.inf
     tifffile.imwrite(tmp_path / "inf.tif", flat)
     refused(tmp_path / "inf.tif", CorruptFileError, "1 of 1024 pixel values are not finite")
+
+
+@pytest.mark.parametrize("src", ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm"])
+def test_compressed_pixel_data_with_fewer_frames_than_the_header_claims_is_refused(tmp_path, src):
+    """The decoder stopped at the missing frame with a bare 'cannot decode pixel data (StopIteration)'."""
+    ds = pydicom.dcmread(get_testdata_file(src))
+    ds.NumberOfFrames = 2
+    ds.save_as(tmp_path / "two.dcm")
+    refused(tmp_path / "two.dcm", CorruptFileError, match="header claims 2 frames but the pixel data holds 1")

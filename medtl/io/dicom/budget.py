@@ -108,6 +108,10 @@ _J2K = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.1
                   "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"})
 
 
+#: RLE Lossless: one fragment per frame, no size in it.
+_RLE = "1.2.840.10008.1.2.5"
+
+
 def codestream_size(frame: bytes, syntax: str) -> tuple[int, int] | None:
     """``(rows, columns)`` that a compressed frame's own header claims (None: not such a frame, or
     not parsed; the decoder then judges it)."""
@@ -157,7 +161,8 @@ def check_pixel_data(ds: Dataset, name: str | os.PathLike) -> None:
 
     Native data holding a whole frame or more beyond what Rows, Columns and NumberOfFrames
     account for is refused (not padding: a header that lies, e.g. 9 frames of a 10-frame file,
-    would silently drop or reshape pixels). Compressed frames whose own headers claim more rows
+    would silently drop or reshape pixels). Compressed pixel data holding fewer frames than
+    NumberOfFrames is refused. Compressed frames whose own headers claim more rows
     or columns than the DICOM header are refused: decoders allocate what the codestream says, so
     a 42 KB file could otherwise ask for gigabytes before any error. Compressed frames cut short
     before their end marker are warned about (decoders fill the rest without an error).
@@ -175,10 +180,13 @@ def check_pixel_data(ds: Dataset, name: str | os.PathLike) -> None:
                 f"({limits.human_bytes(needed)} of pixel data) but the file holds {limits.human_bytes(present)}: "
                 "the header does not describe the pixels", "re-export the file")
         return
-    if syntax not in _JPEG and syntax not in _J2K:
+    coded = syntax in _JPEG or syntax in _J2K
+    if not coded and syntax != _RLE:  # video syntaxes code every frame in one stream
         return
     cut = count = 0
     for count, frame in enumerate(_frames(ds.PixelData, max(c["frames"], 1)), 1):
+        if not coded:
+            continue
         try:
             size = codestream_size(frame, syntax)
         except Exception:  # noqa: BLE001 - an unparsable frame header: the decoder reports it
@@ -191,6 +199,9 @@ def check_pixel_data(ds: Dataset, name: str | os.PathLike) -> None:
         # JPEG's EOI and JPEG 2000's EOC are both FF D9, a pair byte stuffing keeps out of coded data;
         # some encoders pad after it. Decoders fill a stream cut before it with grey or zeros, silently.
         cut += b"\xff\xd9" not in frame[-8:]
+    if 0 < count < c["frames"]:  # the decoder would stop at the missing one with a bare 'StopIteration'
+        raise CorruptFileError(name, f"cannot decode pixel data: header claims {c['frames']} frames but the pixel "
+                               f"data holds {count} (truncated or a forged header)", "re-export the file")
     if cut:
         warnings.warn(f"{name}: {cut} of {count} compressed frame(s) end without their end-of-image marker "
                       "(cut short?): part of the image may be filled in by the decoder", stacklevel=2)
