@@ -14,6 +14,7 @@ import difflib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -612,8 +613,31 @@ def _suggest_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> st
     return f"unknown command {first!r}{hint}"
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent) + os.sep
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A warning as one line on stderr when medtl raised it (a missing slice, an unknown pixel size). A
+    library's is dropped: not the user's to act on, and pydicom's quote header values verbatim
+    (``Invalid value for VR UI: '...'``), which must not reach a terminal or a log. MEDTL_DEBUG=1 shows all."""
+    if str(Path(filename).resolve()).startswith(_PACKAGE_DIR):
+        print(f"WARNING: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("MEDTL_DEBUG"):
+        return _main(argv)
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        return _main(argv)
+    finally:
+        warnings.showwarning = shown
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     wrong = _suggest_command(parser, argv)
     if wrong:

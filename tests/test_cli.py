@@ -156,3 +156,29 @@ def test_overrides_on_both_sides_of_an_option_are_all_overrides(monkeypatch):
     assert seen == {"overrides": ["train.epochs=1", "train.lr=0.01"], "out": "R"}
     with pytest.raises(SystemExit):
         cli.main(["train", "--config", "sample_tiny", "--out", "R", "--nope"])
+
+
+def test_predict_prints_medtl_warnings_on_one_line_and_no_library_warning_quoting_the_header(
+        tmp_path, capsys, untrained_run, monkeypatch):
+    """pydicom's warnings came out raw, two lines each with its source path, quoting header values."""
+    import warnings
+
+    import pydicom
+
+    monkeypatch.delenv("MEDTL_DEBUG", raising=False)
+    ds = pydicom.dcmread(SAMPLE / "ct2d" / "P0001_1.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.SeriesInstanceUID = "Doe^Jane.1"  # pydicom warns: Invalid value for VR UI: 'Doe^Jane.1'
+    ds.PixelSpacing = [0, 0]  # medtl warns: pixel size unknown
+    ds.save_as(tmp_path / "odd.dcm")
+    shown = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = shown  # as in a fresh interpreter, where warnings reach showwarning
+        assert main(["predict", "--model", str(untrained_run), str(tmp_path / "odd.dcm")]) == 0
+    err = capsys.readouterr().err
+    assert "Doe^Jane" not in err
+    assert err.splitlines() == [f"WARNING: {tmp_path / 'odd.dcm'}: invalid PixelSpacing '0.0\\\\0.0' (must be two "
+                                "positive numbers of mm): pixel size unknown, 1 mm assumed"]
+    assert warnings.showwarning is shown
