@@ -276,3 +276,23 @@ def test_compressed_pixel_data_with_fewer_frames_than_the_header_claims_is_refus
     ds.NumberOfFrames = 2
     ds.save_as(tmp_path / "two.dcm")
     refused(tmp_path / "two.dcm", CorruptFileError, match="header claims 2 frames but the pixel data holds 1")
+
+
+def test_a_file_marked_dicom_holding_no_data_element_is_damaged_not_a_non_image(tmp_path):
+    """A file cut right after its file meta read as 'DICOM object without pixel data holds no image to
+    classify (load the referenced image series instead)'; in a series folder it was skipped without a word,
+    leaving only 'missing slices'."""
+    whole = CT.read_bytes()
+    meta_end = 132 + 12 + int.from_bytes(whole[140:144], "little")  # (0002,0000) group length
+    (tmp_path / "cut.dcm").write_bytes(whole[:meta_end])
+    refused(tmp_path / "cut.dcm", CorruptFileError, match="no data element could be read after the file meta")
+    series = tmp_path / "series"
+    series.mkdir()
+    for k in range(3):
+        ds = pydicom.dcmread(CT)
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.ImagePositionPatient = [0, 0, 5.0 * k]
+        ds.save_as(series / f"s{k}.dcm")
+    (series / "s3.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 500)
+    with pytest.warns(UserWarning, match=r"skipped 1 DICOM file\(s\) with a malformed header, e\.g\. .*s3\.dcm"):
+        assert load_scan(series).shape == (128, 128, 3)

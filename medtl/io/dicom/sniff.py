@@ -198,6 +198,9 @@ def read_header(src: str | BinaryIO, name: str) -> Dataset | None:
                                    "re-export the file") from exc
         if kind == "raw" and not _looks_like_dataset(ds):
             return None
+        if len(ds) == 0:  # marked DICOM, yet not one element after the file meta: cut there, or garbage
+            raise CorruptFileError(name, "malformed DICOM file: no data element could be read after the file meta "
+                                   "information (truncated or damaged)", "re-export or re-download the file")
         _ensure_transfer_syntax(ds)
         return ds
     finally:
