@@ -384,6 +384,10 @@ def discover_manifest(csv_path: str | os.PathLike, spatial_dims: int) -> Discove
         if p.is_dir():
             study = Study(key=content_key(rel, folder_sha1(p)), path=str(p), kind="folder")
         else:
+            problem = _unusable(p)  # before hashing: a row naming /dev/zero or a FIFO would be read forever
+            if problem is not None:
+                found.errors.append(StudyError(str(p), rel, problem))
+                continue
             key, header = None, None
             if detect_format(p) == "dicom":
                 header, _ = _dicom_header(p)

@@ -149,3 +149,26 @@ def test_a_named_pipe_in_the_input_is_an_error_row_never_opened(tmp_path):
     assert [s.path for s in found.studies] == [str(tmp_path / "a.dcm")]
     (error,) = found.errors
     assert error.path == str(tmp_path / "pipe.dcm") and error.reason.startswith("a named pipe (FIFO), not a file")
+
+
+def test_a_manifest_row_naming_a_device_or_a_pipe_is_an_error_row_never_opened(tmp_path):
+    """``medtl score`` hashed /dev/zero for the row's key, reading it forever (hundreds of GB in minutes)."""
+    import os
+    import signal
+
+    os.mkfifo(tmp_path / "pipe.dcm")  # opening it would wait for a writer forever
+    (tmp_path / "m.csv").write_text(f"path\n{SAMPLE / 'ct2d' / 'P0001_1.dcm'}\n/dev/zero\npipe.dcm\n")
+
+    def hang(signum, frame):
+        raise TimeoutError("discovery did not end within 20 s")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(20)
+    try:
+        found = discover(tmp_path / "m.csv", 2)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert [s.path for s in found.studies] == [str(SAMPLE / "ct2d" / "P0001_1.dcm")]
+    assert [(e.path, e.reason.split(",")[0]) for e in found.errors] == [
+        ("/dev/zero", "a character device"), (str(tmp_path / "pipe.dcm"), "a named pipe (FIFO)")]
