@@ -148,7 +148,7 @@ def _dicom_header(path: Path) -> tuple[dict[str, str] | None, str | None]:
             raise
         if isinstance(exc, MedtlError):
             return None, one_line(exc, 300)
-        return None, f"malformed DICOM header ({one_line(exc, 160)})"
+        return None, f"malformed DICOM header ({one_line(exc, 160)}); re-export the file"
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -258,8 +258,9 @@ def discover(input_path: str | os.PathLike, spatial_dims: int, exclude: Iterable
                 empty = p.stat().st_size == 0
             except OSError:
                 empty = False
-            reason = ("file is empty" if empty else
-                      "not a DICOM, NIfTI, PNG, JPEG or TIFF file (content not recognised)")
+            reason = ("file is empty (re-copy or re-export it)" if empty else
+                      "not a DICOM, NIfTI, PNG, JPEG or TIFF file (content not recognised; check the file, or move "
+                      "it out of the input folder)")
             found.errors.append(StudyError(str(p), _rel(p, root), reason))
     keyed: list[tuple[Path, str]] = []  # files that need a content hash for their key
     keyed.extend((p, "file") for p in plain)
@@ -312,7 +313,7 @@ def _empty_folders(root: Path, files: Sequence[Path], excluded: set[str]) -> lis
         if os.path.abspath(folder) not in has_files:
             if not os.access(folder, os.R_OK | os.X_OK):
                 return  # cannot be listed: reported as such by discover's walk
-            out.append(StudyError(str(folder), _rel(folder, root) + "/", "empty folder (no files to score)"))
+            out.append(StudyError(str(folder), _rel(folder, root) + "/", "empty folder (no files to score; remove it or copy the study in)"))
             return
         try:
             subs = sorted(p for p in folder.iterdir()

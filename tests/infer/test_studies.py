@@ -76,7 +76,8 @@ def test_2d_model_scores_each_dicom_file(tmp_path):
                     content_key("xray.png", file_sha1(tmp_path / "xray.png"))}
     # studies are taken in path order, so the later path of the duplicated instance is the one ignored
     assert sorted(found.ignored) == sorted([str(tmp_path / ".DS_Store"), str(tmp_path / "copy_of_1.dcm")])
-    assert [(e.path, e.reason) for e in found.errors] == [(str(tmp_path / "blank.dcm"), "file is empty")]
+    assert [(e.path, e.reason) for e in found.errors] == [(str(tmp_path / "blank.dcm"),
+                                                           "file is empty (re-copy or re-export it)")]
 
 
 def test_content_key_changes_with_content_and_place(tmp_path):
@@ -172,3 +173,18 @@ def test_a_manifest_row_naming_a_device_or_a_pipe_is_an_error_row_never_opened(t
     assert [s.path for s in found.studies] == [str(SAMPLE / "ct2d" / "P0001_1.dcm")]
     assert [(e.path, e.reason.split(",")[0]) for e in found.errors] == [
         ("/dev/zero", "a character device"), (str(tmp_path / "pipe.dcm"), "a named pipe (FIFO)")]
+
+
+def test_discovery_errors_say_what_to_do(tmp_path):
+    (tmp_path / "notes.dcm").write_text("not a scan\n")
+    (tmp_path / "empty").mkdir()
+    nested = (b"\x09\x00\x10\x10SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff") * 5000
+    whole = (SAMPLE / "ct2d" / "P0001_1.dcm").read_bytes()
+    at = whole.find(b"\x10\x00\x10\x00")  # PatientName: undefined-length sequences nested 5000 deep before it
+    (tmp_path / "cut.dcm").write_bytes(whole[:at] + nested)
+    found = discover(tmp_path, spatial_dims=2)
+    reasons = {e.path.rstrip("/"): e.reason for e in found.errors}
+    assert reasons[str(tmp_path / "notes.dcm")].endswith("check the file, or move it out of the input folder)")
+    assert reasons[str(tmp_path / "empty")].endswith("remove it or copy the study in)")
+    assert reasons[str(tmp_path / "cut.dcm")].startswith("malformed DICOM header (")
+    assert reasons[str(tmp_path / "cut.dcm")].endswith("; re-export the file")
