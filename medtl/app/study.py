@@ -44,7 +44,11 @@ def _candidates(path: Path) -> Iterator[tuple[str, object]]:
                 if n >= _MAX_FILES:
                     return
                 if info.file_size <= _MAX_MEMBER_BYTES:
-                    yield info.filename, io.BytesIO(zf.read(info))
+                    try:
+                        data = zf.read(info)
+                    except Exception:  # noqa: BLE001 - a damaged member (bad CRC...): the reader skipped it too
+                        continue
+                    yield info.filename, io.BytesIO(data)
     elif path.is_file():
         yield path.name, path
 

@@ -52,3 +52,21 @@ def test_the_readers_notes_go_to_the_page_not_the_server_log(tmp_path, capfd, ca
     assert all(n.startswith("DOE_JOHN_MRN483920.dcm: ") for n in notes)  # the name the user gave, no folders
     out, err = capfd.readouterr()
     assert "DOE_JOHN" not in out + err + caplog.text
+
+
+def test_a_damaged_member_beside_the_series_does_not_fail_the_upload(tmp_path):
+    """The reader skips a member failing its CRC; the study header then read it and the upload failed with
+    a bare 'BadZipFile: Bad CRC-32 for file ...'."""
+    import io
+
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("a_readme.txt", b"read me " * 40)
+        zf.write(sample_path("ct2d"), "b.dcm")
+    raw = bytearray(b.getvalue())
+    raw[raw.find(b"read me")] ^= 0xFF  # the stored readme no longer matches its CRC
+    (tmp_path / "export.zip").write_bytes(bytes(raw))
+    _, scan, header, notes = read_upload(tmp_path / "export.zip", None)
+    assert scan.shape == (128, 128, 1)
+    assert header["Patient ID"] == str(pydicom.dcmread(sample_path("ct2d")).PatientID)
+    assert any("a_readme.txt" in n for n in notes)
