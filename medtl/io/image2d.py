@@ -79,10 +79,14 @@ def check_image_claims(path: Path) -> None:
 
 def _decode(path: Path) -> np.ndarray:
     """The pixels; a CMYK JPEG as the RGB picture its inks make (scikit-image returns the four ink
-    values, whose first three read as RGB give a dark, wrongly coloured image)."""
+    values, whose first three read as RGB give a dark, wrongly coloured image). A multi-page TIFF is refused."""
     from PIL import Image
 
     with Image.open(path) as im:
+        pages = int(getattr(im, "n_frames", 1) or 1)
+        if im.format == "TIFF" and pages > 1:  # pages of different sizes: only the first would be read, silently
+            raise ScanError(path, f"TIFF of {pages} pages is not a single 2D picture",
+                            "save one page per file, or use NIfTI/DICOM for volumes")
         if im.mode == "CMYK":
             return np.asarray(im.convert("RGB"))
     return np.asarray(skio.imread(str(path)))
@@ -108,6 +112,8 @@ def read_image(path: str | os.PathLike, grayscale: bool = False) -> Scan:
     check_image_claims(path)
     try:
         data = _decode(path)
+    except ScanError:
+        raise
     except BaseException as exc:  # noqa: BLE001 - imageio/PIL/tifffile raise many types for damaged files
         if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
             raise

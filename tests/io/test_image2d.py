@@ -69,3 +69,15 @@ def test_a_broken_tiff_is_refused_without_library_log_lines_on_stderr(tmp_path, 
     with pytest.raises(ScanError, match="cut.tif"):
         load_scan(tmp_path / "cut.tif")
     assert [r.getMessage() for r in caplog.records if r.name.startswith("tifffile")] == []
+
+
+@pytest.mark.parametrize("second", [(64, 48), (32, 48)])
+def test_a_multi_page_tiff_is_refused_whatever_its_pages_sizes(tmp_path, second):
+    """Pages of one size were refused, pages of two sizes read as the first page alone, silently."""
+    from PIL import Image
+
+    from medtl.errors import ScanError
+
+    Image.new("L", (64, 48)).save(tmp_path / "pages.tif", save_all=True, append_images=[Image.new("L", second)])
+    with pytest.raises(ScanError, match=r"pages.tif: .*not a single 2D picture"):
+        load_scan(tmp_path / "pages.tif")
