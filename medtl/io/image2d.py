@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,19 @@ from medtl.io.scan import Scan, count_non_finite
 #: Most decoded bytes a PNG or JPEG file can hold per byte: deflate's best case is 1032:1 (a JPEG's
 #: is far lower), so a header claiming more than this is truncated or forged.
 _MAX_INFLATION = 1100
+
+
+@contextlib.contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """tifffile's log lines silenced: it logs what it finds wrong in a file (a circular IFD chain, a bad
+    offset) straight to stderr, beside medtl's one-line error or result."""
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def check_image_claims(path: Path) -> None:
@@ -47,20 +63,14 @@ def check_image_claims(path: Path) -> None:
         raise limits.LimitError(path, f"image header claims too many pixels ({exc})",
                                 "a damaged or crafted file; if real, raise MEDTL_MAX_FRAME_PIXELS") from None
     except Exception:  # noqa: BLE001 - not a format PIL reads: try tifffile, else let the reader judge
-        import logging
-
         import tifffile
 
-        log = logging.getLogger("tifffile")  # it logs what it finds wrong to stderr; the reader's error says it
-        level, log.level = log.level, logging.CRITICAL
         try:
-            with tifffile.TiffFile(path) as tif:
+            with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
                 shape, itemsize = tuple(int(s) for s in series.shape), series.dtype.itemsize
         except Exception:  # noqa: BLE001
             return
-        finally:
-            log.setLevel(level)
         if len(shape) < 2:
             return
         has_samples = len(shape) >= 3 and shape[-1] in (3, 4)
@@ -89,7 +99,8 @@ def _decode(path: Path) -> np.ndarray:
                             "save one page per file, or use NIfTI/DICOM for volumes")
         if im.mode == "CMYK":
             return np.asarray(im.convert("RGB"))
-    return np.asarray(skio.imread(str(path)))
+    with _quiet_tifffile():
+        return np.asarray(skio.imread(str(path)))
 
 
 #: What a plain picture does not say: its pixel size and which way the patient lies (the viewer draws no scale

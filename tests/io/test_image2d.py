@@ -68,6 +68,19 @@ def test_a_broken_tiff_is_refused_without_library_log_lines_on_stderr(tmp_path, 
     (tmp_path / "cut.tif").write_bytes(b"II*\x00" + (530516).to_bytes(4, "little") + bytes(92))
     with pytest.raises(ScanError, match="cut.tif"):
         load_scan(tmp_path / "cut.tif")
+    import io
+    import struct
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (4, 4)).save(buf, "TIFF")
+    raw = bytearray(buf.getvalue())
+    ifd = struct.unpack("<I", raw[4:8])[0]
+    end = ifd + 2 + 12 * struct.unpack("<H", raw[ifd:ifd + 2])[0]
+    raw[end:end + 4] = struct.pack("<I", ifd)  # the next page is this page again: a circular chain
+    (tmp_path / "loop.tif").write_bytes(bytes(raw))
+    assert load_scan(tmp_path / "loop.tif").shape == (4, 4, 1)
     assert [r.getMessage() for r in caplog.records if r.name.startswith("tifffile")] == []
 
 
