@@ -105,13 +105,19 @@ def resolve_channels(cfg: Config, sample: list[Scan]) -> Config:
     return cfg
 
 
+def _window_is_auto(cfg: Config) -> bool:
+    """``preprocess.window`` is ``auto`` (a spec that is not valid is left to the preprocessing, which
+    names the field)."""
+    return str(cfg.preprocess.window).strip().lower() == "auto"
+
+
 def auto_window_note(cfg: Config, sample: list[Scan]) -> str | None:
     """Under ``preprocess.window: auto`` each image is scaled by its own facts (its file's window, else
     /255 when 8-bit, else a wide CT window, else percentiles): a line saying so when ``sample`` gets
     more than one of these, since the network then sees one tissue at different intensities."""
-    from medtl.transforms.intensity import parse_window, resolve_window
+    from medtl.transforms.intensity import resolve_window
 
-    if parse_window(cfg.preprocess.window) != "auto":
+    if not _window_is_auto(cfg):
         return None
     kinds: dict[str, None] = {}
     for scan in sample:
@@ -140,9 +146,7 @@ def prepare_data(cfg: Config, progress: bool = True) -> PreparedData:
     check_classes(cohort, cfg.data.path)  # before anything is decoded: these refusals are cheap
     check_patient_splits(cohort, cfg.data.path)
     cfg = monitor_for_validation(cfg, cohort)
-    from medtl.transforms.intensity import parse_window
-
-    wanted = cfg.preprocess.channels == "auto" or parse_window(cfg.preprocess.window) == "auto"
+    wanted = cfg.preprocess.channels == "auto" or _window_is_auto(cfg)
     sample = sample_scans(cohort.items) if wanted else []
     cfg = resolve_channels(cfg, sample)
     note = auto_window_note(cfg, sample)
