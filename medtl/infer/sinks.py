@@ -26,11 +26,33 @@ from medtl.errors import MedtlError
 from medtl.infer.studies import Study
 
 __all__ = ["ERROR_COLUMNS", "AtomicCsv", "CsvAppender", "check_ours", "check_parquet_support", "check_writable_folder",
-           "default_errors_path", "lock_output", "recover_scores", "saliency_stem", "score_columns", "write_fresh",
+           "csv_cell", "default_errors_path", "read_cell", "lock_output", "recover_scores", "saliency_stem", "score_columns", "write_fresh",
            "write_parquet"]
 
 #: Columns of ``errors.csv``.
 ERROR_COLUMNS = ["path", "key", "stage", "reason"]
+
+#: First characters that make a spreadsheet read a cell as a formula (CSV injection, CWE-1236): a file
+#: named ``=HYPERLINK(...).png`` would put one in ``key`` and ``path``.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` as written to a CSV: text a spreadsheet would run as a formula gets a leading ``'``
+    (OWASP's advice), which spreadsheets show as text, and so does text already starting with one (so
+    :func:`read_cell` can tell them apart); numbers are left alone."""
+    if isinstance(value, str) and value.startswith((*_FORMULA_START, "'")):
+        return "'" + value
+    return value
+
+
+def read_cell(text: str) -> str:
+    """The value :func:`csv_cell` wrote as ``text`` (how resume reads its keys back)."""
+    return text[1:] if text.startswith("'") else text
+
+
+def _cells(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: csv_cell(v) for k, v in row.items()} for row in rows]
 
 
 def score_columns(class_names: Sequence[str]) -> list[str]:
@@ -54,7 +76,7 @@ class CsvAppender:
             return
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore")
-        w.writerows(rows)
+        w.writerows(_cells(rows))
         self.fh.write(buf.getvalue())
         self.fh.flush()
         os.fsync(self.fh.fileno())
@@ -124,7 +146,7 @@ def write_fresh(path: Path, columns: list[str], rows: Sequence[dict[str, Any]] =
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(_cells(rows))
 
 
 def recover_scores(path: Path, columns: list[str], model_id: str) -> set[str]:
@@ -146,7 +168,7 @@ def recover_scores(path: Path, columns: list[str], model_id: str) -> set[str]:
     rows, dropped = [], 0
     for fields in reader:
         if len(fields) == len(columns) and fields[-1] and fields[0]:
-            rows.append(dict(zip(columns, fields)))
+            rows.append(dict(zip(columns, map(read_cell, fields))))
         else:
             dropped += 1
     others = {r["model"] for r in rows if r["model"] != model_id}

@@ -151,11 +151,14 @@ def pull(config: PacsConfig, query: Query, dest: str | os.PathLike, via: str = "
 # --- push ----------------------------------------------------------------------------------------
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
+    from medtl.infer.sinks import read_cell
+
     if not path.is_file():
         return []
     raw = path.read_bytes()
     text = raw[: raw.rfind(b"\n") + 1].decode("utf-8", errors="replace")
-    return [r for r in csv.DictReader(text.splitlines()) if r.get("key")]
+    rows = ({k: read_cell(v or "") for k, v in r.items()} for r in csv.DictReader(text.splitlines()))
+    return [r for r in rows if r.get("key")]
 
 
 def pushed_keys(work: str | os.PathLike) -> set[str]:

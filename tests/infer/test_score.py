@@ -344,3 +344,30 @@ def test_a_model_that_learned_nothing_says_so_in_every_row_and_the_summary(tmp_p
     assert summary.text().splitlines()[-1].startswith("WARNING: this model did not learn to separate the classes")
     fine = score(runs[False], folder, tmp_path / "fine.csv", workers=0, progress=False)
     assert "WARNING" not in fine.text() and not any(r["notes"] for r in _rows(tmp_path / "fine.csv"))
+
+
+def test_file_names_a_spreadsheet_would_run_are_written_as_text_and_resume_still_reads_them(tmp_path, run3d):
+    """A file named ``=HYPERLINK(...)`` put a formula in scores.csv's key and path cells (CSV injection):
+    such cells now start with ``'``, which spreadsheets show as text, and a re-run reads the key back."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLE / "ct3d" / "P0031.nii.gz", folder / '=HYPERLINK("http:x","y").nii.gz')
+    (folder / "@SUM(1).nii.gz").write_bytes(b"not a volume")
+    out = tmp_path / "scores.csv"
+    first = score(run3d, folder, out, workers=0, progress=False)
+    assert first.scored == 1 and first.failed == 1
+    row, = _rows(out)
+    assert row["key"].startswith("'=HYPERLINK(") and row["path"].startswith(str(folder))
+    bad, = _rows(tmp_path / "scores.errors.csv")
+    assert bad["key"] == "'@SUM(1).nii.gz"
+    assert not any(v.startswith(("=", "+", "-", "@")) for r in (row, bad) for v in r.values() if v)
+    again = score(run3d, folder, out, workers=0, progress=False)
+    assert again.scored == 0 and again.skipped == 1 and len(_rows(out)) == 1
+
+
+def test_csv_cells_round_trip():
+    from medtl.infer.sinks import csv_cell, read_cell
+
+    for text in ("=1+1", "+x", "-3", "@a", "\tx", "plain", "'quoted", "'=already", ""):
+        assert read_cell(csv_cell(text)) == text
+    assert csv_cell(-0.5) == -0.5 and csv_cell("=1") == "'=1" and csv_cell("plain") == "plain"
