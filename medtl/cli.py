@@ -498,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
         "score", help="score a folder of studies or a manifest CSV into a CSV (streamed, resumable)",
         description="Score every study under INPUT. Re-running the same command resumes: studies already in "
                     "OUT are skipped. Failures go to OUT's errors file (scores.csv -> scores.errors.csv); exit code 1 "
-                    "when any study failed. Size limits: MEDTL_MAX_BYTES, MEDTL_MAX_VOXELS, MEDTL_MAX_FRAME_PIXELS "
+                    "when any study failed. Size limits: MEDTL_MAX_BYTES, MEDTL_MAX_VOXELS, MEDTL_MAX_FRAME_PIXELS, "
+                    "MEDTL_MAX_FRAMES "
                     "(see README, 'Limits and hostile input').")
     p.add_argument("--model", required=True, help="run directory written by `medtl train`")
     p.add_argument("input", help="folder of studies (DICOM series, NIfTI, images) or a manifest CSV (path column)")

@@ -13,6 +13,9 @@ environment variable            default            what it bounds
                                                    deflated data set once decompressed; one file read
 ``MEDTL_MAX_VOXELS``            2**29 (536 M)      voxels x channels of one scan (512 x 512 x 2048)
 ``MEDTL_MAX_FRAME_PIXELS``      2**26 (67 M)       pixels of one 2D frame or image (8192 x 8192)
+``MEDTL_MAX_FRAMES``            2**16 (65,536)     frames (slices) of one scan: each costs header work
+                                                   (its position, orientation, spacing), which a small
+                                                   file claiming a million tiny frames made minutes long
 ==============================  =================  ====================================================
 
 Values accept plain integers or a unit suffix (``"4GiB"``, ``"512M"``, ``"1e9"``). They
@@ -37,7 +40,7 @@ __all__ = ["Limits", "LimitError", "current", "override", "environ", "check_pixe
 
 #: Environment variable of each limit.
 ENV = {"max_bytes": "MEDTL_MAX_BYTES", "max_voxels": "MEDTL_MAX_VOXELS",
-       "max_frame_pixels": "MEDTL_MAX_FRAME_PIXELS"}
+       "max_frame_pixels": "MEDTL_MAX_FRAME_PIXELS", "max_frames": "MEDTL_MAX_FRAMES"}
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -46,7 +49,7 @@ _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
 
 
 class LimitError(ScanError):
-    """A file claims more than a configured budget (bytes, voxels, frame pixels)."""
+    """A file claims more than a configured budget (bytes, voxels, frame pixels, frames)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Limits:
     max_bytes: int = 2 * 2**30
     max_voxels: int = 2**29
     max_frame_pixels: int = 2**26
+    max_frames: int = 2**16
 
 
 _OVERRIDE: list[Limits] = []
@@ -136,6 +140,9 @@ def check_pixels(name: str | os.PathLike | None, what: str, *, frames: int, rows
         raise LimitError(name, f"{what} an empty image ({frames} frames of {rows} x {cols} x {samples})",
                          "re-export the file")
     shape = f"{_count(frames)} frame(s) of {rows} x {cols}" + (f" x {samples} samples" if samples > 1 else "")
+    if frames > lim.max_frames:
+        raise LimitError(name, f"{what} {shape}: over the limit of {_count(lim.max_frames)} frames; refused",
+                         _fix(ENV["max_frames"]))
     if rows * cols > lim.max_frame_pixels:
         raise LimitError(name, f"{what} {shape}: {_count(rows * cols)} pixels per frame, over the limit of "
                          f"{_count(lim.max_frame_pixels)}; refused", _fix(ENV["max_frame_pixels"]))

@@ -84,7 +84,7 @@ def test_hostile_files_become_error_rows_and_good_studies_are_scored_once(tmp_pa
     errors = {Path(r["path"]).name: r["reason"] for r in _rows(out.with_name("scores.errors.csv"))}
     assert "dangling symbolic link" in errors["dangling.nii.gz"]
     assert any("not valid UTF-8" in reason for name, reason in errors.items() if "scan-" in name)
-    assert "MEDTL_MAX_VOXELS" in errors["dicom_frames_2147483647.dcm"]
+    assert "MEDTL_MAX_FRAMES" in errors["dicom_frames_2147483647.dcm"]
     assert "NIfTI header claims" in errors["nifti_gz_claims_1200_cubed.nii.gz"]
     assert "NIfTI header claims" in errors["nifti_gz_claims_renamed_bin.bin"]
     assert "MEDTL_MAX_FRAME_PIXELS" in errors["png_claims_100000_squared.png"]

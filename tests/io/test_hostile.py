@@ -38,7 +38,7 @@ def _error_class(name: str) -> type[BaseException]:
     return LimitError if name == "LimitError" else getattr(errors, name)
 
 
-REFUSED = ["dicom_frames_2147483647", "dicom_frames_4000_in_9kb", "dicom_rows_65535", "dicom_bits_allocated_7",
+REFUSED = ["dicom_frames_2147483647", "dicom_million_1x1_frames", "dicom_frames_4000_in_9kb", "dicom_rows_65535", "dicom_bits_allocated_7",
            "dicom_unknown_vr", "dicom_slope_0", "dicom_slope_1e39", "dicom_slope_nan", "nifti_gz_claims_1200_cubed",
            "nifti_gz_claims_renamed_bin", "nifti_truncated", "png_claims_100000_squared", "tiff_claims_60000_squared",
            "deflated_dicom_claims_16384_squared_small", "series_slice_without_position", "png_1_by_60m_in_69_bytes",
@@ -59,8 +59,14 @@ def test_hostile_file_is_refused_fast_in_one_line_naming_it(corpus, name):
 
 
 def test_frame_claim_names_the_claim_and_the_limit(corpus):
-    with pytest.raises(LimitError, match=r"header claims 2,147,483,647 frame\(s\) of 64 x 64.*MEDTL_MAX_VOXELS"):
+    with pytest.raises(LimitError, match=r"header claims 2,147,483,647 frame\(s\) of 64 x 64.*MEDTL_MAX_FRAMES"):
         read_dicom(corpus["dicom_frames_2147483647"].path)
+    with pytest.raises(LimitError, match=r"1,000,000 frame\(s\) of 1 x 1: over the limit of 65,536 frames.*"
+                                         r"raise MEDTL_MAX_FRAMES"):
+        read_dicom(corpus["dicom_million_1x1_frames"].path)
+    with limits.override(max_frames=2**31):  # the other budgets still hold
+        with pytest.raises(LimitError, match="MEDTL_MAX_VOXELS"):
+            read_dicom(corpus["dicom_frames_2147483647"].path)
 
 
 def test_frame_claim_beyond_the_bytes_present_is_truncation(corpus):

@@ -139,7 +139,7 @@ def frames_of(ds: Dataset, src: int, name: str | None = None) -> list[Frame]:
     """One :class:`Frame` per frame of ``ds``; functional groups win over top-level attributes.
 
     Callers check the header's claims first (:func:`medtl.io.dicom.budget.check_claims`);
-    a frame count beyond ``MEDTL_MAX_VOXELS`` is refused here too. A PixelSpacing that is
+    a frame count beyond ``MEDTL_MAX_FRAMES`` is refused here too. A PixelSpacing that is
     not two positive numbers (1 nm to 10 m) counts as missing (``extra["spacing_problem"]`` says why);
     an ImageOrientationPatient that is not two orthonormal vectors is refused (naming ``name``);
     SliceThickness/SpacingBetweenSlices that are not positive count as missing; a rescale
@@ -148,7 +148,7 @@ def frames_of(ds: Dataset, src: int, name: str | None = None) -> list[Frame]:
     from medtl.io import limits
 
     n = int(to_float(ds.get("NumberOfFrames")) or 1)
-    if n < 1 or n > limits.current().max_voxels:
+    if n < 1 or n > limits.current().max_frames:
         from medtl.errors import CorruptFileError
 
         raise CorruptFileError(name, f"header claims NumberOfFrames = {n}", "re-export the file")
