@@ -517,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--saliency-dir", help="write one saliency map per study here (PNG for 2D, NIfTI for 3D)")
     p.add_argument("--method", choices=SALIENCY_METHODS, default=DEFAULT_SALIENCY,
                    help="saliency method (default: the best pointing game measured, docs/benchmarks.md)")
-    p.add_argument("--parquet", action="store_true", help="also write OUT with .parquet (needs pyarrow)")
+    p.add_argument("--parquet", action="store_true", help="also write OUT with .parquet (pip install 'medtl[parquet]')")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--allow-other-domain", action="store_true",

@@ -206,7 +206,7 @@ def saliency_stem(study: Study) -> str:
 def check_parquet_support() -> None:
     """Fail before scoring, not after, when Parquet output is asked for but cannot be written."""
     if importlib.util.find_spec("pandas") is None or importlib.util.find_spec("pyarrow") is None:
-        raise MedtlError("--parquet needs pandas and pyarrow: pip install 'medtl[parquet]' (or 'pyarrow>=14')")
+        raise MedtlError("--parquet needs pandas and pyarrow: pip install 'medtl[parquet]' (or 'pyarrow>=14' 'pandas>=2.0')")
 
 
 def write_parquet(csv_path: Path, out: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -192,6 +193,15 @@ def test_parquet_matches_csv(tmp_path, run3d):
     assert list(df.columns) == list(rows[0]) and len(df) == len(rows) == 6
     assert list(df["key"]) == [r["key"] for r in rows]
     np.testing.assert_array_equal(df["p_1"].to_numpy(), [float(r["p_1"]) for r in rows])
+
+
+def test_parquet_extra_installs_what_parquet_output_imports():
+    """``pip install 'medtl[parquet]'`` is what the --parquet error tells a user to run: it must bring every
+    module that output needs (pandas came only with gradio, so an install without [app] still failed)."""
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {re.split(r"[<>=!~\[ ]", req, maxsplit=1)[0].lower() for req in extras["parquet"]}
+    assert names == {"pandas", "pyarrow"}
 
 
 def test_manifest_input(tmp_path, run3d):
