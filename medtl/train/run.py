@@ -283,21 +283,41 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     seed_everything(tc.seed, tc.deterministic)
     if tc.threads:  # before anything heavy (the cache, the LR range test), not only in fit
         torch.set_num_threads(tc.threads)
+    if resume and not (out / "checkpoints" / "last.pt").is_file():  # before minutes of reading the data
+        raise MedtlError(f"{out}: no run to resume (no checkpoints/last.pt); run without --resume to start it")
     is_main = int(os.environ.get("RANK", "0")) == 0
     lock = None
+    created = is_main and not out.exists()
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         lock = hold_lock(out / ".train.lock")  # two trainings into one folder mixed their files
         if lock is None:
             raise MedtlError(f"{out}: another `medtl train` is writing this run folder; wait for it or use "
                              "another --out")
+    finished = False
     try:
         if is_main and not resume and (out / "checkpoints" / "last.pt").exists():
             raise MedtlError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
-        return _train_single(cfg, out, resume, progress, max_epochs_this_run, is_main)
+        result = _train_single(cfg, out, resume, progress, max_epochs_this_run, is_main)
+        finished = True
+        return result
     finally:
         if lock is not None:
             lock.close()
+        if created and not finished:
+            _remove_if_only_lock(out)
+
+
+def _remove_if_only_lock(out: Path) -> None:
+    """Remove a run folder this training created and left holding nothing but its lock (refused before
+    anything of a run was written: a bad data path, bad labels), so no empty 'run' is left to be mistaken
+    for one."""
+    try:
+        if [p.name for p in out.iterdir()] == [".train.lock"]:
+            (out / ".train.lock").unlink()
+            out.rmdir()
+    except OSError:
+        pass
 
 
 def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epochs_this_run: int | None,

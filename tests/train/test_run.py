@@ -388,6 +388,24 @@ def test_labels_a_classifier_cannot_learn_from_are_refused_before_training(tmp_p
     assert not (tmp_path / "run" / "config.yaml").exists()  # refused before anything of a run was written
 
 
+def test_a_refused_training_leaves_no_run_folder_behind(tmp_path):
+    """A bad data path used to leave OUT holding only its lock: an empty 'run' that later commands reject."""
+    missing = f"data.path={tmp_path / 'missing.csv'}"
+    with pytest.raises(MedtlError, match="manifest not found"):
+        train(tiny_cfg(missing), tmp_path / "runs" / "pneu", progress=False)
+    assert not (tmp_path / "runs" / "pneu").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user made stays, as it was
+    with pytest.raises(MedtlError, match="manifest not found"):
+        train(tiny_cfg(missing), tmp_path / "mine", progress=False)
+    assert (tmp_path / "mine").is_dir()
+
+
+def test_resume_of_a_folder_without_a_run_is_refused_before_reading_the_data(tmp_path):
+    with pytest.raises(MedtlError, match=r"new: no run to resume \(no checkpoints/last.pt\); run without --resume"):
+        train(tiny_cfg(f"data.path={tmp_path / 'missing.csv'}"), tmp_path / "new", resume=True, progress=False)
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_validation_split_of_one_class_monitors_the_loss_and_keeps_a_model(tmp_path):
     """Validation AUC is undefined every epoch there: no epoch was kept and the run ended without a model."""
     one = _relabelled(tmp_path, lambda y, s: "0" if s == "val" else y)
