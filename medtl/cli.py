@@ -394,10 +394,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     report = run_demo(args.out, size=args.size, epochs=args.epochs)
     print(f"open {report}")
+    runs = Path(args.out) / "runs"
+    models = [f"{name}={runs / name}" for name in ("domain_shift", "baseline")]
     if args.serve:
-        runs = Path(args.out) / "runs"
-        models = [f"{name}={runs / name}" for name in ("domain_shift", "baseline")]
         return cmd_app(argparse.Namespace(model=models, host=args.host, port=args.port, device="auto"))
+    # `medtl demo --serve` would train both models again: say how to serve these
+    print("the app on these models: medtl app " + " ".join(f"--model {m}" for m in models))
     return 0
 
 
@@ -474,9 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out", help="output folder (report.html, runs, scores)")
     p.add_argument("--size", choices=["small", "full"], default="full", help="sample cohort size")
     p.add_argument("--epochs", type=int, help="override the training epochs")
-    p.add_argument("--serve", action="store_true", help="then open the app on the trained model")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--serve", action="store_true",
+                   help="after the demo, open the app on the models it trained (trains them anew; for an earlier "
+                        "demo's models: medtl app --model OUT/runs/domain_shift)")
+    p.add_argument("--host", default="127.0.0.1", help="with --serve: address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="with --serve: port (default 7860)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(

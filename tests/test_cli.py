@@ -136,6 +136,18 @@ def test_train_warns_loudly_when_the_model_is_degenerate(tmp_path, monkeypatch, 
     assert "WARNING: this model did not learn to separate the classes (near-constant outputs" in err
 
 
+def test_demo_ends_with_the_command_that_serves_its_models(tmp_path, monkeypatch, capsys):
+    """`medtl demo --serve` trains both models again: after a demo, the user is told how to serve its own."""
+    from medtl import demo
+
+    monkeypatch.setattr(demo, "run_demo", lambda out, size, epochs: Path(out) / "report.html")
+    assert main(["demo", "--out", str(tmp_path / "d")]) == 0
+    runs = tmp_path / "d" / "runs"
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"the app on these models: medtl app --model domain_shift={runs / 'domain_shift'} "
+        f"--model baseline={runs / 'baseline'}")
+
+
 def test_score_starts_the_fork_server_with_the_module_its_workers_load():
     """``medtl score`` names the readers' module before importing them; a rename must not leave it stale."""
     import inspect
