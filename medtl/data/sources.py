@@ -234,6 +234,8 @@ def dicom_patient(entry: Path) -> str | None:
 def _medmnist_missing(path: Path) -> ConfigError:
     m = re.fullmatch(r"(.+?)(?:_(\d+))?", path.stem.lower())
     flag, size = m.group(1), m.group(2) or "28"
+    if not re.fullmatch(r"[a-z]+mnist(3d)?", flag):  # not a MedMNIST dataset's name: no download recipe to give
+        return ConfigError(f"{path}: .npz file not found (relative paths start from the current folder)")
     fetch = (f"python -c \"import medmnist as m; getattr(m, m.INFO['{flag}']['python_class'])"
              f"(split='train', download=True, root='.', size={size})\"")
     return ConfigError(

@@ -92,6 +92,9 @@ def test_medmnist_npz(tmp_path, shape):
 def test_medmnist_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"pip install medmnist.*pneumoniamnist.*size=64"):
         load_items(DataConfig(path=str(tmp_path / "pneumoniamnist_64.npz")))
+    with pytest.raises(ConfigError) as err:  # not a MedMNIST name: no recipe downloading a dataset 'cohort'
+        load_items(DataConfig(path=str(tmp_path / "cohort.npz")))
+    assert str(err.value) == f"{tmp_path / 'cohort.npz'}: .npz file not found (relative paths start from the current folder)"
     np.savez(tmp_path / "chest.npz", train_images=np.zeros((2, 4, 4)), train_labels=np.zeros((2, 14)))
     with pytest.raises(ConfigError, match="multi-label"):
         load_medmnist(tmp_path / "chest.npz")
