@@ -108,6 +108,8 @@ def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The model card of a run folder, checked for its format and required keys."""
     path = Path(run_dir) / "model_card.json"
     if not path.is_file():
+        if not Path(run_dir).is_dir():
+            raise MedtlError(f"{run_dir}: no such folder (give a run directory written by `medtl train`)")
         if (Path(run_dir) / "checkpoints" / "last.pt").is_file():
             raise MedtlError(f"{run_dir}: the run did not finish (interrupted?), so it has no model card yet: "
                              f"resume it with `medtl train --out {run_dir} --resume`")

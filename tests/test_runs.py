@@ -52,3 +52,15 @@ def test_2d_model_converted_and_back_keeps_its_weights_exactly():
     to_memory_format(model, torch.contiguous_format)
     assert all(w.is_contiguous() for w in convs)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_run_folder_that_does_not_exist_is_named_as_missing(tmp_path):
+    """A mistyped --model said 'no model_card.json', as if the folder were there but not a run."""
+    from medtl.errors import MedtlError
+    from medtl.runs import read_card
+
+    with pytest.raises(MedtlError) as err:
+        read_card(tmp_path / "runs" / "pneu")
+    assert str(err.value) == f"{tmp_path / 'runs' / 'pneu'}: no such folder (give a run directory written by `medtl train`)"
+    with pytest.raises(MedtlError, match=r"notarun: no model_card.json \(give a run directory"):
+        read_card((tmp_path / "notarun").mkdir() or tmp_path / "notarun")
