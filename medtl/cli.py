@@ -10,6 +10,7 @@ the traceback), exit code 3. ``predict``/``score`` exit 1 when a study failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
@@ -186,15 +187,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics, JSON with --json)."""
     import re
 
+    from medtl.runs import read_card
     from medtl.train.run import evaluate
 
+    read_card(args.model)  # a mistyped --model is named before a results folder is made inside it
     out = args.out
+    made: list[Path] = []
     args.split = args.split or ("all" if args.data else "test")
     if out is None:  # the data's folder too: siteB/manifest.csv and siteC/manifest.csv are two evaluations
         data_part = "-".join(Path(args.data).resolve().parts[-2:]) if args.data else "training-data"
         slug = "_".join([args.split, data_part, *args.overrides, *([f"tta-{args.tta}"] if args.tta != "card" else [])])
         folder = Path(args.model) / "evaluations" / (re.sub(r"[^A-Za-z0-9._=+-]+", "-", slug).strip("-") or "eval")
         try:
+            made = [d for d in (folder.parent, folder) if not d.exists()]
             folder.mkdir(parents=True, exist_ok=True)
             if not os.access(folder, os.W_OK):
                 raise PermissionError(str(folder))
@@ -202,8 +207,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         except OSError:
             print(f"medtl: cannot write into the run folder ({folder}); the results are printed only: pass "
                   "--out FOLDER to keep them", file=sys.stderr)
-    metrics = evaluate(args.model, data=args.data, split=args.split, out=out, overrides=args.overrides,
-                       tta={"card": None, "on": True, "off": False}[args.tta])
+    try:
+        metrics = evaluate(args.model, data=args.data, split=args.split, out=out, overrides=args.overrides,
+                           tta={"card": None, "on": True, "off": False}[args.tta])
+    except BaseException:
+        for d in reversed(made):  # a refused evaluation leaves no empty results folder behind
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     on = metrics.get("evaluated_on") or {}
     where = on.get("data") or args.data or "the training data"
     extra = f", {' '.join(args.overrides)}" if args.overrides else ""

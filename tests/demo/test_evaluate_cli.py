@@ -32,3 +32,14 @@ def test_evaluate_with_out_writes_there_only(tiny_run_2d, tmp_path, capsys):
     err = capsys.readouterr().err
     assert (tmp_path / "ev" / "metrics.json").is_file() and not (run / "evaluations").exists()
     assert "split val" in err and f"results written to {tmp_path / 'ev'}/" in err
+
+
+def test_a_refused_evaluation_leaves_no_folder_behind(tiny_run_2d, tmp_path, capsys):
+    """A mistyped --model used to get TYPO/evaluations/test_training-data/ made before it was refused, and
+    data that could not be read an empty results folder inside the run."""
+    assert main(["evaluate", "--model", str(tmp_path / "typo")]) == 2
+    assert "typo: no such folder" in capsys.readouterr().err and not (tmp_path / "typo").exists()
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run_2d, run)
+    assert main(["evaluate", "--model", str(run), "--data", str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv: manifest not found" in capsys.readouterr().err and not (run / "evaluations").exists()
