@@ -287,7 +287,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         raise MedtlError(f"{out}: no run to resume (no checkpoints/last.pt); run without --resume to start it")
     is_main = int(os.environ.get("RANK", "0")) == 0
     lock = None
-    created = is_main and not out.exists()
+    created = [d for d in (out, *out.parents) if not d.exists()] if is_main else []
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         lock = hold_lock(out / ".train.lock")  # two trainings into one folder mixed their files
@@ -305,17 +305,20 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         if lock is not None:
             lock.close()
         if created and not finished:
-            _remove_if_only_lock(out)
+            _remove_if_only_lock(created)
 
 
-def _remove_if_only_lock(out: Path) -> None:
-    """Remove a run folder this training created and left holding nothing but its lock (refused before
-    anything of a run was written: a bad data path, bad labels), so no empty 'run' is left to be mistaken
-    for one."""
+def _remove_if_only_lock(created: list[Path]) -> None:
+    """Remove the run folder (``created[0]``) and the parents this training created when it holds nothing
+    but its lock (refused before anything of a run was written: a bad data path, bad labels), so no empty
+    'run' is left to be mistaken for one."""
+    out = created[0]
     try:
-        if [p.name for p in out.iterdir()] == [".train.lock"]:
-            (out / ".train.lock").unlink()
-            out.rmdir()
+        if [p.name for p in out.iterdir()] != [".train.lock"]:
+            return
+        (out / ".train.lock").unlink()
+        for d in created:
+            d.rmdir()
     except OSError:
         pass
 
