@@ -11,6 +11,7 @@ process).
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -55,8 +56,10 @@ def _child(conn: Any, fn: Callable[..., Any], args: tuple) -> None:
             conn.send((False, err))
         except Exception:  # noqa: BLE001 - an unpicklable error still becomes one line
             conn.send((False, MedtlError(one_line(exc))))
-        if not isinstance(exc, MedtlError):
-            traceback.print_exc()
+        if not isinstance(exc, MedtlError):  # type and frames for the server's operator, never the message:
+            # it can quote the upload's file name (a patient's name) or values from its header
+            print(f"reading an upload failed with {type(exc).__name__}\n"
+                  f"{''.join(traceback.format_tb(exc.__traceback__))}", file=sys.stderr, flush=True)
     finally:
         conn.close()
 

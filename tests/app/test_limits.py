@@ -107,3 +107,25 @@ def _voxel_limit():
     from medtl.io import limits
 
     return limits.current().max_voxels
+
+
+UPLOAD = "/uploads/DOE_JOHN_MRN483920.dcm"  # a file named after its patient, as exports often are
+
+
+def _crash_naming_the_patient():
+    raise ValueError(f"cannot parse {UPLOAD}")
+
+
+def test_a_reading_crash_tells_the_server_log_its_type_and_frames_never_its_message(capsys):
+    """The child's report of an unexpected failure goes to the server's stderr: its message can quote the
+    upload's name (a patient's), so only the type and the stack frames are printed; the page gets the line."""
+    from medtl.app.limits import _child
+
+    sent = []
+    conn = type("Conn", (), {"send": lambda self, x: sent.append(x), "close": lambda self: None})()
+    _child(conn, _crash_naming_the_patient, ())
+    err = capsys.readouterr().err
+    assert "reading an upload failed with ValueError" in err and "_crash_naming_the_patient" in err
+    assert "DOE_JOHN" not in err
+    (ok, exc), = sent
+    assert not ok and "DOE_JOHN_MRN483920.dcm" in str(exc)  # shown in the page of the person who uploaded it
