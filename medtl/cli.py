@@ -341,6 +341,8 @@ def cmd_pacs(args: argparse.Namespace) -> int:
         if args.json:
             _print_json([r.to_dict() for r in refs])
             return 0
+        if refs:
+            print(f"{'date':<8}  {'mod':<4} {'inst':>5}  study UID  series UID  description")
         for r in refs:
             n = "?" if r.n_instances is None else r.n_instances
             print(f"{r.study_date or '-':<8}  {r.modality or '-':<4} {n:>5}  {r.study_uid}  {r.series_uid}  "

@@ -52,6 +52,9 @@ def test_right_credentials_pull_score_and_push_without_leaking_them(locked, tiny
     cfg = write_config(tmp_path / "pacs.yaml", locked, user=USER, password=PASSWORD)
     out = medtl_cli("pacs", "find", "--pacs-config", str(cfg))
     assert out.returncode == 0 and out.stdout.strip().endswith("1 series"), out.stderr
+    header, row, _ = out.stdout.strip().splitlines()
+    assert header.split() == ["date", "mod", "inst", "study", "UID", "series", "UID", "description"]
+    assert row.split()[1] == "CT" and len(row.split()[3]) > 10  # columns under their names
     work = tmp_path / "work"
     out = medtl_cli("pacs", "score", "--pacs-config", str(cfg), "--model", str(tiny_run_2d), "--work", str(work),
                     "--device", "cpu", "-v")
