@@ -39,6 +39,9 @@ KNN_K = 10
 #: percentile of a few hundred validation images flagged 5.8 % of PneumoniaMNIST's test split;
 #: 0.975 flags 2.1 % and still flags 97-100 % of the far-OOD sets (benchmarks/ood.py).
 DEFAULT_QUANTILE = 0.975
+#: Below this many calibration (validation) images a threshold is said to be rough: their 0.975
+#: quantile is about their largest score.
+FEW_VALIDATION = 20
 
 
 def features_and_logits(model: Any, x: Any) -> tuple[Any, Any]:

@@ -23,6 +23,7 @@ from torch import nn
 
 from medtl.errors import MedtlError
 from medtl.guard import DEFAULT_METHOD, OODDetector, features_and_logits
+from medtl.guard.ood import FEW_VALIDATION
 from medtl.guard.domain import check_header, is_blank, photometric_kind
 from medtl.io.scan import Scan
 from medtl.runs import card_hash, card_views, load_run, resolve_device
@@ -384,7 +385,9 @@ class Predictor:
         """One line for people: what the out-of-distribution score is, where its threshold comes from."""
         if self.ood is None:
             return f"Out-of-distribution check: none ({self._no_ood_reason})"
-        on = f"{self.ood.n_calibration} validation images" if self.ood.n_calibration else "the validation split"
+        n = self.ood.n_calibration
+        on = f"{n} validation images" + (", few: a rough threshold" if n < FEW_VALIDATION else "") if n \
+            else "the validation split"
         return (f"Out-of-distribution check: {self.ood_method} score of the network's pooled features (higher = "
                 f"further from the training images); a scan scoring above {self.ood.thresholds[self.ood_method]:.4g} "
                 f"(the {self.ood.quantile:g} quantile over {on}) is flagged: its probability is not meaningful")

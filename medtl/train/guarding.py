@@ -20,7 +20,7 @@ from torch import nn
 
 from medtl.config import Config
 from medtl.guard import check_outputs, features_and_logits, fit, record_domain
-from medtl.guard.ood import DEFAULT_METHOD, MAX_BANK
+from medtl.guard.ood import DEFAULT_METHOD, FEW_VALIDATION, MAX_BANK
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,11 @@ def guard_entries(model: nn.Module, cfg: Config, cohort: Any, prep: Any, loader_
         detector.calibrate(va["features"], va["logits"])
         detector.save(out / OOD_FILE)
         entries["ood"] = detector.card_entry(DEFAULT_METHOD, OOD_FILE)
+        if len(val_items) < FEW_VALIDATION:
+            log.warning("%s: only %d validation images: the out-of-distribution threshold (their %g quantile) is "
+                        "about their largest score, and the check for a model that learned nothing can hardly "
+                        "judge; a validation split of a few dozen images makes both meaningful",
+                        out, len(val_items), detector.quantile)
     else:
         entries["ood"] = None
         entries["ood_unavailable"] = (f"{len(val_items)} validation image(s): its threshold needs at least 2, "

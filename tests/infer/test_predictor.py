@@ -118,8 +118,16 @@ def test_describe_summarises_the_model_card(p2d):
     n_val = sum(p2d.card["training"]["data"]["counts"]["val"].values())
     assert (f"Out-of-distribution check: mahalanobis score of the network's pooled features (higher = further from "
             f"the training images); a scan scoring above {p2d.ood.thresholds['mahalanobis']:.4g} (the 0.975 quantile "
-            f"over {n_val} validation images) is flagged") in text
+            f"over {n_val} validation images{', few: a rough threshold' if n_val < 20 else ''}) is flagged") in text
     assert "Training domain: CT (from the images' headers), gray images: a scan of another modality" in text
+
+
+def test_describe_says_a_threshold_from_few_validation_images_is_rough(p2d):
+    import dataclasses
+
+    few = Predictor(p2d.model, p2d.card, p2d.preprocessing, device="cpu",
+                    ood=dataclasses.replace(p2d.ood, n_calibration=5))
+    assert "(the 0.975 quantile over 5 validation images, few: a rough threshold) is flagged" in few.describe()
 
 
 def test_describe_says_when_the_model_cannot_refuse_another_modality(p2d):

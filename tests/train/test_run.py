@@ -564,6 +564,9 @@ def test_a_cohort_without_modality_says_the_model_cannot_refuse_another_kind(tmp
         train(tiny_cfg(*common), tmp_path / "unknown", progress=False)
     said = [r.getMessage() for r in caplog.records if "record no modality" in r.getMessage()]
     assert len(said) == 1 and "set data.modality (e.g. DX for chest X-rays" in said[0]
+    n_val = json.loads((tmp_path / "unknown" / "model_card.json").read_text())["ood"]["n_calibration"]
+    assert n_val < 20 and any(f"only {n_val} validation images: the out-of-distribution threshold" in r.getMessage()
+                              for r in caplog.records)
     caplog.clear()
     with caplog.at_level("WARNING", logger="medtl"):
         train(tiny_cfg(*common, "data.modality=DX"), tmp_path / "declared", progress=False)
