@@ -502,7 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scan", help="DICOM file, DICOM folder or .zip, NIfTI, PNG/JPEG/TIFF")
     p.add_argument("--series", help="series index or SeriesInstanceUID (folders/zips)")
     p.add_argument("--saliency", metavar="OUT",
-                   help="write a saliency map: OUT.png (overlay; 3D: middle axial slice) or OUT.nii.gz (3D map)")
+                   help="write a saliency map: OUT.png (overlay; 3D: the axial slice where the map peaks) or "
+                        "OUT.nii.gz (3D map)")
     p.add_argument("--method", choices=SALIENCY_METHODS, default=DEFAULT_SALIENCY,
                    help="saliency method (default: the best pointing game measured, docs/benchmarks.md)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")

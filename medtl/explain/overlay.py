@@ -81,6 +81,20 @@ def to_display_orientation(scan: Scan) -> Scan:
     return scan.with_array(np.ascontiguousarray(array), affine=affine)
 
 
+def overlay_view(scan: Scan, saliency: Scan) -> tuple[Scan, Scan, int]:
+    """``(image, map, axial index)`` as a one-picture overlay shows a scan: gray, a 3D scan in display
+    orientation (as stored when its file gave no orientation, as the app shows it), and for 3D the
+    axial slice where the map peaks (the middle one when the map is flat): the middle slice of a
+    volume often missed what the model looked at."""
+    image, sal = scan.to_grayscale(), saliency
+    if not scan.is_2d and scan.metadata.get("orientation_known") is not False:
+        image, sal = to_display_orientation(image), to_display_orientation(saliency)
+    peaks = np.asarray(sal.array, dtype=np.float32).reshape(-1, image.shape[2]).max(axis=0) \
+        if np.asarray(sal.array).ndim == 3 else np.zeros(1)
+    index = int(np.argmax(peaks)) if peaks.max() > peaks.min() else image.shape[2] // 2
+    return image, sal, index
+
+
 def overlay(image2d: np.ndarray, saliency2d: np.ndarray, window: tuple[float, float] | None = None,
             cmap: str = "jet", alpha: float = 0.4) -> np.ndarray:
     """uint8 RGB ``(H, W, 3)``: the windowed gray image blended with a colour map of the saliency.

@@ -396,7 +396,8 @@ class Predictor:
 def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alpha: float | None = None,
                    labelled: bool = False) -> Path:
     """Save a saliency map: ``.nii``/``.nii.gz`` -> NIfTI in the scan's geometry; ``.png`` -> an
-    overlay on the scan (2D: the image; 3D: the middle axial slice, radiological view). Atomic.
+    overlay on the scan (2D: the image; 3D: the axial slice where the map peaks, radiological view,
+    :func:`medtl.explain.overlay_view`; its number is in the PNG's ``slice`` text chunk). Atomic.
 
     The PNG is ``medtl.explain.heatmap_overlay`` (perceptual colour map, low values
     transparent, the scan's own window underneath), one pixel per scan pixel; the method,
@@ -405,7 +406,7 @@ def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alph
     instead: a colour bar and those facts rendered as text beside the overlay.
     """
     from medtl.explain import (SALIENCY_ALPHA, display_aspect, display_slice, heatmap_overlay, labelled_overlay,
-                               save_overlay_png, save_saliency_nifti, to_display_orientation)
+                               overlay_view, save_overlay_png, save_saliency_nifti)
 
     path = Path(path)
     name = path.name.lower()
@@ -417,11 +418,7 @@ def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alph
         return path
     if not name.endswith(".png"):
         raise MedtlError(f"{path}: saliency output must end in .png (overlay) or .nii/.nii.gz (map)")
-    image, sal = scan.to_grayscale(), saliency_map
-    # same affine, so the same reorientation for both; none where the file gave no orientation (shown as stored)
-    if not scan.is_2d and scan.metadata.get("orientation_known") is not False:
-        image, sal = to_display_orientation(image), to_display_orientation(saliency_map)
-    index = image.shape[2] // 2
+    image, sal, index = overlay_view(scan, saliency_map)
     rgb = heatmap_overlay(display_slice(image.array, index, "axial"),
                           display_slice(np.asarray(sal.array), index, "axial"),
                           window=scan.default_window, alpha=SALIENCY_ALPHA if alpha is None else alpha)
@@ -429,6 +426,8 @@ def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alph
     facts = {"method": str(meta.get("saliency_title") or meta.get("saliency_method") or "saliency"),
              "class": str(meta.get("saliency_class", meta.get("saliency_target", "?"))),
              "probability": meta.get("saliency_probability"), "model": str(meta.get("saliency_model") or "?")}
+    if not scan.is_2d:
+        facts["slice"] = f"axial {index + 1} of {image.shape[2]}"
     prob = facts["probability"]
     if labelled:
         where = "" if scan.is_2d else f" (axial slice {index + 1} of {image.shape[2]})"

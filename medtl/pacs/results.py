@@ -164,14 +164,11 @@ def frames_on_source_grid(saliency: Scan, sources: Sequence[Any]) -> np.ndarray:
 
 def overlay_picture(scan: Scan, saliency: Scan, warning: str = "") -> np.ndarray:
     """uint8 RGB: the labelled saliency overlay that ``medtl predict --saliency OUT.png`` writes
-    (2D: the image; 3D: the middle axial slice), with ``warning`` burned in under the labels."""
+    (2D: the image; 3D: the axial slice where the map peaks), with ``warning`` burned in under the labels."""
     from medtl.explain import (SALIENCY_ALPHA, display_aspect, display_slice, heatmap_overlay, labelled_overlay,
-                               to_display_orientation)
+                               overlay_view)
 
-    image, sal = scan.to_grayscale(), saliency
-    if not scan.is_2d and scan.metadata.get("orientation_known") is not False:  # else as stored, as the app shows it
-        image, sal = to_display_orientation(image), to_display_orientation(saliency)
-    index = image.shape[2] // 2
+    image, sal, index = overlay_view(scan, saliency)
     rgb = heatmap_overlay(display_slice(image.array, index, "axial"), display_slice(np.asarray(sal.array), index,
                                                                                       "axial"),
                           window=scan.default_window, alpha=SALIENCY_ALPHA)

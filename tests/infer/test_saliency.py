@@ -41,7 +41,9 @@ def test_cli_predict_writes_png_and_nifti(tmp_path, run2d, run3d, capsys):
     np.testing.assert_allclose(img.affine, src.affine, atol=1e-5)
     png3d = tmp_path / "s3d.png"
     assert main(["predict", "--model", str(run3d), str(vol), "--saliency", str(png3d)]) == 0
-    assert Image.open(png3d).size == (64, 64)  # middle axial slice of the 64x64x32 volume
+    assert Image.open(png3d).size == (64, 64)  # an axial slice of the 64x64x32 volume
+    peak = int(np.argmax(nib.load(nii).get_fdata().max(axis=(0, 1))))  # the map written above (RAS: k kept)
+    assert Image.open(png3d).text["slice"] == f"axial {peak + 1} of 32"
     assert "saliency (hirescam) written" in capsys.readouterr().out  # the default method
 
 
@@ -80,3 +82,25 @@ def test_a_flat_map_says_it_locates_nothing_in_predict_cli_and_score(tmp_path, r
     out = tmp_path / "scores.csv"
     score(run3d, folder, out, workers=0, saliency_dir=tmp_path / "maps", saliency_method="gradcam", progress=False)
     assert "is the same everywhere" in out.read_text()
+
+
+def test_a_3d_overlay_shows_the_slice_where_the_map_peaks_not_the_middle_one(tmp_path):
+    """The middle axial slice often missed what the model looked at (the lesion on slices 14-21, the map's
+    peak on 20, the PNG showed 16); a flat map still shows the middle one."""
+    from medtl.explain import display_slice, heatmap_overlay, overlay_view
+    from medtl.infer import write_saliency
+    from medtl.io import Scan
+
+    rng = np.random.default_rng(0)
+    scan = Scan(rng.normal(size=(16, 12, 32)).astype(np.float32), np.diag([0.8, 0.8, 2.0, 1.0]), modality="CT")
+    blob = np.zeros(scan.shape, np.float32)
+    blob[5:9, 4:7, 20] = 1.0
+    blob[5:9, 4:7, 19] = 0.6
+    sal = scan.with_array(blob, modality="SAL")
+    image, shown, index = overlay_view(scan, sal)
+    assert index == 20
+    assert overlay_view(scan, sal.with_array(np.zeros_like(blob)))[2] == 16
+    out = write_saliency(tmp_path / "o.png", scan, sal)
+    expected = heatmap_overlay(display_slice(image.array, 20, "axial"), display_slice(shown.array, 20, "axial"))
+    np.testing.assert_array_equal(np.asarray(Image.open(out).convert("RGB")), expected)
+    assert Image.open(out).text["slice"] == "axial 21 of 32"
