@@ -420,7 +420,8 @@ class MedtlApp:
                 progress(0.6, desc=f"Computing {method_label}{slow}")
             target = pred.class_names.index(s.prediction.decision)  # explain what the page says: the decision
             with self._locks[s.model]:
-                sal, _ = pred.saliency(s.scan, method, target=target)
+                sal, _ = pred.saliency(s.scan, method, target=target,  # labelled with the probability shown
+                                       probabilities=[s.prediction.probabilities[c] for c in pred.class_names])
             if tuple(sal.array.shape[:3]) != tuple(s.scan.shape):
                 raise MedtlError(f"saliency map {tuple(sal.array.shape[:3])} does not match the scan {s.scan.shape}")
             s.saliency[key] = (V.for_display(sal, like=s.scan), sal)

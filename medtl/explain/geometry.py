@@ -77,7 +77,8 @@ def map_to_scan(saliency_map: np.ndarray, grid_affine: np.ndarray, scan: Scan, o
 
 
 def saliency_for_scan(model: nn.Module, prep: Preprocessing, scan_or_path: ScanSource, method: str = "gradcam",
-                      target: int | None = None, **options: Any) -> tuple[Scan, dict[str, Any]]:
+                      target: int | None = None, prepared: tuple[torch.Tensor, np.ndarray] | None = None,
+                      **options: Any) -> tuple[Scan, dict[str, Any]]:
     """Saliency of a scan (path, :class:`Scan` or array) as a :class:`Scan` in the scan's own geometry.
 
     The map (float32 ``[0, 1]``, see :func:`medtl.explain.saliency`) has the
@@ -85,8 +86,15 @@ def saliency_for_scan(model: nn.Module, prep: Preprocessing, scan_or_path: ScanS
     ``[0, 1]`` display window. ``options`` are the occlusion settings of
     :func:`~medtl.explain.saliency`. The dict holds ``probabilities`` (list),
     ``target`` (class explained), ``predicted`` (argmax class) and ``method``.
+    ``prepared``: ``(x, grid_affine)`` of :func:`prepare` for this scan (a :class:`Scan`), when the
+    caller already preprocessed it (resizing a large image is the costly step).
     """
-    scan, x, grid_affine = prepare(prep, scan_or_path)
+    if prepared is None:
+        scan, x, grid_affine = prepare(prep, scan_or_path)
+    elif isinstance(scan_or_path, Scan):
+        scan, (x, grid_affine) = scan_or_path, prepared
+    else:
+        raise TypeError("prepared= goes with the Scan it was prepared from")
     result = explain(model, x, method, target, **options)
     values = map_to_scan(result.map, grid_affine, scan)
     meta = {"saliency_method": method, "saliency_target": result.target, "window_center": 0.5, "window_width": 1.0}

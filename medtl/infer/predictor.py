@@ -264,7 +264,14 @@ class Predictor:
         """
         scan = self._as_scan(scan_or_path, series)
         notes = self.check(scan, allow_other_domain)
-        x = self.preprocess(scan)
+        prepared = None
+        if saliency:  # one preprocessing for the score and the map (with the grid the map is brought back from)
+            from medtl.explain import prepare
+
+            _, x, grid_affine = prepare(self.preprocessing, scan)
+            prepared = (x, grid_affine)
+        else:
+            x = self.preprocess(scan)
         probs, scores = self.score_batch(x[None])
         probs = probs[0]
         score = None if scores is None else float(scores[0])
@@ -283,10 +290,12 @@ class Predictor:
         if saliency:
             if target is None:  # explain what the user is told: the decision
                 target = self.class_names.index(decision)
-            pred.saliency, pred.saliency_info = self.saliency(scan, None if saliency is True else saliency, target)
+            pred.saliency, pred.saliency_info = self._saliency(scan, None if saliency is True else saliency, target,
+                                                               probs, prepared)
         return pred
 
-    def saliency(self, scan: Scan, method: str | None = None, target: int | None = None) -> tuple[Scan, dict[str, Any]]:
+    def saliency(self, scan: Scan, method: str | None = None, target: int | None = None,
+                 probabilities: Sequence[float] | None = None) -> tuple[Scan, dict[str, Any]]:
         """Saliency map of ``scan`` (same geometry as the scan) and a dict describing it.
 
         ``method``: a name of ``medtl.explain.METHODS``, default ``medtl.explain.DEFAULT_METHOD``.
@@ -294,17 +303,24 @@ class Predictor:
         model, so a PNG written from it (:func:`write_saliency`) is labelled; ``note`` says when the map is
         flat (the same everywhere, so it shows nothing). With test-time views
         in the card the map explains the input itself and the probability is the views' average
-        (the one :meth:`predict` reports).
+        (the one :meth:`predict` reports); ``probabilities``, that prediction's, spare scoring the scan again.
         """
+        return self._saliency(scan, method, target, probabilities, None)
+
+    def _saliency(self, scan: Scan, method: str | None, target: int | None, probabilities: Sequence[float] | None,
+                  prepared: tuple[torch.Tensor, np.ndarray] | None) -> tuple[Scan, dict[str, Any]]:
         try:
             from medtl.explain import DEFAULT_METHOD, method_title, saliency_for_scan
         except ImportError as exc:
             raise MedtlError(f"saliency maps need medtl.explain, which cannot be imported ({exc})") from None
         method = method or DEFAULT_METHOD
-        sal, info = saliency_for_scan(self.model, self.preprocessing, scan, method=method, target=target)
+        sal, info = saliency_for_scan(self.model, self.preprocessing, scan, method=method, target=target,
+                                      prepared=prepared)
         info = dict(info or {})
         chosen = int(info.get("target", 0))
-        if self.views:  # the map explains the input itself; its label gives the probability the user is told
+        if probabilities is not None:  # the label gives the probability the user is told
+            info["probabilities"] = [float(p) for p in probabilities]
+        elif self.views:  # the map explains the input itself; the probability told is the views' average
             info["probabilities"] = self.score_batch(self.preprocess(scan)[None])[0][0].tolist()
         info.update(title=method_title(method), class_name=self.class_names[chosen],
                     probability=float(info["probabilities"][chosen]), model=self.model_id)

@@ -310,7 +310,8 @@ def _infer(predictor: Predictor, items: list[dict[str, Any]], summary: ScoreSumm
             try:
                 scan = it["scan"]
                 suffix = ".png" if scan.is_2d else ".nii.gz"
-                sal, info = predictor.saliency(scan, method, target=predictor.class_names.index(decision))
+                sal, info = predictor.saliency(scan, method, target=predictor.class_names.index(decision),
+                                               probabilities=p)
                 write_saliency(sal_dir / f"{saliency_stem(study)}{suffix}", scan, sal)
                 notes = "; ".join(filter(None, [notes, info.get("note")]))
             except Exception as exc:  # noqa: BLE001 - the score stands; the missing map is noted

@@ -104,3 +104,23 @@ def test_a_3d_overlay_shows_the_slice_where_the_map_peaks_not_the_middle_one(tmp
     expected = heatmap_overlay(display_slice(image.array, 20, "axial"), display_slice(shown.array, 20, "axial"))
     np.testing.assert_array_equal(np.asarray(Image.open(out).convert("RGB")), expected)
     assert Image.open(out).text["slice"] == "axial 21 of 32"
+
+
+def test_predict_with_saliency_preprocesses_the_scan_once_and_gives_the_same_map(run2d, monkeypatch):
+    """The score and the map share one preprocessing (resizing a 4000 px radiograph is the costly step;
+    it ran three times with test-time views), and the map is the one computed on its own."""
+    from medtl.transforms.load import LoadScan
+    from medtl.transforms.tta import View
+
+    p = Predictor.from_run(run2d, device="cpu")
+    p.views = [View(), View(rotate_deg=5.0)]  # as a card with eval.tta gives
+    scan = load_scan(SAMPLE / "ct2d" / "P0015_1.dcm")
+    calls = []
+    real = LoadScan.__call__
+    monkeypatch.setattr(LoadScan, "__call__", lambda self, x: calls.append(1) or real(self, x))  # every pipeline's start
+    pred = p.predict(scan, saliency="gradcam")
+    assert len(calls) == 1
+    alone, info = p.saliency(scan, "gradcam", target=pred.saliency_info["target"])
+    np.testing.assert_array_equal(pred.saliency.array, alone.array)
+    assert pred.saliency_info["probabilities"] == pytest.approx(list(pred.probabilities.values()), abs=1e-12)
+    assert info["probabilities"] == pytest.approx(pred.saliency_info["probabilities"], abs=1e-12)
