@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from skimage import io as skio
 
+from medtl._logutil import quiet_logger
 from medtl.errors import CorruptFileError, ScanError
 from medtl.io import limits
 from medtl.io.guard import guarded
@@ -22,17 +22,10 @@ from medtl.io.scan import Scan, count_non_finite
 _MAX_INFLATION = 1100
 
 
-@contextlib.contextmanager
-def _quiet_tifffile() -> Iterator[None]:
+def _quiet_tifffile() -> contextlib.AbstractContextManager[None]:
     """tifffile's log lines silenced: it logs what it finds wrong in a file (a circular IFD chain, a bad
     offset) straight to stderr, beside medtl's one-line error or result."""
-    log = logging.getLogger("tifffile")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
+    return quiet_logger("tifffile", logging.CRITICAL)
 
 
 def check_image_claims(path: Path) -> None:

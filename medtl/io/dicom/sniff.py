@@ -13,13 +13,13 @@ import logging
 import os
 import warnings
 import zlib
-from collections.abc import Iterator
 from typing import BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from medtl._logutil import quiet_logger
 from medtl.errors import CorruptFileError, MedtlError, NotAnImageError, one_line
 from medtl.io import limits
 from medtl.io.dicom.sop import FIX_REFERENCED, raise_if_not_image, sop_class_name
@@ -27,17 +27,10 @@ from medtl.io.dicom.sop import FIX_REFERENCED, raise_if_not_image, sop_class_nam
 PathLike = str | os.PathLike
 
 
-@contextlib.contextmanager
-def quiet_pydicom_log() -> Iterator[None]:
+def quiet_pydicom_log() -> contextlib.AbstractContextManager[None]:
     """pydicom's log lines silenced (errors aside): they quote the header values they complain about
     (a birth date, a UID), and medtl's logs never carry patient data. Warnings are the caller's."""
-    logger = logging.getLogger("pydicom")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+    return quiet_logger("pydicom", logging.ERROR)
 
 
 def is_fatal(exc: BaseException) -> bool:
