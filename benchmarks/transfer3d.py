@@ -72,6 +72,9 @@ DATASETS: dict[str, dict[str, Any]] = {
 #: arm -> (inflate mode, weights, model.kwargs, description)
 ARMS: dict[str, tuple[str, str | None, dict[str, Any], str]] = {
     "i3d/imagenet": ("i3d", "imagenet", {}, "I3D: 2D kernel repeated over depth / depth"),
+    "i3d-replicate/imagenet": ("i3d", "imagenet", {"depth_padding": "replicate"},
+                               "I3D with the edge slices replicated in depth padding (exact on a volume of one "
+                               "repeated image)"),
     "central/imagenet": ("central", "imagenet", {}, "central: 2D kernel in the middle depth slice"),
     "acs/imagenet": ("acs", "imagenet", {}, "ACS: 2D kernels split over axial/coronal/sagittal planes"),
     # slice_stride 2: every 2nd slice as centre, with its neighbours every slice still enters; a 2D
@@ -170,7 +173,8 @@ def _fmt(mean: float | None, sd: float | None) -> str:
 def verdicts(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     """Per column: the ImageNet arm with the best *validation* AUC, and whether it beats its scratch arm."""
     lines = []
-    scratch_of = {"i3d": "3d/scratch", "central": "3d/scratch", "acs": "acs/scratch", "2.5d": "2.5d/scratch"}
+    scratch_of = {"i3d": "3d/scratch", "i3d-replicate": "3d/scratch", "central": "3d/scratch", "acs": "acs/scratch",
+                  "2.5d": "2.5d/scratch"}
     for col, arms in summary.items():
         ds = col.split("@")[0]
         pre = {a: s for a, s in arms.items() if a.endswith("/imagenet") and s["val_auc_mean"] is not None}
