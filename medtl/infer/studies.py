@@ -313,7 +313,8 @@ def _empty_folders(root: Path, files: Sequence[Path], excluded: set[str]) -> lis
         if os.path.abspath(folder) not in has_files:
             if not os.access(folder, os.R_OK | os.X_OK):
                 return  # cannot be listed: reported as such by discover's walk
-            out.append(StudyError(str(folder), _rel(folder, root) + "/", "empty folder (no files to score; remove it or copy the study in)"))
+            out.append(StudyError(str(folder), _rel(folder, root) + "/",
+                                  "empty folder (no files to score; remove it or copy the study in)"))
             return
         try:
             subs = sorted(p for p in folder.iterdir()

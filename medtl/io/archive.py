@@ -53,8 +53,8 @@ def check_zip(path: str | os.PathLike, *, where: str | None = None, error: type[
     """List a zip's members after refusing an unsafe or unreadable archive.
 
     Always refused: an unreadable archive, member paths escaping the archive,
-    symbolic links, encrypted members and a member name given twice. Refused when a limit is given: more than ``max_files`` file
-    members, more than ``max_total_bytes`` decompressed, one member over
+    symbolic links, encrypted members and a member name given twice. Refused when a limit
+    is given: more than ``max_files`` file members, more than ``max_total_bytes`` decompressed, one member over
     ``max_member_bytes``, or a decompressed/compressed ratio above ``max_ratio`` (once more than
     ``ratio_from_bytes`` decompressed). Sizes are the declared ones; Python's ``zipfile`` never
     returns more bytes than a member declares, so a member lying about its size cannot

@@ -92,8 +92,9 @@ def read_nifti(path: str | os.PathLike) -> Scan:
     """Load a ``.nii``/``.nii.gz`` file; voxels in ``[i, j, k]`` order with nibabel's best affine.
 
     Scaling (``scl_slope``/``scl_inter``) is applied; a 4D file keeps its last
-    axis as channels; RGB24/RGBA32 voxels become RGB channels; complex voxels are refused. The modality is read from a ``medtl:modality=...`` note in
-    the header description when medtl wrote the file. The header's dims are checked
+    axis as channels; RGB24/RGBA32 voxels become RGB channels; complex voxels are refused.
+    The modality is read from a ``medtl:modality=...`` note in the header description when
+    medtl wrote the file. The header's dims are checked
     against :mod:`medtl.io.limits` (and, uncompressed, against the file size) before
     any voxel is read.
     """
