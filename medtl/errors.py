@@ -57,6 +57,10 @@ class SeriesError(ScanError):
     """A folder/zip holds no usable series, or the requested series does not exist."""
 
 
+class DimensionError(ScanError):
+    """A single 2D image given to a 3D model, or a volume to a 2D one."""
+
+
 class DomainError(ScanError):
     """A readable scan of a kind the model was not trained on (another modality, colour vs gray)."""
 

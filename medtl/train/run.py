@@ -21,7 +21,7 @@ from torch import nn
 from medtl import __version__
 from medtl._fileutil import atomic_path, hold_lock, write_json
 from medtl.config import Config, load_config
-from medtl.errors import MedtlError
+from medtl.errors import DimensionError, MedtlError
 from medtl.io import Scan
 from medtl.runs import (CARD_FORMAT, INTENDED_USE, LIMITATIONS, card_views, load_run, read_card, resolve_device,
                         save_weights, write_card)
@@ -624,8 +624,15 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | N
         views = card_views(card)
     else:
         views = tta_views(cfg.augment, cfg.preprocess.spatial_dims) if tta else None
-    probs, labels, _ = predict_loader(model, _loader(ds, cfg), device, progress=progress, desc="evaluate",
-                                      views=views)
+    try:
+        probs, labels, _ = predict_loader(model, _loader(ds, cfg), device, progress=progress, desc="evaluate",
+                                          views=views)
+    except DimensionError as exc:  # other data mixing 2D and 3D: say how to keep the model's kind
+        trained = (card.get("training", {}).get("data", {}) or {}).get("filter") or {}
+        how = " ".join(f"data.filter.{k}={v}" for k, v in trained.items())
+        raise DimensionError(exc.path, exc.reason, "keep only the images this model takes with a "
+                             "data.filter.COLUMN=VALUE override" + (f"; it was trained with {how}" if how else "")) \
+            from None
     n_boot = cfg.eval.bootstrap if bootstrap is None else bootstrap
     metrics = evaluate_predictions(labels, probs, threshold=card.get("threshold"), bootstrap=n_boot,
                                    seed=cfg.train.seed)

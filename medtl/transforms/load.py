@@ -13,7 +13,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-from medtl.errors import ConfigError, ScanError
+from medtl.errors import ConfigError, DimensionError, ScanError
 from medtl.io.scan import Scan
 from medtl.transforms.layout import array_to_scan
 
@@ -70,10 +70,10 @@ class LoadScan(Transform):
     def __call__(self, x: ScanSource) -> MetaTensor:
         scan = as_scan(x, self.spatial_dims)
         if self.spatial_dims == 2 and not scan.is_2d:
-            raise ScanError(_describe(scan), f"a volume with {scan.shape[2]} slices was given to a 2D model",
+            raise DimensionError(_describe(scan), f"a volume with {scan.shape[2]} slices was given to a 2D model",
                             "use a 3D model (preprocess.spatial_dims: 3) or export the slice to classify")
         if self.spatial_dims == 3 and scan.is_2d:
-            raise ScanError(_describe(scan), "a single 2D image was given to a 3D model",
+            raise DimensionError(_describe(scan), "a single 2D image was given to a 3D model",
                             "use a 2D model (preprocess.spatial_dims: 2) or give the whole volume")
         if self.spatial_dims == 2 and max(scan.shape[:2]) > MAX_ASPECT * min(scan.shape[:2]):
             # resizing one to the network's square input would take minutes (the anti-aliasing

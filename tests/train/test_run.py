@@ -455,6 +455,19 @@ def test_other_data_is_evaluated_whole_without_the_runs_filter_into_its_own_fold
         evaluate(tiny_run, split="vall", progress=False)
 
 
+def test_other_data_mixing_2d_and_3d_says_which_filter_keeps_the_models_kind(tiny_run):
+    """The whole sample manifest (CT slices, volumes, PNGs) given to the 2D run: the refusal named only a 3D
+    model as the way out; it now says a data.filter override keeps the model's images, and the run's own."""
+    from medtl.errors import DimensionError
+
+    src = TINY[0].split("=", 1)[1]
+    with pytest.raises(DimensionError, match=r"slices was given to a 2D model \(keep only the images this model "
+                                             r"takes with a data.filter.COLUMN=VALUE override; it was trained with "
+                                             r"data.filter.kind=ct2d\)"):
+        evaluate(tiny_run, data=src, progress=False, bootstrap=0)
+    assert evaluate(tiny_run, data=src, overrides=["data.filter.kind=ct2d"], progress=False, bootstrap=0)["n"] > 0
+
+
 def test_a_learning_rate_must_be_positive_and_a_bad_override_is_named_as_such():
     with pytest.raises(ConfigError, match=r"^train.lr: Input should be greater than 0 .*fix the override\)$"):
         tiny_cfg("train.lr=-1")
