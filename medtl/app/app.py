@@ -754,7 +754,7 @@ def free_closed_sessions(demo: gr.Blocks, grace_s: float = CLOSED_SESSION_GRACE_
             holder = getattr(demo, "state_holder", None)
             if holder is None or session_hash not in holder:
                 return
-            used = holder.time_last_used.get(session_hash)  # Gradio's clock of the session's last event
+            used = getattr(holder, "time_last_used", {}).get(session_hash)  # Gradio's clock of its last event
             if used is not None and used > closed_at + datetime.timedelta(seconds=2):
                 return  # an event came after the close (not the unload event's own): the page is still there
             holder.delete_state(session_hash)
