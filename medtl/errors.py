@@ -65,6 +65,10 @@ class DomainError(ScanError):
     """A readable scan of a kind the model was not trained on (another modality, colour vs gray)."""
 
 
+class BlankScanError(DomainError):
+    """A scan whose every voxel has the same value: nothing to classify (an empty export, a black frame)."""
+
+
 class WeightsError(MedtlError):
     """Pretrained weights are missing, unknown, or do not match their checksum."""
 

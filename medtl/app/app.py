@@ -34,7 +34,7 @@ from medtl.app import viewer as V
 from medtl.app.limits import app_timeout, call_with_limit, warm_up
 from medtl.app.study import header_markdown, read_upload, without_folders
 from medtl.app.uploads import stage_upload
-from medtl.errors import DomainError, MedtlError
+from medtl.errors import BlankScanError, DomainError, MedtlError
 from medtl.explain import DEFAULT_METHOD, METHOD_TITLES, METHODS as EXPLAIN_METHODS
 from medtl.explain import colour_bar, method_title, save_overlay_png, save_saliency_nifti
 from medtl.infer import Prediction, Predictor
@@ -277,8 +277,10 @@ def _page_message(exc: BaseException, action: str) -> str:
     if isinstance(exc, gr.Error):
         return str(exc.message)
     if isinstance(exc, DomainError):  # the CLI's override has no place in the page: say what a clinician can do
-        exc = DomainError(exc.path and Path(exc.path).name, exc.reason,
-                          "choose a model trained for this kind of scan; this one's card says what it was trained on")
+        fix = ("check the file: it holds no picture (an empty export or a black frame?)"
+               if isinstance(exc, BlankScanError) else
+               "choose a model trained for this kind of scan; this one's card says what it was trained on")
+        exc = DomainError(exc.path and Path(exc.path).name, exc.reason, fix)
     if isinstance(exc, MedtlError):
         log.info("%s refused: %s", action, type(exc).__name__)
         text = user_message(exc)

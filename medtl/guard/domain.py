@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from medtl.errors import DomainError
+from medtl.errors import BlankScanError, DomainError
 from medtl.io.scan import Scan
 
 __all__ = ["FAMILIES", "OVERRIDE_HINT", "check_header", "check_scan", "family", "is_blank", "photometric_kind",
@@ -109,8 +109,8 @@ def check_header(domain: dict[str, Any] | None, modality: str | None, kind: str,
     """:func:`check_scan` from the header facts alone (what batch workers send back), plus ``blank``
     (:func:`is_blank`), which is refused whatever the card records."""
     if blank:
-        raise DomainError(where, "every voxel has the same value (a blank image): there is nothing to classify",
-                          OVERRIDE_HINT)
+        raise BlankScanError(where, "every voxel has the same value (a blank image): there is nothing to classify",
+                             OVERRIDE_HINT)
     if not domain:
         return ["the model card records no training domain (trained before medtl 0.2): no header checks"]
     notes = []

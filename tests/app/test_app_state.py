@@ -199,6 +199,18 @@ def test_a_scan_of_another_kind_is_refused_with_what_a_clinician_can_do(run2d):
     assert "allow" not in out["error"] and out["decision"] == ""
 
 
+def test_a_blank_image_is_refused_in_the_page_as_a_file_to_check_not_a_model_to_change(run2d, tmp_path):
+    from medtl.app.app import MedtlApp
+
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(blank)
+    out = dict(zip(ANALYZE_OUTPUTS, MedtlApp({"tiny2d": run2d}, device="cpu").analyze(
+        None, [str(blank)], None, "tiny2d", "Grad-CAM", 0.4, progress=lambda *a, **k: None, show_refusal=True)[1:]))
+    assert "blank.png: every voxel has the same value (a blank image)" in out["error"]
+    assert "check the file: it holds no picture" in out["error"] and "choose a model" not in out["error"]
+    assert "allow" not in out["error"] and out["decision"] == ""
+
+
 def test_a_session_used_again_after_its_tab_closed_is_kept_and_an_unused_one_freed(run2d, tmp_path):
     """A dropped connection that comes back (an event after the close) keeps its session; a closed one
     is freed with its files. The unload handler is called as Gradio calls it when a tab's heartbeat ends."""
