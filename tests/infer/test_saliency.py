@@ -16,7 +16,6 @@ from medtl.io import load_scan
 from .conftest import SAMPLE
 
 
-
 def test_predict_saliency_is_in_the_scans_geometry(run3d):
     p = Predictor.from_run(run3d, device="cpu")
     path = SAMPLE / "ct3d" / "P0032.nii.gz"
