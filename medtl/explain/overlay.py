@@ -89,8 +89,7 @@ def overlay_view(scan: Scan, saliency: Scan) -> tuple[Scan, Scan, int]:
     image, sal = scan.to_grayscale(), saliency
     if not scan.is_2d and scan.metadata.get("orientation_known") is not False:
         image, sal = to_display_orientation(image), to_display_orientation(saliency)
-    peaks = np.asarray(sal.array, dtype=np.float32).reshape(-1, image.shape[2]).max(axis=0) \
-        if np.asarray(sal.array).ndim == 3 else np.zeros(1)
+    peaks = np.asarray(sal.array, dtype=np.float32).reshape(-1, image.shape[2]).max(axis=0)  # per axial slice
     index = int(np.argmax(peaks)) if peaks.max() > peaks.min() else image.shape[2] // 2
     return image, sal, index
 

@@ -402,8 +402,9 @@ class Predictor:
         if self.ood is None:
             return f"Out-of-distribution check: none ({self._no_ood_reason})"
         n = self.ood.n_calibration
-        on = f"{n} validation images" + (", few: a rough threshold" if n < FEW_VALIDATION else "") if n \
-            else "the validation split"
+        on = f"{n} validation images" if n else "the validation split"
+        if 0 < n < FEW_VALIDATION:
+            on += ", few: a rough threshold"
         return (f"Out-of-distribution check: {self.ood_method} score of the network's pooled features (higher = "
                 f"further from the training images); a scan scoring above {self.ood.thresholds[self.ood_method]:.4g} "
                 f"(the {self.ood.quantile:g} quantile over {on}) is flagged: its probability is not meaningful")

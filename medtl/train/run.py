@@ -115,7 +115,7 @@ def auto_window_note(cfg: Config, sample: list[Scan]) -> str | None:
     """Under ``preprocess.window: auto`` each image is scaled by its own facts (its file's window, else
     /255 when 8-bit, else a wide CT window, else percentiles): a line saying so when ``sample`` gets
     more than one of these, since the network then sees one tissue at different intensities."""
-    from medtl.transforms.intensity import resolve_window
+    from medtl.transforms.intensity import BYTE_WINDOW, resolve_window
 
     if not _window_is_auto(cfg):
         return None
@@ -126,7 +126,7 @@ def auto_window_note(cfg: Config, sample: list[Scan]) -> str | None:
             kinds[f"the file's window {mode[0]:g}/{mode[1]:g}"] = None
         elif mode == "percentile":
             kinds["a percentile stretch"] = None
-        elif str(scan.array.dtype) == "uint8":
+        elif mode == BYTE_WINDOW:
             kinds["/255 (8-bit)"] = None
         else:
             kinds[f"the wide CT window {mode[0]:g}/{mode[1]:g}"] = None

@@ -41,6 +41,8 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
 
 #: ``auto`` window for CT without a window in the file: -1000..1000 HU.
 CT_WIDE_WINDOW: tuple[float, float] = (0.0, 2000.0)
+#: ``auto``'s window for 8-bit data: 0..255 to [0, 1].
+BYTE_WINDOW: tuple[float, float] = (127.5, 255.0)
 
 WINDOW_MODES = ("auto", "none", "percentile")
 
@@ -112,7 +114,7 @@ def resolve_window(spec: str, file_window: Sequence[float] | None = None, modali
         if w > 0:
             return c, w
     if dtype == "uint8":
-        return 127.5, 255.0
+        return BYTE_WINDOW
     if str(modality).upper() == "CT":
         return CT_WIDE_WINDOW
     return "percentile"
