@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, ScaleIntensityRange, ScaleIntensityRangePercentiles, Transform
+from monai.transforms import MapTransform, ScaleIntensityRange, Transform
+from monai.transforms.utils_pytorch_numpy_unification import percentile
 
 from medtl.errors import ConfigError
 
@@ -131,19 +132,26 @@ def scale_intensity(x: Any, spec: str = "auto", percentiles: Sequence[float] = (
     if mode == "none":
         return x
     if mode == "percentile":
-        if _is_constant(x):  # blank image: MONAI would warn of a division by zero and return zeros
+        lo, hi = _percentile_range(x, percentiles)
+        if hi <= lo:  # blank image: MONAI would warn of a division by zero and return zeros
             return x * 0.0 if isinstance(x, torch.Tensor) else np.zeros_like(x, dtype=np.float32)
-        lo, hi = float(percentiles[0]), float(percentiles[1])
-        return ScaleIntensityRangePercentiles(lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True,
-                                              channel_wise=False)(x)
+        return ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(x)
     return window(x, *mode)
 
 
-def _is_constant(x: Any) -> bool:
-    if isinstance(x, torch.Tensor):
-        return x.numel() == 0 or bool(x.min() == x.max())
-    x = np.asarray(x)
-    return x.size == 0 or bool(x.min() == x.max())
+def _percentile_range(x: Any, percentiles: Sequence[float]) -> tuple[float, float]:
+    """The values the ``percentiles`` map to 0 and 1; min and max when the two percentiles coincide.
+
+    A mostly blank image (a small object on over 99 % background) has equal 0.5 and 99.5
+    percentiles: MONAI's ``ScaleIntensityRangePercentiles`` then only subtracts, leaving the raw
+    values (e.g. 0..500) in what should be ``[0, 1]``.
+    """
+    if (x.numel() if isinstance(x, torch.Tensor) else np.size(x)) == 0:
+        return 0.0, 0.0
+    lo, hi = (float(v) for v in percentile(x, [float(percentiles[0]), float(percentiles[1])]))
+    if hi <= lo:
+        lo, hi = float(x.min()), float(x.max())
+    return lo, hi
 
 
 class WindowIntensity(Transform):

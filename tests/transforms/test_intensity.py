@@ -53,3 +53,14 @@ def test_auto_scales_8bit_by_255():
     img = np.array([[0, 51, 255]], dtype=np.uint8)
     out = Preprocessing(size=[], normalize="none")(img)
     np.testing.assert_allclose(out[0].numpy(), [[0, 0.2, 1]], atol=1e-6)
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_percentile_window_of_a_mostly_blank_image_stays_in_unit_range(as_tensor):
+    # 10 bright pixels in 10,000: the 0.5 and 99.5 percentiles are both 0, so min..max is used
+    x = np.zeros((1, 100, 100), np.float32)
+    x[0, 0, :10] = 500.0
+    out = scale_intensity(torch.from_numpy(x) if as_tensor else x, "percentile")
+    expected = np.zeros_like(x)
+    expected[0, 0, :10] = 1.0
+    np.testing.assert_array_equal(np.asarray(out), expected)
