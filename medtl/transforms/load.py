@@ -27,6 +27,11 @@ def as_scan(x: ScanSource, spatial_dims: int | None = None) -> Scan:
     if isinstance(x, Scan):
         return x
     if isinstance(x, np.ndarray):
+        if x.dtype.kind in "fc" and not np.isfinite(x).all():
+            # the file readers refuse these too: NaN would reach the network and make every output NaN
+            bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+            raise ScanError(None, f"in-memory array: {bad} of {x.size} values are not finite (NaN or infinite)",
+                            "replace them (e.g. with the background value)")
         try:
             return array_to_scan(x, spatial_dims=spatial_dims)
         except ValueError as exc:

@@ -71,3 +71,13 @@ def test_a_2d_image_far_longer_than_wide_is_refused_before_resizing(tmp_path):
     with pytest.raises(ScanError, match=r"image of 1 x 6500 pixels, one side over 64 times the other"):
         prep(np.zeros((6500, 1), np.float32))
     assert prep(np.zeros((640, 10), np.float32)).shape == (1, 32, 32)  # 64:1 still goes
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_an_array_with_non_finite_values_is_refused_like_a_file(bad):
+    # a NaN used to make the whole network input NaN (the percentile window spreads it)
+    img = np.ones((8, 8), np.float32)
+    img[2, 3] = bad
+    with pytest.raises(ScanError) as exc:
+        Preprocessing(size=[8, 8])(img)
+    _one_line(exc.value, "in-memory array", "1 of 64 values are not finite", "background value")
