@@ -105,6 +105,15 @@ def resolve_channels(cfg: Config, sample: list[Scan]) -> Config:
     return cfg
 
 
+def augment_modality(cfg: Config, sample: list[Scan]) -> str | None:
+    """The modality the domain-shift preset imitates (``MR``: Rician noise and k-space spikes):
+    ``data.modality``, else the one modality every image of ``sample`` records, else None."""
+    if cfg.data.modality:
+        return cfg.data.modality
+    found = {str(scan.modality).upper() for scan in sample}
+    return found.pop() if len(found) == 1 else None
+
+
 def _window_is_auto(cfg: Config) -> bool:
     """``preprocess.window`` is ``auto`` (a spec that is not valid is left to the preprocessing, which
     names the field)."""
@@ -146,7 +155,8 @@ def prepare_data(cfg: Config, progress: bool = True) -> PreparedData:
     check_classes(cohort, cfg.data.path)  # before anything is decoded: these refusals are cheap
     check_patient_splits(cohort, cfg.data.path)
     cfg = monitor_for_validation(cfg, cohort)
-    wanted = cfg.preprocess.channels == "auto" or _window_is_auto(cfg)
+    wanted = (cfg.preprocess.channels == "auto" or _window_is_auto(cfg)
+              or (cfg.augment.domain_shift != "none" and not cfg.data.modality))
     sample = sample_scans(cohort.items) if wanted else []
     cfg = resolve_channels(cfg, sample)
     note = auto_window_note(cfg, sample)
@@ -155,7 +165,7 @@ def prepare_data(cfg: Config, progress: bool = True) -> PreparedData:
     prep = Preprocessing.from_config(cfg.preprocess)
     common = dict(cache=cfg.data.cache, cache_dir=cfg.data.cache_dir, num_workers=cfg.data.num_workers,
                   cache_key=prep.fingerprint(), progress=progress)
-    train_tf = prep.transforms(cfg.augment if _augments(cfg) else None)
+    train_tf = prep.transforms(cfg.augment if _augments(cfg) else None, modality=augment_modality(cfg, sample))
     eval_tf = prep.transforms()
     train_ds = build_dataset(cohort.split("train"), train_tf, **common)
     val_items, test_items = cohort.split("val"), cohort.split("test")

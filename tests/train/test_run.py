@@ -585,3 +585,30 @@ def test_a_cohort_without_modality_says_the_model_cannot_refuse_another_kind(tmp
         train(tiny_cfg(*common, "data.modality=DX"), tmp_path / "declared", progress=False)
     assert not any("record no modality" in r.getMessage() for r in caplog.records)
     assert json.loads((tmp_path / "declared" / "model_card.json").read_text())["domain"]["families"] == ["X-ray"]
+
+
+def test_domain_shift_imitates_the_cohorts_modality(tmp_path):
+    # the MR ingredients (Rician noise, k-space spikes) were never used: training did not pass the modality
+    from medtl.io import Scan
+    from medtl.train.run import augment_modality, prepare_data
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2)[:, None]
+    np.savez(tmp_path / "mr.npz", **arrays)
+
+    def names(*extra):
+        cfg = tiny_cfg(f"data.path={tmp_path / 'mr.npz'}", "data.filter={}", "augment.domain_shift=strong", *extra)
+        return {type(t).__name__ for t in prepare_data(cfg, progress=False).train_transform.transforms}
+
+    mr = names("data.modality=MR")
+    assert {"RandRicianNoised", "RandKSpaceSpikeNoised"} <= mr and "RandGaussianNoised" not in mr
+    dx = names("data.modality=DX")
+    assert "RandGaussianNoised" in dx and not {"RandRicianNoised", "RandKSpaceSpikeNoised"} & dx
+    scans = [Scan(np.zeros((4, 4, 1), np.float32), np.eye(4), modality=m) for m in ("MR", "MR", "CT")]
+    cfg = tiny_cfg()
+    assert augment_modality(cfg, scans[:2]) == "MR"
+    assert augment_modality(cfg, scans) is None  # mixed: the general (Gaussian) noise
+    assert augment_modality(tiny_cfg("data.modality=DX"), scans[:2]) == "DX"
