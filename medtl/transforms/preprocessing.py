@@ -19,15 +19,20 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
-from monai.transforms import EnsureTyped, NormalizeIntensityd, Orientationd, Resized, Spacingd
+from monai.config import KeysCollection
+from monai.data.utils import compute_shape_offset
+from monai.transforms import EnsureTyped, MapTransform, NormalizeIntensityd, Orientationd, Resized, Spacingd
 from pydantic import ValidationError, field_validator, model_validator
 
 from medtl.transforms.config import AugmentConfig, PreprocessConfig
 from medtl.errors import ConfigError
+from medtl.io import limits
+from medtl.io.limits import LimitError
 from medtl.transforms.augment import augmentations
 from medtl.transforms.intensity import WindowIntensityd, parse_window
 from medtl.transforms.layout import ToNetworkLayoutd
@@ -123,6 +128,7 @@ class Preprocessing(PreprocessConfig):
             out.append(Orientationd(keys, axcodes=self.orientation, labels=None))
         if dims == 3 and self.spacing:
             pixdim = list(self.spacing) * (3 if len(self.spacing) == 1 else 1)
+            out.append(ResampleBudgetd(keys, pixdim=pixdim))
             out.append(Spacingd(keys, pixdim=pixdim, mode="bilinear"))
         out.append(WindowIntensityd(keys, spec=self.window, percentiles=self.percentiles))
         size = self.network_size
@@ -163,6 +169,38 @@ class Preprocessing(PreprocessConfig):
     def __call__(self, x: ScanSource) -> torch.Tensor:
         """Path | Scan | array -> network input ``(C, ...)``: the evaluation pipeline, no augmentation."""
         return _eval_pipeline(json.dumps(self.to_dict(), sort_keys=True))({"image": x})["image"]
+
+
+class ResampleBudgetd(MapTransform):
+    """Refuse, before ``Spacingd`` allocates it, a resampled grid over ``MEDTL_MAX_VOXELS``.
+
+    The readers bound the voxels a file holds, not the ones resampling makes: a 92-byte NIfTI of
+    16 x 16 x 2 voxels claiming 5000 mm slices becomes 1.3 million voxels at 1 mm (a 512 x 512 one,
+    5 GB). The count is MONAI's own ``compute_shape_offset`` on the image's affine.
+    """
+
+    def __init__(self, keys: KeysCollection, pixdim: Sequence[float]) -> None:
+        super().__init__(keys)
+        self.pixdim = [float(p) for p in pixdim]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            affine = np.asarray(img.affine, dtype=np.float64)
+            spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+            target = affine.copy()
+            target[:3, :3] = affine[:3, :3] / spacing * np.asarray(self.pixdim)
+            shape, _ = compute_shape_offset(list(img.shape[1:]), affine, target)
+            voxels = int(np.prod([int(s) for s in shape], dtype=np.float64)) * int(img.shape[0])
+            limit = limits.current().max_voxels
+            if voxels > limit:
+                raise LimitError(img.meta.get("filename_or_obj") or None,
+                                 f"resampling its {'x'.join(f'{v:g}' for v in spacing)} mm voxels to "
+                                 f"{'x'.join(f'{v:g}' for v in self.pixdim)} mm would make {voxels:,} voxels, over "
+                                 f"the limit of {limit:,} (MEDTL_MAX_VOXELS)",
+                                 "check the file's voxel size, or set a coarser preprocess.spacing")
+        return d
 
 
 def _config_error(exc: ValidationError) -> ConfigError:

@@ -125,3 +125,21 @@ def test_augmented_pipeline_keeps_deterministic_part_first():
     assert all(not isinstance(t, RandomizableTrait) for t in tf.transforms[:first])
     names = [type(t).__name__ for t in tf.transforms[:first]]
     assert names[0] == "LoadScand" and "Resized" in names and "ToNetworkLayoutd" in names
+
+
+def test_resampling_that_would_exceed_the_voxel_limit_is_refused_before_allocating(tmp_path):
+    # 32 voxels claiming 5000 mm slices: 4 x 4 x 5,001 voxels at 1 mm (a 512 x 512 file: 5 GB)
+    import nibabel as nib
+
+    from medtl.io import limits
+
+    path = tmp_path / "thick.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 2), np.float32), np.diag([1.0, 1.0, 5000.0, 1.0])), path)
+    prep = Preprocessing(spatial_dims=3, size=[], spacing=[1.0], window="none", normalize="none")
+    with limits.override(max_voxels=80_016):
+        assert prep(path).shape == (1, 5001, 4, 4)
+    with limits.override(max_voxels=80_015), pytest.raises(ScanError) as exc:
+        prep(path)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: resampling its 1x1x5000 mm voxels to 1x1x1 mm")
+    assert "80,016 voxels, over the limit of 80,015 (MEDTL_MAX_VOXELS)" in msg and "preprocess.spacing" in msg
