@@ -69,7 +69,7 @@ def window_to_unit(image: Any, window: tuple[float, float] | None = None,
     img = np.asarray(image, dtype=np.float64)
     if window is None:
         finite = img[np.isfinite(img)]
-        lo, hi = (np.percentile(finite, percentiles) if finite.size else (0.0, 1.0))
+        lo, hi = _percentile_range(finite, percentiles) if finite.size else (0.0, 1.0)
     else:
         center, width = float(window[0]), float(window[1])
         if width <= 0:

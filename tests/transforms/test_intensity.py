@@ -64,3 +64,12 @@ def test_percentile_window_of_a_mostly_blank_image_stays_in_unit_range(as_tensor
     expected = np.zeros_like(x)
     expected[0, 0, :10] = 1.0
     np.testing.assert_array_equal(np.asarray(out), expected)
+
+
+def test_display_window_of_a_mostly_blank_image_shows_the_object_as_the_network_sees_it():
+    from medtl.transforms.intensity import window_to_unit
+
+    x = np.zeros((100, 100), np.float32)
+    x[0, :10] = 500.0
+    np.testing.assert_array_equal(window_to_unit(x), scale_intensity(x[None], "percentile")[0])
+    assert window_to_unit(x).max() == 1.0
