@@ -146,6 +146,18 @@ def auto_window_note(cfg: Config, sample: list[Scan]) -> str | None:
             "(preprocess.window=percentile, a CT preset such as soft_tissue, or center/width numbers like 40/400)")
 
 
+def domain_shift_note(cfg: Config) -> str | None:
+    """A line when ``augment.domain_shift`` meets ``preprocess.window: none``: the preset's ranges (noise sd
+    up to 0.05, a multiplicative bias field) are for intensities in ``[0, 1]``, so on raw values such as
+    HU its noise is nothing and its shading scales negative values the wrong way."""
+    if cfg.augment.domain_shift == "none" or str(cfg.preprocess.window).strip().lower() != "none":
+        return None
+    return (f"augment.domain_shift={cfg.augment.domain_shift} imitates other scanners on intensities in [0, 1], "
+            "but preprocess.window=none leaves the raw values (e.g. HU), where its noise and blur are negligible "
+            "and its bias field scales negative values; set a window (preprocess.window=auto, percentile or a CT "
+            "preset such as soft_tissue) or augment.domain_shift=none")
+
+
 def prepare_data(cfg: Config, progress: bool = True) -> PreparedData:
     """Load the cohort of ``cfg.data`` and build its cached datasets with ``cfg.preprocess``/``augment``."""
     from medtl.data import build_dataset, load_items
@@ -159,9 +171,9 @@ def prepare_data(cfg: Config, progress: bool = True) -> PreparedData:
               or (cfg.augment.domain_shift != "none" and not cfg.data.modality))
     sample = sample_scans(cohort.items) if wanted else []
     cfg = resolve_channels(cfg, sample)
-    note = auto_window_note(cfg, sample)
-    if note:
-        log.warning("%s", note)
+    for note in (auto_window_note(cfg, sample), domain_shift_note(cfg)):
+        if note:
+            log.warning("%s", note)
     prep = Preprocessing.from_config(cfg.preprocess)
     common = dict(cache=cfg.data.cache, cache_dir=cfg.data.cache_dir, num_workers=cfg.data.num_workers,
                   cache_key=prep.fingerprint(), progress=progress)

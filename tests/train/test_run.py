@@ -527,6 +527,15 @@ def test_a_patient_in_two_given_splits_is_refused_without_naming_them(tmp_path):
     assert test_patient not in str(e.value)
 
 
+def test_domain_shift_on_raw_intensities_says_the_preset_expects_a_window():
+    from medtl.train.run import domain_shift_note
+
+    note = domain_shift_note(tiny_cfg("preprocess.window=none", "augment.domain_shift=strong"))
+    assert "augment.domain_shift=strong" in note and "preprocess.window=auto" in note and "\n" not in note
+    assert domain_shift_note(tiny_cfg("preprocess.window=auto", "augment.domain_shift=strong")) is None
+    assert domain_shift_note(tiny_cfg("preprocess.window=none", "augment.domain_shift=none")) is None
+
+
 def test_window_auto_on_a_cohort_scaled_two_ways_says_so_and_how_to_make_it_one(tmp_path, caplog):
     """8-bit images are divided by 255 and 16-bit ones stretched between percentiles under window auto;
     CT files bring their own windows: a cohort mixing them gets one warning naming the fix."""
