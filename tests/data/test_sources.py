@@ -98,6 +98,12 @@ def test_medmnist_errors(tmp_path):
     np.savez(tmp_path / "chest.npz", train_images=np.zeros((2, 4, 4)), train_labels=np.zeros((2, 14)))
     with pytest.raises(ConfigError, match="multi-label"):
         load_medmnist(tmp_path / "chest.npz")
+    bad = np.zeros((2, 4, 4), np.float32)
+    bad[1, 2, 3] = np.nan
+    np.savez(tmp_path / "float.npz", train_images=bad, train_labels=np.array([0, 1]))
+    with pytest.raises(ConfigError) as err:  # named here: the array alone could only say "in-memory array"
+        load_medmnist(tmp_path / "float.npz")
+    assert str(err.value).startswith(f"{tmp_path / 'float.npz'}: 1 of 32 values of train_images are not finite")
 
 
 def test_real_pneumoniamnist(shared):
