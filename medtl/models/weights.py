@@ -20,10 +20,10 @@ unpickling. These functions back the ``medtl weights list|fetch|import|verify`` 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib.resources
 import os
 import shutil
-import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -189,6 +189,15 @@ def _not_found(spec: WeightSpec, weights_dir: str | os.PathLike | None, why: str
                         f"{why}: {fix}")
 
 
+def _cache_write_failed(spec: WeightSpec, exc: OSError) -> WeightsError:
+    """A failure to write into the cache: says which folder and where else the file may go."""
+    reason = exc.strerror or type(exc).__name__
+    return WeightsError(
+        f"{cache_dir()}: cannot write {spec.filename} into the weights cache ({reason}): set MEDTL_CACHE_DIR to a "
+        f"writable folder, or put the file (SHA-256 {spec.sha256}) in a folder named by MEDTL_WEIGHTS_DIR"
+    )
+
+
 def resolve(name: str, weights_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """Path of the verified ImageNet checkpoint for ``name``; downloads it unless offline."""
     spec = get_spec(name)
@@ -210,24 +219,43 @@ def _download(spec: WeightSpec, progress: bool) -> Path:
         raise _not_found(spec, None, "it has no download URL")
     from tqdm.auto import tqdm
 
+    def failed(exc: BaseException) -> WeightsError:
+        return _not_found(spec, None, f"download from {spec.url} failed ({exc})")
+
+    try:
+        resp = urllib.request.urlopen(spec.url, timeout=60)
+    except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
+        raise failed(exc) from None
+
+    def chunks() -> Iterator[bytes]:
+        """The body in 1 MiB pieces; a broken connection is a download failure, not a cache one."""
+        try:
+            yield from iter(lambda: resp.read(1 << 20), b"")
+        except (OSError, http.client.HTTPException) as exc:
+            raise failed(exc) from None
+
     dest = cache_dir() / spec.filename
     h = hashlib.sha256()
+    size = 0
     try:
-        with urllib.request.urlopen(spec.url, timeout=60) as resp, atomic_path(dest) as tmp:
+        with resp, atomic_path(dest) as tmp:
             total = int(resp.headers.get("Content-Length") or 0) or None
             with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename,
                                            disable=not progress) as bar:
-                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                for chunk in chunks():
                     f.write(chunk)
                     h.update(chunk)
+                    size += len(chunk)
                     bar.update(len(chunk))
+            if total is not None and size != total:
+                raise failed(f"connection closed after {size} of {total} bytes; file discarded")
             if h.hexdigest() != spec.sha256:
                 raise WeightsError(
                     f"{spec.url}: SHA-256 mismatch for downloaded {spec.name} weights: expected {spec.sha256}, "
                     f"actual {h.hexdigest()} (file discarded; retry or import a verified copy)"
                 )
-    except (urllib.error.URLError, OSError) as exc:
-        raise _not_found(spec, None, f"download from {spec.url} failed ({exc})") from None
+    except OSError as exc:  # network errors were turned into WeightsError above: this is the cache folder
+        raise _cache_write_failed(spec, exc) from None
     return dest
 
 
@@ -254,8 +282,11 @@ def import_file(path: str | os.PathLike, name: str | None = None) -> Path:
     dest = cache_dir() / spec.filename
     if dest.exists() and dest.resolve() == src.resolve():
         return dest
-    with atomic_path(dest) as tmp:
-        shutil.copyfile(src, tmp)
+    try:
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
+    except OSError as exc:
+        raise _cache_write_failed(spec, exc) from None
     return dest
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
+import threading
 from pathlib import Path
 
 import pytest
@@ -116,6 +118,69 @@ def test_download_with_wrong_hash_leaves_nothing(fake_spec, monkeypatch):
         W.fetch("resnet18", progress=False)
     leftovers = list(W.cache_dir().glob("*")) if W.cache_dir().exists() else []
     assert leftovers == []
+
+
+@pytest.fixture
+def broken_server(fake_spec):
+    """Loopback HTTP server that drops the connection half-way: ``/short`` after promising the
+    whole file in Content-Length, ``/chunked`` inside a chunk of a chunked reply."""
+    data = fake_spec[1].read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            if self.path == "/chunked":
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"%x\r\n" % 4096 + data[:100])
+            else:
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", len(data)
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("path", ["/short", "/chunked"])
+def test_download_cut_short_is_a_download_error_and_leaves_nothing(fake_spec, broken_server, monkeypatch, path):
+    spec, _ = fake_spec
+    base, size = broken_server
+    monkeypatch.setitem(W.WEIGHTS, "resnet18", W.WeightSpec(**{**spec.__dict__, "url": base + path}))
+    monkeypatch.setenv("MEDTL_OFFLINE", "0")
+    with pytest.raises(WeightsError) as exc:
+        W.fetch("resnet18", progress=False)
+    msg = str(exc.value)
+    assert f"download from {base + path} failed" in msg and "SHA-256 mismatch" not in msg and "\n" not in msg
+    if path == "/short":
+        assert f"after {size // 2} of {size} bytes" in msg
+    assert list(W.cache_dir().glob("*")) == []
+
+
+def test_unwritable_cache_names_the_folder_and_the_fix(fake_spec, tmp_path, monkeypatch):
+    spec, src = fake_spec
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setenv("MEDTL_CACHE_DIR", str(blocker))  # the cache cannot be created below a file
+    monkeypatch.setenv("MEDTL_OFFLINE", "0")
+    expected = f"{blocker / 'weights'}: cannot write {spec.filename} into the weights cache"
+    for action in (lambda: W.fetch("resnet18", progress=False), lambda: W.import_file(src)):
+        with pytest.raises(WeightsError) as exc:
+            action()
+        msg = str(exc.value)
+        assert msg.startswith(expected) and "MEDTL_CACHE_DIR" in msg and "MEDTL_WEIGHTS_DIR" in msg
+        assert "download" not in msg and "\n" not in msg
+    assert blocker.read_text() == ""
 
 
 def test_import_unknown_file_is_refused(tmp_path):
