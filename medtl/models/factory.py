@@ -52,6 +52,10 @@ def create(
             a config's ``model.kwargs`` reach the adaptation).
     """
     if inflate_options:
+        for key in inflate_options:
+            if key in _OTHER_LIBRARIES_NAMES:
+                raise ConfigError(f"create() has no argument {key!r} (timm/torchvision/Keras spelling): use "
+                                  f"{_OTHER_LIBRARIES_NAMES[key]}")
         if spatial_dims != 3:
             raise ConfigError(f"options {', '.join(sorted(inflate_options))} (model.kwargs) apply to 3D adaptations "
                               "only: remove them, or use spatial_dims=3 (preprocess.spatial_dims: 3)")
@@ -91,6 +95,16 @@ def create(
     source["format"] = info["format"]
     model.card["weights"] = source
     return model
+
+
+#: Arguments other model libraries name differently; without this they would reach the 3D options
+#: (``**inflate_options``) and be reported as misplaced 3D settings.
+_OTHER_LIBRARIES_NAMES = {
+    "in_chans": "in_channels=",
+    "pretrained": "weights='imagenet' (or weights=None)",
+    "include_top": "num_classes=None for pooled features without a head",
+    "classes": "num_classes=",
+}
 
 
 def _with_options(inflate: Any, options: Mapping[str, Any]) -> dict[str, Any]:

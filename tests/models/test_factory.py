@@ -171,6 +171,21 @@ def test_user_errors_are_one_line_config_errors_with_the_choices(kwargs, names, 
         assert text in msg, (text, msg)
 
 
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("kwargs,use", [
+    ({"in_chans": 1}, "in_channels="),
+    ({"pretrained": True}, "weights='imagenet'"),
+    ({"include_top": False}, "num_classes=None"),
+    ({"classes": 2}, "num_classes="),
+])
+def test_timm_and_keras_argument_names_point_to_medtls(kwargs, use, spatial_dims):
+    """A timm/Keras user's ``in_chans=1`` is named as such, not reported as a misplaced 3D option."""
+    with pytest.raises(ConfigError) as exc:
+        models.create("resnet18", spatial_dims=spatial_dims, **kwargs)
+    msg = str(exc.value)
+    assert f"no argument {next(iter(kwargs))!r}" in msg and f"use {use}" in msg and "3D" not in msg
+
+
 def test_drop_path_sets_stochastic_depth_or_says_the_architecture_has_none():
     from monai.networks.nets.efficientnet import MBConvBlock
 
