@@ -98,7 +98,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
             print(f"{r['name']:<20} {r['filename']:<34} {size:>9}  {r['local'] or 'not here (medtl weights fetch/import)'}")
         return 0
     if args.weights_cmd == "fetch":
-        print(W.fetch(args.name))
+        print(W.fetch(args.name, weights_dir=args.weights_dir))
         return 0
     if args.weights_cmd == "import":
         print(f"imported into cache: {W.import_file(args.file, name=args.name)}")

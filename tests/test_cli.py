@@ -56,6 +56,24 @@ def test_weights_list_and_offline_fetch_error(capsys):
     assert "resnet18-f37072fd.pth" in err and "medtl weights import" in err and "\n" not in err
 
 
+def test_weights_fetch_finds_the_file_in_weights_dir(tmp_path, capsys, monkeypatch):
+    """`medtl weights --weights-dir D fetch NAME` uses D as `list` does, instead of downloading."""
+    import hashlib
+
+    from medtl.models import weights as W
+
+    folder = tmp_path / "usb"
+    folder.mkdir()
+    (folder / "resnet18-f37072fd.pth").write_bytes(b"a verified copy")
+    spec = W.WEIGHTS["resnet18"]
+    sha = hashlib.sha256(b"a verified copy").hexdigest()
+    monkeypatch.setitem(W.WEIGHTS, "resnet18", W.WeightSpec(**{**spec.__dict__, "sha256": sha}))
+    monkeypatch.setenv("MEDTL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("MEDTL_WEIGHTS_DIR", raising=False)
+    assert main(["weights", "--weights-dir", str(folder), "fetch", "resnet18"]) == 0
+    assert capsys.readouterr().out.strip() == str(folder / "resnet18-f37072fd.pth")
+
+
 def test_weights_import_refuses_a_modified_file(tmp_path, capsys):
     fake = tmp_path / "resnet18-f37072fd.pth"
     fake.write_bytes(b"not the published checkpoint")

@@ -209,9 +209,9 @@ def resolve(name: str, weights_dir: str | os.PathLike | None = None, progress: b
     return _download(spec, progress)
 
 
-def fetch(name: str, progress: bool = True) -> Path:
+def fetch(name: str, progress: bool = True, weights_dir: str | os.PathLike | None = None) -> Path:
     """Make the checkpoint available locally (download to the cache if needed); return its path."""
-    return resolve(name, progress=progress)
+    return resolve(name, weights_dir=weights_dir, progress=progress)
 
 
 def _download(spec: WeightSpec, progress: bool) -> Path:
