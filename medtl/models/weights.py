@@ -325,6 +325,17 @@ def list_weights(weights_dir: str | os.PathLike | None = None) -> list[dict]:
     return rows
 
 
+def _unreadable_reason(exc: Exception) -> str:
+    """Why ``torch.load``/safetensors refused a file, in medtl's words: torch's own text is several
+    lines, cryptic for non-checkpoints (``KeyError: '101'``) and suggests ``weights_only=False``,
+    which would run whatever code the file holds."""
+    if "Unsupported global" in str(exc):
+        return ("it holds Python objects besides tensors, which medtl never unpickles since they can run code: "
+                "save the model's state_dict() with torch.save, or as .safetensors")
+    return (f"{type(exc).__name__}: not a PyTorch or safetensors file, or cut short; "
+            "copy or download it again")
+
+
 def load_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict safely: safetensors, or ``torch.load(weights_only=True)`` on CPU.
 
@@ -342,8 +353,7 @@ def load_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise WeightsError(f"{p}: no such weights file") from None
     except Exception as exc:  # noqa: BLE001 - any unpickling/format failure is a bad file
-        msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"{p}: not a loadable tensor checkpoint ({msg})") from None
+        raise WeightsError(f"{p}: not a loadable tensor checkpoint ({_unreadable_reason(exc)})") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]

@@ -200,8 +200,20 @@ def test_load_file_never_unpickles_objects(tmp_path):
 
     p = tmp_path / "evil.pth"
     torch.save({"x": Evil()}, p)
-    with pytest.raises(WeightsError, match="not a loadable"):
+    with pytest.raises(WeightsError, match="not a loadable") as exc:
         W.load_file(p)
+    assert "Python objects besides tensors" in str(exc.value) and "weights_only" not in str(exc.value)
+
+
+@pytest.mark.parametrize("content", [b"hello world" * 10, b"", b"<html>502 Bad Gateway</html>", b"PK\x03\x04junk"])
+def test_a_file_that_is_no_checkpoint_gets_one_plain_line(tmp_path, content):
+    p = tmp_path / "resnet.pth"
+    p.write_bytes(content)
+    with pytest.raises(WeightsError) as exc:
+        W.load_file(p)
+    msg = str(exc.value)
+    assert msg.startswith(f"{p}: not a loadable tensor checkpoint (") and "copy or download it again" in msg
+    assert "\n" not in msg and "weights_only" not in msg and len(msg) < 300
 
 
 def test_safetensors_and_wrapped_checkpoints(tmp_path):
