@@ -61,6 +61,17 @@ def build_model(cfg: Config, num_classes: int, progress: bool = True) -> nn.Modu
     return model
 
 
+def check_weights(cfg: Config, progress: bool = True) -> None:
+    """Find (or download) ``model.weights`` before the data is read, so a missing or damaged file fails in
+    seconds rather than after a cohort's worth of decoding; :func:`build_model` finds it again (the
+    SHA-256 is memoised per file)."""
+    from medtl.models import list_models
+    from medtl.models.weights import resolve
+
+    if cfg.model.weights == "imagenet" and cfg.model.arch in list_models():  # an unknown name: build_model says
+        resolve(cfg.model.arch, weights_dir=cfg.model.weights_dir, progress=progress)
+
+
 @dataclass
 class PreparedData:
     """A cohort with its preprocessing and MONAI datasets (train with augmentation; val/test without)."""
@@ -292,6 +303,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     (:func:`train_ensemble`). One training at a time writes a run folder (a lock beside its files).
     """
     out = Path(out_dir)
+    check_weights(cfg, progress)
     if cfg.train.ensemble > 1:
         return train_ensemble(cfg, out, resume=resume, progress=progress, max_epochs_this_run=max_epochs_this_run)
     from medtl.train.strategy import resolve_batchnorm

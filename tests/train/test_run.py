@@ -621,3 +621,22 @@ def test_domain_shift_imitates_the_cohorts_modality(tmp_path):
     assert augment_modality(cfg, scans[:2]) == "MR"
     assert augment_modality(cfg, scans) is None  # mixed: the general (Gaussian) noise
     assert augment_modality(tiny_cfg("data.modality=DX"), scans[:2]) == "DX"
+
+
+def test_missing_imagenet_weights_fail_before_the_data_is_read(tmp_path, monkeypatch):
+    """Offline without the file: the one-line weights error comes first, not after decoding the cohort."""
+    import medtl.train.run as run_module
+    from medtl.errors import WeightsError
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was read before the weights were looked for")
+
+    monkeypatch.setattr(run_module, "prepare_data", no_data)
+    monkeypatch.setenv("MEDTL_OFFLINE", "1")
+    monkeypatch.setenv("MEDTL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("MEDTL_WEIGHTS_DIR", raising=False)
+    cfg = tiny_cfg("model.arch=resnet18", "model.weights=imagenet")
+    with pytest.raises(WeightsError, match="resnet18-f37072fd.pth"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
