@@ -75,7 +75,7 @@ def create(
     if isinstance(weights, str) and weights == "imagenet":
         spec = get_spec(name)
         path = resolve(name, weights_dir=weights_dir, progress=progress)
-        info = _load(model, target, load_file(path), spec.format)
+        info = _load_file_into(model, target, path, spec.format)
         source = {"source": "imagenet", "name": spec.name, "file": spec.filename, "path": str(path),
                   "sha256": spec.sha256, "description": spec.description}
     else:
@@ -89,7 +89,7 @@ def create(
                 f"{path}: SHA-256 mismatch for {named.name} weights: expected {named.sha256}, actual {sha} "
                 "(the file is damaged or not the published checkpoint)"
             )
-        info = _load(model, target, load_file(path), None)
+        info = _load_file_into(model, target, path, None)
         source = {"source": "file", "name": named.name if named else None, "file": path.name, "path": str(path),
                   "sha256": sha, "description": named.description if named else ""}
     source["format"] = info["format"]
@@ -118,6 +118,15 @@ def _with_options(inflate: Any, options: Mapping[str, Any]) -> dict[str, Any]:
     else:
         base = dict(inflate)
     return {**base, **options}
+
+
+def _load_file_into(model: Backbone, target: Backbone, path: Path, fmt: str | None) -> dict[str, Any]:
+    """:func:`_load` of the checkpoint file ``path``; a mismatch names the file."""
+    state_dict = load_file(path)
+    try:
+        return _load(model, target, state_dict, fmt)
+    except WeightsError as exc:
+        raise WeightsError(f"{path}: {exc}") from None
 
 
 def _load(model: Backbone, target: Backbone, state_dict: Mapping[str, Any], fmt: str | None) -> dict[str, Any]:

@@ -68,8 +68,14 @@ def test_saved_model_round_trip_and_mismatch(tmp_path):
     with torch.no_grad():
         assert torch.equal(m(x), again(x))
     assert again.card["weights"]["format"] == "medtl"
-    with pytest.raises(WeightsError, match="num_classes"):
+    with pytest.raises(WeightsError, match="num_classes") as exc:
         models.create("resnet18", weights=p, in_channels=1, spatial_dims=3, num_classes=5)
+    assert str(exc.value).startswith(f"{p}: saved medtl weights do not fit")
+    other = tmp_path / "resnet34.pth"
+    torch.save(fake("resnet34"), other)
+    with pytest.raises(WeightsError) as exc:
+        models.create("resnet18", weights=other)
+    assert str(exc.value).startswith(f"{other}: checkpoint does not match resnet18 (torchvision format)")
     with pytest.raises(WeightsError, match="not found"):
         models.create("resnet18", weights=tmp_path / "nope.pth")
 
