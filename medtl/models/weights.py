@@ -340,7 +340,7 @@ def load_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict safely: safetensors, or ``torch.load(weights_only=True)`` on CPU.
 
     A checkpoint wrapping its tensors in ``{"state_dict": ...}`` or ``{"model": ...}``
-    is unwrapped.
+    is unwrapped, and the key prefix of a DataParallel/DDP or ``torch.compile`` model removed.
     """
     p = Path(path)
     try:
@@ -359,4 +359,19 @@ def load_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             obj = obj[wrapper]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{p}: expected a state dict of tensors")
-    return dict(obj)
+    return _without_wrapper_prefixes(dict(obj))
+
+
+#: Key prefixes that wrappers add to every name: DataParallel/DistributedDataParallel, torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _without_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` with a prefix shared by every key in :data:`WRAPPER_PREFIXES` removed (nested too,
+    e.g. ``module._orig_mod.``), as timm's ``clean_state_dict`` does."""
+    while state_dict:
+        prefix = next((w for w in WRAPPER_PREFIXES if all(k.startswith(w) for k in state_dict)), None)
+        if prefix is None:
+            break
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+    return state_dict

