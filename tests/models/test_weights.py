@@ -186,6 +186,27 @@ def test_unwritable_cache_names_the_folder_and_the_fix(fake_spec, tmp_path, monk
     assert blocker.read_text() == ""
 
 
+def test_download_removes_temporary_files_that_killed_downloads_left(fake_spec, monkeypatch):
+    """SIGTERM/SIGKILL mid-download leaves atomic_path's temporary file: the next download removes it once it
+    is stale, and leaves a fresh one (another process still downloading) alone."""
+    import os
+    import time
+
+    spec, _ = fake_spec
+    monkeypatch.setenv("MEDTL_OFFLINE", "0")
+    folder = W.cache_dir()
+    folder.mkdir(parents=True)
+    dead, live = folder / f".{spec.filename}.k1ll3d.tmp.pth", folder / f".{spec.filename}.l1v3.tmp.pth"
+    unrelated = folder / ".other.pth.x.tmp.pth"
+    for p in (dead, live, unrelated):
+        p.write_bytes(b"half a file")
+    old = time.time() - W.STALE_TEMP_S - 60
+    os.utime(dead, (old, old))
+    os.utime(unrelated, (old, old))
+    W.fetch("resnet18", progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([spec.filename, live.name, unrelated.name])
+
+
 def test_import_unknown_file_is_refused(tmp_path):
     p = tmp_path / "mystery.pth"
     torch.save({"a": torch.zeros(1)}, p)
