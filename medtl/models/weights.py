@@ -20,6 +20,7 @@ unpickling. These functions back the ``medtl weights list|fetch|import|verify`` 
 
 from __future__ import annotations
 
+import difflib
 import glob
 import hashlib
 import http.client
@@ -113,7 +114,9 @@ def get_spec(name: str) -> WeightSpec:
     try:
         return WEIGHTS[name]
     except KeyError:
-        raise WeightsError(f"no ImageNet weights registered for {name!r} (known: {', '.join(WEIGHTS)})") from None
+        close = difflib.get_close_matches(str(name), list(WEIGHTS), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise WeightsError(f"no ImageNet weights registered for {name!r} ({hint}known: {', '.join(WEIGHTS)})") from None
 
 
 def sha256_file(path: str | os.PathLike) -> str:

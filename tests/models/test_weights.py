@@ -31,6 +31,13 @@ def fake_spec(monkeypatch, tmp_path) -> tuple[W.WeightSpec, Path]:
     return spec, src
 
 
+def test_a_misspelt_weights_name_gets_a_suggestion():
+    """`medtl weights fetch resnet-18` names the entry meant, as an unknown model.arch does."""
+    with pytest.raises(WeightsError) as exc:
+        W.get_spec("resnet-18")
+    assert str(exc.value).startswith("no ImageNet weights registered for 'resnet-18' (did you mean 'resnet18'? known: ")
+
+
 def test_cache_folder_comes_from_one_place(monkeypatch, tmp_path):
     """Weights and the sample cohort share ``medtl._paths.cache_root``: MEDTL_CACHE_DIR, else ~/.cache/medtl."""
     from medtl._paths import cache_root
