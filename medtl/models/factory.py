@@ -80,6 +80,11 @@ def create(
                   "sha256": spec.sha256, "description": spec.description}
     else:
         path = Path(weights)
+        if path.is_dir():
+            inside = sorted(p.name for p in path.glob("*") if p.suffix in (".safetensors", ".pth", ".pt"))
+            hint = (f": give the checkpoint file in it, e.g. {path / inside[0]}" if inside
+                    else " with no checkpoint in it")
+            raise WeightsError(f"{path}: a folder, not a weights file{hint} (or 'imagenet', or None)")
         if not path.is_file():
             raise WeightsError(f"{path}: weights file not found (give 'imagenet', a checkpoint path or None)")
         sha = sha256_file(path)

@@ -78,6 +78,10 @@ def test_saved_model_round_trip_and_mismatch(tmp_path):
     assert str(exc.value).startswith(f"{other}: checkpoint does not match resnet18 (torchvision format)")
     with pytest.raises(WeightsError, match="not found"):
         models.create("resnet18", weights=tmp_path / "nope.pth")
+    with pytest.raises(WeightsError) as exc:  # a run folder given for its model file
+        models.create("resnet18", weights=tmp_path)
+    assert str(exc.value).startswith(f"{tmp_path}: a folder, not a weights file: give the checkpoint file in it, "
+                                     f"e.g. {tmp_path / 'resnet34.pth'}")
 
 
 def test_freeze_until_and_unfreeze():
