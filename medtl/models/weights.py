@@ -269,8 +269,8 @@ def _download(spec: WeightSpec, progress: bool) -> Path:
     return dest
 
 
-#: A temporary file untouched this long belongs to no live download (a live one writes a chunk, or fails,
-#: within the 60 s socket timeout): one left by a download killed with SIGTERM/SIGKILL.
+#: A temporary file untouched this long belongs to no live download (a live one writes each 1 MiB as it
+#: arrives, so an hour without a write means under 300 bytes/s): one left by a download killed with SIGTERM/SIGKILL.
 STALE_TEMP_S = 3600
 
 
