@@ -79,14 +79,7 @@ def create(
         source = {"source": "imagenet", "name": spec.name, "file": spec.filename, "path": str(path),
                   "sha256": spec.sha256, "description": spec.description}
     else:
-        path = Path(weights)
-        if path.is_dir():
-            inside = sorted(p.name for p in path.glob("*") if p.suffix in (".safetensors", ".pth", ".pt"))
-            hint = (f": give the checkpoint file in it, e.g. {path / inside[0]}" if inside
-                    else " with no checkpoint in it")
-            raise WeightsError(f"{path}: a folder, not a weights file{hint} (or 'imagenet', or None)")
-        if not path.is_file():
-            raise WeightsError(f"{path}: weights file not found (give 'imagenet', a checkpoint path or None)")
+        path = checked_weights_file(weights)
         sha = sha256_file(path)
         named = next((s for s in WEIGHTS.values() if s.filename == path.name), None)
         if named is not None and sha != named.sha256:
@@ -100,6 +93,19 @@ def create(
     source["format"] = info["format"]
     model.card["weights"] = source
     return model
+
+
+def checked_weights_file(weights: str | os.PathLike) -> Path:
+    """``weights`` as a path to an existing file; a folder or a missing file is a one-line
+    :class:`~medtl.errors.WeightsError` saying what to give instead."""
+    path = Path(weights)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*") if p.suffix in (".safetensors", ".pth", ".pt"))
+        hint = f": give the checkpoint file in it, e.g. {path / inside[0]}" if inside else " with no checkpoint in it"
+        raise WeightsError(f"{path}: a folder, not a weights file{hint} (or 'imagenet', or None)")
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found (give 'imagenet', a checkpoint path or None)")
+    return path
 
 
 #: Arguments other model libraries name differently; without this they would reach the 3D options

@@ -66,10 +66,14 @@ def check_weights(cfg: Config, progress: bool = True) -> None:
     seconds rather than after a cohort's worth of decoding; :func:`build_model` finds it again (the
     SHA-256 is memoised per file)."""
     from medtl.models import list_models
+    from medtl.models.factory import checked_weights_file
     from medtl.models.weights import resolve
 
-    if cfg.model.weights == "imagenet" and cfg.model.arch in list_models():  # an unknown name: build_model says
-        resolve(cfg.model.arch, weights_dir=cfg.model.weights_dir, progress=progress)
+    if cfg.model.weights == "imagenet":
+        if cfg.model.arch in list_models():  # an unknown name: build_model says which names there are
+            resolve(cfg.model.arch, weights_dir=cfg.model.weights_dir, progress=progress)
+    elif cfg.model.weights is not None:
+        checked_weights_file(cfg.model.weights)
 
 
 @dataclass

@@ -638,5 +638,8 @@ def test_missing_imagenet_weights_fail_before_the_data_is_read(tmp_path, monkeyp
     cfg = tiny_cfg("model.arch=resnet18", "model.weights=imagenet")
     with pytest.raises(WeightsError, match="resnet18-f37072fd.pth"):
         train(cfg, tmp_path / "run")
+    cfg = tiny_cfg(f"model.weights={tmp_path / 'tuned.pth'}")
+    with pytest.raises(WeightsError, match="tuned.pth: weights file not found"):
+        train(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
