@@ -290,6 +290,7 @@ def find_learning_rate(cfg: Config, out_dir: str | os.PathLike, progress: bool =
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    check_weights(cfg, progress)
     data = prepare_data(cfg, progress)
     if len(data.train_ds) == 0:
         raise MedtlError(f"{cfg.data.path}: the train split is empty")

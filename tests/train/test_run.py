@@ -641,5 +641,7 @@ def test_missing_imagenet_weights_fail_before_the_data_is_read(tmp_path, monkeyp
     cfg = tiny_cfg(f"model.weights={tmp_path / 'tuned.pth'}")
     with pytest.raises(WeightsError, match="tuned.pth: weights file not found"):
         train(cfg, tmp_path / "run")
+    with pytest.raises(WeightsError, match="tuned.pth: weights file not found"):  # `medtl train --find-lr`
+        run_module.find_learning_rate(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
