@@ -40,6 +40,11 @@ def checkpoint_convention(state_dict: Mapping[str, torch.Tensor]) -> str:
     file formats apart.
     """
     keys = list(state_dict)
+    if any(k.startswith("members.") for k in keys):
+        members = len({k.split(".")[1] for k in keys if k.startswith("members.")})
+        raise WeightsError(f"the weights of an ensemble of {members} models, not of one network: give one member's "
+                           "file (members/<j>/model.safetensors in the run folder), or load the whole run with "
+                           "medtl.infer.Predictor.from_run")
     if any(k.startswith("net.") for k in keys):
         return "medtl"
     if any(k.startswith("_conv_stem.") for k in keys):
@@ -112,8 +117,8 @@ def load_pretrained(
     if inflate_mode is None:
         inflate_mode = (model.card.get("inflate") or {}).get("mode", "i3d")
     if fmt == "medtl":
-        load_medtl(model, state_dict)
-        return {"format": "medtl", "head": "file", "input_adaptation": None}
+        model.card["head"] = load_medtl(model, state_dict)
+        return {"format": "medtl", "head": model.card["head"], "input_adaptation": None}
     mapped = to_medtl_names(model, state_dict, fmt)
     target = model.state_dict()
     has_head = all(k in mapped for k in HEAD_KEYS)
@@ -168,14 +173,31 @@ def load_pretrained(
     return info
 
 
-def load_medtl(model: Backbone, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Strictly load a saved :class:`Backbone` state dict (same arch, channels, dims, head)."""
+def load_medtl(model: Backbone, state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """Strictly load a saved :class:`Backbone` state dict (same arch, channels, dims).
+
+    A head of another size (a model fine-tuned for other classes, started again on a new task) or a
+    model without a head takes everything but the head, as timm does for a pretrained file: returns
+    ``"new"`` (a freshly initialised head), ``None`` (no head), or ``"file"`` (the file's head).
+    """
+    sd = dict(state_dict)
+    own = model.state_dict()
+    head = "file"
+    if all(k in sd for k in HEAD_KEYS) and (model.head is None or any(
+            k in own and tuple(own[k].shape) != tuple(sd[k].shape) for k in HEAD_KEYS)):
+        for k in HEAD_KEYS:
+            sd.pop(k)
+        head = "new" if model.head is not None else None
+    fit = (f"saved medtl weights do not fit this {model.arch} model (check in_channels, spatial_dims, "
+           "the 3D mode)")
     try:
-        model.load_state_dict(dict(state_dict), strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])[:300]
-        raise WeightsError(
-            f"saved medtl weights do not fit this {model.arch} model (check in_channels, spatial_dims, "
-            f"num_classes): {detail}"
-        ) from None
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape
+        detail = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3])[:300]
+        raise WeightsError(f"{fit}: {detail}") from None
+    missing = [k for k in missing if head == "file" or k not in HEAD_KEYS]
+    problems = "; ".join(f"{what} keys {_few(keys)}" for what, keys in (("missing", missing),
+                                                                         ("unexpected", unexpected)) if keys)
+    if problems:
+        raise WeightsError(f"{fit}: {problems}")
+    return head

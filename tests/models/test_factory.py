@@ -68,9 +68,22 @@ def test_saved_model_round_trip_and_mismatch(tmp_path):
     with torch.no_grad():
         assert torch.equal(m(x), again(x))
     assert again.card["weights"]["format"] == "medtl"
-    with pytest.raises(WeightsError, match="num_classes") as exc:
-        models.create("resnet18", weights=p, in_channels=1, spatial_dims=3, num_classes=5)
+    assert again.card["head"] == "file"
+    # a fine-tuned model started again on a task with other classes: all but the head, as timm does
+    five = models.create("resnet18", weights=p, in_channels=1, spatial_dims=3, num_classes=5).eval()
+    assert five.card["head"] == "new" and five.head.weight.shape == (5, 512)
+    features = models.create("resnet18", weights=p, in_channels=1, spatial_dims=3, num_classes=None).eval()
+    with torch.no_grad():
+        assert torch.equal(five.pooled(x), m.pooled(x)) and torch.equal(features(x), m.pooled(x))
+    with pytest.raises(WeightsError, match="in_channels") as exc:  # only the head may differ
+        models.create("resnet18", weights=p, in_channels=3, spatial_dims=3, num_classes=5)
     assert str(exc.value).startswith(f"{p}: saved medtl weights do not fit")
+    (tmp_path / "ensemble").mkdir()
+    ensemble = tmp_path / "ensemble" / "model.pth"
+    torch.save({f"members.{j}.{k}": v for j in range(2) for k, v in m.state_dict().items()}, ensemble)
+    with pytest.raises(WeightsError) as exc:
+        models.create("resnet18", weights=ensemble, in_channels=1, spatial_dims=3, num_classes=2)
+    assert str(exc.value).startswith(f"{ensemble}: the weights of an ensemble of 2 models, not of one network")
     other = tmp_path / "resnet34.pth"
     torch.save(fake("resnet34"), other)
     with pytest.raises(WeightsError) as exc:
