@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import numpy as np
 import torch
@@ -443,16 +443,19 @@ def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> t
     loss_sum, seen = 0.0, 0
     bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}",
                disable=not (progress and run.dist.is_main), leave=False, dynamic_ncols=True)
-    for batch in bar:
+    for step, batch in enumerate(bar, 1):
         x, y = _to_device(batch, device, run.memory_format)
         loss = train_step(run.step_model, x, y, run.criterion, run.optimizer, run.scaler, run.amp,
                           tc.mixup, tc.cutmix)
+        value = float(loss)
+        if not math.isfinite(value) and not run.scaler.is_enabled():  # fp16's scaler skips such steps itself
+            _diverged(run, f"the training loss is {value} at epoch {epoch + 1}, step {step}")
         if run.start is not None:
             decay_toward_start(run.optimizer, run.start)
         run.scheduler.step()
         if run.ema is not None:
             run.ema.update_parameters(model)
-        loss_sum += float(loss) * len(y)
+        loss_sum += value * len(y)
         seen += len(y)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
     train_time = time.perf_counter() - t0
@@ -468,6 +471,16 @@ def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> t
     return row, train_time
 
 
+def _diverged(run: _Fit, what: str) -> NoReturn:
+    """Stop a run whose weights stopped being numbers, before anything of it is saved (``last.pt`` and
+    ``model.safetensors`` keep the last finished epoch and the best one)."""
+    from medtl.errors import MedtlError
+
+    raise MedtlError(f"{what}: training diverged, nothing of this epoch was saved; lower train.lr (now "
+                     f"{run.cfg.lr:g}) or let a range test choose it (train.lr=auto), and check that no image "
+                     "holds NaN or inf values")
+
+
 def _validate(run: _Fit, model: nn.Module | None = None) -> dict[str, float]:
     """``val_loss`` and ``val_<metric>`` of every numeric classification metric on the validation loader,
     for ``model`` (default: the run's :attr:`_Fit.eval_model`)."""
@@ -475,6 +488,8 @@ def _validate(run: _Fit, model: nn.Module | None = None) -> dict[str, float]:
 
     model = run.eval_model if model is None else model
     probs, labels, val_loss = predict_loader(model, run.val_loader, run.device, run.amp, run.memory_format)
+    if not np.isfinite(probs).all():
+        _diverged(run, "the validation outputs are not finite numbers")
     out = {"val_loss": val_loss}
     for k, v in classification_metrics(labels, probs).items():
         if isinstance(v, (int, float)) and k != "n":

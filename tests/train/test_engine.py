@@ -465,3 +465,28 @@ def test_keep_epochs_writes_the_weights_each_epoch_validated(tmp_path):
 def test_without_keep_epochs_no_epoch_weights_are_written(tmp_path):
     engine.fit(StagedBN(), cases(8), cases(4, seed=1), cfg("train.epochs=2"), tmp_path, progress=False)
     assert not list((tmp_path / "checkpoints").glob("epoch_*"))
+
+
+@pytest.mark.parametrize("where", ["lr", "train_image", "val_image"])
+def test_a_run_whose_loss_or_outputs_stop_being_numbers_stops_in_one_line_keeping_its_files(tmp_path, where):
+    from medtl.errors import MedtlError
+
+    train, val = cases(8), cases(4, seed=1)
+    if where != "lr":
+        (train if where == "train_image" else val)[0]["image"][0, 0, 0] = float("nan")
+    lr = "1e10" if where == "lr" else "0.01"  # 1e10: epoch 1 finishes, epoch 2 diverges
+    best = []
+    torch.manual_seed(0)
+    with pytest.raises(MedtlError) as err:
+        engine.fit(Staged(), train, val, cfg(f"train.lr={lr}", "train.epochs=3", "train.schedule=constant"), tmp_path,
+                   on_best=lambda m, epoch, row: best.append(epoch), progress=False)
+    message = str(err.value)
+    assert "\n" not in message and "training diverged" in message and f"train.lr (now {float(lr):g})" in message
+    if where == "lr":
+        assert message.startswith("the training loss is nan at epoch 2, step 2:")
+        last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+        assert last["state"]["epoch"] == 1 and all(v.isfinite().all() for v in last["model"].values())
+        assert best == [1]
+    else:
+        assert message.startswith("the validation outputs" if where == "val_image" else "the training loss is nan")
+        assert best == [] and not (tmp_path / "checkpoints" / "last.pt").exists()
