@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,6 +36,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+#: What :func:`atomic_path` names its temporary file: ``.NAME.XXXXXXXX.tmpSUFFIXES`` (mkstemp's 8 characters).
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>(\.[^.]+)*)")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files :func:`atomic_path` left in ``folder`` when its process was killed
+    mid-write (a killed training leaves a whole checkpoint's worth each time); returns what went.
+
+    Only for a folder whose writer holds it alone (a run folder under its lock): a temporary file of a
+    write still going on would be removed too. Files not named as :func:`atomic_path` names them stay.
+    """
+    gone = []
+    for p in Path(folder).glob(".*.tmp*"):
+        m = _TEMP_NAME.fullmatch(p.name)
+        if m and p.is_file() and "".join(Path(m["name"]).suffixes) == m["suffix"]:
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from medtl import __version__
-from medtl._fileutil import atomic_path, hold_lock, write_json
+from medtl._fileutil import atomic_path, hold_lock, remove_stale_temps, write_json
 from medtl.config import Config, load_config
 from medtl.errors import DimensionError, MedtlError
 from medtl.io import Scan
@@ -337,6 +337,9 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     try:
         if is_main and not resume and (out / "checkpoints" / "last.pt").exists():
             raise MedtlError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
+        if is_main:  # a killed run's half-written files (a whole checkpoint each); the lock says no write is going on
+            for folder in (out, out / "checkpoints"):
+                remove_stale_temps(folder)
         result = _train_single(cfg, out, resume, progress, max_epochs_this_run, is_main)
         finished = True
         return result

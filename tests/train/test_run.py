@@ -103,6 +103,17 @@ def test_resume_after_epoch_one_equals_uninterrupted(tmp_path, extra):
             assert set(training["soup"]["epochs"]) <= {1, 2} and training["soup"]["considered"]
 
 
+def test_resume_removes_the_half_written_files_of_a_killed_run_and_nothing_else(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_cfg("train.epochs=2"), out, progress=False, max_epochs_this_run=1)
+    stale = [out / "checkpoints" / ".last.pt.wtf8y7df.tmp.pt", out / ".model.safetensors.ab_1c2d3.tmp.safetensors"]
+    kept = [out / "checkpoints" / ".notes.tmp", out / ".last.pt.wtf8y7df.tmp.txt", out / "checkpoints" / "mine.tmp.pt"]
+    for p in stale + kept:
+        p.write_bytes(b"x")
+    train(tiny_cfg("train.epochs=2"), out, resume=True, progress=False)
+    assert [p.exists() for p in stale + kept] == [False] * len(stale) + [True] * len(kept)
+
+
 def test_refuses_to_overwrite_a_run_without_resume(tiny_run):
     from medtl.errors import MedtlError
 
