@@ -490,3 +490,19 @@ def test_a_run_whose_loss_or_outputs_stop_being_numbers_stops_in_one_line_keepin
     else:
         assert message.startswith("the validation outputs" if where == "val_image" else "the training loss is nan")
         assert best == [] and not (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("extra, mixed, smoothing", [([], None, 0.0), (["train.mixup=0.4"], "mixup", 0.0),
+                                                     (["train.cutmix=1.0", "train.label_smoothing=0.1"], "cutmix", 0.1)])
+def test_fit_applies_mixup_cutmix_and_label_smoothing_exactly_when_set(tmp_path, monkeypatch, extra, mixed, smoothing):
+    calls, losses = [], []
+    for name in ("mixup", "cutmix"):
+        real = getattr(engine, name)
+        monkeypatch.setattr(engine, name, lambda x, alpha, _n=name, _f=real: calls.append((_n, alpha)) or _f(x, alpha))
+    real_step = engine.train_step
+    monkeypatch.setattr(engine, "train_step", lambda model, x, y, criterion, *a, **k:
+                        losses.append(criterion.label_smoothing) or real_step(model, x, y, criterion, *a, **k))
+    engine.fit(Staged(), cases(8), cases(4), cfg("train.epochs=2", *extra), tmp_path, progress=False)
+    alpha = {"mixup": 0.4, "cutmix": 1.0}.get(mixed)
+    assert calls == ([] if mixed is None else [(mixed, alpha)] * 4)  # 2 epochs x 2 steps
+    assert losses == [smoothing] * 4
