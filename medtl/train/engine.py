@@ -441,6 +441,7 @@ def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> t
 
     t0 = time.perf_counter()
     loss_sum, seen = 0.0, 0
+    lr = max(g["lr"] for g in run.optimizer.param_groups)  #: the rate of the epoch's last step (its row's ``lr``)
     bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}",
                disable=not (progress and run.dist.is_main), leave=False, dynamic_ncols=True)
     for step, batch in enumerate(bar, 1):
@@ -452,6 +453,7 @@ def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> t
             _diverged(run, f"the training loss is {value} at epoch {epoch + 1}, step {step}")
         if run.start is not None:
             decay_toward_start(run.optimizer, run.start)
+        lr = max(g["lr"] for g in run.optimizer.param_groups)
         run.scheduler.step()
         if run.ema is not None:
             run.ema.update_parameters(model)
@@ -463,7 +465,7 @@ def _run_epoch(run: _Fit, epoch: int, train_transform: Any, progress: bool) -> t
         run.swa.update_parameters(model)
 
     row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
-                           "lr": max(g["lr"] for g in run.optimizer.param_groups),
+                           "lr": lr,
                            "train_images_per_s": seen * run.dist.world_size / max(train_time, 1e-9),
                            "trainable_stages": len(trainable)}
     if run.val_loader is not None and run.dist.is_main:

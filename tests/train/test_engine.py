@@ -506,3 +506,13 @@ def test_fit_applies_mixup_cutmix_and_label_smoothing_exactly_when_set(tmp_path,
     alpha = {"mixup": 0.4, "cutmix": 1.0}.get(mixed)
     assert calls == ([] if mixed is None else [(mixed, alpha)] * 4)  # 2 epochs x 2 steps
     assert losses == [smoothing] * 4
+
+
+def test_each_epochs_lr_is_the_rate_its_last_step_took(tmp_path):
+    # 3 epochs of 2 steps, one-cycle from 0.01: warm-up to the peak at step 2, down to 0.01 / 25 / 1e4 at
+    # step 6 (the rate after the last step would be the cosine's mirror, a rate no step takes)
+    state = engine.fit(Staged(), cases(8), cases(4), cfg("train.epochs=3", "train.schedule=onecycle"), tmp_path,
+                       progress=False)
+    lrs = [row["lr"] for row in read_history(tmp_path / "metrics.csv")]
+    assert lrs == [row["lr"] for row in state.history]
+    assert lrs[0] == pytest.approx(0.01) and lrs[2] == pytest.approx(0.01 / 25 / 1e4) and lrs[0] > lrs[1] > lrs[2]
