@@ -145,7 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     saved = Path(args.out) / "config.yaml"
     if args.resume and saved.is_file() and not args.find_lr:
         # the run's own settings, not a recipe that may have changed since (overrides still apply on top:
-        # train.epochs=N extends it on purpose)
+        # train.epochs=N extends a constant schedule; a one-cycle or cosine one is refused, see check_schedule_unchanged)
         if args.config:
             print(f"medtl: resuming with {saved} (the run's own settings) and the overrides given; --config "
                   f"{args.config} is not read", file=sys.stderr)

@@ -401,6 +401,13 @@ def _set_up(model: nn.Module, train_ds: torch.utils.data.Dataset, val_ds: torch.
     soup_pool: list[dict] = []
     state = (load_checkpoint(last_ckpt, model, optimizer, scheduler, scaler, ema, swa,
                              soup_pool if tc.soup > 1 else None) if resume else FitState())
+    steps = tc.epochs * len(train_loader)
+    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and scheduler.total_steps != steps:
+        from medtl.errors import MedtlError  # restored from last.pt: it would stop at its own step count
+
+        raise MedtlError(f"{last_ckpt}: the run's one-cycle schedule spans {scheduler.total_steps} steps, resumed "
+                         f"with {steps} ({tc.epochs} epochs of {len(train_loader)}); resume with the data and "
+                         "settings the run started with")
     logger = MetricLogger(out_dir / "metrics.csv", tensorboard_dir=out_dir / "tensorboard", resume=resume,
                           start_epoch=state.epoch + 1 if resume else None) if dist_info.is_main else None
 

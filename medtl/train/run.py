@@ -379,6 +379,8 @@ def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epoc
         raise MedtlError(f"{cfg.data.path}: the train split is empty")
     model = build_model(cfg, len(class_names), progress=progress)
     cfg = with_min_steps(cfg, len(train_ds))
+    if resume and is_main:
+        check_schedule_unchanged(out, cfg)
     lr_finder = None
     if cfg.train.lr == "auto":
         if resume and (out / "lr_find.json").is_file():  # the resumed run keeps the rate it started with
@@ -428,6 +430,28 @@ def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epoc
                  "seed": cfg.data.seed if cfg.data.seed is not None else tc.seed, "filter": dict(cfg.data.filter)},
     }
     return RunResult(out, _finish(model, cfg, cohort, prep, val_ds, test_ds, out, training, progress))
+
+
+#: What lays out a run's learning-rate schedule over its steps: a resumed run must keep them, or its
+#: restored schedule no longer fits (one-cycle stops at its old step count; cosine jumps).
+SCHEDULE_FIELDS = ("schedule", "epochs", "batch_size", "warmup")
+
+
+def check_schedule_unchanged(out: Path, cfg: Config) -> None:
+    """Refuse to resume the run in ``out`` with ``cfg`` when it changes a field of :data:`SCHEDULE_FIELDS`
+    that the run's ``config.yaml`` records (``train.epochs`` alone may change under a constant schedule),
+    before anything of the run is rewritten."""
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        return
+    before, now = load_config(saved).train, cfg.train
+    changed = [k for k in SCHEDULE_FIELDS if getattr(before, k) != getattr(now, k)
+               and not (k == "epochs" and before.schedule == now.schedule == "constant")]
+    if changed:
+        k = changed[0]
+        raise MedtlError(f"{out}: resuming with train.{k}={getattr(now, k)} (the run was laid out with "
+                         f"{getattr(before, k)}): a {before.schedule} schedule cannot be stretched part-way; resume "
+                         f"without that override, or start a new run with it (another --out)")
 
 
 def check_classes(cohort: Any, where: Any) -> None:

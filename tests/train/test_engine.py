@@ -516,3 +516,15 @@ def test_each_epochs_lr_is_the_rate_its_last_step_took(tmp_path):
     lrs = [row["lr"] for row in read_history(tmp_path / "metrics.csv")]
     assert lrs == [row["lr"] for row in state.history]
     assert lrs[0] == pytest.approx(0.01) and lrs[2] == pytest.approx(0.01 / 25 / 1e4) and lrs[0] > lrs[1] > lrs[2]
+
+
+def test_resuming_a_one_cycle_run_over_other_steps_is_refused_in_one_line(tmp_path):
+    from medtl.errors import MedtlError
+
+    config = cfg("train.epochs=3", "train.schedule=onecycle")
+    engine.fit(Staged(), cases(8), cases(4), config, tmp_path, max_epochs_this_run=1, progress=False)
+    with pytest.raises(MedtlError, match=r"last.pt: the run's one-cycle schedule spans 6 steps, resumed with 9 \(3 "
+                                         r"epochs of 3\); resume with the data and settings the run started with"):
+        engine.fit(Staged(), cases(12), cases(4), config, tmp_path, resume=True, progress=False)
+    state = engine.fit(Staged(), cases(8), cases(4), config, tmp_path, resume=True, progress=False)
+    assert state.epoch == 3

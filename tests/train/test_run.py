@@ -499,6 +499,21 @@ def test_resume_takes_the_runs_own_config_and_an_unfinished_run_says_how_to_fini
     assert load_config(out / "config.yaml").train.epochs == 4
 
 
+def test_resume_that_would_stretch_a_one_cycle_schedule_is_refused_before_rewriting_the_run(tmp_path, capsys):
+    """`--resume train.epochs=4` of a 2-epoch one-cycle run ended in an internal error ("Tried to step 5 times")
+    after config.yaml had been rewritten to 4 epochs; a constant schedule may be extended."""
+    out = tmp_path / "run"
+    train(tiny_cfg(), out, progress=False)
+    saved = (out / "config.yaml").read_bytes()
+    assert main(["train", "--out", str(out), "--resume", "train.epochs=4"]) == 2
+    assert ("resuming with train.epochs=4 (the run was laid out with 2): a onecycle schedule cannot be stretched"
+            in capsys.readouterr().err)
+    assert (out / "config.yaml").read_bytes() == saved
+    train(tiny_cfg("train.schedule=constant"), tmp_path / "const", progress=False)
+    train(tiny_cfg("train.schedule=constant", "train.epochs=3"), tmp_path / "const", resume=True, progress=False)
+    assert [r["epoch"] for r in csv.DictReader(open(tmp_path / "const" / "metrics.csv"))] == ["1", "2", "3"]
+
+
 def test_two_trainings_into_one_run_folder_are_refused_while_the_first_runs(tmp_path):
     """Both used to finish, config.yaml from one and the card and metrics from the other."""
     from medtl._fileutil import hold_lock
