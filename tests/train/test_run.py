@@ -110,8 +110,15 @@ def test_resume_removes_the_half_written_files_of_a_killed_run_and_nothing_else(
     kept = [out / "checkpoints" / ".notes.tmp", out / ".last.pt.wtf8y7df.tmp.txt", out / "checkpoints" / "mine.tmp.pt"]
     for p in stale + kept:
         p.write_bytes(b"x")
-    train(tiny_cfg("train.epochs=2"), out, resume=True, progress=False)
+    threads = torch.get_num_threads()
+    try:
+        train(tiny_cfg("train.epochs=2", "train.threads=1"), out, resume=True, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     assert [p.exists() for p in stale + kept] == [False] * len(stale) + [True] * len(kept)
+    training = json.loads((out / "model_card.json").read_text())["training"]  # what a rerun must match
+    assert (training["seed"], training["threads"], training["device"], training["torch"]) == (0, 1, "cpu",
+                                                                                               torch.__version__)
 
 
 def test_refuses_to_overwrite_a_run_without_resume(tiny_run):
