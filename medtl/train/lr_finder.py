@@ -105,7 +105,11 @@ def find_lr(model: nn.Module, loader: Iterable[Any], cfg: TrainConfig, device: t
             stopped = True
             break
     if len(losses) < 5:
-        raise ValueError(f"find_lr: the loss diverged within {len(losses)} steps from {start:g}; start lower")
+        from medtl.errors import MedtlError
+
+        # only a NaN/inf loss stops the sweep this early (divergence is judged after 10 steps)
+        raise MedtlError(f"the learning-rate range test's training loss was not a number after {i + 1} steps from lr "
+                         f"{start:g}: check that no image holds NaN or inf values (or sweep from a lower start)")
     return LRFinderResult(lrs, losses, valley(lrs, losses), start, end, stopped)
 
 

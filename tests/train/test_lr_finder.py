@@ -91,3 +91,13 @@ def test_find_lr_sweeps_the_model_as_fit_trains_it_with_frozen_batchnorm_kept(mo
     assert torch.equal(after["body.0.weight"], before["body.0.weight"])
     assert not torch.equal(after["head.0.running_mean"], before["head.0.running_mean"])
     assert not torch.equal(after["head.1.weight"], before["head.1.weight"])
+
+
+def test_a_range_test_whose_loss_is_not_a_number_says_so_in_one_line():
+    from medtl.errors import MedtlError
+
+    batches = _loader()
+    batches[0]["image"][0, 0] = float("nan")  # an image with a NaN voxel: the first step's loss is NaN
+    with pytest.raises(MedtlError, match=r"^the learning-rate range test's training loss was not a number after 1 "
+                                         r"steps from lr 1e-06: check that no image holds NaN or inf values"):
+        find_lr(_Tiny(), batches, TrainConfig(strategy="full"), "cpu", steps=20)
