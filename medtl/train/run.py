@@ -496,19 +496,31 @@ def check_patient_splits(cohort: Any, where: Any) -> None:
                          "images in one split, or leave the split column out and medtl splits by patient")
 
 
-#: Monitored figures that need both classes in the validation split.
+#: Monitored figures that need every class in the validation split.
 _NEEDS_BOTH = {"auc", "sensitivity", "specificity", "ppv", "npv", "f1"}
+#: Monitored figures of two classes only (:func:`medtl.train.metrics.classification_metrics` omits them otherwise).
+_BINARY_ONLY = {"sensitivity", "specificity", "ppv", "npv", "f1"}
 
 
 def monitor_for_validation(cfg: Config, cohort: Any) -> Config:
-    """``cfg`` with ``train.monitor=loss`` when the validation split holds one class and the monitor
-    needs two (its AUC is undefined every epoch, so no epoch would be kept); the change is logged and
-    recorded in the run's config."""
+    """``cfg`` with ``train.monitor=loss`` when the validation split lacks a class and the monitor needs
+    every class (AUC is undefined every epoch, so no epoch would be kept and patience would stop the run);
+    the change is logged and recorded in the run's config. A two-class monitor of a cohort of more classes
+    is refused (it is never a number there)."""
+    n_classes = len(cohort.class_names)
+    if n_classes > 2 and cfg.train.monitor in _BINARY_ONLY:
+        raise MedtlError(f"{cfg.data.path}: train.monitor={cfg.train.monitor} is a two-class figure and this cohort "
+                         f"has {n_classes} classes, so no epoch would ever be chosen: monitor auc, loss, accuracy, "
+                         "balanced_accuracy, nll, brier or ece")
     val_classes = {it["label"] for it in cohort.split("val")}
-    if not val_classes or len(val_classes) > 1 or cfg.train.monitor not in _NEEDS_BOTH:
+    if not val_classes or len(val_classes) >= n_classes or cfg.train.monitor not in _NEEDS_BOTH:
         return cfg
-    log.warning("the validation split holds one class only: train.monitor=%s is undefined there, using loss",
-                cfg.train.monitor)
+    if len(val_classes) == 1:
+        log.warning("the validation split holds one class only: train.monitor=%s is undefined there, using loss",
+                    cfg.train.monitor)
+    else:
+        log.warning("the validation split holds %d of the %d classes: train.monitor=%s is undefined there, using "
+                    "loss", len(val_classes), n_classes, cfg.train.monitor)
     cfg = cfg.model_copy(deep=True)
     cfg.train.monitor = "loss"
     return cfg

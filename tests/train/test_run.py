@@ -432,6 +432,20 @@ def test_a_validation_split_of_one_class_monitors_the_loss_and_keeps_a_model(tmp
     assert load_config(tmp_path / "run" / "config.yaml").train.monitor == "loss"
 
 
+def test_a_multiclass_cohort_monitors_the_loss_when_validation_lacks_a_class_and_refuses_two_class_figures(
+        tmp_path, caplog):
+    """A validation split without one of 3 classes made AUC NaN every epoch (no epoch kept, patience stopping the
+    run); `train.monitor=f1` of 3 classes was never a number either, said only at the end."""
+    seen = iter(range(1000))
+    three = _relabelled(tmp_path, lambda y, s: "2" if s == "train" and next(seen) % 3 == 0 else y)
+    with pytest.raises(MedtlError, match=r"train.monitor=f1 is a two-class figure and this cohort has 3 classes"):
+        train(tiny_cfg(three, "train.monitor=f1"), tmp_path / "f1", progress=False)
+    assert not (tmp_path / "f1").exists()
+    run = train(tiny_cfg(three, "train.epochs=1", "train.patience=1"), tmp_path / "run", progress=False)
+    assert "the validation split holds 2 of the 3 classes: train.monitor=auc is undefined there" in caplog.text
+    assert run.card["training"]["monitor"] == "loss" and run.card["training"]["best_epoch"] == 1
+
+
 def test_monitor_names_are_checked_and_the_metrics_csv_column_is_accepted():
     assert tiny_cfg("train.monitor=val_loss").train.monitor == "loss"
     with pytest.raises(ConfigError, match="train.monitor: Input should be 'auc', 'loss'"):
