@@ -16,8 +16,9 @@ from torch import nn
 
 @torch.no_grad()
 def reestimate_batchnorm(model: nn.Module, batches: Iterable, device: torch.device | str | None = None,
-                         max_batches: int | None = None) -> int:
-    """Recompute every BatchNorm's running mean/var as the exact average over ``batches``.
+                         max_batches: int | None = None, keep: Iterable[nn.Module] = ()) -> int:
+    """Recompute every BatchNorm's running mean/var (but those in ``keep``, which normalise with their
+    own, e.g. a frozen stage's) as the exact average over ``batches``.
 
     ``batches`` yields input tensors, or tuples/lists/dicts whose first item / ``"image"``
     is the input (a DataLoader works). Only the running statistics change: weights,
@@ -25,7 +26,8 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable, device: torch.devi
     cumulative moving average (``momentum=None``), as ``torch.optim.swa_utils.update_bn``.
     Returns the number of batches seen.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    kept = {id(m) for m in keep}
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in kept]
     if not bns:
         return 0
     was_training = {m: m.training for m in model.modules()}

@@ -33,7 +33,7 @@ from medtl.runs import memory_format, resolve_device, save_weights, to_memory_fo
 from medtl.train.logger import MetricLogger
 from medtl.train.config import TrainConfig
 from medtl.train.strategy import (Strategy, build_optimizer, build_scheduler, decay_toward_start,
-                                  starting_points)
+                                  frozen_batchnorms, starting_points)
 from medtl.transforms.tta import View, tta_probabilities
 
 LOWER_IS_BETTER = {"loss", "nll", "brier", "ece"}
@@ -553,7 +553,10 @@ def _finish_swa(run: _Fit, on_best: Callable[[nn.Module, int, dict], None] | Non
     if averaged == 0:  # stopped early before the averaging began: the best epoch stays the model
         return
     swa_model = run.swa.module
-    reestimate_batchnorm(swa_model, run.train_loader, run.device)
+    # only the statistics that trained: a frozen stage's (linear, batchnorm=freeze) stay those the head learnt on
+    # (AveragedModel copies the model's buffers at every update)
+    keep = frozen_batchnorms(swa_model, run.strategy.trainable_stages(swa_model, state.epoch - 1), run.cfg.batchnorm)
+    reestimate_batchnorm(swa_model, run.train_loader, run.device, keep=keep)
     row = _validate(run, swa_model) if run.val_loader is not None else {}
     state.swa = {"from_epoch": run.swa_from + 1, "epochs_averaged": averaged, **_summary(row)}
     state.best_epoch = state.epoch

@@ -136,20 +136,22 @@ class Strategy:
         return trainable
 
 
+def frozen_batchnorms(model: nn.Module, trainable: list[str], batchnorm: str) -> list[nn.Module]:
+    """The BatchNorm layers whose running statistics stay as they are while the ``trainable`` stages
+    train: those of frozen stages, or all with ``batchnorm='freeze'``."""
+    keep = set(trainable)
+    return [m for name, module in _stages(model) if batchnorm == "freeze" or name not in keep
+            for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def set_batchnorm_mode(model: nn.Module, trainable: list[str], batchnorm: str) -> None:
     """Put BatchNorm of frozen stages (or all, with ``batchnorm='freeze'``) in eval mode.
 
     A frozen stage must keep its ImageNet running statistics, otherwise the
     "frozen" features would still drift with every training batch.
     """
-    keep = set(trainable)
-    for name, module in _stages(model):
-        frozen = batchnorm == "freeze" or name not in keep
-        if not frozen:
-            continue
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
+    for m in frozen_batchnorms(model, trainable, batchnorm):
+        m.eval()
 
 
 #: 3D batches smaller than this re-estimate BatchNorm statistics under ``batchnorm: auto``.

@@ -265,6 +265,23 @@ def test_swa_model_is_the_equal_average_of_the_last_epochs_with_batchnorm_recomp
     assert state.swa["val_loss"] == pytest.approx(val_loss, rel=1e-5)
 
 
+@pytest.mark.parametrize("extra", [["train.strategy=linear"], ["train.strategy=full", "train.batchnorm=freeze"],
+                                   ["train.strategy=linear", "train.batchnorm=reestimate"]])
+def test_swa_keeps_the_batchnorm_statistics_its_frozen_stages_trained_with(tmp_path, extra):
+    """SWA's statistics pass replaced a frozen stage's (ImageNet's, or AdaBN's) by the training data's: the head
+    learnt on features the run's model no longer computes."""
+    torch.manual_seed(0)
+    net = StagedBN()
+    saved = []
+    engine.fit(net, cases(16), cases(8, seed=1), cfg("train.epochs=2", "train.swa=1", *extra), tmp_path,
+               progress=False, on_best=lambda m, epoch, row: saved.append({k: v.clone() for k, v in m.state_dict().items()}))
+    final = saved[-1]
+    for k in ("stem.1.running_mean", "stem.1.running_var", "stem.1.num_batches_tracked"):
+        assert torch.equal(final[k], net.state_dict()[k]), k  # the statistics the trained model used throughout
+    if "train.strategy=linear" in extra:
+        assert torch.equal(final["stem.0.weight"], net.state_dict()["stem.0.weight"])
+
+
 def test_swa_stopped_before_its_epochs_keeps_the_best_epoch(tmp_path):
     best = []
     config = cfg("train.epochs=6", "train.patience=1", "train.schedule=constant", "train.swa=0.3")
