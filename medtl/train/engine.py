@@ -346,6 +346,8 @@ def fit(
     run = _set_up(model, train_ds, val_ds, cfg, out_dir, class_weights, sample_weights, resume)
     tc, state = run.cfg, run.state
     stop_at = tc.epochs if max_epochs_this_run is None else min(tc.epochs, state.epoch + max_epochs_this_run)
+    if _patience_spent(run):  # an early-stopped run resumed (killed while it was evaluated): it trains no more
+        stop_at = state.epoch
     for epoch in range(state.epoch, stop_at):
         row, seconds = _run_epoch(run, epoch, train_transform, progress)
         improved = _record_epoch(run, epoch, row, on_best)

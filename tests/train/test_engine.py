@@ -75,6 +75,16 @@ def test_patience_stops_when_the_monitored_score_never_improves(tmp_path):
     assert (tmp_path / "checkpoints" / "last.pt").is_file()
 
 
+def test_an_early_stopped_run_resumed_trains_no_more_epochs(tmp_path):
+    config = cfg("train.epochs=5", "train.patience=2", "train.schedule=constant")
+    engine.fit(Staged(), cases(8), cases(4, labels=[0] * 4), config, tmp_path, progress=False)
+    state = engine.fit(Staged(), cases(8), cases(4, labels=[0] * 4), config, tmp_path, resume=True, progress=False)
+    assert (state.epoch, state.bad_epochs) == (2, 2)
+    assert [r["epoch"] for r in read_history(tmp_path / "metrics.csv")] == [1, 2]
+    more = cfg("train.epochs=5", "train.patience=3", "train.schedule=constant")  # more patience given: it goes on
+    assert engine.fit(Staged(), cases(8), cases(4, labels=[0] * 4), more, tmp_path, resume=True, progress=False).epoch == 3
+
+
 def test_a_tie_on_the_monitored_score_goes_to_the_lower_validation_loss(tmp_path, monkeypatch):
     # a small validation set gives AUC 1.0 from the first epoch, while the probabilities are still
     # all alike (loss high): the first epoch must not win every tie
