@@ -369,7 +369,7 @@ def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epoc
                   is_main: bool) -> RunResult:
     """:func:`train` of one model, with the run folder's lock held."""
     from medtl.data import balanced_weights, class_weights
-    from medtl.train.engine import fit, steps_per_epoch
+    from medtl.train.engine import fit, loader_workers, steps_per_epoch
 
     data = prepare_data(cfg, progress and is_main)
     cfg, cohort, prep = data.cfg, data.cohort, data.prep
@@ -423,6 +423,7 @@ def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epoc
         "monitor": tc.monitor, "best_score": state.best_score, "seed": tc.seed,
         # what else a rerun must match for the same weights: CPU kernels sum in another order at another count
         "threads": torch.get_num_threads(), "device": resolve_device(tc.device).type, "torch": torch.__version__,
+        "loader_workers": loader_workers(resolve_device(tc.device), cfg.data.num_workers),  # each draws its own augmentation
         **({"swa": state.swa} if state.swa else {}), **({"soup": state.soup} if state.soup else {}),
         **({"l2sp": tc.l2sp} if tc.l2sp and cfg.model.weights is not None else {}),
         "augment": cfg.augment.model_dump(mode="json"),

@@ -117,8 +117,8 @@ def test_resume_removes_the_half_written_files_of_a_killed_run_and_nothing_else(
         torch.set_num_threads(threads)
     assert [p.exists() for p in stale + kept] == [False] * len(stale) + [True] * len(kept)
     training = json.loads((out / "model_card.json").read_text())["training"]  # what a rerun must match
-    assert (training["seed"], training["threads"], training["device"], training["torch"]) == (0, 1, "cpu",
-                                                                                               torch.__version__)
+    assert (training["seed"], training["threads"], training["device"], training["torch"], training["loader_workers"]) \
+        == (0, 1, "cpu", torch.__version__, 0)
 
 
 def test_refuses_to_overwrite_a_run_without_resume(tiny_run):
