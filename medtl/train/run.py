@@ -421,9 +421,10 @@ def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epoc
         "lr": tc.lr, **({"lr_finder": {"suggestion": lr_finder["suggestion"], "plot": "plots/lr_find.png"}}
                         if lr_finder else {}),
         "monitor": tc.monitor, "best_score": state.best_score, "seed": tc.seed,
-        # what else a rerun must match for the same weights: CPU kernels sum in another order at another count
+        # what else a rerun must match for the same weights: CPU kernels sum in another order at another thread
+        # count, and each loader worker draws its own augmentation
         "threads": torch.get_num_threads(), "device": resolve_device(tc.device).type, "torch": torch.__version__,
-        "loader_workers": loader_workers(resolve_device(tc.device), cfg.data.num_workers),  # each draws its own augmentation
+        "loader_workers": loader_workers(resolve_device(tc.device), cfg.data.num_workers),
         **({"swa": state.swa} if state.swa else {}), **({"soup": state.soup} if state.soup else {}),
         **({"l2sp": tc.l2sp} if tc.l2sp and cfg.model.weights is not None else {}),
         "augment": cfg.augment.model_dump(mode="json"),
