@@ -51,6 +51,10 @@ def create(
             ``create(..., inflate="2.5d", slice_channels=3, pool="attention")`` (how
             a config's ``model.kwargs`` reach the adaptation).
     """
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise ConfigError(f"in_channels={in_channels!r}: give the number of image channels (1 gray, 3 RGB, ...)")
+    if spatial_dims not in (2, 3):
+        raise ConfigError(f"spatial_dims={spatial_dims!r}: give 2 (images) or 3 (volumes)")
     if inflate_options:
         for key in inflate_options:
             if key in _OTHER_LIBRARIES_NAMES:

@@ -209,6 +209,13 @@ def test_timm_and_keras_argument_names_point_to_medtls(kwargs, use, spatial_dims
     assert f"no argument {next(iter(kwargs))!r}" in msg and f"use {use}" in msg and "3D" not in msg
 
 
+@pytest.mark.parametrize("kwargs,match", [({"in_channels": 0}, "in_channels=0"), ({"in_channels": 1.5}, "in_channels"),
+                                          ({"spatial_dims": 4}, "spatial_dims=4")])
+def test_impossible_shapes_are_one_config_line(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        models.create("resnet18", **kwargs)
+
+
 def test_drop_path_sets_stochastic_depth_or_says_the_architecture_has_none():
     from monai.networks.nets.efficientnet import MBConvBlock
 
