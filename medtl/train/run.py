@@ -319,6 +319,10 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         cfg = cfg.model_copy(deep=True)
         cfg.train.batchnorm = bn  # the run's config.yaml and card record what was done
     tc = cfg.train
+    if cfg.model.weights is None and tc.strategy in ("linear", "partial"):
+        log.warning("train.strategy=%s with model.weights=null keeps stages of a random network frozen for the "
+                    "whole run (only %s learn); from scratch use train.strategy=full", tc.strategy,
+                    "the head" if tc.strategy == "linear" else "the last stages")
     seed_everything(tc.seed, tc.deterministic)
     if tc.threads:  # before anything heavy (the cache, the LR range test), not only in fit
         torch.set_num_threads(tc.threads)
@@ -428,6 +432,9 @@ def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epoc
         **({"swa": state.swa} if state.swa else {}), **({"soup": state.soup} if state.soup else {}),
         **({"l2sp": tc.l2sp} if tc.l2sp and cfg.model.weights is not None else {}),
         "augment": cfg.augment.model_dump(mode="json"),
+        # the whole recipe travels with the model, not only in config.yaml beside it
+        "settings": {"train": tc.model_dump(mode="json"),
+                     "model": cfg.model.model_dump(mode="json", include={"dropout", "drop_path", "kwargs"})},
         "data": {"source": Path(cfg.data.path).name, "format": cohort.format, "counts": cohort.counts(),
                  "train_fraction": cfg.data.train_fraction, "train_size": cfg.data.train_size,
                  "max_per_class": cfg.data.max_per_class,

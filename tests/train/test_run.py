@@ -119,6 +119,9 @@ def test_resume_removes_the_half_written_files_of_a_killed_run_and_nothing_else(
     training = json.loads((out / "model_card.json").read_text())["training"]  # what a rerun must match
     assert (training["seed"], training["threads"], training["device"], training["torch"], training["loader_workers"]) \
         == (0, 1, "cpu", torch.__version__, 0)
+    settings = training["settings"]  # the recipe travels in the card, not only in config.yaml beside it
+    assert settings["train"]["threads"] == 1 and settings["train"]["head_warmup"] == 0.0
+    assert set(settings["model"]) == {"dropout", "drop_path", "kwargs"}
 
 
 def test_refuses_to_overwrite_a_run_without_resume(tiny_run):
@@ -692,3 +695,19 @@ def test_missing_imagenet_weights_fail_before_the_data_is_read(tmp_path, monkeyp
         run_module.find_learning_rate(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
+
+
+@pytest.mark.parametrize("strategy,warned", [("linear", True), ("partial", True), ("full", False)])
+def test_a_frozen_random_backbone_is_warned_about(tmp_path, monkeypatch, caplog, strategy, warned):
+    import medtl.train.run as run_module
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(run_module, "prepare_data", stop)
+    with caplog.at_level("WARNING", logger="medtl"), pytest.raises(Stop):
+        train(tiny_cfg("model.weights=null", f"train.strategy={strategy}"), tmp_path / "run", progress=False)
+    assert any("keeps stages of a random network frozen" in r.getMessage() for r in caplog.records) == warned
