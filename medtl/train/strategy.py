@@ -2,7 +2,10 @@
 
 Four strategies over the backbone's ordered ``model.stages`` (stem ... head):
 
-- ``linear``: the backbone stays frozen (BatchNorm statistics too); only the head trains.
+- ``linear``: the backbone stays frozen (BatchNorm statistics too, except that
+  ``batchnorm: reestimate``, the automatic choice for 3D batches under :data:`SMALL_3D_BATCH`,
+  first re-estimates them on the training data); only the head trains. Stochastic depth
+  (``model.drop_path``) still drops blocks of frozen stages while they run in training mode.
 - ``partial``: the last ``unfreeze_stages`` backbone stages train with the head.
 - ``full``: everything trains at one learning rate.
 - ``gradual``: fastai's ``fine_tune`` extended stage by stage: the head alone for
