@@ -370,7 +370,7 @@ def load_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """
     p = Path(path)
     try:
-        if p.suffix == ".safetensors":
+        if p.suffix == ".safetensors" or _is_safetensors(p):
             from safetensors.torch import load_file as st_load
 
             obj = st_load(str(p), device="cpu")
@@ -386,6 +386,16 @@ def load_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{p}: expected a state dict of tensors")
     return _without_wrapper_prefixes(dict(obj))
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file under another name: an 8-byte little-endian header length, then its JSON header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size
 
 
 #: Key prefixes that wrappers add to every name: DataParallel/DistributedDataParallel, torch.compile.

@@ -259,8 +259,9 @@ def test_safetensors_and_wrapped_checkpoints(tmp_path):
 
     sd = {k: v.contiguous() for k, v in fake("resnet18").items()}
     save_file(sd, tmp_path / "r18.safetensors")
+    save_file(sd, tmp_path / "renamed.pth")  # read by its content, not its name
     torch.save({"state_dict": sd}, tmp_path / "wrapped.pth")
-    for name in ("r18.safetensors", "wrapped.pth"):
+    for name in ("r18.safetensors", "renamed.pth", "wrapped.pth"):
         m = models.create("resnet18", weights=tmp_path / name, in_channels=1, num_classes=2)
         assert m.card["weights"]["source"] == "file" and m.card["weights"]["format"] == "torchvision"
 
