@@ -65,7 +65,11 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
         raise ValueError(f"expected a (B, C, *spatial) tensor, got shape {tuple(x.shape)}")
     if x.shape[1] != len(mean):
         raise ValueError(f"tensor has {x.shape[1]} channels, normalisation has {len(mean)}")
-    x = x if x.is_floating_point() else x.float()
+    if not x.is_floating_point():
+        if x.numel() and int(x.max()) > 1:  # a 0..255 image would reach the network at values up to 1126
+            raise ValueError(f"expected an image in [0, 1], got a {str(x.dtype).replace('torch.', '')} tensor with "
+                             f"values up to {int(x.max())}; scale it first (e.g. x / 255 for 8-bit)")
+        x = x.float()
     view = (1, -1) + (1,) * (x.ndim - 2)
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(view)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(view)

@@ -27,6 +27,8 @@ def test_imagenet_normalize_rgb_gray_and_3d():
     assert GRAY_MEAN == pytest.approx(0.449) and GRAY_STD == pytest.approx(0.226)
     u8 = torch.randint(0, 2, (1, 3, 4, 4), dtype=torch.uint8)
     assert imagenet_normalize(u8).dtype == torch.float32
+    with pytest.raises(ValueError, match=r"uint8 tensor with values up to 255; scale it first \(e.g. x / 255"):
+        imagenet_normalize(torch.full((1, 1, 4, 4), 255, dtype=torch.uint8))
     with pytest.raises(ValueError):
         imagenet_normalize(torch.rand(3, 4))
 
