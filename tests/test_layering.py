@@ -99,6 +99,16 @@ def test_listing_and_printing_recipes_loads_no_torch_or_monai():
     assert out == []
 
 
+def test_the_weights_commands_load_no_monai():
+    """``medtl weights`` needs only medtl.models.weights: the architectures (MONAI) load on first use."""
+    out = _run("import sys, json, contextlib, io\n"
+               "from medtl.cli import main\n"
+               "with contextlib.redirect_stdout(io.StringIO()):\n"
+               "    assert main(['weights', 'list']) == 0\n"
+               "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('monai', 'gradio')})))")
+    assert out == []
+
+
 def test_prediction_never_loads_the_training_stack(tmp_path):
     from .conftest import write_untrained_run
 

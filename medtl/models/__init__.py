@@ -12,24 +12,59 @@ inflation: I3D, central), :mod:`medtl.models.acs` (ACS convolutions) and
 :mod:`medtl.models.slices25d` (2.5D slices through the 2D network).
 """
 
-from ._registry import list_models, register_model
-from .acs import ACSConv3d, acs_kernel, convert_to_acs
-from .adapt import (
-    GRAY_MEAN,
-    GRAY_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    adapt_input_conv,
-    fold_gray_normalization,
-    imagenet_normalize,
-    normalize,
-)
-from .backbone import Backbone
-from .factory import create
-from .inflate import InflateConfig, inflate_kernel, list_inflations, register_inflation
-from .keymap import load_pretrained
-from .slices25d import SliceBackbone, SliceConfig
-from .tuning import freeze, param_groups, unfreeze
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+# The architectures (MONAI, about 2.5 s to import) load on first use of a name below, so that
+# ``medtl weights ...``, which needs only ``medtl.models.weights``, starts in about a second.
+_WHERE = {
+    "list_models": "_registry", "register_model": "_registry",
+    "ACSConv3d": "acs", "acs_kernel": "acs", "convert_to_acs": "acs",
+    "GRAY_MEAN": "adapt", "GRAY_STD": "adapt", "IMAGENET_MEAN": "adapt", "IMAGENET_STD": "adapt",
+    "adapt_input_conv": "adapt", "fold_gray_normalization": "adapt", "imagenet_normalize": "adapt",
+    "normalize": "adapt",
+    "Backbone": "backbone", "create": "factory",
+    "InflateConfig": "inflate", "inflate_kernel": "inflate", "list_inflations": "inflate",
+    "register_inflation": "inflate",
+    "load_pretrained": "keymap", "SliceBackbone": "slices25d", "SliceConfig": "slices25d",
+    "freeze": "tuning", "param_groups": "tuning", "unfreeze": "tuning",
+}
+
+if TYPE_CHECKING:
+    from ._registry import list_models, register_model
+    from .acs import ACSConv3d, acs_kernel, convert_to_acs
+    from .adapt import (
+        GRAY_MEAN,
+        GRAY_STD,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        adapt_input_conv,
+        fold_gray_normalization,
+        imagenet_normalize,
+        normalize,
+    )
+    from .backbone import Backbone
+    from .factory import create
+    from .inflate import InflateConfig, inflate_kernel, list_inflations, register_inflation
+    from .keymap import load_pretrained
+    from .slices25d import SliceBackbone, SliceConfig
+    from .tuning import freeze, param_groups, unfreeze
+
+
+def __getattr__(name: str) -> Any:
+    """A public name of :data:`_WHERE`, or a submodule (``medtl.models.weights``), imported on first use."""
+    if name not in _WHERE:
+        if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return importlib.import_module(f"{__name__}.{name}")
+    importlib.import_module(f"{__name__}.factory")  # registers every architecture before any name is used
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "GRAY_MEAN",
