@@ -97,3 +97,12 @@ def test_verdict_names_the_seed_count_when_the_winner_has_fewer_seeds(t3d):
     runs = [_run("i3d/imagenet", s, 0.8, 0.95) for s in range(3)] + [_run("acs/imagenet", 0, 0.85, 0.9)]
     (line,) = t3d.verdicts(t3d.summarise(runs))
     assert "**i3d/imagenet** (test 0.800 ± 0.000)" in line
+
+
+def test_the_merge_command_in_the_docs_reproduces_the_committed_section(t3d):
+    doc = (ROOT / "docs/benchmarks.md").read_text()
+    command = doc.split("the table above is\n  `python benchmarks/transfer3d.py --merge ", 1)[1].split("`", 1)[0]
+    files = [f for pattern in command.split() for f in sorted(ROOT.glob(pattern))]  # as the shell expands it
+    metas, runs = t3d.merge(files)
+    committed = doc.split(t3d.START + "\n", 1)[1].split(t3d.END, 1)[0]
+    assert t3d.markdown(t3d.summarise(runs), metas) == committed
