@@ -20,10 +20,14 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from medtl._fileutil import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
 MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
@@ -135,8 +139,6 @@ def markdown(results: list[dict], setting: str, command: str) -> str:
 
 def write_section(md_path: Path, section: str, body: str) -> None:
     """Replace the text between ``<!-- section:start -->`` and ``<!-- section:end -->`` (other sections kept)."""
-    from medtl._fileutil import atomic_path
-
     start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
     text = md_path.read_text() if md_path.exists() else "# Benchmarks\n\nFigures measured by the scripts in `benchmarks/`.\n"
     block = f"{start}\n{body}{end}"
@@ -148,7 +150,7 @@ def write_section(md_path: Path, section: str, body: str) -> None:
         tmp.write_text(text)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--setting", choices=sorted(SETTINGS), default="reduced")
     ap.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "adrenalmnist3d"])
@@ -158,9 +160,9 @@ def main() -> None:
     ap.add_argument("--runs-dir", default=None, help="keep the runs here (default: a temp dir)")
     ap.add_argument("--out", default="benchmarks/out/transfer.json")
     ap.add_argument("--md", default="docs/benchmarks.md")
-    ap.add_argument("--dry-run", action="store_true", help="1 epoch on 2% of the data per arm (checks the script)")
+    ap.add_argument("--dry-run", action="store_true", help="1 epoch on 2%% of the data per arm (checks the script)")
     ap.add_argument("overrides", nargs="*", help="extra config overrides for every arm")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     if not MEDMNIST.exists():
         raise SystemExit(f"needs MedMNIST files in {MEDMNIST} (see ../shared/README.md)")
@@ -179,14 +181,13 @@ def main() -> None:
         results.append(r)
         print(f"    test AUC {r['test_auc']:.3f}  ACC {r['test_accuracy']:.3f}  val AUC {r['val_auc']:.3f}  "
               f"({r['seconds']:.0f} s)", flush=True)
-    command = "python benchmarks/transfer.py " + " ".join(
-        ([f"--setting {args.setting}"] if args.setting != "reduced" else []) + args.overrides)
+    command = shlex.join(["python", "benchmarks/transfer.py", *(sys.argv[1:] if argv is None else argv)])
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"setting": args.setting, "results": results}, indent=2))
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps({"setting": args.setting, "command": command, "results": results}, indent=2))
     if not args.dry_run:
-        write_section(REPO / args.md, "transfer", markdown(results, args.setting, command.strip()))
-    print(markdown(results, args.setting, command.strip()))
+        write_section(REPO / args.md, "transfer", markdown(results, args.setting, command))
+    print(markdown(results, args.setting, command))
 
 
 if __name__ == "__main__":
