@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from medtl._fileutil import atomic_path
+
 import nibabel as nib
 import numpy as np
 
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
               "last_view": shown}
     print(json.dumps(result, indent=2))
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        with atomic_path(args.out) as part:
+            part.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

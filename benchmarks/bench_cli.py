@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from medtl._fileutil import atomic_path
+
 
 def time_command(argv: list[str], repeat: int) -> list[float]:
     times = []
@@ -43,7 +45,8 @@ def main() -> int:
               f"(n={len(t)})")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": " ".join(base), "results": results}, indent=2))
+    with atomic_path(out) as part:
+        part.write_text(json.dumps({"command": " ".join(base), "results": results}, indent=2))
     print(f"wrote {out}")
     return 0
 

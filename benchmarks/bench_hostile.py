@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from medtl._fileutil import atomic_path
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("MEDTL_SHARED_DIR", REPO.parent / "shared"))
@@ -219,9 +221,9 @@ def main() -> int:
     else:
         print(f"\nfuzz: {fz.get('skipped')}")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": " ".join(["python", "benchmarks/bench_hostile.py", *sys.argv[1:]]),
-                               "python": sys.version.split()[0], "cases": rows, "fuzz": fz}, indent=1) + "\n")
+    with atomic_path(out) as part:  # makes the parent folder too
+        part.write_text(json.dumps({"command": " ".join(["python", "benchmarks/bench_hostile.py", *sys.argv[1:]]),
+                                   "python": sys.version.split()[0], "cases": rows, "fuzz": fz}, indent=1) + "\n")
     print(f"wrote {out}")
     bad = [r for r in rows if r["outcome"].startswith(("FOREIGN", "crashed", "hang"))]
     return 1 if bad or fz.get("foreign_exceptions") or fz.get("hangs") else 0

@@ -25,6 +25,8 @@ import time
 import warnings
 from pathlib import Path
 
+from medtl._fileutil import atomic_path
+
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -139,7 +141,8 @@ def main() -> None:
     print(f"MONAI / medtl time ratio: {result['monai_over_medtl_time_ratio']:.2f}x; arrays identical: {identical}; "
           f"max affine diff {affine_diff:.2e}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    with atomic_path(args.out) as part:
+        part.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     if tmp is not None:
         tmp.cleanup()

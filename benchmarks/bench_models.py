@@ -15,6 +15,8 @@ import platform
 import time
 from pathlib import Path
 
+from medtl._fileutil import atomic_path
+
 import torch
 
 from medtl import models
@@ -100,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    with atomic_path(out) as part:
+        part.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
     print(f"wrote {out}")
 
 

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from medtl._fileutil import atomic_path
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -112,7 +114,8 @@ def main() -> int:
                        "cpu": platform.processor() or platform.machine()},
            "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    with atomic_path(args.out) as part:
+        part.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from medtl._fileutil import atomic_path
+
 import torch
 
 from medtl.infer import discover, score
@@ -178,7 +180,8 @@ def main() -> None:
         }
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2))
+        with atomic_path(out) as part:
+            part.write_text(json.dumps(report, indent=2))
         print(f"wrote {out}")
     finally:
         if tmp is not None:

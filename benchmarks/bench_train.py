@@ -24,6 +24,8 @@ import platform
 import time
 from pathlib import Path
 
+from medtl._fileutil import atomic_path
+
 import torch
 from torch import nn
 
@@ -152,9 +154,8 @@ def main() -> None:
                                         for k in ("model_only_images_per_s", "end_to_end_images_per_s")}
         print(f"channels-last / contiguous: model-only x{res['channels_last_speedup']['model_only_images_per_s']:.2f}, "
               f"end-to-end x{res['channels_last_speedup']['end_to_end_images_per_s']:.2f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
+    with atomic_path(args.out) as part:  # makes the parent folder too
+        part.write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
+from medtl._fileutil import atomic_path
+
 import numpy as np
 
 
@@ -56,7 +58,8 @@ def main() -> None:
     print(f"{n} x {n} image shown at {shown.shape[0]} x {shown.shape[1]}: slider step {result['slider_step_ms']:.0f} ms, "
           f"labelled download {result['download_ms']:.0f} ms (median of {args.repeat})")
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+        with atomic_path(args.out) as part:
+            part.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from medtl._fileutil import atomic_path
+
 REPO = Path(__file__).resolve().parents[1]
 MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
 RESULTS = REPO / "benchmarks" / "results" / "medmnist"
@@ -181,11 +183,10 @@ def run_one(dataset: str, weights: str, seed: int, train_size: int | None = None
 
 
 def _write_row(path: Path, row: dict) -> None:
-    """``row`` as indented JSON at ``path``, through a ``.json.part`` file renamed into place (a killed
+    """``row`` as indented JSON at ``path``, through a temporary file renamed into place (a killed
     run never leaves half a JSON)."""
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(row, indent=2))
-    tmp.replace(path)
+    with atomic_path(path) as part:
+        part.write_text(json.dumps(row, indent=2))
 
 
 def _run_dir(row: dict) -> Path:
@@ -461,8 +462,8 @@ def plot_curve(summary: dict[tuple, dict], path: Path) -> Path | None:
     ax.set_title("PneumoniaMNIST learning curve, medmnist2d")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as part:  # makes the parent folder too
+        fig.savefig(part, dpi=120)
     return path
 
 
@@ -1018,9 +1019,10 @@ def merge(md: Path) -> None:
 
     rows = load_rows()
     summary = summarise(rows)
-    (REPO / "benchmarks" / "results" / "medmnist_summary.json").write_text(json.dumps(
-        [{"dataset": k[0], "weights": k[1], "train_size": k[2], "tag": k[3], **v} for k, v in summary.items()],
-        indent=2))
+    with atomic_path(REPO / "benchmarks" / "results" / "medmnist_summary.json") as part:
+        part.write_text(json.dumps(
+            [{"dataset": k[0], "weights": k[1], "train_size": k[2], "tag": k[3], **v} for k, v in summary.items()],
+            indent=2))
     plot_curve(summary, REPO / "docs" / "img" / "medmnist_learning_curve.png")
     text = markdown(summary, rows)
     write_section(md, "medmnist", text)

@@ -25,6 +25,8 @@ import platform
 import time
 from pathlib import Path
 
+from medtl._fileutil import atomic_path
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -217,7 +219,8 @@ def main() -> int:
     results["seconds"] = time.perf_counter() - t0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=float))
+    with atomic_path(out) as part:
+        part.write_text(json.dumps(results, indent=2, default=float))
     print(f"\nwrote {out} ({results['seconds']:.0f} s)")
     return 0
 

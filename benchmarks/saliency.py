@@ -35,6 +35,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from medtl._fileutil import atomic_path
 from typing import Any
 
 import numpy as np
@@ -288,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         "default": {"method": DEFAULT_METHOD, "options": default_opts, "agrees": agrees},
         "recipe_3d": RECIPE_3D, "results": results, "table": text,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    with atomic_path(args.out) as part:  # makes the parent folder too
+        part.write_text(json.dumps(report, indent=1))
     _say(f"wrote {args.out} ({time.perf_counter() - t0:.0f} s)")
     return 0
 

@@ -23,6 +23,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from medtl._fileutil import atomic_path
+
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,10 +87,8 @@ def evaluate_run(run_dir: Path, dataset: str, out_json: Path, threads: int = 1,
                 for s in SEVERITIES]
         print(f"{run_dir.name} {split}: clean {out['clean'][split]:.3f}, corrupted mean "
               f"{np.mean([v for vs in out['corrupted'][split].values() for v in vs]):.3f}", flush=True)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_json.with_suffix(".json.part")
-    tmp.write_text(json.dumps(out, indent=2))
-    tmp.replace(out_json)
+    with atomic_path(out_json) as part:  # makes the parent folder too
+        part.write_text(json.dumps(out, indent=2))
     return out
 
 
@@ -208,8 +208,9 @@ def main() -> None:
         from transfer import write_section
 
         table = summarise()
-        (REPO / "benchmarks" / "results" / "shift_summary.json").write_text(json.dumps(
-            [{"dataset": d, "preset": p, **v} for (d, p), v in table.items()], indent=2, default=list))
+        with atomic_path(REPO / "benchmarks" / "results" / "shift_summary.json") as part:
+            part.write_text(json.dumps(
+                [{"dataset": d, "preset": p, **v} for (d, p), v in table.items()], indent=2, default=list))
         text = markdown(table)
         for ds in mm.DATASETS:
             text += comparison(table, ds)
