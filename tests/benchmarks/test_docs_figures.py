@@ -1,0 +1,72 @@
+"""The hand-written tables of docs/benchmarks.md quote the committed JSON under benchmarks/results/ exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = (ROOT / "docs" / "benchmarks.md").read_text()
+
+#: cpu_memory_format JSON -> (first two cells of its row)
+MEMORY_FORMAT_ROWS = {
+    "medmnist2d_96px_b32_t1": "| `medmnist2d` Lite0, 96 px | 32, 1 |",
+    "medmnist2d_96px_b32_t2": "| `medmnist2d` Lite0, 96 px | 32, 2 |",
+    "i3d_64cube_b16_t2": "| I3D Lite0, 64³ | 16, 2 |",
+    "i3d_32x64x64_b4_t2": "| I3D Lite0, 32×64×64 | 4, 2 |",
+    "acs_64cube_b16_t2": "| ACS Lite0, 64³ | 16, 2 |",
+    "25d_64cube_b16_t2": "| 2.5D Lite0, 64³ | 16, 2 |",
+}
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+@pytest.mark.parametrize("name", MEMORY_FORMAT_ROWS)
+def test_memory_format_rows_are_the_json(name):
+    d = _load(f"cpu_memory_format/{name}")
+    f, speedup = d["formats"], d["channels_last_speedup"]
+    last = "channels_last_3d" if "channels_last_3d" in f else "channels_last"
+    cells = []
+    for key in ("model_only_images_per_s", "end_to_end_images_per_s"):
+        x = f"{speedup[key]:.2f}x"
+        x = f"**{x}**" if d["input_shape"] == [1, 96, 96] and key.startswith("end") else x
+        cells.append(f"{f['contiguous'][key]:.1f} → {f[last][key]:.1f} ({x})")
+    assert f"{MEMORY_FORMAT_ROWS[name]} {cells[0]} | {cells[1]} |" in DOC
+
+
+def test_memory_format_step_counts_are_the_jsons():
+    steps = {name: _load(f"cpu_memory_format/{name}")["steps"] for name in MEMORY_FORMAT_ROWS}
+    two_d = {s for n, s in steps.items() if n.startswith("medmnist2d")}
+    three_d = {s for n, s in steps.items() if not n.startswith("medmnist2d")}
+    assert two_d == {15} and "15 steps (2D)" in DOC
+    assert f"or {min(three_d)}-{max(three_d)} (3D: " in DOC
+
+
+def test_batch_scoring_rows_are_the_json():
+    for r in _load("bench_score")["results"]:
+        row = (f"| {r['input'].upper()} | {r['engine']} | {r['workers']} | {r['studies_per_s']:.1f} | "
+               f"{r['decode_fraction']:.2f} | {r['wait_fraction'] * 100:.0f} % |")
+        assert row in DOC
+
+
+def test_gpu_rows_are_the_json():
+    res = _load("gpu_h200")["results"]
+    for name in ("bench_lite0_96_b32_fp32", "bench_lite0_96_b32_bf16_cl", "bench_lite0_96_b32_bf16_cl_compile",
+                 "bench_lite0_96_b256_bf16_cl", "bench_lite0_i3d_64_b16_bf16_cl"):
+        r = res[name]
+        assert f"| {r['model_only_images_per_s']:.0f} | {r['end_to_end_images_per_s']:.0f} |" in DOC, name
+
+
+@pytest.mark.parametrize("model", ["xray", "ct"])
+def test_ood_false_alarms_are_the_json(model):
+    m = _load("ood")["models"][model]
+    fa = m["false_alarm"]
+    row = (f"| false alarms on the ID test split | **{fa['mahalanobis']:.3f}** | {fa['knn']:.3f} | "
+           f"{fa['energy']:.3f} | {fa['msp']:.3f} |")
+    assert row in DOC
+    assert f"ID test n = {m['n_id_test']}" in DOC
