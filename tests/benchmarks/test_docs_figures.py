@@ -70,3 +70,14 @@ def test_ood_false_alarms_are_the_json(model):
            f"{fa['energy']:.3f} | {fa['msp']:.3f} |")
     assert row in DOC
     assert f"ID test n = {m['n_id_test']}" in DOC
+
+
+def test_readme_quotes_the_fixed_subset_spread_of_the_generated_section():
+    readme = (ROOT / "README.md").read_text()
+    spread = DOC.split("Spread, imagenet start: training-seed sd within a subset ", 1)[1]
+    imagenet = float(spread.split(" ", 1)[0])
+    scratch = float(spread.split("scratch start: training-seed sd within a subset ", 1)[1].split(" ", 1)[0])
+    subsets = DOC.count("| 0, 1, 2 | ")  # one table row per fixed subset
+    words = {2: "two", 3: "three", 4: "four"}[subsets]
+    assert (f"over {words} fixed\nsubsets, training-seed sd {imagenet:.3f} against scratch's {scratch:.3f}"
+            in readme)
