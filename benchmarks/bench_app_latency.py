@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from medtl._fileutil import atomic_path
-
 import nibabel as nib
 import numpy as np
+
+from medtl._fileutil import atomic_path
 
 MEASURE = r"""
 async (n) => {

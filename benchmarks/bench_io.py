@@ -25,12 +25,12 @@ import time
 import warnings
 from pathlib import Path
 
-from medtl._fileutil import atomic_path
-
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from medtl._fileutil import atomic_path
 
 
 def write_ct_series(folder: Path, slices: int, size: int, seed: int = 0) -> None:

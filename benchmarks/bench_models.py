@@ -15,10 +15,9 @@ import platform
 import time
 from pathlib import Path
 
-from medtl._fileutil import atomic_path
-
 import torch
 
+from medtl._fileutil import atomic_path
 from medtl import models
 
 SETTINGS = {"2d": {"spatial_dims": 2, "in_channels": 3, "shape": (8, 3, 224, 224)},

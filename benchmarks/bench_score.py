@@ -32,8 +32,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from medtl._fileutil import atomic_path
-
 import torch
 
 from medtl.infer import discover, score
@@ -42,7 +40,7 @@ from medtl.infer.isolate import isolated_stream
 from medtl.models import create
 from medtl.demo.cohort import make_cohort
 from medtl.runs import CARD_FORMAT, save_weights
-from medtl._fileutil import write_json as _write_json
+from medtl._fileutil import atomic_path, write_json as _write_json
 from medtl.transforms import Preprocessing
 
 

@@ -22,13 +22,11 @@ import argparse
 import json
 import platform
 import time
-from pathlib import Path
-
-from medtl._fileutil import atomic_path
 
 import torch
 from torch import nn
 
+from medtl._fileutil import atomic_path
 from medtl.config import load_config
 from medtl.train.engine import (
     DistInfo,

@@ -16,9 +16,9 @@ import statistics
 import time
 from pathlib import Path
 
-from medtl._fileutil import atomic_path
-
 import numpy as np
+
+from medtl._fileutil import atomic_path
 
 
 def _median_ms(fn, repeat: int) -> float:

@@ -25,13 +25,12 @@ import platform
 import time
 from pathlib import Path
 
-from medtl._fileutil import atomic_path
-
 import numpy as np
 import torch
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
+from medtl._fileutil import atomic_path
 from medtl.errors import MedtlError
 from medtl.guard import METHODS
 from medtl.guard.ood import DEFAULT_QUANTILE

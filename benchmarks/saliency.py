@@ -35,12 +35,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from medtl._fileutil import atomic_path
 from typing import Any
 
 import numpy as np
 import torch
+
+from medtl._fileutil import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "saliency.json"

@@ -23,9 +23,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from medtl._fileutil import atomic_path
-
 import numpy as np
+
+from medtl._fileutil import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
