@@ -24,6 +24,7 @@ import json
 import os
 import resource
 import select
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -222,7 +223,7 @@ def main() -> int:
         print(f"\nfuzz: {fz.get('skipped')}")
     out = Path(args.out)
     with atomic_path(out) as part:  # makes the parent folder too
-        part.write_text(json.dumps({"command": " ".join(["python", "benchmarks/bench_hostile.py", *sys.argv[1:]]),
+        part.write_text(json.dumps({"command": shlex.join(["python", "benchmarks/bench_hostile.py", *sys.argv[1:]]),
                                    "python": sys.version.split()[0], "cases": rows, "fuzz": fz}, indent=1) + "\n")
     print(f"wrote {out}")
     bad = [r for r in rows if r["outcome"].startswith(("FOREIGN", "crashed", "hang"))]

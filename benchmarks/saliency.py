@@ -30,6 +30,7 @@ import argparse
 import csv
 import json
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"winner on validation: {winner.label} ({winner.method} {winner.options}); medtl default: "
           f"{DEFAULT_METHOD} {default_opts} -> {'agrees' if agrees else 'DIFFERS: update medtl.explain'}")
     report = {
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
+        "command": shlex.join(["python", Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick, "seconds": time.perf_counter() - t0, "torch_threads": args.threads,
         "platform": platform.platform(), "winner": {"label": winner.label, "method": winner.method,
                                                    "options": winner.options},

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import shutil
 import statistics
 import sys
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="transfer3d_"))
     device = "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else \
         f"cpu ({torch.get_num_threads()} threads)"
-    meta = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + (argv or sys.argv[1:])),
+    meta = {"command": shlex.join(["python", Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)]),
             "setting": "dry run" if args.dry_run else args.setting, "datasets": datasets, "arms": arms,
             "seeds": seeds, "epochs": 1 if args.dry_run else epochs, "extra": args.extra,
             "base": Path(args.base).name, "machine": f"{platform.node() or 'host'}, {device}", "minutes": 0.0,

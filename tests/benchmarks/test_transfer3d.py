@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,13 @@ def test_the_merge_command_in_the_docs_reproduces_the_committed_section(t3d):
     metas, runs = t3d.merge(files)
     committed = doc.split(t3d.START + "\n", 1)[1].split(t3d.END, 1)[0]
     assert t3d.markdown(t3d.summarise(runs), metas) == committed
+
+
+def test_the_recorded_command_can_be_pasted_into_a_shell(t3d, tmp_path, monkeypatch):
+    monkeypatch.setattr(t3d, "run_one", lambda base, ds, arm, seed, epochs, extra, work, dry: _run(arm, seed, 0.7, 0.8, epochs, ds))
+    out = tmp_path / "t.json"
+    argv = ["--datasets", "adrenal28", "--arms", "i3d/imagenet", "--seeds", "0", "--epochs", "1",
+            "--set", "name=a b;c", "--work-dir", str(tmp_path), "--out", str(out), "--doc", str(tmp_path / "d.md")]
+    t3d.main(argv)
+    command = json.loads(out.read_text())["meta"]["command"]
+    assert shlex.split(command)[2:] == argv
