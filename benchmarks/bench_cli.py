@@ -1,4 +1,5 @@
-"""Wall time of ``medtl --help``, ``--version`` and ``configs`` as a user meets it (a new process each time).
+"""Wall time of ``medtl --help``, ``--version``, ``configs`` and ``weights list`` as a user meets it (a new
+process each time).
 
     python benchmarks/bench_cli.py [--repeat 10] [--out benchmarks/out/cli.json]
 
@@ -37,7 +38,7 @@ def main() -> int:
     base = [exe] if exe else [sys.executable, "-m", "medtl.cli"]
     results = {}
     commands = {"--help": ["--help"], "--version": ["--version"], "train --help": ["train", "--help"],
-                "configs": ["configs"], "configs NAME": ["configs", "medmnist2d"]}
+                "configs": ["configs"], "configs NAME": ["configs", "medmnist2d"], "weights list": ["weights", "list"]}
     for name, extra in commands.items():
         t = time_command([*base, *extra], args.repeat)
         results[name] = {"min_s": min(t), "median_s": statistics.median(t), "max_s": max(t), "n": len(t)}

@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
+import sys
 import time
 
 import torch
@@ -152,6 +154,7 @@ def main() -> None:
                                         for k in ("model_only_images_per_s", "end_to_end_images_per_s")}
         print(f"channels-last / contiguous: model-only x{res['channels_last_speedup']['model_only_images_per_s']:.2f}, "
               f"end-to-end x{res['channels_last_speedup']['end_to_end_images_per_s']:.2f}")
+    res.update(warmup=args.warmup, command=shlex.join(["python", *sys.argv]))
     with atomic_path(args.out) as part:  # makes the parent folder too
         part.write_text(json.dumps(res, indent=2))
 
