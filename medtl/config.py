@@ -70,6 +70,57 @@ _OverrideLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?
                                       list("tTfF"))
 
 
+class _FileLoader(yaml.SafeLoader):
+    """YAML for a config file that refuses a key given twice in one mapping: PyYAML keeps the last
+    silently, so a second ``train:`` section would drop every key of the first without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeLoader refuses it itself
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (first on line {first + 1}; keep one)", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``line N: what`` of a PyYAML error, on one line (its own message spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if "'\\t'" in problem:
+        problem += "; indent with spaces, not tabs"
+    return f"line {mark.line + 1}: {problem}" if mark is not None else problem
+
+
+def _line_of(text: str, loc: Sequence[Any]) -> int | None:
+    """The 1-based line in a YAML ``text`` of the deepest key of a pydantic error ``loc`` found there."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for k in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(kn, vn) for kn, vn in node.value if kn.value == str(k)]
+            if not match:
+                break
+            line, node = match[-1][0].start_mark.line + 1, match[-1][1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(k, int) and 0 <= k < len(node.value):
+            node = node.value[k]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
 def _parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
@@ -126,14 +177,20 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     """Read a YAML config or shipped recipe (or start from defaults), apply ``key=value`` overrides, validate."""
     data: dict[str, Any] = {}
     p = None
+    text = ""
     if path is not None:
         p = recipe_path(path)
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            text = p.read_text(encoding="utf-8")
+            data = yaml.load(text, Loader=_FileLoader) or {}  # noqa: S506 - a SafeLoader
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read the config ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not UTF-8 text (save the config as UTF-8)") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise ConfigError(f"{p}: not valid YAML ({_yaml_problem(exc)})") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"{p}: a config must be a mapping of sections")
+            raise ConfigError(f"{p}: a config must be a mapping of sections (train:, data:, ...)")
     apply_overrides(data, overrides)
     try:
         return Config.model_validate(data)
@@ -146,5 +203,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         if any(where == k or where.startswith(k + ".") or k.startswith(where + ".") for k in given):
             src, fix = "", "fix the override"  # the command line's value, not the recipe's
         else:
-            src, fix = (f"{p}: " if p else ""), "fix the config or override it"
+            line = _line_of(text, first["loc"]) if p else None
+            src = f"{p}: line {line}: " if line else (f"{p}: " if p else "")
+            fix = "fix the config or override it"
         raise ConfigError(f"{src}{where}: {first['msg']}{hint} ({exc.error_count()} problem(s); {fix})") from None

@@ -48,7 +48,7 @@ def test_override_typos_suggest_the_real_key_and_name_the_override():
 def test_yaml_typo_names_the_file_and_suggests(tmp_path):
     bad = tmp_path / "typo.yaml"
     bad.write_text("train:\n  epocs: 3\n")
-    with pytest.raises(ConfigError, match=r"typo.yaml: train.epocs: .*did you mean 'epochs'"):
+    with pytest.raises(ConfigError, match=r"typo.yaml: line 2: train.epocs: .*did you mean 'epochs'"):
         load_config(bad)
 
 
@@ -98,3 +98,40 @@ def test_the_3d_demo_recipe_declares_its_modality():
     cfg = load_config("demo_ct3d")
     assert cfg.data.modality == "CT"
     assert record_domain([], 3, 1, declared_modality=cfg.data.modality)["families"] == ["CT"]
+
+
+@pytest.mark.parametrize("text, message", [
+    # PyYAML keeps the last of two equal keys: the second section dropped the first's lr without a word
+    ("train:\n  lr: 0.1\ntrain:\n  epochs: 3\n", r"dup.yaml: not valid YAML \(line 3: key 'train' given twice \(first on line 1"),
+    ("train:\n  lr: 0.1\n  lr: 0.2\n", r"dup.yaml: not valid YAML \(line 3: key 'lr' given twice \(first on line 2"),
+    ("train:\n\tlr: 0.1\n", r"dup.yaml: not valid YAML \(line 2: found character .* indent with spaces, not tabs\)"),
+])
+def test_yaml_duplicate_keys_and_tabs_are_refused_with_their_line(tmp_path, text, message):
+    (tmp_path / "dup.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(tmp_path / "dup.yaml")
+    assert "\n" not in str(err.value)
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    text = "train:\n  <<: {epochs: 3, lr: 0.1}\n  lr: 0.2\n"
+    (tmp_path / "m.yaml").write_text(text)
+    cfg = load_config(tmp_path / "m.yaml")
+    assert cfg.train.epochs == 3 and cfg.train.lr == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\ntrian:\n  lr: 0.1\n", r"c.yaml: line 2: trian: .*did you mean 'train'"),
+    ("name: x\ntrain: 5\n", r"c.yaml: line 2: train: Input should be a valid dictionary"),
+    ("train:\n  epochs: 3\n  lr: abc\n", r"c.yaml: line 3: train.lr: "),
+])
+def test_yaml_schema_errors_name_the_line(tmp_path, text, message):
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_unreadable_and_non_utf8_configs_are_config_errors(tmp_path):
+    (tmp_path / "latin1.yaml").write_bytes(b"train:\n  lr: 0.1  # caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text \(save the config as UTF-8\)"):
+        load_config(tmp_path / "latin1.yaml")
