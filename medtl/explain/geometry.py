@@ -19,7 +19,7 @@ from monai.data import MetaTensor
 from scipy import ndimage
 from torch import nn
 
-from medtl.explain.saliency import explain
+from medtl.explain.saliency import DEFAULT_METHOD, explain
 from medtl.io.scan import Scan
 from medtl.transforms.layout import ToNetworkLayoutd, from_network_layout
 from medtl.transforms.load import ScanSource, as_scan
@@ -76,7 +76,7 @@ def map_to_scan(saliency_map: np.ndarray, grid_affine: np.ndarray, scan: Scan, o
     return np.clip(out, 0.0, 1.0).astype(np.float32) if order > 1 else out.astype(np.float32)
 
 
-def saliency_for_scan(model: nn.Module, prep: Preprocessing, scan_or_path: ScanSource, method: str = "gradcam",
+def saliency_for_scan(model: nn.Module, prep: Preprocessing, scan_or_path: ScanSource, method: str = DEFAULT_METHOD,
                       target: int | None = None, prepared: tuple[torch.Tensor, np.ndarray] | None = None,
                       **options: Any) -> tuple[Scan, dict[str, Any]]:
     """Saliency of a scan (path, :class:`Scan` or array) as a :class:`Scan` in the scan's own geometry.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -166,6 +168,17 @@ def test_2d_scan_saliency_in_its_geometry(one_thread):
     model = create("resnet18", weights=None, in_channels=1, num_classes=2)
     sal, info = saliency_for_scan(model, Preprocessing(spatial_dims=2, size=[64, 64]), scan, "gradcam++")
     assert sal.shape == scan.shape and np.array_equal(sal.affine, scan.affine) and info["method"] == "gradcam++"
+
+
+def test_saliency_for_scan_defaults_to_the_measured_default_method(one_thread):
+    """Like :func:`saliency`, the app, the predictor and PACS: it defaulted to Grad-CAM instead."""
+    from medtl.explain import DEFAULT_METHOD, saliency
+
+    scan = Scan(array=np.random.default_rng(0).random((32, 32, 1)).astype(np.float32), affine=np.eye(4), modality="CR")
+    model = create("resnet18", weights=None, in_channels=1, num_classes=2)
+    sal, info = saliency_for_scan(model, Preprocessing(spatial_dims=2, size=[32, 32]), scan)
+    assert info["method"] == DEFAULT_METHOD == inspect.signature(saliency).parameters["method"].default
+    assert sal.metadata["saliency_method"] == DEFAULT_METHOD
 
 
 @pytest.mark.shared
