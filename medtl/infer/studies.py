@@ -365,8 +365,15 @@ def discover_manifest(csv_path: str | os.PathLike, spatial_dims: int) -> Discove
     path and the hash of its files; anything else by path + content hash. Missing files are errors.
     """
     csv_path = Path(csv_path)
-    with open(csv_path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    try:  # utf-8-sig and stripped names, as training's manifest reader: a spreadsheet's CSV starts with a BOM
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            rows = [{(k or "").strip(): v for k, v in row.items()} for row in csv.DictReader(fh)]
+    except UnicodeDecodeError:
+        raise MedtlError(f"{csv_path}: not UTF-8 text (save the manifest as CSV UTF-8)") from None
+    except csv.Error as exc:
+        raise MedtlError(f"{csv_path}: not a readable CSV ({exc}; one study per row, a 'path' column)") from None
+    except OSError as exc:
+        raise MedtlError(f"{csv_path}: cannot read the manifest ({exc.strerror or exc})") from None
     if not rows or "path" not in rows[0]:
         raise MedtlError(f"{csv_path}: a manifest needs a 'path' column (one study per row)")
     base = csv_path.parent

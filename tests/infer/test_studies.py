@@ -118,6 +118,17 @@ def test_manifest_rows_are_studies(tmp_path):
         discover(tmp_path / "nope", 3)
 
 
+def test_a_spreadsheet_manifest_scores_as_it_trains(tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM and may pad names: training's reader took such a file,
+    scoring refused it ("needs a 'path' column"); a Latin-1 file raised a bare UnicodeDecodeError."""
+    nii = SAMPLE / "ct3d" / "P0031.nii.gz"
+    (tmp_path / "bom.csv").write_bytes(f"\ufeffpath , label\r\n{nii},1\r\n".encode())
+    assert [s.path for s in discover(tmp_path / "bom.csv", 3).studies] == [str(nii)]
+    (tmp_path / "latin1.csv").write_bytes(f"path,label\n{nii},caf\xe9\n".encode("latin-1"))
+    with pytest.raises(MedtlError, match=r"latin1.csv: not UTF-8 text \(save the manifest as CSV UTF-8\)$"):
+        discover(tmp_path / "latin1.csv", 3)
+
+
 def test_a_damaged_copy_of_an_instance_never_hides_the_good_one(tmp_path):
     from pydicom.data import get_testdata_file
 
