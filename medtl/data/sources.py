@@ -114,10 +114,17 @@ def load_manifest(path: str | os.PathLike, class_names: list[str] | None = None,
         hint = (": `medtl sample-data sample_data --size small` writes the built-in sample cohort there"
                 if path.parent.name == "sample_data" else " (relative paths start from the current folder)")
         raise ConfigError(f"{path}: manifest not found{hint}")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = [c.strip() for c in (reader.fieldnames or [])]
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = [c.strip() for c in (reader.fieldnames or [])]
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text (save the manifest as CSV UTF-8)") from None
+    except csv.Error as exc:
+        raise ConfigError(f"{path}: not a readable CSV ({exc}; columns path,label[,split][,patient_id])") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
     for col in ("path", "label"):
         if col not in fields:
             raise ConfigError(f"{path}: manifest needs a {col!r} column (found {fields})")

@@ -49,6 +49,15 @@ def test_manifest_integer_labels_and_errors(tmp_path):
         load_manifest(_manifest(tmp_path, ["a.png,cat"], header="path,label"), class_names=["dog"])
 
 
+def test_a_manifest_that_is_not_utf8_is_a_config_error(tmp_path):
+    """A Latin-1 export raised a bare UnicodeDecodeError from deep inside the csv reader."""
+    _png(tmp_path / "meta" / "a.png")
+    csv = tmp_path / "meta" / "cohort.csv"
+    csv.write_bytes("path,label\na.png,b\xe9nin\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"cohort.csv: not UTF-8 text \(save the manifest as CSV UTF-8\)$"):
+        load_manifest(csv)
+
+
 def test_folder_per_class_and_split_folders(tmp_path):
     for cls, n in (("normal", 2), ("tumour", 3)):
         for i in range(n):
