@@ -711,3 +711,16 @@ def test_a_frozen_random_backbone_is_warned_about(tmp_path, monkeypatch, caplog,
     with caplog.at_level("WARNING", logger="medtl"), pytest.raises(Stop):
         train(tiny_cfg("model.weights=null", f"train.strategy={strategy}"), tmp_path / "run", progress=False)
     assert any("keeps stages of a random network frozen" in r.getMessage() for r in caplog.records) == warned
+
+
+def test_the_training_door_is_importable_from_the_package_and_only_on_use():
+    """``from medtl.train import train`` raised ImportError (every other part exports its door); the
+    config's ``train:`` section must still load without the training loop."""
+    from medtl import train as part
+    from medtl.train import run
+
+    assert [getattr(part, n) for n in part.__all__] == [run.RunResult, run.evaluate, run.find_learning_rate,
+                                                          run.train]
+    code = "import sys, medtl.config; print('medtl.train.run' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
