@@ -21,7 +21,7 @@ from torch import nn
 from medtl import __version__
 from medtl._fileutil import atomic_path, hold_lock, remove_stale_temps, write_json
 from medtl.config import Config, load_config
-from medtl.errors import DimensionError, MedtlError
+from medtl.errors import ConfigError, DimensionError, MedtlError
 from medtl.io import Scan
 from medtl.runs import (CARD_FORMAT, INTENDED_USE, LIMITATIONS, card_views, load_run, read_card, resolve_device,
                         save_weights, write_card)
@@ -285,8 +285,17 @@ def run_lr_finder(model: nn.Module, data: PreparedData, cfg: Config, out: Path |
     return result
 
 
+def _require_config(cfg: Any, where: str) -> None:
+    """A recipe name, a path or a dict given where a validated :class:`Config` belongs failed deep inside
+    with ``AttributeError: 'str' object has no attribute 'model'``."""
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"{where}() takes a Config, got {type(cfg).__name__} "
+                          "(cfg = medtl.config.load_config('recipe name or config.yaml', ['train.epochs=5']))")
+
+
 def find_learning_rate(cfg: Config, out_dir: str | os.PathLike, progress: bool = True):
     """``medtl train --find-lr``: only the range test; writes ``lr_find.json`` and the plot in ``out_dir``."""
+    _require_config(cfg, "find_learning_rate")
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -307,6 +316,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     knob is in ``cfg``. With ``train.ensemble`` > 1 the run is that many runs of the recipe, averaged
     (:func:`train_ensemble`). One training at a time writes a run folder (a lock beside its files).
     """
+    _require_config(cfg, "train")
     out = Path(out_dir)
     check_weights(cfg, progress)
     if cfg.train.ensemble > 1:

@@ -724,3 +724,14 @@ def test_the_training_door_is_importable_from_the_package_and_only_on_use():
     code = "import sys, medtl.config; print('medtl.train.run' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("given", ["sample_tiny", {"train": {"epochs": 1}}])
+def test_train_given_a_recipe_name_or_dict_says_to_load_a_config(tmp_path, given):
+    """It failed with ``AttributeError: 'str' object has no attribute 'model'`` from inside."""
+    from medtl.train import find_learning_rate
+
+    for fn in (train, find_learning_rate):
+        with pytest.raises(ConfigError, match=r"\(\) takes a Config, got (str|dict) \(cfg = medtl.config.load_config"):
+            fn(given, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
