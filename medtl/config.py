@@ -149,6 +149,9 @@ def _check_key(keys: list[str], item: str) -> None:
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Set ``a.b=value`` items on a nested dict (values parsed as YAML: 5, 1e-3, [64,64], null)."""
+    if isinstance(overrides, (str, bytes)):  # iterated, "train.epochs=5" was refused as override 't'
+        raise ConfigError(f"overrides are a list of key=value items, got the text {overrides!r} "
+                          f"(write [{overrides!r}])")
     for item in overrides:
         keys, value = _parse_override(item)
         _check_key(keys, item)

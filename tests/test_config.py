@@ -135,3 +135,10 @@ def test_unreadable_and_non_utf8_configs_are_config_errors(tmp_path):
     (tmp_path / "latin1.yaml").write_bytes(b"train:\n  lr: 0.1  # caf\xe9\n")
     with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text \(save the config as UTF-8\)"):
         load_config(tmp_path / "latin1.yaml")
+
+
+def test_one_override_given_as_text_says_to_make_it_a_list():
+    """It was iterated letter by letter: "override 't' must look like section.key=value"."""
+    with pytest.raises(ConfigError, match=r"overrides are a list of key=value items, got the text 'train.epochs=5' "
+                                          r"\(write \['train.epochs=5'\]\)"):
+        load_config("sample_tiny", "train.epochs=5")
