@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import html
+import json
 import os
 import time
 from pathlib import Path
@@ -73,7 +74,8 @@ def run_demo(out: str | os.PathLike = "demo_out", size: str = "full", epochs: in
     base = load_config(DEMO_RECIPE)
     weights, weights_msg = _weights_line(base.model.arch)
     _say(weights_msg)
-    overrides = [f"data.path={manifest}", f"model.weights={weights or 'null'}"]
+    # the path quoted: an --out with "#" or ": " in its name is not YAML to parse
+    overrides = [f"data.path={json.dumps(str(manifest))}", f"model.weights={weights or 'null'}"]
     if epochs:
         overrides.append(f"train.epochs={epochs}")
 

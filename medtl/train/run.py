@@ -704,7 +704,7 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | N
     split = split or ("all" if data else "test")
     if split not in ("train", "val", "test", "all"):
         raise MedtlError(f"split {split!r}: choose train, val, test or all")
-    fresh = [f"data.path={data}", "data.filter={}"] if data else []
+    fresh = [f"data.path={json.dumps(str(data))}", "data.filter={}"] if data else []  # quoted: a path is not YAML
     cfg = load_config(cfg_path if cfg_path.is_file() else None, [*fresh, *overrides])
     device = resolve_device(cfg.train.device)
     model, card, prep = load_run(run_dir, device=str(device))

@@ -25,3 +25,22 @@ def test_scores_the_demo_did_not_write_stop_it_untouched(tmp_path):
     with pytest.raises(MedtlError, match=r"scores.csv: holds scores the demo did not write; use another --out"):
         _clear_previous_scores(tmp_path)
     assert scores.read_bytes() == before
+
+
+def test_the_demo_trains_on_its_cohort_in_a_folder_with_any_name(tmp_path, monkeypatch):
+    """The cohort's path went into a ``data.path=...`` override read as YAML: ``--out "demo #1"`` trained
+    on the data path ``.../demo``."""
+    import medtl.train.run
+    from medtl.demo.pipeline import run_demo
+
+    seen = []
+
+    def stop(cfg, *args, **kwargs):
+        seen.append(cfg.data.path)
+        raise KeyboardInterrupt  # no training: the config it was given is the point
+
+    monkeypatch.setattr(medtl.train.run, "train", stop)
+    out = tmp_path / "demo #1: site A"
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(out, size="small", progress=False)
+    assert seen == [str(out / "cohort" / "manifest.csv")]

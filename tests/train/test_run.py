@@ -735,3 +735,20 @@ def test_train_given_a_recipe_name_or_dict_says_to_load_a_config(tmp_path, given
         with pytest.raises(ConfigError, match=r"\(\) takes a Config, got (str|dict) \(cfg = medtl.config.load_config"):
             fn(given, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("folder", ["site B #2", "site: B"])
+def test_other_data_at_any_path_is_evaluated(tiny_run, tmp_path, folder):
+    """``data`` went into a ``data.path=...`` override read as YAML: ``#`` cut the path short, ``: `` made
+    it a mapping."""
+    src = Path(TINY[0].split("=", 1)[1])
+    with open(src) as fh:
+        rows = [r for r in csv.DictReader(fh) if r["kind"] == "ct2d"]
+    where = tmp_path / folder
+    where.mkdir()
+    with open(where / "m.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "label"], *([str(src.parent / r["path"]), r["label"]] for r in rows)])
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("evaluations"))
+    m = evaluate(run, data=where / "m.csv", progress=False, bootstrap=0)
+    assert m["n"] == len(rows) and m["evaluated_on"]["data"] == str(where / "m.csv")
