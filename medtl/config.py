@@ -129,6 +129,8 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.load(raw, Loader=_OverrideLoader) if raw.strip() else None  # noqa: S506 - a SafeLoader
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and re.search(r"\s#", raw) and not raw.lstrip().startswith(("'", '"')):
+        value = raw.strip()  # a command line has no comments: YAML cut "runs/site B #2" short at the '#'
     return key.strip().split("."), value
 
 

@@ -142,3 +142,11 @@ def test_one_override_given_as_text_says_to_make_it_a_list():
     with pytest.raises(ConfigError, match=r"overrides are a list of key=value items, got the text 'train.epochs=5' "
                                           r"\(write \['train.epochs=5'\]\)"):
         load_config("sample_tiny", "train.epochs=5")
+
+
+def test_a_hash_in_an_override_value_is_part_of_it():
+    """YAML read ``name=exp #3`` as ``exp`` and a data path with `` #`` as the folder before it."""
+    cfg = load_config(None, ["name=exp #3", "data.path=/data/site B #2/m.csv", "data.filter.site='B #2'",
+                             "train.epochs=5"])
+    assert cfg.name == "exp #3" and cfg.data.path == "/data/site B #2/m.csv"
+    assert cfg.data.filter == {"site": "B #2"} and cfg.train.epochs == 5
