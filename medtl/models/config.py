@@ -10,6 +10,8 @@ from medtl._schema import Section as _Section
 
 
 class ModelConfig(_Section):
+    """The backbone, its starting weights and how they are adapted to the input (channels, 3D)."""
+
     arch: str = "resnet18"
     weights: Optional[str] = "imagenet"  #: "imagenet", a file path, or null (scratch)
     weights_dir: Optional[str] = None

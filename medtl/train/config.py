@@ -10,6 +10,8 @@ from medtl._schema import Section as _Section
 
 
 class TrainConfig(_Section):
+    """The fine-tuning recipe: what trains when, optimiser, schedule, regularisation, devices, seed."""
+
     strategy: Literal["linear", "partial", "full", "gradual"] = "gradual"
     epochs: int = Field(10, ge=1)
     #: at least this many optimiser steps: a small cohort gets more epochs (epochs =
@@ -111,6 +113,8 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
+    """How a finished run is scored: decision threshold, bootstrap CIs, test-time views."""
+
     threshold: Union[float, Literal["youden", "val_youden"]] = "val_youden"
     bootstrap: int = Field(1000, ge=0)  #: resamples for 95% CIs
     #: test-time augmentation: the final validation/test figures, and every later prediction of the
