@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import re
+import types
+import typing
 from typing import Any, Literal, Sequence
 
 import yaml
@@ -166,6 +168,24 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
+def _field_path(loc: Sequence[Any]) -> tuple:
+    """A pydantic error location without the union branch names it adds after a field that takes one of
+    several types (``eval.threshold.float``, ``train.lr.constrained-float``): the key a user wrote."""
+    out: list[Any] = []
+    model: Any = Config
+    skip = False
+    for x in loc:
+        if skip:
+            skip, model = False, None
+            continue
+        out.append(x)
+        fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
+        model = fields[x].annotation if x in fields else None
+        if typing.get_origin(model) in (typing.Union, types.UnionType):
+            skip = len([a for a in typing.get_args(model) if a is not type(None)]) > 1
+    return tuple(out)
+
+
 def _unknown_key_hint(loc: tuple) -> str:
     model: Any = Config
     for k in loc[:-1]:
@@ -200,15 +220,18 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        # pydantic names the branch of a union it tried ("constrained-float", "literal['auto']"): not a key
-        where = ".".join(str(x) for x in first["loc"] if not isinstance(x, str) or re.fullmatch(r"\w+", x))
+        errors = exc.errors()
+        first, loc = errors[0], _field_path(errors[0]["loc"])
+        where = ".".join(map(str, loc))
+        # one problem per key: a value no branch of a union takes fails each branch
+        msg = "; or ".join(dict.fromkeys(e["msg"] for e in errors if _field_path(e["loc"]) == loc))
+        n_problems = len({_field_path(e["loc"]) for e in errors})
         hint = _unknown_key_hint(first["loc"]) if first["type"] == "extra_forbidden" else ""
         given = [o.split("=", 1)[0].strip() for o in overrides if "=" in o]
         if any(where == k or where.startswith(k + ".") or k.startswith(where + ".") for k in given):
             src, fix = "", "fix the override"  # the command line's value, not the recipe's
         else:
-            line = _line_of(text, first["loc"]) if p else None
+            line = _line_of(text, loc) if p else None
             src = f"{p}: line {line}: " if line else (f"{p}: " if p else "")
             fix = "fix the config or override it"
-        raise ConfigError(f"{src}{where}: {first['msg']}{hint} ({exc.error_count()} problem(s); {fix})") from None
+        raise ConfigError(f"{src}{where}: {msg}{hint} ({n_problems} problem(s); {fix})") from None

@@ -159,3 +159,16 @@ def test_every_config_class_says_what_it_is():
     missing = [n for n in medtl.config.__all__ if isinstance(getattr(medtl.config, n), type)
                and not getattr(medtl.config, n).__dict__.get("__doc__")]
     assert missing == []
+
+
+def test_a_value_no_type_of_a_field_takes_is_one_problem_named_by_its_key(tmp_path):
+    """pydantic reports each branch of a union: the message named a key ``eval.threshold.float``, left out
+    the words the field takes and counted 2 problems."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["eval.threshold=abc"])
+    assert str(err.value) == ("eval.threshold: Input should be a valid number, unable to parse string as a number; "
+                              "or Input should be 'youden' or 'val_youden' (1 problem(s); fix the override)")
+    (tmp_path / "c.yaml").write_text("train:\n  epochs: 3\n  lr: -1\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: line 3: train.lr: Input should be greater than 0; or Input "
+                                          r"should be 'auto' \(1 problem\(s\)"):
+        load_config(tmp_path / "c.yaml")

@@ -504,7 +504,7 @@ def test_other_data_mixing_2d_and_3d_says_which_filter_keeps_the_models_kind(tin
 
 
 def test_a_learning_rate_must_be_positive_and_a_bad_override_is_named_as_such():
-    with pytest.raises(ConfigError, match=r"^train.lr: Input should be greater than 0 .*fix the override\)$"):
+    with pytest.raises(ConfigError, match=r"^train.lr: Input should be greater than 0; or Input should be 'auto' .*fix the override\)$"):
         tiny_cfg("train.lr=-1")
     assert tiny_cfg("train.lr=auto").train.lr == "auto"
 
