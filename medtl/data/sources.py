@@ -176,6 +176,8 @@ def load_folder(root: str | os.PathLike, class_names: list[str] | None = None) -
     holding one DICOM series). A DICOM item is grouped by the PatientID in its header
     (:func:`dicom_patient`), so that the splits keep each patient in one of them.
     """
+    if not os.fspath(root):  # Path("") is the current folder, read as a cohort
+        raise ConfigError("the cohort folder path is empty (give a folder with one sub-folder per class)")
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"{root}: folder not found")

@@ -203,6 +203,8 @@ def discover(input_path: str | os.PathLike, spatial_dims: int, exclude: Iterable
     ``spatial_dims`` (the model's) decides whether DICOM files are scored one by one (2) or
     grouped into series (3). ``exclude``: paths never taken as input (the outputs).
     """
+    if not os.fspath(input_path):  # Path("") is the current folder, scored whole
+        raise MedtlError("the input path is empty (give a folder of studies or a manifest CSV)")
     root = Path(input_path)
     if not root.exists():
         raise MedtlError(f"{root}: no such file or folder (give a folder of studies or a manifest CSV)")

@@ -32,6 +32,11 @@ def load_scan(path: str | os.PathLike, series: str | int | None = None, grayscal
     claims beyond the budgets of :mod:`medtl.io.limits` are refused before allocation, and
     any exception of a third-party reader becomes a ``ScanError`` naming the file.
     """
+    if not isinstance(path, (str, os.PathLike)):  # not "unreadable ... the file is damaged"
+        raise ScanError(None, f"a scan is given by its path, got {type(path).__name__}",
+                        "pass the file or folder as a str or pathlib.Path")
+    if not os.fspath(path):  # Path("") is the current folder: an unset variable read whatever lay there
+        raise ScanError(None, "the scan path is empty", "give the path of a scan file or folder")
     path = Path(path)
     if not path.exists():
         raise ScanError(path, "no such file or folder", "check the path")

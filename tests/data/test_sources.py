@@ -58,6 +58,14 @@ def test_a_manifest_that_is_not_utf8_is_a_config_error(tmp_path):
         load_manifest(csv)
 
 
+def test_an_empty_cohort_folder_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch):
+    _png(tmp_path / "cat" / "a.png")
+    _png(tmp_path / "dog" / "b.png")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^the cohort folder path is empty \(give a folder with one sub-folder"):
+        load_folder("")
+
+
 def test_folder_per_class_and_split_folders(tmp_path):
     for cls, n in (("normal", 2), ("tumour", 3)):
         for i in range(n):

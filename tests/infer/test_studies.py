@@ -129,6 +129,13 @@ def test_a_spreadsheet_manifest_scores_as_it_trains(tmp_path):
         discover(tmp_path / "latin1.csv", 3)
 
 
+def test_an_empty_input_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch):
+    shutil.copy(SAMPLE / "ct3d" / "P0031.nii.gz", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MedtlError, match=r"^the input path is empty \(give a folder of studies or a manifest CSV\)$"):
+        discover("", 3)
+
+
 def test_a_damaged_copy_of_an_instance_never_hides_the_good_one(tmp_path):
     from pydicom.data import get_testdata_file
 
