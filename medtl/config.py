@@ -198,6 +198,27 @@ def _unknown_key_hint(loc: tuple) -> str:
     return ""
 
 
+#: The most values (mapping entries, list items) a config may hold once YAML aliases are expanded; the
+#: largest shipped recipe holds under 100.
+MAX_CONFIG_VALUES = 100_000
+
+
+def _too_big(data: Any, limit: int = MAX_CONFIG_VALUES) -> bool:
+    """Whether ``data`` holds more than ``limit`` values counting every alias as a copy, as saving it does
+    (``model_dump``): aliases of aliases in a few lines of YAML (``model.kwargs``) expand beyond memory.
+    Stops counting at the limit, so it costs at most ``limit`` steps."""
+    stack, seen = [data], 0
+    while stack:
+        node = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            seen += 1
+            if seen > limit:
+                return True
+            stack.append(child)
+    return False
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config or shipped recipe (or start from defaults), apply ``key=value`` overrides, validate."""
     data: dict[str, Any] = {}
@@ -217,6 +238,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: a config must be a mapping of sections (train:, data:, ...)")
     apply_overrides(data, overrides)
+    if _too_big(data):
+        raise ConfigError(f"{p or 'the overrides'}: over {MAX_CONFIG_VALUES:,} values once YAML aliases (*name) "
+                          "are expanded (write the values out, without aliases of aliases)")
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -172,3 +172,15 @@ def test_a_value_no_type_of_a_field_takes_is_one_problem_named_by_its_key(tmp_pa
     with pytest.raises(ConfigError, match=r"c.yaml: line 3: train.lr: Input should be greater than 0; or Input "
                                           r"should be 'auto' \(1 problem\(s\)"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_yaml_aliases_of_aliases_are_refused_in_bounded_time(tmp_path):
+    """Eight lines loaded at once and then, when training saved its config, expanded into 10^8 values."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)]
+    (tmp_path / "laughs.yaml").write_text("model:\n  kwargs:\n    " + "\n    ".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=r"laughs.yaml: over 100,000 values once YAML aliases \(\*name\) are "
+                                          r"expanded"):
+        load_config(tmp_path / "laughs.yaml")
+    (tmp_path / "ok.yaml").write_text("preprocess:\n  size: &s [32, 32]\nmodel:\n  kwargs: {size: *s}\n")
+    assert load_config(tmp_path / "ok.yaml").model.kwargs == {"size": [32, 32]}
