@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -80,3 +81,39 @@ def hold_lock(lock_path: str | os.PathLike, wait: bool = False) -> Any:
         fh.close()
         return None
     return fh
+
+
+@functools.cache
+def _unique_key_loader() -> type:
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """PyYAML's safe loader, refusing a key given twice in one mapping: it keeps the last silently, so
+        a second ``train:`` (or ``dicomweb:``) section dropped every key of the first without a word."""
+
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader refuses it itself
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (first on line {first + 1}; keep one)",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` of a file medtl is given to read (a config), refusing duplicate keys with a
+    ``yaml.YAMLError`` that marks the line of the second."""
+    import yaml
+
+    return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass

@@ -22,6 +22,7 @@ from typing import Any, Literal, Sequence
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from medtl._fileutil import load_yaml
 from medtl._recipes import list_recipes, recipe_path
 from medtl._schema import Section
 from medtl.data.config import DataConfig
@@ -70,27 +71,6 @@ _OverrideLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _OverrideLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                                       list("tTfF"))
-
-
-class _FileLoader(yaml.SafeLoader):
-    """YAML for a config file that refuses a key given twice in one mapping: PyYAML keeps the last
-    silently, so a second ``train:`` section would drop every key of the first without a word."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.get(key)
-            except TypeError:  # an unhashable key: SafeLoader refuses it itself
-                continue
-            if first is not None:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} given twice (first on line {first + 1}; keep one)", key_node.start_mark)
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -228,7 +208,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         p = recipe_path(path)
         try:
             text = p.read_text(encoding="utf-8")
-            data = yaml.load(text, Loader=_FileLoader) or {}  # noqa: S506 - a SafeLoader
+            data = load_yaml(text) or {}
         except OSError as exc:
             raise ConfigError(f"{p}: cannot read the config ({exc.strerror or exc})") from None
         except UnicodeDecodeError:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from medtl._fileutil import load_yaml
 from medtl.errors import MedtlError
 
 __all__ = ["DEFAULT_CONFIG", "PacsConfig", "PacsError", "load_pacs_config", "redact"]
@@ -191,7 +192,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except OSError as exc:
         raise MedtlError(f"{path}: cannot read the PACS config ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:

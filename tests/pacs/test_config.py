@@ -89,3 +89,11 @@ def test_retries_is_how_many_times_a_failed_request_is_sent_again(tmp_path):
         server.shutdown()
     assert load_pacs_config(None, env={}).retries == 2
     assert load_pacs_config(None, env={"MEDTL_PACS_RETRIES": "0"}).retries == 0
+
+
+def test_a_section_given_twice_is_refused_not_half_dropped(tmp_path):
+    """PyYAML kept the second ``dicomweb:`` alone: the server's url vanished and the user stayed."""
+    cfg = tmp_path / "pacs.yaml"
+    cfg.write_text("dicomweb:\n  url: http://pacs.local\ndicomweb:\n  user: bob\n")
+    with pytest.raises(MedtlError, match=r"pacs.yaml: line 3 not valid YAML$"):
+        load_pacs_config(cfg, env={})
