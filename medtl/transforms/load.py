@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,9 @@ def as_scan(x: ScanSource, spatial_dims: int | None = None) -> Scan:
     if isinstance(x, Scan):
         return x
     if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biufc":  # e.g. a list of file names made an array: not pixel values
+            raise ScanError(None, f"in-memory array of {x.dtype.name} {x.shape}, not pixel values",
+                            "give one path, a Scan or a numeric array; for a series of files, their folder or .zip")
         if x.dtype.kind in "fc" and not np.isfinite(x).all():
             # the file readers refuse these too: NaN would reach the network and make every output NaN
             bad = int(x.size - np.count_nonzero(np.isfinite(x)))
@@ -39,7 +41,7 @@ def as_scan(x: ScanSource, spatial_dims: int | None = None) -> Scan:
     if isinstance(x, (str, os.PathLike)):
         from medtl.io import load_scan
 
-        return load_scan(Path(x))
+        return load_scan(x)  # as given: Path("") would be the current folder
     raise TypeError(f"cannot load a scan from {type(x).__name__}; give a path, a Scan or a numpy array")
 
 

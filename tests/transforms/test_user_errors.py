@@ -81,3 +81,17 @@ def test_an_array_with_non_finite_values_is_refused_like_a_file(bad):
     with pytest.raises(ScanError) as exc:
         Preprocessing(size=[8, 8])(img)
     _one_line(exc.value, "in-memory array", "1 of 64 values are not finite", "background value")
+
+
+def test_file_names_or_an_empty_path_are_not_read_as_pixels_or_the_current_folder(tmp_path, monkeypatch):
+    """A list of file names became an array "of shape (2,)", refused as a badly shaped image; ``""`` went
+    through ``Path("")``, the current folder, and loaded whatever series lay there."""
+    from medtl.transforms import as_scan
+
+    with pytest.raises(ScanError, match=r"^in-memory array of str\d* \(2,\), not pixel values \(give one path, a "
+                                         r"Scan or a numeric array; for a series of files, their folder or .zip\)$"):
+        as_scan(np.asarray(["a.dcm", "b.dcm"]))
+    monkeypatch.chdir(tmp_path)
+    skio.imsave(tmp_path / "a.png", np.arange(64, dtype=np.uint8).reshape(8, 8), check_contrast=False)
+    with pytest.raises(ScanError, match=r"^the scan path is empty"):
+        as_scan("")
