@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -11,6 +12,31 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+#: errno values that say the output's disk or folder cannot take a file: the fix is free space or another place.
+CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def _disk_full(folder: Path) -> bool:
+    """Whether ``folder``'s file system has no free block left (for anyone, or for non-root users)."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # statvfs: POSIX only
+        return False
+    return st.f_bavail == 0 or st.f_bfree == 0
+
+
+def _write_failed(exc: Exception, path: Path, tmp_path: Path) -> OSError | None:
+    """The error to raise instead of ``exc`` (raised while writing ``tmp_path`` for ``path``): an OSError
+    naming ``path``, not the temporary file, and ENOSPC where a library hid a full disk in its own
+    exception (torch: ``unexpected pos``, safetensors: ``I/O error``); ``None`` to raise ``exc`` as it is."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        if exc.filename in (None, str(tmp_path)):
+            return type(exc)(exc.errno, exc.strerror, str(path))
+        return None
+    if not type(exc).__module__.startswith("medtl") and _disk_full(path.parent):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return None
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -18,7 +44,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     Readers never see a half-written file and an existing file survives a failed
     write. The temporary name keeps the suffixes so libraries that dispatch on
-    them (nibabel: ``.nii.gz``) still work.
+    them (nibabel: ``.nii.gz``) still work. A failed write raises an OSError naming ``path``
+    (ENOSPC when the disk filled up, whatever the writing library raised).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +61,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
+    except Exception as exc:
+        named = _write_failed(exc, path, tmp_path)
+        if named is None:
+            raise
+        raise named from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import errno
 import json
 import os
 import sys
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from medtl import __version__
-from medtl.errors import MedtlError
+from medtl._fileutil import CANNOT_WRITE
+from medtl.errors import MedtlError, _printable
 
 Handler = Callable[[argparse.Namespace], int]
 #: Saliency methods offered on the command line: ``medtl.explain.METHODS`` and its default, copied here
@@ -682,15 +684,33 @@ def _main(argv: list[str]) -> int:
     except BrokenPipeError:  # `medtl ... | head`: the reader left; stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit must not fail again
         return 141
-    except Exception as exc:  # a bug, not bad input: one line, the traceback only on request
-        if os.environ.get("MEDTL_DEBUG"):
-            raise
-        where = next((str(getattr(args, k)) for k in ("scan", "input", "path", "config", "model")
-                      if getattr(args, k, None)), "")
-        print(f"medtl: internal error{' on ' + where if where else ''}: {type(exc).__name__}: "
-              f"{str(exc).splitlines()[0] if str(exc) else ''} (MEDTL_DEBUG=1 shows the traceback; "
-              f"please report it)", file=sys.stderr)
-        return 3
+    except OSError as exc:
+        if exc.errno not in CANNOT_WRITE or os.environ.get("MEDTL_DEBUG"):
+            return _internal_error(args, exc)
+        print(f"medtl: error: {_cannot_write(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        return _internal_error(args, exc)
+
+
+def _cannot_write(exc: OSError) -> str:
+    """One line for an output the disk could not take: which file, why, and the fix."""
+    where = f"{_printable(str(exc.filename))}: " if exc.filename else ""
+    fix = ("choose an output on a writable disk" if exc.errno == errno.EROFS else
+           "free space on that disk or choose an output on another one")
+    return f"{where}cannot write ({exc.strerror}); {fix}"
+
+
+def _internal_error(args: argparse.Namespace, exc: Exception) -> int:
+    """A bug, not bad input: one line, the traceback only on request."""
+    if os.environ.get("MEDTL_DEBUG"):
+        raise exc
+    where = next((str(getattr(args, k)) for k in ("scan", "input", "path", "config", "model")
+                  if getattr(args, k, None)), "")
+    print(f"medtl: internal error{' on ' + where if where else ''}: {type(exc).__name__}: "
+          f"{str(exc).splitlines()[0] if str(exc) else ''} (MEDTL_DEBUG=1 shows the traceback; "
+          f"please report it)", file=sys.stderr)
+    return 3
 
 
 if __name__ == "__main__":

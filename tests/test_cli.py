@@ -1,3 +1,4 @@
+import errno
 import json
 import subprocess
 import sys
@@ -212,3 +213,19 @@ def test_predict_prints_medtl_warnings_on_one_line_and_no_library_warning_quotin
     assert err.splitlines() == [f"WARNING: {tmp_path / 'odd.dcm'}: invalid PixelSpacing '0.0\\\\0.0' (must be two "
                                 "positive numbers of mm): pixel size unknown, 1 mm assumed"]
     assert warnings.showwarning is shown
+
+
+def test_a_full_disk_is_one_line_naming_the_output_and_the_fix(tmp_path, capsys, untrained_run, monkeypatch):
+    from PIL import Image
+
+    def disk_full(self, fp, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "map.png"
+    out.write_bytes(b"earlier map")
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    assert main(["predict", "--model", str(untrained_run), str(SAMPLE / "ct2d" / "P0001_1.dcm"),
+                 "--saliency", str(out)]) == 2
+    assert capsys.readouterr().err == (f"medtl: error: {out}: cannot write (No space left on device); "
+                                       "free space on that disk or choose an output on another one\n")
+    assert out.read_bytes() == b"earlier map" and sorted(p.name for p in tmp_path.iterdir()) == ["map.png"]

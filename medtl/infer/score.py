@@ -204,8 +204,10 @@ def _score_pending(predictor: Predictor, found: Discovery, done: set[str], summa
             _run(predictor, pending, summary, scores, fail, workers, batch_size, engine, sal_dir, saliency_method,
                  progress, ray_address, timeout)
     finally:
-        scores.close()
-        errors.close()
+        try:
+            scores.close()
+        finally:
+            errors.close()
 
 
 def _run(predictor: Predictor, pending: list[Study], summary: ScoreSummary, scores: CsvAppender, fail: Any,

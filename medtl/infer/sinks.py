@@ -77,12 +77,22 @@ class CsvAppender:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore")
         w.writerows(_cells(rows))
-        self.fh.write(buf.getvalue())
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
+        try:
+            self.fh.write(buf.getvalue())
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+        except OSError as exc:
+            raise self._named(exc) from exc
 
     def close(self) -> None:
-        self.fh.close()
+        try:
+            self.fh.close()
+        except OSError as exc:  # the rows a full disk refused, flushed again
+            raise self._named(exc) from exc
+
+    def _named(self, exc: OSError) -> OSError:
+        """``exc`` naming this file (a flush's error names none)."""
+        return type(exc)(exc.errno, exc.strerror, str(self.path))
 
 
 def default_errors_path(out_csv: Path) -> Path:

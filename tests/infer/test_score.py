@@ -381,3 +381,17 @@ def test_csv_cells_round_trip():
     for text in ("=1+1", "+x", "-3", "@a", "\tx", "plain", "'quoted", "'=already", ""):
         assert read_cell(csv_cell(text)) == text
     assert csv_cell(-0.5) == -0.5 and csv_cell("=1") == "'=1" and csv_cell("plain") == "plain"
+
+
+def test_scores_on_a_full_disk_raise_an_error_naming_the_csv(tmp_path, monkeypatch):
+    import errno
+
+    from medtl.infer import sinks
+
+    out = tmp_path / "scores.csv"
+    rows = sinks.CsvAppender(out, ["key", "scored_at"])
+    monkeypatch.setattr(sinks.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
+    with pytest.raises(OSError) as info:
+        rows.write([{"key": "a", "scored_at": "now"}])
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(out))
+    rows.close()

@@ -1,0 +1,41 @@
+"""medtl._fileutil: atomic writes that fail name the file they were writing, and say when the disk is full."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from medtl import _fileutil
+from medtl._fileutil import atomic_path
+
+
+def test_a_failed_write_names_the_file_keeps_the_old_one_and_leaves_no_temp(tmp_path):
+    out = tmp_path / "scores.csv"
+    out.write_text("good\n")
+    with pytest.raises(OSError) as info:
+        with atomic_path(out) as tmp:
+            tmp.write_text("half")
+            raise OSError(errno.ENOSPC, "No space left on device")  # what a flush raises: no file name
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(out))
+    assert out.read_text() == "good\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv"]
+
+
+def test_a_library_error_on_a_full_disk_becomes_enospc_naming_the_file(tmp_path, monkeypatch):
+    """torch.save says ``unexpected pos``, safetensors ``SafetensorError``: on a full disk, ENOSPC."""
+    out = tmp_path / "model.safetensors"
+    monkeypatch.setattr(_fileutil.os, "statvfs", lambda p: os.statvfs_result((4096,) * 3 + (0,) * 7))
+    with pytest.raises(OSError) as info:
+        with atomic_path(out):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(out))
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert not out.exists()
+
+
+def test_a_library_error_with_free_space_left_is_raised_as_it_is(tmp_path):
+    with pytest.raises(ValueError, match="^bad value$"):
+        with atomic_path(tmp_path / "x.json"):
+            raise ValueError("bad value")
