@@ -28,12 +28,19 @@ def _disk_full(folder: Path) -> bool:
 def _write_failed(exc: Exception, path: Path, tmp_path: Path) -> OSError | None:
     """The error to raise instead of ``exc`` (raised while writing ``tmp_path`` for ``path``): an OSError
     naming ``path``, not the temporary file, and ENOSPC where a library hid a full disk in its own
-    exception (torch: ``unexpected pos``, safetensors: ``I/O error``); ``None`` to raise ``exc`` as it is."""
+    exception (torch: ``unexpected pos``, safetensors: ``(os error 28)``, pydicom: an OSError without errno);
+    ``None`` to raise ``exc`` as it is."""
     if isinstance(exc, OSError) and exc.errno is not None:
         if exc.filename in (None, str(tmp_path)):
             return type(exc)(exc.errno, exc.strerror, str(path))
         return None
-    if not type(exc).__module__.startswith("medtl") and _disk_full(path.parent):
+    if type(exc).__module__.startswith("medtl"):
+        return None
+    code = re.search(r"\(os error (\d+)\)|\[Errno (\d+)\]", str(exc))  # Rust's and Python's way of saying it
+    number = int(code[1] or code[2]) if code else None
+    if number in CANNOT_WRITE:
+        return OSError(number, os.strerror(number), str(path))
+    if _disk_full(path.parent):
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     return None
 

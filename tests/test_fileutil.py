@@ -39,3 +39,16 @@ def test_a_library_error_with_free_space_left_is_raised_as_it_is(tmp_path):
     with pytest.raises(ValueError, match="^bad value$"):
         with atomic_path(tmp_path / "x.json"):
             raise ValueError("bad value")
+
+
+@pytest.mark.parametrize("exc", [
+    RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),  # safetensors
+    OSError("With tag (7FE0,0010) got exception: [Errno 28] No space left on device"),  # pydicom, errno None
+])
+def test_a_full_disk_named_only_in_a_library_message_becomes_enospc(tmp_path, exc):
+    """safetensors deletes its file on failure, so the disk is no longer full when the error arrives."""
+    out = tmp_path / "model.safetensors"
+    with pytest.raises(OSError) as info:
+        with atomic_path(out):
+            raise exc
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(out))
