@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from medtl._fileutil import CANNOT_WRITE
 from medtl.errors import MedtlError, one_line
 from medtl.infer.engines import ENGINES, load_study, stream_studies
 from medtl.infer.isolate import study_timeout as _study_timeout, warm_up
@@ -317,6 +318,8 @@ def _infer(predictor: Predictor, items: list[dict[str, Any]], summary: ScoreSumm
                 write_saliency(sal_dir / f"{saliency_stem(study)}{suffix}", scan, sal)
                 notes = "; ".join(filter(None, [notes, info.get("note")]))
             except Exception as exc:  # noqa: BLE001 - the score stands; the missing map is noted
+                if isinstance(exc, OSError) and exc.errno in CANNOT_WRITE:
+                    raise  # a full disk: stop, so that resuming once there is room writes this study's map
                 notes = "; ".join(filter(None, [notes, f"saliency failed: {one_line(exc, 160)}"]))
             summary.saliency_seconds += time.perf_counter() - t1
         row = {"key": study.key, "path": study.path, "format": it["format"], "series_uid": study.series_uid,

@@ -395,3 +395,34 @@ def test_scores_on_a_full_disk_raise_an_error_naming_the_csv(tmp_path, monkeypat
         rows.write([{"key": "a", "scored_at": "now"}])
     assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(out))
     rows.close()
+
+
+def test_a_full_disk_while_writing_a_saliency_map_stops_and_the_resume_writes_it(tmp_path, monkeypatch):
+    """A map the disk refused is not a study scored without its map: the row is not written, so the
+    re-run once there is room scores the study again and writes its map."""
+    import errno
+    import importlib
+
+    from ..conftest import write_untrained_run
+
+    run = write_untrained_run(tmp_path / "run")
+    studies = tmp_path / "in"
+    studies.mkdir()
+    for name in ("P0001_1.dcm", "P0002_1.dcm"):
+        shutil.copy(SAMPLE / "ct2d" / name, studies / name)
+    out, maps = tmp_path / "scores.csv", tmp_path / "maps"
+    score_module = importlib.import_module("medtl.infer.score")  # the module, not the function medtl.infer exports
+
+    def disk_full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    with monkeypatch.context() as m:
+        m.setattr(score_module, "write_saliency", disk_full)
+        with pytest.raises(OSError) as info:
+            score(run, studies, out, workers=0, saliency_dir=maps, progress=False)
+    assert info.value.errno == errno.ENOSPC
+    assert _rows(out) == []
+    summary = score(run, studies, out, workers=0, saliency_dir=maps, progress=False)
+    assert (summary.scored, summary.skipped) == (2, 0)
+    assert len(list(maps.glob("*.png"))) == 2
+    assert not any("saliency failed" in r["notes"] for r in _rows(out))
