@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
 from collections import Counter
 from collections.abc import Callable, Sequence
+from copy import deepcopy
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
-from monai.data.utils import json_hashing
+from monai.data.utils import SUPPORTED_PICKLE_MOD, json_hashing
 from monai.transforms import Compose, RandomizableTrait, Transform
+from monai.utils import convert_to_tensor, look_up_option
 from torch.utils.data import WeightedRandomSampler
+
+from medtl._fileutil import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 def cache_workers() -> int:
@@ -23,6 +31,33 @@ def cache_workers() -> int:
     runs once, before training, so it may use cores the model needs later.
     """
     return max(1, min(4, os.cpu_count() or 1))
+
+
+class _AtomicPersistentDataset(PersistentDataset):
+    """MONAI's ``PersistentDataset`` whose cache files are written beside their final name and renamed
+    (:func:`~medtl._fileutil.atomic_path`), and whose unreadable cache files are computed again.
+
+    MONAI writes each file in the system's temporary folder and moves it with ``shutil.move``: across file
+    systems that is a copy, so a full disk or a kill leaves a cut-off file under the final name, which
+    MONAI then fails to load on every later run (``EOFError``, a torch ``RuntimeError``).
+    """
+
+    def _cachecheck(self, item_transformed: Any) -> Any:
+        if self.cache_dir is None:
+            return super()._cachecheck(item_transformed)
+        hashfile = self.cache_dir / f"{self.hash_func(item_transformed).decode('utf-8')}{self.transform_hash}.pt"
+        if hashfile.is_file():
+            try:
+                return torch.load(hashfile, weights_only=getattr(self, "weights_only", True))
+            except (EOFError, RuntimeError, pickle.UnpicklingError) as exc:
+                log.warning("%s: unreadable cache file (%s), computed again", hashfile, type(exc).__name__)
+                hashfile.unlink(missing_ok=True)
+        item = self._pre_transform(deepcopy(item_transformed))
+        with atomic_path(hashfile) as tmp:
+            torch.save(obj=convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta), f=tmp,
+                       pickle_module=look_up_option(self.pickle_module, SUPPORTED_PICKLE_MOD),
+                       pickle_protocol=self.pickle_protocol)
+        return item
 
 
 def _is_random(t: Any) -> bool:
@@ -63,7 +98,7 @@ def build_dataset(items: Sequence[dict[str, Any]], transform: Callable,
         folder.mkdir(parents=True, exist_ok=True)
         # hash_transform: MONAI falls back to the class names of the cached head; that tells a training head
         # (stopping before augmentation) from an evaluation one (normalised), which cache_key cannot.
-        return PersistentDataset(data, transform=transform, cache_dir=folder, hash_transform=json_hashing)
+        return _AtomicPersistentDataset(data, transform=transform, cache_dir=folder, hash_transform=json_hashing)
     if cache == "memory":
         workers = cache_workers() if num_workers is None or num_workers < 0 else max(1, num_workers)
         tf = transform if isinstance(transform, Compose) else Compose(transform)

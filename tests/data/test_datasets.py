@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,34 @@ def test_a_damaged_image_stops_the_cache_with_its_error_and_no_thread_left_decod
         build_dataset(items, Preprocessing(spatial_dims=2, size=(8, 8), window="auto").transforms(),
                       cache="memory", num_workers=2)
     assert not [t for t in threading.enumerate() if getattr(t, "_target", None) is pool.worker and t.is_alive()]
+
+
+@pytest.mark.parametrize("cut", [0, 100])
+def test_disk_cache_computes_a_cut_off_file_again(files, count_loads, tmp_path, cut):
+    """A file a full disk or a kill cut short (MONAI's own copy from /tmp left them) is not a result."""
+    tf = Preprocessing(size=[8, 8], normalize="zscore").transforms()
+    ds = build_dataset(files[:1], tf, cache="disk", cache_dir=tmp_path / "cache")
+    good = ds[0]["image"]
+    (cached,) = (tmp_path / "cache").glob("*.pt")
+    cached.write_bytes(cached.read_bytes()[:cut])
+    again = build_dataset(files[:1], tf, cache="disk", cache_dir=tmp_path / "cache")
+    torch.testing.assert_close(again[0]["image"], good)
+    assert len(count_loads) == 2
+    torch.testing.assert_close(torch.load(cached, weights_only=True)["image"], good)
+
+
+def test_disk_cache_write_on_a_full_disk_leaves_no_file_under_the_cache_name(files, tmp_path, monkeypatch):
+    import errno
+
+    from medtl.data import datasets
+
+    def half_then_full(obj, f, **kwargs):
+        Path(f).write_bytes(b"PK\x03\x04 cut")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(datasets.torch, "save", half_then_full)
+    ds = build_dataset(files[:1], Preprocessing(size=[8, 8]).transforms(), cache="disk", cache_dir=tmp_path / "cache")
+    with pytest.raises(OSError) as info:
+        ds[0]
+    assert info.value.errno == errno.ENOSPC and info.value.filename.endswith(".pt")
+    assert list((tmp_path / "cache").iterdir()) == []
