@@ -681,6 +681,27 @@ def train_ensemble(cfg: Config, out: Path, resume: bool = False, progress: bool 
     return RunResult(out, _finish(model, cfg, cohort, prep, val_ds, test_ds, out, training, progress))
 
 
+def _check_evaluation_folder(out: Path, split: str) -> None:
+    """Refuse, before any work, an ``out`` that cannot take an evaluation, or that holds a file of a name
+    :func:`evaluate` writes without being an evaluation folder (its ``metrics.json``, written first,
+    has ``evaluated_on``): a file medtl did not write is never replaced."""
+    if out.exists() and not out.is_dir():
+        raise MedtlError(f"{out}: is a file, not a folder; choose another --out")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise MedtlError(f"{existing}: cannot write there (read-only or no permission); choose another --out")
+    names = ["metrics.json", f"predictions_{split}.csv",
+             *(f"{split}_{kind}.png" for kind in ("roc", "pr", "confusion", "calibration"))]
+    try:
+        ours = "evaluated_on" in json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    clash = next((out / n for n in names if (out / n).exists()), None) if not ours else None
+    if clash is not None:
+        raise MedtlError(f"{clash}: exists and was not written by `medtl evaluate`; refusing to replace it: "
+                         "move it or choose another --out")
+
+
 def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | None = None, out: str | None = None,
              overrides: Sequence[str] = (), bootstrap: int | None = None, progress: bool = True,
              tta: bool | None = None) -> dict[str, Any]:
@@ -704,6 +725,8 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | N
     split = split or ("all" if data else "test")
     if split not in ("train", "val", "test", "all"):
         raise MedtlError(f"split {split!r}: choose train, val, test or all")
+    if out:
+        _check_evaluation_folder(Path(out), split)
     fresh = [f"data.path={json.dumps(str(data))}", "data.filter={}"] if data else []  # quoted: a path is not YAML
     cfg = load_config(cfg_path if cfg_path.is_file() else None, [*fresh, *overrides])
     device = resolve_device(cfg.train.device)

@@ -139,6 +139,30 @@ def test_evaluate_other_site_and_cli(tiny_run, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["n"] == 8 and (out / "metrics.json").is_file()
 
 
+def test_evaluate_never_replaces_a_file_it_did_not_write_and_refuses_a_bad_out_up_front(tiny_run, tmp_path,
+                                                                                         monkeypatch):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.json").write_text('{"mine": 1}')
+    with pytest.raises(MedtlError, match=r"metrics.json: exists and was not written by `medtl evaluate`"):
+        evaluate(tiny_run, out=str(mine), progress=False)
+    (mine / "metrics.json").unlink()
+    (mine / "predictions_test.csv").write_text("my,own\n")
+    with pytest.raises(MedtlError, match=r"predictions_test.csv: exists and was not written by `medtl evaluate`"):
+        evaluate(tiny_run, out=str(mine), progress=False)
+    assert sorted(p.name for p in mine.iterdir()) == ["predictions_test.csv"]
+    assert (mine / "predictions_test.csv").read_text() == "my,own\n"
+    with pytest.raises(MedtlError, match=r"predictions_test.csv: is a file, not a folder; choose another --out"):
+        evaluate(tiny_run, out=str(mine / "predictions_test.csv"), progress=False)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # a read-only disk (root writes past chmod)
+    with pytest.raises(MedtlError, match=r"cannot write there \(read-only or no permission\); choose another --out"):
+        evaluate(tiny_run, out=str(tmp_path / "new" / "ev"), progress=False)
+    monkeypatch.undo()
+    ev = tmp_path / "ev"
+    evaluate(tiny_run, out=str(ev), progress=False, bootstrap=0)
+    assert evaluate(tiny_run, out=str(ev), progress=False, bootstrap=0)["n"] > 0  # its own folder: written again
+
+
 def test_a_run_evaluates_from_any_folder_and_names_data_that_moved(tiny_run, tmp_path, monkeypatch):
     # the recipe's data.path is relative ("sample_data/manifest.csv"); the run keeps it absolute
     saved = load_config(tiny_run / "config.yaml").data.path
