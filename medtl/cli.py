@@ -241,11 +241,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from medtl.infer import Predictor, write_saliency
+    from medtl.infer.predictor import check_saliency_output
     from medtl.io import load_scan
 
     out = Path(args.saliency) if args.saliency else None
     if out is not None and not out.name.lower().endswith((".png", ".nii", ".nii.gz")):
         raise MedtlError(f"{out}: --saliency must end in .png (overlay) or .nii/.nii.gz (map in the scan's geometry)")
+    if out is not None:
+        check_saliency_output(out)  # before minutes of saliency, not after
     predictor = Predictor.from_run(args.model, device=args.device, allow_other_domain=args.allow_other_domain)
     scan = load_scan(args.scan, series=args.series, progress=False)
     pred = predictor.predict(scan, saliency=args.method if out is not None else None)

@@ -222,10 +222,30 @@ def test_a_full_disk_is_one_line_naming_the_output_and_the_fix(tmp_path, capsys,
         raise OSError(errno.ENOSPC, "No space left on device")
 
     out = tmp_path / "map.png"
-    out.write_bytes(b"earlier map")
+    argv = ["predict", "--model", str(untrained_run), str(SAMPLE / "ct2d" / "P0001_1.dcm"), "--saliency", str(out)]
+    assert main(argv) == 0
+    earlier = out.read_bytes()
+    capsys.readouterr()
     monkeypatch.setattr(Image.Image, "save", disk_full)
-    assert main(["predict", "--model", str(untrained_run), str(SAMPLE / "ct2d" / "P0001_1.dcm"),
-                 "--saliency", str(out)]) == 2
+    assert main(argv) == 2
     assert capsys.readouterr().err == (f"medtl: error: {out}: cannot write (No space left on device); "
                                        "free space on that disk or choose an output on another one\n")
-    assert out.read_bytes() == b"earlier map" and sorted(p.name for p in tmp_path.iterdir()) == ["map.png"]
+    assert out.read_bytes() == earlier and sorted(p.name for p in tmp_path.iterdir()) == ["map.png"]
+
+
+def test_predict_never_replaces_a_file_that_is_not_a_saliency_map_it_wrote(tmp_path, capsys, untrained_run):
+    import shutil
+
+    scan = str(SAMPLE / "ct2d" / "P0001_1.dcm")
+    notes, volume = tmp_path / "notes.png", tmp_path / "scan.nii.gz"
+    notes.write_text("my notes\n")
+    shutil.copy(SAMPLE / "ct3d" / "P0031.nii.gz", volume)
+    before = volume.read_bytes()
+    for out in (notes, volume):
+        _user_error(capsys, ["predict", "--model", str(untrained_run), scan, "--saliency", str(out)],
+                    f"{out}: exists and is not a saliency map medtl wrote; refusing to replace it")
+    assert notes.read_text() == "my notes\n" and volume.read_bytes() == before
+    for name in ("map.png", "map.nii.gz"):  # a map medtl wrote is replaced by the next one
+        for _ in range(2):
+            assert main(["predict", "--model", str(untrained_run), scan, "--saliency", str(tmp_path / name)]) == 0
+    capsys.readouterr()

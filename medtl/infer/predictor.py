@@ -29,7 +29,7 @@ from medtl.io.scan import Scan
 from medtl.runs import card_hash, card_views, load_run, resolve_device
 from medtl.transforms import Preprocessing, tta_probabilities
 
-__all__ = ["Prediction", "Predictor", "describe_preprocessing", "write_saliency"]
+__all__ = ["Prediction", "Predictor", "check_saliency_output", "describe_preprocessing", "write_saliency"]
 
 
 @dataclass
@@ -410,6 +410,35 @@ class Predictor:
                 f"(the {self.ood.quantile:g} quantile over {on}) is flagged: its probability is not meaningful")
 
 
+def check_saliency_output(path: str | os.PathLike) -> None:
+    """Refuse ``path`` when it holds a file that is not a saliency map medtl wrote (PNG text chunks
+    ``method`` and ``model``; NIfTI description ``medtl:modality=SAL``): a user's picture or scan, the
+    input itself, is never replaced. Only the file's header is read."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    ours = False
+    if path.is_file():
+        try:
+            if path.name.lower().endswith(".png"):
+                from PIL import Image
+
+                with Image.open(path) as im:
+                    ours = im.format == "PNG" and {"method", "model"} <= set(im.info)
+            else:
+                import nibabel as nib
+
+                from medtl.explain.geometry import SALIENCY_MODALITY
+
+                descrip = bytes(nib.load(path).header["descrip"])
+                ours = descrip.startswith(f"medtl:modality={SALIENCY_MODALITY}".encode())
+        except Exception:  # noqa: BLE001 - unreadable as a map medtl wrote: not ours
+            ours = False
+    if not ours:
+        raise MedtlError(f"{path}: exists and is not a saliency map medtl wrote; refusing to replace it: "
+                         "move it or choose another output name")
+
+
 def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alpha: float | None = None,
                    labelled: bool = False) -> Path:
     """Save a saliency map: ``.nii``/``.nii.gz`` -> NIfTI in the scan's geometry; ``.png`` -> an
@@ -427,6 +456,7 @@ def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alph
 
     path = Path(path)
     name = path.name.lower()
+    check_saliency_output(path)
     if name.endswith((".nii", ".nii.gz")):
         from medtl._fileutil import atomic_path
 
