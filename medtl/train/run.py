@@ -307,6 +307,26 @@ def find_learning_rate(cfg: Config, out_dir: str | os.PathLike, progress: bool =
     return run_lr_finder(model, data, with_min_steps(data.cfg, len(data.train_ds)), Path(out_dir))
 
 
+#: What a training writes in its run folder (an ensemble's ``members`` is left out: a killed ensemble's
+#: folder holds only that, and ``--resume`` must continue it).
+RUN_CONTENTS = ("config.yaml", "metrics.csv", "model.safetensors", "model_card.json", "ood.safetensors",
+                "predictions_test.csv", "lr_find.json", "checkpoints", "plots", "tensorboard")
+
+
+def _check_run_folder(out: Path) -> None:
+    """Refuse, before any work, an ``out`` that is a file, or a folder medtl train did not make (no
+    ``.train.lock``, no ``model_card.json``) holding something of a name a training writes: a user's
+    ``config.yaml`` or ``metrics.csv`` is never replaced."""
+    if out.exists() and not out.is_dir():
+        raise MedtlError(f"{out}: is a file, not a folder; choose another --out")
+    if not out.is_dir() or (out / ".train.lock").exists() or (out / "model_card.json").exists():
+        return
+    clash = next((out / name for name in RUN_CONTENTS if (out / name).exists()), None)
+    if clash is not None:
+        raise MedtlError(f"{clash}: exists in a folder that is not a medtl run; refusing to replace it: "
+                         "choose another --out (a new or empty folder)")
+
+
 def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
           max_epochs_this_run: int | None = None) -> RunResult:
     """Fine-tune per ``cfg`` and write the run directory (see module docstring).
@@ -318,6 +338,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
     """
     _require_config(cfg, "train")
     out = Path(out_dir)
+    _check_run_folder(out)
     check_weights(cfg, progress)
     if cfg.train.ensemble > 1:
         return train_ensemble(cfg, out, resume=resume, progress=progress, max_epochs_this_run=max_epochs_this_run)

@@ -124,6 +124,18 @@ def test_resume_removes_the_half_written_files_of_a_killed_run_and_nothing_else(
     assert set(settings["model"]) == {"dropout", "drop_path", "kwargs"}
 
 
+@pytest.mark.parametrize("name", ["config.yaml", "metrics.csv"])
+def test_train_never_replaces_a_file_in_a_folder_that_is_not_a_run(tmp_path, name):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / name).write_text("my own notes\n")
+    with pytest.raises(MedtlError, match=rf"^{out / name}: exists in a folder that is not a medtl run; refusing"):
+        train(tiny_cfg(), out, progress=False)
+    assert [p.name for p in out.iterdir()] == [name] and (out / name).read_text() == "my own notes\n"
+    with pytest.raises(MedtlError, match=rf"^{out / name}: is a file, not a folder; choose another --out"):
+        train(tiny_cfg(), out / name, progress=False)
+
+
 def test_refuses_to_overwrite_a_run_without_resume(tiny_run):
     from medtl.errors import MedtlError
 
