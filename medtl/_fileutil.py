@@ -25,7 +25,7 @@ def _disk_full(folder: Path) -> bool:
     return st.f_bavail == 0 or st.f_bfree == 0
 
 
-def _write_failed(exc: Exception, path: Path, tmp_path: Path) -> OSError | None:
+def write_error(exc: Exception, path: Path, tmp_path: Path) -> OSError | None:
     """The error to raise instead of ``exc`` (raised while writing ``tmp_path`` for ``path``): an OSError
     naming ``path``, not the temporary file, and ENOSPC where a library hid a full disk in its own
     exception (torch: ``unexpected pos``, safetensors: ``(os error 28)``, pydicom: an OSError without errno);
@@ -69,7 +69,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     except Exception as exc:
-        named = _write_failed(exc, path, tmp_path)
+        named = write_error(exc, path, tmp_path)
         if named is None:
             raise
         raise named from exc

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medtl._fileutil import write_error
 from medtl.errors import MedtlError
 
 __all__ = ["Query", "SeriesRef", "instance_path", "present_instances", "write_instance", "IMAGE_LESS_SOP_CLASSES"]
@@ -136,6 +137,11 @@ def _write_new(path: Path, write: Any) -> tuple[Path, bool]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except Exception as exc:
+        named = write_error(exc, path, tmp)  # pydicom's full disk is an OSError without errno, naming no file
+        if named is None:
+            raise
+        raise named from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path, True
