@@ -138,8 +138,11 @@ class MetricLogger:
             self._rewrite()
         else:
             self._rows.append(row)
-            csv.DictWriter(self._file, fieldnames=self._columns, restval="").writerow(row)
-            self._file.flush()
+            try:
+                csv.DictWriter(self._file, fieldnames=self._columns, restval="").writerow(row)
+                self._file.flush()
+            except OSError as exc:  # a full disk: name the file (a flush's error names none)
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
         if self._writer is not None:
             for name, value in row.items():
                 if name != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -155,8 +158,11 @@ class MetricLogger:
         """Close the CSV and the TensorBoard writer; safe to call twice."""
         self._closed = True
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError as exc:  # the row a full disk refused, flushed again
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -67,3 +67,24 @@ def test_metric_logger_writes_tensorboard_events(tmp_path):
     with MetricLogger(tmp_path / "m.csv", tensorboard_dir=tmp_path / "tb") as log:
         log.log(0, loss=1.0, note="text is skipped")
     assert any(f.name.startswith("events.out.tfevents") for f in (tmp_path / "tb").iterdir())
+
+
+def test_metric_logger_on_a_full_disk_names_its_file(tmp_path):
+    import errno
+
+    class FullDisk:
+        def write(self, text):
+            return len(text)
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        close = flush
+
+    log = MetricLogger(tmp_path / "metrics.csv", ["loss"])
+    log._file.close()
+    log._file = FullDisk()
+    for step in (lambda: log.log(0, loss=1.0), log.close):
+        with pytest.raises(OSError) as info:
+            step()
+        assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(tmp_path / "metrics.csv"))
