@@ -49,6 +49,7 @@ from medtl.infer.sinks import (
     AtomicCsv,
     CsvAppender,
     check_ours,
+    check_parquet_ours,
     check_writable_folder,
     default_errors_path,
     check_parquet_support,
@@ -149,6 +150,8 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
     predictor = model_run if isinstance(model_run, Predictor) else Predictor.from_run(
         model_run, device=device, allow_other_domain=allow_other_domain)
     out_csv = Path(out_csv)
+    if out_csv.is_dir():
+        raise MedtlError(f"{out_csv}: is a folder; --out names the scores CSV (e.g. {out_csv / 'scores.csv'})")
     errors_path = Path(errors_csv) if errors_csv else default_errors_path(out_csv)
     if errors_path.resolve() == out_csv.resolve():
         raise MedtlError(f"{out_csv}: the scores and the errors need two different files")
@@ -160,6 +163,8 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
         if folder is not None:
             check_writable_folder(folder, what)
     check_ours(errors_path, ERROR_COLUMNS, "--errors")
+    if parquet_path is not None:
+        check_parquet_ours(parquet_path, score_columns(predictor.class_names))
     exclude = [p for p in (out_csv, errors_path, parquet_path, sal_dir) if p is not None]
     found = discover(input, predictor.spatial_dims, exclude=exclude)
     if not found.studies and not found.errors:

@@ -25,8 +25,8 @@ from medtl._fileutil import atomic_path, hold_lock
 from medtl.errors import MedtlError
 from medtl.infer.studies import Study
 
-__all__ = ["ERROR_COLUMNS", "AtomicCsv", "CsvAppender", "check_ours", "check_parquet_support", "check_writable_folder",
-           "csv_cell", "default_errors_path", "lock_output", "read_cell", "recover_scores", "saliency_stem",
+__all__ = ["ERROR_COLUMNS", "AtomicCsv", "CsvAppender", "check_ours", "check_parquet_ours", "check_parquet_support",
+           "check_writable_folder", "csv_cell", "default_errors_path", "lock_output", "read_cell", "recover_scores", "saliency_stem",
            "score_columns", "write_fresh", "write_parquet"]
 
 #: Columns of ``errors.csv``.
@@ -217,6 +217,22 @@ def check_parquet_support() -> None:
     """Fail before scoring, not after, when Parquet output is asked for but cannot be written."""
     if importlib.util.find_spec("pandas") is None or importlib.util.find_spec("pyarrow") is None:
         raise MedtlError("--parquet needs pandas and pyarrow: pip install 'medtl[parquet]' (or 'pyarrow>=14' 'pandas>=2.0')")
+
+
+def check_parquet_ours(path: Path, columns: list[str]) -> None:
+    """Refuse to replace ``path`` unless it is a Parquet file of exactly ``columns`` (one :func:`write_parquet`
+    wrote); only its footer is read."""
+    if not path.exists() and not path.is_symlink():
+        return
+    try:
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(path).names
+    except Exception:  # noqa: BLE001 - not a Parquet file medtl could have written
+        names = None
+    if names != columns:
+        raise MedtlError(f"{path}: exists and is not a Parquet file of these scores' columns; refusing to replace "
+                         "it: move it or choose another --out")
 
 
 def write_parquet(csv_path: Path, out: Path) -> None:

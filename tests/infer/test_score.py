@@ -426,3 +426,23 @@ def test_a_full_disk_while_writing_a_saliency_map_stops_and_the_resume_writes_it
     assert (summary.scored, summary.skipped) == (2, 0)
     assert len(list(maps.glob("*.png"))) == 2
     assert not any("saliency failed" in r["notes"] for r in _rows(out))
+
+
+def test_score_never_replaces_a_parquet_file_it_did_not_write_and_refuses_a_folder_as_out(tmp_path):
+    pytest.importorskip("pyarrow", reason="Parquet output needs pyarrow (medtl[parquet])")
+    from ..conftest import write_untrained_run
+
+    run = write_untrained_run(tmp_path / "run")
+    studies = tmp_path / "in"
+    studies.mkdir()
+    shutil.copy(SAMPLE / "ct2d" / "P0001_1.dcm", studies)
+    out = tmp_path / "scores.csv"
+    (tmp_path / "scores.parquet").write_text("precious\n")
+    with pytest.raises(MedtlError, match=r"scores.parquet: exists and is not a Parquet file of these scores' columns"):
+        score(run, studies, out, workers=0, parquet=True, progress=False)
+    assert (tmp_path / "scores.parquet").read_text() == "precious\n" and not out.exists()
+    (tmp_path / "scores.parquet").unlink()
+    for _ in range(2):  # its own Parquet file is replaced by the next run's
+        assert score(run, studies, out, workers=0, parquet=True, progress=False).parquet
+    with pytest.raises(MedtlError, match=rf"^{tmp_path}: is a folder; --out names the scores CSV"):
+        score(run, studies, tmp_path, workers=0, progress=False)
