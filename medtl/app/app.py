@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import gradio as gr
 import numpy as np
+from medtl._fileutil import CANNOT_WRITE
 from medtl.app import viewer as V
 from medtl.app.limits import app_timeout, call_with_limit, warm_up
 from medtl.app.study import header_markdown, read_upload, without_folders
@@ -241,6 +242,15 @@ def user_message(exc: BaseException) -> str:
     return without_folders(str(exc)) or type(exc).__name__
 
 
+def _server_disk(exc: BaseException, action: str) -> str | None:
+    """What the page says when the server's disk refused a file (full, read-only), and the log line for its
+    administrator (the reason only: the file's path holds the upload's name); None for other failures."""
+    if not (isinstance(exc, OSError) and exc.errno in CANNOT_WRITE):
+        return None
+    log.error("%s failed: the server could not write a file (%s)", action, exc.strerror)
+    return f"the server could not write a file ({exc.strerror}); ask its administrator to free disk space"
+
+
 def _friendly(action: str) -> Callable:
     """Turn any failure of a handler into ``gr.Error`` with a readable line.
 
@@ -262,6 +272,9 @@ def _friendly(action: str) -> Callable:
             except (KeyboardInterrupt, SystemExit, GeneratorExit):
                 raise
             except BaseException as exc:  # noqa: BLE001 - the page must never show a stack trace
+                disk = _server_disk(exc, action)
+                if disk:
+                    raise gr.Error(disk, title=f"Could not {action}", print_exception=False) from None
                 log.error("%s failed with %s\n%s", action, type(exc).__name__,
                           "".join(traceback.format_tb(exc.__traceback__)))
                 raise gr.Error(f"Unexpected {type(exc).__name__} while trying to {action}; the details are in the "
@@ -287,6 +300,9 @@ def _page_message(exc: BaseException, action: str) -> str:
         return text if text.startswith("The model ") else f"Could not {action}: {text}"
     if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
         raise exc
+    disk = _server_disk(exc, action)
+    if disk:
+        return f"Could not {action}: {disk}."
     log.error("%s failed with %s\n%s", action, type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
     return f"Could not {action}: an unexpected {type(exc).__name__} (the details are in the server log)."
 

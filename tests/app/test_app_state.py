@@ -239,3 +239,25 @@ def test_a_session_used_again_after_its_tab_closed_is_kept_and_an_unused_one_fre
     time.sleep(1.0)
     assert state_id not in demo.state_holder["closed"].state_data and not (tmp_path / "closed").exists()
     assert demo.state_holder["back"].state_data[state_id] is sessions["back"] and (tmp_path / "back").is_dir()
+
+
+def test_a_full_server_disk_is_said_in_the_page_and_logged_without_the_file_name(caplog):
+    import errno
+
+    import gradio as gr
+
+    from medtl.app.app import _friendly, _page_message
+
+    exc = OSError(errno.ENOSPC, "No space left on device", "/srv/medtl/out-1/DOE_JANE_gradcam.png")
+
+    @_friendly("draw the slice")
+    def draw():
+        raise exc
+
+    with caplog.at_level(logging.INFO), pytest.raises(gr.Error) as info:
+        draw()
+    said = ("the server could not write a file (No space left on device); ask its administrator to free disk "
+            "space")
+    assert info.value.message == said
+    assert _page_message(exc, "run the model") == f"Could not run the model: {said}."
+    assert "No space left on device" in caplog.text and "DOE_JANE" not in caplog.text
