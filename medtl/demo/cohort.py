@@ -74,7 +74,7 @@ from scipy import ndimage
 
 from medtl._fileutil import atomic_path
 from medtl._paths import cache_root
-from medtl.errors import ScanError
+from medtl.errors import MedtlError, ScanError
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -624,8 +624,33 @@ def _write_png(case: _Case, seed: int, out: Path, sixteen_bit: bool) -> list[_Ro
 # ------------------------------------------------------------------------ cohort
 
 
+def _first_line(path: Path) -> str | None:
+    """The first line of a text file (None when it cannot be read as UTF-8 text)."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return fh.readline(500).rstrip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _check_cohort_folder(out: Path) -> None:
+    """Refuse a folder whose ``manifest.csv`` or ``README.md`` a cohort did not write: a user's manifest is
+    never replaced, nor are the files it lists deleted (:func:`_remove_previous`). A cohort killed half
+    way (no manifest yet) is written again."""
+    if out.exists() and not out.is_dir():
+        raise MedtlError(f"{out}: is a file, not a folder; choose another folder for the sample cohort")
+    owned = {"manifest.csv": lambda line: line == ",".join(MANIFEST_COLUMNS),
+             "README.md": lambda line: line.startswith("# medtl synthetic sample cohort")}
+    for name, ours in owned.items():
+        path = out / name
+        if path.exists() and not ours(_first_line(path) or ""):
+            raise MedtlError(f"{path}: exists and was not written by medtl sample-data; refusing to replace it "
+                             "(or delete the files it lists): choose a new or empty folder")
+
+
 def _remove_previous(out: Path) -> None:
-    """Delete what an earlier cohort in ``out`` wrote (only files it listed)."""
+    """Delete what an earlier cohort in ``out`` wrote (only files it listed; :func:`_check_cohort_folder`
+    made sure the manifest is a cohort's)."""
     manifest = out / "manifest.csv"
     if not manifest.is_file():
         return
@@ -653,6 +678,7 @@ def make_cohort(out_dir: str | os.PathLike, size: str = "small", seed: int = 0, 
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     seed = int(seed)
     out = Path(out_dir)
+    _check_cohort_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     _remove_previous(out)
     cases = _plan(size)

@@ -20,6 +20,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless
 from scipy import ndimage
 
 from medtl.demo import cohort as sd
+from medtl.errors import MedtlError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -444,3 +445,15 @@ def test_write_without_lesion_changes_only_the_lesion(cohort, tmp_path):
     assert manifest == tmp_path / "manifest.csv"
     with pytest.raises(ValueError, match="not patients"):
         sd.write_without_lesion(tmp_path, ["P9999"], size="small")
+
+
+@pytest.mark.parametrize("name", ["manifest.csv", "README.md"])
+def test_a_users_manifest_and_the_files_it_lists_are_never_touched(tmp_path, name):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "case1.dcm").write_bytes(b"a patient's image")
+    (tmp_path / name).write_text("path,label\nimages/case1.dcm,1\n")
+    with pytest.raises(MedtlError, match=rf"^{tmp_path / name}: exists and was not written by medtl sample-data"):
+        sd.make_cohort(tmp_path, "small")
+    assert (tmp_path / "images" / "case1.dcm").read_bytes() == b"a patient's image"
+    assert (tmp_path / name).read_text() == "path,label\nimages/case1.dcm,1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["images", name])
