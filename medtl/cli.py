@@ -63,9 +63,27 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_convert_output(output: Path, input: Path) -> None:
+    """Refuse to replace the input, or a file that is not a NIfTI medtl wrote (description ``medtl:...``)."""
+    if not output.exists():
+        return
+    if output.resolve() == input.resolve():
+        raise MedtlError(f"{output}: is the input; choose another output file")
+    try:
+        import nibabel as nib
+
+        ours = bytes(nib.load(output).header["descrip"]).startswith(b"medtl:")
+    except Exception:  # noqa: BLE001 - not a NIfTI medtl could have written
+        ours = False
+    if not ours:
+        raise MedtlError(f"{output}: exists and was not written by medtl; refusing to replace it: move it or "
+                         "choose another output file")
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from medtl.io import load_scan, save_nifti
 
+    _check_convert_output(Path(args.output), Path(args.input))
     scan = load_scan(args.input, series=args.series, grayscale=args.grayscale)
     out = save_nifti(scan, args.output)
     print(f"wrote {out} shape={list(scan.shape)} spacing={[round(s, 4) for s in scan.spacing]} "

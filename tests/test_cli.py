@@ -249,3 +249,18 @@ def test_predict_never_replaces_a_file_that_is_not_a_saliency_map_it_wrote(tmp_p
         for _ in range(2):
             assert main(["predict", "--model", str(untrained_run), scan, "--saliency", str(tmp_path / name)]) == 0
     capsys.readouterr()
+
+
+def test_convert_never_replaces_its_input_or_a_file_medtl_did_not_write(tmp_path, capsys):
+    import shutil
+
+    scan, other = tmp_path / "scan.nii.gz", tmp_path / "other.nii.gz"
+    shutil.copy(SAMPLE / "ct3d" / "P0031.nii.gz", scan)
+    shutil.copy(SAMPLE / "ct3d" / "P0032.nii.gz", other)
+    before = {p: p.read_bytes() for p in (scan, other)}
+    _user_error(capsys, ["convert", str(scan), str(scan)], f"{scan}: is the input; choose another output file")
+    _user_error(capsys, ["convert", str(scan), str(other)], f"{other}: exists and was not written by medtl")
+    assert {p: p.read_bytes() for p in (scan, other)} == before
+    out = tmp_path / "out.nii.gz"
+    for _ in range(2):  # its own output is replaced by the next conversion
+        assert main(["convert", str(scan), str(out)]) == 0
