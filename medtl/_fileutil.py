@@ -57,7 +57,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    except OSError as exc:  # a read-only or full folder: name the file asked for, not a random temporary name
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -52,3 +52,14 @@ def test_a_full_disk_named_only_in_a_library_message_becomes_enospc(tmp_path, ex
         with atomic_path(out):
             raise exc
     assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(out))
+
+
+def test_a_folder_that_refuses_the_temporary_file_names_the_file_asked_for(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / ".map.png.abcd1234.tmp.png"))
+
+    monkeypatch.setattr(_fileutil.tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError) as info:
+        with atomic_path(tmp_path / "map.png"):
+            pass
+    assert (info.value.errno, info.value.filename) == (errno.EROFS, str(tmp_path / "map.png"))
