@@ -62,12 +62,42 @@ def score_columns(class_names: Sequence[str]) -> list[str]:
             + ["predicted", "decision", "threshold", "ood_score", "ood_flag", "notes", "model", "scored_at"])
 
 
+def _drop_cut_row(path: Path, chunk: int = 1 << 16) -> None:
+    """Truncate ``path`` after its last newline: a row a kill cut short would otherwise be joined by the
+    next appended row into one broken line (the PACS ledgers are appended to across runs). Reads back
+    from the end only as far as that newline."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return
+    with open(path, "rb+") as fh:
+        end = size
+        while end > 0:
+            start = max(0, end - chunk)
+            fh.seek(start)
+            block = fh.read(end - start)
+            if end == size and block.endswith(b"\n"):
+                return
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                fh.truncate(start + newline + 1)
+                return
+            end = start
+        fh.truncate(0)
+
+
 class CsvAppender:
-    """A CSV that only grows by whole rows: one ``write`` per group of rows, then flush + fsync."""
+    """A CSV that only grows by whole rows: one ``write`` per group of rows, then flush + fsync. A row an
+    earlier kill cut short is dropped first; a missing or empty file gets the header."""
 
     def __init__(self, path: Path, columns: list[str]) -> None:
         self.path = path
         self.columns = columns
+        _drop_cut_row(path)
+        if not path.exists() or path.stat().st_size == 0:
+            write_fresh(path, columns)
         # backslashreplace: a path that is not UTF-8 never stops a batch while its row is written
         self.fh = open(path, "a", newline="", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
 

@@ -446,3 +446,28 @@ def test_score_never_replaces_a_parquet_file_it_did_not_write_and_refuses_a_fold
         assert score(run, studies, out, workers=0, parquet=True, progress=False).parquet
     with pytest.raises(MedtlError, match=rf"^{tmp_path}: is a folder; --out names the scores CSV"):
         score(run, studies, tmp_path, workers=0, progress=False)
+
+
+def test_appending_after_a_row_a_kill_cut_short_never_joins_it(tmp_path):
+    """The PACS ledgers (pushed.csv) are appended to across runs: the cut row must not swallow the next."""
+    from medtl.infer import sinks
+
+    out = tmp_path / "pushed.csv"
+    for cut, kept in ((b"sop:B,t", b"key,pushed_at\nsop:A,t1\n"), (b"", b"key,pushed_at\nsop:A,t1\n")):
+        out.write_bytes(b"key,pushed_at\nsop:A,t1\n" + cut)
+        rows = sinks.CsvAppender(out, ["key", "pushed_at"])
+        rows.write([{"key": "sop:B", "pushed_at": "t2"}])
+        rows.close()
+        assert out.read_bytes() == kept + b"sop:B,t2\n"
+    out.write_bytes(b"key,pushed_at")  # cut inside the header: the file starts again with a whole one
+    sinks.CsvAppender(out, ["key", "pushed_at"]).close()
+    assert out.read_bytes() == b"key,pushed_at\n"
+
+
+def test_dropping_a_cut_row_reads_back_in_chunks(tmp_path):
+    from medtl.infer.sinks import _drop_cut_row
+
+    out = tmp_path / "pushed.csv"
+    out.write_bytes(b"key,pushed_at\nsop:A,t1\nsop:B,a-long-cut-off-value")
+    _drop_cut_row(out, chunk=4)
+    assert out.read_bytes() == b"key,pushed_at\nsop:A,t1\n"
