@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import functools
 import json
@@ -99,6 +100,23 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
             p.unlink(missing_ok=True)
             gone.append(p)
     return gone
+
+
+def read_csv_rows(path: Path, error: type[Exception], columns: str) -> tuple[list[str], list[dict[str, str]]]:
+    """Column names and rows of a manifest CSV as a spreadsheet saves it (a byte-order mark, padded
+    column names); an unreadable, non-UTF-8 or malformed file is ``error`` in one line, ``columns``
+    saying which the file should have."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = [c.strip() for c in (reader.fieldnames or [])]
+            return fields, [{(k or "").strip(): v for k, v in row.items()} for row in reader]
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text (save the manifest as CSV UTF-8)") from None
+    except csv.Error as exc:
+        raise error(f"{path}: not a readable CSV ({exc}; {columns})") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

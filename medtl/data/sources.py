@@ -7,7 +7,6 @@ and any extra manifest columns) and the class names.
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections import Counter
@@ -19,6 +18,7 @@ import numpy as np
 
 from medtl.data.config import DataConfig
 from medtl.data.splits import SPLITS, make_splits, normalize_split, subsample
+from medtl._fileutil import read_csv_rows
 from medtl.errors import ConfigError
 
 #: Class names of the MedMNIST files medtl's benchmarks use (the .npz stores only integers).
@@ -114,17 +114,8 @@ def load_manifest(path: str | os.PathLike, class_names: list[str] | None = None,
         hint = (": `medtl sample-data sample_data --size small` writes the built-in sample cohort there"
                 if path.parent.name == "sample_data" else " (relative paths start from the current folder)")
         raise ConfigError(f"{path}: manifest not found{hint}")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            fields = [c.strip() for c in (reader.fieldnames or [])]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text (save the manifest as CSV UTF-8)") from None
-    except csv.Error as exc:
-        raise ConfigError(f"{path}: not a readable CSV ({exc}; columns path,label[,split][,patient_id])") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
+    fields, raw = read_csv_rows(path, ConfigError, "columns path,label[,split][,patient_id]")
+    rows = [{k: (v or "").strip() for k, v in row.items()} for row in raw]
     for col in ("path", "label"):
         if col not in fields:
             raise ConfigError(f"{path}: manifest needs a {col!r} column (found {fields})")

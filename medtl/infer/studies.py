@@ -23,7 +23,6 @@ A manifest CSV (``path`` column, relative to the CSV) gives one study per row in
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import warnings
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medtl._fileutil import read_csv_rows
 from medtl.errors import MedtlError, one_line
 from medtl.io.detect import special_file
 
@@ -367,15 +367,7 @@ def discover_manifest(csv_path: str | os.PathLike, spatial_dims: int) -> Discove
     path and the hash of its files; anything else by path + content hash. Missing files are errors.
     """
     csv_path = Path(csv_path)
-    try:  # utf-8-sig and stripped names, as training's manifest reader: a spreadsheet's CSV starts with a BOM
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            rows = [{(k or "").strip(): v for k, v in row.items()} for row in csv.DictReader(fh)]
-    except UnicodeDecodeError:
-        raise MedtlError(f"{csv_path}: not UTF-8 text (save the manifest as CSV UTF-8)") from None
-    except csv.Error as exc:
-        raise MedtlError(f"{csv_path}: not a readable CSV ({exc}; one study per row, a 'path' column)") from None
-    except OSError as exc:
-        raise MedtlError(f"{csv_path}: cannot read the manifest ({exc.strerror or exc})") from None
+    _, rows = read_csv_rows(csv_path, MedtlError, "one study per row, a 'path' column")
     if not rows or "path" not in rows[0]:
         raise MedtlError(f"{csv_path}: a manifest needs a 'path' column (one study per row)")
     base = csv_path.parent
