@@ -279,8 +279,8 @@ def load_medmnist(path: str | os.PathLike, class_names: list[str] | None = None)
                 raise ConfigError(f"{path}: {len(images)} {s} images but {len(labels)} labels")
             if images.dtype.kind in "fc" and not np.isfinite(images).all():
                 bad = int(images.size - np.count_nonzero(np.isfinite(images)))
-                raise ConfigError(f"{path}: {bad} of {images.size} values of {s}_images are not finite (NaN or infinite); "
-                                  "replace them (e.g. with the background value)")
+                raise ConfigError(f"{path}: {bad} of {images.size} values of {s}_images are not finite "
+                                  "(NaN or infinite); replace them (e.g. with the background value)")
             n_max = max(n_max, int(labels.max()) + 1 if len(labels) else 0)
             items += [{"image": images[i], "label": int(labels[i]), "split": s} for i in range(len(labels))]
     flag = re.sub(r"_\d+$", "", path.stem.lower())

@@ -26,8 +26,8 @@ from medtl.errors import MedtlError
 from medtl.infer.studies import Study
 
 __all__ = ["ERROR_COLUMNS", "AtomicCsv", "CsvAppender", "check_ours", "check_parquet_ours", "check_parquet_support",
-           "check_writable_folder", "csv_cell", "default_errors_path", "lock_output", "read_cell", "recover_scores", "saliency_stem",
-           "score_columns", "write_fresh", "write_parquet"]
+           "check_writable_folder", "csv_cell", "default_errors_path", "lock_output", "read_cell", "recover_scores",
+           "saliency_stem", "score_columns", "write_fresh", "write_parquet"]
 
 #: Columns of ``errors.csv``.
 ERROR_COLUMNS = ["path", "key", "stage", "reason"]
