@@ -61,6 +61,8 @@ def param_groups(model: Backbone, lr: float, decay: float = 0.1, include_frozen:
     """
     if not 0 < decay <= 1:
         raise ValueError(f"decay must be in (0, 1], got {decay}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
     stages = model.stages
     n = len(stages)
     groups = []

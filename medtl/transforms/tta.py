@@ -59,6 +59,8 @@ def tta_views(augment: AugmentConfig, spatial_dims: int) -> list[View]:
     Elastic deformation and the intensity (domain-shift) presets give no view: they imitate
     other scanners, not poses, and a fixed version of them would be an arbitrary choice.
     """
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     views = [View()]
     if augment.rotate_deg > 0:
         r = TTA_EXTENT * augment.rotate_deg

@@ -123,6 +123,8 @@ def test_param_groups_discriminative_lr():
     models.freeze(m, until="block2", train_bn=False)
     assert [g["name"] for g in models.param_groups(m, 1e-3)] == ["block3", "block4", "head"]
     torch.optim.AdamW(models.param_groups(m, 1e-3))
+    with pytest.raises(ValueError, match="lr must be positive, got -1"):
+        models.param_groups(m, lr=-1)
 
 
 def test_input_shape_errors_are_clear():

@@ -74,3 +74,8 @@ def test_view_of_a_batch_with_the_wrong_rank_is_refused():
         apply_view(torch.zeros(1, 1, 4, 4), View(shift=(0.1, 0.0, 0.0)))
     with pytest.raises(ValueError, match="batch"):
         apply_view(torch.zeros(4, 4), View(rotate_deg=math.pi))
+
+
+def test_views_exist_for_images_and_volumes_only():
+    with pytest.raises(ValueError, match="spatial_dims must be 2 or 3, got 4"):
+        tta_views(AugmentConfig(), 4)
