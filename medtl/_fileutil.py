@@ -17,6 +17,11 @@ from typing import Any, Iterator
 CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
+def error_at(exc: OSError, path: str | os.PathLike) -> OSError:
+    """``exc`` naming ``path``: a flush's or a temporary file's error names none, or the wrong file."""
+    return type(exc)(exc.errno, exc.strerror, str(path))
+
+
 def _disk_full(folder: Path) -> bool:
     """Whether ``folder``'s file system has no free block left (for anyone, or for non-root users)."""
     try:
@@ -33,7 +38,7 @@ def write_error(exc: Exception, path: Path, tmp_path: Path) -> OSError | None:
     ``None`` to raise ``exc`` as it is."""
     if isinstance(exc, OSError) and exc.errno is not None:
         if exc.filename in (None, str(tmp_path)):
-            return type(exc)(exc.errno, exc.strerror, str(path))
+            return error_at(exc, path)
         return None
     if type(exc).__module__.startswith("medtl"):
         return None
@@ -61,7 +66,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     except OSError as exc:  # a read-only or full folder: name the file asked for, not a random temporary name
-        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+        raise error_at(exc, path) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:

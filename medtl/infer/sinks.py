@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from medtl._fileutil import atomic_path, hold_lock
+from medtl._fileutil import atomic_path, error_at, hold_lock
 from medtl.errors import MedtlError
 from medtl.infer.studies import Study
 
@@ -112,17 +112,13 @@ class CsvAppender:
             self.fh.flush()
             os.fsync(self.fh.fileno())
         except OSError as exc:
-            raise self._named(exc) from exc
+            raise error_at(exc, self.path) from exc
 
     def close(self) -> None:
         try:
             self.fh.close()
         except OSError as exc:  # the rows a full disk refused, flushed again
-            raise self._named(exc) from exc
-
-    def _named(self, exc: OSError) -> OSError:
-        """``exc`` naming this file (a flush's error names none)."""
-        return type(exc)(exc.errno, exc.strerror, str(self.path))
+            raise error_at(exc, self.path) from exc
 
 
 def default_errors_path(out_csv: Path) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from medtl._fileutil import atomic_path
+from medtl._fileutil import atomic_path, error_at
 
 __all__ = ["MetricLogger", "read_history"]
 
@@ -142,7 +142,7 @@ class MetricLogger:
                 csv.DictWriter(self._file, fieldnames=self._columns, restval="").writerow(row)
                 self._file.flush()
             except OSError as exc:  # a full disk: name the file (a flush's error names none)
-                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+                raise error_at(exc, self.path) from exc
         if self._writer is not None:
             for name, value in row.items():
                 if name != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -162,7 +162,7 @@ class MetricLogger:
             try:
                 file.close()
             except OSError as exc:  # the row a full disk refused, flushed again
-                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+                raise error_at(exc, self.path) from exc
         if self._writer is not None:
             self._writer.close()
             self._writer = None

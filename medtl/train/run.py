@@ -129,10 +129,10 @@ def augment_modality(cfg: Config, sample: list[Scan]) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _window_is_auto(cfg: Config) -> bool:
-    """``preprocess.window`` is ``auto`` (a spec that is not valid is left to the preprocessing, which
-    names the field)."""
-    return str(cfg.preprocess.window).strip().lower() == "auto"
+def _window_is(cfg: Config, name: str) -> bool:
+    """``preprocess.window`` is the named mode (``auto``, ``none``); a spec that is not valid is left to the
+    preprocessing, which names the field."""
+    return str(cfg.preprocess.window).strip().lower() == name
 
 
 def auto_window_note(cfg: Config, sample: list[Scan]) -> str | None:
@@ -141,7 +141,7 @@ def auto_window_note(cfg: Config, sample: list[Scan]) -> str | None:
     more than one of these, since the network then sees one tissue at different intensities."""
     from medtl.transforms.intensity import BYTE_WINDOW, resolve_window
 
-    if not _window_is_auto(cfg):
+    if not _window_is(cfg, "auto"):
         return None
     kinds: dict[str, None] = {}
     for scan in sample:
@@ -165,7 +165,7 @@ def domain_shift_note(cfg: Config) -> str | None:
     """A line when ``augment.domain_shift`` meets ``preprocess.window: none``: the preset's ranges (noise sd
     up to 0.05, a multiplicative bias field) are for intensities in ``[0, 1]``, so on raw values such as
     HU its noise is nothing and its shading scales negative values the wrong way."""
-    if cfg.augment.domain_shift == "none" or str(cfg.preprocess.window).strip().lower() != "none":
+    if cfg.augment.domain_shift == "none" or not _window_is(cfg, "none"):
         return None
     return (f"augment.domain_shift={cfg.augment.domain_shift} imitates other scanners on intensities in [0, 1], "
             "but preprocess.window=none leaves the raw values (e.g. HU), where its noise and blur are negligible "
@@ -182,7 +182,7 @@ def prepare_data(cfg: Config, progress: bool = True) -> PreparedData:
     check_classes(cohort, cfg.data.path)  # before anything is decoded: these refusals are cheap
     check_patient_splits(cohort, cfg.data.path)
     cfg = monitor_for_validation(cfg, cohort)
-    wanted = (cfg.preprocess.channels == "auto" or _window_is_auto(cfg)
+    wanted = (cfg.preprocess.channels == "auto" or _window_is(cfg, "auto")
               or (cfg.augment.domain_shift != "none" and not cfg.data.modality))
     sample = sample_scans(cohort.items) if wanted else []
     cfg = resolve_channels(cfg, sample)
@@ -445,6 +445,7 @@ def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epoc
     from safetensors.torch import load_file
 
     kept = state.best_epoch if state.best_epoch > 0 else None
+    device = resolve_device(tc.device)
     if kept is None:  # the monitored figure was never a number: no epoch was ever "best"
         log.warning("%s: validation %s was never a number in %d epochs; the last epoch's weights are the model",
                     out, tc.monitor, state.epoch)
@@ -458,8 +459,8 @@ def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epoc
         "monitor": tc.monitor, "best_score": state.best_score, "seed": tc.seed,
         # what else a rerun must match for the same weights: CPU kernels sum in another order at another thread
         # count, and each loader worker draws its own augmentation
-        "threads": torch.get_num_threads(), "device": resolve_device(tc.device).type, "torch": torch.__version__,
-        "loader_workers": loader_workers(resolve_device(tc.device), cfg.data.num_workers),
+        "threads": torch.get_num_threads(), "device": device.type, "torch": torch.__version__,
+        "loader_workers": loader_workers(device, cfg.data.num_workers),
         **({"swa": state.swa} if state.swa else {}), **({"soup": state.soup} if state.soup else {}),
         **({"l2sp": tc.l2sp} if tc.l2sp and cfg.model.weights is not None else {}),
         "augment": cfg.augment.model_dump(mode="json"),
