@@ -11,10 +11,8 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -58,11 +56,16 @@ def valley(lrs: Iterable[float], losses: Iterable[float]) -> float:
 
 def find_lr(model: nn.Module, loader: Iterable[Any], cfg: TrainConfig, device: torch.device | str = "cpu", *,
             start: float = START, end: float = END, steps: int = STEPS, beta: float = 0.98,
-            criterion: nn.Module | None = None) -> LRFinderResult:
+            criterion: nn.Module | None = None, pretrained: bool = False) -> LRFinderResult:
     """Sweep the learning rate of ``cfg``'s optimiser (AdamW with its parameter groups and
     weight decay, the stages trainable as in the recipe's last epoch, frozen stages' BatchNorm
     statistics kept as ``fit`` keeps them) from ``start`` to ``end``
-    over ``steps`` batches of ``loader`` (cycled), on a copy of ``model``."""
+    over ``steps`` batches of ``loader`` (cycled), on a copy of ``model``.
+
+    Each step is ``fit``'s own :func:`~medtl.train.engine.train_step`, so ``cfg``'s mixup or cutmix
+    shape the loss as in training; pass ``fit``'s ``criterion`` (class weights, label smoothing) and
+    ``pretrained`` (the L2-SP groups) for the same reason. The sweep runs in float32."""
+    from medtl.train.engine import train_step
     from medtl.train.strategy import Strategy, build_optimizer
 
     if not 0 < start < end:
@@ -73,9 +76,10 @@ def find_lr(model: nn.Module, loader: Iterable[Any], cfg: TrainConfig, device: t
     net = copy.deepcopy(model).to(device)
     Strategy(cfg).train_mode(net, max(cfg.epochs - 1, 0))  # frozen stages' BatchNorm in eval, as fit has it
     sweep_cfg = cfg.model_copy(update={"lr": 1.0})  # group rates relative to the peak; scaled below
-    optimizer = build_optimizer(net, sweep_cfg)
+    optimizer = build_optimizer(net, sweep_cfg, pretrained)
     base = [g["lr"] for g in optimizer.param_groups]
     criterion = criterion or nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
     ratio = (end / start) ** (1.0 / (steps - 1))
     lrs: list[float] = []
     losses: list[float] = []
@@ -88,11 +92,7 @@ def find_lr(model: nn.Module, loader: Iterable[Any], cfg: TrainConfig, device: t
         batch = next(batches)
         x = batch["image"].to(device)
         y = torch.as_tensor(batch["label"]).long().view(-1).to(device)
-        loss = criterion(net(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
+        value = float(train_step(net, x, y, criterion, optimizer, scaler, None, cfg.mixup, cfg.cutmix))
         if not math.isfinite(value):
             stopped = True
             break

@@ -266,6 +266,16 @@ def with_min_steps(cfg: Config, n_train: int) -> Config:
     return cfg
 
 
+def balance_weights(cfg: Config, cohort: Any) -> tuple[torch.Tensor | None, np.ndarray | None]:
+    """``train.balance``'s ``(class weights for the loss, per-image weights for the sampler)``: at most one
+    is set (``loss`` and ``sampler``); ``fit`` and the range test take the same."""
+    from medtl.data import balanced_weights, class_weights
+
+    items, n = cohort.split("train"), len(cohort.class_names)
+    return (class_weights(items, n) if cfg.train.balance == "loss" else None,
+            balanced_weights(items, n) if cfg.train.balance == "sampler" else None)
+
+
 def run_lr_finder(model: nn.Module, data: PreparedData, cfg: Config, out: Path | None):
     """The learning-rate range test on the training data (a copy of ``model`` trains; ``model`` is
     untouched); with ``out``, writes ``out/lr_find.json`` and ``out/plots/lr_find.png``."""
@@ -274,10 +284,14 @@ def run_lr_finder(model: nn.Module, data: PreparedData, cfg: Config, out: Path |
     from medtl.train.plots import plot_lr_find
 
     device = resolve_device(cfg.train.device)
-    loader, _, generator = make_train_loader(data.train_ds, cfg, device)
+    class_w, sample_w = balance_weights(cfg, data.cohort)
+    loader, _, generator = make_train_loader(data.train_ds, cfg, device, sample_weights=sample_w)
     generator.manual_seed(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
-    result = find_lr(model, loader, cfg.train, device, steps=cfg.train.lr_find_steps)
+    criterion = nn.CrossEntropyLoss(weight=None if class_w is None else class_w.to(device),
+                                    label_smoothing=cfg.train.label_smoothing)
+    result = find_lr(model, loader, cfg.train, device, steps=cfg.train.lr_find_steps, criterion=criterion,
+                     pretrained=cfg.model.weights is not None)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "lr_find.json", result.to_dict())
@@ -403,7 +417,6 @@ def _remove_if_only_lock(created: list[Path]) -> None:
 def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epochs_this_run: int | None,
                   is_main: bool) -> RunResult:
     """:func:`train` of one model, with the run folder's lock held."""
-    from medtl.data import balanced_weights, class_weights
     from medtl.train.engine import fit, loader_workers, steps_per_epoch
 
     data = prepare_data(cfg, progress and is_main)
@@ -432,9 +445,7 @@ def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epoc
     def on_best(m: nn.Module, epoch: int, row: dict) -> None:
         save_weights(m, out / "model.safetensors")
 
-    train_items = cohort.split("train")
-    weights = class_weights(train_items, len(class_names)) if tc.balance == "loss" else None
-    sample_w = balanced_weights(train_items, len(class_names)) if tc.balance == "sampler" else None
+    weights, sample_w = balance_weights(cfg, cohort)
     state = fit(model, train_ds, val_ds, cfg, out, train_transform=train_tf, class_weights=weights,
                 sample_weights=sample_w, resume=resume, max_epochs_this_run=max_epochs_this_run,
                 on_best=on_best, progress=progress)

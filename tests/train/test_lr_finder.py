@@ -101,3 +101,53 @@ def test_a_range_test_whose_loss_is_not_a_number_says_so_in_one_line():
     with pytest.raises(MedtlError, match=r"^the learning-rate range test's training loss was not a number after 1 "
                                          r"steps from lr 1e-06: check that no image holds NaN or inf values"):
         find_lr(_Tiny(), batches, TrainConfig(strategy="full"), "cpu", steps=20)
+
+
+def test_find_lr_mixes_images_as_training_does(monkeypatch):
+    """``train.mixup`` shapes the sweep's loss through ``fit``'s own step: one mix per step, and
+    a different loss curve from the unmixed sweep of the same seed."""
+    from medtl.train import engine
+
+    calls = []
+    real = engine.mixup
+    monkeypatch.setattr(engine, "mixup", lambda x, a: calls.append(a) or real(x, a))
+    curves = {}
+    for alpha in (0.0, 0.4):
+        torch.manual_seed(0)
+        curves[alpha] = find_lr(_Tiny(), _loader(), TrainConfig(strategy="full", mixup=alpha), "cpu",
+                                start=1e-4, end=1e-1, steps=12).losses
+    assert calls == [0.4] * 12
+    assert curves[0.0] != curves[0.4]
+
+
+def test_the_range_test_takes_the_runs_class_weights_and_sampler(tmp_path, monkeypatch):
+    """``train.balance``: the sweep's loss carries ``fit``'s class weights (``loss``), and its batches come
+    from the weighted sampler (``sampler``), so the suggestion is for the run that will use it."""
+    from torch.utils.data import WeightedRandomSampler
+
+    from medtl.config import load_config
+    from medtl.data import class_weights
+    from medtl.train import lr_finder
+    from medtl.train.run import build_model, prepare_data, run_lr_finder
+
+    from ..conftest import TINY_2D
+
+    seen = {}
+
+    def spy(model, loader, cfg, device, **kw):
+        seen["loader"], seen["criterion"] = loader, kw["criterion"]
+        return lr_finder.LRFinderResult([1e-3], [1.0], 1e-3, 1e-6, 1.0, False)
+
+    monkeypatch.setattr(lr_finder, "find_lr", spy)
+    for balance in ("loss", "sampler"):
+        cfg = load_config("sample_tiny", [*TINY_2D, f"train.balance={balance}"])
+        data = prepare_data(cfg, progress=False)
+        run_lr_finder(build_model(data.cfg, len(data.cohort.class_names)), data, data.cfg, None)
+        weight = seen["criterion"].weight
+        if balance == "loss":
+            expected = class_weights(data.cohort.split("train"), len(data.cohort.class_names))
+            assert weight is not None and torch.equal(weight, expected)
+            assert not isinstance(seen["loader"].sampler, WeightedRandomSampler)
+        else:
+            assert weight is None and isinstance(seen["loader"].sampler, WeightedRandomSampler)
+        assert seen["criterion"].label_smoothing == data.cfg.train.label_smoothing
