@@ -269,7 +269,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         check_saliency_output(out)  # before minutes of saliency, not after
     predictor = Predictor.from_run(args.model, device=args.device, allow_other_domain=args.allow_other_domain)
     scan = load_scan(args.scan, series=args.series, progress=False)
-    pred = predictor.predict(scan, saliency=args.method if out is not None else None)
+    pred = predictor.predict(scan, saliency=args.method if out is not None else None,
+                             progress=not args.json)  # occlusion's windows (a 3D map takes minutes) on stderr
     if out is not None and pred.saliency is not None:
         write_saliency(out, scan, pred.saliency)
     if args.json:

@@ -83,7 +83,7 @@ def saliency_for_scan(model: nn.Module, prep: Preprocessing, scan_or_path: ScanS
 
     The map (float32 ``[0, 1]``, see :func:`medtl.explain.saliency`) has the
     scan's shape ``[i, j, k]`` and exactly its affine, modality ``"SAL"`` and a
-    ``[0, 1]`` display window. ``options`` are the occlusion settings of
+    ``[0, 1]`` display window. ``options`` are the occlusion settings and ``progress`` of
     :func:`~medtl.explain.saliency`. The dict holds ``probabilities`` (list),
     ``target`` (class explained), ``predicted`` (argmax class) and ``method``.
     ``prepared``: ``(x, grid_affine)`` of :func:`prepare` for this scan (a :class:`Scan`), when the

@@ -274,7 +274,7 @@ def occlusion_settings(spatial_shape: Sequence[int], mask_size: int | Sequence[i
 
 
 def _occlusion(model: nn.Module, xb: torch.Tensor, target: int | None, mask_size: int | Sequence[int] | None,
-               overlap: float | None, n_batch: int) -> Explanation:
+               overlap: float | None, n_batch: int, progress: bool = False) -> Explanation:
     mask, ov = occlusion_settings(xb.shape[2:], mask_size, overlap)
     with torch.no_grad():
         logits = model(xb)
@@ -284,7 +284,7 @@ def _occlusion(model: nn.Module, xb: torch.Tensor, target: int | None, mask_size
     probs = torch.softmax(logits.float(), dim=1)
     # "gaussian": each window multiplies its patch by (1 - Gaussian), i.e. fades it to 0 -- the mean
     # intensity of a normalised input -- with soft edges, and windows are blended with Gaussian weights.
-    occ = OcclusionSensitivity(model, mask_size=mask, n_batch=n_batch, verbose=False, mode="gaussian",
+    occ = OcclusionSensitivity(model, mask_size=mask, n_batch=n_batch, verbose=progress, mode="gaussian",
                                overlap=ov, activate=lambda out: torch.softmax(out.float(), dim=1))
     with warnings.catch_warnings():
         # MONAI 1.6 indexes with lists of slices, which torch deprecates (same result on this torch;
@@ -336,8 +336,9 @@ def _attribution(model: nn.Module, xb: torch.Tensor, method: str, target: int | 
 
 def explain(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, target: int | None = None, *,
             mask_size: int | Sequence[int] | None = None, overlap: float | None = None,
-            n_batch: int = 16, stride: int | Sequence[int] | None = None) -> Explanation:
-    """Saliency map of one network input plus the prediction it explains (see :func:`saliency`)."""
+            n_batch: int = 16, stride: int | Sequence[int] | None = None, progress: bool = False) -> Explanation:
+    """Saliency map of one network input plus the prediction it explains (see :func:`saliency`);
+    ``progress``: occlusion's windows as a progress bar with its time left (MONAI's), on stderr."""
     if method not in METHODS:
         raise ValueError(f"unknown saliency method {method!r}; choose one of {', '.join(METHODS)}")
     if method != "occlusion" and (mask_size is not None or overlap is not None):
@@ -348,12 +349,12 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, tar
 
     if isinstance(model, Ensemble):
         return _ensemble_explain(model, x, method, target, mask_size=mask_size, overlap=overlap, n_batch=n_batch,
-                                 stride=stride)
+                                 stride=stride, progress=progress)
     _check_classifier(model)
     xb = _batch(model, x)
     with _untouched(model):
         if method == "occlusion":
-            return _occlusion(model, xb, target, mask_size, overlap, n_batch)
+            return _occlusion(model, xb, target, mask_size, overlap, n_batch, progress)
         if method in ("integrated_gradients", "smoothgrad"):
             return _attribution(model, xb, method, target)
         if method in ("gradcam", "gradcam++") and stride is None and CAM_STRIDES[method] is None:

@@ -255,10 +255,11 @@ class Predictor:
         return predicted, self.positive_class if p[i_pos] >= self.threshold else other
 
     def predict(self, scan_or_path: Any, saliency: str | bool | None = None, series: str | int | None = None,
-                target: int | None = None, allow_other_domain: bool | None = None) -> Prediction:
+                target: int | None = None, allow_other_domain: bool | None = None,
+                progress: bool = False) -> Prediction:
         """Score one study; with ``saliency`` (``True`` for the default method, or a name of
         ``medtl.explain.METHODS``) also compute a saliency map in the scan's geometry (for class
-        index ``target``, default the decision).
+        index ``target``, default the decision); ``progress``: a progress bar for occlusion's windows.
 
         ``series`` picks a series in a DICOM folder or zip (index or SeriesInstanceUID).
         """
@@ -291,7 +292,7 @@ class Predictor:
             if target is None:  # explain what the user is told: the decision
                 target = self.class_names.index(decision)
             pred.saliency, pred.saliency_info = self._saliency(scan, None if saliency is True else saliency, target,
-                                                               probs, prepared)
+                                                               probs, prepared, progress)
         return pred
 
     def saliency(self, scan: Scan, method: str | None = None, target: int | None = None,
@@ -308,14 +309,15 @@ class Predictor:
         return self._saliency(scan, method, target, probabilities, None)
 
     def _saliency(self, scan: Scan, method: str | None, target: int | None, probabilities: Sequence[float] | None,
-                  prepared: tuple[torch.Tensor, np.ndarray] | None) -> tuple[Scan, dict[str, Any]]:
+                  prepared: tuple[torch.Tensor, np.ndarray] | None,
+                  progress: bool = False) -> tuple[Scan, dict[str, Any]]:
         try:
             from medtl.explain import DEFAULT_METHOD, method_title, saliency_for_scan
         except ImportError as exc:
             raise MedtlError(f"saliency maps need medtl.explain, which cannot be imported ({exc})") from None
         method = method or DEFAULT_METHOD
         sal, info = saliency_for_scan(self.model, self.preprocessing, scan, method=method, target=target,
-                                      prepared=prepared)
+                                      prepared=prepared, progress=progress)
         info = dict(info or {})
         chosen = int(info.get("target", 0))
         if probabilities is not None:  # the label gives the probability the user is told

@@ -123,3 +123,15 @@ def test_predict_with_saliency_preprocesses_the_scan_once_and_gives_the_same_map
     np.testing.assert_array_equal(pred.saliency.array, alone.array)
     assert pred.saliency_info["probabilities"] == pytest.approx(list(pred.probabilities.values()), abs=1e-12)
     assert info["probabilities"] == pytest.approx(pred.saliency_info["probabilities"], abs=1e-12)
+
+
+def test_cli_predict_shows_occlusions_progress_on_stderr_but_not_with_json(tmp_path, run2d, capfd):
+    """Occlusion is the slow map (a 3D one takes minutes): ``medtl predict`` shows its windows as a progress
+    bar with the time left, on stderr; ``--json`` keeps both streams to the JSON alone."""
+    scan = str(SAMPLE / "ct2d" / "P0015_1.dcm")
+    assert main(["predict", "--model", str(run2d), scan, "--saliency", str(tmp_path / "a.png"),
+                 "--method", "occlusion"]) == 0
+    assert "100%" in capfd.readouterr().err
+    assert main(["predict", "--model", str(run2d), scan, "--saliency", str(tmp_path / "b.png"),
+                 "--method", "occlusion", "--json"]) == 0
+    assert "%" not in capfd.readouterr().err
