@@ -92,7 +92,16 @@ def test_native_pixels_the_header_does_not_describe_are_refused(tmp_path):
     ds = pydicom.dcmread(CT)
     ds.PixelData = ds.PixelData + b"\0\0"  # padding is not a lie
     ds.save_as(tmp_path / "padded.dcm")
-    assert load_scan(tmp_path / "padded.dcm").shape == (128, 128, 1)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert load_scan(tmp_path / "padded.dcm").shape == (128, 128, 1)
+    assert not [w for w in seen if "a row or more" in str(w.message)]
+    ds = pydicom.dcmread(CT)
+    ds.Rows = 127  # one row less than the data: read, but the row it drops is warned about
+    ds.save_as(tmp_path / "row.dcm")
+    with pytest.warns(UserWarning, match=r"row\.dcm: the pixel data holds 256 B more than 1 frame\(s\) of 127 x 128 "
+                                         r"take \(a row or more\): .* check Rows and Columns"):
+        assert load_scan(tmp_path / "row.dcm").shape == (128, 127, 1)
 
 
 def test_png_and_jpeg_headers_claiming_more_than_the_file_can_hold_are_refused(tmp_path):

@@ -161,7 +161,7 @@ def check_pixel_data(ds: Dataset, name: str | os.PathLike) -> None:
 
     Native data holding a whole frame or more beyond what Rows, Columns and NumberOfFrames
     account for is refused (not padding: a header that lies, e.g. 9 frames of a 10-frame file,
-    would silently drop or reshape pixels). Compressed pixel data holding fewer frames than
+    would silently drop or reshape pixels); a row or more beyond is warned about. Compressed pixel data holding fewer frames than
     NumberOfFrames is refused. Compressed frames whose own headers claim more rows
     or columns than the DICOM header are refused: decoders allocate what the codestream says, so
     a 42 KB file could otherwise ask for gigabytes before any error. Compressed frames cut short
@@ -179,6 +179,12 @@ def check_pixel_data(ds: Dataset, name: str | os.PathLike) -> None:
                 name, f"header claims {c['frames']} frame(s) of {c['rows']} x {c['cols']} "
                 f"({limits.human_bytes(needed)} of pixel data) but the file holds {limits.human_bytes(present)}: "
                 "the header does not describe the pixels", "re-export the file")
+        row = native_bytes({**c, "rows": 1}, 1)
+        if present is not None and row > 0 and present - needed >= row:  # padding is a byte or a few, not a row
+            warnings.warn(f"{name}: the pixel data holds {limits.human_bytes(present - needed)} more than "
+                          f"{c['frames']} frame(s) of {c['rows']} x {c['cols']} take (a row or more): the header may "
+                          "understate the image, whose last rows are then not read; check Rows and Columns",
+                          stacklevel=2)
         return
     coded = syntax in _JPEG or syntax in _J2K
     if not coded and syntax != _RLE:  # video syntaxes code every frame in one stream
