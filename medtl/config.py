@@ -131,20 +131,40 @@ def _check_key(keys: list[str], item: str) -> None:
         model = fields[k].annotation
 
 
+def _merge(node: dict[str, Any], key: str, value: Any, model: Any) -> None:
+    """``node[key] = value``, except that a mapping given for a config section (``train={epochs: 3}``) is
+    merged into what the section already holds, as OmegaConf and Hydra merge: the keys it does not name
+    keep their values. A free-form mapping (``data.filter``, ``model.kwargs``) is replaced whole."""
+    field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
+    section = field.annotation if field is not None else None
+    into = node.get(key)
+    if (isinstance(value, dict) and isinstance(section, type) and issubclass(section, BaseModel)
+            and isinstance(into, (dict, type(None)))):
+        node[key] = into = dict(into or {})
+        for k, v in value.items():
+            _merge(into, k, v, section)
+    else:
+        node[key] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Set ``a.b=value`` items on a nested dict (values parsed as YAML: 5, 1e-3, [64,64], null)."""
+    """Set ``a.b=value`` items on a nested dict (values parsed as YAML: 5, 1e-3, [64,64], null). A mapping
+    given for a section merges into it (``train={epochs: 3}`` changes the epochs only); ``train=null``
+    resets the section to its defaults."""
     if isinstance(overrides, (str, bytes)):  # iterated, "train.epochs=5" was refused as override 't'
         raise ConfigError(f"overrides are a list of key=value items, got the text {overrides!r} "
                           f"(write [{overrides!r}])")
     for item in overrides:
         keys, value = _parse_override(item)
         _check_key(keys, item)
-        node = data
+        node, model = data, Config
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {k!r} is not a section")
-        node[keys[-1]] = value
+            fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
+            model = fields[k].annotation if k in fields else None
+        _merge(node, keys[-1], value, model)
     return data
 
 

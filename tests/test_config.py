@@ -184,3 +184,17 @@ def test_yaml_aliases_of_aliases_are_refused_in_bounded_time(tmp_path):
         load_config(tmp_path / "laughs.yaml")
     (tmp_path / "ok.yaml").write_text("preprocess:\n  size: &s [32, 32]\nmodel:\n  kwargs: {size: *s}\n")
     assert load_config(tmp_path / "ok.yaml").model.kwargs == {"size": [32, 32]}
+
+
+def test_a_mapping_override_merges_into_its_section_like_hydra():
+    """``train={epochs: 3}`` reset every other train key of the recipe to its default (min_steps 600 -> 0)."""
+    recipe = load_config("medmnist2d")
+    cfg = load_config("medmnist2d", ["train={epochs: 3}"])
+    assert cfg.train.epochs == 3
+    assert cfg.train.model_dump(exclude={"epochs"}) == recipe.train.model_dump(exclude={"epochs"})
+    assert cfg.train.min_steps == 600 and cfg.train.strategy == "full"
+    # a free-form mapping inside a section is replaced, not merged: evaluate's data.filter={} clears it
+    cfg = load_config(None, ["data.filter={site: A, scanner: X}", "data={filter: {site: B}, modality: DX}"])
+    assert cfg.data.filter == {"site": "B"} and cfg.data.modality == "DX"
+    assert load_config(None, ["data.filter.site=A", "data.filter={}"]).data.filter == {}
+
