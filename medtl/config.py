@@ -20,7 +20,7 @@ import typing
 from typing import Any, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from medtl._fileutil import load_yaml
 from medtl._recipes import list_recipes, recipe_path
@@ -48,6 +48,12 @@ class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("data", "preprocess", "augment", "model", "train", "eval", mode="before")
+    @classmethod
+    def _empty_section(cls, v: Any) -> Any:
+        """A section with nothing under it (``train:`` in YAML reads as null) is that section's defaults."""
+        return {} if v is None else v
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -159,7 +165,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         _check_key(keys, item)
         node, model = data, Config
         for k in keys[:-1]:
-            node = node.setdefault(k, {})
+            if node.get(k) is None:  # an empty section (`train:` in YAML) holds nothing yet
+                node[k] = {}
+            node = node[k]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {k!r} is not a section")
             fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}

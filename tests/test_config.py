@@ -198,3 +198,12 @@ def test_a_mapping_override_merges_into_its_section_like_hydra():
     assert cfg.data.filter == {"site": "B"} and cfg.data.modality == "DX"
     assert load_config(None, ["data.filter.site=A", "data.filter={}"]).data.filter == {}
 
+
+def test_an_empty_section_is_that_sections_defaults(tmp_path):
+    """YAML reads ``train:`` with nothing under it as null, which was refused as not a mapping."""
+    cfg = tmp_path / "empty.yaml"
+    cfg.write_text("name: x\ntrain:\neval:\n")
+    assert load_config(cfg).train == Config().train and load_config(cfg).eval == Config().eval
+    assert load_config(cfg, ["train.epochs=2"]).train.epochs == 2
+    assert load_config(cfg, ["train={epochs: 2}"]).train.epochs == 2
+    assert load_config("medmnist2d", ["train=null"]).train == Config().train  # null: the section's defaults
