@@ -1,11 +1,101 @@
-"""The base of every config section: typed, validated on assignment, unknown keys refused."""
+"""The base of every config section: typed, validated on assignment, unknown keys refused, and a bad value
+reported as medtl's one line (``train.lr: Input should be greater than 0 (1 problem(s); fix the value)``),
+whether it came from a YAML file, an override or Python code."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import types
+import typing
+from typing import Any, ClassVar, Sequence
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from medtl.errors import ConfigError, did_you_mean
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def field_path(loc: Sequence[Any], root: type[BaseModel]) -> tuple:
+    """A pydantic error location without the union branch names it adds after a field that takes one of
+    several types (``eval.threshold.float``, ``train.lr.constrained-float``): the key a user wrote."""
+    out: list[Any] = []
+    model: Any = root
+    skip = False
+    for x in loc:
+        if skip:
+            skip, model = False, None
+            continue
+        out.append(x)
+        fields = m.model_fields if (m := _model_of(model)) else {}
+        model = fields[x].annotation if x in fields else None
+        if typing.get_origin(model) in (typing.Union, types.UnionType):
+            skip = len([a for a in typing.get_args(model) if a is not type(None)]) > 1
+    return tuple(out)
+
+
+def _unknown_key_hint(loc: Sequence[Any], root: type[BaseModel]) -> str:
+    model: Any = root
+    for k in loc[:-1]:
+        field = m.model_fields.get(k) if (m := _model_of(model)) else None
+        if field is None:
+            return ""
+        model = field.annotation
+    return (did_you_mean(str(loc[-1]), m.model_fields) or "") if (m := _model_of(model)) else ""
+
+
+def first_problem(exc: ValidationError, root: type[BaseModel]) -> tuple[tuple, str, int]:
+    """``(key, what is wrong with it, how many keys are wrong)`` of a pydantic report on ``root``: its
+    first bad key, with every message about that key (a value no branch of a union takes fails each
+    branch) and a did-you-mean hint for an unknown key."""
+    errors = exc.errors()
+    first, loc = errors[0], field_path(errors[0]["loc"], root)
+    msg = "; or ".join(dict.fromkeys(e["msg"] for e in errors if field_path(e["loc"], root) == loc))
+    hint = _unknown_key_hint(first["loc"], root) if first["type"] == "extra_forbidden" else ""
+    return loc, f"{msg}{hint}", len({field_path(e["loc"], root) for e in errors})
+
+
+def one_line_message(where: str, what: str, n_problems: int, fix: str) -> str:
+    """The one format of a config error: ``key: what (N problem(s); fix)``."""
+    return f"{where + ': ' if where else ''}{what} ({n_problems} problem(s); {fix})"
 
 
 class Section(BaseModel):
-    """A config section; a typo in a key is an error, never silently ignored."""
+    """A config section; a typo in a key is an error, never silently ignored, and a bad value set from
+    Python (``cfg.train.lr = -1``, ``TrainConfig(lr=-1)``, ``Config.model_validate(d)``) is a one-line
+    :class:`~medtl.errors.ConfigError`, as it is from a YAML file, not pydantic's multi-line report."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    #: where this section sits in an experiment config (``train``), so that an error names the whole key
+    config_key: ClassVar[str] = ""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise self._config_error(exc) from None
+
+    # pydantic calls a model's own __init__ when it validates the model nested in another (a section in a
+    # Config); marked as its base init, nested validation skips it and reports every bad key in one report
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise self._config_error(exc) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:
+        """pydantic's ``model_validate``, with a bad value reported as one line."""
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise cls._config_error(exc) from None
+
+    @classmethod
+    def _config_error(cls, exc: ValidationError) -> ConfigError:
+        loc, what, n = first_problem(exc, cls)
+        where = ".".join(map(str, (*filter(None, [cls.config_key]), *loc)))
+        return ConfigError(one_line_message(where, what, n, "fix the value"))

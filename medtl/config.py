@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import types
-import typing
 from typing import Any, Literal, Sequence
 
 import yaml
@@ -24,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from medtl._fileutil import load_yaml
 from medtl._recipes import list_recipes, recipe_path
-from medtl._schema import Section
+from medtl._schema import Section, first_problem, one_line_message
 from medtl.data.config import DataConfig
 from medtl.errors import ConfigError, did_you_mean
 from medtl.models.config import ModelConfig
@@ -176,36 +174,6 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
-def _field_path(loc: Sequence[Any]) -> tuple:
-    """A pydantic error location without the union branch names it adds after a field that takes one of
-    several types (``eval.threshold.float``, ``train.lr.constrained-float``): the key a user wrote."""
-    out: list[Any] = []
-    model: Any = Config
-    skip = False
-    for x in loc:
-        if skip:
-            skip, model = False, None
-            continue
-        out.append(x)
-        fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
-        model = fields[x].annotation if x in fields else None
-        if typing.get_origin(model) in (typing.Union, types.UnionType):
-            skip = len([a for a in typing.get_args(model) if a is not type(None)]) > 1
-    return tuple(out)
-
-
-def _unknown_key_hint(loc: tuple) -> str:
-    model: Any = Config
-    for k in loc[:-1]:
-        field = model.model_fields.get(k) if isinstance(model, type) and issubclass(model, BaseModel) else None
-        if field is None:
-            return ""
-        model = field.annotation
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return did_you_mean(str(loc[-1]), model.model_fields) or ""
-    return ""
-
-
 #: The most values (mapping entries, list items) a config may hold once YAML aliases are expanded; the
 #: largest shipped recipe holds under 100.
 MAX_CONFIG_VALUES = 100_000
@@ -249,16 +217,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     if _too_big(data):
         raise ConfigError(f"{p or 'the overrides'}: over {MAX_CONFIG_VALUES:,} values once YAML aliases (*name) "
                           "are expanded (write the values out, without aliases of aliases)")
-    try:
-        return Config.model_validate(data)
+    try:  # pydantic's own validator: the report's keys find their line in the file below
+        return Config.__pydantic_validator__.validate_python(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        first, loc = errors[0], _field_path(errors[0]["loc"])
+        loc, what, n_problems = first_problem(exc, Config)
         where = ".".join(map(str, loc))
-        # one problem per key: a value no branch of a union takes fails each branch
-        msg = "; or ".join(dict.fromkeys(e["msg"] for e in errors if _field_path(e["loc"]) == loc))
-        n_problems = len({_field_path(e["loc"]) for e in errors})
-        hint = _unknown_key_hint(first["loc"]) if first["type"] == "extra_forbidden" else ""
         given = [o.split("=", 1)[0].strip() for o in overrides if "=" in o]
         if any(where == k or where.startswith(k + ".") or k.startswith(where + ".") for k in given):
             src, fix = "", "fix the override"  # the command line's value, not the recipe's
@@ -266,4 +229,4 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
             line = _line_of(text, loc) if p else None
             src = f"{p}: line {line}: " if line else (f"{p}: " if p else "")
             fix = "fix the config or override it"
-        raise ConfigError(f"{src}{where}: {msg}{hint} ({n_problems} problem(s); {fix})") from None
+        raise ConfigError(src + one_line_message(where, what, n_problems, fix)) from None

@@ -207,3 +207,27 @@ def test_an_empty_section_is_that_sections_defaults(tmp_path):
     assert load_config(cfg, ["train.epochs=2"]).train.epochs == 2
     assert load_config(cfg, ["train={epochs: 2}"]).train.epochs == 2
     assert load_config("medmnist2d", ["train=null"]).train == Config().train  # null: the section's defaults
+
+
+def test_a_bad_value_set_from_python_is_the_one_line_config_error():
+    """pydantic's multi-line report (``2 validation errors for TrainConfig ... For further information
+    visit ...``) reached Python users who set a value, built a section or validated a dict."""
+    from medtl.config import TrainConfig
+
+    lr = "train.lr: Input should be greater than 0; or Input should be 'auto' (1 problem(s); {})"
+    cfg = load_config("sample_tiny")
+    with pytest.raises(ConfigError) as assigned:
+        cfg.train.lr = -1
+    assert str(assigned.value) == lr.format("fix the value")
+    with pytest.raises(ConfigError) as built:
+        TrainConfig(lr=-1)
+    assert str(built.value) == lr.format("fix the value")
+    with pytest.raises(ConfigError) as validated:
+        Config.model_validate({"train": {"lr": -1, "weight_decay": -1}})
+    assert str(validated.value) == lr.format("fix the value").replace("1 problem(s)", "2 problem(s)")
+    with pytest.raises(ConfigError) as overridden:  # the command line's format, which this one follows
+        load_config("sample_tiny", ["train.lr=-1"])
+    assert str(overridden.value) == lr.format("fix the override")
+    with pytest.raises(ConfigError, match=r"^train.epochz: Extra inputs are not permitted; did you mean 'epochs'\? "):
+        cfg.train = {"epochz": 1}
+    assert cfg.train.lr == load_config("sample_tiny").train.lr  # a refused value is not kept

@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parents[1] / "medtl"
 
 #: Each part and the parts it may import (below it). ``runs``/``config`` sit between the parts and the CLI.
 ALLOWED = {
-    "errors": set(), "_fileutil": set(), "_logutil": set(), "_schema": set(), "_forkserver": set(),
+    "errors": set(), "_fileutil": set(), "_logutil": set(), "_schema": {"errors"}, "_forkserver": set(),
     "_recipes": {"errors"},
     "io": {"errors", "_fileutil", "_logutil", "_paths"},
     "transforms": {"errors", "_fileutil", "_schema", "io", "models"},  # each model ships its normalisation

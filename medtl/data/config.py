@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field, field_validator
 
@@ -11,6 +11,8 @@ from medtl._schema import Section as _Section
 
 class DataConfig(_Section):
     """Where the cohort is and how it is split."""
+
+    config_key: ClassVar[str] = "data"
 
     path: str = ""  #: manifest CSV, folder-per-class tree, or MedMNIST .npz
     format: Literal["auto", "manifest", "folder", "medmnist"] = "auto"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field
 
@@ -11,6 +11,8 @@ from medtl._schema import Section as _Section
 
 class ModelConfig(_Section):
     """The backbone, its starting weights and how they are adapted to the input (channels, 3D)."""
+
+    config_key: ClassVar[str] = "model"
 
     arch: str = "resnet18"
     weights: Optional[str] = "imagenet"  #: "imagenet", a file path, or null (scratch)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -11,6 +11,8 @@ from medtl._schema import Section as _Section
 
 class TrainConfig(_Section):
     """The fine-tuning recipe: what trains when, optimiser, schedule, regularisation, devices, seed."""
+
+    config_key: ClassVar[str] = "train"
 
     strategy: Literal["linear", "partial", "full", "gradual"] = "gradual"
     epochs: int = Field(10, ge=1)
@@ -114,6 +116,8 @@ class TrainConfig(_Section):
 
 class EvalConfig(_Section):
     """How a finished run is scored: decision threshold, bootstrap CIs, test-time views."""
+
+    config_key: ClassVar[str] = "eval"
 
     threshold: Union[float, Literal["youden", "val_youden"]] = "val_youden"
     bootstrap: int = Field(1000, ge=0)  #: resamples for 95% CIs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field
 
@@ -11,6 +11,8 @@ from medtl._schema import Section as _Section
 
 class PreprocessConfig(_Section):
     """Deterministic preprocessing; it is saved in the model card and reused at prediction."""
+
+    config_key: ClassVar[str] = "preprocess"
 
     spatial_dims: Literal[2, 3] = 2
     size: list[int] = Field(default_factory=lambda: [224, 224])  #: model input size
@@ -25,6 +27,8 @@ class PreprocessConfig(_Section):
 
 class AugmentConfig(_Section):
     """Training-time augmentation: spatial + a domain-shift preset imitating another site."""
+
+    config_key: ClassVar[str] = "augment"
 
     flip: bool = True
     flip_axes: Optional[list[int]] = None  #: default: left-right only

@@ -58,12 +58,11 @@ class Preprocessing(PreprocessConfig):
 
     version: int = PREPROCESSING_VERSION
 
-    def __init__(self, **data: Any) -> None:
-        """Validate like :meth:`from_dict`: a bad setting is a one-line ConfigError, not pydantic's report."""
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise _config_error(exc) from None
+    @classmethod
+    def _config_error(cls, exc: ValidationError) -> ConfigError:
+        """A bad setting, at construction, assignment or ``model_validate``: medtl's one line (the section's,
+        as :class:`~medtl._schema.Section` reports it), naming the accepted settings for an unknown key."""
+        return _config_error(exc)
 
     @field_validator("window")
     @classmethod
