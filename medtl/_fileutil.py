@@ -182,3 +182,21 @@ def load_yaml(text: str) -> Any:
     import yaml
 
     return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+
+
+#: PyYAML's messages that quote the text they stopped at (``found undefined alias '...'``, ``the tag '...'``,
+#: ``found character '...'``), which may be a secret's value, or part of it
+_QUOTED_INPUT = re.compile(r"""\b(found|alias|tag|character|handle)\b([^'"]*?)"""
+                           r"""(?!'<[a-z ]+>')('(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*")""")
+
+
+def yaml_problem(exc: Any, hide_values: bool = False) -> str:
+    """``line N: what`` of a PyYAML error, on one line (its own message spans several). ``hide_values``:
+    without the text of the file it quotes (an alias, a tag, a character), for a file holding secrets."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if "'\\t'" in problem:
+        problem += "; indent with spaces, not tabs"
+    if hide_values:
+        problem = _QUOTED_INPUT.sub(r"\1\2(not shown)", problem)
+    return f"line {mark.line + 1}: {problem}" if mark is not None else problem

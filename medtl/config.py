@@ -20,7 +20,7 @@ from typing import Any, Literal, Sequence
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from medtl._fileutil import load_yaml
+from medtl._fileutil import load_yaml, yaml_problem
 from medtl._recipes import list_recipes, recipe_path
 from medtl._schema import Section, first_problem, one_line_message
 from medtl.data.config import DataConfig
@@ -75,15 +75,6 @@ _OverrideLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _OverrideLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                                       list("tTfF"))
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """``line N: what`` of a PyYAML error, on one line (its own message spans several)."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    if "'\\t'" in problem:
-        problem += "; indent with spaces, not tabs"
-    return f"line {mark.line + 1}: {problem}" if mark is not None else problem
 
 
 def _line_of(text: str, loc: Sequence[Any]) -> int | None:
@@ -210,7 +201,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         except UnicodeDecodeError:
             raise ConfigError(f"{p}: not UTF-8 text (save the config as UTF-8)") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({_yaml_problem(exc)})") from None
+            raise ConfigError(f"{p}: not valid YAML ({yaml_problem(exc)})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: a config must be a mapping of sections (train:, data:, ...)")
     apply_overrides(data, overrides)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from medtl._fileutil import load_yaml
+from medtl._fileutil import load_yaml, yaml_problem
 from medtl.errors import MedtlError
 
 __all__ = ["DEFAULT_CONFIG", "PacsConfig", "PacsError", "load_pacs_config", "redact"]
@@ -186,6 +186,19 @@ _ENV = {"URL": "url", "USER": "user", "PASSWORD": "password", "PASSWORD_FILE": "
         "CALLED_AET": "called_aet", "CALLING_AET": "calling_aet", "LISTEN_PORT": "listen_port",
         "LISTEN_HOST": "listen_host", "PUSH": "push", "RETRIES": "retries"}
 _INTS = ("port", "listen_port", "retries")
+#: Keys of a PACS file whose value is a secret (not a path to one), never echoed in an error
+_SECRET_KEYS = ("password", "token")
+
+
+def _check_file_value(path: Path, key: str, value: Any) -> None:
+    """Refuse a value that is not one setting (a list, a mapping) and a secret YAML did not read as the text
+    typed (``password: off`` is False, ``0123`` the number 83): the key and what is wrong, never the value."""
+    what = "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else None
+    if what:
+        raise MedtlError(f"{path}: {key} must be one value, not {what} (the value is not shown)")
+    if key.rsplit(".", 1)[-1] in _SECRET_KEYS and value is not None and not isinstance(value, str):
+        raise MedtlError(f"{path}: {key} is read by YAML as {type(value).__name__}, not text (the value is not "
+                         f"shown); quote it: {key.rsplit('.', 1)[-1]}: '...'")
 
 
 def _from_file(path: Path) -> dict[str, Any]:
@@ -195,10 +208,8 @@ def _from_file(path: Path) -> dict[str, Any]:
         raw = load_yaml(path.read_text()) or {}
     except OSError as exc:
         raise MedtlError(f"{path}: cannot read the PACS config ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise MedtlError(f"{path}:{where} not valid YAML") from None
+    except yaml.YAMLError as exc:  # the reason without the file's text: a line may hold a password
+        raise MedtlError(f"{path}: not valid YAML ({yaml_problem(exc, hide_values=True)})") from None
     if not isinstance(raw, dict):
         raise MedtlError(f"{path}: a PACS config is a mapping (dicomweb:, dimse:, push:)")
     out: dict[str, Any] = {}
@@ -211,6 +222,7 @@ def _from_file(path: Path) -> dict[str, Any]:
         for key, v in value.items():
             if key not in _FILE_KEYS[section]:
                 raise MedtlError(f"{path}: unknown key {section}.{key} (known: {', '.join(_FILE_KEYS[section])})")
+            _check_file_value(path, f"{section}.{key}", v)
             out[_FILE_KEYS[section][key]] = v
     if any(k in out for k in ("password", "token")):
         _warn_if_readable_by_others(path)

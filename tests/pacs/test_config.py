@@ -95,5 +95,28 @@ def test_a_section_given_twice_is_refused_not_half_dropped(tmp_path):
     """PyYAML kept the second ``dicomweb:`` alone: the server's url vanished and the user stayed."""
     cfg = tmp_path / "pacs.yaml"
     cfg.write_text("dicomweb:\n  url: http://pacs.local\ndicomweb:\n  user: bob\n")
-    with pytest.raises(MedtlError, match=r"pacs.yaml: line 3 not valid YAML$"):
+    with pytest.raises(MedtlError, match=r"pacs.yaml: not valid YAML \(line 3: key 'dicomweb' given twice \(first on "
+                                         r"line 1; keep one\)\)$"):
         load_pacs_config(cfg, env={})
+
+
+@pytest.mark.parametrize("value, message", [
+    ("*Hunter2-Secret", "not valid YAML (line 4: found undefined alias (not shown))"),
+    ("!Hunter2-Secret x", "not valid YAML (line 4: could not determine a constructor for the tag (not shown))"),
+    ('"Hunter2-Secret\\q"', "not valid YAML (line 4: found unknown escape character (not shown))"),
+    ("`Hunter2-Secret", "not valid YAML (line 4: found character (not shown) that cannot start any token)"),
+    ("[Hunter2-Secret]", "dicomweb.password must be one value, not a list (the value is not shown)"),
+    ("{Hunter2-Secret: 1}", "dicomweb.password must be one value, not a mapping (the value is not shown)"),
+    ("off", "dicomweb.password is read by YAML as bool, not text (the value is not shown); quote it: password: '...'"),
+    ("0123", "dicomweb.password is read by YAML as int, not text (the value is not shown); quote it: password: '...'"),
+])
+def test_a_bad_password_says_why_without_its_value(tmp_path, value, message):
+    """The YAML error said only "line 4 not valid YAML" so as not to echo a secret; PyYAML's own reason
+    quotes the alias, tag or character it stopped at, and YAML 1.1 read ``off`` as False, ``0123`` as 83."""
+    cfg = tmp_path / "pacs.yaml"
+    cfg.write_text(f"dicomweb:\n  url: http://pacs.local\n  user: bob\n  password: {value}\n")
+    cfg.chmod(0o600)
+    with pytest.raises(MedtlError) as err:
+        load_pacs_config(cfg, env={})
+    assert str(err.value) == f"{cfg}: {message}"
+    assert "Hunter2" not in str(err.value) and "0123" not in str(err.value) and "False" not in str(err.value)
