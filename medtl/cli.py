@@ -141,6 +141,13 @@ def cmd_weights(args: argparse.Namespace) -> int:
 def cmd_configs(args: argparse.Namespace) -> int:
     from medtl._recipes import list_recipes, recipe_path
 
+    if args.reference:
+        if args.name:
+            raise MedtlError("medtl configs: give a recipe name or --reference, not both")
+        from medtl.config import reference_markdown
+
+        print(reference_markdown(), end="")
+        return 0
     if args.name:
         print(recipe_path(args.name).read_text(), end="")
         return 0
@@ -483,8 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("name", nargs="?")
     p.set_defaults(func=cmd_weights)
 
-    p = sub.add_parser("configs", help="list the recipes shipped with medtl, or print one")
+    p = sub.add_parser("configs", help="list the recipes shipped with medtl, print one, or the reference of every key")
     p.add_argument("name", nargs="?", help="recipe to print (e.g. sample_tiny)")
+    p.add_argument("--reference", action="store_true",
+                   help="print the reference of every config key (type, default, allowed values; docs/config.md)")
     p.set_defaults(func=cmd_configs)
 
     p = sub.add_parser("train", help="fine-tune a backbone on a cohort (YAML config + key=value overrides)")

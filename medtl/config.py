@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import re
+import types
+import typing
 from typing import Any, Literal, Sequence
 
 import yaml
@@ -31,21 +33,24 @@ from medtl.transforms.config import AugmentConfig, PreprocessConfig
 
 __all__ = [
     "AugmentConfig", "Config", "DataConfig", "EvalConfig", "ModelConfig", "PreprocessConfig", "TrainConfig",
-    "apply_overrides", "list_recipes", "load_config", "recipe_path",
+    "apply_overrides", "list_recipes", "load_config", "recipe_path", "reference_markdown",
 ]
 
 
 class Config(Section):
     """A whole experiment."""
 
-    name: str = "experiment"
-    task: Literal["classification"] = "classification"
-    data: DataConfig = Field(default_factory=DataConfig)
-    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
+    name: str = Field("experiment", description="The experiment's name, recorded in the model card.")
+    task: Literal["classification"] = Field("classification", description="What the model does (classification "
+                                            "only, for now).")
+    data: DataConfig = Field(default_factory=DataConfig, description="Where the cohort is and how it is split.")
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="What the network sees, "
+                                         "at training and prediction alike (saved in the model card).")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Training-time augmentation.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The backbone, its starting weights and "
+                               "their adaptation.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="The fine-tuning recipe.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="How the finished run is scored.")
 
     @field_validator("data", "preprocess", "augment", "model", "train", "eval", mode="before")
     @classmethod
@@ -61,6 +66,89 @@ class Config(Section):
 
         with atomic_path(path) as tmp:
             tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# --- the reference ---------------------------------------------------------------------------
+
+_BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+
+
+def _bounds(metadata: Sequence[Any]) -> list[str]:
+    """``[">= 0", "< 1"]`` of a field's pydantic constraints."""
+    return [f"{sign} {getattr(m, name):g}" for m in metadata for name, sign in _BOUNDS
+            if getattr(m, name, None) is not None]
+
+
+def _type_text(annotation: Any, metadata: Sequence[Any] = ()) -> tuple[str, str]:
+    """``(type, allowed values)`` of a field, as a YAML writer reads them (null, not None)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        inner = [m for a in args[1:] for m in (getattr(a, "metadata", None) or [a])]
+        return _type_text(args[0], [*metadata, *inner])
+    if origin is Literal:
+        return "one of", ", ".join(f"`{a}`" for a in args)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_type_text(a) for a in args if a is not type(None)]
+        kinds = " or ".join(t for t, _ in parts if t != "one of")
+        allowed = ", ".join(a for _, a in parts if a)
+        if any(t == "one of" for t, _ in parts):
+            kinds = f"{kinds} or one of" if kinds else "one of"
+        if type(None) in args:
+            kinds, allowed = f"{kinds} or null", f"{allowed}, `null`" if allowed else ""
+        return kinds, ", ".join(filter(None, [allowed] + _bounds(metadata)))
+    if origin in (list, tuple, dict):
+        names = [_type_text(a)[0] for a in args if a is not Ellipsis]
+        text = {list: f"list of {names[0]}" if names else "list",
+                tuple: f"[{', '.join(names)}]",
+                dict: f"mapping of {names[0]} to {names[1]}" if len(names) == 2 else "mapping"}[origin]
+        return text, ""
+    name = {typing.Any: "any", str: "text", bool: "true/false"}.get(annotation, getattr(annotation, "__name__",
+                                                                                         str(annotation)))
+    return name, ", ".join(_bounds(metadata))
+
+
+def _default_text(value: Any) -> str:
+    """A default as it is written in YAML (``null``, ``true``, ``[224, 224]``, ``""``)."""
+    if isinstance(value, str):
+        return value or '""'
+    text = yaml.safe_dump(list(value) if isinstance(value, tuple) else value, default_flow_style=True, width=10**6)
+    return text.strip().removesuffix("...").strip()
+
+
+def reference_markdown() -> str:
+    """The config reference (``docs/config.md``, ``medtl configs --reference``): every section and key with its
+    type, default, allowed values and description, generated from the schema so that it cannot go stale."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["# Config reference", "",
+             "<!-- generated by `medtl configs --reference > docs/config.md` from medtl's schema: do not edit -->", "",
+             "A config is one YAML file of the sections below; every key has a default, so a file says only what "
+             "differs (`medtl configs NAME` prints a shipped recipe to start from). Any key can be overridden on the "
+             "command line as `section.key=value` (`train.lr=3e-4`, `preprocess.size=[128,128]`); a mapping merges "
+             "into its section (`train={epochs: 3, lr: 3e-4}`), `section=null` or an empty section is all defaults."]
+    sections = {"top level": [k for k, f in Config.model_fields.items() if not _is_section(f.annotation)]}
+    sections.update({k: [k] for k, f in Config.model_fields.items() if _is_section(f.annotation)})
+    for title, keys in sections.items():
+        if title == "top level":
+            model, prefix, about = Config, "", "Keys outside the sections."
+        else:
+            model, prefix = Config.model_fields[title].annotation, f"{title}."
+            about = (model.__doc__ or "").strip().splitlines()[0]
+            keys = list(model.model_fields)
+        lines += ["", f"## {title}", "", about, "", "| key | type | default | allowed | description |",
+                  "|---|---|---|---|---|"]
+        for key in keys:
+            field = model.model_fields[key]
+            kind, allowed = _type_text(field.annotation, field.metadata)
+            default = _default_text(field.get_default(call_default_factory=True))
+            lines.append(f"| `{prefix}{key}` | {cell(kind)} | `{cell(default)}` | {cell(allowed)} | "
+                         f"{cell(field.description or '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 # --- overrides and validation ----------------------------------------------------------------

@@ -14,25 +14,38 @@ class DataConfig(_Section):
 
     config_key: ClassVar[str] = "data"
 
-    path: str = ""  #: manifest CSV, folder-per-class tree, or MedMNIST .npz
-    format: Literal["auto", "manifest", "folder", "medmnist"] = "auto"
-    val_fraction: float = Field(0.15, ge=0, lt=1)  #: used when the data has no split
-    test_fraction: float = Field(0.15, ge=0, lt=1)
-    train_fraction: float = Field(1.0, gt=0, le=1)  #: stratified subsample of train (e.g. 0.1)
-    train_size: Optional[int] = Field(None, ge=1)  #: or a stratified subsample of this many training images
-    max_per_class: Optional[int] = Field(None, ge=1)  #: then at most this many training images per class
-    #: seeds the split and the subsample; default (None): train.seed. Fixing it keeps one cohort while
-    #: training seeds vary, which separates the cohort's share of a spread from training noise
-    seed: Optional[int] = None
-    class_names: Optional[list[str]] = None  #: default: from the data
-    cache: Literal["memory", "disk", "none"] = "memory"  #: decoded+preprocessed tensors
-    cache_dir: Optional[str] = None
-    num_workers: int = Field(-1, ge=-1)  #: -1 = auto
-    filter: dict[str, str] = Field(default_factory=dict)  #: manifest column -> value (e.g. site: A)
-    #: DICOM modality of images whose files carry none (PNG folders, MedMNIST .npz), e.g. DX; recorded
-    #: in the model card's training domain so that prediction can refuse other modalities
-    modality: Optional[str] = None
-    body_part: Optional[str] = None  #: e.g. CHEST; recorded in the model card (informative)
+    path: str = Field("", description="The cohort: a manifest CSV (path,label[,split][,patient_id]), a folder "
+                      "with one subfolder per class, or a MedMNIST .npz.")
+    format: Literal["auto", "manifest", "folder", "medmnist"] = Field(
+        "auto", description="How to read data.path; auto tells by what it is (a .csv, a folder, a .npz).")
+    val_fraction: float = Field(0.15, ge=0, lt=1, description="Share of the cohort put in the validation split "
+                                "when the data has no split of its own (stratified, grouped by patient).")
+    test_fraction: float = Field(0.15, ge=0, lt=1, description="Share of the cohort put in the test split when "
+                                 "the data has no split of its own.")
+    train_fraction: float = Field(1.0, gt=0, le=1, description="Keep a stratified, seeded subsample of the "
+                                  "training split (e.g. 0.1), for learning curves.")
+    train_size: Optional[int] = Field(None, ge=1, description="Or keep a stratified subsample of this many "
+                                      "training images; null: all.")
+    max_per_class: Optional[int] = Field(None, ge=1, description="Then keep at most this many training images "
+                                         "per class; null: no cap.")
+    seed: Optional[int] = Field(None, description="Seeds the split and the subsample; null: train.seed. Fixing "
+                                "it keeps one cohort while training seeds vary, which separates the cohort's share "
+                                "of a spread from training noise.")
+    class_names: Optional[list[str]] = Field(None, description="Class names in label order (integer labels "
+                                             "0..K-1 are named by them); null: from the data.")
+    cache: Literal["memory", "disk", "none"] = Field("memory", description="Where decoded, preprocessed images "
+                                                     "are kept between epochs: memory, disk (data.cache_dir) or "
+                                                     "none.")
+    cache_dir: Optional[str] = Field(None, description="Folder of the cache when data.cache is disk.")
+    num_workers: int = Field(-1, ge=-1, description="Data loader worker processes, each drawing its own "
+                             "augmentation; -1: auto (none on a CPU of up to 4 cores, 2 above; up to 8 on a GPU).")
+    filter: dict[str, str] = Field(default_factory=dict, description="Keep only manifest rows whose column equals "
+                                   "the value, e.g. {site: A}.")
+    modality: Optional[str] = Field(None, description="DICOM modality of images whose files carry none (PNG "
+                                    "folders, MedMNIST .npz), e.g. DX; recorded in the model card's training "
+                                    "domain so that prediction can refuse other modalities.")
+    body_part: Optional[str] = Field(None, description="Body part, e.g. CHEST; recorded in the model card "
+                                     "(informative).")
 
     @field_validator("class_names", "filter", mode="before")
     @classmethod

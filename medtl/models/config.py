@@ -14,12 +14,20 @@ class ModelConfig(_Section):
 
     config_key: ClassVar[str] = "model"
 
-    arch: str = "resnet18"
-    weights: Optional[str] = "imagenet"  #: "imagenet", a file path, or null (scratch)
-    weights_dir: Optional[str] = None
-    inflate: str = "i3d"  #: 2D->3D adaptation (3D only): i3d | central | acs | 2.5d
-    dropout: float = Field(0.0, ge=0, lt=1)
-    #: stochastic depth: the last residual block's drop probability, earlier blocks linearly less (null:
-    #: the architecture's own: efficientnet_lite0 0.2, as TF's EfficientNet; the ResNets and DenseNet have none)
-    drop_path: Optional[float] = Field(None, ge=0, lt=1)
-    kwargs: dict[str, Any] = Field(default_factory=dict)  #: extra args for the builder
+    arch: str = Field("resnet18", description="Backbone: resnet18, resnet34, resnet50, densenet121 or "
+                      "efficientnet_lite0 (medtl.models.list_models()).")
+    weights: Optional[str] = Field("imagenet", description="Starting weights: imagenet, a file (e.g. a run's "
+                                   "model.safetensors, to fine-tune that model on a new cohort), or null (from "
+                                   "scratch).")
+    weights_dir: Optional[str] = Field(None, description="A folder searched first for weight files (then "
+                                       "MEDTL_WEIGHTS_DIR, the cache, the medtl[weights] package).")
+    inflate: str = Field("i3d", description="2D to 3D adaptation of the ImageNet weights (3D only): i3d, central, "
+                         "acs or 2.5d.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout probability before the classification head; 0: "
+                           "off.")
+    drop_path: Optional[float] = Field(None, ge=0, lt=1, description="Stochastic depth: the last residual block's "
+                                       "drop probability, earlier blocks linearly less (null: the architecture's "
+                                       "own: efficientnet_lite0 0.2, as TF's EfficientNet; the ResNets and DenseNet "
+                                       "have none).")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra options of the 3D adaptation, e.g. "
+                                   "{depth_padding: replicate} for i3d (3D only).")
