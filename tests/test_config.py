@@ -267,3 +267,26 @@ def test_the_config_reference_in_docs_is_the_generated_one(capsys):
         "docs/config.md is stale: regenerate it with `medtl configs --reference > docs/config.md`")
     assert main(["configs", "--reference"]) == 0
     assert capsys.readouterr().out == text
+
+
+def test_every_key_the_docs_name_exists_with_the_default_they_give():
+    """README.md and docs/*.md name config keys (`train.lr_find_steps`, default 100): a renamed key or a
+    changed default must not leave them behind."""
+    import re
+
+    from medtl.config import _default_text
+
+    keys = dict(_fields(Config))
+    root = Path(__file__).resolve().parents[1]
+    not_keys = {"model.safetensors", "model.to", "train.lrr"}  # a run's file, a torch call, the typo example
+    named = 0
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = doc.read_text(encoding="utf-8")
+        for m in re.finditer(r"`((?:data|preprocess|augment|model|train|eval)\.[a-z_0-9]+)(\.[A-Za-z_]+)?", text):
+            if m.group(1) in not_keys or m.group(1).startswith("data.filter."):
+                continue
+            named += 1
+            assert m.group(1) in keys, f"{doc.name} names {m.group(1)!r}, which is not a config key"
+        for key, default in re.findall(r"`([a-z]+\.[a-z_]+)`, default ([^\s,;)]+)", text):
+            assert _default_text(keys[key].get_default(call_default_factory=True)) == default, (doc.name, key)
+    assert named > 50
