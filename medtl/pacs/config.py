@@ -190,6 +190,29 @@ _INTS = ("port", "listen_port", "retries")
 _SECRET_KEYS = ("password", "token")
 
 
+#: What a number setting must be: (low, high, what it is); ``high`` None: no upper bound
+_NUMBERS = {"port": (1, 65535, "a port number (1-65535)"), "listen_port": (1, 65535, "a port number (1-65535)"),
+            "retries": (0, None, "a number of attempts (0 or more)"), "timeout": (0, None, "seconds (above 0)")}
+
+
+def _number(key: str, value: Any, where: str) -> int | float:
+    """A port, retry count or timeout from the file (YAML read it) or the environment (text), refused unless it
+    is one as written: YAML reads ``port: yes`` as true (port 1) and ``timeout: off`` as false (0 s)."""
+    low, high, what = _NUMBERS[key]
+    number: int | float | None = None
+    if not isinstance(value, bool):
+        try:
+            number = float(value) if key == "timeout" else int(str(value).strip())
+        except (TypeError, ValueError):
+            pass
+    ok = number is not None and (number > low if key == "timeout" else number >= low) and (
+        high is None or number <= high) and (key != "timeout" or number < float("inf"))
+    if not ok:
+        why = " (YAML reads yes/no/on/off as true/false)" if isinstance(value, bool) else ""
+        raise MedtlError(f"{where} must be {what}, got {value!r}{why}")
+    return number
+
+
 def _check_file_value(path: Path, key: str, value: Any) -> None:
     """Refuse a value that is not one setting (a list, a mapping) and a secret YAML did not read as the text
     typed (``password: off`` is False, ``0123`` the number 83): the key and what is wrong, never the value."""
@@ -258,20 +281,11 @@ def load_pacs_config(path: str | os.PathLike | None = None, env: dict[str, str] 
         values["token"] = _read_secret_file(values.pop("token_file"), "token")
     values.pop("token_file", None)
     known = {f.name for f in fields(PacsConfig)}
-    for key in _INTS:
+    for key in (*_INTS, "timeout"):
         if values.get(key) is not None:
-            try:
-                values[key] = int(values[key])
-            except (TypeError, ValueError):
-                what = "a number of attempts" if key == "retries" else "a port number"
-                raise MedtlError(f"PACS config: {key} must be {what}, got {values[key]!r}") from None
-    if values.get("retries") is not None and values["retries"] < 0:
-        raise MedtlError(f"PACS config: retries must be 0 or more, got {values['retries']}")
-    if values.get("timeout") is not None:
-        try:
-            values["timeout"] = float(values["timeout"])
-        except (TypeError, ValueError):
-            raise MedtlError(f"PACS config: timeout must be seconds, got {values['timeout']!r}") from None
+            where = f"MEDTL_PACS_{key.upper()}" if key in from_env else \
+                f"{file}: {next(s for s, ks in _FILE_KEYS.items() if key in ks)}.{key}"
+            values[key] = _number(key, values[key], where)
     for key in ("url", "user", "password", "token", "host", "called_aet", "calling_aet", "listen_host", "push"):
         if values.get(key) is not None:
             values[key] = str(values[key])

@@ -40,7 +40,7 @@ def test_bad_settings_are_one_line(tmp_path):
         load_pacs_config(cfg, env={})
     with pytest.raises(MedtlError, match="port number"):
         load_pacs_config(None, env={"MEDTL_PACS_PORT": "abc"})
-    with pytest.raises(MedtlError, match="retries must be 0 or more"):
+    with pytest.raises(MedtlError, match=r"MEDTL_PACS_RETRIES must be a number of attempts \(0 or more\)"):
         load_pacs_config(None, env={"MEDTL_PACS_RETRIES": "-1"})
 
 
@@ -120,3 +120,26 @@ def test_a_bad_password_says_why_without_its_value(tmp_path, value, message):
         load_pacs_config(cfg, env={})
     assert str(err.value) == f"{cfg}: {message}"
     assert "Hunter2" not in str(err.value) and "0123" not in str(err.value) and "False" not in str(err.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("dimse:\n  port: yes\n", "dimse.port must be a port number (1-65535), got True (YAML reads yes/no/on/off as "
+                              "true/false)"),
+    ("dimse:\n  port: 4242.7\n", "dimse.port must be a port number (1-65535), got 4242.7"),
+    ("dimse:\n  listen_port: 99999\n", "dimse.listen_port must be a port number (1-65535), got 99999"),
+    ("dicomweb:\n  timeout: off\n", "dicomweb.timeout must be seconds (above 0), got False (YAML reads yes/no/on/off "
+                                    "as true/false)"),
+    ("dicomweb:\n  timeout: -5\n", "dicomweb.timeout must be seconds (above 0), got -5"),
+    ("dicomweb:\n  retries: -1\n", "dicomweb.retries must be a number of attempts (0 or more), got -1"),
+])
+def test_a_bad_number_names_the_file_and_key_and_is_never_bent_into_one(tmp_path, text, message):
+    """``port: yes`` became port 1, ``4242.7`` port 4242, ``timeout: off`` 0 s, port 99999 was taken; and the
+    error said "PACS config: port ..." without the file or the section."""
+    cfg = tmp_path / "pacs.yaml"
+    cfg.write_text(text)
+    with pytest.raises(MedtlError) as err:
+        load_pacs_config(cfg, env={})
+    assert str(err.value) == f"{cfg}: {message}"
+    with pytest.raises(MedtlError, match=r"^MEDTL_PACS_PORT must be a port number \(1-65535\), got 'abc'$"):
+        load_pacs_config(None, env={"MEDTL_PACS_PORT": "abc"})
+    assert load_pacs_config(None, env={"MEDTL_PACS_PORT": "104", "MEDTL_PACS_TIMEOUT": "2.5"}).port == 104
