@@ -51,7 +51,8 @@ def first_problem(exc: ValidationError, root: type[BaseModel]) -> tuple[tuple, s
     branch) and a did-you-mean hint for an unknown key."""
     errors = exc.errors()
     first, loc = errors[0], field_path(errors[0]["loc"], root)
-    msg = "; or ".join(dict.fromkeys(e["msg"] for e in errors if field_path(e["loc"], root) == loc))
+    msg = "; or ".join(dict.fromkeys(str(e["msg"]).removeprefix("Value error, ") for e in errors
+                                     if field_path(e["loc"], root) == loc))
     hint = _unknown_key_hint(first["loc"], root) if first["type"] == "extra_forbidden" else ""
     return loc, f"{msg}{hint}", len({field_path(e["loc"], root) for e in errors})
 

@@ -290,3 +290,12 @@ def test_every_key_the_docs_name_exists_with_the_default_they_give():
         for key, default in re.findall(r"`([a-z]+\.[a-z_]+)`, default ([^\s,;)]+)", text):
             assert _default_text(keys[key].get_default(call_default_factory=True)) == default, (doc.name, key)
     assert named > 50
+
+
+def test_split_fractions_that_leave_no_training_data_are_a_config_error():
+    """make_splits refused them with a ValueError once the data was read: the CLI's "internal error"."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.val_fraction=0.6", "data.test_fraction=0.4"])
+    assert str(err.value) == ("data: data.val_fraction (0.6) and data.test_fraction (0.4) leave no training data: "
+                              "their sum must be below 1 (1 problem(s); fix the override)")
+    assert load_config(None, ["data.val_fraction=0.5", "data.test_fraction=0.4"]).data.test_fraction == 0.4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, Optional, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from medtl._schema import Section as _Section
 
@@ -46,6 +46,14 @@ class DataConfig(_Section):
                                     "domain so that prediction can refuse other modalities.")
     body_part: Optional[str] = Field(None, description="Body part, e.g. CHEST; recorded in the model card "
                                      "(informative).")
+
+    @model_validator(mode="after")
+    def _splits_leave_training_data(self) -> "DataConfig":
+        """Refused here, not minutes later by the split as an internal error."""
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"data.val_fraction ({self.val_fraction:g}) and data.test_fraction "
+                             f"({self.test_fraction:g}) leave no training data: their sum must be below 1")
+        return self
 
     @field_validator("class_names", "filter", mode="before")
     @classmethod
