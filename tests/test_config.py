@@ -299,3 +299,13 @@ def test_split_fractions_that_leave_no_training_data_are_a_config_error():
     assert str(err.value) == ("data: data.val_fraction (0.6) and data.test_fraction (0.4) leave no training data: "
                               "their sum must be below 1 (1 problem(s); fix the override)")
     assert load_config(None, ["data.val_fraction=0.5", "data.test_fraction=0.4"]).data.test_fraction == 0.4
+
+
+@pytest.mark.parametrize("value, bound", [("1.5", "less than or equal to 1"), ("-0.1", "greater than or equal to 0")])
+def test_a_decision_threshold_is_a_probability(value, bound):
+    """``eval.threshold=1.5`` was taken: every test case negative, without a word."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"eval.threshold={value}"])
+    assert str(err.value) == (f"eval.threshold: Input should be {bound}; or Input should be 'youden' or 'val_youden' "
+                              "(1 problem(s); fix the override)")
+    assert load_config(None, ["eval.threshold=1"]).eval.threshold == 1.0

@@ -137,7 +137,7 @@ class EvalConfig(_Section):
 
     config_key: ClassVar[str] = "eval"
 
-    threshold: Union[float, Literal["youden", "val_youden"]] = Field(
+    threshold: Union[Annotated[float, Field(ge=0, le=1)], Literal["youden", "val_youden"]] = Field(
         "val_youden", description="Two classes: the decision threshold on the positive class's probability, a "
         "number, or youden / val_youden (the Youden point of the validation split; 0.5 when it lacks a class).")
     bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for the 95% confidence intervals of the "
