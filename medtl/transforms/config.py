@@ -16,7 +16,7 @@ class PreprocessConfig(_Section):
 
     spatial_dims: Literal[2, 3] = Field(2, description="2 for images and single slices, 3 for volumes.")
     size: list[int] = Field(default_factory=lambda: [224, 224], description="Network input size in pixels, "
-                            "[H, W] or [D, H, W] (one number: every axis); every scan is resized to it.")
+                            "[H, W] or [D, H, W] ([n]: n along every axis); every scan is resized to it.")
     orientation: Optional[str] = Field("RAS", description="Axis codes volumes are reoriented to before resizing; "
                                        "null keeps the voxel order. 2D images stay as displayed.")
     spacing: Optional[list[float]] = Field(None, description="Resample volumes to this voxel spacing (mm) before "
