@@ -97,11 +97,13 @@ def _type_text(annotation: Any, metadata: Sequence[Any] = ()) -> tuple[str, str]
             kinds, allowed = f"{kinds} or null", f"{allowed}, `null`" if allowed else ""
         return kinds, ", ".join(filter(None, [allowed] + _bounds(metadata)))
     if origin in (list, tuple, dict):
-        names = [_type_text(a)[0] for a in args if a is not Ellipsis]
+        parts = [_type_text(a) for a in args if a is not Ellipsis]
+        names = [t for t, _ in parts]
         text = {list: f"list of {names[0]}" if names else "list",
                 tuple: f"[{', '.join(names)}]",
                 dict: f"mapping of {names[0]} to {names[1]}" if len(names) == 2 else "mapping"}[origin]
-        return text, ""
+        inner = {a for _, a in parts}
+        return text, f"each {inner.pop()}" if len(inner) == 1 and "" not in inner else ""
     name = {typing.Any: "any", str: "text", bool: "true/false"}.get(annotation, getattr(annotation, "__name__",
                                                                                          str(annotation)))
     return name, ", ".join(_bounds(metadata))

@@ -309,3 +309,15 @@ def test_a_decision_threshold_is_a_probability(value, bound):
     assert str(err.value) == (f"eval.threshold: Input should be {bound}; or Input should be 'youden' or 'val_youden' "
                               "(1 problem(s); fix the override)")
     assert load_config(None, ["eval.threshold=1"]).eval.threshold == 1.0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("augment.zoom=[-1, 1]", "augment.zoom.0: Input should be greater than 0 (1 problem(s); fix the override)"),
+    ("augment.shift=-0.2", "augment.shift: Input should be greater than or equal to 0 (1 problem(s); fix the override)"),
+    ("augment.shift=2", "augment.shift: Input should be less than 1 (1 problem(s); fix the override)"),
+])
+def test_augmentation_ranges_are_checked_before_training(override, message):
+    """A negative zoom failed inside MONAI's RandZoomd at the first batch; a shift of twice the size was taken."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value) == message

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field
 
@@ -33,6 +33,10 @@ class PreprocessConfig(_Section):
         "image to mean 0, std 1 per channel) or none.")
 
 
+#: A zoom factor: a negative one failed inside MONAI's RandZoomd at the first training batch
+_Factor = Annotated[float, Field(gt=0)]
+
+
 class AugmentConfig(_Section):
     """Training-time augmentation: spatial + a domain-shift preset imitating another site."""
 
@@ -44,9 +48,9 @@ class AugmentConfig(_Section):
                                            "first); null: left-right only, the last axis.")
     rotate_deg: float = Field(0.0, description="Random rotation of up to this many degrees either way (in 3D "
                               "in-plane, about the depth axis); 0: none.")
-    zoom: tuple[float, float] = Field((1.0, 1.0), description="Random isotropic zoom between these factors, e.g. "
+    zoom: tuple[_Factor, _Factor] = Field((1.0, 1.0), description="Random isotropic zoom between these factors, e.g. "
                                       "[0.9, 1.1]; [1, 1]: none.")
-    shift: float = Field(0.0, description="Random shift of up to this fraction of the size along each axis; 0: "
+    shift: float = Field(0.0, ge=0, lt=1, description="Random shift of up to this fraction of the size along each axis; 0: "
                          "none.")
     elastic: bool = Field(False, description="Random elastic deformation (in 30 % of the images).")
     domain_shift: Literal["none", "mild", "strong"] = Field(
