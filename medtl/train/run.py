@@ -735,6 +735,22 @@ def _check_evaluation_folder(out: Path, split: str) -> None:
                          "move it or choose another --out")
 
 
+#: The settings ``evaluate`` takes from overrides; the card fixes the rest (preprocessing, threshold, model).
+EVALUATE_READS = ("data", "train.device", "train.seed", "train.batch_size", "eval.bootstrap")
+
+
+def _check_evaluation_overrides(overrides: Sequence[str], tta: bool | None) -> None:
+    """An override ``evaluate`` would not read (``eval.threshold=0.3``, ``preprocess.window=lung``) is refused:
+    dropped silently, its metrics would look like the setting's."""
+    reads = EVALUATE_READS + (("augment",) if tta else ())
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if not any(key == r or key.startswith(r + ".") for r in reads):
+            raise ConfigError(f"{item}: evaluate takes only data.*, train.device, train.seed, train.batch_size and "
+                              "eval.bootstrap overrides (augment.* with test-time views on: --tta on); the "
+                              "preprocessing and threshold are the model card's (train again to change them)")
+
+
 def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | None = None, out: str | None = None,
              overrides: Sequence[str] = (), bootstrap: int | None = None, progress: bool = True,
              tta: bool | None = None) -> dict[str, Any]:
@@ -743,7 +759,7 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | N
     ``data`` defaults to the training data, and ``split`` to its ``test`` split; other ``data`` (another
     site) is evaluated whole (``split="all"``) and without the run's ``data.filter``, which named
     the training data's columns. ``overrides`` are ``data.*`` items
-    (e.g. ``data.filter.site=B``). With ``out``, writes ``metrics.json``,
+    (e.g. ``data.filter.site=B``) or others of :data:`EVALUATE_READS`; any other is refused. With ``out``, writes ``metrics.json``,
     predictions and plots there. ``tta``: None averages the test-time views the card records
     (plain without); True the views of the run's training augmentation; False none.
     """
@@ -758,6 +774,7 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | N
     split = split or ("all" if data else "test")
     if split not in ("train", "val", "test", "all"):
         raise MedtlError(f"split {split!r}: choose train, val, test or all")
+    _check_evaluation_overrides(overrides, tta)
     if out:
         _check_evaluation_folder(Path(out), split)
     fresh = [f"data.path={json.dumps(str(data))}", "data.filter={}"] if data else []  # quoted: a path is not YAML

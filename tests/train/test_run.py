@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -149,6 +150,19 @@ def test_evaluate_other_site_and_cli(tiny_run, tmp_path, capsys):
     out = tmp_path / "cli"  # the session's shared run folder is not written into
     assert main(["evaluate", "--model", str(tiny_run), "--json", "--out", str(out), "data.filter.site=B"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 8 and (out / "metrics.json").is_file()
+
+
+def test_evaluate_refuses_an_override_it_would_not_read(tiny_run, tmp_path, capsys):
+    """The card fixes the threshold and preprocessing: ``eval.threshold=0.3`` was dropped without a word,
+    its metrics looking like the threshold's. ``augment.*`` is read only with test-time views on."""
+    for item in ("eval.threshold=0.3", "preprocess.window=lung", "model.arch=resnet18", "augment.rotate_deg=5"):
+        with pytest.raises(ConfigError, match=rf"^{re.escape(item)}: evaluate takes only data\.\*, train\.device"):
+            evaluate(tiny_run, overrides=[item], progress=False)
+    assert main(["evaluate", "--model", str(tiny_run), "--out", str(tmp_path / "ev"), "eval.threshold=0.3"]) == 2
+    assert "eval.threshold=0.3: evaluate takes only" in capsys.readouterr().err and not (tmp_path / "ev").exists()
+    m = evaluate(tiny_run, overrides=["eval.bootstrap=0", "train.seed=3", "augment.rotate_deg=5"], tta=True,
+                 progress=False)
+    assert m["n"] > 0 and m["evaluated_on"]["tta_views"] > 0
 
 
 def test_evaluate_never_replaces_a_file_it_did_not_write_and_refuses_a_bad_out_up_front(tiny_run, tmp_path,
