@@ -301,10 +301,13 @@ def run_lr_finder(model: nn.Module, data: PreparedData, cfg: Config, out: Path |
 
 def _require_config(cfg: Any, where: str) -> None:
     """A recipe name, a path or a dict given where a validated :class:`Config` belongs failed deep inside
-    with ``AttributeError: 'str' object has no attribute 'model'``."""
+    with ``AttributeError: 'str' object has no attribute 'model'``; a Config holding a value its schema
+    refuses is refused as from YAML."""
     if not isinstance(cfg, Config):
         raise ConfigError(f"{where}() takes a Config, got {type(cfg).__name__} "
                           "(cfg = medtl.config.load_config('recipe name or config.yaml', ['train.epochs=5']))")
+    # model_copy(update=...) and model_construct skip validation: check once more, in the YAML path's words
+    Config.model_validate(cfg.model_dump())
 
 
 def find_learning_rate(cfg: Config, out_dir: str | os.PathLike, progress: bool = True):

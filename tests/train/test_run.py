@@ -152,6 +152,15 @@ def test_evaluate_other_site_and_cli(tiny_run, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["n"] == 8 and (out / "metrics.json").is_file()
 
 
+def test_a_config_changed_without_validation_is_refused_before_training(tmp_path):
+    """``model_copy(update=...)`` skips pydantic's checks: a negative rate reached the optimiser."""
+    cfg = tiny_cfg()
+    bad = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": -1.0})})
+    with pytest.raises(ConfigError, match=r"^train\.lr: Input should be greater than 0"):
+        train(bad, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_evaluate_refuses_an_override_it_would_not_read(tiny_run, tmp_path, capsys):
     """The card fixes the threshold and preprocessing: ``eval.threshold=0.3`` was dropped without a word,
     its metrics looking like the threshold's. ``augment.*`` is read only with test-time views on."""
