@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from medtl._fileutil import atomic_path, write_json
-from medtl.errors import MedtlError
+from medtl.errors import MedtlError, one_line
 
 __all__ = [
     "CARD_FORMAT", "CARD_KEYS", "INTENDED_USE", "LIMITATIONS", "card_hash", "load_run", "read_card",
@@ -162,6 +162,11 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     from medtl.transforms import Preprocessing
 
     card = read_card(run_dir)
+    try:
+        prep = Preprocessing.from_dict(card["preprocessing"])
+    except (MedtlError, ValueError, TypeError) as exc:
+        raise MedtlError(f"{Path(run_dir) / 'model_card.json'}: its preprocessing is not valid ({one_line(exc)}); "
+                         "retrain, or restore model_card.json") from None
     m = card["model"]
     weights = Path(run_dir) / card["files"]["weights"]
     if not weights.is_file():
@@ -186,4 +191,4 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise MedtlError(f"{weights}: weights do not load into {m['arch']} ({first})") from None
     model.card.update({k: v for k, v in m.items() if k in ("weights", "input_adaptation", "normalization")})
     model.to(device).eval()
-    return model, card, Preprocessing.from_dict(card["preprocessing"])
+    return model, card, prep

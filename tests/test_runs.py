@@ -64,3 +64,21 @@ def test_a_run_folder_that_does_not_exist_is_named_as_missing(tmp_path):
     assert str(err.value) == f"{tmp_path / 'runs' / 'pneu'}: no such folder (give a run directory written by `medtl train`)"
     with pytest.raises(MedtlError, match=r"notarun: no model_card.json \(give a run directory"):
         read_card((tmp_path / "notarun").mkdir() or tmp_path / "notarun")
+
+
+def test_a_card_whose_preprocessing_is_not_valid_names_the_card(tmp_path):
+    """An edited or damaged card's preprocessing gave the schema's line without saying which file held it."""
+    import json
+
+    from medtl.errors import MedtlError
+    from medtl.runs import load_run
+
+    from .conftest import write_untrained_run
+
+    run = write_untrained_run(tmp_path / "run")
+    card = json.loads((run / "model_card.json").read_text())
+    card["preprocessing"]["window"] = "bogus"
+    (run / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(MedtlError, match=rf"^{run / 'model_card.json'}: its preprocessing is not valid \(.*window.*\); "
+                                         "retrain, or restore model_card.json$"):
+        load_run(run)
