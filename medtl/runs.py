@@ -51,9 +51,19 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise MedtlError(f"device {name!r} is not a torch device (use auto, cpu, cuda, cuda:1 or mps)") from None
+    if device.type == "cuda":  # torch itself fails later, in the middle of loading, with an AssertionError
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise MedtlError(f"device {name!r}: this machine has no CUDA GPU that torch can use; use auto or cpu")
+        if device.index is not None and device.index >= count:
+            raise MedtlError(f"device {name!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}; "
+                             "choose one of them, auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise MedtlError(f"device {name!r}: Apple's MPS is not available on this machine; use auto or cpu")
+    return device
 
 
 def channels_last(spatial_dims: int) -> torch.memory_format:

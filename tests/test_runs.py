@@ -82,3 +82,23 @@ def test_a_card_whose_preprocessing_is_not_valid_names_the_card(tmp_path):
     with pytest.raises(MedtlError, match=rf"^{run / 'model_card.json'}: its preprocessing is not valid \(.*window.*\); "
                                          "retrain, or restore model_card.json$"):
         load_run(run)
+
+
+def test_a_device_this_machine_lacks_is_one_line_naming_it(monkeypatch):
+    """``--device cuda:7`` was torch's AssertionError ("Torch not compiled with CUDA enabled") mid-load: an
+    internal error on the command line."""
+    from medtl.errors import MedtlError
+    from medtl.runs import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(MedtlError, match=r"^device 'cuda': this machine has no CUDA GPU that torch can use; use auto"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(MedtlError, match=r"^device 'cuda:7': this machine has 2 CUDA GPU\(s\), cuda:0 to cuda:1;"):
+        resolve_device("cuda:7")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(MedtlError, match=r"^device 'mps': Apple's MPS is not available"):
+        resolve_device("mps")
+    assert resolve_device("cpu") == CPU
