@@ -118,19 +118,20 @@ class Predictor:
     Build it with :meth:`from_run`. ``predict`` scores one study (path, :class:`Scan` or
     array) after the training-domain checks (:meth:`check`); ``score_batch`` scores
     preprocessed tensors with their out-of-distribution scores (what batch scoring uses).
-    ``allow_other_domain`` turns the header refusals into warnings.
+    ``allow_other_domain`` turns the header refusals into warnings. ``device`` defaults to ``"auto"``
+    as in :meth:`from_run` (a CUDA GPU when there is one, else the CPU); the model is moved there.
     """
 
     def __init__(self, model: nn.Module, card: dict[str, Any], preprocessing: Preprocessing,
-                 device: str | torch.device = "cpu", run_dir: str | os.PathLike | None = None,
+                 device: str | torch.device = "auto", run_dir: str | os.PathLike | None = None,
                  ood: OODDetector | None = None, allow_other_domain: bool = False) -> None:
-        self.model = model.eval()
+        self.device = resolve_device(str(device))  # from_run's default too: one rule however it is built
+        self.model = model.to(self.device).eval()
         self.ood = ood
         self.ood_method = (card.get("ood") or {}).get("method", DEFAULT_METHOD) if ood is not None else None
         self.allow_other_domain = allow_other_domain
         self.card = card
         self.preprocessing = preprocessing
-        self.device = torch.device(device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.views = card_views(card)  #: test-time augmentation views (None: plain prediction)
         self.class_names: list[str] = [str(c) for c in card["class_names"]]

@@ -188,3 +188,21 @@ def test_cli_predict_errors_are_one_line(run2d, capsys):
     assert main(["predict", "--model", str(run2d), str(SAMPLE / "ct2d" / "P0016_1.dcm"),
                  "--saliency", "out.jpg"]) == 2
     assert ".png" in capsys.readouterr().err
+
+
+def test_predictor_and_from_run_share_the_device_default(run2d, monkeypatch):
+    """``Predictor(...)`` ran on the CPU while ``Predictor.from_run`` took a GPU when there was one: one
+    rule, ``"auto"``, for both, and the model goes where the inputs will."""
+    import inspect
+
+    import medtl.infer.predictor as predictor_module
+
+    defaults = {inspect.signature(f).parameters["device"].default for f in (Predictor, Predictor.from_run)}
+    assert defaults == {"auto"}
+    seen: list[str] = []
+    monkeypatch.setattr(predictor_module, "resolve_device",
+                        lambda name="auto": seen.append(name) or torch.device("cpu"))
+    model, card, prep = load_run(run2d)
+    built = Predictor(model, card, prep)
+    assert seen == ["auto"] and built.device == torch.device("cpu")
+    assert next(built.model.parameters()).device == torch.device("cpu")
