@@ -18,7 +18,8 @@ How it runs:
 - **Bad input never stops the batch**: a study that fails (unreadable, wrong
   dimensionality, model error, past the per-study time limit) gets one row in the errors
   file (``scores.csv`` -> ``scores.errors.csv``: path, key, stage, one-line reason). Failed studies are retried by the next run, so ``errors.csv`` is rewritten by
-  each run and lists the failures of the latest run. The output files, their lock and
+  each run and lists the failures of the latest run that finished (a crashed or interrupted
+  run leaves it as it was). The output files, their lock and
   the resume logic are :mod:`medtl.infer.sinks`.
 - Saliency maps (``saliency_dir``) are written (atomically) before the study's score row,
   so a resumed run never leaves a scored study without its map. Parquet
@@ -29,6 +30,7 @@ No patient name or ID is written: rows carry paths, UIDs, probabilities and deci
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import sys
@@ -132,7 +134,7 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
     ``workers`` decode/preprocess in parallel ahead of inference (0: in this process);
     ``batch_size`` studies go through the model at once. ``errors_csv`` defaults to
     ``<out stem>.errors.csv`` beside ``out_csv`` (``scores.csv`` -> ``scores.errors.csv``); it is
-    replaced atomically at the end of the run, and never when it holds something medtl did not
+    replaced atomically at the end of a run that finished (not by one that crashed), and never when it holds something medtl did not
     write. ``study_timeout``: per-study wall-clock limit in seconds (default ``MEDTL_STUDY_TIMEOUT``
     or 600; 0: none); a study past it is killed and recorded in the errors file. Re-running the same call resumes (see the module
     docstring). Raises :class:`~medtl.errors.MedtlError` only for fatal problems (bad run,
@@ -194,7 +196,8 @@ def _score_pending(predictor: Predictor, found: Discovery, done: set[str], summa
                    sal_dir: Path | None, saliency_method: str, progress: bool, ray_address: str | None,
                    timeout: float | None = None) -> None:
     scores = CsvAppender(out_csv, columns)
-    errors = AtomicCsv(errors_path, ERROR_COLUMNS)  # replaces the errors file only when closed
+    errors = AtomicCsv(errors_path, ERROR_COLUMNS)  # replaces the errors file only when the run finishes
+    finished = False
     try:
         def fail(path: str, key: str, stage: str, reason: str) -> None:
             errors.write([{"path": path, "key": key, "stage": stage, "reason": reason}])
@@ -209,11 +212,14 @@ def _score_pending(predictor: Predictor, found: Discovery, done: set[str], summa
         if pending:
             _run(predictor, pending, summary, scores, fail, workers, batch_size, engine, sal_dir, saliency_method,
                  progress, ray_address, timeout)
+        scores.close()
+        errors.close()
+        finished = True
     finally:
-        try:
-            scores.close()
-        finally:
-            errors.close()
+        if not finished:  # a crash or Ctrl-C: the last finished run's errors file stays as it was
+            with contextlib.suppress(OSError):
+                scores.close()
+            errors.abandon()
 
 
 def _run(predictor: Predictor, pending: list[Study], summary: ScoreSummary, scores: CsvAppender, fail: Any,

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import importlib.util
@@ -159,8 +160,8 @@ def check_writable_folder(folder: Path, option: str) -> None:
 class AtomicCsv:
     """A CSV built by appending whole rows to a hidden partial file, published by an atomic rename on close.
 
-    Readers never see a half-written file, a killed run leaves the previous file whole, and
-    the partial file (``.<name>.partial``) is replaced by the next run.
+    Readers never see a half-written file, a killed or crashed run leaves the previous file whole
+    (:meth:`abandon`), and the partial file (``.<name>.partial``) is replaced by the next run.
     """
 
     def __init__(self, path: Path, columns: list[str]) -> None:
@@ -173,8 +174,14 @@ class AtomicCsv:
         self._rows.write(rows)
 
     def close(self) -> None:
+        """Publish the rows: the run that wrote them finished."""
         self._rows.close()
         os.replace(self.partial, self.path)
+
+    def abandon(self) -> None:
+        """Close without publishing (the run stopped early): its rows stay in the hidden partial file only."""
+        with contextlib.suppress(OSError):
+            self._rows.close()
 
 
 def write_fresh(path: Path, columns: list[str], rows: Sequence[dict[str, Any]] = ()) -> None:

@@ -471,3 +471,34 @@ def test_dropping_a_cut_row_reads_back_in_chunks(tmp_path):
     out.write_bytes(b"key,pushed_at\nsop:A,t1\nsop:B,a-long-cut-off-value")
     _drop_cut_row(out, chunk=4)
     assert out.read_bytes() == b"key,pushed_at\nsop:A,t1\n"
+
+
+def test_a_crashed_run_never_publishes_its_partial_errors_file(tmp_path, monkeypatch):
+    """The errors file lists the failures of the latest run that finished: a run that crashed half way
+    left its partial list in its place, as if that were all that failed."""
+    import importlib
+
+    from ..conftest import write_untrained_run
+
+    run = write_untrained_run(tmp_path / "run")
+    studies = tmp_path / "in"
+    studies.mkdir()
+    shutil.copy(SAMPLE / "ct2d" / "P0001_1.dcm", studies / "good1.dcm")
+    (studies / "bad1.dcm").write_text("not a scan")
+    out = tmp_path / "scores.csv"
+    errors = tmp_path / "scores.errors.csv"
+    score(run, studies, out, workers=0, progress=False)
+    first = errors.read_bytes()
+    assert [r["key"] for r in _rows(errors)] == ["bad1.dcm"]
+    shutil.copy(SAMPLE / "ct2d" / "P0002_1.dcm", studies / "good2.dcm")
+    (studies / "bad2.dcm").write_text("not a scan either")
+    score_module = importlib.import_module("medtl.infer.score")
+    with monkeypatch.context() as m:
+        m.setattr(score_module, "_infer", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("crash")))
+        with pytest.raises(RuntimeError, match="crash"):
+            score(run, studies, out, workers=0, progress=False)
+    assert errors.read_bytes() == first  # the finished run's list, not the crashed run's partial one
+    assert sorted(p.name for p in tmp_path.glob("*.csv")) == ["scores.csv", "scores.errors.csv"]
+    summary = score(run, studies, out, workers=0, progress=False)
+    assert (summary.scored, summary.skipped, summary.failed) == (1, 1, 2)
+    assert sorted(r["key"] for r in _rows(errors)) == ["bad1.dcm", "bad2.dcm"]
