@@ -12,14 +12,14 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from medtl import __version__
-from medtl._fileutil import atomic_path, hold_lock, remove_stale_temps, write_json
+from medtl._fileutil import atomic_path, error_at, hold_lock, remove_stale_temps, write_json
 from medtl.config import Config, load_config
 from medtl.errors import ConfigError, DimensionError, MedtlError
 from medtl.io import Scan
@@ -717,6 +717,49 @@ def train_ensemble(cfg: Config, out: Path, resume: bool = False, progress: bool 
     return RunResult(out, _finish(model, cfg, cohort, prep, val_ds, test_ds, out, training, progress))
 
 
+def _evaluation_names(split: str) -> list[str]:
+    """The files :func:`evaluate` writes for ``split``, ``metrics.json`` first."""
+    return ["metrics.json", f"predictions_{split}.csv",
+            *(f"{split}_{kind}.png" for kind in ("roc", "pr", "confusion", "calibration"))]
+
+
+def _write_evaluation(out_dir: Path, split: str, write: Callable[[Path], None]) -> None:
+    """Write one evaluation's files into ``out_dir`` as one set: ``write(folder)`` writes them into a hidden
+    staging folder inside ``out_dir``, and they are moved in only once every one was written, so a full
+    disk leaves the previous evaluation whole instead of new metrics beside old plots. A previous plot this
+    evaluation has not (ROC and PR of one-class data) goes too. An OSError names the file in ``out_dir``."""
+    import shutil
+    import tempfile
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = hold_lock(out_dir / ".evaluate.lock", wait=True)
+    try:
+        for left in out_dir.glob(".evaluate.*.staging"):  # a killed evaluation's
+            shutil.rmtree(left, ignore_errors=True)
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=".evaluate.", suffix=".staging", dir=out_dir))
+        except OSError as exc:
+            raise error_at(exc, out_dir / "metrics.json") from exc
+        try:
+            try:
+                write(staging)
+            except OSError as exc:
+                if exc.filename and Path(exc.filename).parent == staging:
+                    raise error_at(exc, out_dir / Path(exc.filename).name) from exc
+                raise
+            names = _evaluation_names(split)  # metrics.json first: it marks the folder as an evaluation's
+            for name in names:
+                if not (staging / name).exists():
+                    (out_dir / name).unlink(missing_ok=True)
+            for name in names:
+                if (staging / name).exists():
+                    os.replace(staging / name, out_dir / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        lock.close()
+
+
 def _check_evaluation_folder(out: Path, split: str) -> None:
     """Refuse, before any work, an ``out`` that cannot take an evaluation, or that holds a file of a name
     :func:`evaluate` writes without being an evaluation folder (its ``metrics.json``, written first,
@@ -726,8 +769,7 @@ def _check_evaluation_folder(out: Path, split: str) -> None:
     existing = next(p for p in (out, *out.parents) if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
         raise MedtlError(f"{existing}: cannot write there (read-only or no permission); choose another --out")
-    names = ["metrics.json", f"predictions_{split}.csv",
-             *(f"{split}_{kind}.png" for kind in ("roc", "pr", "confusion", "calibration"))]
+    names = _evaluation_names(split)
     try:
         ours = "evaluated_on" in json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, TypeError):
@@ -815,10 +857,11 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | N
     metrics["evaluated_on"] = {"data": str(cfg.data.path), "split": split, "n": len(items),
                                "overrides": list(overrides), "tta_views": len(views) if views else 0}
     if out:
-        out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "metrics.json", metrics)
-        _write_predictions(out_dir / f"predictions_{split}.csv", items, labels, probs, card["class_names"])
-        save_evaluation_plots(labels, probs, card["class_names"], out_dir, prefix=f"{split}_",
-                              threshold=card.get("threshold") or 0.5)
+        def write(folder: Path) -> None:
+            write_json(folder / "metrics.json", metrics)
+            _write_predictions(folder / f"predictions_{split}.csv", items, labels, probs, card["class_names"])
+            save_evaluation_plots(labels, probs, card["class_names"], folder, prefix=f"{split}_",
+                                  threshold=card.get("threshold") or 0.5)
+
+        _write_evaluation(Path(out), split, write)
     return metrics

@@ -811,3 +811,34 @@ def test_other_data_at_any_path_is_evaluated(tiny_run, tmp_path, folder):
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("evaluations"))
     m = evaluate(run, data=where / "m.csv", progress=False, bootstrap=0)
     assert m["n"] == len(rows) and m["evaluated_on"]["data"] == str(where / "m.csv")
+
+
+@pytest.mark.parametrize("nth", [1, 3, 6])
+def test_evaluate_on_a_full_disk_leaves_the_previous_evaluation_whole(tiny_run, tmp_path, monkeypatch, nth):
+    """The disk filling up at the ``nth`` of the six files left new metrics beside the previous plots;
+    now the previous evaluation stays whole (byte for byte) and the error names the file."""
+    import errno
+
+    out = tmp_path / "ev"
+    evaluate(tiny_run, split="test", out=str(out), bootstrap=0, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    assert len(before) == 6
+    real_replace, count = os.replace, [0]
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).parent.name.endswith(".staging"):
+            count[0] += 1
+            if count[0] == nth:
+                raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", replace)
+        with pytest.raises(OSError) as info:
+            evaluate(tiny_run, split="test", out=str(out), overrides=["data.filter.site=B"], bootstrap=0,
+                     progress=False)
+    assert info.value.errno == errno.ENOSPC and Path(info.value.filename).parent == out
+    assert {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")} == before
+    assert not list(out.glob(".evaluate.*.staging"))
+    evaluate(tiny_run, split="test", out=str(out), overrides=["data.filter.site=B"], bootstrap=0, progress=False)
+    assert json.loads((out / "metrics.json").read_text())["evaluated_on"]["overrides"] == ["data.filter.site=B"]
