@@ -66,6 +66,7 @@ def run_demo(out: str | os.PathLike = "demo_out", size: str = "full", epochs: in
 
     t0 = time.perf_counter()
     out = Path(out).resolve()
+    _check_demo_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous_scores(out)
     _say(f"writing the sample cohort ({size}) to {out / 'cohort'}")
@@ -124,6 +125,46 @@ def run_demo(out: str | os.PathLike = "demo_out", size: str = "full", epochs: in
     report = write_report(out, results, roc, overlays, summary, weights_msg, time.perf_counter() - t0, curves=curves)
     _say(f"report: {report} ({time.perf_counter() - t0:.0f} s in all)")
     return report
+
+
+#: In the first line of every report the demo writes: how a later demo knows the file is its own.
+REPORT_TITLE = "<title>medtl demo report</title>"
+
+
+def _is_demo_report(path: Path) -> bool:
+    """Whether ``path`` is a report the demo wrote (its first line carries :data:`REPORT_TITLE`)."""
+    try:
+        with path.open("rb") as fh:
+            return REPORT_TITLE.encode() in fh.readline(4096)
+    except OSError:
+        return False
+
+
+def _is_medtl_plot(path: Path) -> bool:
+    """Whether ``path`` is a PNG whose ``Software`` text chunk names medtl (every plot medtl draws)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and str(im.info.get("Software", "")).startswith("medtl")
+    except Exception:  # noqa: BLE001 - unreadable as a PNG medtl wrote: not the demo's
+        return False
+
+
+def _check_demo_folder(out: Path) -> None:
+    """Refuse, before any work, an ``out`` that is a file, or whose ``report.html`` or ``roc.png`` the demo
+    did not write: a user's page or picture is never replaced (the cohort, runs, evaluations, scores and
+    overlays check their own files). A ``roc.png`` beside the demo's own report is the demo's too (plots
+    written before they named medtl)."""
+    if out.exists() and not out.is_dir():
+        raise MedtlError(f"{out}: is a file, not a folder; choose another --out")
+    report, roc = out / "report.html", out / "roc.png"
+    if (report.exists() or report.is_symlink()) and not _is_demo_report(report):
+        raise MedtlError(f"{report}: exists and was not written by `medtl demo`; refusing to replace it: move it "
+                         "or choose another --out")
+    if (roc.exists() or roc.is_symlink()) and not (_is_medtl_plot(roc) or _is_demo_report(report)):
+        raise MedtlError(f"{roc}: exists and was not written by `medtl demo`; refusing to replace it: move it "
+                         "or choose another --out")
 
 
 def _clear_previous_scores(out: Path) -> None:
@@ -443,7 +484,7 @@ def write_report(out: Path, results: dict[str, dict[str, Any]], roc: Path, overl
     hit_line = (f"<p>The map pointed at the lesion in {sum(hits)} of {len(hits)} lesion cases shown.</p>"
                 if hits else "")
     note_html = "".join(f"<p class='small'>{n}</p>" for n in notes)
-    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>medtl demo report</title>
+    body = f"""<!doctype html><html><head><meta charset="utf-8">{REPORT_TITLE}
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right;vertical-align:top}}
 td:first-child{{text-align:left}}figure{{display:inline-block;margin:6px;width:464px;vertical-align:top}}

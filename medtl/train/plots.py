@@ -52,10 +52,13 @@ _REFERENCE = {"color": "0.6", "linestyle": "--", "linewidth": 1}
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    """Write ``fig`` to ``path`` as PNG atomically; return the path."""
+    """Write ``fig`` to ``path`` as PNG atomically, its ``Software`` text chunk naming medtl (how a later
+    run tells its own plot from a user's picture of the same name); return the path."""
+    from medtl import __version__
+
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": f"medtl {__version__} (Matplotlib)"})
     fig.clear()
     return path
 
