@@ -107,6 +107,19 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     return gone
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (one of another user counts: it cannot be signalled, but it is there)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def read_csv_rows(path: Path, error: type[Exception], columns: str) -> tuple[list[str], list[dict[str, str]]]:
     """Column names and rows of a manifest CSV as a spreadsheet saves it (a byte-order mark, padded
     column names); an unreadable, non-UTF-8 or malformed file is ``error`` in one line, ``columns``

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from medtl._fileutil import pid_alive
 from medtl.errors import ScanError
 from medtl.io.archive import MAX_RATIO, check_zip
 from medtl.io.detect import detect_format
@@ -127,16 +128,6 @@ def make_workdir() -> Path:
     return folder
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_workdirs(min_age_s: float = 3600.0) -> list[Path]:
     """Remove working folders (uploads, session outputs) left by app processes that are gone.
 
@@ -153,7 +144,7 @@ def remove_stale_workdirs(min_age_s: float = 3600.0) -> list[Path]:
                 continue
             pid_file = folder / _PID_FILE
             if pid_file.exists():
-                stale = not _alive(int(pid_file.read_text().strip() or 0))
+                stale = not pid_alive(int(pid_file.read_text().strip() or 0))
             else:
                 stale = time.time() - folder.stat().st_mtime > min_age_s
         except (OSError, ValueError):

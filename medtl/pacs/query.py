@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medtl._fileutil import write_error
+from medtl._fileutil import pid_alive, write_error
 from medtl.errors import MedtlError
 
 __all__ = ["Query", "SeriesRef", "instance_path", "present_instances", "write_instance", "IMAGE_LESS_SOP_CLASSES"]
@@ -124,12 +124,37 @@ def instance_path(root: str | os.PathLike, study_uid: str, series_uid: str, sop_
     return Path(root) / study_uid / series_uid / f"{sop_uid}.dcm"
 
 
+#: What :func:`_write_new` names its temporary file: ``.<SOPInstanceUID>.dcm.<pid>.part``.
+_PART_NAME = re.compile(r"\.[0-9.]+\.dcm\.(?P<pid>[0-9]+)\.part")
+#: Series folders this process has cleared of other processes' partial files (once each).
+_CLEARED: set[Path] = set()
+
+
+def remove_stale_parts(folder: Path) -> list[Path]:
+    """Remove the partial instances that writers since killed left in ``folder`` (a ``.part`` file whose
+    process is gone: one per kill, never renamed nor reused, as the next writer has another pid); files of
+    a running process, this one's included, and files not named as :func:`_write_new` names them stay."""
+    gone = []
+    for p in folder.glob(".*.part"):
+        m = _PART_NAME.fullmatch(p.name)
+        if m and int(m["pid"]) != os.getpid() and not pid_alive(int(m["pid"])) and p.is_file():
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
+
+
 def _write_new(path: Path, write: Any) -> tuple[Path, bool]:
     """``write(fh)`` into ``path`` unless it exists: a hidden ``.part`` file, fsynced, then renamed,
-    so a kill never leaves half an instance under the name that resume looks for."""
+    so a kill never leaves half an instance under the name that resume looks for (what killed writers
+    left in the folder goes at this process's first write there)."""
     if path.exists():
         return path, False
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent not in _CLEARED:
+        remove_stale_parts(path.parent)
+        if len(_CLEARED) >= 10_000:  # a listener runs for weeks: forget (and look again), never grow
+            _CLEARED.clear()
+        _CLEARED.add(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
         with open(tmp, "wb") as fh:

@@ -25,3 +25,30 @@ def test_an_instance_the_full_disk_refused_is_enospc_naming_it_and_leaves_nothin
     path = tmp_path / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
     assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(path))
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_partial_instances_of_killed_writers_go_at_the_next_write_there(tmp_path, monkeypatch):
+    """Each pull or listener killed mid-write left its ``.<SOP>.dcm.<pid>.part`` for ever (the next writer has
+    another pid): verified with three SIGKILLed writers, three files left beside the instance. Now the
+    first write into the folder removes those of processes that are gone, and only those."""
+    import os
+    import subprocess
+    import sys
+
+    import medtl.pacs.query as query
+
+    monkeypatch.setattr(query, "_CLEARED", set(), raising=False)  # none cleared yet
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    ds = pydicom.dcmread(SAMPLE / "ct2d" / "P0001_1.dcm")
+    folder = tmp_path / str(ds.StudyInstanceUID) / str(ds.SeriesInstanceUID)
+    folder.mkdir(parents=True)
+    left = folder / f".1.2.3.dcm.{dead.pid}.part"
+    running = folder / f".1.2.4.dcm.{os.getppid()}.part"  # a writer still at work (this test's parent)
+    mine = folder / f".1.2.5.dcm.{os.getpid()}.part"  # another thread of this process, writing now
+    other = folder / ".notes.part"
+    for p in (left, running, mine, other):
+        p.write_bytes(b"half")
+    path, written = write_instance(tmp_path, ds)
+    assert written and path.parent == folder
+    assert sorted(p.name for p in folder.iterdir()) == sorted([path.name, running.name, mine.name, other.name])
