@@ -206,8 +206,10 @@ class Session:
     notes: list[str] = field(default_factory=list, repr=False)
     model: str | None = None
     prediction: Prediction | None = None
-    #: Pictures written for the viewer while scrolling (the oldest are removed).
+    #: Pictures written for the viewer while scrolling (the oldest are removed), in :attr:`viewdir`.
     views: list[Path] = field(default_factory=list, repr=False)
+    #: The session's folder for those pictures inside Gradio's cache (made at the first one).
+    viewdir: Path | None = field(default=None, repr=False)
     view_seq: int = 0
     #: (model, method) -> saliency in display orientation, and the map in the scan's geometry.
     saliency: dict[tuple[str, str], tuple[Scan, Scan]] = field(default_factory=dict)
@@ -231,9 +233,12 @@ def series_label(d: dict) -> str:
 
 
 def drop_session(s: Session | None) -> None:
-    """Delete a session's output folder (its files were already handed to Gradio's cache)."""
+    """Delete a session's output folder (its files were already handed to Gradio's cache) and its
+    viewer pictures (written in Gradio's cache)."""
     if isinstance(s, Session):
         shutil.rmtree(s.outdir, ignore_errors=True)
+        if s.viewdir is not None:
+            shutil.rmtree(s.viewdir, ignore_errors=True)
 
 
 def user_message(exc: BaseException) -> str:
@@ -676,10 +681,19 @@ class MedtlApp:
     @staticmethod
     def _quick_png(s: Session, rgb: np.ndarray) -> str:
         """The picture as a fast-compressed PNG (lossless; Gradio's own encoding takes twice as long),
-        keeping only the last few of these files in the session's folder."""
+        keeping only the last few of these files. They are written in Gradio's cache folder, which Gradio
+        serves without copying: a file elsewhere is copied there, and each slice drawn left a copy for an
+        hour or two (``delete_cache``), however many were drawn."""
+        import tempfile
+
+        from gradio.utils import get_upload_folder
         from PIL import Image
 
-        path = s.outdir / f"view-{uuid.uuid4().hex}.png"
+        if s.viewdir is None:
+            cache = Path(get_upload_folder())  # what Gradio's blocks serve from (GRADIO_TEMP_DIR)
+            cache.mkdir(parents=True, exist_ok=True)
+            s.viewdir = Path(tempfile.mkdtemp(prefix="medtl-views-", dir=cache))
+        path = s.viewdir / f"view-{uuid.uuid4().hex}.png"
         Image.fromarray(rgb).save(path, format="PNG", compress_level=1)
         s.views.append(path)
         while len(s.views) > 8:

@@ -4,6 +4,7 @@ threshold and decision always belong to the selected model; the pointer readout 
 the study header is shown, never logged or written."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -261,3 +262,19 @@ def test_a_full_server_disk_is_said_in_the_page_and_logged_without_the_file_name
     assert info.value.message == said
     assert _page_message(exc, "run the model") == f"Could not run the model: {said}."
     assert "No space left on device" in caplog.text and "DOE_JANE" not in caplog.text
+
+
+def test_scrolling_keeps_a_few_pictures_on_the_server_not_one_per_slice(client):
+    """Each slice drawn was a new PNG that Gradio copied into its cache, where it stayed an hour or two
+    (``delete_cache``) while the app removed only its own copy: scrolling a CT piled up one file per slice.
+    Now the pictures are written where Gradio serves them without copying, and only the last few stay."""
+    from gradio.utils import get_upload_folder
+
+    cache = Path(get_upload_folder())
+    before = set(cache.rglob("view-*.png"))
+    upload(client, sample_path("ct3d"), "tiny3d")
+    for slice_no in range(1, 15):
+        picture, info, _ = client.predict("axial", slice_no, 40, 400, 0.4, "Grad-CAM", 0, api_name="/view_page")
+        assert f"Axial slice {slice_no} of 32" in info
+    kept = set(cache.rglob("view-*.png")) - before
+    assert 0 < len(kept) <= 8
