@@ -77,6 +77,19 @@ class ConfigError(MedtlError, ValueError):
     """A configuration file or override is invalid."""
 
 
+class ArgumentError(MedtlError, ValueError):
+    """An argument of a Python call is invalid (an unknown name, a value out of range, a wrong shape); a
+    ValueError too, as these were before."""
+
+
+class ArgumentIndexError(ArgumentError, IndexError):
+    """An index argument out of range (a slice number); an IndexError too, as it was before."""
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """An argument of the wrong kind (not a tensor, a model without stages); a TypeError too, as it was before."""
+
+
 def one_line(exc: BaseException, limit: int = 300, typed: bool = True) -> str:
     """One line of at most ``limit`` characters saying what ``exc`` was.
 

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medtl.errors import ArgumentError, ArgumentTypeError
+
 #: CAM kinds :func:`stage_cam` computes.
 CAM_KINDS = ("gradcam", "hirescam", "layercam", "gradcam++")
 
@@ -66,7 +68,7 @@ def stage_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     if isinstance(feature, nn.Module) and all(m is not feature for _, m in out):
         out.append(("feature_layer", feature))
     if not out:
-        raise TypeError(f"{type(model).__name__} has neither `stages` nor a `feature_layer` module; "
+        raise ArgumentTypeError(f"{type(model).__name__} has neither `stages` nor a `feature_layer` module; "
                         "stage CAMs need one of them")
     return out
 
@@ -120,7 +122,7 @@ def pick_stages(layers: Sequence[StageLayer], strides: Sequence[int] | None, exa
     works on a small network whose only stage has stride 2.
     """
     if not layers:
-        raise ValueError("the model exposed no stage output for this input")
+        raise ArgumentError("the model exposed no stage output for this input")
     if strides is None:
         return [len(layers) - 1]
     have = sorted({layer.stride for layer in layers})
@@ -129,7 +131,7 @@ def pick_stages(layers: Sequence[StageLayer], strides: Sequence[int] | None, exa
         s = int(s)
         if s not in have:
             if exact:
-                raise ValueError(f"no stage of stride {s} for this input (stage strides: {have})")
+                raise ArgumentError(f"no stage of stride {s} for this input (stage strides: {have})")
             s = min(have, key=lambda h: (abs(np.log2(h / s)), h))
         last = max(i for i, layer in enumerate(layers) if layer.stride == s)
         if last not in chosen:
@@ -153,7 +155,7 @@ def _combine(kind: str, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         weights = (alpha * F.relu(grad)).sum(dim=dims, keepdim=True)
         cam = (weights * act).sum(1, keepdim=True)
     else:
-        raise ValueError(f"unknown CAM kind {kind!r}; choose one of {', '.join(CAM_KINDS)}")
+        raise ArgumentError(f"unknown CAM kind {kind!r}; choose one of {', '.join(CAM_KINDS)}")
     return F.relu(cam)
 
 
@@ -172,15 +174,15 @@ def stage_cam(model: nn.Module, xb: torch.Tensor, kind: str, target: int | None,
     parameters (:func:`medtl.explain.saliency.explain` sees to it).
     """
     if kind not in CAM_KINDS:
-        raise ValueError(f"unknown CAM kind {kind!r}; choose one of {', '.join(CAM_KINDS)}")
+        raise ArgumentError(f"unknown CAM kind {kind!r}; choose one of {', '.join(CAM_KINDS)}")
     xb = xb.detach().requires_grad_(True)
     with torch.enable_grad():
         logits, layers, outputs = _run(model, xb)
         if logits.ndim != 2 or logits.shape[1] < 2:
-            raise ValueError(f"saliency needs class logits of shape (1, n_classes >= 2), got {tuple(logits.shape)}")
+            raise ArgumentError(f"saliency needs class logits of shape (1, n_classes >= 2), got {tuple(logits.shape)}")
         chosen = int(logits.argmax(1)) if target is None else int(target)
         if not 0 <= chosen < logits.shape[1]:
-            raise ValueError(f"target={target} is not a class of this model (0..{logits.shape[1] - 1})")
+            raise ArgumentError(f"target={target} is not a class of this model (0..{logits.shape[1] - 1})")
         picked = pick_stages(layers, strides, exact)
         grads = torch.autograd.grad(logits[0, chosen], [outputs[i] for i in picked])
     mode = "bilinear" if xb.ndim == 4 else "trilinear"

@@ -22,6 +22,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from medtl.errors import ArgumentError
 from medtl.explain.saliency import CAM_STRIDES, DEFAULT_METHOD, METHOD_TITLES
 
 #: Fractions of the input deleted by :func:`deletion_score`.
@@ -44,7 +45,7 @@ def method_title(method: str, stride: int | Sequence[int] | None = None) -> str:
 def _spatial_mask(mask: np.ndarray) -> np.ndarray:
     m = np.asarray(mask) > 0
     if not m.any():
-        raise ValueError("the lesion mask is empty")
+        raise ArgumentError("the lesion mask is empty")
     return m
 
 
@@ -56,7 +57,7 @@ def pointing_hit(saliency_map: np.ndarray, mask: np.ndarray, dilate: int = POINT
     m = _spatial_mask(mask)
     sal = np.asarray(saliency_map)
     if sal.shape != m.shape:
-        raise ValueError(f"map {sal.shape} and mask {m.shape} differ in shape")
+        raise ArgumentError(f"map {sal.shape} and mask {m.shape} differ in shape")
     structure = ndimage.generate_binary_structure(m.ndim, 1)
     for axis, n in enumerate(m.shape):
         if n == 1:
@@ -84,7 +85,7 @@ def deletion_score(model: nn.Module, x: torch.Tensor, saliency_map: np.ndarray, 
     spatial = tuple(x.shape[1:])
     sal = np.asarray(saliency_map)
     if sal.shape != spatial:
-        raise ValueError(f"map {sal.shape} does not match the input's spatial shape {spatial}")
+        raise ArgumentError(f"map {sal.shape} does not match the input's spatial shape {spatial}")
     xs = x.detach().float().cpu()
     blurred = torch.from_numpy(ndimage.gaussian_filter(xs.numpy(), [0] + [s / 16 for s in spatial])).float()
     order = np.argsort(-sal.ravel(), kind="stable")
@@ -124,7 +125,7 @@ def saliency_card(model: Any, preprocessing: Any, target: int,
         scan, x, grid = prepare(preprocessing, scan_path)
         mask = np.asarray(load_scan(mask_path).array) > 0
         if mask.shape != tuple(scan.shape):
-            raise ValueError(f"{mask_path}: mask grid {mask.shape} is not the scan's {tuple(scan.shape)}")
+            raise ArgumentError(f"{mask_path}: mask grid {mask.shape} is not the scan's {tuple(scan.shape)}")
         on_scan = map_to_scan(explain(model, x, method, target).map, grid, scan)
         hits.append(pointing_hit(on_scan, mask))
         masses.append(mass_inside(on_scan, mask))

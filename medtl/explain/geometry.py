@@ -19,6 +19,7 @@ from monai.data import MetaTensor
 from scipy import ndimage
 from torch import nn
 
+from medtl.errors import ArgumentError, ArgumentTypeError
 from medtl.explain.saliency import DEFAULT_METHOD, explain
 from medtl.io.scan import Scan
 from medtl.transforms.layout import ToNetworkLayoutd, from_network_layout
@@ -66,7 +67,7 @@ def map_to_scan(saliency_map: np.ndarray, grid_affine: np.ndarray, scan: Scan, o
     """
     m = np.asarray(saliency_map, dtype=np.float32)
     if m.ndim not in (2, 3):
-        raise ValueError(f"saliency map must be (H, W) or (D, H, W), got shape {m.shape}")
+        raise ArgumentError(f"saliency map must be (H, W) or (D, H, W), got shape {m.shape}")
     grid = from_network_layout(m[None], m.ndim)[0]
     if grid.ndim == 2:
         grid = grid[:, :, None]  # 2D: the slice axis k' = 0, as in the scan
@@ -94,7 +95,7 @@ def saliency_for_scan(model: nn.Module, prep: Preprocessing, scan_or_path: ScanS
     elif isinstance(scan_or_path, Scan):
         scan, (x, grid_affine) = scan_or_path, prepared
     else:
-        raise TypeError("prepared= goes with the Scan it was prepared from")
+        raise ArgumentTypeError("prepared= goes with the Scan it was prepared from")
     result = explain(model, x, method, target, **options)
     values = map_to_scan(result.map, grid_affine, scan)
     meta = {"saliency_method": method, "saliency_target": result.target, "window_center": 0.5, "window_width": 1.0}

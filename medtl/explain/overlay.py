@@ -20,6 +20,7 @@ import matplotlib
 import nibabel as nib
 import numpy as np
 
+from medtl.errors import ArgumentError, ArgumentIndexError
 from medtl._fileutil import atomic_path
 from medtl.io import save_nifti
 from medtl.io.scan import Scan
@@ -32,7 +33,7 @@ DISPLAY_AXCODES = ("L", "P", "S")
 
 def _check_plane(plane: str) -> None:
     if plane not in PLANES:
-        raise ValueError(f"plane must be one of {', '.join(PLANES)}, got {plane!r}")
+        raise ArgumentError(f"plane must be one of {', '.join(PLANES)}, got {plane!r}")
 
 
 def display_slice(scan_array: np.ndarray, index: int, plane: str = "axial") -> np.ndarray:
@@ -47,11 +48,11 @@ def display_slice(scan_array: np.ndarray, index: int, plane: str = "axial") -> n
     _check_plane(plane)
     a = np.asarray(scan_array)
     if a.ndim not in (3, 4):
-        raise ValueError(f"expected an [i, j, k] or [i, j, k, c] array, got shape {a.shape}")
+        raise ArgumentError(f"expected an [i, j, k] or [i, j, k, c] array, got shape {a.shape}")
     axis = {"axial": 2, "coronal": 1, "sagittal": 0}[plane]
     n = a.shape[axis]
     if not -n <= index < n:
-        raise IndexError(f"{plane} slice {index} is outside 0..{n - 1}")
+        raise ArgumentIndexError(f"{plane} slice {index} is outside 0..{n - 1}")
     plate = np.take(a, index, axis=axis)  # 2 spatial axes (+ channels), in [i, j, k] order minus `axis`
     picture = np.swapaxes(plate, 0, 1)  # rows = second remaining axis
     return picture if plane == "axial" else picture[::-1]
@@ -110,11 +111,11 @@ def overlay(image2d: np.ndarray, saliency2d: np.ndarray, window: tuple[float, fl
     elif img.ndim == 2:
         rgb = np.repeat(window_to_unit(img, window)[..., None], 3, axis=2)
     else:
-        raise ValueError(f"image must be (H, W) or (H, W, 3), got shape {img.shape}")
+        raise ArgumentError(f"image must be (H, W) or (H, W, 3), got shape {img.shape}")
     if sal.shape != img.shape[:2]:
-        raise ValueError(f"saliency shape {sal.shape} does not match the image {img.shape[:2]}")
+        raise ArgumentError(f"saliency shape {sal.shape} does not match the image {img.shape[:2]}")
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise ArgumentError(f"alpha must be in [0, 1], got {alpha}")
     colours = matplotlib.colormaps[cmap](np.clip(np.nan_to_num(sal), 0.0, 1.0))[..., :3]
     blended = (1.0 - alpha) * rgb + alpha * colours
     return np.round(blended * 255.0).astype(np.uint8)
@@ -136,7 +137,7 @@ def _gray_rgb(image2d: np.ndarray, window: tuple[float, float] | None) -> np.nda
         return window_to_unit(img, window).astype(np.float64)
     if img.ndim == 2:
         return np.repeat(window_to_unit(img, window)[..., None], 3, axis=2).astype(np.float64)
-    raise ValueError(f"image must be (H, W) or (H, W, 3), got shape {img.shape}")
+    raise ArgumentError(f"image must be (H, W) or (H, W, 3), got shape {img.shape}")
 
 
 def contour_mask(saliency2d: np.ndarray, level: float) -> np.ndarray:
@@ -161,11 +162,11 @@ def heatmap_overlay(image2d: np.ndarray, saliency2d: np.ndarray, window: tuple[f
     gray = _gray_rgb(image2d, window)
     sal = np.clip(np.nan_to_num(np.asarray(saliency2d, dtype=np.float64)), 0.0, 1.0)
     if sal.shape != gray.shape[:2]:
-        raise ValueError(f"saliency shape {sal.shape} does not match the image {gray.shape[:2]}")
+        raise ArgumentError(f"saliency shape {sal.shape} does not match the image {gray.shape[:2]}")
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise ArgumentError(f"alpha must be in [0, 1], got {alpha}")
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        raise ArgumentError(f"threshold must be in [0, 1], got {threshold}")
     colours = matplotlib.colormaps[cmap](sal)[..., :3]
     shown = (sal >= threshold)[..., None] if threshold > 0 else np.ones(sal.shape + (1,), bool)
     out = np.where(shown, (1.0 - alpha) * gray + alpha * colours, gray)
@@ -190,7 +191,7 @@ def labelled_overlay(rgb: np.ndarray, *, method: str, class_name: str, probabili
 
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected a uint8 (H, W, 3) RGB array, got {rgb.dtype} {rgb.shape}")
+        raise ArgumentError(f"expected a uint8 (H, W, 3) RGB array, got {rgb.dtype} {rgb.shape}")
     h, w = rgb.shape[0] * aspect, rgb.shape[1]
     img_w, img_h = 4.2 * w / max(h, w), 4.2 * h / max(h, w)  # inches
     margin, text_h, bar_w, right = 0.15, 0.75, 0.22, 1.0
@@ -246,7 +247,7 @@ def save_overlay_png(path: str | os.PathLike, rgb: np.ndarray, text: dict[str, s
 
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected a uint8 (H, W, 3) RGB array, got {rgb.dtype} {rgb.shape}")
+        raise ArgumentError(f"expected a uint8 (H, W, 3) RGB array, got {rgb.dtype} {rgb.shape}")
     path = Path(path)
     info = None
     if text:

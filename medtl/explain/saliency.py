@@ -41,6 +41,7 @@ from monai.visualize import GradCAM, GradCAMpp, OcclusionSensitivity
 from monai.visualize.class_activation_maps import ModelWithHooks
 from torch import nn
 
+from medtl.errors import ArgumentError, ArgumentTypeError
 from medtl.explain.cam import stage_cam
 
 #: Methods :func:`saliency` knows; the first is the default.
@@ -94,7 +95,7 @@ def _cut_graph(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torc
     so a map costs about one forward pass instead of a forward and a full backward.
     """
     if not isinstance(output, torch.Tensor):
-        raise TypeError(f"feature_layer must return one tensor (the feature map), got {type(output).__name__}")
+        raise ArgumentTypeError(f"feature_layer must return one tensor (the feature map), got {type(output).__name__}")
     return output.detach().requires_grad_(True)
 
 
@@ -144,12 +145,12 @@ def feature_layer_name(model: nn.Module) -> str:
     """Name (in ``named_modules()``) of ``model.feature_layer``, found by identity."""
     layer = getattr(model, "feature_layer", None)
     if not isinstance(layer, nn.Module):
-        raise TypeError(f"{type(model).__name__} has no `feature_layer` module; Grad-CAM needs the module whose "
+        raise ArgumentTypeError(f"{type(model).__name__} has no `feature_layer` module; Grad-CAM needs the module whose "
                         "output is the last feature map (medtl backbones have it; give your model one)")
     for name, module in model.named_modules():
         if module is layer:
             return name
-    raise ValueError(f"{type(model).__name__}.feature_layer is not a submodule of the model")
+    raise ArgumentError(f"{type(model).__name__}.feature_layer is not a submodule of the model")
 
 
 @contextlib.contextmanager
@@ -196,11 +197,11 @@ def normalize_map(m: np.ndarray) -> np.ndarray:
 
 def _batch(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor (C, ...) network input, got {type(x).__name__}")
+        raise ArgumentTypeError(f"x must be a torch.Tensor (C, ...) network input, got {type(x).__name__}")
     dims = getattr(model, "spatial_dims", None)
     if x.ndim not in (3, 4) or (dims is not None and x.ndim != dims + 1):
         want = f"(C, {'D, H, W' if dims == 3 else 'H, W'})" if dims else "(C, H, W) or (C, D, H, W)"
-        raise ValueError(f"x must be one network input {want} without a batch axis, got shape {tuple(x.shape)}")
+        raise ArgumentError(f"x must be one network input {want} without a batch axis, got shape {tuple(x.shape)}")
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -210,14 +211,18 @@ def _batch(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _check_target(target: int | None, n_classes: int | None) -> None:
     if target is None:
         return
-    if int(target) != target or target < 0 or (n_classes is not None and target >= n_classes):
+    try:
+        whole = int(target) == target
+    except (TypeError, ValueError):  # target="x": not a number at all
+        whole = False
+    if not whole or target < 0 or (n_classes is not None and target >= n_classes):
         top = f"0..{n_classes - 1}" if n_classes is not None else "a class index >= 0"
-        raise ValueError(f"target={target} is not a class of this model ({top})")
+        raise ArgumentError(f"target={target!r} is not a class of this model ({top})")
 
 
 def _check_classifier(model: nn.Module) -> None:
     if hasattr(model, "head") and getattr(model, "head") is None:
-        raise ValueError("the model has no classification head (built with num_classes=None); "
+        raise ArgumentError("the model has no classification head (built with num_classes=None); "
                          "saliency explains a class score")
 
 
@@ -225,7 +230,7 @@ def _logits_ok(logits: torch.Tensor | None) -> None:
     if logits is None:
         raise RuntimeError("the model was not run (no logits recorded)")
     if logits.ndim != 2 or logits.shape[1] < 2:
-        raise ValueError(f"saliency needs class logits of shape (1, n_classes >= 2), got {tuple(logits.shape)}")
+        raise ArgumentError(f"saliency needs class logits of shape (1, n_classes >= 2), got {tuple(logits.shape)}")
 
 
 def _cam(model: nn.Module, xb: torch.Tensor, method: str, target: int | None) -> Explanation:
@@ -243,7 +248,7 @@ def _cam(model: nn.Module, xb: torch.Tensor, method: str, target: int | None) ->
             except IndexError:
                 if target is None:
                     raise
-                raise ValueError(f"target={target} is not a class of this model (too few logits)") from None
+                raise ArgumentError(f"target={target} is not a class of this model (too few logits)") from None
         logits = hooks.logits
     finally:
         hooks.remove()
@@ -258,18 +263,18 @@ def occlusion_settings(spatial_shape: Sequence[int], mask_size: int | Sequence[i
     """Mask size per axis and overlap used for an input of ``spatial_shape`` (defaults: :data:`OCCLUSION_DEFAULTS`)."""
     dims = len(spatial_shape)
     if dims not in OCCLUSION_DEFAULTS:
-        raise ValueError(f"occlusion needs 2 or 3 spatial axes, got shape {tuple(spatial_shape)}")
+        raise ArgumentError(f"occlusion needs 2 or 3 spatial axes, got shape {tuple(spatial_shape)}")
     d = OCCLUSION_DEFAULTS[dims]
     if mask_size is None:
         mask = [max(1, math.ceil(s * d["mask_fraction"])) for s in spatial_shape]
     else:
         mask = [int(m) for m in (mask_size if isinstance(mask_size, Sequence) else [mask_size] * dims)]
         if len(mask) != dims or any(m < 1 for m in mask):
-            raise ValueError(f"mask_size={mask_size} must be a positive size per spatial axis ({dims})")
+            raise ArgumentError(f"mask_size={mask_size} must be a positive size per spatial axis ({dims})")
     mask = [min(m, s) for m, s in zip(mask, spatial_shape)]
     ov = d["overlap"] if overlap is None else float(overlap)
     if not 0.0 <= ov < 1.0:
-        raise ValueError(f"overlap={overlap} must be in [0, 1)")
+        raise ArgumentError(f"overlap={overlap} must be in [0, 1)")
     return mask, ov
 
 
@@ -340,11 +345,11 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, tar
     """Saliency map of one network input plus the prediction it explains (see :func:`saliency`);
     ``progress``: occlusion's windows as a progress bar with its time left (MONAI's), on stderr."""
     if method not in METHODS:
-        raise ValueError(f"unknown saliency method {method!r}; choose one of {', '.join(METHODS)}")
+        raise ArgumentError(f"unknown saliency method {method!r}; choose one of {', '.join(METHODS)}")
     if method != "occlusion" and (mask_size is not None or overlap is not None):
-        raise ValueError("mask_size and overlap are occlusion settings; they do not apply to " + method)
+        raise ArgumentError("mask_size and overlap are occlusion settings; they do not apply to " + method)
     if stride is not None and method not in CAM_STRIDES:
-        raise ValueError(f"stride is a setting of the activation maps ({', '.join(CAM_STRIDES)}), not of {method}")
+        raise ArgumentError(f"stride is a setting of the activation maps ({', '.join(CAM_STRIDES)}), not of {method}")
     from medtl.models.ensemble import Ensemble
 
     if isinstance(model, Ensemble):

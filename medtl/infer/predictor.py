@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medtl.errors import MedtlError
+from medtl.errors import ArgumentError, MedtlError
 from medtl.guard import DEFAULT_METHOD, OODDetector, features_and_logits
 from medtl.guard.ood import FEW_VALIDATION
 from medtl.guard.domain import check_header, is_blank, photometric_kind
@@ -66,7 +66,7 @@ class Prediction:
         """P(positive class) and the threshold as text for a reader: ``digits`` decimals, more where
         those would show two different numbers alike (1.000 against a threshold of 1.000)."""
         if self.threshold is None or self.positive_class is None:
-            raise ValueError("a decision by the most probable class has no threshold")
+            raise ArgumentError("a decision by the most probable class has no threshold")
         prob, thr = self.probabilities[self.positive_class], self.threshold
         for d in range(digits, 17):
             a, b = f"{prob:.{d}f}", f"{thr:.{d}f}"
@@ -195,6 +195,8 @@ class Predictor:
         ``(N, C, ...)`` or a list of ``(C, ...)``, in one forward pass."""
         if isinstance(tensors, torch.Tensor):
             x = tensors
+        elif len(tensors) == 0:
+            raise ArgumentError("score_batch got no inputs: give a batch (N, C, ...) or a list of (C, ...) with N >= 1")
         elif all(isinstance(t, np.ndarray) for t in tensors):
             x = torch.from_numpy(np.stack(tensors))  # a fresh array: inputs may be read-only (Ray's zero-copy)
         else:
@@ -245,6 +247,9 @@ class Predictor:
     def decide(self, probs: Sequence[float]) -> tuple[str, str]:
         """``(predicted, decision)`` for one probability vector (see :class:`Prediction`)."""
         p = np.asarray(probs, dtype=np.float64)
+        if p.shape != (len(self.class_names),):
+            raise ArgumentError(f"probs of shape {p.shape}: give one probability per class of this model "
+                                f"({len(self.class_names)}: {', '.join(self.class_names)})")
         if not np.isfinite(p).all():  # argmax of NaNs is class 0: a decision nobody made
             raise MedtlError("the model gave no probability for this study (NaN; non-finite input or a broken "
                              "model): no decision")

@@ -18,6 +18,7 @@ from monai.networks.nets import efficientnet as monai_efficientnet
 from torch import nn
 from torch.func import functional_call
 
+from medtl.errors import ArgumentError
 from ..errors import ConfigError
 from ._registry import register_model
 from .acs import convert_to_acs
@@ -137,7 +138,7 @@ class Backbone(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Last feature map ``(B, num_features, *spatial)`` (after its activation)."""
         if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise ArgumentError(
                 f"{self.arch} expects (B, {self.in_channels}, {'D, H, W' if self.spatial_dims == 3 else 'H, W'}) "
                 f"input, got shape {tuple(x.shape)}"
             )
@@ -224,7 +225,7 @@ def _stem_maxpool(spatial_dims: int, inflate: InflateConfig | None) -> nn.Module
 
 def _check_dims(spatial_dims: int, inflate: InflateConfig | None) -> InflateConfig | None:
     if spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        raise ArgumentError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if spatial_dims == 2:
         return None
     return InflateConfig.coerce(inflate)

@@ -55,6 +55,10 @@ def create(
         raise ConfigError(f"in_channels={in_channels!r}: give the number of image channels (1 gray, 3 RGB, ...)")
     if spatial_dims not in (2, 3):
         raise ConfigError(f"spatial_dims={spatial_dims!r}: give 2 (images) or 3 (volumes)")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 1):
+        raise ConfigError(f"num_classes={num_classes!r}: give the number of classes (2 or more for a classifier), "
+                          "or None for no head")
     if inflate_options:
         for key in inflate_options:
             if key in _OTHER_LIBRARIES_NAMES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from medtl.errors import ArgumentError
 from .backbone import Backbone
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm)
@@ -24,10 +25,10 @@ def freeze(model: Backbone, until: str | None = None, train_bn: bool = True) -> 
     names = _stage_names(model)
     if until is None:
         if "head" not in names:
-            raise ValueError("model has no head: give until=<stage> (stages: " + ", ".join(names) + ")")
+            raise ArgumentError("model has no head: give until=<stage> (stages: " + ", ".join(names) + ")")
         until = names[names.index("head") - 1]
     if until not in names:
-        raise ValueError(f"unknown stage {until!r}; stages are {names}")
+        raise ArgumentError(f"unknown stage {until!r}; stages are {names}")
     cut = names.index(until)
     for i, (_, stage) in enumerate(model.stages):
         frozen = i <= cut
@@ -59,10 +60,13 @@ def param_groups(model: Backbone, lr: float, decay: float = 0.1, include_frozen:
     With ``weight_decay``, each stage is split in two groups: weights with that decay,
     biases and normalisation parameters (1-D) without. Each group carries its stage ``name``.
     """
+    for name, value in (("decay", decay), ("lr", lr)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ArgumentError(f"{name} must be a number, got {value!r}")
     if not 0 < decay <= 1:
-        raise ValueError(f"decay must be in (0, 1], got {decay}")
+        raise ArgumentError(f"decay must be in (0, 1], got {decay}")
     if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+        raise ArgumentError(f"lr must be positive, got {lr}")
     stages = model.stages
     n = len(stages)
     groups = []
