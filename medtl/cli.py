@@ -31,6 +31,32 @@ SALIENCY_METHODS = ("hirescam", "gradcam", "gradcam++", "layercam", "occlusion",
 DEFAULT_SALIENCY = "hirescam"
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port (0 to 65535; the socket's own error was an internal error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0 to 65535)")
+    return value
+
+
+def _at_least(low: float, kind: type = int) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` that is ``low`` or more (a negative count was taken as 0)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}") \
+                from None
+        if not value >= low:  # NaN too
+            raise argparse.ArgumentTypeError(f"{text} is not {low:g} or more")
+        return value
+
+    return parse
+
+
 def _print_json(obj: object) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
@@ -526,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the demo, open the app on the models it trained (trains them anew; for an earlier "
                         "demo's models: medtl app --model OUT/runs/domain_shift)")
     p.add_argument("--host", default="127.0.0.1", help="with --serve: address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=7860, help="with --serve: port (default 7860)")
+    p.add_argument("--port", type=_port, default=7860, help="with --serve: port (default 7860)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
@@ -560,8 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-timeout", type=float, default=None, metavar="SECONDS",
                    help="wall-clock limit per study; a study past it is stopped and listed in the errors file "
                         "(default: MEDTL_STUDY_TIMEOUT or 600; 0: none)")
-    p.add_argument("--workers", type=int, default=2, help="decoding worker processes (0: in the main process)")
-    p.add_argument("--batch-size", type=int, default=16, help="studies per model call")
+    p.add_argument("--workers", type=_at_least(0), default=2, help="decoding worker processes (0: in the main process)")
+    p.add_argument("--batch-size", type=_at_least(1), default=16, help="studies per model call")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local worker processes, or Ray tasks (pip install 'medtl[ray]')")
     p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
@@ -618,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--work", required=True, help="work folder: incoming/, scores.csv, errors.csv, pushed.csv")
     a.add_argument("--via", choices=("dicomweb", "cget", "cmove"), default="dicomweb", help="WADO-RS, C-GET or C-MOVE")
     a.add_argument("--no-push", action="store_true", help="score only (push later with `medtl pacs push`)")
-    a.add_argument("--workers", type=int, default=0, help="decoding worker processes (0: in the main process)")
+    a.add_argument("--workers", type=_at_least(0), default=0, help="decoding worker processes (0: in the main process)")
     a = psub.add_parser("push", parents=[pacs_common, model_opts],
                         help="push results of a work folder's scored studies not pushed yet")
     a.add_argument("--work", required=True, help="work folder of `medtl pacs score`")
@@ -631,8 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Safe to kill and restart: nothing is scored or pushed twice.")
     p.add_argument("--model", required=True, help="run directory written by `medtl train`")
     p.add_argument("--work", required=True, help="work folder: incoming/, scores.csv, pushed.csv, studies.csv")
-    p.add_argument("--settle", type=float, default=10.0, help="seconds without a new instance = study complete")
-    p.add_argument("--port", type=int, help="listen port (default: the config's dimse.listen_port)")
+    p.add_argument("--settle", type=_at_least(0, float), default=10.0,
+                   help="seconds without a new instance = study complete")
+    p.add_argument("--port", type=_port, help="listen port (default: the config's dimse.listen_port)")
     p.add_argument("--method", choices=SALIENCY_METHODS, default=DEFAULT_SALIENCY,
                    help="saliency method (default: the best pointing game measured, docs/benchmarks.md)")
     p.add_argument("--no-push", action="store_true", help="score only")
@@ -645,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", required=True, metavar="[NAME=]RUN_DIR",
                    help="run folder written by `medtl train`; repeat to offer several models")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--pacs-config", metavar="FILE",
                    help="PACS settings (YAML, as for `medtl pacs`): adds a 'From PACS' panel (search, open a series, "
@@ -716,12 +743,34 @@ def _main(argv: list[str]) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit must not fail again
         return 141
     except OSError as exc:
-        if exc.errno not in CANNOT_WRITE or os.environ.get("MEDTL_DEBUG"):
+        problem = _path_problem(exc)
+        if problem is None or os.environ.get("MEDTL_DEBUG"):
             return _internal_error(args, exc)
-        print(f"medtl: error: {_cannot_write(exc)}", file=sys.stderr)
+        print(f"medtl: error: {problem}", file=sys.stderr)
         return 2
     except Exception as exc:
         return _internal_error(args, exc)
+
+
+#: What a path the user gave can be wrong with, and the fix (an output under a file, a folder given for a file).
+_PATH_FIXES = {
+    errno.ENOTDIR: "a file stands where the path needs a folder: choose another path",
+    errno.EEXIST: "a file stands where the path needs a folder: choose another path",
+    errno.EISDIR: "is a folder: give the name of a file",
+    errno.EACCES: "permission denied: choose a path you may use or fix its permissions",
+    errno.EPERM: "permission denied: choose a path you may use or fix its permissions",
+    errno.ENAMETOOLONG: "name too long: choose a shorter path",
+}
+
+
+def _path_problem(exc: OSError) -> str | None:
+    """One line for an OSError that says what is wrong with a path the user gave (a full disk, a file where
+    a folder is needed...); None for one that says nothing a user can fix (a bug: an internal error)."""
+    if exc.errno in CANNOT_WRITE:
+        return _cannot_write(exc)
+    if exc.errno in _PATH_FIXES and exc.filename:
+        return f"{_printable(str(exc.filename))}: {_PATH_FIXES[exc.errno]}"
+    return None
 
 
 def _cannot_write(exc: OSError) -> str:

@@ -264,3 +264,30 @@ def test_convert_never_replaces_its_input_or_a_file_medtl_did_not_write(tmp_path
     out = tmp_path / "out.nii.gz"
     for _ in range(2):  # its own output is replaced by the next conversion
         assert main(["convert", str(scan), str(out)]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["app", "--model", "RUN", "--port", "-5"], "argument --port: -5 is not a port number (0 to 65535)"),
+    (["app", "--model", "RUN", "--port", "70000"], "argument --port: 70000 is not a port number (0 to 65535)"),
+    (["score", "--model", "RUN", "IN", "--out", "s.csv", "--workers", "-3"], "argument --workers: -3 is not 0 or more"),
+    (["score", "--model", "RUN", "IN", "--out", "s.csv", "--batch-size", "0"], "argument --batch-size: 0 is not 1 or more"),
+    (["listen", "--model", "RUN", "--work", "W", "--settle", "nan"], "argument --settle: nan is not 0 or more"),
+    (["listen", "--model", "RUN", "--work", "W", "--port", "x"], "argument --port: 'x' is not a port number (0 to 65535)"),
+])
+def test_numbers_out_of_range_are_refused_by_the_parser(argv, message, capsys):
+    """``app --port -5`` was an internal error (the socket's OverflowError); ``score --workers -3`` and
+    ``listen --settle -1`` were taken as 0 without a word."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"medtl {argv[0]}: error: {message}"
+
+
+def test_an_output_under_a_file_is_one_line_naming_it(tmp_path, capsys):
+    """``convert scan.dcm afile/x.nii.gz`` was ``internal error ... FileExistsError``."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert main(["convert", str(SAMPLE / "ct2d" / "P0001_1.dcm"), str(blocker / "x.nii.gz")]) == 2
+    assert capsys.readouterr().err == (f"medtl: error: {blocker}: a file stands where the path needs a folder: "
+                                       "choose another path\n")
+    assert blocker.read_text() == "x"
