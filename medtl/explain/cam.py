@@ -69,7 +69,7 @@ def stage_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
         out.append(("feature_layer", feature))
     if not out:
         raise ArgumentTypeError(f"{type(model).__name__} has neither `stages` nor a `feature_layer` module; "
-                        "stage CAMs need one of them")
+                                "stage CAMs need one of them")
     return out
 
 

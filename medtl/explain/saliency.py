@@ -145,8 +145,8 @@ def feature_layer_name(model: nn.Module) -> str:
     """Name (in ``named_modules()``) of ``model.feature_layer``, found by identity."""
     layer = getattr(model, "feature_layer", None)
     if not isinstance(layer, nn.Module):
-        raise ArgumentTypeError(f"{type(model).__name__} has no `feature_layer` module; Grad-CAM needs the module whose "
-                        "output is the last feature map (medtl backbones have it; give your model one)")
+        raise ArgumentTypeError(f"{type(model).__name__} has no `feature_layer` module; Grad-CAM needs the module "
+                                "whose output is the last feature map (medtl backbones have it; give your model one)")
     for name, module in model.named_modules():
         if module is layer:
             return name
@@ -223,7 +223,7 @@ def _check_target(target: int | None, n_classes: int | None) -> None:
 def _check_classifier(model: nn.Module) -> None:
     if hasattr(model, "head") and getattr(model, "head") is None:
         raise ArgumentError("the model has no classification head (built with num_classes=None); "
-                         "saliency explains a class score")
+                            "saliency explains a class score")
 
 
 def _logits_ok(logits: torch.Tensor | None) -> None:

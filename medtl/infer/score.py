@@ -134,8 +134,8 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
     ``workers`` decode/preprocess in parallel ahead of inference (0: in this process);
     ``batch_size`` studies go through the model at once. ``errors_csv`` defaults to
     ``<out stem>.errors.csv`` beside ``out_csv`` (``scores.csv`` -> ``scores.errors.csv``); it is
-    replaced atomically at the end of a run that finished (not by one that crashed), and never when it holds something medtl did not
-    write. ``study_timeout``: per-study wall-clock limit in seconds (default ``MEDTL_STUDY_TIMEOUT``
+    replaced atomically at the end of a run that finished (not by one that crashed), and never when it
+    holds something medtl did not write. ``study_timeout``: per-study wall-clock limit in seconds (default ``MEDTL_STUDY_TIMEOUT``
     or 600; 0: none); a study past it is killed and recorded in the errors file. Re-running the same call resumes (see the module
     docstring). Raises :class:`~medtl.errors.MedtlError` only for fatal problems (bad run,
     bad INPUT, an output written by another model); bad studies are counted, not raised.
