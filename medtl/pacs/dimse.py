@@ -157,8 +157,17 @@ class DimsePacs:
         ae.connection_timeout = min(t, 10.0)
         return ae
 
+    def _request(self, ae: Any, what: str, **kwargs: Any) -> Any:
+        """``ae.associate`` with the peer; a host name that does not resolve (socket.gaierror, raised
+        by pynetdicom instead of a failed association) is a :class:`PacsError` naming the peer."""
+        try:
+            return ae.associate(self.host, self.port, ae_title=self.config.called_aet, **kwargs)
+        except OSError as exc:
+            raise PacsError(f"{what}: the DICOM peer {self.where} could not be reached ({exc.strerror or exc}); "
+                            "check dimse.host in the PACS config", fatal=True) from None
+
     def _associate(self, ae: Any, what: str, ext_neg: list[Any] | None = None) -> Any:
-        assoc = ae.associate(self.host, self.port, ae_title=self.config.called_aet, ext_neg=ext_neg)
+        assoc = self._request(ae, what, ext_neg=ext_neg)
         if assoc.is_established:
             return assoc
         if assoc.is_rejected:
@@ -300,8 +309,7 @@ class DimsePacs:
         for sop, ts in pairs:
             ae.add_requested_context(sop, ts)
         roles = [build_role(sop, scp_role=True) for sop in dict.fromkeys(s for s, _ in pairs)]
-        assoc = ae.associate(self.host, self.port, ae_title=self.config.called_aet, ext_neg=roles,
-                             evt_handlers=[(evt.EVT_C_STORE, scp._handle)])
+        assoc = self._request(ae, "C-GET", ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, scp._handle)])
         if not assoc.is_established:
             self._associate(self._ae(), "C-GET")  # raises the right message
         try:

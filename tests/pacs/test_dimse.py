@@ -29,3 +29,16 @@ def test_a_transfer_cut_part_way_is_a_retryable_failure_not_an_unregistered_ae_t
         pacs._check_final("C-GET", [(Dataset(), None)], REF)
     assert never.value.fatal
     assert pacs._check_final("C-GET", [(_status(0xFF00), None), (_status(0x0000), None)], REF) == 0
+
+
+@pytest.mark.parametrize("action", ["echo", "find"])
+def test_a_peer_host_that_does_not_resolve_is_one_pacs_error(action):
+    """pynetdicom raises socket.gaierror for a host name it cannot resolve, before any association:
+    ``medtl pacs find --via dimse`` with a mistyped host was an internal error."""
+    from medtl.pacs import Query
+
+    pacs = DimsePacs(PacsConfig(host="no-such-host.invalid", port=104, called_aet="PACS"))
+    call = pacs.echo if action == "echo" else (lambda: pacs.find(Query(modality="CT")))
+    with pytest.raises(PacsError, match=r"the DICOM peer PACS@no-such-host.invalid:104 could not be reached "
+                                        r"\(.*\); check dimse.host in the PACS config$"):
+        call()
