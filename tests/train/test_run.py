@@ -842,3 +842,10 @@ def test_evaluate_on_a_full_disk_leaves_the_previous_evaluation_whole(tiny_run, 
     assert not list(out.glob(".evaluate.*.staging"))
     evaluate(tiny_run, split="test", out=str(out), overrides=["data.filter.site=B"], bootstrap=0, progress=False)
     assert json.loads((out / "metrics.json").read_text())["evaluated_on"]["overrides"] == ["data.filter.site=B"]
+
+
+def test_evaluate_overrides_given_as_one_text_say_so(tiny_run):
+    """``evaluate(run, overrides="data.filter.site=B")`` was refused as "override 'd' must look like ..."."""
+    with pytest.raises(ConfigError, match=r"^overrides are a list of key=value items, got the text "
+                                          r"'data.filter.site=B' \(write \['data.filter.site=B'\]\)$"):
+        evaluate(tiny_run, overrides="data.filter.site=B", progress=False)
