@@ -408,11 +408,13 @@ def cmd_pacs(args: argparse.Namespace) -> int:
         return 0
     if args.pacs_cmd == "pull":
         summary = workflow.PacsRunSummary(errors_csv=str(Path(args.out) / "errors.csv"))
+        workflow.check_errors_file(Path(args.out) / "errors.csv", "--out")
         failures: list[dict[str, str]] = []
         workflow.pull(config, _pacs_query(args), args.out, via=args.via, summary=summary, failures=failures)
-        workflow.append_errors(Path(args.out) / "errors.csv", failures)
+        workflow.append_errors(Path(args.out) / "errors.csv", failures, "--out")
         print(summary.text().splitlines()[0] + f" -> {args.out}")
         return 1 if failures else 0
+    workflow.check_errors_file(Path(args.work) / "errors.csv")  # before the model loads, not after
     from medtl.infer import Predictor
 
     predictor = Predictor.from_run(args.model, device=args.device, allow_other_domain=args.allow_other_domain)

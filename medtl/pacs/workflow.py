@@ -324,11 +324,22 @@ def _push_locked(predictor: Any, client: Any, config: PacsConfig, work: Path, vi
     return summary
 
 
-def append_errors(path: Path, failures: list[dict[str, str]]) -> None:
+def check_errors_file(path: Path, option: str = "--work") -> None:
+    """Refuse, before any work, an errors file medtl did not write where a run would append its failures
+    (its last line cut, rows added): a user's ``errors.csv`` in the folder is never changed."""
+    from medtl.infer.sinks import ERROR_COLUMNS, check_ours
+
+    check_ours(path, ERROR_COLUMNS, option)
+
+
+def append_errors(path: Path, failures: list[dict[str, str]], option: str = "--work") -> None:
+    """Append ``failures`` to the errors file ``path`` (made with its header when missing; refused when
+    medtl did not write it, ``option`` naming the choice to change)."""
     if not failures:
         return
     from medtl.infer.sinks import ERROR_COLUMNS, CsvAppender, write_fresh
 
+    check_errors_file(path, option)
     if not path.exists() or path.stat().st_size == 0:
         write_fresh(path, ERROR_COLUMNS)
     out = CsvAppender(path, ERROR_COLUMNS)
@@ -347,6 +358,7 @@ def pacs_score(predictor: Any, config: PacsConfig, query: Query, work: str | os.
     from medtl.infer import score
 
     work = Path(work).resolve()  # scores.csv keeps absolute paths: a later run from elsewhere finds the studies
+    check_errors_file(work / "errors.csv")
     incoming = work / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     summary = PacsRunSummary(errors_csv=str(work / "errors.csv"))

@@ -239,3 +239,31 @@ def test_a_second_push_waits_for_the_first_and_sends_nothing_twice(e2e, predicto
     held.close()
     second.join(120)
     assert got["s"].pushed == 0 and got["s"].already_pushed == e2e["summary"].pushed
+
+
+def test_an_errors_file_medtl_did_not_write_is_never_appended_to(tmp_path, capsys):
+    """``medtl pacs pull --out FOLDER`` appended its failures to FOLDER/errors.csv whatever it was, cutting
+    its last line first; now the folder is refused before any request (no PACS is reached here)."""
+    from medtl.cli import main
+    from medtl.errors import MedtlError
+    from medtl.pacs.workflow import append_errors
+
+    mine = tmp_path / "errors.csv"
+    mine.write_text("my,own,notes\nrow without newline")
+    before = mine.read_bytes()
+    failure = {"path": "a", "key": "k", "stage": "pull", "reason": "r"}
+    with pytest.raises(MedtlError, match=r"errors.csv: exists and was not written by medtl .*choose another --work$"):
+        append_errors(mine, [failure])
+    config = tmp_path / "pacs.yaml"
+    config.write_text("dicomweb:\n  url: http://127.0.0.1:1/dicom-web\n")
+    config.chmod(0o600)
+    assert main(["pacs", "pull", "--out", str(tmp_path), "--pacs-config", str(config), "--modality", "CT"]) == 2
+    assert "errors.csv: exists and was not written by medtl" in capsys.readouterr().err
+    assert main(["pacs", "push", "--work", str(tmp_path), "--model", str(tmp_path / "no-run"),
+                 "--pacs-config", str(config)]) == 2
+    assert "errors.csv: exists and was not written by medtl" in capsys.readouterr().err  # before the model
+    assert mine.read_bytes() == before
+    ours = tmp_path / "ours" / "errors.csv"
+    append_errors(ours, [failure])
+    append_errors(ours, [failure])
+    assert ours.read_text() == "path,key,stage,reason\na,k,pull,r\na,k,pull,r\n"
