@@ -226,7 +226,9 @@ def test_cli_score_exit_codes_and_json(tmp_path, run3d, capsys):
                  "--no-progress"]) == 1
     assert "scored 0, skipped 1 (already scored), failed 1" in capsys.readouterr().out
     assert main(["score", "--model", str(run3d), str(tmp_path / "missing"), "--out", str(out)]) == 2
-    assert main(["score", "--model", str(run3d), str(folder), "--out", str(out), "--batch-size", "0"]) == 2
+    with pytest.raises(SystemExit) as refused:  # the parser's refusal (tests/test_cli.py has its message)
+        main(["score", "--model", str(run3d), str(folder), "--out", str(out), "--batch-size", "0"])
+    assert refused.value.code == 2
 
 
 @pytest.mark.slow
