@@ -11,7 +11,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 #: errno values that say the output's disk or folder cannot take a file: the fix is free space or another place.
 CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
@@ -91,16 +91,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 _TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>(\.[^.]+)*)")
 
 
-def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_temps(folder: str | os.PathLike, names: Collection[str] | None = None) -> list[Path]:
     """Remove the temporary files :func:`atomic_path` left in ``folder`` when its process was killed
     mid-write (a killed training leaves a whole checkpoint's worth each time); returns what went.
 
-    Only for a folder whose writer holds it alone (a run folder under its lock): a temporary file of a
-    write still going on would be removed too. Files not named as :func:`atomic_path` names them stay.
+    Only for a folder whose writer holds it alone (a run folder under its lock), or, with ``names``, only
+    the temporary files of those file names, for a writer that holds them alone (a scores CSV under its
+    lock): a temporary file of a write still going on would be removed too. Files not named as
+    :func:`atomic_path` names them stay.
     """
     gone = []
     for p in Path(folder).glob(".*.tmp*"):
         m = _TEMP_NAME.fullmatch(p.name)
+        if names is not None and (m is None or m["name"] not in names):
+            continue
         if m and p.is_file() and "".join(Path(m["name"]).suffixes) == m["suffix"]:
             p.unlink(missing_ok=True)
             gone.append(p)

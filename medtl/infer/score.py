@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from medtl._fileutil import CANNOT_WRITE
+from medtl._fileutil import CANNOT_WRITE, remove_stale_temps
 from medtl.errors import MedtlError, one_line
 from medtl.infer.engines import ENGINES, load_study, stream_studies
 from medtl.infer.isolate import study_timeout as _study_timeout, warm_up
@@ -178,6 +178,7 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
                            saliency_dir=str(sal_dir) if sal_dir else None, model_warnings=predictor.model_warnings)
     lock = lock_output(out_csv)
     try:
+        remove_stale_temps(out_csv.parent, names={out_csv.name})  # a rewrite of it that a kill cut short
         columns = score_columns(predictor.class_names)
         done = recover_scores(out_csv, columns, predictor.model_id)
         _score_pending(predictor, found, done, summary, out_csv, errors_path, columns, workers, batch_size, engine,

@@ -504,3 +504,24 @@ def test_a_crashed_run_never_publishes_its_partial_errors_file(tmp_path, monkeyp
     summary = score(run, studies, out, workers=0, progress=False)
     assert (summary.scored, summary.skipped, summary.failed) == (1, 1, 2)
     assert sorted(r["key"] for r in _rows(errors)) == ["bad1.dcm", "bad2.dcm"]
+
+
+def test_a_rewrite_of_the_scores_a_kill_cut_short_leaves_no_temporary_file(tmp_path):
+    """Resume rewrites ``scores.csv`` through a hidden temporary file; one a kill left (a whole copy of the
+    scores) stayed for ever. The next run on that file removes it, and only it: another output's stays."""
+    from ..conftest import write_untrained_run
+
+    run = write_untrained_run(tmp_path / "run")
+    studies = tmp_path / "in"
+    studies.mkdir()
+    shutil.copy(SAMPLE / "ct2d" / "P0001_1.dcm", studies / "a.dcm")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    left = out_dir / ".scores.csv.k1ll3d00.tmp.csv"
+    other = out_dir / ".other.csv.k1ll3d00.tmp.csv"  # another --out in the same folder: its own run's
+    for p in (left, other):
+        p.write_text("key,path\n")
+    summary = score(run, studies, out_dir / "scores.csv", workers=0, progress=False)
+    assert summary.scored == 1
+    assert sorted(p.name for p in out_dir.iterdir()) == [".other.csv.k1ll3d00.tmp.csv", ".scores.csv.lock",
+                                                          "scores.csv", "scores.errors.csv"]
