@@ -21,7 +21,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medtl._fileutil import atomic_path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, refuse_foreign, script_key, write_result  # noqa: E402
+
+SCRIPT = script_key(__file__)
 
 MEASURE = r"""
 async (n) => {
@@ -56,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    if args.out:
+        refuse_foreign(args.out, SCRIPT)
 
     from playwright.sync_api import expect, sync_playwright
 
@@ -92,11 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     ok_sorted = sorted(ok)
     result = {"slice_px": [n, n], "events": args.n, "drawn": len(ok), "p50_ms": round(statistics.median(ok), 1),
               "p90_ms": round(ok_sorted[int(0.9 * (len(ok) - 1))], 1), "max_ms": round(max(ok), 1),
-              "last_view": shown}
+              "last_view": shown, "machine": machine()}
     print(json.dumps(result, indent=2))
     if args.out:
-        with atomic_path(args.out) as part:
-            part.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(args.out, result, SCRIPT)
     return 0
 
 

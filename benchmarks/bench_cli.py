@@ -9,7 +9,6 @@ Prints min / median / max per command and writes JSON. The target (issue 15) is 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
@@ -17,7 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from medtl._fileutil import atomic_path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import refuse_foreign, script_key, write_result  # noqa: E402
+
+SCRIPT = script_key(__file__)
 
 
 def time_command(argv: list[str], repeat: int) -> list[float]:
@@ -34,6 +36,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--out", default="benchmarks/out/cli.json")
     args = ap.parse_args()
+    refuse_foreign(args.out, SCRIPT)
     exe = shutil.which("medtl")
     base = [exe] if exe else [sys.executable, "-m", "medtl.cli"]
     results = {}
@@ -45,9 +48,7 @@ def main() -> int:
         print(f"medtl {name:<13} min {min(t):.3f} s  median {statistics.median(t):.3f} s  max {max(t):.3f} s  "
               f"(n={len(t)})")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as part:
-        part.write_text(json.dumps({"command": " ".join(base), "results": results}, indent=2))
+    write_result(out, {"command": " ".join(base), "results": results}, SCRIPT)
     print(f"wrote {out}")
     return 0
 

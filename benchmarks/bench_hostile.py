@@ -31,9 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from medtl._fileutil import atomic_path
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import refuse_foreign, script_key, write_result  # noqa: E402
+
+SCRIPT = script_key(__file__)
 sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("MEDTL_SHARED_DIR", REPO.parent / "shared"))
 
@@ -207,6 +209,7 @@ def main() -> int:
     ap.add_argument("--rlimit-gb", type=float, default=6.0, help="address-space limit of each child")
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/hostile.json"))
     args = ap.parse_args()
+    refuse_foreign(args.out, SCRIPT)
     with tempfile.TemporaryDirectory(prefix="medtl-hostile-") as tmp:
         rows = bombs(args, Path(tmp))
         fz = fuzz(args, Path(tmp)) if args.fuzz > 0 else {"skipped": "--fuzz 0"}
@@ -222,9 +225,8 @@ def main() -> int:
     else:
         print(f"\nfuzz: {fz.get('skipped')}")
     out = Path(args.out)
-    with atomic_path(out) as part:  # makes the parent folder too
-        part.write_text(json.dumps({"command": shlex.join(["python", "benchmarks/bench_hostile.py", *sys.argv[1:]]),
-                                   "python": sys.version.split()[0], "cases": rows, "fuzz": fz}, indent=1) + "\n")
+    write_result(out, {"command": shlex.join(["python", "benchmarks/bench_hostile.py", *sys.argv[1:]]),
+                       "python": sys.version.split()[0], "cases": rows, "fuzz": fz}, SCRIPT, indent=1)
     print(f"wrote {out}")
     bad = [r for r in rows if r["outcome"].startswith(("FOREIGN", "crashed", "hang"))]
     return 1 if bad or fz.get("foreign_exceptions") or fz.get("hangs") else 0

@@ -17,9 +17,10 @@ arrays must be identical and the affines equal (both LPS->RAS).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import shlex
+import sys
 import tempfile
 import time
 import warnings
@@ -30,7 +31,10 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from medtl._fileutil import atomic_path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, refuse_foreign, script_key, write_result  # noqa: E402
+
+SCRIPT = script_key(__file__)
 
 
 def write_ct_series(folder: Path, slices: int, size: int, seed: int = 0) -> None:
@@ -82,6 +86,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/bench_io.json"))
     args = ap.parse_args()
+    refuse_foreign(args.out, SCRIPT)
 
     from monai.transforms import LoadImage
 
@@ -116,6 +121,10 @@ def main() -> None:
     best_m, best_n = min(medtl_times), min(monai_times)
     result = {
         "benchmark": "bench_io",
+        "command": shlex.join(["python", "benchmarks/bench_io.py", *sys.argv[1:]]),
+        "repeat": args.repeat,
+        "median_medtl_s": round(float(np.median(medtl_times)), 4),
+        "median_monai_s": round(float(np.median(monai_times)), 4),
         "files": n_files,
         "slice_shape": [args.size, args.size],
         "medtl_read_series_s": [round(t, 4) for t in medtl_times],
@@ -132,6 +141,7 @@ def main() -> None:
         "shape": list(scan.array.shape),
         "dtype": str(scan.array.dtype),
         "cpu_count": os.cpu_count(),
+        "machine": machine(),
         "python": platform.python_version(),
         "pydicom": pydicom.__version__,
     }
@@ -140,9 +150,7 @@ def main() -> None:
     print(f"MONAI PydicomReader: best {best_n:.3f} s  {result['monai_pydicomreader_s']}")
     print(f"MONAI / medtl time ratio: {result['monai_over_medtl_time_ratio']:.2f}x; arrays identical: {identical}; "
           f"max affine diff {affine_diff:.2e}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as part:
-        part.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result, SCRIPT)
     print(f"wrote {args.out}")
     if tmp is not None:
         tmp.cleanup()

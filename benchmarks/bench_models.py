@@ -10,15 +10,19 @@ Timed in train mode (forward + backward of a sum loss) and in inference mode
 from __future__ import annotations
 
 import argparse
-import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from medtl._fileutil import atomic_path
 from medtl import models
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import refuse_foreign, script_key, write_result  # noqa: E402
+
+SCRIPT = script_key(__file__)
 
 SETTINGS = {"2d": {"spatial_dims": 2, "in_channels": 3, "shape": (8, 3, 224, 224)},
             "3d": {"spatial_dims": 3, "in_channels": 1, "shape": (2, 1, 64, 64, 64)}}
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--out", default="benchmarks/out/bench_models.json")
     args = ap.parse_args(argv)
+    refuse_foreign(args.out, SCRIPT)
     dev = args.device
     if dev == "auto":
         dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -100,9 +105,7 @@ def main(argv: list[str] | None = None) -> None:
             "machine": platform.processor() or platform.machine(), "repeats": args.repeats,
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as part:
-        part.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    write_result(out, {"meta": meta, "results": rows}, SCRIPT)
     print(f"wrote {out}")
 
 

@@ -19,16 +19,18 @@ objects, ``build`` = SR/SC/SEG construction (saliency excluded), all over the ro
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from medtl._fileutil import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import refuse_foreign, script_key, write_result  # noqa: E402
+
+SCRIPT = script_key(__file__)
 sys.path.insert(0, str(REPO))
 
 
@@ -52,6 +54,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="rounds per retrieve method (best kept)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "pacs.json"))
     args = ap.parse_args()
+    refuse_foreign(args.out, SCRIPT)
 
     import torch
 
@@ -113,9 +116,7 @@ def main() -> int:
            "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": 2,
                        "cpu": platform.processor() or platform.machine()},
            "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as part:
-        part.write_text(json.dumps(out, indent=2) + "\n")
+    write_result(args.out, out, SCRIPT)
     print(f"wrote {args.out}")
     return 0
 

@@ -40,8 +40,13 @@ from medtl.infer.isolate import isolated_stream
 from medtl.models import create
 from medtl.demo.cohort import make_cohort
 from medtl.runs import CARD_FORMAT, save_weights
-from medtl._fileutil import atomic_path, write_json as _write_json
+from medtl._fileutil import write_json as _write_json
 from medtl.transforms import Preprocessing
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import refuse_foreign, script_key, write_result  # noqa: E402
+
+SCRIPT = script_key(__file__)
 
 
 def make_run(out: Path, spatial_dims: int, size: int) -> Path:
@@ -123,6 +128,7 @@ def main() -> None:
     ap.add_argument("--dir", help="working folder (default: a temporary one, removed at the end)")
     ap.add_argument("--out", default="benchmarks/out/bench_score.json")
     args = ap.parse_args()
+    refuse_foreign(args.out, SCRIPT)
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_score_") if not args.dir else None
     work = Path(args.dir or tmp.name)  # type: ignore[union-attr]
@@ -177,9 +183,7 @@ def main() -> None:
             "settings": vars(args),
         }
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out) as part:
-            part.write_text(json.dumps(report, indent=2))
+        write_result(out, report, SCRIPT)
         print(f"wrote {out}")
     finally:
         if tmp is not None:

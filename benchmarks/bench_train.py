@@ -19,16 +19,15 @@ strategy's freezing, frozen stages' BatchNorm in eval mode, ``train.bn_momentum`
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from medtl._fileutil import atomic_path
 from medtl.config import load_config
 from medtl.train.engine import (
     DistInfo,
@@ -40,6 +39,11 @@ from medtl.train.engine import (
 from medtl.runs import channels_last, memory_format, resolve_device, to_memory_format
 from medtl.train.run import build_model, prepare_data, with_min_steps
 from medtl.train.strategy import Strategy, build_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import refuse_foreign, script_key, write_result  # noqa: E402
+
+SCRIPT = script_key(__file__)
 
 
 FORMAT_NAMES = {torch.contiguous_format: "contiguous", torch.channels_last: "channels_last",
@@ -93,6 +97,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/out/bench_train.json")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
+    refuse_foreign(args.out, SCRIPT)
 
     cfg = load_config(args.config, [*args.overrides, f"train.device={args.device}"])
     device = resolve_device(cfg.train.device)
@@ -155,8 +160,7 @@ def main() -> None:
         print(f"channels-last / contiguous: model-only x{res['channels_last_speedup']['model_only_images_per_s']:.2f}, "
               f"end-to-end x{res['channels_last_speedup']['end_to_end_images_per_s']:.2f}")
     res.update(warmup=args.warmup, command=shlex.join(["python", *sys.argv]))
-    with atomic_path(args.out) as part:  # makes the parent folder too
-        part.write_text(json.dumps(res, indent=2))
+    write_result(args.out, res, SCRIPT)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,18 @@ saliency map, as the app does on every slider step (``render_fast``) and for the
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from medtl._fileutil import atomic_path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import refuse_foreign, script_key, write_result  # noqa: E402
+
+SCRIPT = script_key(__file__)
 
 
 def _median_ms(fn, repeat: int) -> float:
@@ -36,6 +39,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    if args.out:
+        refuse_foreign(args.out, SCRIPT)
 
     from medtl.app import viewer as V
     from medtl.io import Scan
@@ -58,8 +63,7 @@ def main() -> None:
     print(f"{n} x {n} image shown at {shown.shape[0]} x {shown.shape[1]}: slider step {result['slider_step_ms']:.0f} ms, "
           f"labelled download {result['download_ms']:.0f} ms (median of {args.repeat})")
     if args.out:
-        with atomic_path(args.out) as part:
-            part.write_text(json.dumps(result, indent=2))
+        write_result(args.out, result, SCRIPT)
 
 
 if __name__ == "__main__":

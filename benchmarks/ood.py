@@ -20,8 +20,8 @@ Prints the tables and writes ``benchmarks/results/ood.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -30,7 +30,6 @@ import torch
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
-from medtl._fileutil import atomic_path
 from medtl.errors import MedtlError
 from medtl.guard import METHODS
 from medtl.guard.ood import DEFAULT_QUANTILE
@@ -39,6 +38,10 @@ from medtl.infer import Predictor
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 OUT = REPO / "benchmarks" / "out" / "ood"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import refuse_foreign, script_key, write_result  # noqa: E402
+
+SCRIPT = script_key(__file__)
 
 
 def train_models(args: argparse.Namespace) -> dict[str, Path]:
@@ -169,6 +172,7 @@ def main() -> int:
                          "(what training does with medtl.guard.ood.DEFAULT_QUANTILE)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ood.json"))
     args = ap.parse_args()
+    refuse_foreign(args.out, SCRIPT)
     torch.manual_seed(0)
     t0 = time.perf_counter()
     runs = train_models(args)
@@ -217,9 +221,7 @@ def main() -> int:
             print(f"  {r['file']:<44} {r['modality']:<4} {r['verdict']:<10} {r.get('why', '')}")
     results["seconds"] = time.perf_counter() - t0
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as part:
-        part.write_text(json.dumps(results, indent=2, default=float))
+    write_result(out, results, SCRIPT)
     print(f"\nwrote {out} ({results['seconds']:.0f} s)")
     return 0
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import platform
 import shlex
 import sys
@@ -41,9 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtl._fileutil import atomic_path
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import refuse_foreign, script_key, write_result  # noqa: E402
+
+SCRIPT = script_key(__file__)
 RESULTS = ROOT / "benchmarks" / "results" / "saliency.json"
 #: The 3D recipe (``medtl/configs/demo_ct3d.yaml``): the demo recipe on the cohort's ct3d volumes (24 training
 #: volumes), site A's native grid, I3D inflation, BatchNorm statistics re-estimated on the volumes before
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest on a shared 2-core machine)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    refuse_foreign(args.out, SCRIPT)
     torch.set_num_threads(args.threads)
     from medtl.demo.cohort import make_cohort
     from medtl.explain import CAM_STRIDES, DEFAULT_METHOD
@@ -291,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "default": {"method": DEFAULT_METHOD, "options": default_opts, "agrees": agrees},
         "recipe_3d": RECIPE_3D, "results": results, "table": text,
     }
-    with atomic_path(args.out) as part:  # makes the parent folder too
-        part.write_text(json.dumps(report, indent=1))
+    write_result(args.out, report, SCRIPT, indent=1)
     _say(f"wrote {args.out} ({time.perf_counter() - t0:.0f} s)")
     return 0
 

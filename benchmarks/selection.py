@@ -25,11 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import medmnist as mm  # noqa: E402  (the run folders, names and evaluation of benchmarks/medmnist.py)
+from _common import refuse_foreign, script_key  # noqa: E402
 
 RULES = ("auc", "loss", "last")  #: the recipe's choice, the lowest validation cross-entropy, no choice
 SPLITS = 50  #: random halvings of the validation images (numpy default_rng(k), k = 0..49)
 TAG = "epochs"
 OUT = mm.RESULTS.parent / "medmnist_selection.json"
+SCRIPT = script_key(__file__)
 #: a kept epoch re-scored must repeat the validation AUC its metrics.csv row recorded, to this
 RESCORE_TOL = 1e-6
 
@@ -161,7 +163,7 @@ def _write(path: Path, done: dict[str, dict]) -> dict:
     """The probe's JSON from the runs scored so far; returns its verdict."""
     runs = sorted(done.values(), key=lambda r: r["name"])
     v = verdict(runs)
-    mm._write_row(path, {"rule": "benchmarks/results/medmnist_rule_selection.md", "splits": SPLITS,
+    mm._write_row(path, {"script": SCRIPT, "rule": "benchmarks/results/medmnist_rule_selection.md", "splits": SPLITS,
                          "rescore_tol": RESCORE_TOL, "runs": runs, "verdict": v})
     return v
 
@@ -171,6 +173,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--threads", type=int, help="CPU threads for scoring (default: each run's own)")
     args = ap.parse_args()
+    refuse_foreign(args.out, SCRIPT)
     done = {r["name"]: r for r in json.loads(args.out.read_text())["runs"]} if args.out.exists() else {}
     for p in sorted(mm.RESULTS.glob(f"*_{TAG}.json")):
         row = json.loads(p.read_text())

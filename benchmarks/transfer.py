@@ -17,7 +17,6 @@ Reduced setting (CPU): 2D at 64 px for 4 epochs; 3D at 32^3 (28^3 upsampled) for
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -31,6 +30,10 @@ from medtl._fileutil import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
 MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import refuse_foreign, script_key, write_result  # noqa: E402
+
+SCRIPT = script_key(__file__)
 
 #: Published MedMNIST v2 test figures (Yang et al., Scientific Data 2023), AUC / ACC.
 PUBLISHED = {
@@ -163,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dry-run", action="store_true", help="1 epoch on 2%% of the data per arm (checks the script)")
     ap.add_argument("overrides", nargs="*", help="extra config overrides for every arm")
     args = ap.parse_args(argv)
+    refuse_foreign(args.out, SCRIPT)
 
     if not MEDMNIST.exists():
         raise SystemExit(f"needs MedMNIST files in {MEDMNIST} (see ../shared/README.md)")
@@ -183,8 +187,7 @@ def main(argv: list[str] | None = None) -> None:
               f"({r['seconds']:.0f} s)", flush=True)
     command = shlex.join(["python", "benchmarks/transfer.py", *(sys.argv[1:] if argv is None else argv)])
     out = Path(args.out)
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps({"setting": args.setting, "command": command, "results": results}, indent=2))
+    write_result(out, {"setting": args.setting, "command": command, "results": results}, SCRIPT)
     if not args.dry_run:
         write_section(REPO / args.md, "transfer", markdown(results, args.setting, command))
     print(markdown(results, args.setting, command))

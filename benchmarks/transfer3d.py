@@ -40,12 +40,16 @@ from typing import Any
 
 import torch
 
-from medtl._fileutil import atomic_path, write_json
+from medtl._fileutil import atomic_path
 from medtl.config import load_config
 from medtl.demo.cohort import make_cohort
 from medtl.train.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import refuse_foreign, script_key, write_result  # noqa: E402
+
+SCRIPT = script_key(__file__)
 SHARED = ROOT.parent / "shared"
 START, END = "<!-- transfer3d:start -->", "<!-- transfer3d:end -->"
 
@@ -282,7 +286,7 @@ def merge(files: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
 def _save_partial(out: Path, meta: dict[str, Any], runs: list[dict[str, Any]]) -> None:
     """Keep the finished runs on disk after each one, so an interrupted benchmark loses one run at most;
     the file carries its meta, so ``--merge`` takes it like a finished result."""
-    write_json(out.with_suffix(".partial.json"), {"meta": {**meta, "partial": True}, "runs": runs})
+    write_result(out.with_suffix(".partial.json"), {"meta": {**meta, "partial": True}, "runs": runs}, SCRIPT)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -309,6 +313,8 @@ def main(argv: list[str] | None = None) -> None:
         write_section(Path(args.doc), text := markdown(summarise(runs), metas))
         print(text)
         return
+    refuse_foreign(args.out, SCRIPT)
+    refuse_foreign(Path(args.out).with_suffix(".partial.json"), SCRIPT)
 
     setting = SETTINGS[args.setting]
     datasets = args.datasets or setting["datasets"]
@@ -344,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(work, ignore_errors=True)
     summary = summarise(runs)
     result = {"meta": meta, "summary": summary, "runs": runs}
-    write_json(Path(args.out), result)
+    write_result(Path(args.out), result, SCRIPT)
     Path(args.out).with_suffix(".partial.json").unlink(missing_ok=True)  # the full result supersedes it
     text = markdown(summary, [meta])
     write_section(Path(args.doc), text)
