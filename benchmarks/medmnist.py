@@ -816,6 +816,38 @@ def variants_at(size: tuple[int, int] | None) -> list[str]:
     return [t for t, o in VARIANTS.items() if t and _size_of(o) == size and t not in SUBSET_TAGS.values()]
 
 
+#: The recipe's batch (``medmnist2d``: ``train.batch_size``; no variant changes it)
+BATCH = 32
+#: The 96 px probes that ran on the slower 2-core machine, one run per core (``ens2``: two members' seconds
+#: in one row; ``px32``: another input size), whose throughput the docs quote
+_SLOW_MACHINE_TAGS = ("ls0", "sd0", "aug_plus", "lpft96", "swa", "soup", "l2sp", "l2sp1", "cutmix", "epochs")
+
+
+def images_per_s(row: dict) -> float:
+    """Training images a second of a run's whole wall time (validation passes and test-time views included):
+    epochs x steps per epoch x :data:`BATCH` / seconds, all from the run's JSON."""
+    return row["epochs"] * row["steps_per_epoch"] * BATCH / row["seconds"]
+
+
+def throughput(rows: list[dict]) -> dict[str, str]:
+    """The docs' machine and speed figures, each the median :func:`images_per_s` of the rows it describes
+    ("–" where none has run)."""
+    table = {r["name"]: r for r in rows if "name" in r}
+    rate = lambda rs: f"{statistics.median(images_per_s(r) for r in rs):.0f}" if rs else "–"  # noqa: E731
+    out = {"slow": rate([r for r in rows if r.get("tag") in _SLOW_MACHINE_TAGS])}
+    for ds, n in (("pneumoniamnist", 500), ("retinamnist", None)):
+        out[f"ensf_{ds}"] = rate([r for r in rows if r.get("tag") in ("ensf0", "ensf1") and r["dataset"] == ds
+                                  and r["train_size"] == n])
+    subset = [r for r in rows if r.get("tag") == SUBSET_TAGS[2]]
+    out["subset"] = rate(subset)
+    out["subset_min"] = "-".join(f"{f(r['seconds'] for r in subset) / 60:.0f}" for f in (min, max)) if subset else "–"
+    again = [(json.loads(p.read_text()), p) for p in sorted(RERUNS.glob("*.json"))]
+    alone = [(a, table[a["name"]]) for a, _ in again if a.get("threads", 1) == 1 and a["name"] in table]
+    out["rerun"] = "; ".join(f"re-run of `{a['name']}` beside at most one other run: {images_per_s(a):.0f} images/s "
+                             f"against {images_per_s(t):.0f} in the table" for a, t in alone)
+    return out
+
+
 def size_sentence() -> str:
     """Which rows ran at which input size, from the overrides of :data:`VARIANTS`."""
     sizes = sorted({_size_of(o) for t, o in VARIANTS.items() if _size_of(o)})
@@ -903,6 +935,7 @@ def repeat_sentence(table_rows: dict[str, dict], tag: str, base: str) -> str:
 
 def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
     """The docs section: ``summary`` (of :func:`summarise`) as a table, and sentences from single ``rows``."""
+    speed = throughput(rows)
     lines = ["## Small-cohort 2D recipe on MedMNIST (`benchmarks/medmnist.py`)", "",
              f"Recipe `medmnist2d` (EfficientNet-Lite0, {recipe_px()} px, full fine-tune, at least 600 steps of 32, "
              f"BatchNorm momentum 0.1, the strong domain-shift preset, test-time augmentation `eval.tta`), changed "
@@ -911,20 +944,21 @@ def markdown(summary: dict[tuple, dict], rows: list[dict]) -> str:
              f"script, e.g. `shift_none` = `augment.domain_shift=none`, `lr_auto` = `train.lr=auto`). Commands: "
              f"`python benchmarks/medmnist.py grid --jobs 2` then `python benchmarks/medmnist.py merge`; each run on "
              f"one CPU thread, on {platform.machine()} {os.cpu_count()} CPU(s). The first runs shared the cores with up to 6 "
-             f"others (and other work), so their minutes overstate an idle machine (one run alone trains at about 51 "
-             f"images/s); the runs added later (learning-curve points at 100, 250 and 1,000 images, and the `shift_*` "
+             f"others (and other work), so their minutes overstate an idle machine (speeds here are training images "
+             f"a second of a run's whole wall time, evaluation included, from each run's JSON; {speed['rerun']}); the runs added later (learning-curve points at 100, 250 and 1,000 images, and the `shift_*` "
              f"arms that `benchmarks/shift.py` lacked, every run at 96 or 128 px) ran two at a time, one per core; "
              f"the `ls0`, `sd0`, `aug_plus`, `lpft96`, `swa`, `soup`, `l2sp`, `l2sp1`, `ens2`, `cutmix`, `px32` and `epochs` probes "
              f"(and `ens2`'s confirmation on seeds 3-5 with its base), and the 96 px "
-             f"points at 100 and 250 images on a slower 2-core machine (about 22 images/s a run, two at a time), hence their "
+             f"points at 100 and 250 images on a slower 2-core machine (median {speed['slow']} images/s a run, two at a time), hence their "
              f"15-25 min (`ens2`: its two members' minutes together; the 500-image recipe run alone there with both "
              f"cores: the `--threads 2` re-run below; the 100-image runs 28-36 min: 200 epochs of 3 steps, each "
              f"followed by a pass over the 524 validation images (training steps: 42 % of the ImageNet run), and a test "
              f"run shared the cores for about 20 of them for seeds 0 and 1, only short tests for seed 2); the `ensf` "
              f"probe (members `ensf0`, `ensf1`) after CPU training in 2D became channels-last, on another 2-core "
-             f"machine, two at a time (about 39 images/s a run on 500 images, 51 on RetinaMNIST); the third fixed "
+             f"machine, two at a time (median {speed['ensf_pneumoniamnist']} images/s a run on 500 images, "
+             f"{speed['ensf_retinamnist']} on RetinaMNIST); the third fixed "
              f"subset (`subset2`: training seeds 0 and 1, both starts) on that machine too, two at a time, with tests "
-             f"sharing the cores for part of the time (median 32-34 images/s a run, 13-15 min). "
+             f"sharing the cores for part of the time (median {speed['subset']} images/s a run, {speed['subset_min']} min). "
              f"{size_sentence()} Rows marked + TTA are evaluated with the recipe's test-time views: "
              f"the recipe's own runs re-evaluated (`python benchmarks/medmnist.py tta`: the saved checkpoint, which "
              f"validation chose without them) and the variants run after the recipe took `eval.tta`; the other "

@@ -343,3 +343,29 @@ def test_one_ensemble_over_the_time_bound_is_a_verdict_before_every_seed_has_run
     assert "(seed 0)" in sentence and "23.1 min at most" in sentence
     assert "Verdict: not kept (over 20 minutes on 1 run; the other seeds were not run" in sentence
     assert "Verdict: no verdict yet" in mm.tie_sentence(_confirm_rows(mm, vals, seeds=mm.SEEDS), "ensf")
+
+
+def test_throughput_is_computed_from_the_runs_json(mm, tmp_path, monkeypatch):
+    """The speeds docs/benchmarks.md quotes come from each run's epochs, steps and seconds, not from prose."""
+    def row(name, tag, seconds, ds="pneumoniamnist", n=500, steps=15):
+        return {"name": name, "tag": tag, "dataset": ds, "train_size": n, "epochs": 40, "steps_per_epoch": steps,
+                "seconds": seconds}
+    rows = [row("a", "ls0", 1280.0), row("b", "swa", 640.0), row("c", "soup", 960.0),  # 15, 30, 20 images/s
+            row("e0", "ensf0", 600.0), row("e1", "ensf1", 800.0),  # 32, 24
+            row("r0", "ensf0", 100.0, "retinamnist", None, 2), row("r1", "ensf1", 80.0, "retinamnist", None, 2),
+            row("s0", "subset2", 780.0), row("s1", "subset2", 900.0), row("p", "", 1920.0)]
+    monkeypatch.setattr(mm, "RERUNS", tmp_path)
+    (tmp_path / "p.json").write_text(json.dumps({**row("p", "", 480.0), "threads": 1}))
+    (tmp_path / "q.json").write_text(json.dumps({**row("p", "", 240.0), "threads": 2}))  # not the one-thread run
+    assert mm.throughput(rows) == {
+        "slow": "20", "ensf_pneumoniamnist": "28", "ensf_retinamnist": "29", "subset": "23", "subset_min": "13-15",
+        "rerun": "re-run of `p` beside at most one other run: 40 images/s against 10 in the table"}
+
+
+def test_the_docs_quote_the_throughput_of_the_committed_runs(mm):
+    speed = mm.throughput(mm.load_rows())
+    doc = (ROOT / "docs" / "benchmarks.md").read_text()
+    for words in (f"median {speed['slow']} images/s a run, two at a time",
+                  f"median {speed['ensf_pneumoniamnist']} images/s a run on 500 images, {speed['ensf_retinamnist']} "
+                  "on RetinaMNIST", f"median {speed['subset']} images/s a run, {speed['subset_min']} min", speed["rerun"]):
+        assert words in doc
