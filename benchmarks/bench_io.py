@@ -125,6 +125,7 @@ def main() -> None:
         "repeat": args.repeat,
         "median_medtl_s": round(float(np.median(medtl_times)), 4),
         "median_monai_s": round(float(np.median(monai_times)), 4),
+        "median_medtl_plus_contiguous_copy_s": round(float(np.median(times["medtl_contiguous"])), 4),
         "files": n_files,
         "slice_shape": [args.size, args.size],
         "medtl_read_series_s": [round(t, 4) for t in medtl_times],

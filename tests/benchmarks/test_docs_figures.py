@@ -86,3 +86,18 @@ def test_readme_quotes_the_fixed_subset_spread_of_the_generated_section():
     words = {2: "two", 3: "three", 4: "four"}[subsets]
     assert (f"over {words} fixed\nsubsets, training-seed sd {imagenet:.3f} against scratch's {scratch:.3f}"
             in readme)
+
+
+def test_series_reading_rows_are_the_json():
+    d = _load("bench_io")
+    rows = {"`medtl.io.dicom.read_series`": (d["medtl_best_s"], d["median_medtl_s"]),
+            "`read_series` plus a C-contiguous copy (the layout MONAI returns)":
+                (d["medtl_plus_contiguous_copy_best_s"], d["median_medtl_plus_contiguous_copy_s"]),
+            "MONAI `LoadImage(reader=\"PydicomReader\")`": (d["monai_best_s"], d["median_monai_s"])}
+    for reader, (best, median) in rows.items():
+        assert f"| {reader} | {best:.2f} s | {median:.2f} s |" in DOC
+    assert f"best of {d['repeat']} |" in DOC and d["command"] in DOC and d["arrays_identical"]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"{d['medtl_best_s']:.2f} s with medtl ({d['medtl_plus_contiguous_copy_best_s']:.2f} s with the "
+            f"C-contiguous copy MONAI's array comes as) vs {d['monai_best_s']:.2f} s with MONAI's") in readme
+
