@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -101,3 +102,18 @@ def test_series_reading_rows_are_the_json():
     assert (f"{d['medtl_best_s']:.2f} s with medtl ({d['medtl_plus_contiguous_copy_best_s']:.2f} s with the "
             f"C-contiguous copy MONAI's array comes as) vs {d['monai_best_s']:.2f} s with MONAI's") in readme
 
+
+def test_the_demo_table_and_time_are_the_json():
+    spec = importlib.util.spec_from_file_location("bench_demo", ROOT / "benchmarks" / "bench_demo.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    d = _load("demo")
+    assert mod.table(d["arms"]) in DOC
+    doc, readme = " ".join(DOC.split()), " ".join((ROOT / "README.md").read_text().split())
+    seconds = f"{d['seconds']:.0f} s on 2 CPU cores that other jobs shared"
+    assert seconds in doc and seconds in readme and d["command"] in doc
+    base, preset = d["arms"]["baseline"]["B"], d["arms"]["domain_shift"]["B"]
+    (tn, fp), _ = base["confusion_matrix"]
+    assert base["min_p_lesion"] > 0.99 and (f"{fp} of {tn + fp} normal slices called positive at its site-A "
+                                             f"threshold, ECE {base['ece']:.2f}); the preset's ECE is "
+                                             f"{preset['ece']:.2f}") in doc
