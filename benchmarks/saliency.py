@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import platform
 import shlex
 import sys
@@ -104,17 +105,27 @@ def _say(msg: str) -> None:
     print(f"[saliency] {msg}", flush=True)
 
 
-def _train(manifest: Path, out: Path, recipe: str, overrides: list[str] = ()) -> Path:
+def _train(manifest: Path, out: Path, recipe: str, overrides: list[str] = ()) -> tuple[Path, float | None]:
+    """The run folder, and the seconds its training took here (None: an earlier run reused)."""
     from medtl.config import load_config
     from medtl.train.run import train
 
     if (out / "model_card.json").is_file():
-        return out
+        return out, None
     cfg = load_config(recipe, [f"data.path={manifest}", *overrides])
     t0 = time.perf_counter()
     res = train(cfg, out, progress=False)
-    _say(f"trained {cfg.name} in {time.perf_counter() - t0:.0f} s: test AUC {res.metrics['test']['auc']:.3f}")
-    return out
+    seconds = time.perf_counter() - t0
+    _say(f"trained {cfg.name} in {seconds:.0f} s: test AUC {res.metrics['test']['auc']:.3f}")
+    return out, seconds
+
+
+def run_facts(run: Path) -> dict[str, Any]:
+    """What the docs say of the model explained, from its card: test AUC and count, best epoch, threads."""
+    card = json.loads((run / "model_card.json").read_text(encoding="utf-8"))
+    test, training = card["metrics"].get("test", {}), card.get("training", {})
+    return {"test_auc": test.get("auc"), "test_n": test.get("n"), "best_epoch": training.get("best_epoch"),
+            "epochs_run": training.get("epochs_run"), "threads": training.get("threads")}
 
 
 def _mask_on(scan_shape: tuple[int, ...], path: Path) -> np.ndarray:
@@ -259,16 +270,18 @@ def main(argv: list[str] | None = None) -> int:
         make_cohort(cohort, size="full")
     runs = {}
     if not args.no_2d:
-        runs["2d"] = (args.run2d or _train(manifest, args.work / "run2d", "demo"), ("ct2d",))
+        runs["2d"] = ((args.run2d, None) if args.run2d else _train(manifest, args.work / "run2d", "demo"), ("ct2d",))
     if not args.no_3d:
-        runs["3d"] = (args.run3d or _train(manifest, args.work / "run3d", RECIPE_3D_NAME), ("ct3d", "series"))
+        runs["3d"] = ((args.run3d, None) if args.run3d else _train(manifest, args.work / "run3d", RECIPE_3D_NAME),
+                      ("ct3d", "series"))
     results: dict[str, Any] = {}
-    for name, (run, kinds) in runs.items():
+    for name, ((run, train_seconds), kinds) in runs.items():
         dims = 2 if name == "2d" else 3
         cands = [c for c in candidates(dims) if (c.quick or not args.quick)
                  and (not args.only or c.label in args.only.split(";"))]
         results[name] = evaluate(Path(run), manifest, kinds, cands, 4 if args.quick else None,
                                  args.work / f"ablated_{name}")
+        results[name]["run_card"] = {**run_facts(Path(run)), "train_seconds": train_seconds}
     ran = [{label for g in m["groups"].values() for label in g["methods"]} for m in results.values()]
     common = [c for c in candidates(2) if all(c.label in labels for labels in ran)]
     winner = pick_winner(results, common)

@@ -45,6 +45,8 @@ def test_the_recorded_command_can_be_pasted_into_a_shell(sal, tmp_path, monkeypa
     monkeypatch.setattr(sal, "evaluate", lambda run, manifest, kinds, cands, limit, ablation_dir: _results(labels))
     (tmp_path / "cohort").mkdir()
     (tmp_path / "cohort" / "manifest.csv").write_text("path\n")
+    (tmp_path / "model_card.json").write_text(json.dumps({
+        "metrics": {"test": {"auc": 0.9, "n": 40}}, "training": {"best_epoch": 3, "epochs_run": 6, "threads": 1}}))
     out = tmp_path / "s.json"
     argv = ["--no-3d", "--run2d", str(tmp_path), "--cohort", str(tmp_path / "cohort"), "--work", str(tmp_path),
             "--out", str(out), "--only", ";".join(labels)]
@@ -52,3 +54,5 @@ def test_the_recorded_command_can_be_pasted_into_a_shell(sal, tmp_path, monkeypa
     report = json.loads(out.read_text())
     assert shlex.split(report["command"])[2:] == argv
     assert report["winner"]["label"] == labels[1]  # more hits on validation
+    assert report["results"]["2d"]["run_card"] == {"test_auc": 0.9, "test_n": 40, "best_epoch": 3, "epochs_run": 6,
+                                                   "threads": 1, "train_seconds": None}  # a run reused, not trained
