@@ -117,3 +117,19 @@ def test_the_demo_table_and_time_are_the_json():
     assert base["min_p_lesion"] > 0.99 and (f"{fp} of {tn + fp} normal slices called positive at its site-A "
                                              f"threshold, ECE {base['ece']:.2f}); the preset's ECE is "
                                              f"{preset['ece']:.2f}") in doc
+
+
+def test_the_3d_saliency_figures_on_the_current_cohort_are_the_json():
+    d = _load("saliency_3d_demo_ct3d_cohort2")
+    r = d["results"]["3d"]
+    rc, b, a = r["run_card"], r["groups"]["test/B"], r["ablation"]
+    default = b["methods"]["HiResCAM, strides 4+8"]
+    doc = " ".join(DOC.split())
+    assert (f"gives run test AUC {rc['test_auc']:.3f} ({rc['test_n']} site-A `ct3d` volumes; best epoch "
+            f"{rc['best_epoch']} of {rc['epochs_run']}; {rc['train_seconds'] / 60:.1f} min of training on "
+            f"{rc['threads']} thread") in doc
+    assert (f"HiResCAM 4+8 points at {default['hits']}/{b['n']} positives (mass ratio {default['mass_ratio']:.1f}, "
+            f"deletion {default['deletion']:.2f}; no candidate above "
+            f"{max(m['hits'] for m in b['methods'].values())}/{b['n']})") in doc
+    assert f"dropped for {a['dropped']}/{a['n']} test positives (mean {a['mean_p_with']:.3f} → " in doc
+    assert d["command"] in DOC
