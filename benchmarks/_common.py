@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,8 @@ def refuse_foreign(path: str | os.PathLike, script: str) -> None:
             data = None
         owner = data.get("script") if isinstance(data, dict) else None
         if owner != script:
-            why = (f"it was written by {owner}" if isinstance(owner, str) and owner
-                   else f"it is not a JSON written by {script}")
+            named = isinstance(owner, str) and re.fullmatch(r"benchmarks/[\w.-]{1,80}", owner)  # else not echoed
+            why = f"it was written by {owner}" if named else f"it is not a JSON written by {script}"
     if why:
         raise SystemExit(f"{script}: refusing to replace {path}: {why}; choose another --out or move that file away")
 

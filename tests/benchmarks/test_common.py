@@ -35,6 +35,7 @@ def test_a_script_rewrites_its_own_json(tmp_path):
 @pytest.mark.parametrize("content, why", [
     ('{"script": "benchmarks/b.py", "x": 1}', "it was written by benchmarks/b.py"),
     ('{"x": 1}', "it is not a JSON written by benchmarks/a.py"),
+    ('{"script": "two\\nlines"}', "it is not a JSON written by benchmarks/a.py"),  # never echoed: one line
     ('[1, 2]', "it is not a JSON written by benchmarks/a.py"),
     ("patient notes, not JSON", "it is not a JSON written by benchmarks/a.py"),
     (b"\xff\xfe\x00binary", "it is not a JSON written by benchmarks/a.py"),
