@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -192,7 +193,8 @@ def main() -> int:
         "ct": {"id": ct_test, "ood": {"chest X-rays (PneumoniaMNIST)": pneu_test[: args.limit],
                                       "RetinaMNIST fundus": retina}},
     }
-    results: dict = {"machine": platform.platform(), "runs": {k: str(v) for k, v in runs.items()}, "models": {}}
+    results: dict = {"command": shlex.join(["python", "benchmarks/ood.py", *sys.argv[1:]]), "machine": platform.platform(),
+                     "runs": {k: str(v) for k, v in runs.items()}, "models": {}}
     for name, pred in (("xray", xray), ("ct", ct)):
         id_imgs = sets[name]["id"]
         ood_sets = dict(sets[name]["ood"])

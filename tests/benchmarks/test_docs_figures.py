@@ -133,3 +133,12 @@ def test_the_3d_saliency_figures_on_the_current_cohort_are_the_json():
             f"{max(m['hits'] for m in b['methods'].values())}/{b['n']})") in doc
     assert f"dropped for {a['dropped']}/{a['n']} test positives (mean {a['mean_p_with']:.3f} → " in doc
     assert d["command"] in DOC
+
+
+def test_the_false_alarms_at_the_earlier_quantile_are_the_json():
+    q95, q975 = _load("ood_q095")["models"]["xray"], _load("ood")["models"]["xray"]
+    assert (q95["quantile"], q975["quantile"]) == (0.95, 0.975)
+    doc = " ".join(DOC.split())
+    assert (f"At the earlier default quantile, 0.95, the X-ray model flagged "
+            f"{q95['false_alarm']['mahalanobis'] * 100:.1f} % of its own test split; 0.975 flags "
+            f"{q975['false_alarm']['mahalanobis'] * 100:.1f} % (`benchmarks/results/ood_q095.json`") in doc
