@@ -105,7 +105,7 @@ def run_arm(arm: Arm, runs_dir: Path, seed: int, extra: list[str]) -> dict:
     from medtl.config import load_config
     from medtl.train.run import train
 
-    cfg = load_config(REPO / CONFIGS[arm.dataset], [*arm.overrides, f"train.seed={seed}", *extra])
+    cfg = load_config(CONFIGS[arm.dataset], [*arm.overrides, f"train.seed={seed}", *extra])
     out = runs_dir / arm.name.replace("/", "_").replace("%", "pct") / f"seed{seed}"
     t0 = time.perf_counter()
     result = train(cfg, out, progress=False)

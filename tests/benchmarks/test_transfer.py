@@ -46,3 +46,27 @@ def test_the_recorded_command_is_the_one_that_ran(tr, tmp_path):
     assert json.loads(out.read_text())["command"] == command
     assert f"command: `{command}`" in (tmp_path / "doc.md").read_text()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+@pytest.mark.parametrize("dataset", ["pneumoniamnist", "adrenalmnist3d"])
+def test_each_arm_loads_its_shipped_recipe(dataset, tmp_path, monkeypatch):
+    """run_arm trains the recipe the arm names (the recipes ship inside the package, not at the repository root)."""
+    spec = importlib.util.spec_from_file_location("transfer_arm", ROOT / "benchmarks/transfer.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "transfer_arm", mod)
+    spec.loader.exec_module(mod)
+    seen = {}
+
+    class Result:
+        metrics = {"test": {"auc": 0.8, "accuracy": 0.7}, "val": {"auc": 0.9}}
+
+    def fake_train(cfg, out, progress):
+        seen["cfg"] = cfg
+        return Result()
+
+    monkeypatch.setattr("medtl.train.run.train", fake_train)
+    arm = mod.make_arms("reduced", [dataset], [0.1], None)[0]
+    row = mod.run_arm(arm, tmp_path, 3, ["train.threads=1"])
+    cfg = seen["cfg"]
+    assert (cfg.train.seed, cfg.train.threads, cfg.data.train_fraction, row["test_auc"]) == (3, 1, 0.1, 0.8)
+    assert cfg.preprocess.size == ([64, 64] if dataset == "pneumoniamnist" else [32, 32, 32])
