@@ -819,13 +819,13 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | N
     split = split or ("all" if data else "test")
     if split not in ("train", "val", "test", "all"):
         raise MedtlError(f"split {split!r}: choose train, val, test or all")
+    if isinstance(overrides, (str, bytes)):  # spread below, "data.filter.site=B" was refused as override 'd'
+        raise ConfigError(f"overrides are a list of key=value items, got the text {overrides!r} "
+                          f"(write [{overrides!r}])")
     _check_evaluation_overrides(overrides, tta)
     if out:
         _check_evaluation_folder(Path(out), split)
     fresh = [f"data.path={json.dumps(str(data))}", "data.filter={}"] if data else []  # quoted: a path is not YAML
-    if isinstance(overrides, (str, bytes)):  # spread below, "data.filter.site=B" was refused as override 'd'
-        raise ConfigError(f"overrides are a list of key=value items, got the text {overrides!r} "
-                          f"(write [{overrides!r}])")
     cfg = load_config(cfg_path if cfg_path.is_file() else None, [*fresh, *overrides])
     device = resolve_device(cfg.train.device)
     model, card, prep = load_run(run_dir, device=str(device))
