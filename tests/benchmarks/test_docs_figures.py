@@ -110,7 +110,7 @@ def test_the_demo_table_and_time_are_the_json():
     d = _load("demo")
     assert mod.table(d["arms"]) in DOC
     doc, readme = " ".join(DOC.split()), " ".join((ROOT / "README.md").read_text().split())
-    seconds = f"{d['seconds']:.0f} s on 2 CPU cores that other jobs shared"
+    seconds = f"{d['seconds']:.0f} s on 2 idle CPU cores"
     assert seconds in doc and seconds in readme and d["command"] in doc
     base, preset = d["arms"]["baseline"]["B"], d["arms"]["domain_shift"]["B"]
     (tn, fp), _ = base["confusion_matrix"]
