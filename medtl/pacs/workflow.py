@@ -370,8 +370,12 @@ def pacs_score(predictor: Any, config: PacsConfig, query: Query, work: str | os.
         summary.failures = failures[:100]
         raise MedtlError(f"nothing to score: no instance matches {query.describe()} on the PACS")
     t0 = time.perf_counter()
-    s = score(predictor, incoming, work / "scores.csv", workers=workers, batch_size=batch_size, progress=progress,
-              errors_csv=work / "errors.csv")
+    try:
+        s = score(predictor, incoming, work / "scores.csv", workers=workers, batch_size=batch_size,
+                  progress=progress, errors_csv=work / "errors.csv")
+    except BaseException:  # a crash or Ctrl-C while scoring keeps the pull's failures (appended after score's)
+        append_errors(work / "errors.csv", failures)
+        raise
     summary.score_seconds += time.perf_counter() - t0
     summary.scored, summary.skipped, summary.failed = s.scored, s.skipped, s.failed
     summary.decode_seconds += s.decode_seconds

@@ -52,3 +52,31 @@ def test_partial_instances_of_killed_writers_go_at_the_next_write_there(tmp_path
     path, written = write_instance(tmp_path, ds)
     assert written and path.parent == folder
     assert sorted(p.name for p in folder.iterdir()) == sorted([path.name, running.name, mine.name, other.name])
+
+
+def test_a_crash_while_scoring_keeps_the_pulls_failures(tmp_path, monkeypatch):
+    """The pull's failed series were appended to errors.csv only once scoring returned: Ctrl-C or a crash
+    in scoring lost them, so the user never learnt which series had not come."""
+    import csv
+
+    import medtl.infer
+    from medtl.pacs import workflow
+    from medtl.pacs.config import PacsConfig
+    from medtl.pacs.query import Query
+
+    def fake_pull(config, query, dest, via, summary, failures):
+        (Path(dest) / "s.dcm").write_bytes(b"")  # something to score
+        failures.append({"path": str(Path(dest) / "1.2" / "1.2.3"), "key": "series:1.2.3", "stage": "pull",
+                         "reason": "the PACS sent 3 of 5 instances"})
+        return summary
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workflow, "pull", fake_pull)
+    monkeypatch.setattr(medtl.infer, "score", crash)
+    with pytest.raises(KeyboardInterrupt):
+        workflow.pacs_score(object(), PacsConfig(), Query(), tmp_path / "work", push=False)
+    with open(tmp_path / "work" / "errors.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["key"], r["stage"]) for r in rows] == [("series:1.2.3", "pull")]
