@@ -12,8 +12,9 @@ import json
 import os
 import platform
 import re
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from medtl._fileutil import atomic_path
 
@@ -24,6 +25,14 @@ MAX_JSON_BYTES = 64 << 20
 def script_key(file: str | os.PathLike) -> str:
     """The ``"script"`` value for a script file: its path from the repository root, ``benchmarks/NAME.py``."""
     return f"benchmarks/{Path(file).name}"
+
+
+def work_folder(given: Path | None, prefix: str) -> tuple[Path, Callable[[], None]]:
+    """``(folder, cleanup)``: the folder the user gave (kept), or a new temporary one that ``cleanup`` removes."""
+    if given is not None:
+        return given, lambda: None
+    tmp = tempfile.TemporaryDirectory(prefix=prefix)
+    return Path(tmp.name), tmp.cleanup
 
 
 def machine() -> dict[str, Any]:

@@ -19,13 +19,12 @@ import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import refuse_foreign, script_key, write_result  # noqa: E402
+from _common import refuse_foreign, script_key, work_folder, write_result  # noqa: E402
 
 SCRIPT = script_key(__file__)
 ARMS = {"baseline": "no domain-shift augmentation", "domain_shift": "`augment.domain_shift: strong`"}
@@ -78,19 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     refuse_foreign(args.out, SCRIPT)
 
-    tmp = None
-    work = args.work
-    if work is None:
-        tmp = tempfile.TemporaryDirectory(prefix="medtl-bench-demo-")
-        work = Path(tmp.name)
+    work, cleanup = work_folder(args.work, "medtl-bench-demo-")
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "medtl.cli", "demo", "--out", str(work)], check=True)
     seconds = time.perf_counter() - t0
     load_after = os.getloadavg()
     arms = read_demo(work)
-    if tmp is not None:
-        tmp.cleanup()
+    cleanup()
     result = {
         "command": shlex.join(["python", "benchmarks/bench_demo.py", *(sys.argv[1:] if argv is None else argv)]),
         "demo_command": "medtl demo --out WORK",

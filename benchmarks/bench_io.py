@@ -21,7 +21,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -32,7 +31,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, refuse_foreign, script_key, write_result  # noqa: E402
+from _common import machine, refuse_foreign, script_key, work_folder, write_result  # noqa: E402
 
 SCRIPT = script_key(__file__)
 
@@ -92,11 +91,7 @@ def main() -> None:
 
     from medtl.io.dicom import read_series
 
-    tmp = None
-    folder = args.dir
-    if folder is None:
-        tmp = tempfile.TemporaryDirectory(prefix="medtl-bench-io-")
-        folder = Path(tmp.name)
+    folder, cleanup = work_folder(args.dir, "medtl-bench-io-")
     if not any(folder.glob("*.dcm")):
         t0 = time.perf_counter()
         write_ct_series(folder, args.slices, args.size)
@@ -153,8 +148,7 @@ def main() -> None:
           f"max affine diff {affine_diff:.2e}")
     write_result(args.out, result, SCRIPT)
     print(f"wrote {args.out}")
-    if tmp is not None:
-        tmp.cleanup()
+    cleanup()
 
 
 if __name__ == "__main__":
