@@ -142,3 +142,18 @@ def test_the_false_alarms_at_the_earlier_quantile_are_the_json():
     assert (f"At the earlier default quantile, 0.95, the X-ray model flagged "
             f"{q95['false_alarm']['mahalanobis'] * 100:.1f} % of its own test split; 0.975 flags "
             f"{q975['false_alarm']['mahalanobis'] * 100:.1f} % (`benchmarks/results/ood_q095.json`") in doc
+
+
+def test_readmes_transfer_rows_are_the_json():
+    """README's 'Earlier recipe' rows quote benchmarks/results/transfer.json (the docs' section is the script's own)."""
+    runs = {(r["weights"], r["train_fraction"]): r for r in _load("transfer")["results"]}
+    readme = (ROOT / "README.md").read_text()
+
+    def cell(r):
+        lo, hi = r["test_auc_ci"]
+        return f"{r['test_auc']:.3f} ({lo:.3f}–{hi:.3f}"
+
+    for fraction, label in ((1.0, "| 4 epochs, all training data (`benchmarks/transfer.py`) | "),
+                            (0.1, "| 4 epochs, 10% of training data | ")):
+        row = next(line for line in readme.splitlines() if line.startswith(label))
+        assert cell(runs["imagenet", fraction]) in row and cell(runs["scratch", fraction]) in row
