@@ -5,26 +5,57 @@
     train_ds = build_dataset(cohort.split("train"), prep.transforms(cfg.augment), cache="memory")
 """
 
-from medtl.data.datasets import (
-    balanced_sampler,
-    balanced_weights,
-    build_dataset,
-    cache_workers,
-    class_counts,
-    class_weights,
-    weighted_sampler,
-)
-from medtl.data.sources import (
-    MEDMNIST_CLASSES,
-    Cohort,
-    apply_filter,
-    detect_data_format,
-    load_folder,
-    load_items,
-    load_manifest,
-    load_medmnist,
-)
-from medtl.data.splits import SPLITS, make_splits, normalize_split, subsample
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+# The names load on first use (PEP 562), as in medtl.models: the config schema imports
+# medtl.data.config, and `medtl configs --reference` or load_config must not pay for torch,
+# MONAI and scikit-learn, which the datasets and splits need.
+_WHERE = {
+    "balanced_sampler": "datasets", "balanced_weights": "datasets", "build_dataset": "datasets",
+    "cache_workers": "datasets", "class_counts": "datasets", "class_weights": "datasets",
+    "weighted_sampler": "datasets",
+    "MEDMNIST_CLASSES": "sources", "Cohort": "sources", "apply_filter": "sources", "detect_data_format": "sources",
+    "load_folder": "sources", "load_items": "sources", "load_manifest": "sources", "load_medmnist": "sources",
+    "SPLITS": "splits", "make_splits": "splits", "normalize_split": "splits", "subsample": "splits",
+}
+
+if TYPE_CHECKING:
+    from .datasets import (
+        balanced_sampler,
+        balanced_weights,
+        build_dataset,
+        cache_workers,
+        class_counts,
+        class_weights,
+        weighted_sampler,
+    )
+    from .sources import (
+        MEDMNIST_CLASSES,
+        Cohort,
+        apply_filter,
+        detect_data_format,
+        load_folder,
+        load_items,
+        load_manifest,
+        load_medmnist,
+    )
+    from .splits import SPLITS, make_splits, normalize_split, subsample
+
+
+def __getattr__(name: str) -> Any:
+    """A public name of :data:`_WHERE`, or a submodule (``medtl.data.datasets``), imported on first use."""
+    if name not in _WHERE:
+        if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return importlib.import_module(f"{__name__}.{name}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "MEDMNIST_CLASSES", "SPLITS", "Cohort", "apply_filter", "balanced_sampler", "balanced_weights", "build_dataset",

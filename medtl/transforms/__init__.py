@@ -9,40 +9,88 @@
 - Test-time augmentation: :func:`tta_views`, :func:`tta_probabilities` (:class:`View`).
 """
 
-from medtl.transforms.augment import (
-    DOMAIN_SHIFT,
-    augmentations,
-    domain_shift_augmentations,
-    spatial_augmentations,
-)
-from medtl.transforms.intensity import (
-    CT_WIDE_WINDOW,
-    CT_WINDOWS,
-    WindowIntensity,
-    WindowIntensityd,
-    parse_window,
-    resolve_window,
-    scale_intensity,
-    window,
-)
-from medtl.transforms.layout import (
-    ToNetworkLayout,
-    ToNetworkLayoutd,
-    array_to_scan,
-    from_network_layout,
-    to_network_layout,
-)
-from medtl.transforms.load import LoadScan, LoadScand, as_scan
-from medtl.transforms.preprocessing import PREPROCESSING_VERSION, Preprocessing
-from medtl.transforms.utility import (
-    EnsureChannels,
-    EnsureChannelsd,
-    ImageNetNormalize,
-    ImageNetNormalized,
-    MedtlCompose,
-    unwrap_error,
-)
-from medtl.transforms.tta import View, apply_view, tta_probabilities, tta_views
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+# The names load on first use (PEP 562), as in medtl.models: the config schema imports
+# medtl.transforms.config, and `medtl configs --reference` or load_config must not pay for MONAI and torch.
+_WHERE = {
+    "DOMAIN_SHIFT": "augment", "augmentations": "augment", "domain_shift_augmentations": "augment",
+    "spatial_augmentations": "augment",
+    "CT_WIDE_WINDOW": "intensity", "CT_WINDOWS": "intensity", "WindowIntensity": "intensity",
+    "WindowIntensityd": "intensity", "parse_window": "intensity", "resolve_window": "intensity",
+    "scale_intensity": "intensity", "window": "intensity",
+    "ToNetworkLayout": "layout", "ToNetworkLayoutd": "layout", "array_to_scan": "layout",
+    "from_network_layout": "layout", "to_network_layout": "layout",
+    "LoadScan": "load", "LoadScand": "load", "as_scan": "load",
+    "PREPROCESSING_VERSION": "preprocessing", "Preprocessing": "preprocessing",
+    "EnsureChannels": "utility", "EnsureChannelsd": "utility", "ImageNetNormalize": "utility",
+    "ImageNetNormalized": "utility", "MedtlCompose": "utility", "unwrap_error": "utility",
+    "View": "tta", "apply_view": "tta", "tta_probabilities": "tta", "tta_views": "tta",
+}
+
+if TYPE_CHECKING:
+    from .augment import (
+        DOMAIN_SHIFT,
+        augmentations,
+        domain_shift_augmentations,
+        spatial_augmentations,
+    )
+    from .intensity import (
+        CT_WIDE_WINDOW,
+        CT_WINDOWS,
+        WindowIntensity,
+        WindowIntensityd,
+        parse_window,
+        resolve_window,
+        scale_intensity,
+        window,
+    )
+    from .layout import (
+        ToNetworkLayout,
+        ToNetworkLayoutd,
+        array_to_scan,
+        from_network_layout,
+        to_network_layout,
+    )
+    from .load import (
+        LoadScan,
+        LoadScand,
+        as_scan,
+    )
+    from .preprocessing import (
+        PREPROCESSING_VERSION,
+        Preprocessing,
+    )
+    from .utility import (
+        EnsureChannels,
+        EnsureChannelsd,
+        ImageNetNormalize,
+        ImageNetNormalized,
+        MedtlCompose,
+        unwrap_error,
+    )
+    from .tta import (
+        View,
+        apply_view,
+        tta_probabilities,
+        tta_views,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """A public name of :data:`_WHERE`, or a submodule (``medtl.transforms.augment``), imported on first use."""
+    if name not in _WHERE:
+        if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return importlib.import_module(f"{__name__}.{name}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CT_WIDE_WINDOW", "CT_WINDOWS", "DOMAIN_SHIFT", "PREPROCESSING_VERSION",
