@@ -8,7 +8,7 @@ import types
 import typing
 from typing import Any, ClassVar, Sequence
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from medtl.errors import ConfigError, did_you_mean
 
@@ -57,6 +57,25 @@ def first_problem(exc: ValidationError, root: type[BaseModel]) -> tuple[tuple, s
     return loc, f"{msg}{hint}", len({field_path(e["loc"], root) for e in errors})
 
 
+def _leaves(annotation: Any) -> list[Any]:
+    """The plain types (and ``Literal`` values) a field annotation admits, through Optional/Union/Annotated."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        args = typing.get_args(annotation)
+        return [leaf for a in (args[:1] if origin is typing.Annotated else args) for leaf in _leaves(a)]
+    if origin is typing.Literal:
+        return list(typing.get_args(annotation))
+    return [annotation]
+
+
+def takes_a_number_not_a_flag(annotation: Any) -> bool:
+    """Whether a field takes an int or a float and no boolean: YAML 1.1's ``yes``/``on``/``true`` is then a
+    mistake, which pydantic's lax mode would read as 1 (``train.epochs=yes``: one epoch)."""
+    leaves = _leaves(annotation)
+    return any(leaf in (int, float) for leaf in leaves) and not any(leaf is bool or isinstance(leaf, bool)
+                                                                    for leaf in leaves)
+
+
 def one_line_message(where: str, what: str, n_problems: int, fix: str) -> str:
     """The one format of a config error: ``key: what (N problem(s); fix)``."""
     return f"{where + ': ' if where else ''}{what} ({n_problems} problem(s); {fix})"
@@ -70,6 +89,15 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
     #: where this section sits in an experiment config (``train``), so that an error names the whole key
     config_key: ClassVar[str] = ""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_flag_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and takes_a_number_not_a_flag(field.annotation):
+            raise ValueError(f"{str(value).lower()} is a yes/no value (YAML reads yes/no/on/off/true/false so): "
+                             "give a number")
+        return value
 
     def __init__(self, **data: Any) -> None:
         try:

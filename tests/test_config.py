@@ -333,3 +333,18 @@ def test_the_config_loads_without_torch_monai_or_scikit_learn():
             "reference_markdown(); print(sorted(m for m in ('torch', 'monai', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_yes_no_value_for_a_number_is_refused_not_read_as_1(tmp_path):
+    """pydantic's lax mode read ``epochs: yes`` (YAML 1.1) or ``train.epochs=true`` as 1 epoch, silently."""
+    from medtl.config import load_config
+    from medtl.errors import ConfigError
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  epochs: yes\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: line 2: train\.epochs: true is a yes/no value .*: give a number"):
+        load_config(cfg)
+    for item in ("train.epochs=true", "train.lr=true", "model.dropout=false", "eval.threshold=true"):
+        with pytest.raises(ConfigError, match=rf"^{item.split('=')[0]}: (true|false) is a yes/no value"):
+            load_config("sample_tiny", [item])
+    assert load_config("sample_tiny", ["train.keep_epochs=true", "train.amp=off"]).train.keep_epochs is True
