@@ -157,3 +157,14 @@ def test_readmes_transfer_rows_are_the_json():
                             (0.1, "| 4 epochs, 10% of training data | ")):
         row = next(line for line in readme.splitlines() if line.startswith(label))
         assert cell(runs["imagenet", fraction]) in row and cell(runs["scratch", fraction]) in row
+
+
+def test_the_pneumoniamnist_recipe_table_is_its_committed_card():
+    card = _load("pneumoniamnist_effnet_lite0_card")
+    t, ci = card["metrics"]["test"], card["metrics"]["test"]["ci"]
+    assert f"| AUC | **{t['auc']:.3f}** | {ci['auc'][0]:.3f}–{ci['auc'][1]:.3f} |" in DOC
+    assert f"| accuracy | {t['accuracy']:.3f} | {ci['accuracy'][0]:.3f}–{ci['accuracy'][1]:.3f} |" in DOC
+    assert f"| sensitivity / specificity | {t['sensitivity']:.3f} / {t['specificity']:.3f} | |" in DOC
+    assert f"validation AUC (epoch {card['training']['best_epoch']})" in DOC
+    readme = (ROOT / "README.md").read_text()
+    assert f"| **{t['auc']:.3f}** ({ci['auc'][0]:.3f}–{ci['auc'][1]:.3f}) |" in readme
