@@ -128,7 +128,8 @@ def reference_markdown() -> str:
              "A config is one YAML file of the sections below; every key has a default, so a file says only what "
              "differs (`medtl configs NAME` prints a shipped recipe to start from). Any key can be overridden on the "
              "command line as `section.key=value` (`train.lr=3e-4`, `preprocess.size=[128,128]`); a mapping merges "
-             "into its section (`train={epochs: 3, lr: 3e-4}`), `section=null` or an empty section is all defaults."]
+             "into its section (`'train={epochs: 3, lr: 3e-4}'`, quoted for the shell), `section=null` or an empty "
+             "section is all defaults."]
     sections = {"top level": [k for k, f in Config.model_fields.items() if not _is_section(f.annotation)]}
     sections.update({k: [k] for k, f in Config.model_fields.items() if _is_section(f.annotation)})
     for title, keys in sections.items():
@@ -195,6 +196,11 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     try:
         value = yaml.load(raw, Loader=_OverrideLoader) if raw.strip() else None  # noqa: S506 - a SafeLoader
     except yaml.YAMLError:
+        if raw.lstrip().startswith(("{", "[")):  # the shell cut `train={epochs: 3}` at its spaces
+            example = "{epochs: 3, lr: 3e-4}" if raw.lstrip().startswith("{") else "[128, 128]"
+            raise ConfigError(f"override {item!r}: the {'mapping' if example[0] == '{' else 'list'} is not closed; "
+                              f"quote the whole override so the shell keeps it one argument, e.g. "
+                              f"'{key.strip()}={example}'") from None
         value = raw
     if isinstance(value, str) and re.search(r"\s#", raw) and not raw.lstrip().startswith(("'", '"')):
         value = raw.strip()  # a command line has no comments: YAML cut "runs/site B #2" short at the '#'
@@ -251,6 +257,11 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 raise ConfigError(f"override {item!r}: {k!r} is not a section")
             fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
             model = fields[k].annotation if k in fields else None
+        field = model.model_fields.get(keys[-1]) if _is_section(model) else None
+        if (field is not None and _is_section(field.annotation) and value is not None
+                and not isinstance(value, dict)):  # bash expands unquoted train={a:1,b:2} to train=a:1 train=b:2
+            raise ConfigError(f"override {item!r}: {keys[-1]} is a section: set one key ({keys[-1]}.KEY=value) or "
+                              f"give a mapping, quoted so the shell keeps it whole: '{keys[-1]}={{KEY: value}}'")
         _merge(node, keys[-1], value, model)
     return data
 

@@ -199,6 +199,24 @@ def test_a_mapping_override_merges_into_its_section_like_hydra():
     assert load_config(None, ["data.filter.site=A", "data.filter={}"]).data.filter == {}
 
 
+def test_a_mapping_override_the_shell_split_says_to_quote_it():
+    """Pasted unquoted, bash cut ``train={epochs: 3, lr: 3e-4}`` into ``train={epochs:``, ``3,``... (refused as
+    "override '3,' must look like section.key=value") and expanded ``train={epochs:3,lr:3e-4}`` into
+    ``train=epochs:3 train=lr:3e-4`` (refused as pydantic's "Input should be a valid dictionary")."""
+    with pytest.raises(ConfigError) as cut:
+        load_config("sample_tiny", ["train={epochs:", "3,", "lr:", "3e-4}"])
+    assert str(cut.value) == ("override 'train={epochs:': the mapping is not closed; quote the whole override so "
+                              "the shell keeps it one argument, e.g. 'train={epochs: 3, lr: 3e-4}'")
+    with pytest.raises(ConfigError, match=r"^override 'preprocess.size=\[128,': the list is not closed; .* "
+                                          r"e.g. 'preprocess.size=\[128, 128\]'$"):
+        load_config("sample_tiny", ["preprocess.size=[128,", "128]"])
+    with pytest.raises(ConfigError) as expanded:
+        load_config("sample_tiny", ["train=epochs:3", "train=lr:3e-4"])
+    assert str(expanded.value) == ("override 'train=epochs:3': train is a section: set one key (train.KEY=value) or "
+                                   "give a mapping, quoted so the shell keeps it whole: 'train={KEY: value}'")
+    assert load_config("sample_tiny", ["train={epochs: 3, lr: 3e-4}"]).train.epochs == 3  # quoted: one argument
+
+
 def test_an_empty_section_is_that_sections_defaults(tmp_path):
     """YAML reads ``train:`` with nothing under it as null, which was refused as not a mapping."""
     cfg = tmp_path / "empty.yaml"
