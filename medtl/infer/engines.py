@@ -15,6 +15,7 @@ model in the calling process.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import time
 import warnings
@@ -28,7 +29,7 @@ from medtl.guard.domain import is_blank, photometric_kind
 from medtl.infer.studies import Study
 from medtl.transforms import Preprocessing
 
-__all__ = ["ENGINES", "load_study", "local_stream", "ray_stream", "stream_studies"]
+__all__ = ["ENGINES", "check_ray_support", "load_study", "local_stream", "ray_stream", "stream_studies"]
 
 #: Engines accepted by :func:`stream_studies` (and ``medtl score --engine``).
 ENGINES = ("local", "ray")
@@ -120,6 +121,15 @@ def local_stream(studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool
 
 # --- Ray tasks ------------------------------------------------------------------------------------
 
+_NEEDS_RAY = "--engine ray needs Ray: pip install 'medtl[ray]' (or 'ray>=2.9')"
+
+
+def check_ray_support() -> None:
+    """Fail before scoring (no CSV started, no progress bar drawn) when Ray is asked for but not installed."""
+    if importlib.util.find_spec("ray") is None:
+        raise MedtlError(_NEEDS_RAY)
+
+
 def _ray_load(study: Study, prep: dict[str, Any], keep_scan: bool) -> Item:
     return load_study(study, prep, keep_scan)
 
@@ -135,7 +145,7 @@ def ray_stream(studies: Sequence[Study], prep: dict[str, Any], keep_scan: bool, 
     try:
         import ray
     except ImportError:
-        raise MedtlError("--engine ray needs Ray: pip install 'medtl[ray]' (or 'ray>=2.9')") from None
+        raise MedtlError(_NEEDS_RAY) from None
     started = False
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}

@@ -43,7 +43,7 @@ import numpy as np
 
 from medtl._fileutil import CANNOT_WRITE, remove_stale_temps
 from medtl.errors import MedtlError, one_line
-from medtl.infer.engines import ENGINES, load_study, stream_studies
+from medtl.infer.engines import ENGINES, check_ray_support, load_study, stream_studies
 from medtl.infer.isolate import study_timeout as _study_timeout, warm_up
 from medtl.infer.predictor import Predictor, write_saliency
 from medtl.infer.sinks import (
@@ -147,6 +147,8 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
         raise MedtlError(f"batch size must be at least 1, got {batch_size}")
     if parquet:
         check_parquet_support()
+    if engine == "ray":
+        check_ray_support()
     if engine == "local" and workers > 0:
         warm_up(load_study)  # the workers' fork server imports the readers while the model loads
     predictor = model_run if isinstance(model_run, Predictor) else Predictor.from_run(

@@ -231,6 +231,20 @@ def test_cli_score_exit_codes_and_json(tmp_path, run3d, capsys):
     assert refused.value.code == 2
 
 
+def test_ray_engine_without_ray_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """Without Ray, ``--engine ray`` loaded the model, wrote the CSV's header and drew the progress bar
+    before failing; ``--parquet`` was already checked up front."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
+    out = tmp_path / "out" / "scores.csv"
+    with pytest.raises(MedtlError) as refused:
+        score(tmp_path / "no_run_needed", SAMPLE / "ct2d", out, engine="ray", progress=False)
+    assert str(refused.value) == "--engine ray needs Ray: pip install 'medtl[ray]' (or 'ray>=2.9')"
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_ray_engine_gives_the_same_scores(tmp_path, run3d):
     ray = pytest.importorskip("ray", reason="the Ray engine needs ray (pip install 'medtl[ray]')")
