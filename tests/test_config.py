@@ -319,6 +319,17 @@ def test_split_fractions_that_leave_no_training_data_are_a_config_error():
     assert load_config(None, ["data.val_fraction=0.5", "data.test_fraction=0.4"]).data.test_fraction == 0.4
 
 
+def test_a_disk_cache_without_its_folder_is_a_config_error():
+    """``data.cache=disk`` alone reached the dataset as ``ValueError: cache='disk' needs cache_dir``, which the
+    CLI printed as an "internal error ... please report it" once the cohort had been read."""
+    with pytest.raises(ConfigError) as err:
+        load_config("sample_tiny", ["data.cache=disk"])
+    assert str(err.value) == ("data: data.cache is disk but data.cache_dir is not set: name the cache's folder "
+                              "(data.cache_dir=DIR) or keep the cache in memory (data.cache=memory) "
+                              "(1 problem(s); fix the override)")
+    assert load_config("sample_tiny", ["data.cache=disk", "data.cache_dir=c"]).data.cache_dir == "c"
+
+
 @pytest.mark.parametrize("value, bound", [("1.5", "less than or equal to 1"), ("-0.1", "greater than or equal to 0")])
 def test_a_decision_threshold_is_a_probability(value, bound):
     """``eval.threshold=1.5`` was taken: every test case negative, without a word."""

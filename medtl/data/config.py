@@ -53,6 +53,9 @@ class DataConfig(_Section):
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(f"data.val_fraction ({self.val_fraction:g}) and data.test_fraction "
                              f"({self.test_fraction:g}) leave no training data: their sum must be below 1")
+        if self.cache == "disk" and not self.cache_dir:
+            raise ValueError("data.cache is disk but data.cache_dir is not set: name the cache's folder "
+                             "(data.cache_dir=DIR) or keep the cache in memory (data.cache=memory)")
         return self
 
     @field_validator("class_names", "filter", mode="before")
