@@ -377,3 +377,17 @@ def test_a_yes_no_value_for_a_number_is_refused_not_read_as_1(tmp_path):
         with pytest.raises(ConfigError, match=rf"^{item.split('=')[0]}: (true|false) is a yes/no value"):
             load_config("sample_tiny", [item])
     assert load_config("sample_tiny", ["train.keep_epochs=true", "train.amp=off"]).train.keep_epochs is True
+
+
+@pytest.mark.parametrize("override, message", [
+    ("preprocess.percentiles=[0, 150]",
+     "preprocess.percentiles.1: Input should be less than or equal to 100 (1 problem(s); fix the override)"),
+    ("preprocess.percentiles=[99, 1]", "preprocess: preprocess.percentiles [99, 1]: the low percentile comes first "
+                                       "(e.g. [1, 99]) (1 problem(s); fix the override)"),
+])
+def test_window_percentiles_are_checked_before_training(override, message):
+    """150 failed in the first training batch as an internal error; [99, 1] inverted every image silently."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override, "preprocess.window=percentile"])
+    assert str(err.value) == message
+    assert load_config(None, ["preprocess.percentiles=[1, 1]"]).preprocess.percentiles == (1.0, 1.0)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from medtl._schema import Section as _Section
+
+
+#: A percentile: 150 failed inside the first training batch as an internal error
+_Percentile = Annotated[float, Field(ge=0, le=100)]
 
 
 class PreprocessConfig(_Section):
@@ -24,13 +28,22 @@ class PreprocessConfig(_Section):
     window: str = Field("auto", description="Intensity window to [0, 1]: auto (the file's own window, /255 for "
                         "8-bit, -1000..1000 HU for CT, else percentiles), none, percentile, a CT preset (soft_tissue, "
                         "lung, bone, brain, liver, mediastinum) or center/width numbers such as 40/400.")
-    percentiles: tuple[float, float] = Field((0.5, 99.5), description="Low and high percentiles mapped to 0 and 1 "
-                                             "by the percentile window.")
+    percentiles: tuple[_Percentile, _Percentile] = Field((0.5, 99.5), description="Low and high percentiles "
+                                                         "mapped to 0 and 1 by the percentile window.")
     channels: Union[int, Literal["auto"]] = Field(1, description="Channels fed to the network (1 gray, 3 RGB); "
                                                   "auto: 3 when the training images are colour, else 1.")
     normalize: Literal["imagenet", "zscore", "none"] = Field(
         "imagenet", description="After windowing: imagenet (the pretrained weights' mean and std), zscore (each "
         "image to mean 0, std 1 per channel) or none.")
+
+    @model_validator(mode="after")
+    def _percentiles_in_order(self) -> "PreprocessConfig":
+        """[99, 1] inverted every image without a word."""
+        low, high = self.percentiles
+        if low > high:
+            raise ValueError(f"preprocess.percentiles [{low:g}, {high:g}]: the low percentile comes first "
+                             f"(e.g. [{high:g}, {low:g}])")
+        return self
 
 
 #: A zoom factor: a negative one failed inside MONAI's RandZoomd at the first training batch
