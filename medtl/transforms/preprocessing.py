@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -82,6 +83,13 @@ class Preprocessing(PreprocessConfig):
             raise ConfigError(f"preprocess.size={self.size}: sizes must be positive (pixels), or [] to keep the scan's")
         if self.spacing is not None and len(self.spacing) not in (1, 3):
             raise ConfigError(f"preprocess.spacing={self.spacing} must give 1 or 3 values (mm along i, j, k)")
+        if self.spacing is not None and not all(0 < s < math.inf for s in self.spacing):
+            raise ConfigError(f"preprocess.spacing={self.spacing}: spacings are millimetres above 0")
+        pairs = ("LR", "PA", "IS")  # one letter of each, as nibabel's and MONAI's axis codes
+        if self.orientation is not None and sorted(
+                next((i for i, pair in enumerate(pairs) if c in pair), -1) for c in self.orientation) != [0, 1, 2]:
+            raise ConfigError(f"preprocess.orientation={self.orientation!r}: give three axis codes, one of each of "
+                              "L/R, P/A, I/S (e.g. RAS or LPS), or null to keep the voxel order")
         if self.version > PREPROCESSING_VERSION:
             raise ConfigError(f"preprocessing version {self.version} is newer than this medtl "
                               f"({PREPROCESSING_VERSION}); upgrade medtl")

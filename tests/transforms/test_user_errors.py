@@ -28,12 +28,21 @@ def _one_line(exc: BaseException, *needles: str) -> str:
     ({"channels": 2}, ["preprocess.channels=2", "1 (gray) or 3 (RGB)"]),
     ({"normalize": "minmax"}, ["preprocess.normalize", "'imagenet'", "'zscore'", "'none'"]),
     ({"windw": "lung"}, ["preprocess.windw", "window", "size", "spatial_dims"]),
+    # these two reached MONAI's Orientationd / the resampler at the first volume, as an "internal error"
+    ({"orientation": "XYZ"}, ["preprocess.orientation='XYZ'", "one of each of L/R, P/A, I/S", "null"]),
+    ({"spatial_dims": 3, "size": [8], "spacing": [0, 1, 1]}, ["preprocess.spacing=[0.0, 1.0, 1.0]", "above 0"]),
 ])
 def test_bad_settings_are_one_line_config_errors(settings, needles):
     for build in (Preprocessing.from_dict, lambda s: Preprocessing(**s)):
         with pytest.raises(ConfigError) as exc:
             build(settings)
         _one_line(exc.value, *needles)
+
+
+def test_axis_codes_and_spacings_that_are_valid_are_kept():
+    for orientation in ("RAS", "LPS", "SAR", None):
+        assert Preprocessing(spatial_dims=3, size=[8], orientation=orientation).orientation == orientation
+    assert Preprocessing(spatial_dims=3, size=[8], spacing=[0.5, 0.5, 2]).spacing == [0.5, 0.5, 2.0]
 
 
 def test_transform_arguments_are_config_errors():
