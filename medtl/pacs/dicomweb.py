@@ -122,7 +122,7 @@ class DicomWebPacs:
 
     def ping(self) -> None:
         """Raise :class:`PacsError` unless a QIDO search answers (reachability + credentials)."""
-        self._call("search", self.client.search_for_studies, limit=1)
+        self._call("echo (QIDO-RS study search)", self.client.search_for_studies, limit=1)
 
     def find(self, query: Query) -> list[SeriesRef]:
         """Series matching ``query`` (study- and series-level filters in one QIDO-RS search)."""

@@ -82,7 +82,7 @@ def test_retries_is_how_many_times_a_failed_request_is_sent_again(tmp_path):
             pacs = load_pacs_config(cfg, env={})
             assert pacs.retries == retries
             hits.clear()
-            with pytest.raises(PacsError):
+            with pytest.raises(PacsError, match=r"^echo \(QIDO-RS study search\): "):  # the step `pacs echo` ran
                 DicomWebPacs(pacs).ping()
             assert len(hits) == retries + 1, hits
     finally:
