@@ -34,6 +34,7 @@ from medtl.transforms.config import AugmentConfig, PreprocessConfig
 from medtl.errors import ConfigError
 from medtl.io import limits
 from medtl.io.limits import LimitError
+from medtl.transforms.antialias import AntiAliasd
 from medtl.transforms.augment import augmentations
 from medtl.transforms.intensity import WindowIntensityd, parse_window
 from medtl.transforms.layout import ToNetworkLayoutd
@@ -140,7 +141,8 @@ class Preprocessing(PreprocessConfig):
         out.append(WindowIntensityd(keys, spec=self.window, percentiles=self.percentiles))
         size = self.network_size
         if size:
-            out.append(Resized(keys, spatial_size=size[::-1], mode=interp, anti_aliasing=True))
+            out.append(AntiAliasd(keys, spatial_size=size[::-1]))  # Resized's own filter unfolds the volume
+            out.append(Resized(keys, spatial_size=size[::-1], mode=interp, anti_aliasing=False))
         out.append(ToNetworkLayoutd(keys, spatial_dims=dims))
         # Plain tensors from here on: the cache is smaller and cheap to copy each epoch, and MedtlCompose runs the
         # rest without MetaTensor bookkeeping (plain_from); nothing later needs the meta.
