@@ -162,7 +162,23 @@ def hold_lock(lock_path: str | os.PathLike, wait: bool = False) -> Any:
     except OSError:
         fh.close()
         return None
+    try:  # who holds it, for the refusal of the next one (lock_holder)
+        fh.truncate(0)
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+    except OSError:
+        pass
     return fh
+
+
+def lock_holder(lock_path: str | os.PathLike) -> str:
+    """`` (pid N)`` for a refusal message: the running process :func:`hold_lock` recorded in ``lock_path``;
+    empty when the file names none, or a process that is gone."""
+    try:
+        pid = int(Path(lock_path).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return ""
+    return f" (pid {pid})" if pid != os.getpid() and pid_alive(pid) else ""
 
 
 @functools.cache

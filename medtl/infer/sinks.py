@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from medtl._fileutil import atomic_path, error_at, hold_lock
+from medtl._fileutil import atomic_path, error_at, hold_lock, lock_holder
 from medtl.errors import MedtlError
 from medtl.infer.studies import Study
 
@@ -229,9 +229,11 @@ def lock_output(out_csv: Path) -> IO[str]:
     The lock is on a sidecar because resume replaces the CSV itself. Released when the
     returned file is closed, or by the OS when the process dies (a killed run leaves no stale lock).
     """
-    fh = hold_lock(out_csv.with_name(f".{out_csv.name}.lock"))
+    lock_path = out_csv.with_name(f".{out_csv.name}.lock")
+    fh = hold_lock(lock_path)
     if fh is None:
-        raise MedtlError(f"{out_csv}: another `medtl score` is writing this file; wait for it or use another --out")
+        raise MedtlError(f"{out_csv}: another `medtl score`{lock_holder(lock_path)} is writing this file; wait for it "
+                         "or use another --out")
     return fh
 
 

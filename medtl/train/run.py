@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from medtl import __version__
-from medtl._fileutil import atomic_path, error_at, hold_lock, remove_stale_temps, write_json
+from medtl._fileutil import atomic_path, error_at, hold_lock, lock_holder, remove_stale_temps, write_json
 from medtl.config import Config, load_config
 from medtl.errors import ConfigError, DimensionError, MedtlError
 from medtl.io import Scan
@@ -383,8 +383,8 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progres
         out.mkdir(parents=True, exist_ok=True)
         lock = hold_lock(out / ".train.lock")  # two trainings into one folder mixed their files
         if lock is None:
-            raise MedtlError(f"{out}: another `medtl train` is writing this run folder; wait for it or use "
-                             "another --out")
+            raise MedtlError(f"{out}: another `medtl train`{lock_holder(out / '.train.lock')} is writing this run "
+                             "folder; wait for it or use another --out")
     finished = False
     try:
         if is_main and not resume and (out / "checkpoints" / "last.pt").exists():

@@ -319,6 +319,27 @@ def test_two_runs_never_write_one_file(tmp_path, run3d):
     assert score(run3d, folder, out, workers=0, progress=False).scored == 1
 
 
+def test_a_refused_second_run_names_the_process_holding_the_file(tmp_path):
+    """The refusal names the holder's pid, so the user can find it (or see that it is their own job)."""
+    from medtl.infer.sinks import lock_output as _lock
+
+    out = tmp_path / "scores.csv"
+    held = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                             "from medtl.infer.sinks import lock_output; "
+                             f"h = lock_output(Path({str(out)!r})); print('held', flush=True); time.sleep(60)"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline().strip() == "held"
+        with pytest.raises(MedtlError) as refused:
+            _lock(out)
+        assert str(refused.value) == (f"{out}: another `medtl score` (pid {held.pid}) is writing this file; wait "
+                                      "for it or use another --out")
+    finally:
+        held.kill()
+        held.wait()
+    _lock(out).close()  # freed by the OS when its holder was killed
+
+
 def test_other_modality_goes_to_the_errors_file_and_rows_carry_the_ood_score(run2d, tmp_path):
     import pydicom
 

@@ -608,7 +608,7 @@ def test_two_trainings_into_one_run_folder_are_refused_while_the_first_runs(tmp_
                              "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
         assert held.stdout.readline().strip() == "True"
-        with pytest.raises(MedtlError, match="another `medtl train` is writing this run folder"):
+        with pytest.raises(MedtlError, match=rf"another `medtl train` \(pid {held.pid}\) is writing this run folder"):
             train(tiny_cfg("train.epochs=1"), out, progress=False)
         assert not (out / "config.yaml").exists()
     finally:
