@@ -171,6 +171,24 @@ def hold_lock(lock_path: str | os.PathLike, wait: bool = False) -> Any:
     return fh
 
 
+def lock_held(lock_path: str | os.PathLike) -> bool:
+    """Whether another process holds :func:`hold_lock` on ``lock_path`` now; read-only (a shared lock tried
+    and let go at once), so a reader may ask in a folder it cannot write. False without the file."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        with open(lock_path) as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+    except OSError:
+        return False
+    return False
+
+
 def lock_holder(lock_path: str | os.PathLike) -> str:
     """`` (pid N)`` for a refusal message: the running process :func:`hold_lock` recorded in ``lock_path``;
     empty when the file names none, or a process that is gone."""

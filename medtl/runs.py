@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medtl._fileutil import atomic_path, write_json
+from medtl._fileutil import atomic_path, lock_held, lock_holder, write_json
 from medtl.errors import MedtlError, one_line
 
 __all__ = [
@@ -120,6 +120,10 @@ def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         if not Path(run_dir).is_dir():
             raise MedtlError(f"{run_dir}: no such folder (give a run directory written by `medtl train`)")
+        lock = Path(run_dir) / ".train.lock"
+        if lock_held(lock):
+            raise MedtlError(f"{run_dir}: a `medtl train`{lock_holder(lock)} is writing this run now, so it has no "
+                             "model card yet: wait for it to finish")
         if (Path(run_dir) / "checkpoints" / "last.pt").is_file():
             raise MedtlError(f"{run_dir}: the run did not finish (interrupted?), so it has no model card yet: "
                              f"resume it with `medtl train --out {run_dir} --resume`")
