@@ -179,13 +179,17 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
                            errors_csv=str(errors_path), engine=engine, workers=workers,
                            saliency_dir=str(sal_dir) if sal_dir else None, model_warnings=predictor.model_warnings)
     lock = lock_output(out_csv)
+    errors_lock = None
     try:
+        errors_lock = lock_output(errors_path, "--errors")  # two runs given one --errors kept only the last's rows
         remove_stale_temps(out_csv.parent, names={out_csv.name})  # a rewrite of it that a kill cut short
         columns = score_columns(predictor.class_names)
         done = recover_scores(out_csv, columns, predictor.model_id)
         _score_pending(predictor, found, done, summary, out_csv, errors_path, columns, workers, batch_size, engine,
                        sal_dir, saliency_method, progress, ray_address, timeout)
     finally:
+        if errors_lock is not None:
+            errors_lock.close()
         lock.close()
     if parquet_path is not None:
         write_parquet(out_csv, parquet_path)

@@ -223,8 +223,9 @@ def recover_scores(path: Path, columns: list[str], model_id: str) -> set[str]:
     return {r["key"] for r in rows}
 
 
-def lock_output(out_csv: Path) -> IO[str]:
-    """Hold an exclusive lock on ``.<name>.lock`` beside the output so two runs never append to one file.
+def lock_output(out_csv: Path, flag: str = "--out") -> IO[str]:
+    """Hold an exclusive lock on ``.<name>.lock`` beside the output so two runs never append to one file
+    (``flag``: the option that named it, for the refusal).
 
     The lock is on a sidecar because resume replaces the CSV itself. Released when the
     returned file is closed, or by the OS when the process dies (a killed run leaves no stale lock).
@@ -233,7 +234,7 @@ def lock_output(out_csv: Path) -> IO[str]:
     fh = hold_lock(lock_path)
     if fh is None:
         raise MedtlError(f"{out_csv}: another `medtl score`{lock_holder(lock_path)} is writing this file; wait for it "
-                         "or use another --out")
+                         f"or use another {flag}")
     return fh
 
 

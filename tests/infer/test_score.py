@@ -559,4 +559,28 @@ def test_a_rewrite_of_the_scores_a_kill_cut_short_leaves_no_temporary_file(tmp_p
     summary = score(run, studies, out_dir / "scores.csv", workers=0, progress=False)
     assert summary.scored == 1
     assert sorted(p.name for p in out_dir.iterdir()) == [".other.csv.k1ll3d00.tmp.csv", ".scores.csv.lock",
-                                                          "scores.csv", "scores.errors.csv"]
+                                                          ".scores.errors.csv.lock", "scores.csv",
+                                                          "scores.errors.csv"]
+
+
+def test_two_runs_given_one_errors_file_are_refused_not_merged_into_the_last_ones(tmp_path, run2d):
+    """With one --errors for two runs at once, the second's errors file replaced the first's: its failures were lost."""
+    from medtl._fileutil import hold_lock
+    from medtl.infer.sinks import lock_output as _lock
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "bad.dcm").write_text("junk")
+    shared = tmp_path / "shared.errors.csv"
+    held = hold_lock(tmp_path / ".shared.errors.csv.lock")  # another run writing it
+    try:
+        with pytest.raises(MedtlError, match=r"shared.errors.csv: another `medtl score` is writing this file; wait "
+                                             r"for it or use another --errors$"):
+            score(run2d, folder, tmp_path / "b.csv", errors_csv=shared, workers=0, progress=False)
+    finally:
+        held.close()
+    assert not shared.exists()
+    summary = score(run2d, folder, tmp_path / "b.csv", errors_csv=shared, workers=0, progress=False)
+    assert summary.failed == 1 and "bad.dcm" in shared.read_text()
+    _lock(tmp_path / "b.csv").close()  # both locks were let go
+    _lock(shared).close()
