@@ -106,6 +106,8 @@ class Listener:
         errors = self.work / "errors" / f"{study_uid}.csv"
         errors.parent.mkdir(parents=True, exist_ok=True)
         s = score(self.predictor, folder, self.work / "scores.csv", workers=0, progress=False, errors_csv=errors)
+        # score's lock beside this study's own errors file: one hidden file per study would pile up in errors/
+        errors.with_name(f".{errors.name}.lock").unlink(missing_ok=True)
         here = [r for r in _rows(self.work / "scores.csv") if r["path"].startswith(str(folder) + os.sep)]
         self._warn_if_scored_early(study_uid, here)
         summary = PacsRunSummary(scored=s.scored, skipped=s.skipped, failed=s.failed)

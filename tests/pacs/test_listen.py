@@ -139,3 +139,4 @@ def test_a_series_that_arrives_in_two_bursts_says_its_results_cover_the_first(tr
         shutil.copy(f, series / f.name)
     listener.process(first.StudyInstanceUID)
     assert f"has {len(files)} instances now but was scored on 10" in capsys.readouterr().out
+    assert not list((tmp_path / "work" / "errors").glob(".*.lock"))  # no lock file left per study
