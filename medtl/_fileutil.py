@@ -199,11 +199,60 @@ def lock_holder(lock_path: str | os.PathLike) -> str:
     return f" (pid {pid})" if pid != os.getpid() and pid_alive(pid) else ""
 
 
+def read_small_text(path: str | os.PathLike, limit: int, error: type[Exception], what: str) -> str:
+    """The UTF-8 text of a small file medtl is given to read (a config, a secret), reading at most ``limit``
+    bytes of it: a file of hundreds of MB (or ``/dev/zero``) took minutes and gigabytes to refuse. Any problem
+    is ``error`` in one line naming the file, never quoting it (``what``: "config", "PACS config"...)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise error(f"{path}: over {limit:,} bytes, too large for a {what} (is it the right file?)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text (save the {what} as UTF-8)") from None
+
+
+#: The largest YAML file medtl reads (a config, the PACS settings): the shipped recipes are under 3 KB, and
+#: PyYAML, pure Python, took 20 s over a MB of one long list on a busy CPU core.
+MAX_YAML_BYTES = 1 << 18
+
+#: The most levels of nesting a YAML file medtl reads may have: a config needs four or five, and PyYAML
+#: composes nodes recursively, so a file of ``[[[[...`` a thousand deep ended in a RecursionError.
+MAX_YAML_DEPTH = 100
+
+
+@functools.cache
+def depth_limited_loader() -> type:
+    """PyYAML's safe loader, refusing nesting deeper than :data:`MAX_YAML_DEPTH` with a ``yaml.YAMLError``."""
+    import yaml
+
+    class DepthLimitedLoader(yaml.SafeLoader):
+        """A SafeLoader that counts the depth it composes at."""
+
+        _depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self._depth >= MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested over {MAX_YAML_DEPTH} levels deep (flatten it)", self.peek_event().start_mark)
+            self._depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+    return DepthLimitedLoader
+
+
 @functools.cache
 def _unique_key_loader() -> type:
     import yaml
 
-    class UniqueKeyLoader(yaml.SafeLoader):
+    class UniqueKeyLoader(depth_limited_loader()):  # type: ignore[misc]
         """PyYAML's safe loader, refusing a key given twice in one mapping: it keeps the last silently, so
         a second ``train:`` (or ``dicomweb:``) section dropped every key of the first without a word."""
 

@@ -22,7 +22,7 @@ from typing import Any, Literal, Sequence
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from medtl._fileutil import load_yaml, yaml_problem
+from medtl._fileutil import MAX_YAML_BYTES, MAX_YAML_DEPTH, depth_limited_loader, load_yaml, read_small_text, yaml_problem
 from medtl._recipes import list_recipes, recipe_path
 from medtl._schema import Section, first_problem, one_line_message
 from medtl.data.config import DataConfig
@@ -156,7 +156,7 @@ def _is_section(annotation: Any) -> bool:
 
 # --- overrides and validation ----------------------------------------------------------------
 
-class _OverrideLoader(yaml.SafeLoader):
+class _OverrideLoader(depth_limited_loader()):  # type: ignore[misc]
     """YAML for a command-line value, where only ``true``/``false`` are booleans (YAML 1.2): a site
     called ``NO`` or classes ``[no, yes]`` stay text, as typed."""
 
@@ -195,7 +195,10 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.epochs=5)")
     try:
         value = yaml.load(raw, Loader=_OverrideLoader) if raw.strip() else None  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError:
+    except yaml.YAMLError as exc:
+        if "levels deep" in str(exc):  # the depth limit: say so, not that the shell cut it
+            raise ConfigError(f"override {key.strip()}=...: nested over {MAX_YAML_DEPTH} levels deep "
+                              "(flatten it)") from None
         if raw.lstrip().startswith(("{", "[")):  # the shell cut `train={epochs: 3}` at its spaces
             example = "{epochs: 3, lr: 3e-4}" if raw.lstrip().startswith("{") else "[128, 128]"
             raise ConfigError(f"override {item!r}: the {'mapping' if example[0] == '{' else 'list'} is not closed; "
@@ -294,13 +297,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     text = ""
     if path is not None:
         p = recipe_path(path)
+        text = read_small_text(p, MAX_YAML_BYTES, ConfigError, "config")
         try:
-            text = p.read_text(encoding="utf-8")
             data = load_yaml(text) or {}
-        except OSError as exc:
-            raise ConfigError(f"{p}: cannot read the config ({exc.strerror or exc})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{p}: not UTF-8 text (save the config as UTF-8)") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML ({yaml_problem(exc)})") from None
         if not isinstance(data, dict):

@@ -137,6 +137,21 @@ def test_unreadable_and_non_utf8_configs_are_config_errors(tmp_path):
         load_config(tmp_path / "latin1.yaml")
 
 
+def test_a_huge_or_deeply_nested_config_is_one_line_in_bounded_time(tmp_path):
+    """200 MB of YAML took minutes (and a GB) to parse; 1,000 levels of ``[`` ended in a RecursionError
+    reported as an internal error, in a file as in an override."""
+    (tmp_path / "big.yaml").write_text("train:\n  epochs: 3\n" + "#" * (1 << 18) + "\n")
+    with pytest.raises(ConfigError, match=r"big.yaml: over 262,144 bytes, too large for a config"):
+        load_config(tmp_path / "big.yaml")
+    (tmp_path / "deep.yaml").write_text("model:\n  kwargs:\n    x: " + "[" * 1000 + "]" * 1000 + "\n")
+    with pytest.raises(ConfigError, match=r"deep.yaml: not valid YAML \(line 3: nested over 100 levels deep"):
+        load_config(tmp_path / "deep.yaml")
+    with pytest.raises(ConfigError, match=r"^override model.kwargs=\.\.\.: nested over 100 levels deep \(flatten it\)$"):
+        load_config(None, ["model.kwargs={a: " + "[" * 1000 + "]" * 1000 + "}"])
+    (tmp_path / "ok.yaml").write_text("model:\n  kwargs:\n    x: " + "[" * 90 + "]" * 90 + "\n")
+    assert str(load_config(tmp_path / "ok.yaml").model.kwargs["x"]) == "[" * 90 + "]" * 90
+
+
 def test_one_override_given_as_text_says_to_make_it_a_list():
     """It was iterated letter by letter: "override 't' must look like section.key=value"."""
     with pytest.raises(ConfigError, match=r"overrides are a list of key=value items, got the text 'train.epochs=5' "

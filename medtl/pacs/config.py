@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from medtl._fileutil import load_yaml, yaml_problem
+from medtl._fileutil import MAX_YAML_BYTES, load_yaml, read_small_text, yaml_problem
 from medtl.errors import MedtlError
 
 __all__ = ["DEFAULT_CONFIG", "PacsConfig", "PacsError", "load_pacs_config", "redact"]
@@ -155,10 +155,7 @@ def redact(text: str, config: PacsConfig | None = None, secrets: list[str] | Non
 
 def _read_secret_file(path: str, what: str) -> str:
     p = Path(path).expanduser()
-    try:
-        value = p.read_text().strip()
-    except OSError as exc:
-        raise MedtlError(f"{p}: cannot read the {what} file ({exc.strerror or exc})") from None
+    value = read_small_text(p, 1 << 16, MedtlError, f"{what} file").strip()
     if not value:
         raise MedtlError(f"{p}: the {what} file is empty")
     return value
@@ -227,10 +224,9 @@ def _check_file_value(path: Path, key: str, value: Any) -> None:
 def _from_file(path: Path) -> dict[str, Any]:
     import yaml
 
+    text = read_small_text(path, MAX_YAML_BYTES, MedtlError, "PACS config")
     try:
-        raw = load_yaml(path.read_text()) or {}
-    except OSError as exc:
-        raise MedtlError(f"{path}: cannot read the PACS config ({exc.strerror or exc})") from None
+        raw = load_yaml(text) or {}
     except yaml.YAMLError as exc:  # the reason without the file's text: a line may hold a password
         raise MedtlError(f"{path}: not valid YAML ({yaml_problem(exc, hide_values=True)})") from None
     if not isinstance(raw, dict):

@@ -143,3 +143,22 @@ def test_a_bad_number_names_the_file_and_key_and_is_never_bent_into_one(tmp_path
     with pytest.raises(MedtlError, match=r"^MEDTL_PACS_PORT must be a port number \(1-65535\), got 'abc'$"):
         load_pacs_config(None, env={"MEDTL_PACS_PORT": "abc"})
     assert load_pacs_config(None, env={"MEDTL_PACS_PORT": "104", "MEDTL_PACS_TIMEOUT": "2.5"}).port == 104
+
+
+def test_a_huge_deep_or_binary_config_or_secret_file_is_one_line(tmp_path):
+    """A PACS config of 200 MB took minutes, a nested one or one not UTF-8 was an internal error, and a
+    password_file of /dev/zero filled the memory."""
+    cases = {"big.yaml": b"#" * (1 << 18) + b"\n", "deep.yaml": b"dicomweb: " + b"[" * 1000 + b"]" * 1000,
+             "utf16.yaml": "dicomweb:\n  url: http://h\n".encode("utf-16")}
+    messages = {"big.yaml": r"big.yaml: over 262,144 bytes, too large for a PACS config",
+                "deep.yaml": r"deep.yaml: not valid YAML \(line 1: nested over 100 levels deep",
+                "utf16.yaml": r"utf16.yaml: not UTF-8 text \(save the PACS config as UTF-8\)"}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(MedtlError, match=messages[name]):
+            load_pacs_config(tmp_path / name, env={})
+    cfg = tmp_path / "pacs.yaml"
+    cfg.write_text("dicomweb:\n  url: http://h/dicom-web\n  user: u\n  password_file: /dev/zero\n")
+    cfg.chmod(0o600)
+    with pytest.raises(MedtlError, match=r"^/dev/zero: over 65,536 bytes, too large for a password file"):
+        load_pacs_config(cfg, env={})
