@@ -124,19 +124,38 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+#: The longest line of a manifest CSV read: a row is a path and a few short columns.
+MAX_CSV_LINE = 1 << 20
+
+
+def _csv_lines(f: Any, limit: int = MAX_CSV_LINE) -> Iterator[str]:
+    """The lines of text file ``f`` for :mod:`csv`, refusing one over ``limit`` characters before reading it
+    whole (a 2 GB line filled the memory) and a NUL character (a binary file, not text)."""
+    while line := f.readline(limit + 1):
+        if len(line) > limit:
+            raise csv.Error(f"a line over {limit:,} characters")
+        if "\0" in line:
+            raise csv.Error("a NUL character: binary data, not text")
+        yield line
+
+
 def read_csv_rows(path: Path, error: type[Exception], columns: str) -> tuple[list[str], list[dict[str, str]]]:
     """Column names and rows of a manifest CSV as a spreadsheet saves it (a byte-order mark, padded
-    column names); an unreadable, non-UTF-8 or malformed file is ``error`` in one line, ``columns``
-    saying which the file should have."""
+    column names); an unreadable, non-UTF-8 or malformed file (a quote never closed, a NUL character, a
+    line over :data:`MAX_CSV_LINE` characters) is ``error`` in one line, ``columns`` saying which the
+    file should have."""
+    reader = None
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
+            reader = csv.DictReader(_csv_lines(f), strict=True)
             fields = [c.strip() for c in (reader.fieldnames or [])]
             return fields, [{(k or "").strip(): v for k, v in row.items()} for row in reader]
     except UnicodeDecodeError:
         raise error(f"{path}: not UTF-8 text (save the manifest as CSV UTF-8)") from None
     except csv.Error as exc:
-        raise error(f"{path}: not a readable CSV ({exc}; {columns})") from None
+        line = f"the row from line {reader.line_num + 1}: " if reader is not None else ""
+        what = "a quote (\") opened and never closed" if str(exc) == "unexpected end of data" else exc
+        raise error(f"{path}: not a readable CSV ({line}{what}; {columns})") from None
     except OSError as exc:
         raise error(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
 

@@ -58,6 +58,19 @@ def test_a_manifest_that_is_not_utf8_is_a_config_error(tmp_path):
         load_manifest(csv)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("path,label\na.png,0\x00\nb.png,1\n", r"the row from line 2: a NUL character: binary data, not text"),
+    ('path,label\n"a.png,0\nb.png,1\n', r"the row from line 2: a quote \(\"\) opened and never closed"),
+    ("path,label\n" + "x" * (1 << 20) + ",0\n", r"the row from line 2: a line over 1,048,576 characters"),
+])
+def test_a_manifest_with_nul_an_open_quote_or_a_huge_line_is_refused_in_one_line(tmp_path, text, message):
+    """A NUL in a label trained a class named '0\\x00'; an unclosed quote swallowed the rest of the file and
+    was reported as a row without a label; a 2 GB line was read whole into memory (MemoryError)."""
+    (tmp_path / "m.csv").write_text(text)
+    with pytest.raises(ConfigError, match=r"m.csv: not a readable CSV \(" + message + r"; columns path,label"):
+        load_manifest(tmp_path / "m.csv", check_files=False)
+
+
 def test_an_empty_cohort_folder_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch):
     _png(tmp_path / "cat" / "a.png")
     _png(tmp_path / "dog" / "b.png")
