@@ -532,7 +532,9 @@ def check_classes(cohort: Any, where: Any) -> None:
         hint = ("integer labels are class indices 0..K-1, so labels 1 and 2 leave class 0 empty: number the classes "
                 "from 0, or use class names") if all(str(n).isdigit() for n in counts) else \
             "give it training images, or leave it out of data.class_names"
-        raise MedtlError(f"{where}: class {empty[0]!r} has no training image (of classes {list(counts)}); {hint}")
+        names = list(counts)
+        shown = f"{names}" if len(names) <= 10 else f"{len(names):,} classes, e.g. {names[:5]}"
+        raise MedtlError(f"{where}: class {empty[0]!r} has no training image (of {shown}); {hint}")
 
 
 def check_patient_splits(cohort: Any, where: Any) -> None:

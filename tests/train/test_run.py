@@ -468,6 +468,19 @@ def test_labels_a_classifier_cannot_learn_from_are_refused_before_training(tmp_p
     assert not (tmp_path / "run" / "config.yaml").exists()  # refused before anything of a run was written
 
 
+def test_an_empty_class_among_thousands_is_named_in_a_short_line():
+    """A manifest with 10,000 labels listed every one of them in the error (over 100 KB of one line)."""
+    from medtl.data import Cohort
+    from medtl.train.run import check_classes
+
+    names = [f"L{i}" for i in range(10_000)]
+    cohort = Cohort(items=[{"image": "a", "label": k, "split": "train"} for k in (0, 1)], class_names=names)
+    with pytest.raises(MedtlError) as err:
+        check_classes(cohort, "m.csv")
+    assert str(err.value) == ("m.csv: class 'L2' has no training image (of 10,000 classes, e.g. ['L0', 'L1', 'L2', "
+                              "'L3', 'L4']); give it training images, or leave it out of data.class_names")
+
+
 def test_a_refused_training_leaves_no_run_folder_behind(tmp_path):
     """A bad data path used to leave OUT holding only its lock: an empty 'run' that later commands reject."""
     missing = f"data.path={tmp_path / 'missing.csv'}"
