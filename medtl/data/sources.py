@@ -28,6 +28,10 @@ MEDMNIST_CLASSES: dict[str, list[str]] = {
     "adrenalmnist3d": ["normal", "hyperplasia"],
 }
 
+#: Integer labels are class indices: one past this and past the number of rows is a wrong label, not a class
+#: to make a name for (a label of 10^12 listed 10^12 class names until the memory ran out).
+_MANY_CLASSES = 100_000
+
 #: Files in a class folder that are never images.
 _JUNK = {"thumbs.db", "desktop.ini", "readme", "readme.txt", "readme.md"}
 
@@ -89,6 +93,9 @@ def _label_map(raw: list[str], class_names: list[str] | None, where: str) -> tup
         if min(ints) < 0:
             raise ConfigError(f"{where}: integer labels must be class indices 0..K-1, found {min(ints)}")
         k = max(ints) + 1
+        if not class_names and k > max(len(ints), _MANY_CLASSES):  # k class names would fill the memory
+            raise ConfigError(f"{where}: label {k - 1} found among {len(ints)} rows; integer labels are class "
+                              "indices 0..K-1")
         names = list(class_names) if class_names else [str(i) for i in range(k)]
         if len(names) < k:
             raise ConfigError(f"{where}: label {k - 1} found but only {len(names)} class_names given")
@@ -243,6 +250,55 @@ def _medmnist_missing(path: Path) -> ConfigError:
         f"connected machine run pip install medmnist, then {fetch}, and copy the .npz here)")
 
 
+def _npz_array(npz: Any, key: str, path: Path) -> np.ndarray:
+    """Array ``key`` of an open ``.npz``, checked from its ``.npy`` header before it is read: an object
+    array (pickle, which medtl never loads) is refused, and so is a header claiming more bytes than the
+    archive stores for it (a 100-byte member claiming 10^12 elements was allocated, then a MemoryError)."""
+    import zipfile
+
+    name = f"{key}.npy"
+    try:
+        info = npz.zip.getinfo(name)
+        with npz.zip.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(f)
+            offset = f.tell()
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"{path}: {key} is not a readable array ({exc}); re-download or re-save the file") \
+            from None
+    if dtype.hasobject:
+        raise ConfigError(f"{path}: {key} holds Python objects (a pickle), which medtl never loads; save it as a "
+                          "numeric array (np.savez with uint8 or float images, integer labels)")
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if need > info.file_size - offset:
+        raise ConfigError(f"{path}: {key}'s header says shape {tuple(shape)} ({need:,} bytes) but the file stores "
+                          f"{info.file_size - offset:,} bytes of it: damaged; re-download or re-save it")
+    try:
+        return npz[key]
+    except MemoryError:
+        raise ConfigError(f"{path}: {key} of shape {tuple(shape)} ({need / 2**30:.1f} GiB) does not fit in memory "
+                          "here; use a smaller version of the dataset or a machine with more memory") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"{path}: {key} is not a readable array ({exc}); re-download or re-save the file") \
+            from None
+
+
+def _class_indices(labels: np.ndarray, key: str, path: Path) -> np.ndarray:
+    """``labels`` as int64 class indices, refusing what is not one (a fraction, NaN, text, a negative number):
+    ``astype`` truncated 0.5 to class 0 and NaN to a huge negative number without a word."""
+    integral = labels.dtype.kind in "biu" or (
+        labels.dtype.kind == "f" and bool(np.isfinite(labels).all()) and bool((labels == np.round(labels)).all()))
+    if not integral:
+        raise ConfigError(f"{path}: {key} are {labels.dtype} values, not class indices 0..K-1 (save the labels "
+                          "as integers)")
+    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int64).max):
+        raise ConfigError(f"{path}: {key} holds {labels.min() if labels.min() < 0 else labels.max()}, not a class "
+                          "index 0..K-1")
+    return labels.astype(np.int64)
+
+
 def load_medmnist(path: str | os.PathLike, class_names: list[str] | None = None) -> Cohort:
     """Read a MedMNIST ``.npz``: ``{train,val,test}_images`` and ``_labels`` (``(N, 1)`` integers).
 
@@ -269,12 +325,15 @@ def load_medmnist(path: str | os.PathLike, class_names: list[str] | None = None)
         for s in splits:
             if f"{s}_labels" not in keys:
                 raise ConfigError(f"{path}: {s}_images without {s}_labels")
-            images = npz[f"{s}_images"]
-            labels = np.asarray(npz[f"{s}_labels"])
+            images = _npz_array(npz, f"{s}_images", path)
+            if images.ndim not in (3, 4) or images.dtype.kind not in "biuf":
+                raise ConfigError(f"{path}: {s}_images is {images.dtype} of shape {images.shape}, not numbers of "
+                                  "shape (N, H, W), (N, H, W, 3) or (N, D, H, W); save the images as such")
+            labels = np.asarray(_npz_array(npz, f"{s}_labels", path))
             if labels.ndim == 2 and labels.shape[1] != 1:
                 raise ConfigError(f"{path}: labels of shape {labels.shape} are multi-label; medtl trains "
                                   "single-label classifiers")
-            labels = labels.reshape(-1).astype(np.int64)
+            labels = _class_indices(labels.reshape(-1), f"{s}_labels", path)
             if len(labels) != len(images):
                 raise ConfigError(f"{path}: {len(images)} {s} images but {len(labels)} labels")
             if images.dtype.kind in "fc" and not np.isfinite(images).all():
@@ -283,6 +342,9 @@ def load_medmnist(path: str | os.PathLike, class_names: list[str] | None = None)
                                   "(NaN or infinite); replace them (e.g. with the background value)")
             n_max = max(n_max, int(labels.max()) + 1 if len(labels) else 0)
             items += [{"image": images[i], "label": int(labels[i]), "split": s} for i in range(len(labels))]
+    if not class_names and n_max > max(len(items), _MANY_CLASSES):  # n_max class names would fill the memory
+        raise ConfigError(f"{path}: label {n_max - 1} found among {len(items)} images; labels are class indices "
+                          "0..K-1")
     flag = re.sub(r"_\d+$", "", path.stem.lower())
     names = list(class_names) if class_names else MEDMNIST_CLASSES.get(flag, [str(i) for i in range(n_max)])
     if len(names) < n_max:

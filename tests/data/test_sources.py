@@ -136,6 +136,62 @@ def test_medmnist_errors(tmp_path):
     assert str(err.value).startswith(f"{tmp_path / 'float.npz'}: 1 of 32 values of train_images are not finite")
 
 
+def _hostile_npz(path, key, value=None, header=None):
+    """A small valid MedMNIST-like ``.npz`` with ``key`` replaced by ``value``, or by a bare ``.npy`` header
+    claiming ``header`` (dtype, shape) followed by 100 bytes."""
+    import io
+    import zipfile
+
+    arrays = {f"{s}_{k}": (np.zeros((4, 8, 8), np.uint8) if k == "images" else np.array([[0], [1], [0], [1]]))
+              for s in ("train", "val", "test") for k in ("images", "labels")}
+    with zipfile.ZipFile(path, "w") as z:
+        for name, array in {**arrays, key: value}.items():
+            buf = io.BytesIO()
+            if name == key and header is not None:
+                dtype, shape = header
+                np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+                buf.write(bytes(100))
+            else:
+                np.save(buf, array, allow_pickle=True)
+            z.writestr(f"{name}.npy", buf.getvalue())
+
+
+_OBJECTS = np.empty(4, dtype=object)
+_OBJECTS[:] = [np.zeros((8, 8))] * 4
+
+
+@pytest.mark.parametrize("key, value, header, message", [
+    ("train_images", _OBJECTS, None, r"train_images holds Python objects \(a pickle\), which medtl never loads"),
+    ("train_images", None, ("|u1", (10**6, 10**3, 10**3)), r"train_images's header says shape \(1000000, 1000, "
+     r"1000\) \(1,000,000,000,000 bytes\) but the file stores 100 bytes of it: damaged"),
+    ("train_images", np.array(["a", "b", "c", "d"]), None, r"train_images is <U1 of shape \(4,\), not numbers"),
+    ("train_images", np.zeros(4, np.uint8), None, r"train_images is uint8 of shape \(4,\), not numbers of shape"),
+    ("train_labels", np.array([[0.5], [1], [0], [1]]), None, r"train_labels are float64 values, not class indices"),
+    ("train_labels", np.array([[np.nan], [1], [0], [1]]), None, r"train_labels are float64 values, not class"),
+    ("train_labels", np.array([[-3], [1], [0], [1]]), None, r"train_labels holds -3, not a class index"),
+    ("train_labels", np.array([[10**12], [1], [0], [1]]), None, r"label 1000000000000 found among 12 images"),
+])
+def test_a_hostile_npz_is_refused_in_one_line_before_it_is_loaded(tmp_path, key, value, header, message):
+    """A pickled array was an internal error, a header claiming 10^12 elements and a label of 10^12 were
+    MemoryErrors, text images were read as file paths and a label of 0.5 trained as class 0."""
+    _hostile_npz(tmp_path / "x.npz", key, value, header)
+    with pytest.raises(ConfigError, match=r"^\S*x.npz: " + message):
+        load_medmnist(tmp_path / "x.npz")
+
+
+def test_npz_labels_saved_as_whole_floats_still_load(tmp_path):
+    _hostile_npz(tmp_path / "x.npz", "train_labels", np.array([[0.0], [1.0], [0.0], [1.0]]))
+    assert [it["label"] for it in load_medmnist(tmp_path / "x.npz").split("train")] == [0, 1, 0, 1]
+
+
+def test_an_integer_label_far_past_the_rows_is_refused_not_named(tmp_path):
+    """A manifest label of 10^12 made 10^12 class names ('0', '1', ...) until the memory ran out."""
+    (tmp_path / "m.csv").write_text("path,label\na.png,0\nb.png,1000000000000\n")
+    with pytest.raises(ConfigError, match=r"m.csv: label 1000000000000 found among 2 rows; integer labels are "
+                                          r"class indices 0..K-1"):
+        load_manifest(tmp_path / "m.csv", check_files=False)
+
+
 def test_real_pneumoniamnist(shared):
     path = shared("data/medmnist/pneumoniamnist.npz")
     c = load_items(DataConfig(path=str(path)))
