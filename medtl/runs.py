@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medtl._fileutil import atomic_path, lock_held, lock_holder, write_json
+from medtl._fileutil import atomic_path, lock_held, lock_holder, read_small_text, write_json
 from medtl.errors import MedtlError, one_line
 
 __all__ = [
@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 CARD_FORMAT = "medtl-model-card/1"
+#: The largest model card read: a card is a few KB (its metrics and data summary); 500 MB took seconds and GBs.
+MAX_CARD_BYTES = 1 << 24
 #: Keys every model card has; :func:`read_card` refuses a card without them.
 CARD_KEYS = ("format", "name", "class_names", "model", "preprocessing", "files")
 INTENDED_USE = (
@@ -128,17 +130,39 @@ def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
             raise MedtlError(f"{run_dir}: the run did not finish (interrupted?), so it has no model card yet: "
                              f"resume it with `medtl train --out {run_dir} --resume`")
         raise MedtlError(f"{run_dir}: no model_card.json (give a run directory written by `medtl train`)")
+    text = read_small_text(path, MAX_CARD_BYTES, MedtlError, "model card")
     try:
-        card = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MedtlError(f"{path}: damaged model card ({getattr(exc, 'msg', exc)})") from None
+        card = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MedtlError(f"{path}: damaged model card ({exc.msg}); retrain, or restore the file") from None
+    except RecursionError:
+        raise MedtlError(f"{path}: damaged model card (nested too deeply); retrain, or restore the file") from None
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         fmt = card.get("format") if isinstance(card, dict) else None
         raise MedtlError(f"{path}: unknown model card format {fmt!r} (expected {CARD_FORMAT})")
     missing = [k for k in CARD_KEYS if k not in card]
     if missing:
         raise MedtlError(f"{path}: model card lacks {', '.join(missing)} (retrain, or restore the file)")
+    _check_card_values(card, path)
     return card
+
+
+def _check_card_values(card: dict[str, Any], path: Path) -> None:
+    """Refuse card values that no training writes and that prediction would act on without a word (a
+    threshold of 1e308 says no to every scan, class_names "ab" read as classes a and b) or size a network
+    by (num_classes 10^9 asked torch for terabytes)."""
+    names, model, threshold = card["class_names"], card["model"], card.get("threshold")
+    problem = None
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, (str, int)) for n in names):
+        problem = "class_names is not a list of two or more class names"
+    elif not isinstance(model, dict) or model.get("num_classes") != len(names):
+        got = model.get("num_classes") if isinstance(model, dict) else None
+        problem = f"model.num_classes is {str(got)[:20]}, not the number of class_names ({len(names):,})"
+    elif threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                    or not 0 <= threshold <= 1):
+        problem = f"threshold {str(threshold)[:20]!r} is not a probability between 0 and 1"
+    if problem:
+        raise MedtlError(f"{path}: {problem} (retrain, or restore model_card.json)")
 
 
 def card_hash(run_dir: str | os.PathLike) -> str:

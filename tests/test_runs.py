@@ -129,3 +129,68 @@ def test_a_run_being_trained_says_to_wait_not_to_resume_it(tmp_path):
         held.wait()
     with pytest.raises(MedtlError, match=r"did not finish \(interrupted\?\)"):  # its holder gone: resume it
         read_card(run)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["model"].update(num_classes=10**9), r"model.num_classes is 1000000000, not the number of "
+                                                       r"class_names \(2\)"),
+    (lambda c: c.update(class_names=[f"c{i}" for i in range(10**5)]), r"model.num_classes is 2, not the number "
+                                                                       r"of class_names \(100,000\)"),
+    (lambda c: c.update(class_names="ab"), r"class_names is not a list of two or more class names"),
+    (lambda c: c.update(threshold=1e308), r"threshold '1e\+308' is not a probability between 0 and 1"),
+    (lambda c: c.update(threshold="0.5"), r"threshold '0.5' is not a probability between 0 and 1"),
+])
+def test_card_values_no_training_writes_are_refused_before_use(tmp_path, edit, message):
+    """num_classes 10^9 asked torch for 2 TB (an internal error), a threshold of 1e308 said no to every scan and
+    class_names "ab" read as classes a and b, without a word; 10^5 names were all listed in one error line."""
+    import json
+
+    from medtl.errors import MedtlError
+    from medtl.runs import read_card
+
+    from .conftest import write_untrained_run
+
+    run = write_untrained_run(tmp_path / "run")
+    card = json.loads((run / "model_card.json").read_text())
+    edit(card)
+    (run / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(MedtlError, match=rf"^{run / 'model_card.json'}: {message} \(retrain, or restore "
+                                         r"model_card.json\)$"):
+        read_card(run)
+
+
+def test_a_huge_or_deeply_nested_card_is_one_line(tmp_path, monkeypatch):
+    """A 1,000-deep card was a RecursionError (an internal error); a 500 MB one was read whole (1.5 GB)."""
+    from medtl import runs
+    from medtl.errors import MedtlError
+
+    (tmp_path / "model_card.json").write_text('{"a": ' * 1000 + "1" + "}" * 1000)
+    with pytest.raises(MedtlError, match=r"model_card.json: damaged model card \(nested too deeply\); retrain"):
+        runs.read_card(tmp_path)
+    monkeypatch.setattr(runs, "MAX_CARD_BYTES", 100)
+    (tmp_path / "model_card.json").write_text("{" + " " * 100 + "}")
+    with pytest.raises(MedtlError, match=r"model_card.json: over 100 bytes, too large for a model card"):
+        runs.read_card(tmp_path)
+
+
+def test_damaged_ood_statistics_name_their_file(tmp_path):
+    """A garbage or foreign ood.safetensors, or a threshold that is not a number, was an internal error."""
+    import json
+
+    from medtl.errors import MedtlError
+    from medtl.infer import Predictor
+
+    from .conftest import write_untrained_run
+
+    run = write_untrained_run(tmp_path / "run")
+    card = json.loads((run / "model_card.json").read_text())
+    card["ood"] = {"method": "mahalanobis", "thresholds": {"mahalanobis": 1.0}, "file": "ood.safetensors"}
+    (run / "model_card.json").write_text(json.dumps(card))
+    (run / "ood.safetensors").write_bytes((run / "model.safetensors").read_bytes())
+    with pytest.raises(MedtlError, match=r"ood.safetensors: out-of-distribution statistics do not load "
+                                         r"\(SafetensorError: File does not contain tensor means\); restore"):
+        Predictor.from_run(run, device="cpu")
+    (run / "ood.safetensors").write_bytes(b"\xff" * 100)
+    with pytest.raises(MedtlError, match=r"ood.safetensors: out-of-distribution statistics do not load "
+                                         r"\(SafetensorError: .*header"):
+        Predictor.from_run(run, device="cpu")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medtl.errors import ArgumentError, MedtlError
+from medtl.errors import ArgumentError, MedtlError, one_line
 from medtl.guard import DEFAULT_METHOD, OODDetector, features_and_logits
 from medtl.guard.ood import FEW_VALIDATION
 from medtl.guard.domain import check_header, is_blank, photometric_kind
@@ -160,7 +160,13 @@ class Predictor:
             if not file.is_file():
                 raise MedtlError(f"{file}: out-of-distribution statistics missing from the run (restore the file "
                                  f"or retrain)")
-            ood = OODDetector.load(file, entry)
+            from safetensors import SafetensorError
+
+            try:
+                ood = OODDetector.load(file, entry)
+            except (SafetensorError, OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
+                raise MedtlError(f"{file}: out-of-distribution statistics do not load ({one_line(exc)}); restore "
+                                 "the file and the card's ood entry, or retrain") from None
         return cls(model, card, prep, device=dev, run_dir=path, ood=ood, allow_other_domain=allow_other_domain)
 
     @property
