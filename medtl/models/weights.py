@@ -355,7 +355,7 @@ def _unreadable_reason(exc: Exception) -> str:
     """Why ``torch.load``/safetensors refused a file, in medtl's words: torch's own text is several
     lines, cryptic for non-checkpoints (``KeyError: '101'``) and suggests ``weights_only=False``,
     which would run whatever code the file holds."""
-    if "Unsupported global" in str(exc):
+    if "unsupported global" in str(exc).lower():  # torch: "Unsupported global", "unsupported GLOBAL posix.system"
         return ("it holds Python objects besides tensors, which medtl never unpickles since they can run code: "
                 "save the model's state_dict() with torch.save, or as .safetensors")
     return (f"{type(exc).__name__}: not a PyTorch or safetensors file, or cut short; "

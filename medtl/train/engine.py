@@ -660,15 +660,26 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler,
                     swa: torch.optim.swa_utils.AveragedModel | None = None,
                     soup_pool: list[dict] | None = None) -> FitState:
     """Restore what :func:`save_checkpoint` wrote into these objects (``soup_pool`` filled in place)."""
-    from medtl.errors import MedtlError
+    from medtl.errors import MedtlError, one_line
 
     if not path.is_file():
         raise MedtlError(f"{path}: no checkpoint to resume from (run without --resume to start afresh)")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    scaler.load_state_dict(payload["scaler"])
+    from medtl.models.weights import _unreadable_reason
+
+    try:  # never weights_only=False, which torch's own message suggests: the file could run code
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling/format failure is a bad file
+        raise MedtlError(f"{path}: not a checkpoint medtl can resume from ({_unreadable_reason(exc)}); or start "
+                         "afresh in another --out") from None
+    try:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        scaler.load_state_dict(payload["scaler"])
+        state = FitState(**payload["state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise MedtlError(f"{path}: not a checkpoint of this run ({one_line(exc, 200)}); resume with the run's own "
+                         "config.yaml, or start afresh in another --out") from None
     if ema is not None:
         if "ema" not in payload:
             raise MedtlError(f"{path}: this run has no weight average to resume (it was started without train.ema)")
@@ -681,4 +692,4 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler,
         if "soup" not in payload:
             raise MedtlError(f"{path}: this run kept no epochs for a soup (it was started without train.soup)")
         soup_pool[:] = payload["soup"]
-    return FitState(**payload["state"])
+    return state

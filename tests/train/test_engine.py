@@ -555,3 +555,33 @@ def test_resuming_a_one_cycle_run_over_other_steps_is_refused_in_one_line(tmp_pa
         engine.fit(Staged(), cases(12), cases(4), config, tmp_path, resume=True, progress=False)
     state = engine.fit(Staged(), cases(8), cases(4), config, tmp_path, resume=True, progress=False)
     assert state.epoch == 3
+
+
+class _Opens:
+    """Unpickled unsafely, creates the file ``path``: what a hostile checkpoint would do with os.system."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_hostile_or_damaged_checkpoint_is_refused_in_one_line_without_running_it(tmp_path):
+    """--resume on a checkpoint holding a Python object (or garbage) was an internal error quoting torch's
+    advice to load it with weights_only=False, which runs whatever the file holds."""
+    from medtl.errors import MedtlError
+
+    marker = tmp_path / "pwned"
+    torch.save({"model": _Opens(str(marker))}, tmp_path / "evil.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"\x80\x02garbage")
+    torch.save({"model": {"x": torch.zeros(1)}}, tmp_path / "other.pt")
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for name, message in (("evil", r"it holds Python objects besides tensors, which medtl never unpickles"),
+                          ("garbage", r"UnpicklingError: not a PyTorch or safetensors file"),
+                          ("other", r"not a checkpoint of this run \(RuntimeError: Error\(s\) in loading")):
+        with pytest.raises(MedtlError, match=rf"^{tmp_path / name}.pt: .*{message}") as err:
+            engine.load_checkpoint(tmp_path / f"{name}.pt", model, opt, None, None)
+        assert "weights_only" not in str(err.value)
+    assert not marker.exists()
