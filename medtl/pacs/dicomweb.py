@@ -46,6 +46,9 @@ def _value(item: dict[str, Any], tag: str, default: str = "") -> str:
     return str(first)
 
 
+#: What tells one QIDO-RS result from another: study, series and instance UIDs.
+_IDENTITY = ("0020000D", "0020000E", "00080018")
+
 _TAGS = {"PatientID": "00100020", "AccessionNumber": "00080050", "SeriesDescription": "0008103E",
          "Modality": "00080060", "StudyDate": "00080020"}
 
@@ -120,6 +123,27 @@ class DicomWebPacs:
 
     # --- QIDO-RS -----------------------------------------------------------------------------
 
+    def _search_all(self, what: str, fn: Callable[..., list], **kwargs: Any) -> list[dict[str, Any]]:
+        """Every page of a QIDO-RS search, as dicomweb-client's ``get_remaining`` pages it (``offset`` by what
+        came), but ending at a page that brings no result not seen before: a server that ignores ``offset``
+        sent its first page forever, which ``get_remaining`` gathered until the memory ran out."""
+        out: list[dict[str, Any]] = []
+        seen: set[tuple[str, ...]] = set()
+        while True:
+            page = self._call(what, fn, offset=len(out), **kwargs) or []
+            new = []
+            for it in page:
+                key = tuple(_value(it, t) for t in _IDENTITY)
+                if key not in seen:
+                    seen.add(key)
+                    new.append(it)
+            if not new:
+                if page:
+                    log.warning("%s: the DICOMweb server %s sent the same results again for offset %d (does it "
+                                "ignore QIDO-RS offset?); keeping the %d it sent", what, self.url, len(out), len(out))
+                return out
+            out += new
+
     def ping(self) -> None:
         """Raise :class:`PacsError` unless a QIDO search answers (reachability + credentials)."""
         self._call("echo (QIDO-RS study search)", self.client.search_for_studies, limit=1)
@@ -131,10 +155,10 @@ class DicomWebPacs:
         # Wildcards are matched here: servers differ in how they read an encoded '*' in a query string.
         wild = {k: v for k, v in filters.items() if any(ch in v for ch in "*?")}
         sent = {k: v for k, v in filters.items() if k not in wild}
-        items = self._call("QIDO-RS series search", self.client.search_for_series, study_instance_uid=study_uid,
-                           search_filters=sent or None, get_remaining=True,
-                           fields=["StudyDate", "SeriesDescription", "NumberOfSeriesRelatedInstances", "Modality",
-                                   *wild])
+        items = self._search_all("QIDO-RS series search", self.client.search_for_series,
+                                 study_instance_uid=study_uid, search_filters=sent or None,
+                                 fields=["StudyDate", "SeriesDescription", "NumberOfSeriesRelatedInstances",
+                                         "Modality", *wild])
         out = []
         for it in items:
             if not all(_matches(_value(it, _TAGS[k]), v) for k, v in wild.items()):
@@ -152,9 +176,8 @@ class DicomWebPacs:
         """Write the series' instances under ``dest`` (see :mod:`medtl.pacs.query`); resumable:
         instances already there are not fetched again. ``(written, already_there)``."""
         have = present_instances(dest, ref.study_uid, ref.series_uid)
-        listed = self._call("QIDO-RS instance search", self.client.search_for_instances,
-                            study_instance_uid=ref.study_uid, series_instance_uid=ref.series_uid,
-                            get_remaining=True)
+        listed = self._search_all("QIDO-RS instance search", self.client.search_for_instances,
+                                  study_instance_uid=ref.study_uid, series_instance_uid=ref.series_uid)
         sops = [_value(it, "00080018") for it in listed]
         missing = [s for s in sops if s and s not in have]
         written = received = 0

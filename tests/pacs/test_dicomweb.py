@@ -60,3 +60,23 @@ def test_a_series_stream_cut_short_is_a_failed_pull_and_the_rerun_completes_it(t
     pacs.client.retrieve_instance = lambda study, series_uid, sop, **_: next(
         ds for ds in series if str(ds.SOPInstanceUID) == sop)
     assert pacs.retrieve(ref, tmp_path) == (2, 2)
+
+
+def test_a_server_that_ignores_the_qido_offset_is_paged_to_its_end_not_forever():
+    """dicomweb-client's get_remaining asked for the next page until one came back empty: a server sending its
+    first page whatever the offset kept find() (and every pull) gathering the same results until memory ran out."""
+    from medtl.pacs.query import Query
+
+    calls = []
+
+    class _IgnoresOffset:
+        def search_for_series(self, offset=0, **_):
+            calls.append(offset)
+            if len(calls) > 10:
+                raise AssertionError("still paging")
+            return [{"0020000D": {"Value": ["1.2"]}, "0020000E": {"Value": [f"1.2.{i}"]}} for i in range(3)]
+
+    pacs = DicomWebPacs(PacsConfig(url="http://127.0.0.1:9/dicom-web"))
+    pacs.client = _IgnoresOffset()
+    assert [s.series_uid for s in pacs.find(Query())] == ["1.2.0", "1.2.1", "1.2.2"]
+    assert calls == [0, 3]
