@@ -30,6 +30,11 @@ def quiet_library_loggers() -> None:
         lg = logging.getLogger(name)
         if lg.level == logging.NOTSET or lg.level < logging.WARNING:
             lg.setLevel(logging.WARNING)
+    # urllib3 logs a reply whose headers it cannot parse (a multipart type without a boundary) as a WARNING with
+    # its traceback; the request then fails as one line of medtl's
+    lg = logging.getLogger("urllib3.connection")
+    if lg.level < logging.ERROR:
+        lg.setLevel(logging.ERROR)
     # pynetdicom logs every refused connection as an ERROR; medtl raises one line of its own instead
     lg = logging.getLogger("pynetdicom")
     if lg.level < logging.CRITICAL:

@@ -80,3 +80,23 @@ def test_a_server_that_ignores_the_qido_offset_is_paged_to_its_end_not_forever()
     pacs.client = _IgnoresOffset()
     assert [s.series_uid for s in pacs.find(Query())] == ["1.2.0", "1.2.1", "1.2.2"]
     assert calls == [0, 3]
+
+
+def test_a_reply_urllib3_cannot_parse_prints_no_traceback():
+    """A multipart reply without a boundary made urllib3 log 'Failed to parse headers' with a traceback on stderr."""
+    import io
+    import logging
+
+    DicomWebPacs(PacsConfig(url="http://127.0.0.1:9/dicom-web"))
+    seen = io.StringIO()
+    handler = logging.StreamHandler(seen)
+    logger = logging.getLogger("urllib3.connection")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError("NoBoundaryInMultipartDefect")
+        except ValueError:
+            logger.warning("Failed to parse headers (url=...)", exc_info=True)  # what urllib3 does
+    finally:
+        logger.removeHandler(handler)
+    assert seen.getvalue() == ""
