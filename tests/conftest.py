@@ -110,3 +110,21 @@ def train_tiny(tmp_path_factory) -> Callable[..., Path]:
 def tiny_run_2d(train_tiny) -> Path:
     """ResNet-18, 2D, 32x32 px, two epochs on the sample cohort's CT slices (:data:`TINY_2D`), in ``tiny2d/``."""
     return train_tiny("tiny2d", *TINY_2D)
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(lock_path: Path) -> Iterator[object]:
+    """Another process holding medtl's lock (``_fileutil.hold_lock``) on ``lock_path``; killed on exit, so
+    the OS frees the lock. Yields its ``Popen``."""
+    import subprocess
+    import sys
+
+    held = subprocess.Popen([sys.executable, "-c", "import time; from medtl._fileutil import hold_lock; "
+                             f"h = hold_lock({str(lock_path)!r}); print('held', flush=True); time.sleep(60)"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline().strip() == "held"
+        yield held
+    finally:
+        held.kill()
+        held.wait()

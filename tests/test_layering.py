@@ -15,12 +15,12 @@ PKG = Path(__file__).resolve().parents[1] / "medtl"
 
 #: Each part and the parts it may import (below it). ``runs``/``config`` sit between the parts and the CLI.
 ALLOWED = {
-    "errors": set(), "_fileutil": set(), "_logutil": set(), "_schema": {"errors"}, "_forkserver": set(),
+    "errors": set(), "_fileutil": set(), "_logutil": set(), "_lazy": set(), "_schema": {"errors"}, "_forkserver": set(),
     "_recipes": {"errors"},
     "io": {"errors", "_fileutil", "_logutil", "_paths"},
-    "transforms": {"errors", "_fileutil", "_schema", "io", "models"},  # each model ships its normalisation
-    "models": {"errors", "_fileutil", "_schema", "_paths"},
-    "data": {"errors", "_fileutil", "_schema", "io", "transforms"},
+    "transforms": {"errors", "_fileutil", "_lazy", "_schema", "io", "models"},  # each model ships its normalisation
+    "models": {"errors", "_fileutil", "_lazy", "_schema", "_paths"},
+    "data": {"errors", "_fileutil", "_lazy", "_schema", "io", "transforms"},
     "explain": {"errors", "_fileutil", "io", "transforms", "models"},
     "guard": {"errors", "_fileutil", "io"},
     "runs": {"errors", "_fileutil", "models", "transforms"},

@@ -106,27 +106,19 @@ def test_a_device_this_machine_lacks_is_one_line_naming_it(monkeypatch):
 
 def test_a_run_being_trained_says_to_wait_not_to_resume_it(tmp_path):
     """`medtl evaluate` during a `train --resume` said 'interrupted? resume it', while it was running."""
-    import subprocess
-    import sys
-
     from medtl.errors import MedtlError
     from medtl.runs import read_card
+
+    from .conftest import lock_held_elsewhere
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.pt").write_bytes(b"")
-    held = subprocess.Popen([sys.executable, "-c", "import time; from medtl._fileutil import hold_lock; "
-                             f"h = hold_lock({str(run / '.train.lock')!r}); print('held', flush=True); time.sleep(60)"],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert held.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(run / ".train.lock") as held:
         with pytest.raises(MedtlError) as busy:
             read_card(run)
         assert str(busy.value) == (f"{run}: a `medtl train` (pid {held.pid}) is writing this run now, so it has no "
                                    "model card yet: wait for it to finish")
-    finally:
-        held.kill()
-        held.wait()
     with pytest.raises(MedtlError, match=r"did not finish \(interrupted\?\)"):  # its holder gone: resume it
         read_card(run)
 

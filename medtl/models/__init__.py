@@ -14,9 +14,9 @@ inflation: I3D, central), :mod:`medtl.models.acs` (ACS convolutions) and
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medtl._lazy import lazy_getattr
 
 # The architectures (MONAI, about 2.5 s to import) load on first use of a name below, so that
 # ``medtl weights ...``, which needs only ``medtl.models.weights``, starts in about a second.
@@ -54,17 +54,8 @@ if TYPE_CHECKING:
     from .tuning import freeze, param_groups, unfreeze
 
 
-def __getattr__(name: str) -> Any:
-    """A public name of :data:`_WHERE`, or a submodule (``medtl.models.weights``), imported on first use."""
-    if name not in _WHERE:
-        if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        return importlib.import_module(f"{__name__}.{name}")
-    importlib.import_module(f"{__name__}.factory")  # registers every architecture before any name is used
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
+# factory registers every architecture before any name is used
+__getattr__ = lazy_getattr(__name__, _WHERE, first="factory")
 
 __all__ = [
     "GRAY_MEAN",

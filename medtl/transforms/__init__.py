@@ -11,9 +11,9 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medtl._lazy import lazy_getattr
 
 # The names load on first use (PEP 562), as in medtl.models: the config schema imports
 # medtl.transforms.config, and `medtl configs --reference` or load_config must not pay for MONAI and torch.
@@ -81,16 +81,7 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    """A public name of :data:`_WHERE`, or a submodule (``medtl.transforms.augment``), imported on first use."""
-    if name not in _WHERE:
-        if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        return importlib.import_module(f"{__name__}.{name}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_getattr(__name__, _WHERE)
 
 __all__ = [
     "CT_WIDE_WINDOW", "CT_WINDOWS", "DOMAIN_SHIFT", "PREPROCESSING_VERSION",

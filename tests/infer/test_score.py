@@ -323,20 +323,14 @@ def test_a_refused_second_run_names_the_process_holding_the_file(tmp_path):
     """The refusal names the holder's pid, so the user can find it (or see that it is their own job)."""
     from medtl.infer.sinks import lock_output as _lock
 
+    from ..conftest import lock_held_elsewhere
+
     out = tmp_path / "scores.csv"
-    held = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                             "from medtl.infer.sinks import lock_output; "
-                             f"h = lock_output(Path({str(out)!r})); print('held', flush=True); time.sleep(60)"],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert held.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(out.with_name(f".{out.name}.lock")) as held:  # the sidecar lock_output holds
         with pytest.raises(MedtlError) as refused:
             _lock(out)
         assert str(refused.value) == (f"{out}: another `medtl score` (pid {held.pid}) is writing this file; wait "
                                       "for it or use another --out")
-    finally:
-        held.kill()
-        held.wait()
     _lock(out).close()  # freed by the OS when its holder was killed
 
 
