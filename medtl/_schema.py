@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 from medtl.errors import ConfigError, did_you_mean
 
 
-def _model_of(annotation: Any) -> type[BaseModel] | None:
+def section_model(annotation: Any) -> type[BaseModel] | None:
+    """``annotation`` when it is a config section (a pydantic model), else None (a value, a free-form mapping)."""
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
@@ -28,7 +29,7 @@ def field_path(loc: Sequence[Any], root: type[BaseModel]) -> tuple:
             skip, model = False, None
             continue
         out.append(x)
-        fields = m.model_fields if (m := _model_of(model)) else {}
+        fields = m.model_fields if (m := section_model(model)) else {}
         model = fields[x].annotation if x in fields else None
         if typing.get_origin(model) in (typing.Union, types.UnionType):
             skip = len([a for a in typing.get_args(model) if a is not type(None)]) > 1
@@ -38,11 +39,11 @@ def field_path(loc: Sequence[Any], root: type[BaseModel]) -> tuple:
 def _unknown_key_hint(loc: Sequence[Any], root: type[BaseModel]) -> str:
     model: Any = root
     for k in loc[:-1]:
-        field = m.model_fields.get(k) if (m := _model_of(model)) else None
+        field = m.model_fields.get(k) if (m := section_model(model)) else None
         if field is None:
             return ""
         model = field.annotation
-    return (did_you_mean(str(loc[-1]), m.model_fields) or "") if (m := _model_of(model)) else ""
+    return (did_you_mean(str(loc[-1]), m.model_fields) or "") if (m := section_model(model)) else ""
 
 
 def first_problem(exc: ValidationError, root: type[BaseModel]) -> tuple[tuple, str, int]:

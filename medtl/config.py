@@ -20,11 +20,11 @@ import typing
 from typing import Any, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from medtl._fileutil import MAX_YAML_BYTES, MAX_YAML_DEPTH, depth_limited_loader, load_yaml, read_small_text, yaml_problem
 from medtl._recipes import list_recipes, recipe_path
-from medtl._schema import Section, first_problem, one_line_message
+from medtl._schema import Section, first_problem, one_line_message, section_model
 from medtl.data.config import DataConfig
 from medtl.errors import ConfigError, did_you_mean
 from medtl.models.config import ModelConfig
@@ -130,8 +130,8 @@ def reference_markdown() -> str:
              "command line as `section.key=value` (`train.lr=3e-4`, `preprocess.size=[128,128]`); a mapping merges "
              "into its section (`'train={epochs: 3, lr: 3e-4}'`, quoted for the shell), `section=null` or an empty "
              "section is all defaults."]
-    sections = {"top level": [k for k, f in Config.model_fields.items() if not _is_section(f.annotation)]}
-    sections.update({k: [k] for k, f in Config.model_fields.items() if _is_section(f.annotation)})
+    sections = {"top level": [k for k, f in Config.model_fields.items() if section_model(f.annotation) is None]}
+    sections.update({k: [k] for k, f in Config.model_fields.items() if section_model(f.annotation) is not None})
     for title, keys in sections.items():
         if title == "top level":
             model, prefix, about = Config, "", "Keys outside the sections."
@@ -148,10 +148,6 @@ def reference_markdown() -> str:
             lines.append(f"| `{prefix}{key}` | {cell(kind)} | `{cell(default)}` | {cell(allowed)} | "
                          f"{cell(field.description or '')} |")
     return "\n".join(lines) + "\n"
-
-
-def _is_section(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 # --- overrides and validation ----------------------------------------------------------------
@@ -214,7 +210,7 @@ def _check_key(keys: list[str], item: str) -> None:
     """Refuse an override key the schema does not have, naming the closest real key."""
     model: Any = Config
     for depth, k in enumerate(keys):
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        if section_model(model) is None:
             return  # inside a free-form mapping (data.filter, model.kwargs)
         fields = model.model_fields
         if k not in fields:
@@ -225,15 +221,19 @@ def _check_key(keys: list[str], item: str) -> None:
         model = fields[k].annotation
 
 
+def _child(model: Any, key: str) -> Any:
+    """The annotation of ``key`` in the config section ``model``; None for a key of no section."""
+    field = m.model_fields.get(key) if (m := section_model(model)) else None
+    return field.annotation if field is not None else None
+
+
 def _merge(node: dict[str, Any], key: str, value: Any, model: Any) -> None:
     """``node[key] = value``, except that a mapping given for a config section (``train={epochs: 3}``) is
     merged into what the section already holds, as OmegaConf and Hydra merge: the keys it does not name
     keep their values. A free-form mapping (``data.filter``, ``model.kwargs``) is replaced whole."""
-    field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
-    section = field.annotation if field is not None else None
+    section = section_model(_child(model, key))
     into = node.get(key)
-    if (isinstance(value, dict) and isinstance(section, type) and issubclass(section, BaseModel)
-            and isinstance(into, (dict, type(None)))):
+    if isinstance(value, dict) and section is not None and isinstance(into, (dict, type(None))):
         node[key] = into = dict(into or {})
         for k, v in value.items():
             _merge(into, k, v, section)
@@ -258,10 +258,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             node = node[k]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {k!r} is not a section")
-            fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
-            model = fields[k].annotation if k in fields else None
-        field = model.model_fields.get(keys[-1]) if _is_section(model) else None
-        if (field is not None and _is_section(field.annotation) and value is not None
+            model = _child(model, k)
+        if (section_model(_child(model, keys[-1])) is not None and value is not None
                 and not isinstance(value, dict)):  # bash expands unquoted train={a:1,b:2} to train=a:1 train=b:2
             raise ConfigError(f"override {item!r}: {keys[-1]} is a section: set one key ({keys[-1]}.KEY=value) or "
                               f"give a mapping, quoted so the shell keeps it whole: '{keys[-1]}={{KEY: value}}'")
