@@ -196,6 +196,13 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn
     return loss.detach()
 
 
+def make_criterion(tc: TrainConfig, class_weights: torch.Tensor | None, device: torch.device) -> nn.Module:
+    """The training loss: cross-entropy with ``train.label_smoothing`` and ``train.balance=loss``'s class
+    weights (``fit`` and the learning-rate range test take the same)."""
+    return nn.CrossEntropyLoss(weight=None if class_weights is None else class_weights.to(device),
+                               label_smoothing=tc.label_smoothing)
+
+
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
     """Optimiser steps in one epoch of ``n_train`` images: the last partial batch is dropped when
     there is more than one batch (a batch of one would break BatchNorm), as the loader below does."""
@@ -391,8 +398,7 @@ def _set_up(model: nn.Module, train_ds: torch.utils.data.Dataset, val_ds: torch.
     start = starting_points(optimizer) if tc.l2sp and pretrained else None  # before a resume loads last.pt
     scheduler = build_scheduler(optimizer, tc, tc.epochs * len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    criterion = nn.CrossEntropyLoss(weight=None if class_weights is None else class_weights.to(device),
-                                    label_smoothing=tc.label_smoothing)
+    criterion = make_criterion(tc, class_weights, device)
     last_ckpt = out_dir / "checkpoints" / "last.pt"
     ema = make_ema(model, tc.ema) if tc.ema else None  # its first update copies the model
     swa = torch.optim.swa_utils.AveragedModel(model, use_buffers=False) if tc.swa else None  # equal weights

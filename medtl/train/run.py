@@ -279,7 +279,7 @@ def balance_weights(cfg: Config, cohort: Any) -> tuple[torch.Tensor | None, np.n
 def run_lr_finder(model: nn.Module, data: PreparedData, cfg: Config, out: Path | None):
     """The learning-rate range test on the training data (a copy of ``model`` trains; ``model`` is
     untouched); with ``out``, writes ``out/lr_find.json`` and ``out/plots/lr_find.png``."""
-    from medtl.train.engine import make_train_loader
+    from medtl.train.engine import make_criterion, make_train_loader
     from medtl.train.lr_finder import find_lr
     from medtl.train.plots import plot_lr_find
 
@@ -288,10 +288,8 @@ def run_lr_finder(model: nn.Module, data: PreparedData, cfg: Config, out: Path |
     loader, _, generator = make_train_loader(data.train_ds, cfg, device, sample_weights=sample_w)
     generator.manual_seed(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
-    criterion = nn.CrossEntropyLoss(weight=None if class_w is None else class_w.to(device),
-                                    label_smoothing=cfg.train.label_smoothing)
-    result = find_lr(model, loader, cfg.train, device, steps=cfg.train.lr_find_steps, criterion=criterion,
-                     pretrained=cfg.model.weights is not None)
+    result = find_lr(model, loader, cfg.train, device, steps=cfg.train.lr_find_steps,
+                     criterion=make_criterion(cfg.train, class_w, device), pretrained=cfg.model.weights is not None)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "lr_find.json", result.to_dict())
