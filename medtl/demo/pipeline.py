@@ -140,29 +140,20 @@ def _is_demo_report(path: Path) -> bool:
         return False
 
 
-def _is_medtl_plot(path: Path) -> bool:
-    """Whether ``path`` is a PNG whose ``Software`` text chunk names medtl (every plot medtl draws)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.format == "PNG" and str(im.info.get("Software", "")).startswith("medtl")
-    except Exception:  # noqa: BLE001 - unreadable as a PNG medtl wrote: not the demo's
-        return False
-
-
 def _check_demo_folder(out: Path) -> None:
     """Refuse, before any work, an ``out`` that is a file, or whose ``report.html`` or ``roc.png`` the demo
     did not write: a user's page or picture is never replaced (the cohort, runs, evaluations, scores and
     overlays check their own files). A ``roc.png`` beside the demo's own report is the demo's too (plots
     written before they named medtl)."""
+    from medtl.train.plots import is_medtl_plot
+
     if out.exists() and not out.is_dir():
         raise MedtlError(f"{out}: is a file, not a folder; choose another --out")
     report, roc = out / "report.html", out / "roc.png"
     if (report.exists() or report.is_symlink()) and not _is_demo_report(report):
         raise MedtlError(f"{report}: exists and was not written by `medtl demo`; refusing to replace it: move it "
                          "or choose another --out")
-    if (roc.exists() or roc.is_symlink()) and not (_is_medtl_plot(roc) or _is_demo_report(report)):
+    if (roc.exists() or roc.is_symlink()) and not (is_medtl_plot(roc) or _is_demo_report(report)):
         raise MedtlError(f"{roc}: exists and was not written by `medtl demo`; refusing to replace it: move it "
                          "or choose another --out")
 

@@ -51,6 +51,18 @@ DPI = 120
 _REFERENCE = {"color": "0.6", "linestyle": "--", "linewidth": 1}
 
 
+def is_medtl_plot(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a PNG :func:`_save` wrote (its ``Software`` text chunk names medtl): a later run
+    replaces its own plots, never a user's picture of the same name."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and str(im.info.get("Software", "")).startswith("medtl")
+    except Exception:  # noqa: BLE001 - unreadable as a PNG medtl wrote: not ours
+        return False
+
+
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
     """Write ``fig`` to ``path`` as PNG atomically, its ``Software`` text chunk naming medtl (how a later
     run tells its own plot from a user's picture of the same name); return the path."""
