@@ -61,6 +61,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     (ENOSPC when the disk filled up, whatever the writing library raised).
     """
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the whole write, with errno's bare words
+        raise IsADirectoryError(errno.EISDIR, "is a folder: give a file name (inside it) to write to", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
     try:

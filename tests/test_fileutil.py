@@ -63,3 +63,17 @@ def test_a_folder_that_refuses_the_temporary_file_names_the_file_asked_for(tmp_p
         with atomic_path(tmp_path / "map.png"):
             pass
     assert (info.value.errno, info.value.filename) == (errno.EROFS, str(tmp_path / "map.png"))
+
+
+def test_a_folder_given_as_the_file_is_refused_before_the_write_and_left_as_it_was(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "kept.txt").write_text("x")
+    ran = []
+    with pytest.raises(IsADirectoryError, match="is a folder: give a file name") as err:
+        with atomic_path(folder) as tmp:
+            ran.append(tmp)
+    assert err.value.filename == str(folder)
+    assert not ran  # refused before any work is written
+    assert sorted(p.name for p in folder.iterdir()) == ["kept.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
