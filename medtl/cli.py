@@ -67,6 +67,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from medtl.io import detect_format, list_series, load_scan
 
     path = Path(args.path)
+    _check_series_source(path, args.series)
     scan = load_scan(path, series=args.series, progress=None if not args.json else False)
     info = scan.summary()
     if detect_format(path) in ("folder", "zip"):
@@ -87,6 +88,17 @@ def cmd_info(args: argparse.Namespace) -> int:
         else:
             print(f"{key.replace('_', ' ')}: {value}")
     return 0
+
+
+def _check_series_source(path: Path, series: str | None) -> None:
+    """``--series`` picks among a DICOM folder's or zip's series; on one file it would be ignored silently."""
+    if series is None or not path.is_file():
+        return
+    from medtl.io import detect_format
+
+    if detect_format(path) != "zip":
+        raise MedtlError(f"{path}: --series picks a series of a DICOM folder or .zip, and this is one file: "
+                         "leave --series out, or give the folder")
 
 
 def _check_convert_output(output: Path, input: Path) -> None:
@@ -110,6 +122,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from medtl.io import load_scan, save_nifti
 
     _check_convert_output(Path(args.output), Path(args.input))
+    _check_series_source(Path(args.input), args.series)
     scan = load_scan(args.input, series=args.series, grayscale=args.grayscale)
     out = save_nifti(scan, args.output)
     print(f"wrote {out} shape={list(scan.shape)} spacing={[round(s, 4) for s in scan.spacing]} "
@@ -300,6 +313,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise MedtlError(f"{out}: --saliency must end in .png (overlay) or .nii/.nii.gz (map in the scan's geometry)")
     if out is not None:
         check_saliency_output(out)  # before minutes of saliency, not after
+    _check_series_source(Path(args.scan), args.series)
     predictor = Predictor.from_run(args.model, device=args.device, allow_other_domain=args.allow_other_domain)
     scan = load_scan(args.scan, series=args.series, progress=False)
     pred = predictor.predict(scan, saliency=args.method if out is not None else None,

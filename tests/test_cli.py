@@ -291,3 +291,13 @@ def test_an_output_under_a_file_is_one_line_naming_it(tmp_path, capsys):
     assert capsys.readouterr().err == (f"medtl: error: {blocker}: a file stands where the path needs a folder: "
                                        "choose another path\n")
     assert blocker.read_text() == "x"
+
+
+def test_series_on_one_file_is_refused_not_ignored(tmp_path, capsys):
+    src = save_nifti(Scan(np.zeros((4, 4, 3), np.int16), np.eye(4)), tmp_path / "a.nii.gz")
+    for argv in (["info", str(src), "--series", "1"], ["convert", str(src), str(tmp_path / "b.nii.gz"), "--series", "1"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "a.nii.gz" in err[0] and "leave --series out" in err[0]
+    assert not (tmp_path / "b.nii.gz").exists()
+    assert main(["info", str(SAMPLE / "series" / "P0041"), "--series", "0", "--json"]) == 0  # a folder takes it
