@@ -83,6 +83,12 @@ def test_weights_import_refuses_a_modified_file(tmp_path, capsys):
     assert "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec" in err
 
 
+
+def test_weights_import_of_a_folder_says_it_is_a_folder(tmp_path, capsys):
+    assert main(["weights", "import", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("is a folder (give the path of the downloaded checkpoint file in it)") and "\n" not in err
+
 # --- a user's mistake is one line with the fix, exit 2 (a MedtlError), never the exit-3 safety net ---------
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"

@@ -293,6 +293,8 @@ def import_file(path: str | os.PathLike, name: str | None = None) -> Path:
     ``name`` defaults to the registry entry whose hash (then file name) matches.
     """
     src = Path(path)
+    if src.is_dir():
+        raise WeightsError(f"{src}: is a folder (give the path of the downloaded checkpoint file in it)")
     if not src.is_file():
         raise WeightsError(f"{src}: no such file (give the path of a downloaded checkpoint)")
     actual = sha256_file(src)
