@@ -206,6 +206,9 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise MedtlError(f"{Path(run_dir) / 'model_card.json'}: its preprocessing is not valid ({one_line(exc)}); "
                          "retrain, or restore model_card.json") from None
     m = card["model"]
+    if m.get("in_channels") != prep.channels:  # training builds the network for the preprocessing's channels
+        raise MedtlError(f"{Path(run_dir) / 'model_card.json'}: model.in_channels is {str(m.get('in_channels'))[:20]}, "
+                         f"not the preprocessing's {prep.channels} channel(s) (retrain, or restore model_card.json)")
     weights = Path(run_dir) / card["files"]["weights"]
     if not weights.is_file():
         raise MedtlError(f"{weights}: model weights missing from the run directory (retrain or restore the file)")

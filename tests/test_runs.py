@@ -84,6 +84,30 @@ def test_a_card_whose_preprocessing_is_not_valid_names_the_card(tmp_path):
         load_run(run)
 
 
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["model"].update(in_channels=10**9), r"model.in_channels is 1000000000, not the preprocessing's 1 "
+                                                      r"channel\(s\)"),
+    (lambda c: c["preprocessing"].update(size=[10**5, 10**5]), r"its preprocessing is not valid \(.*over the limit "
+                                                                r"of .*MEDTL_MAX_VOXELS.*\); retrain"),
+])
+def test_a_card_that_would_size_the_network_or_its_input_beyond_reason_is_one_line(tmp_path, edit, message):
+    """in_channels 10^9 asked torch for a first convolution of gigabytes, and a size of 10^5 x 10^5 resized every
+    scan to 10^10 values before failing: internal errors after minutes, not a line naming the card."""
+    import json
+
+    from medtl.errors import MedtlError
+    from medtl.runs import load_run
+
+    from .conftest import write_untrained_run
+
+    run = write_untrained_run(tmp_path / "run")
+    card = json.loads((run / "model_card.json").read_text())
+    edit(card)
+    (run / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(MedtlError, match=rf"^{run / 'model_card.json'}: {message}"):
+        load_run(run)
+
 def test_a_device_this_machine_lacks_is_one_line_naming_it(monkeypatch):
     """``--device cuda:7`` was torch's AssertionError ("Torch not compiled with CUDA enabled") mid-load: an
     internal error on the command line."""

@@ -82,6 +82,10 @@ class Preprocessing(PreprocessConfig):
                               f"size, or {self.spatial_dims} ({'[D, H, W]' if self.spatial_dims == 3 else '[H, W]'})")
         if any(s < 1 for s in self.size):
             raise ConfigError(f"preprocess.size={self.size}: sizes must be positive (pixels), or [] to keep the scan's")
+        voxels = math.prod(self.network_size) * self.channels
+        if voxels > limits.current().max_voxels:  # the resize would allocate it for every image, then fail
+            raise ConfigError(f"preprocess.size={self.size}: {voxels:,} input values per image, over the limit of "
+                              f"{limits.current().max_voxels:,} (MEDTL_MAX_VOXELS); give a smaller size")
         if self.spacing is not None and len(self.spacing) not in (1, 3):
             raise ConfigError(f"preprocess.spacing={self.spacing} must give 1 or 3 values (mm along i, j, k)")
         if self.spacing is not None and not all(0 < s < math.inf for s in self.spacing):
