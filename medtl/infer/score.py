@@ -170,7 +170,7 @@ def score(model_run: str | os.PathLike | Predictor, input: str | os.PathLike, ou
     if parquet_path is not None:
         check_parquet_ours(parquet_path, score_columns(predictor.class_names))
     exclude = [p for p in (out_csv, errors_path, parquet_path, sal_dir) if p is not None]
-    found = discover(input, predictor.spatial_dims, exclude=exclude)
+    found = discover(input, predictor.spatial_dims, exclude=exclude, progress=progress)
     if not found.studies and not found.errors:
         raise MedtlError(f"{input}: no studies found (DICOM, NIfTI, PNG/JPEG/TIFF)")
 

@@ -197,11 +197,13 @@ def _hash_all(paths: Sequence[Path], threads: int = 4) -> list[str]:
         return list(pool.map(_safe_sha1, paths))
 
 
-def discover(input_path: str | os.PathLike, spatial_dims: int, exclude: Iterable[str | os.PathLike] = ()) -> Discovery:
+def discover(input_path: str | os.PathLike, spatial_dims: int, exclude: Iterable[str | os.PathLike] = (),
+             progress: bool = False) -> Discovery:
     """Studies in a folder, or rows of a manifest CSV (see the module docstring for the rules).
 
     ``spatial_dims`` (the model's) decides whether DICOM files are scored one by one (2) or
-    grouped into series (3). ``exclude``: paths never taken as input (the outputs).
+    grouped into series (3). ``exclude``: paths never taken as input (the outputs). ``progress``:
+    a bar over the files whose headers are read (thousands of DICOM files take seconds).
     """
     if not os.fspath(input_path):  # Path("") is the current folder, scored whole
         raise MedtlError("the input path is empty (give a folder of studies or a manifest CSV)")
@@ -236,7 +238,10 @@ def discover(input_path: str | os.PathLike, spatial_dims: int, exclude: Iterable
     plain: list[Path] = []
     from medtl.io import detect_format
 
-    for p in files:
+    from tqdm.auto import tqdm
+
+    for p in tqdm(files, unit="file", desc="reading headers", disable=not progress, dynamic_ncols=True,
+                  leave=False):
         if _is_companion(p):
             found.ignored.append(shown(p))
             continue
