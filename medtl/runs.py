@@ -218,7 +218,9 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise MedtlError(f"{run_dir}: model card's model.ensemble is {members!r}, not the member count of "
                          f"{weights.name} (retrain, or restore model_card.json)")
     nets = [create(m["arch"], weights=None, in_channels=m["in_channels"], spatial_dims=m["spatial_dims"],
-                   num_classes=m["num_classes"], inflate=m.get("inflate")) for _ in range(members)]
+                   num_classes=m["num_classes"],
+                   inflate=m.get("inflate") if m["spatial_dims"] == 3 else None)  # a 2D card's is unused
+            for _ in range(members)]
     if len(nets) > 1:
         from medtl.models.ensemble import Ensemble
 

@@ -210,3 +210,19 @@ def test_damaged_ood_statistics_name_their_file(tmp_path):
     with pytest.raises(MedtlError, match=r"ood.safetensors: out-of-distribution statistics do not load "
                                          r"\(SafetensorError: .*header"):
         Predictor.from_run(run, device="cpu")
+
+
+def test_a_2d_card_loads_whatever_its_unused_inflate_says(tmp_path):
+    """A 2D run trained before misspelt inflate modes were refused keeps loading."""
+    import json
+
+    from medtl.runs import load_run
+
+    from .conftest import write_untrained_run
+
+    run = write_untrained_run(tmp_path / "run")
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["model"]["spatial_dims"] == 2
+    card["model"]["inflate"] = "centre"
+    (run / "model_card.json").write_text(json.dumps(card))
+    assert load_run(run)[0].spatial_dims == 2

@@ -68,6 +68,8 @@ def create(
             raise ConfigError(f"options {', '.join(sorted(inflate_options))} (model.kwargs) apply to 3D adaptations "
                               "only: remove them, or use spatial_dims=3 (preprocess.spatial_dims: 3)")
         inflate = _with_options(inflate, inflate_options)
+    if spatial_dims == 2 and inflate is not None and not is_slice_mode(inflate):
+        InflateConfig.coerce(inflate)  # unused in 2D, but a misspelt mode in a config is refused, not kept
     builder = get_builder(name)
     model: Backbone
     target: Backbone  # where a 2D ImageNet checkpoint goes (the 2D network itself for 2.5D)

@@ -245,3 +245,12 @@ def test_drop_path_sets_stochastic_depth_or_says_the_architecture_has_none():
         models.create("resnet18", num_classes=2).set_drop_path(0.1)
     with pytest.raises(ConfigError, match="probability"):
         m.set_drop_path(1.0)
+
+
+def test_a_misspelt_inflate_mode_is_refused_for_2d_too():
+    """model.inflate is unused by a 2D network, but `model.inflate=centre` was kept silently, and refused only
+    once the user switched to 3D."""
+    with pytest.raises(ConfigError, match=r"unknown inflate mode 'centre' \(model.inflate\); choose one of"):
+        models.create("resnet18", weights=None, num_classes=2, inflate="centre")
+    for mode in ("i3d", "central", "2.5d", None):
+        assert models.create("resnet18", weights=None, num_classes=2, inflate=mode).spatial_dims == 2
