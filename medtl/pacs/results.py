@@ -348,11 +348,27 @@ def _segmentation(sources: Sequence[Any], saliency: Scan, model_id: str, key: st
 
 def read_sources(paths: Sequence[str | os.PathLike]) -> list[Any]:
     """The source instances (pydicom datasets, pixel data included) sorted by InstanceNumber, with
-    dates and times that are not valid DICOM emptied (:func:`_without_invalid_dates`)."""
+    dates and times that are not valid DICOM emptied (:func:`_without_invalid_dates`) and what the
+    results copy made explicit (:func:`_with_result_essentials`)."""
     import pydicom
 
-    datasets = [_without_invalid_dates(pydicom.dcmread(p)) for p in paths]
+    datasets = [_with_result_essentials(_without_invalid_dates(pydicom.dcmread(p))) for p in paths]
     return sorted(datasets, key=lambda d: (int(d.get("InstanceNumber", 0) or 0), str(d.SOPInstanceUID)))
+
+
+#: Type 2 attributes of the Patient and General Study modules: every result copies them.
+_PATIENT_STUDY_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "ReferringPhysicianName",
+                        "StudyDate", "StudyTime", "StudyID", "AccessionNumber")
+
+
+def _with_result_essentials(ds: Any) -> Any:
+    """``ds`` with the type 2 patient and study attributes it lacks added empty (a source without a
+    StudyID made every result of the study fail with a library AttributeError; empty is what DICOM
+    writes for unknown)."""
+    for keyword in _PATIENT_STUDY_TYPE2:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
 
 
 @contextlib.contextmanager

@@ -122,3 +122,20 @@ def test_the_overlay_is_linked_to_its_source_and_files_under_the_same_patient(tm
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
     assert sc.IssuerOfPatientID == made.sr.IssuerOfPatientID == "HOSP_A" and sc.PatientAge == "061Y"
     assert sc.InstanceNumber == made.sr.InstanceNumber == made.seg.InstanceNumber == 7
+
+
+def test_a_source_without_type_2_study_attributes_still_gets_results(tmp_path):
+    """A source without StudyID (or birth date, sex, accession number ...) made every result of the study
+    fail with highdicom's AttributeError; the results carry them empty, as DICOM writes unknown values."""
+    from medtl.pacs.results import read_sources
+
+    ds = pydicom.dcmread(sample_path("ct2d"))
+    for keyword in ("StudyID", "PatientBirthDate", "PatientSex", "AccessionNumber", "ReferringPhysicianName"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.save_as(tmp_path / "no_study_id.dcm")
+    made = build_results(**{**_KW, "sources": read_sources([tmp_path / "no_study_id.dcm"])})
+    for obj in made.datasets:
+        written = _written(obj)
+        assert written.StudyID == "" and written.PatientBirthDate == "" and written.AccessionNumber == ""
+        assert written.StudyInstanceUID == ds.StudyInstanceUID
