@@ -364,10 +364,16 @@ _PATIENT_STUDY_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "Patient
 def _with_result_essentials(ds: Any) -> Any:
     """``ds`` with the type 2 patient and study attributes it lacks added empty (a source without a
     StudyID made every result of the study fail with a library AttributeError; empty is what DICOM
-    writes for unknown)."""
+    writes for unknown), and a Specific Character Set whose empty first value (``\\ISO 2022 IR 87``,
+    Japanese) spelt ``ISO 2022 IR 6``, its meaning in PS3.3 C.12.1.1.2, which highdicom refused."""
+    from pydicom.multival import MultiValue
+
     for keyword in _PATIENT_STUDY_TYPE2:
         if keyword not in ds:
             setattr(ds, keyword, "")
+    charset = ds.get("SpecificCharacterSet")
+    if isinstance(charset, MultiValue) and len(charset) > 1 and not charset[0]:
+        ds.SpecificCharacterSet = ["ISO 2022 IR 6", *charset[1:]]
     return ds
 
 

@@ -139,3 +139,19 @@ def test_a_source_without_type_2_study_attributes_still_gets_results(tmp_path):
         written = _written(obj)
         assert written.StudyID == "" and written.PatientBirthDate == "" and written.AccessionNumber == ""
         assert written.StudyInstanceUID == ds.StudyInstanceUID
+
+
+def test_a_japanese_patient_name_in_iso_2022_is_copied_into_the_results(tmp_path):
+    """``\\ISO 2022 IR 87`` (empty first value: the default repertoire, as Japanese sites write it) made
+    highdicom refuse every result of the study."""
+    from medtl.pacs.results import read_sources
+
+    ds = pydicom.dcmread(sample_path("ct2d"))
+    ds.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    ds.PatientName = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    ds.save_as(tmp_path / "jis.dcm")
+    made = build_results(**{**_KW, "sources": read_sources([tmp_path / "jis.dcm"])})
+    for obj in made.datasets:
+        written = _written(obj)
+        assert list(written.SpecificCharacterSet) == ["ISO 2022 IR 6", "ISO 2022 IR 87"]
+        assert str(written.PatientName) == "Yamada^Tarou=山田^太郎=やまだ^たろう"
