@@ -266,7 +266,52 @@ def build_results(sources: Sequence[Any], *, key: str, probabilities: dict[str, 
         for ds in (sc, seg):
             if ds is not None:
                 ds.ImageComments = notes[:10240]
-    return ResultObjects(sr=sr, sc=sc, seg=seg)
+    made = ResultObjects(sr=sr, sc=sc, seg=seg)
+    for ds in made.datasets:
+        _fit_character_set(ds)
+    return made
+
+
+#: Value representations whose text may go beyond ASCII (PS3.5 6.1.2.3).
+_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})
+
+
+def _texts(ds: Any) -> Iterator[str]:
+    """Every text value of ``ds``, sequence items included."""
+    from pydicom.multival import MultiValue
+
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                yield from _texts(item)
+        elif elem.VR in _TEXT_VRS and elem.value not in (None, ""):
+            yield from (str(v) for v in (elem.value if isinstance(elem.value, MultiValue) else [elem.value]))
+
+
+def _fit_character_set(ds: Any) -> None:
+    """Declare UTF-8 (``ISO_IR 192``) on a result whose text its Specific Character Set (copied from the
+    source) cannot encode: a model, class or note beyond ASCII in the results of an ASCII source was
+    written as undeclared Latin-1 bytes, or as ``?`` where Latin-1 has no such character."""
+    import warnings
+
+    from pydicom.charset import convert_encodings, encode_string
+
+    from medtl.io.dicom.sniff import quiet_pydicom_log
+
+    declared = ds.get("SpecificCharacterSet")
+    wide = [t for t in _texts(ds) if not t.isascii()]
+    if not wide or declared == "ISO_IR 192":
+        return
+    if declared not in (None, "", "ISO_IR 6"):  # the default repertoire is ASCII, whatever pydicom assumes
+        with quiet_pydicom_log(), warnings.catch_warnings():
+            warnings.simplefilter("error")  # pydicom warns, and substitutes, where it cannot encode
+            try:
+                for text in wide:
+                    encode_string(text, convert_encodings(declared))
+                return
+            except (UserWarning, UnicodeError):
+                pass
+    ds.SpecificCharacterSet = "ISO_IR 192"
 
 
 def _secondary_capture(ref: Any, scan: Scan, saliency: Scan, model_id: str, key: str, series: str,

@@ -155,3 +155,32 @@ def test_a_japanese_patient_name_in_iso_2022_is_copied_into_the_results(tmp_path
         written = _written(obj)
         assert list(written.SpecificCharacterSet) == ["ISO 2022 IR 6", "ISO 2022 IR 87"]
         assert str(written.PatientName) == "Yamada^Tarou=山田^太郎=やまだ^たろう"
+
+
+@pytest.mark.parametrize("source_charset, expected", [(None, "ISO_IR 192"), ("ISO_IR 100", "ISO_IR 192"),
+                                                      ("ISO_IR 192", "ISO_IR 192")])
+def test_text_beyond_the_sources_character_set_is_written_as_declared_utf8(source_charset, expected):
+    """A class, model or note beyond ASCII in the results of an ASCII source was written as undeclared
+    Latin-1 bytes (``—`` as ``?``): the result declares UTF-8 and reads back as written."""
+    ds = pydicom.dcmread(sample_path("ct2d"))
+    if source_charset is None:
+        del ds.SpecificCharacterSet
+    else:
+        ds.SpecificCharacterSet = source_charset
+    made = build_results(**{**_KW, "sources": [ds], "probabilities": {"épanchement": 0.9, "normal": 0.1},
+                            "decision": "épanchement", "card": {"name": "modèle"}, "notes": "Schicht 3 fehlt — Lücke"})
+    assert _written(made.sr).SpecificCharacterSet == expected
+    assert ("Comment", "Schicht 3 fehlt — Lücke") in sr_content(_written(made.sr))
+    for obj in (made.sc, made.seg):
+        written = _written(obj)
+        assert written.SpecificCharacterSet == expected and written.ImageComments == "Schicht 3 fehlt — Lücke"
+
+
+def test_a_latin1_source_keeps_its_character_set_when_it_holds_the_text():
+    ds = pydicom.dcmread(sample_path("ct2d"))
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = "Gonçalves^José"
+    made = build_results(**{**_KW, "sources": [ds], "notes": "Lücke"})
+    for obj in made.datasets:
+        written = _written(obj)
+        assert written.SpecificCharacterSet == "ISO_IR 100" and str(written.PatientName) == "Gonçalves^José"
