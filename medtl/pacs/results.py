@@ -16,7 +16,6 @@ same SOPInstanceUIDs: a push repeated after a crash stores the same objects, not
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -329,21 +328,17 @@ def _secondary_capture(ref: Any, scan: Scan, saliency: Scan, model_id: str, key:
     sc.SeriesDescription = desc
     sc.SoftwareVersions = version
     sc.BurnedInAnnotation = "YES"  # the picture carries the method, class, probability and model
-    # highdicom copies the basic patient and study attributes only: the rest of what the SR and SEG carry
-    # (an issuer-aware PACS files by IssuerOfPatientID), and the image the picture was made from
-    for keyword in _COPIED_TO_SC:
-        if keyword in ref and keyword not in sc:
-            sc[keyword] = copy.deepcopy(ref[keyword])
+    # from_ref_dataset copies the basic patient and study attributes only: the rest of the Patient and
+    # Study modules, as the SR and SEG carry them (an issuer-aware PACS files by IssuerOfPatientID), the
+    # laterality of the source series (type 2C of the General Series module), and the source image
+    sc.copy_patient_and_study_information(ref)
+    if "Laterality" in ref:
+        sc.Laterality = ref.Laterality
     source = Dataset()
     source.ReferencedSOPClassUID = ref.SOPClassUID
     source.ReferencedSOPInstanceUID = ref.SOPInstanceUID
     sc.SourceImageSequence = [source]
     return sc
-
-
-#: Patient and study attributes the SC takes from its source when highdicom did not copy them.
-_COPIED_TO_SC = ("IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "OtherPatientIDsSequence",
-                 "PatientAge", "PatientSize", "PatientWeight", "StudyDescription")
 
 
 def _instance_number(sources: Sequence[Any]) -> int:

@@ -184,3 +184,18 @@ def test_a_latin1_source_keeps_its_character_set_when_it_holds_the_text():
     for obj in made.datasets:
         written = _written(obj)
         assert written.SpecificCharacterSet == "ISO_IR 100" and str(written.PatientName) == "Gonçalves^José"
+
+
+def test_the_overlay_carries_the_patient_study_and_laterality_of_its_source():
+    """The SC took a hand-picked list of the patient and study attributes (the SR and SEG carry the whole
+    modules: history, reading physicians ...) and dropped the source series' Laterality (type 2C)."""
+    ds = pydicom.dcmread(sample_path("ct2d"))
+    ds.AdditionalPatientHistory = "smoker"
+    ds.NameOfPhysiciansReadingStudy = "Reader^Rita"
+    ds.IssuerOfPatientID = "HOSP_A"
+    ds.Laterality = "L"
+    made = build_results(**{**_KW, "sources": [ds]})
+    sc = _written(made.sc)
+    assert sc.AdditionalPatientHistory == made.sr.AdditionalPatientHistory == "smoker"
+    assert sc.NameOfPhysiciansReadingStudy == "Reader^Rita" and sc.IssuerOfPatientID == "HOSP_A"
+    assert sc.Laterality == "L"
