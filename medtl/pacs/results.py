@@ -383,6 +383,10 @@ def _segmentation(sources: Sequence[Any], saliency: Scan, model_id: str, key: st
         device_serial_number=model_id.split("@")[-1][:64] or "0", max_fractional_value=255,
         omit_empty_frames=False, content_label="SALIENCY", content_description=f"medtl {method}"[:64])
     seg.SeriesDescription = desc
+    if "PatientOrientation" not in seg and _frame_geometry(sources[0], 0) is None:
+        # a projection image's map has no plane orientation: the General Image module then requires
+        # Patient Orientation (type 2C), which highdicom leaves out; the source's own, or empty (unknown)
+        seg.PatientOrientation = sources[0].get("PatientOrientation") or ""
     return seg
 
 

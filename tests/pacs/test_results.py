@@ -199,3 +199,35 @@ def test_the_overlay_carries_the_patient_study_and_laterality_of_its_source():
     assert sc.AdditionalPatientHistory == made.sr.AdditionalPatientHistory == "smoker"
     assert sc.NameOfPhysiciansReadingStudy == "Reader^Rita" and sc.IssuerOfPatientID == "HOSP_A"
     assert sc.Laterality == "L"
+
+
+def _radiograph(orientation):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # CR: a projection image, no plane position/orientation
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.Modality, ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "CR", "Doe^Jane", "P1", "", "F"
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20240102", "1011", "", "", ""
+    ds.SeriesNumber, ds.InstanceNumber, ds.ImagerPixelSpacing = 1, 1, [0.2, 0.2]
+    if orientation:
+        ds.PatientOrientation = orientation
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.Rows, ds.Columns = 1, "MONOCHROME2", 12, 10
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.arange(120, dtype=np.uint16).tobytes()
+    return _written(ds)
+
+
+@pytest.mark.parametrize("orientation", [["L", "F"], None])
+def test_the_saliency_seg_of_a_radiograph_states_its_patient_orientation(orientation):
+    """The SEG of a projection image (no plane orientation) lacked Patient Orientation, which its General
+    Image module then requires (type 2C; dciodvfy: Missing attribute for Type 2C Conditional)."""
+    ds = _radiograph(orientation)
+    scan = Scan(np.zeros((10, 12, 1), np.float32), np.eye(4))
+    sal = Scan(np.ones((10, 12, 1), np.float32), np.eye(4), metadata={"saliency_class": "1"})
+    made = build_results(**{**_KW, "sources": [ds], "scan": scan, "saliency": sal})
+    seg = _written(made.seg)
+    assert "PatientOrientation" in seg and list(seg.PatientOrientation or []) == (orientation or [])
