@@ -62,9 +62,11 @@ def result_uid(*parts: str) -> str:
 
 
 def finding_code(name: str) -> Any:
+    """The coded finding of class ``name``. A private code longer than 16 characters is written whole
+    (highdicom puts it in LongCodeValue): cut to 16, the codes of two classes could be one."""
     from highdicom.sr import CodedConcept
 
-    value, scheme, meaning = KNOWN_FINDINGS.get(name.lower(), (name[:16], "99MEDTL", f"class {name}"[:64]))
+    value, scheme, meaning = KNOWN_FINDINGS.get(name.lower(), (name, "99MEDTL", f"class {name}"[:64]))
     return CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
 
 
@@ -214,7 +216,7 @@ def build_results(sources: Sequence[Any], *, key: str, probabilities: dict[str, 
     context = hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
         observer_type=codes.DCM.Device, observer_identifying_attributes=device))
     measurements = [hd.sr.Measurement(
-        name=hd.sr.CodedConcept(value=f"p-{c}"[:16], scheme_designator="99MEDTL", meaning=f"Probability of {c}"[:64]),
+        name=hd.sr.CodedConcept(value=f"p-{c}", scheme_designator="99MEDTL", meaning=f"Probability of {c}"[:64]),
         value=float(p), unit=hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units"),
         algorithm_id=algo) for c, p in probabilities.items()]
     if threshold is not None:

@@ -231,3 +231,23 @@ def test_the_saliency_seg_of_a_radiograph_states_its_patient_orientation(orienta
     made = build_results(**{**_KW, "sources": [ds], "scan": scan, "saliency": sal})
     seg = _written(made.seg)
     assert "PatientOrientation" in seg and list(seg.PatientOrientation or []) == (orientation or [])
+
+
+def test_classes_sharing_their_first_characters_get_distinct_codes():
+    """Codes were cut to 16 characters: ``consolidation_left`` and ``consolidation_right`` were both
+    ``p-consolidation_``, two measurements a receiving system could not tell apart."""
+    made = build_results(**{**_KW, "probabilities": {"consolidation_left": 0.3, "consolidation_right": 0.7},
+                            "decision": "consolidation_right"})
+
+    def codes(ds):
+        for elem in ds:
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    yield from codes(item)
+        if "CodeMeaning" in ds:
+            yield ds.get("CodeValue") or ds.get("LongCodeValue"), ds.CodeMeaning
+
+    found = dict((meaning, value) for value, meaning in codes(_written(made.sr)))
+    assert found["Probability of consolidation_left"] == "p-consolidation_left"
+    assert found["Probability of consolidation_right"] == "p-consolidation_right"
+    assert found["class consolidation_right"] == "consolidation_right"
