@@ -329,6 +329,7 @@ def _secondary_capture(ref: Any, scan: Scan, saliency: Scan, model_id: str, key:
         manufacturer=MANUFACTURER, patient_orientation=("L", "P"))
     sc.SeriesDescription = desc
     sc.SoftwareVersions = version
+    sc.PatientOrientation = _picture_orientation(ref, scan)
     sc.BurnedInAnnotation = "YES"  # the picture carries the method, class, probability and model
     # from_ref_dataset copies the basic patient and study attributes only: the rest of the Patient and
     # Study modules, as the SR and SEG carry them (an issuer-aware PACS files by IssuerOfPatientID), the
@@ -341,6 +342,24 @@ def _secondary_capture(ref: Any, scan: Scan, saliency: Scan, model_id: str, key:
     source.ReferencedSOPInstanceUID = ref.SOPInstanceUID
     sc.SourceImageSequence = [source]
     return sc
+
+
+def _picture_orientation(ref: Any, scan: Scan) -> list[str]:
+    """Patient Orientation of the overlay picture: a volume's axial slice is shown in LPS (``L``, ``P``);
+    a 2D picture keeps the source's pixel layout, so its orientation is the source's (from its plane
+    orientation, else its own Patient Orientation: ``L``, ``F`` for a chest radiograph, not ``L``, ``P``);
+    empty (unknown) when neither is known."""
+    if not scan.is_2d:
+        return ["L", "P"] if scan.metadata.get("orientation_known") is not False else []
+    geom = _frame_geometry(ref, 0)
+    if geom is not None:
+        from highdicom.spatial import get_closest_patient_orientation
+
+        row, col = geom[1][:3], geom[1][3:]
+        along_row, along_col, _ = get_closest_patient_orientation(np.column_stack([row, col, np.cross(row, col)]))
+        return [along_row.value, along_col.value]
+    given = ref.get("PatientOrientation")
+    return [str(v) for v in given] if given and len(given) == 2 else []
 
 
 def _instance_number(sources: Sequence[Any]) -> int:

@@ -251,3 +251,23 @@ def test_classes_sharing_their_first_characters_get_distinct_codes():
     assert found["Probability of consolidation_left"] == "p-consolidation_left"
     assert found["Probability of consolidation_right"] == "p-consolidation_right"
     assert found["class consolidation_right"] == "consolidation_right"
+
+
+@pytest.mark.parametrize("orientation, iop, expected", [
+    (["L", "F"], None, ["L", "F"]),  # a chest radiograph, PA: rows to the patient's left, columns to the feet
+    (None, [0, 1, 0, 0, 0, -1], ["P", "F"]),  # a sagittal slice
+    (None, None, []),  # unknown
+])
+def test_the_overlay_of_a_2d_source_states_the_sources_orientation(orientation, iop, expected):
+    """The overlay keeps a 2D source's pixel layout, yet every SC said rows L, columns P (an axial slice)."""
+    ds = _radiograph(orientation)
+    if iop is not None:
+        ds.ImageOrientationPatient, ds.ImagePositionPatient, ds.PixelSpacing = iop, [0, 0, 0], [0.5, 0.5]
+    scan = Scan(np.zeros((10, 12, 1), np.float32), np.eye(4))
+    sal = Scan(np.ones((10, 12, 1), np.float32), np.eye(4), metadata={"saliency_class": "1"})
+    sc = _written(build_results(**{**_KW, "sources": [ds], "scan": scan, "saliency": sal}).sc)
+    assert "PatientOrientation" in sc and list(sc.PatientOrientation or []) == expected
+
+
+def test_the_overlay_of_an_axial_slice_is_left_and_posterior():
+    assert list(_written(build_results(**_KW).sc).PatientOrientation) == ["L", "P"]
