@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from medtl.errors import MedtlError
+from medtl.errors import MedtlError, one_line
 from medtl.io.scan import Scan
 
 __all__ = ["MANUFACTURER", "RESULT_SERIES", "ResultObjects", "build_results", "result_key", "finding_code", "frames_on_source_grid",
@@ -243,6 +243,16 @@ def build_results(sources: Sequence[Any], *, key: str, probabilities: dict[str, 
         algorithm_id=algo, measurements=measurements,
         qualitative_evaluations=evaluations,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in sources[:1]])
+    sc = seg = None
+    number = _instance_number(sources)
+    if saliency is not None and scan is not None:
+        warning = OOD_WARNING if ood is not None and ood[2] else ""
+        sc = _secondary_capture(first, scan, saliency, model_id, key, series, version, number, warning)
+        try:
+            seg = _segmentation(sources, saliency, model_id, key, series, name, version, method, number)
+        except ValueError as exc:  # highdicom refuses sources it cannot reference frame by frame; the SR and
+            # the picture still go, saying why the map did not (a multi-frame source without patient geometry)
+            notes = "; ".join(x for x in (notes, f"no saliency map object (SEG): {one_line(exc, typed=False)}") if x)
     if notes:  # TID 1501 takes no free text of its own: a Comment item in the group, as reporting systems show
         group[0].ContentSequence.append(hd.sr.TextContentItem(
             name=codes.DCM.Comment, value=notes[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
@@ -251,18 +261,12 @@ def build_results(sources: Sequence[Any], *, key: str, probabilities: dict[str, 
         procedure_reported=hd.sr.CodedConcept(value="363679005", scheme_designator="SCT", meaning="Imaging procedure"),
         imaging_measurements=[group])
     sr_no, sr_desc = RESULT_SERIES["sr"]
-    number = _instance_number(sources)
     sr = hd.sr.Comprehensive3DSR(
         evidence=list(sources), content=report, series_instance_uid=result_uid(model_id, series, "sr"),
         series_number=sr_no, sop_instance_uid=result_uid(model_id, key, "sr"), instance_number=number,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False)
     sr.SeriesDescription = sr_desc
     sr.SoftwareVersions = version
-    sc = seg = None
-    if saliency is not None and scan is not None:
-        warning = OOD_WARNING if ood is not None and ood[2] else ""
-        sc = _secondary_capture(first, scan, saliency, model_id, key, series, version, number, warning)
-        seg = _segmentation(sources, saliency, model_id, key, series, name, version, method, number)
     if notes:  # what the reader must know (missing slices, an out-of-distribution input ...)
         for ds in (sc, seg):
             if ds is not None:

@@ -271,3 +271,24 @@ def test_the_overlay_of_a_2d_source_states_the_sources_orientation(orientation, 
 
 def test_the_overlay_of_an_axial_slice_is_left_and_posterior():
     assert list(_written(build_results(**_KW).sc).PatientOrientation) == ["L", "P"]
+
+
+def test_a_source_highdicom_cannot_map_gets_the_report_and_picture_saying_why_there_is_no_seg(tmp_path):
+    """A multi-frame source without a frame of reference made highdicom refuse the SEG, and with it every
+    result of the study: not even the SR with the probabilities was pushed."""
+    from medtl.pacs.results import read_sources
+
+    ds = pydicom.dcmread(sample_path("ct2d"))
+    ds.NumberOfFrames = 3
+    ds.PixelData = ds.PixelData * 3
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "FrameOfReferenceUID"):
+        delattr(ds, keyword)
+    ds.save_as(tmp_path / "multiframe.dcm")
+    with pytest.warns(UserWarning, match="no patient geometry"):
+        scan = load_scan(tmp_path / "multiframe.dcm")
+    sal = Scan(np.full(scan.shape, 0.5, np.float32), scan.affine)
+    made = build_results(**{**_KW, "sources": read_sources([tmp_path / "multiframe.dcm"]), "scan": scan,
+                            "saliency": sal, "notes": "3 frames"})
+    assert made.seg is None and made.sc is not None
+    assert made.sc.ImageComments.startswith("3 frames; no saliency map object (SEG): ")
+    assert "no saliency map object (SEG)" in str(sr_content(_written(made.sr)))
