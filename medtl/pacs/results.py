@@ -89,6 +89,15 @@ class ResultObjects:
 
 # --- geometry ------------------------------------------------------------------------------------
 
+def _series_laterality(ds: Any) -> str | None:
+    """The source series' Laterality, else its image's (ImageLaterality R or L: a mammogram or a hand
+    radiograph often states only that); None when neither says (B and U have no series equivalent)."""
+    if "Laterality" in ds:
+        return ds.Laterality
+    image = str(ds.get("ImageLaterality", "") or "").upper()
+    return image if image in ("R", "L") else None
+
+
 def _n_frames(ds: Any) -> int:
     return int(ds.get("NumberOfFrames", 1) or 1)
 
@@ -339,8 +348,9 @@ def _secondary_capture(ref: Any, scan: Scan, saliency: Scan, model_id: str, key:
     # Study modules, as the SR and SEG carry them (an issuer-aware PACS files by IssuerOfPatientID), the
     # laterality of the source series (type 2C of the General Series module), and the source image
     sc.copy_patient_and_study_information(ref)
-    if "Laterality" in ref:
-        sc.Laterality = ref.Laterality
+    laterality = _series_laterality(ref)
+    if laterality is not None:
+        sc.Laterality = laterality
     source = Dataset()
     source.ReferencedSOPClassUID = ref.SOPClassUID
     source.ReferencedSOPInstanceUID = ref.SOPInstanceUID

@@ -292,3 +292,14 @@ def test_a_source_highdicom_cannot_map_gets_the_report_and_picture_saying_why_th
     assert made.seg is None and made.sc is not None
     assert made.sc.ImageComments.startswith("3 frames; no saliency map object (SEG): ")
     assert "no saliency map object (SEG)" in str(sr_content(_written(made.sr)))
+
+
+
+@pytest.mark.parametrize("image_laterality, expected", [("R", "R"), ("L", "L"), ("B", None), ("U", None)])
+def test_the_overlay_takes_its_laterality_from_the_image_when_the_series_states_none(image_laterality, expected):
+    """A radiograph stating only ImageLaterality gave an overlay without Laterality (dciodvfy: type 2C)."""
+    ds = pydicom.dcmread(sample_path("ct2d"))
+    ds.ImageLaterality = image_laterality
+    assert "Laterality" not in ds
+    sc = _written(build_results(**{**_KW, "sources": [ds]}).sc)
+    assert sc.get("Laterality") == expected
