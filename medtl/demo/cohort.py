@@ -94,7 +94,8 @@ __all__ = [
 
 #: Bump when the generated content changes; names the cache folder.
 #: 2: site B got a low-dose protocol's coarse noise (mottle) and its kernel became a SiteProfile field.
-GENERATOR_VERSION = 2
+#: 3: CT slices carry AcquisitionNumber (type 2 of the CT Image module); pixels unchanged.
+GENERATOR_VERSION = 3
 SIZES = ("small", "full")
 KINDS = ("ct2d", "ct3d", "series", "png")
 MANIFEST_COLUMNS = ("path", "label", "split", "patient_id", "site", "mask", "kind")
@@ -439,6 +440,7 @@ def _ct_dataset(
     ds.SeriesInstanceUID = _uid(seed, case.patient_id, series, "series")
     ds.StudyID = "1"
     ds.SeriesNumber = 1
+    ds.AcquisitionNumber = 1  # type 2 in the CT Image module (dciodvfy: missing)
     ds.InstanceNumber = instance
     ds.ImagePositionPatient = [round(float(v), 4) for v in position]
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]

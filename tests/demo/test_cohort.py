@@ -457,3 +457,11 @@ def test_a_users_manifest_and_the_files_it_lists_are_never_touched(tmp_path, nam
     assert (tmp_path / "images" / "case1.dcm").read_bytes() == b"a patient's image"
     assert (tmp_path / name).read_text() == "path,label\nimages/case1.dcm,1\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["images", name])
+
+
+def test_ct_slices_carry_the_type_2_attributes_of_the_ct_image_module(cohort):
+    """dciodvfy found AcquisitionNumber missing in every sample CT slice."""
+    for path in sorted(cohort.rglob("*.dcm"))[:20]:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        for keyword in ("AcquisitionNumber", "KVP", "PatientPosition", "SliceThickness"):
+            assert keyword in ds, (path, keyword)
