@@ -234,10 +234,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise
     test = result.metrics.get("test", {})
     if test:
-        ci = test.get("ci", {})
-        auc_ci = ci.get("auc")
-        span = f" (95% CI {auc_ci[0]:.3f}-{auc_ci[1]:.3f})" if auc_ci else ""
-        print(f"test AUC {test.get('auc', float('nan')):.4f}{span}, accuracy {test.get('accuracy', float('nan')):.4f}")
+        names = result.card.get("class_names") or []
+        print(f"test AUC {metric_text(test, 'auc', names)}, accuracy {metric_text(test, 'accuracy', names)}")
     verdict = result.card.get("degenerate") or {}
     if verdict.get("degenerate"):
         print(f"WARNING: this model did not learn to separate the classes ({'; '.join(verdict['reasons'])}); "
@@ -256,7 +254,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from medtl.runs import read_card
     from medtl.train.run import evaluate
 
-    read_card(args.model)  # a mistyped --model is named before a results folder is made inside it
+    card = read_card(args.model)  # a mistyped --model is named before a results folder is made inside it
     out = args.out
     made: list[Path] = []
     args.split = args.split or ("all" if args.data else "test")
@@ -292,13 +290,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(metrics)
         return 0
-    ci = metrics.get("ci", {})
+    names = card.get("class_names") or []
     for key in ("n", "auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ece", "threshold"):
         if key in metrics:
-            value = metrics[key]
-            extra = f"  (95% CI {ci[key][0]:.3f}-{ci[key][1]:.3f})" if key in ci else ""
-            print(f"{key:<18} {value:.4f}{extra}" if isinstance(value, float) else f"{key:<18} {value}")
+            print(f"{key:<18} {metric_text(metrics, key, names)}")
     return 0
+
+
+def metric_text(metrics: dict[str, Any], key: str, class_names: Sequence[str] = ()) -> str:
+    """``metrics[key]`` for the printed summary: 4 decimals and its 95% CI, a count or threshold as it is, or,
+    where ``metrics.json`` holds null, why it is undefined (the classes absent from the cases, read off the
+    confusion matrix) rather than a crash on formatting None."""
+    value = metrics.get(key)
+    if key in ("n", "threshold") and value is not None:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+    if value is None:
+        cm = metrics.get("confusion_matrix") or []
+        absent = [str(class_names[i]) if i < len(class_names) else str(i) for i, row in enumerate(cm) if not sum(row)]
+        why = f"no case of class {', '.join(absent)} here" if absent else "no case it is computed on"
+        return f"undefined ({why})"
+    ci = (metrics.get("ci") or {}).get(key) or []
+    defined = len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)
+    return f"{value:.4f}" + (f"  (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if defined else "")
 
 
 # --- predict / score ----------------------------------------------------------------------

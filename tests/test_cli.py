@@ -307,3 +307,33 @@ def test_series_on_one_file_is_refused_not_ignored(tmp_path, capsys):
         assert len(err) == 1 and "a.nii.gz" in err[0] and "leave --series out" in err[0]
     assert not (tmp_path / "b.nii.gz").exists()
     assert main(["info", str(SAMPLE / "series" / "P0041"), "--series", "0", "--json"]) == 0  # a folder takes it
+
+
+#: What evaluate_predictions writes for cases of class 1 only: AUC and specificity undefined (null).
+_ONE_CLASS = {"n": 8, "auc": None, "accuracy": 0.75, "balanced_accuracy": 0.75, "sensitivity": 0.75,
+              "specificity": None, "ece": 0.25, "threshold": 0.5, "confusion_matrix": [[0, 0], [2, 6]],
+              "ci": {"auc": [None, None], "accuracy": [0.5, 1.0], "balanced_accuracy": [0.5, 1.0],
+                     "sensitivity": [0.5, 1.0], "specificity": [None, None], "ece": [0.1, 0.4]}}
+
+
+def test_evaluate_of_cases_of_one_class_says_which_figures_are_undefined(tmp_path, untrained_run, monkeypatch,
+                                                                        capsys):
+    from medtl.train import run as train_run
+
+    monkeypatch.setattr(train_run, "evaluate", lambda *a, **k: dict(_ONE_CLASS))
+    assert main(["evaluate", "--model", str(untrained_run), "--out", str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"{'auc':<18} undefined (no case of class a here)" in out
+    assert f"{'specificity':<18} undefined (no case of class a here)" in out
+    assert f"{'sensitivity':<18} 0.7500  (95% CI 0.500-1.000)" in out
+    assert f"{'n':<18} 8" in out and f"{'threshold':<18} 0.5000" in out
+
+
+def test_train_summary_of_a_test_split_of_one_class_says_auc_is_undefined(tmp_path, monkeypatch, capsys):
+    from medtl.train import run as train_run
+
+    card = {"class_names": ["normal", "nodule"], "metrics": {"test": dict(_ONE_CLASS)}}
+    monkeypatch.setattr(train_run, "train", lambda cfg, out, resume=False: train_run.RunResult(tmp_path, card))
+    assert main(["train", "--config", "sample_tiny", "--out", str(tmp_path)]) == 0
+    assert ("test AUC undefined (no case of class normal here), accuracy 0.7500  (95% CI 0.500-1.000)"
+            in capsys.readouterr().out)
