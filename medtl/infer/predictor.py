@@ -386,6 +386,8 @@ class Predictor:
                 if isinstance(test.get(k), (int, float)):
                     span = f" (95% CI {ci[k][0]:.3f}-{ci[k][1]:.3f})" if k in ci else ""
                     parts.append(f"{k} {test[k]:.3f}{span}")
+                elif k in test:  # null in the card: the test set had no case of a class it needs
+                    parts.append(f"{k} undefined (a class absent from the test set)")
             lines.append(f"Test metrics (n={test.get('n', '?')}): " + ", ".join(parts))
         else:
             lines.append("Test metrics: none recorded")

@@ -206,3 +206,12 @@ def test_predictor_and_from_run_share_the_device_default(run2d, monkeypatch):
     built = Predictor(model, card, prep)
     assert seen == ["auto"] and built.device == torch.device("cpu")
     assert next(built.model.parameters()).device == torch.device("cpu")
+
+
+def test_describe_says_a_null_test_metric_is_undefined(p2d):
+    one_class = copy.copy(p2d)
+    one_class.card = {**p2d.card, "metrics": {"test": {"n": 8, "auc": None, "accuracy": 0.75, "sensitivity": 0.75,
+                                                       "specificity": None, "ci": {"accuracy": [0.5, 1.0]}}}}
+    line = next(s for s in one_class.describe().splitlines() if s.startswith("Test metrics"))
+    assert line == ("Test metrics (n=8): auc undefined (a class absent from the test set), accuracy 0.750 "
+                    "(95% CI 0.500-1.000), sensitivity 0.750, specificity undefined (a class absent from the test set)")
