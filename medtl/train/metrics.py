@@ -111,15 +111,12 @@ def expected_calibration_error(y_true: Any, probs: Any, n_bins: int = ECE_BINS) 
     reliability diagram shows). Bins are ``(lo, hi]`` like sklearn's ``calibration_curve``.
     Hand-written: scikit-learn has no ECE, and MONAI's is class-wise over torch tensors.
     """
-    p = np.asarray(probs, dtype=np.float64)
-    y = np.asarray(y_true)
-    if p.ndim == 1:
-        conf, outcome = p, (y == 1).astype(np.float64)
+    binary = np.ndim(probs) == 1
+    y, p = _prepare(y_true, probs)  # a NaN, a value outside [0, 1] or a label past the columns is refused
+    if binary:
+        conf, outcome = p[:, 1], (y == 1).astype(np.float64)
     else:
-        y, p = _prepare(y, p)
         conf, outcome = p.max(axis=1), (p.argmax(axis=1) == y).astype(np.float64)
-    if conf.shape != outcome.shape or conf.size == 0:
-        raise ValueError(f"y_true {y.shape} and probs {p.shape} do not describe the same cases")
     bins = _bin_index(conf, n_bins)
     gap = np.bincount(bins, weights=outcome - conf, minlength=n_bins)
     return float(np.abs(gap).sum() / conf.size)

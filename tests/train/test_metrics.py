@@ -166,6 +166,17 @@ def test_ece_multiclass_top_label():
     assert expected_calibration_error(y, probs) == pytest.approx((2 * 0.08 + 2 * 0.18) / 4)
 
 
+@pytest.mark.parametrize("y, p, message", [
+    ([0, 1], [math.nan, 0.5], "finite and in \\[0, 1\\]"),
+    ([0, 1], [1.5, 0.5], "finite and in \\[0, 1\\]"),
+    ([0, 2], [0.5, 0.5], "outside \\[0, 2\\)"),
+])
+def test_ece_of_p_class_1_refuses_what_the_two_column_form_refuses(y, p, message):
+    """The p(class 1) form (the reliability diagram's) returned NaN for a NaN, and a number for 1.5 or label 2."""
+    with pytest.raises(ValueError, match=message):
+        expected_calibration_error(y, p)
+
+
 # --------------------------------------------------------------------------- Youden
 
 
