@@ -199,13 +199,12 @@ def youden_threshold(y_true: Any, p_pos: Any) -> float:
     Taken from the points of :func:`sklearn.metrics.roc_curve`; predicting class 1 when
     ``p >= threshold`` reproduces that point. Ties go to the highest threshold.
     """
-    y = np.asarray(y_true)
-    s = np.asarray(p_pos, dtype=np.float64)
-    if s.ndim != 1 or y.shape != s.shape:
-        raise ValueError(f"y_true and p_pos must both be (N,), got {y.shape} and {s.shape}")
+    if np.ndim(p_pos) != 1:
+        raise ValueError(f"p_pos must be (N,) probabilities of class 1, got shape {np.shape(p_pos)}")
+    y, p = _prepare(y_true, p_pos)  # labels 0/1, probabilities finite and in [0, 1]
     if np.unique(y).size != 2:
         raise ValueError("youden_threshold needs both classes (0 and 1) in y_true")
-    fpr, tpr, thresholds = roc_curve(y, s)
+    fpr, tpr, thresholds = roc_curve(y, p[:, 1])
     j = tpr - fpr
     best = int(np.argmax(j[1:])) + 1  # index 0 is sklearn's +inf "predict nothing" point
     return float(thresholds[best])

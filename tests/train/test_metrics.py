@@ -206,6 +206,17 @@ def test_youden_threshold_maximises_j_over_all_thresholds():
         youden_threshold(np.zeros(3, int), [0.1, 0.2, 0.3])
 
 
+@pytest.mark.parametrize("y, p, message", [
+    ([0, 1, 0, 1], [math.nan, 0.5, 0.2, 0.9], "finite and in \\[0, 1\\]"),
+    ([0, 2, 0, 2], [0.1, 0.5, 0.2, 0.9], "outside \\[0, 2\\)"),
+    ([0, 1], [[0.9, 0.1], [0.2, 0.8]], "p_pos must be \\(N,\\)"),
+])
+def test_youden_threshold_refuses_bad_input_in_medtl_words(y, p, message):
+    """scikit-learn's own errors ("Input contains NaN.", "pos_label is not specified") reached the caller."""
+    with pytest.raises(ValueError, match=message):
+        youden_threshold(y, p)
+
+
 # --------------------------------------------------------------------------- bootstrap
 
 
