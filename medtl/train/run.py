@@ -864,7 +864,7 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | N
             write_json(folder / "metrics.json", metrics)
             _write_predictions(folder / f"predictions_{split}.csv", items, labels, probs, card["class_names"])
             save_evaluation_plots(labels, probs, card["class_names"], folder, prefix=f"{split}_",
-                                  threshold=card.get("threshold") or 0.5)
+                                  threshold=0.5 if card.get("threshold") is None else card["threshold"])
 
         _write_evaluation(Path(out), split, write)
     return metrics

@@ -152,6 +152,21 @@ def test_evaluate_other_site_and_cli(tiny_run, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["n"] == 8 and (out / "metrics.json").is_file()
 
 
+def test_evaluate_draws_its_plots_at_a_threshold_of_zero_as_its_metrics_take_it(tiny_run, tmp_path, monkeypatch):
+    """A card's threshold 0.0 (eval.threshold=0 is allowed) became 0.5 in the plots (``or 0.5``), so the confusion
+    matrix drawn disagreed with the one in metrics.json."""
+    from medtl.train import plots
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("evaluations"))
+    card = json.loads((run / "model_card.json").read_text())
+    (run / "model_card.json").write_text(json.dumps({**card, "threshold": 0.0}))
+    drawn = []
+    monkeypatch.setattr(plots, "save_evaluation_plots", lambda *a, threshold, **k: drawn.append(threshold) or {})
+    m = evaluate(run, out=str(tmp_path / "ev"), progress=False, bootstrap=0)
+    assert drawn == [0.0] and m["threshold"] == 0.0 and m["sensitivity"] == 1.0 and m["specificity"] == 0.0
+
+
 def test_a_config_changed_without_validation_is_refused_before_training(tmp_path):
     """``model_copy(update=...)`` skips pydantic's checks: a negative rate reached the optimiser."""
     cfg = tiny_cfg()
