@@ -442,6 +442,8 @@ def write_report(out: Path, results: dict[str, dict[str, Any]], roc: Path, overl
                + ". Identical curves mean the two models trade sensitivity for specificity the same way at every "
                "threshold (not that they give the same probabilities).</p>"
                if same else "")
+    from medtl.train.metrics import ECE_BINS
+
     calib = []
     for arm, r in results.items():
         thr = (r.get("card") or {}).get("threshold")
@@ -485,9 +487,10 @@ figcaption{{font-size:13px}}.note{{background:#f4f6fa;padding:8px 12px;border-le
 <h1>medtl demo: nodule vs normal on synthetic chest CT, site A → site B</h1>
 <p class="note">{html.escape(weights_msg)}<br>Runtime {seconds:.0f} s. Synthetic data; not for clinical use.</p>
 <h2>Test metrics</h2>
-<p class="small">AUC: 95% CI by stratified bootstrap. Accuracy, sensitivity and specificity: exact 95% (Clopper–Pearson)
-intervals with the counts, valid at small n and at 0% or 100%. Each model is judged at its own threshold
-(Youden on its site-A validation split).</p>
+<p class="small">AUC: 95% CI by stratified percentile bootstrap. Accuracy, sensitivity and specificity: exact 95%
+(Clopper–Pearson) intervals with the counts, valid at small n and at 0% or 100%. Each model is judged at its own
+threshold (Youden on its site-A validation split). ECE: top-label (the larger probability against whether that class
+is the true one, whatever the threshold), {ECE_BINS} equal-width bins.</p>
 <table><tr><th>training</th><th>site</th><th>n</th><th>AUC</th><th>accuracy</th><th>sensitivity</th>
 <th>specificity</th><th>ECE</th><th>threshold</th></tr>{''.join(rows)}</table>
 {note_html}

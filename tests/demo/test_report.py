@@ -133,3 +133,9 @@ def test_training_length_of_a_run_and_of_each_member_of_an_ensemble():
     ensemble = {"epochs": 6, "monitor": "auc", "ensemble": [{"epochs_run": 6, "best_epoch": 4},
                                                             {"epochs_run": 6, "best_epoch": 2}]}
     assert epochs_text(ensemble) == "ensemble of 2 (6/6 epochs, best 4; 6/6 epochs, best 2; by auc)"
+
+
+def test_report_says_how_its_ece_and_auc_interval_are_computed(report):
+    assert "ECE: top-label (the larger probability against whether that class is the true one, whatever the " \
+           "threshold), 15 equal-width bins." in " ".join(report.split())
+    assert "AUC: 95% CI by stratified percentile bootstrap." in report

@@ -304,3 +304,23 @@ def test_evaluate_predictions_nan_becomes_null():
     result = evaluate_predictions(np.zeros(3, int), binary([0.1, 0.2, 0.3]), bootstrap=10)
     assert result["auc"] is None and result["ci"]["auc"] == [None, None]
     json.dumps(result, allow_nan=False)
+
+
+def test_readme_states_the_definitions_the_code_uses():
+    """The README's account of the figures (averaging, threshold side, ECE bins, CI method) follows the code."""
+    import inspect
+    from pathlib import Path
+
+    from medtl.train import metrics, plots
+
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    assert f"ECE is top-label (the largest probability against whether the argmax is right) over {metrics.ECE_BINS} " \
+           "equal-width bins" in readme
+    diagram_bins = inspect.signature(plots.plot_calibration).parameters["n_bins"].default
+    assert f"the reliability diagram draws {diagram_bins} bins" in readme
+    assert "when its probability is `>=` the threshold" in readme
+    assert classification_metrics([0, 1], [0.3, 0.3], threshold=0.3)["sensitivity"] == 1.0  # p == t: positive
+    assert "unweighted mean of the one-vs-rest AUCs (macro)" in readme
+    assert "percentile intervals of a stratified bootstrap" in readme
+    assert evaluate_predictions([0, 1, 0, 1], [0.2, 0.7, 0.4, 0.6], bootstrap=5)["bootstrap"]["method"] == \
+        "stratified percentile"
