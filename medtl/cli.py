@@ -302,7 +302,9 @@ def metric_text(metrics: dict[str, Any], key: str, class_names: Sequence[str] = 
     where ``metrics.json`` holds null, why it is undefined (the classes absent from the cases, read off the
     confusion matrix) rather than a crash on formatting None."""
     value = metrics.get(key)
-    if key in ("n", "threshold") and value is not None:
+    if key == "threshold" and value is None:
+        return "none (more than two classes: the prediction is the most probable class)"
+    if key in ("n", "threshold"):
         return f"{value:.4f}" if isinstance(value, float) else str(value)
     if value is None:
         cm = metrics.get("confusion_matrix") or []

@@ -337,3 +337,13 @@ def test_train_summary_of_a_test_split_of_one_class_says_auc_is_undefined(tmp_pa
     assert main(["train", "--config", "sample_tiny", "--out", str(tmp_path)]) == 0
     assert ("test AUC undefined (no case of class normal here), accuracy 0.7500  (95% CI 0.500-1.000)"
             in capsys.readouterr().out)
+
+
+def test_evaluate_of_more_classes_says_there_is_no_threshold(tmp_path, untrained_run, monkeypatch, capsys):
+    from medtl.train import run as train_run
+
+    three = {"n": 3, "auc": 0.5, "threshold": None, "confusion_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "ci": {}}
+    monkeypatch.setattr(train_run, "evaluate", lambda *a, **k: dict(three))
+    assert main(["evaluate", "--model", str(untrained_run), "--out", str(tmp_path / "ev")]) == 0
+    assert (f"{'threshold':<18} none (more than two classes: the prediction is the most probable class)"
+            in capsys.readouterr().out.splitlines())
