@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,20 @@ def detect_data_format(path: str | os.PathLike) -> str:
                       "or set data.format)")
 
 
+#: Class names that usually mean "no finding": sorted alphabetically, they can land on class 1.
+_NEGATIVE_NAME = re.compile(r"(normal|negative|neg|healthy|benign|no|none|absent|control|clear|no[_ -].+|non[_ -]?.+|"
+                            r"not[_ -].+)", re.IGNORECASE)
+
+
+def _warn_if_class_1_reads_as_negative(names: list[str], where: str) -> None:
+    """Binary figures (sensitivity, specificity, AUC of p(class 1)) treat class 1 as the finding; alphabetical
+    order makes "normal" class 1 beside "abnormal" without a word."""
+    if len(names) == 2 and _NEGATIVE_NAME.fullmatch(names[1]) and not _NEGATIVE_NAME.fullmatch(names[0]):
+        warnings.warn(f"{where}: class names sorted alphabetically make {names[1]!r} class 1, the positive class of "
+                      f"sensitivity, specificity and the AUC; if {names[0]!r} is the finding, set "
+                      f"data.class_names=[{names[1]},{names[0]}]", stacklevel=3)
+
+
 def _label_map(raw: list[str], class_names: list[str] | None, where: str) -> tuple[list[int], list[str]]:
     """Labels as ints plus class names. All-integer labels are class indices; otherwise class names."""
     if any(not r for r in raw):
@@ -101,6 +116,8 @@ def _label_map(raw: list[str], class_names: list[str] | None, where: str) -> tup
             raise ConfigError(f"{where}: label {k - 1} found but only {len(names)} class_names given")
         return ints, names
     names = list(class_names) if class_names else sorted(set(raw))
+    if not class_names:
+        _warn_if_class_1_reads_as_negative(names, where)
     index = {n: i for i, n in enumerate(names)}
     unknown = sorted(set(raw) - set(index))
     if unknown:
@@ -189,6 +206,8 @@ def load_folder(root: str | os.PathLike, class_names: list[str] | None = None) -
     names = list(class_names) if class_names else found
     if not names:
         raise ConfigError(f"{root}: no class sub-folders (expected {root}/<class>/<images>)")
+    if not class_names:
+        _warn_if_class_1_reads_as_negative(names, str(root))
     unknown = sorted(set(found) - set(names))
     if unknown:
         raise ConfigError(f"{root}: class folders {unknown} are not in class_names {names}")

@@ -256,3 +256,24 @@ def test_a_dicom_class_folder_cohort_splits_by_the_patient_in_the_headers(tmp_pa
             splits.setdefault(pydicom.dcmread(it["image"], stop_before_pixels=True).PatientID, set()).add(it["split"])
             assert it["patient_id"].startswith("dicom-") and "P00" not in it["patient_id"]  # a hash, not the ID
         assert all(len(s) == 1 for s in splits.values()) and len(splits) > 3
+
+
+@pytest.mark.parametrize("names, warned", [(("abnormal", "normal"), True), (("disease", "healthy"), True),
+                                           (("lesion", "no_lesion"), True), (("normal", "pneumonia"), False),
+                                           (("benign", "malignant"), False), (("cat", "dog"), False),
+                                           (("negative", "normal"), False)])
+def test_alphabetical_order_that_makes_a_no_finding_name_class_1_warns(tmp_path, recwarn, names, warned):
+    """"abnormal"/"normal" made "normal" the positive class of sensitivity and the AUC without a word."""
+    for name in names:
+        _png(tmp_path / "folder" / name / "x.png")
+    csv = _manifest(tmp_path, [f"../folder/{n}/x.png,{n}" for n in names], header="path,label")
+    for load in (lambda: load_manifest(csv), lambda: load_folder(tmp_path / "folder")):
+        assert load().class_names == sorted(names)
+    messages = [str(w.message) for w in recwarn if "sorted alphabetically" in str(w.message)]
+    if warned:
+        assert len(messages) == 2 and f"set data.class_names=[{sorted(names)[1]},{sorted(names)[0]}]" in messages[0]
+    else:
+        assert not messages
+    recwarn.clear()
+    load_manifest(csv, class_names=sorted(names))  # an order the user chose is not questioned
+    assert not [w for w in recwarn if "sorted alphabetically" in str(w.message)]
