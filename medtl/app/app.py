@@ -798,6 +798,13 @@ def free_closed_sessions(demo: gr.Blocks, grace_s: float = CLOSED_SESSION_GRACE_
     demo.unload(end_session)
 
 
+def gradio_analytics() -> bool:
+    """Whether Gradio may send its telemetry and version check to api.gradio.app (when the page is built and
+    served): only when ``GRADIO_ANALYTICS_ENABLED=True`` asks for it. Gradio's own default is on, and a
+    hospital's server must not call out to a third party unasked."""
+    return os.environ.get("GRADIO_ANALYTICS_ENABLED") == "True"
+
+
 def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pacs_config: Any = None,
               closed_session_grace_s: float = CLOSED_SESSION_GRACE_S) -> gr.Blocks:
     """The page for ``models`` (``{name: run_dir}``; the first is selected). With a PACS configured
@@ -805,7 +812,8 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pac
     A closed tab's session is freed ``closed_session_grace_s`` seconds later (:func:`free_closed_sessions`)."""
     app = MedtlApp(models, device=device)
     names = list(app.models)
-    with gr.Blocks(title="medtl - scan classifier", delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(title="medtl - scan classifier", delete_cache=(3600, 3600),
+                   analytics_enabled=gradio_analytics()) as demo:
         state = gr.State(None, delete_callback=drop_session)
         with gr.Column(elem_id="medtl-header"):
             gr.Markdown("# medtl scan classifier\nUpload a scan (a DICOM file, several DICOM files or a .zip of a "
