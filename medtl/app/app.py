@@ -34,7 +34,7 @@ from medtl._fileutil import CANNOT_WRITE
 from medtl.app import viewer as V
 from medtl.app.limits import app_timeout, call_with_limit, warm_up
 from medtl.app.study import header_markdown, read_upload, without_folders
-from medtl.app.uploads import stage_upload
+from medtl.app.uploads import private_gradio_cache, stage_upload
 from medtl.errors import BlankScanError, DomainError, MedtlError
 from medtl.explain import DEFAULT_METHOD, METHOD_TITLES, METHODS as EXPLAIN_METHODS
 from medtl.explain import colour_bar, method_title, save_overlay_png, save_saliency_nifti
@@ -811,6 +811,7 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pac
     (``pacs_config``: a file or ``PacsConfig``; else where ``medtl pacs`` looks) it has a "From PACS" panel.
     A closed tab's session is freed ``closed_session_grace_s`` seconds later (:func:`free_closed_sessions`)."""
     app = MedtlApp(models, device=device)
+    private_gradio_cache(app.workdir)
     names = list(app.models)
     with gr.Blocks(title="medtl - scan classifier", delete_cache=(3600, 3600),
                    analytics_enabled=gradio_analytics()) as demo:

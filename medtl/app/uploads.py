@@ -26,7 +26,7 @@ from medtl.io.archive import MAX_RATIO, check_zip
 from medtl.io.detect import detect_format
 
 __all__ = ["MAX_FILES", "MAX_RATIO", "MAX_TOTAL_BYTES", "UnsafeUploadError", "check_archive", "check_nifti",
-           "stage_upload"]
+           "private_gradio_cache", "stage_upload"]
 
 #: Largest total (decompressed) size accepted: a whole CT series is a few hundred MB.
 MAX_TOTAL_BYTES = 2 * 1024**3
@@ -125,6 +125,24 @@ def make_workdir() -> Path:
 
     folder = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
     (folder / _PID_FILE).write_text(str(os.getpid()))
+    return folder
+
+
+def private_gradio_cache(workdir: str | os.PathLike) -> Path:
+    """Gradio's file cache (uploads, the pictures and downloads it serves): ``GRADIO_TEMP_DIR`` when the
+    administrator set it, else a ``gradio`` folder inside ``workdir`` (see :func:`make_workdir`: readable
+    by this user only, removed with it), which ``GRADIO_TEMP_DIR`` is then set to.
+
+    Gradio's default, ``<tmp>/gradio``, is readable by every local user and keeps each upload under its
+    own name (often the patient's) and the overlays drawn from it for an hour, after the server stops too.
+    Call it before the page's components are made: they take the folder when they are created.
+    """
+    chosen = os.environ.get("GRADIO_TEMP_DIR")
+    if chosen:
+        return Path(chosen)
+    folder = Path(workdir) / "gradio"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
     return folder
 
 
