@@ -192,15 +192,17 @@ def _load(row: dict[str, str], files: list[str]) -> Any:
     return read_series(files, series=row.get("series_uid") or None, progress=False)
 
 
-#: Values of the source that identify the patient: never in an error line medtl writes.
+#: Values of the source that identify the patient, the hospital or its staff: never in an error line medtl writes.
 _IDENTIFYING = ("PatientName", "PatientID", "AccessionNumber", "PatientBirthDate", "PatientBirthTime",
                 "OtherPatientIDs", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
-                "PatientAddress", "PatientTelephoneNumbers", "MedicalRecordLocator", "IssuerOfPatientID")
+                "PatientAddress", "PatientTelephoneNumbers", "MedicalRecordLocator", "IssuerOfPatientID",
+                "InstitutionName", "InstitutionAddress", "ReferringPhysicianName", "PerformingPhysicianName",
+                "NameOfPhysiciansReadingStudy", "OperatorsName")
 
 
 def _scrub(text: str, sources: list[Any]) -> str:
-    """Blank a patient identifier (name, ID, birth date ...; each value of a multi-valued one) that a
-    library message might quote."""
+    """Blank a patient identifier (name, ID, birth date ...), the institution or a physician's name (each
+    value of a multi-valued one) that a library message might quote."""
     from pydicom.multival import MultiValue
 
     from medtl.pacs.results import quiet_pydicom

@@ -303,3 +303,17 @@ def test_the_overlay_takes_its_laterality_from_the_image_when_the_series_states_
     assert "Laterality" not in ds
     sc = _written(build_results(**{**_KW, "sources": [ds]}).sc)
     assert sc.get("Laterality") == expected
+
+
+def test_institution_and_physician_names_are_blanked_from_a_push_error_line():
+    """A library message quoting the hospital or a physician went into errors.csv and the listener's log
+    unblanked: only patient attributes were."""
+    from medtl.pacs.workflow import _scrub
+
+    ds = pydicom.dcmread(sample_path("ct2d"))
+    ds.InstitutionName = "St Elsewhere Hospital"
+    ds.ReferringPhysicianName = "Doe^Anna"
+    ds.PerformingPhysicianName = ["Roe^Bob", "Poe^Cy"]
+    text = _scrub("cannot encode 'St Elsewhere Hospital' (Doe^Anna; Roe^Bob, Poe^Cy)", [ds])
+    assert text == ("cannot encode '<InstitutionName>' (<ReferringPhysicianName>; <PerformingPhysicianName>, "
+                    "<PerformingPhysicianName>)")
