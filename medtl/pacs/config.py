@@ -32,6 +32,7 @@ is printed or logged.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import stat
 import warnings
@@ -97,6 +98,10 @@ class PacsConfig:
             raise MedtlError("PACS config: give a password (basic auth) or a token (bearer), not both")
         if self.password and not self.user:
             raise MedtlError("PACS config: a password needs a user (dicomweb.user or MEDTL_PACS_USER)")
+        if self.url and self.secrets and not _private_transport(self.url):
+            warnings.warn(f"PACS url {self.url}: the {'token' if self.token else 'password'} is sent unencrypted over "
+                          "http:// to another machine (and so are the patients' images); use https://",
+                          UserWarning, stacklevel=3)
         if self.push not in _PUSH:
             raise MedtlError(f"PACS config: push must be one of {', '.join(_PUSH)}, got {self.push!r}")
         for name in ("called_aet", "calling_aet"):
@@ -151,6 +156,17 @@ def redact(text: str, config: PacsConfig | None = None, secrets: list[str] | Non
         if s:
             text = text.replace(s, "***")
     return text
+
+
+def _private_transport(url: str) -> bool:
+    """Whether what is sent to ``url`` stays unreadable on the way: https://, or http:// to this machine."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" or parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _read_secret_file(path: str, what: str) -> str:

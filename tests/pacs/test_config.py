@@ -162,3 +162,22 @@ def test_a_huge_deep_or_binary_config_or_secret_file_is_one_line(tmp_path):
     cfg.chmod(0o600)
     with pytest.raises(MedtlError, match=r"^/dev/zero: over 65,536 bytes, too large for a password file"):
         load_pacs_config(cfg, env={})
+
+
+def test_a_secret_sent_unencrypted_to_another_machine_is_warned_about():
+    """Basic auth and bearer tokens over http:// travel in clear text (the patient data too); over loopback or
+    https:// they do not, and nothing is said."""
+    import warnings
+
+    with pytest.warns(UserWarning, match=r"http://pacs.hospital/dicom-web: the password is sent unencrypted"):
+        PacsConfig(url="http://pacs.hospital/dicom-web", user="ai", password="s3cret-pw")
+    with pytest.warns(UserWarning, match="the token is sent unencrypted") as seen:
+        PacsConfig(url="http://10.1.2.3:8042/dicom-web", token="tok-123")
+    assert "tok-123" not in str(seen[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PacsConfig(url="https://pacs.hospital/dicom-web", user="ai", password="s3cret-pw")
+        PacsConfig(url="http://127.0.0.1:8042/dicom-web", user="ai", password="s3cret-pw")
+        PacsConfig(url="http://localhost:8042/dicom-web", token="tok-123")
+        PacsConfig(url="http://[::1]:8042/dicom-web", token="tok-123")
+        PacsConfig(url="http://pacs.hospital/dicom-web")
