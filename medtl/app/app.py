@@ -16,10 +16,12 @@ from __future__ import annotations
 import atexit
 import datetime
 import functools
+import ipaddress
 import logging
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 import traceback
@@ -968,6 +970,16 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, stop)
 
 
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(model_specs: Sequence[str], host: str = "127.0.0.1", port: int = 7860, device: str = "auto",
           pacs_config: str | None = None) -> int:
     """Build the page for the given runs and serve it until interrupted."""
@@ -975,6 +987,10 @@ def serve(model_specs: Sequence[str], host: str = "127.0.0.1", port: int = 7860,
     log.setLevel(logging.INFO)
     demo = build_app(model_choices(model_specs), device=device, pacs_config=pacs_config)
     print(f"medtl app: serving on http://{host}:{port} (Ctrl+C to stop)")
+    if not _loopback(host):
+        print(f"WARNING: the page has no login: anyone who can reach {host}:{port} can upload scans and, with a PACS "
+              "configured, search and open its studies with medtl's credentials; serve it behind a proxy that "
+              "authenticates users, or on 127.0.0.1", file=sys.stderr)
     _stop_on_sigterm()
     launch(demo, host=host, port=port)
     return 0

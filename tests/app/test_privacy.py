@@ -56,3 +56,19 @@ def test_an_administrators_gradio_cache_is_kept(run2d, monkeypatch, tmp_path):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "mine"))
     build_app({"tiny2d": run2d}, device="cpu")
     assert get_upload_folder() == str(tmp_path / "mine")
+
+
+@pytest.mark.parametrize("host, warned", [("0.0.0.0", True), ("10.1.2.3", True), ("127.0.0.1", False),
+                                          ("localhost", False), ("::1", False)])
+def test_serving_beyond_this_machine_says_the_page_has_no_login(monkeypatch, capsys, host, warned):
+    """Bound wider, anyone who reaches the port uses the page (and, with a PACS configured, searches and opens
+    the PACS's studies with medtl's credentials): `medtl app` says so, as `medtl listen` does."""
+    from medtl.app import app as app_mod
+
+    monkeypatch.setattr(app_mod, "model_choices", lambda specs: {})
+    monkeypatch.setattr(app_mod, "build_app", lambda *a, **k: None)
+    monkeypatch.setattr(app_mod, "launch", lambda *a, **k: None)
+    monkeypatch.setattr(app_mod, "_stop_on_sigterm", lambda: None)
+    assert app_mod.serve(["runs/x"], host=host, port=7860) == 0
+    err = capsys.readouterr().err
+    assert ("has no login: anyone who can reach" in err) is warned
