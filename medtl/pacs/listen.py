@@ -170,8 +170,9 @@ class Listener:
 
     def start(self) -> "Listener":
         from medtl.pacs.dimse import StorageSCP
+        from medtl.pacs.workflow import private_folder
 
-        self.incoming.mkdir(parents=True, exist_ok=True)
+        private_folder(self.incoming)
         pending = self.recover()
         self.scp = StorageSCP(self.incoming, self.config.calling_aet, self.config.listen_host,
                               self.config.listen_port, on_instance=self._arrived, accept=self._accept).start()

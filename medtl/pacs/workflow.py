@@ -103,6 +103,15 @@ def find(config: PacsConfig, query: Query, via: str = "dicomweb") -> list[Series
 
 # --- pull ----------------------------------------------------------------------------------------
 
+def private_folder(path: str | os.PathLike) -> Path:
+    """``path`` made (with its parents) if missing, the folder itself readable by this user only: it receives
+    whole studies from the PACS, patient names and all, and ``--work /tmp/x`` must not show them to every
+    local user. A folder that exists keeps its permissions (a team may share one on purpose)."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
 def pull(config: PacsConfig, query: Query, dest: str | os.PathLike, via: str = "dicomweb",
          summary: PacsRunSummary | None = None, failures: list[dict[str, str]] | None = None) -> PacsRunSummary:
     """Retrieve every series matching ``query`` into ``dest`` (resumable). A series that fails is one
@@ -115,6 +124,7 @@ def pull(config: PacsConfig, query: Query, dest: str | os.PathLike, via: str = "
     client = connect(config, via)
     refs = [r for r in client.find(query) if not r.description.startswith("medtl:")]  # never our own results
     summary.series += len(refs)
+    private_folder(dest)
     scp = None
     if via == "cmove":  # one storage SCP for the whole pull
         from medtl.pacs.dimse import StorageSCP
@@ -361,8 +371,7 @@ def pacs_score(predictor: Any, config: PacsConfig, query: Query, work: str | os.
 
     work = Path(work).resolve()  # scores.csv keeps absolute paths: a later run from elsewhere finds the studies
     check_errors_file(work / "errors.csv")
-    incoming = work / "incoming"
-    incoming.mkdir(parents=True, exist_ok=True)
+    incoming = private_folder(work / "incoming")
     summary = PacsRunSummary(errors_csv=str(work / "errors.csv"))
     failures: list[dict[str, str]] = []
     if pull_first:
