@@ -36,7 +36,8 @@ class DataConfig(_Section):
     cache: Literal["memory", "disk", "none"] = Field("memory", description="Where decoded, preprocessed images "
                                                      "are kept between epochs: memory, disk (data.cache_dir) or "
                                                      "none.")
-    cache_dir: Optional[str] = Field(None, description="Folder of the cache when data.cache is disk.")
+    cache_dir: Optional[str] = Field(None, description="Folder of the cache when data.cache is disk (made readable "
+                                                     "by its user only when medtl creates it).")
     num_workers: int = Field(-1, ge=-1, description="Data loader worker processes, each drawing its own "
                              "augmentation; -1: auto (none on a CPU of up to 4 cores, 2 above; up to 8 on a GPU).")
     filter: dict[str, str] = Field(default_factory=dict, description="Keep only manifest rows whose column equals "

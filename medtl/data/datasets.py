@@ -94,8 +94,10 @@ def build_dataset(items: Sequence[dict[str, Any]], transform: Callable,
     if cache == "disk":
         if cache_dir is None:
             raise ValueError("cache='disk' needs cache_dir (data.cache_dir)")
+        # Readable by this user only when medtl makes it: it holds every image decoded (patients' scans).
+        Path(cache_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
         folder = Path(cache_dir) / cache_key if cache_key else Path(cache_dir)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
         # hash_transform: MONAI falls back to the class names of the cached head; that tells a training head
         # (stopping before augmentation) from an evaluation one (normalised), which cache_key cannot.
         return _AtomicPersistentDataset(data, transform=transform, cache_dir=folder, hash_transform=json_hashing)

@@ -146,3 +146,18 @@ def test_disk_cache_write_on_a_full_disk_leaves_no_file_under_the_cache_name(fil
         ds[0]
     assert info.value.errno == errno.ENOSPC and info.value.filename.endswith(".pt")
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_the_disk_cache_of_decoded_scans_is_readable_by_its_user_only(files, tmp_path):
+    """The cache holds every training image, decoded: with data.cache_dir=/tmp/x under the usual umask any local
+    user could read them. A folder medtl creates is private; one that exists keeps its permissions."""
+    import stat
+
+    prep = Preprocessing(size=[8, 8], normalize="zscore")
+    build_dataset(files, prep.transforms(AugmentConfig()), cache="disk", cache_dir=tmp_path / "new" / "cache",
+                  cache_key=prep.fingerprint())
+    assert stat.S_IMODE((tmp_path / "new" / "cache").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "new" / "cache" / prep.fingerprint()).stat().st_mode) == 0o700
+    (tmp_path / "shared").mkdir(mode=0o750)
+    build_dataset(files, prep.transforms(AugmentConfig()), cache="disk", cache_dir=tmp_path / "shared")
+    assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o750
