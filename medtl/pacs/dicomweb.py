@@ -95,7 +95,13 @@ class DicomWebPacs:
 
         where = f"DICOMweb server {self.url}"
         fatal = False
-        if isinstance(exc, requests.exceptions.HTTPError) and exc.response is not None:
+        attempt = getattr(exc, "last_attempt", None)  # dicomweb-client's retrying gave up on a retriable answer
+        if attempt is not None and isinstance(getattr(attempt, "value", None), requests.Response):
+            reply = attempt.value
+            msg = (f"{what}: the {where} answered HTTP {reply.status_code} {reply.reason or ''}".rstrip()
+                   + f" to all {attempt.attempt_number} attempts (busy or down? try again later, or raise "
+                     "dicomweb.retries)")
+        elif isinstance(exc, requests.exceptions.HTTPError) and exc.response is not None:
             code = exc.response.status_code
             if code in (401, 403):
                 fatal = True
