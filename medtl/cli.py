@@ -664,7 +664,9 @@ def build_parser() -> argparse.ArgumentParser:
     psub = p.add_subparsers(dest="pacs_cmd", metavar="ACTION", required=True)
     a = psub.add_parser("echo", parents=[pacs_common], help="check that the PACS answers (and accepts the credentials)")
     a.add_argument("--via", choices=("dicomweb", "dimse"), default="dicomweb")
-    a = psub.add_parser("find", parents=[pacs_common, filters], help="list matching series (UIDs, no patient data)")
+    a = psub.add_parser("find", parents=[pacs_common, filters],
+                        help="list matching series (UIDs, modality, date, size and the series description, free text "
+                             "the site typed; no patient names or IDs)")
     a.add_argument("--via", choices=("dicomweb", "dimse"), default="dicomweb", help="QIDO-RS or C-FIND")
     a.add_argument("--json", action="store_true")
     a = psub.add_parser("pull", parents=[pacs_common, filters], help="retrieve matching series into a folder (resumable)")

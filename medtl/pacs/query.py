@@ -103,7 +103,8 @@ class Query:
 
 @dataclass(frozen=True)
 class SeriesRef:
-    """One series on the PACS (no patient data: UIDs, modality, date, description, count)."""
+    """One series on the PACS: UIDs, modality, date, description, count; no patient names or IDs (the
+    description is free text: a site may type anything there)."""
 
     study_uid: str
     series_uid: str
