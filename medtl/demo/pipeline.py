@@ -199,17 +199,6 @@ def _lesion_hit(root: Path, row: dict[str, str], saliency: Any) -> bool | None:
 
 # --- honest numbers ------------------------------------------------------------------------------
 
-def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Exact binomial interval of ``k`` successes in ``n``: valid at small n and at 0 % / 100 %."""
-    from scipy.stats import beta
-
-    if n <= 0:
-        return 0.0, 1.0
-    lo = 0.0 if k <= 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
-    hi = 1.0 if k >= n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
-    return lo, hi
-
-
 def _counts(m: dict[str, Any]) -> tuple[int, int, int, int] | None:
     """``(tn, fp, fn, tp)`` from a binary metrics dict's confusion matrix (rows truth, columns decision)."""
     cm = m.get("confusion_matrix")
@@ -255,6 +244,8 @@ def auc_text(m: dict[str, Any], alpha: float = 0.05) -> tuple[str, str | None]:
 
 
 def _prop_cell(k: int, n: int) -> str:
+    from medtl.train.metrics import clopper_pearson
+
     if n <= 0:
         return "–"
     lo, hi = clopper_pearson(k, n)

@@ -168,3 +168,16 @@ def test_the_pneumoniamnist_recipe_table_is_its_committed_card():
     assert f"validation AUC (epoch {card['training']['best_epoch']})" in DOC
     readme = (ROOT / "README.md").read_text()
     assert f"| **{t['auc']:.3f}** ({ci['auc'][0]:.3f}–{ci['auc'][1]:.3f}) |" in readme
+
+
+def test_readmes_interval_coverage_is_the_json():
+    rows = {(r["true_auc"], r["n_per_class"]): r for r in _load("bootstrap_coverage")["rows"]}
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    small = rows[(0.96, 15)]
+    quoted = (small["coverage"]["held"]["auc"], small["bootstrap_only"]["held"]["sensitivity"],
+              small["coverage"]["held"]["sensitivity"])
+    assert ("its AUC interval held the true value in {:.1f} % of 1,000 simulated test sets, and its sensitivity "
+            "interval (which medtl gave before) in {:.1f} %, where the exact one does in {:.1f} %").format(
+                *(100 * q for q in quoted)) in readme
+    large = [v for key, r in rows.items() if key[1] == 150 for v in r["coverage"]["held"].values()]
+    assert f"held it in {100 * min(large):.1f}-{100 * max(large):.1f} % of them" in readme

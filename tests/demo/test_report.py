@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from medtl.train.metrics import clopper_pearson
 from medtl.demo.pipeline import (
     auc_text,
     calibration_words,
-    clopper_pearson,
     epochs_text,
     identical_curves,
     p_text,

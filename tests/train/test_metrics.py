@@ -322,5 +322,26 @@ def test_readme_states_the_definitions_the_code_uses():
     assert classification_metrics([0, 1], [0.3, 0.3], threshold=0.3)["sensitivity"] == 1.0  # p == t: positive
     assert "unweighted mean of the one-vs-rest AUCs (macro)" in readme
     assert "percentile intervals of a stratified bootstrap" in readme
-    assert evaluate_predictions([0, 1, 0, 1], [0.2, 0.7, 0.4, 0.6], bootstrap=5)["bootstrap"]["method"] == \
-        "stratified percentile"
+    assert "CIs of counted figures (accuracy, sensitivity, specificity, PPV, NPV) are exact (Clopper-Pearson" in readme
+    assert "(accuracy, sensitivity, specificity, PPV, NPV)" in readme and metrics.EXACT_CI == (
+        "accuracy", "sensitivity", "specificity", "ppv", "npv")
+    boot = evaluate_predictions([0, 1, 0, 1], [0.2, 0.7, 0.4, 0.6], bootstrap=5)["bootstrap"]
+    assert boot["method"] == "stratified percentile" and boot["exact"] == list(metrics.EXACT_CI)
+
+
+def test_counted_figures_get_exact_intervals_that_a_perfect_small_result_does_not_shrink_to_a_point():
+    """A percentile bootstrap of 15 of 15 positives found gave the interval [1, 1]."""
+    from scipy.stats import binomtest
+
+    y = np.r_[np.zeros(15, int), np.ones(15, int)]
+    p = np.r_[np.linspace(0.05, 0.6, 15), np.linspace(0.55, 0.99, 15)]  # every positive found, 3 false alarms
+    m = evaluate_predictions(y, p, threshold=0.5, bootstrap=200)
+    assert m["sensitivity"] == 1.0 and m["confusion_matrix"] == [[12, 3], [0, 15]]
+    for name, k, n in (("sensitivity", 15, 15), ("specificity", 12, 15), ("accuracy", 27, 30), ("ppv", 15, 18),
+                       ("npv", 12, 12)):
+        ref = binomtest(k, n).proportion_ci(0.95, method="exact")
+        np.testing.assert_allclose(m["ci"][name], [ref.low, ref.high], atol=1e-12, err_msg=name)
+    assert m["ci"]["sensitivity"][0] < 0.79
+    assert m["ci"]["auc"] != m["ci"]["accuracy"]  # the AUC keeps its bootstrap interval
+    one_class = evaluate_predictions([1, 1, 1], [0.2, 0.7, 0.9], threshold=0.5, bootstrap=20)
+    assert one_class["ci"]["specificity"] == [None, None] and one_class["specificity"] is None
