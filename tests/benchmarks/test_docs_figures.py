@@ -162,9 +162,14 @@ def test_readmes_transfer_rows_are_the_json():
 def test_the_pneumoniamnist_recipe_table_is_its_committed_card():
     card = _load("pneumoniamnist_effnet_lite0_card")
     t, ci = card["metrics"]["test"], card["metrics"]["test"]["ci"]
-    assert f"| AUC | **{t['auc']:.3f}** | {ci['auc'][0]:.3f}–{ci['auc'][1]:.3f} |" in DOC
-    assert f"| accuracy | {t['accuracy']:.3f} | {ci['accuracy'][0]:.3f}–{ci['accuracy'][1]:.3f} |" in DOC
-    assert f"| sensitivity / specificity | {t['sensitivity']:.3f} / {t['specificity']:.3f} | |" in DOC
+    from medtl.train.metrics import exact_intervals
+
+    exact = exact_intervals(t["confusion_matrix"])
+    assert f"| AUC | **{t['auc']:.3f}** | {ci['auc'][0]:.3f}–{ci['auc'][1]:.3f} (bootstrap) |" in DOC
+    assert f"| accuracy | {t['accuracy']:.3f} | {exact['accuracy'][0]:.3f}–{exact['accuracy'][1]:.3f} (exact) |" in DOC
+    (sens_lo, sens_hi), (spec_lo, spec_hi) = exact["sensitivity"], exact["specificity"]
+    assert (f"| sensitivity / specificity | {t['sensitivity']:.3f} / {t['specificity']:.3f} | {sens_lo:.3f}–{sens_hi:.3f}"
+            f" / {spec_lo:.3f}–{spec_hi:.3f} (exact) |") in DOC
     assert f"validation AUC (epoch {card['training']['best_epoch']})" in DOC
     readme = (ROOT / "README.md").read_text()
     assert f"| **{t['auc']:.3f}** ({ci['auc'][0]:.3f}–{ci['auc'][1]:.3f}) |" in readme
