@@ -215,3 +215,24 @@ def test_describe_says_a_null_test_metric_is_undefined(p2d):
     line = next(s for s in one_class.describe().splitlines() if s.startswith("Test metrics"))
     assert line == ("Test metrics (n=8): auc undefined (a class absent from the test set), accuracy 0.750 "
                     "(95% CI 0.500-1.000), sensitivity 0.750, specificity undefined (a class absent from the test set)")
+
+
+def test_the_three_files_readme_names_are_all_prediction_needs(run2d, tmp_path):
+    """README tells a site handing a model on to give the card, the weights and the OOD statistics and keep
+    the rest (predictions_*.csv name each case's file): a folder of just those predicts the same."""
+    import shutil
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert ("give `model_card.json`, `model.safetensors` and `ood.safetensors`: that is all `medtl predict`, `score` "
+            "and `app` read") in readme
+    card = json.loads((run2d / "model_card.json").read_text())
+    assert {card["files"]["weights"], card["files"]["ood"]} == {"model.safetensors", "ood.safetensors"}
+    handed = tmp_path / "handed"
+    handed.mkdir()
+    for name in ("model_card.json", "model.safetensors", "ood.safetensors"):
+        shutil.copy(run2d / name, handed / name)
+    scan = SAMPLE / "ct2d" / "P0015_1.dcm"
+    here, there = Predictor.from_run(run2d, device="cpu"), Predictor.from_run(handed, device="cpu")
+    a, b = here.predict(scan), there.predict(scan)
+    assert a.probabilities == b.probabilities and a.ood_score == b.ood_score and a.ood_score is not None
