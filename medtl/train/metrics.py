@@ -358,16 +358,25 @@ def bootstrap_ci(
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    return _percentile_intervals(bootstrap_samples(y_true, probs, metric_fn, n=n, seed=seed, threshold=threshold),
+                                 alpha)[0]
+
+
+def _percentile_intervals(samples: Mapping[str, np.ndarray], alpha: float
+                          ) -> tuple[dict[str, tuple[float, float]], dict[str, int]]:
+    """Percentile intervals of each metric's resampled values, and how many resamples each left out (NaN)."""
     q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
     ci: dict[str, tuple[float, float]] = {}
-    for name, values in bootstrap_samples(y_true, probs, metric_fn, n=n, seed=seed, threshold=threshold).items():
-        values = values[~np.isnan(values)]
-        if values.size == 0:
+    left_out: dict[str, int] = {}
+    for name, values in samples.items():
+        defined = values[~np.isnan(values)]
+        left_out[name] = int(values.size - defined.size)
+        if defined.size == 0:
             ci[name] = (math.nan, math.nan)
         else:
-            lo, hi = np.percentile(values, q)
+            lo, hi = np.percentile(defined, q)
             ci[name] = (float(lo), float(hi))
-    return ci
+    return ci, left_out
 
 
 def _json_value(value: Any) -> Any:
@@ -436,10 +445,16 @@ def evaluate_predictions(
     result["confusion_matrix"] = cm.tolist()
     result["ci"] = {}
     if bootstrap > 0:
-        ci = bootstrap_ci(y, p, n=bootstrap, seed=seed, alpha=alpha, threshold=threshold)
-        ci.update(exact_intervals(cm, alpha))
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        ci, left_out = _percentile_intervals(bootstrap_samples(y, p, n=bootstrap, seed=seed, threshold=threshold),
+                                             alpha)
+        exact = exact_intervals(cm, alpha)
+        ci.update(exact)
         result["ci"] = {name: [_json_value(lo), _json_value(hi)] for name, (lo, hi) in ci.items()}
         result["bootstrap"] = {"n": int(bootstrap), "seed": int(seed), "alpha": float(alpha),
                                "method": "stratified percentile",
-                               "exact": [name for name in EXACT_CI if name in ci]}  # Clopper-Pearson instead
+                               "exact": [name for name in EXACT_CI if name in ci],  # Clopper-Pearson instead
+                               # resamples a figure was undefined in (PPV with no predicted positive), left out
+                               "undefined": {name: c for name, c in left_out.items() if c and name not in exact}}
     return result

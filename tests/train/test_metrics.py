@@ -345,3 +345,12 @@ def test_counted_figures_get_exact_intervals_that_a_perfect_small_result_does_no
     assert m["ci"]["auc"] != m["ci"]["accuracy"]  # the AUC keeps its bootstrap interval
     one_class = evaluate_predictions([1, 1, 1], [0.2, 0.7, 0.9], threshold=0.5, bootstrap=20)
     assert one_class["ci"]["specificity"] == [None, None] and one_class["specificity"] is None
+
+
+def test_the_resamples_left_out_of_an_interval_are_counted():
+    """Resamples where a figure was undefined were dropped from its interval without a trace in metrics.json."""
+    m = evaluate_predictions([1, 1, 1, 1], [0.2, 0.7, 0.9, 0.6], threshold=0.5, bootstrap=30)
+    assert m["auc"] is None and m["ci"]["auc"] == [None, None]
+    assert m["bootstrap"]["undefined"] == {"auc": 30}  # specificity has an exact interval: nothing resampled
+    both = evaluate_predictions([0, 1, 0, 1], [0.2, 0.7, 0.4, 0.6], bootstrap=30)
+    assert both["bootstrap"]["undefined"] == {}
