@@ -90,7 +90,7 @@ def _rank_correlation(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     rhos = []
     for u, v in zip(a, b):
         constant = np.ptp(u) == 0 or np.ptp(v) == 0
-        rhos.append(0.0 if constant else float(spearmanr(u.ravel(), v.ravel()).statistic))
+        rhos.append(0.0 if constant else float(spearmanr(u.ravel(), v.ravel())[0]))
     return float(np.mean(rhos))
 
 
