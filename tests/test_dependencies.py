@@ -55,3 +55,17 @@ def test_every_imported_package_is_declared():
         if not declared & {_canonical(n) for n in names}:
             missing[module] = (names, where)
     assert missing == {}
+
+
+def test_an_optional_package_that_is_installed_but_broken_fails_instead_of_skipping(tmp_path, monkeypatch):
+    """pytest.importorskip skipped every PACS test when highdicom was installed but could not import."""
+    from tests._requires import requires
+
+    (tmp_path / "medtl_broken_extra").mkdir()
+    (tmp_path / "medtl_broken_extra" / "__init__.py").write_text("import medtl_not_a_module_anywhere\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="medtl_not_a_module_anywhere"):
+        requires("medtl_broken_extra")
+    with pytest.raises(pytest.skip.Exception, match="needs the extra"):
+        requires("medtl_absent_extra", reason="needs the extra")
+    assert requires("json").dumps([]) == "[]"

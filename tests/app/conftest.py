@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests._requires import requires
+
 from ..conftest import TINY_2D
 
 TINY_3D = ("data.filter={kind: ct3d}", "preprocess.spatial_dims=3", "preprocess.size=[16,16,16]", "train.epochs=1")
 
-pytest.importorskip("gradio", reason="the app needs Gradio (pip install 'medtl[app]')")
+requires("gradio", reason="the app needs Gradio (pip install 'medtl[app]')")
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +50,7 @@ def served(run2d, run3d):
 @pytest.fixture
 def client(served, tmp_path):
     """A fresh ``gradio_client.Client`` (its own session) downloading into ``tmp_path``."""
-    gradio_client = pytest.importorskip("gradio_client")
+    gradio_client = requires("gradio_client")
     return gradio_client.Client(served, verbose=False, download_files=str(tmp_path / "downloads"))
 
 

@@ -6,6 +6,8 @@ import zipfile
 import nibabel as nib
 import numpy as np
 import pytest
+
+from tests._requires import requires
 from PIL import Image
 
 from medtl.app import viewer as V
@@ -16,7 +18,7 @@ from medtl.infer import Predictor
 from medtl.io import load_scan
 from medtl.demo.cohort import sample_path
 
-gradio_client = pytest.importorskip("gradio_client")
+gradio_client = requires("gradio_client")
 AppError = gradio_client.exceptions.AppError
 
 

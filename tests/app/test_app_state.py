@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests._requires import requires
 from PIL import Image
 
 from medtl.app import viewer as V
@@ -18,7 +20,7 @@ from medtl.explain import display_aspect, display_slice
 from medtl.infer import Predictor
 from medtl.io import load_scan
 
-gradio_client = pytest.importorskip("gradio_client")
+gradio_client = requires("gradio_client")
 
 MODEL_OUTPUTS = ("banner", "probabilities", "decision", "card", "overlay", "overlay_png", "saliency_nifti", "error",
                  "facts", "view_info")

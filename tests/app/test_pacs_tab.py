@@ -10,6 +10,8 @@ import os
 
 import pydicom
 import pytest
+
+from tests._requires import requires
 from pydicom.uid import generate_uid
 
 from medtl.app.app import ANALYZE_OUTPUTS
@@ -19,7 +21,7 @@ from medtl.errors import MedtlError
 # The session's Orthanc (skips with the reason when the pacs extra or Debian's Orthanc is missing).
 from tests.pacs.conftest import orthanc, write_config  # noqa: F401 - `orthanc` is a fixture
 
-gradio_client = pytest.importorskip("gradio_client")
+gradio_client = requires("gradio_client")
 
 PATIENT_NAME, PATIENT_ID = "Pacstab^Testpatient", "PID-PACSTAB-4242"
 SECRET = "not-a-real-password-7d1e"

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pynetdicom", reason="needs the pacs extra: pip install 'medtl[pacs]'")
-pytest.importorskip("highdicom", reason="needs the pacs extra: pip install 'medtl[pacs]'")
-pytest.importorskip("dicomweb_client", reason="needs the pacs extra: pip install 'medtl[pacs]'")
+from tests._requires import requires
+
+requires("pynetdicom", reason="needs the pacs extra: pip install 'medtl[pacs]'")
+requires("highdicom", reason="needs the pacs extra: pip install 'medtl[pacs]'")
+requires("dicomweb_client", reason="needs the pacs extra: pip install 'medtl[pacs]'")
 
 from medtl.pacs.config import PacsConfig  # noqa: E402
 from medtl.pacs.orthanc import LocalOrthanc, free_port, orthanc_missing  # noqa: E402

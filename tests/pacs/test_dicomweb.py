@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 
 import pytest
+
+from tests._requires import requires
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-pytest.importorskip("dicomweb_client")
+requires("dicomweb_client")
 
 from medtl.pacs.config import PacsConfig, PacsError  # noqa: E402
 from medtl.pacs.dicomweb import DicomWebPacs  # noqa: E402

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
+from tests._requires import requires
 from pydicom import Dataset
 
-pytest.importorskip("pynetdicom")
+requires("pynetdicom")
 
 from medtl.pacs.config import PacsConfig, PacsError  # noqa: E402
 from medtl.pacs.dimse import DimsePacs  # noqa: E402

@@ -9,10 +9,12 @@ import numpy as np
 import pydicom
 import pytest
 
+from tests._requires import requires
+
 from medtl.demo.cohort import sample_path
 from medtl.io import Scan, load_scan
 
-pytest.importorskip("highdicom")
+requires("highdicom")
 
 from medtl.pacs.results import OOD_WARNING, build_results  # noqa: E402
 from tests.pacs.conftest import sr_content  # noqa: E402
