@@ -111,7 +111,8 @@ def apply_value_pipeline(raw: np.ndarray, frame: Frame, ds: Dataset, px: Pixels,
     else:
         out = raw
     if as_float:
-        out = out.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf, which the finiteness check names
+            out = out.astype(np.float32, copy=False)
     if px.mono1:
         lo, hi = px.output_range(frame)
         if out.dtype.kind == "f":
