@@ -43,7 +43,7 @@ from medtl.explain import colour_bar, method_title, save_overlay_png, save_salie
 from medtl.infer import Prediction, Predictor
 from medtl.io import Scan
 
-__all__ = ["ANALYZE_OUTPUTS", "METHODS", "MedtlApp", "build_app", "launch", "main", "model_choices"]
+__all__ = ["ANALYZE_OUTPUTS", "METHODS", "MedtlApp", "build_app", "launch", "model_choices", "serve"]
 
 log = logging.getLogger("medtl.app")
 

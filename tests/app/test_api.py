@@ -200,3 +200,15 @@ def test_out_of_distribution_scan_shows_the_banner_above_the_probability(client,
     assert f"{expected.ood_score:.3g}" in out["banner"]
     in_domain = analyze(client, [sample_path("ct2d")], "tiny2d")
     assert "Outside what this model" not in in_domain["banner"]
+
+
+def test_every_exported_name_exists():
+    """``from medtl.app.app import *`` works, and every name ``medtl.app`` exports lazily resolves."""
+    import medtl.app
+    import medtl.app.app as page
+
+    assert [n for n in page.__all__ if not hasattr(page, n)] == []
+    assert [n for n in medtl.app.__all__ if not hasattr(page, n) or n not in page.__all__] == []
+    namespace: dict = {}
+    exec("from medtl.app.app import *", namespace)
+    assert set(page.__all__) <= set(namespace)
