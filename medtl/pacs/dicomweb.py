@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from medtl.io.dicom.budget import pixel_data_complete
@@ -239,7 +239,3 @@ class DicomWebPacs:
             raise PacsError(f"STOW-RS store: the DICOMweb server {self.url} refused {len(failed)} of "
                             f"{len(datasets)} result object(s) (failure reason {', '.join(reasons)})")
         log.info("STOW-RS: %d object(s) stored in study %s", len(datasets), study)
-
-    def iter_retrieve(self, refs: Iterable[SeriesRef], dest: str | os.PathLike) -> Iterable[tuple[SeriesRef, int, int]]:
-        for ref in refs:
-            yield (ref, *self.retrieve(ref, dest))

@@ -248,10 +248,6 @@ class LocalOrthanc:
         for pid in self.rest("GET", "/patients"):
             self.rest("DELETE", f"/patients/{pid}")
 
-    def copy_log(self, dest: str | os.PathLike) -> None:
-        if self.log.exists():
-            shutil.copy(self.log, dest)
-
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m medtl.pacs.orthanc FOLDER``: a local Orthanc on loopback until Ctrl+C (trying medtl out)."""

@@ -90,9 +90,6 @@ class Query:
                "SeriesInstanceUID": self.series_uid}
         return {k: v for k, v in out.items() if v}
 
-    def is_empty(self) -> bool:
-        return not (self.study_filters() or self.series_filters())
-
     def describe(self) -> str:
         """The filters for a log line (a patient ID or accession is shown only as 'given')."""
         parts = []
