@@ -8,8 +8,12 @@ speckle, impulse noise, motion blur, contrast and JPEG are a few lines each here
 has no deterministic form of them (the ``medmnistc`` package itself pulls torchvision and a
 CUDA torch, so its published list is followed, not the package).
 
+    >>> import numpy as np
     >>> from medtl.transforms.corruptions import corrupt, CORRUPTIONS
+    >>> image01 = np.linspace(0, 1, 28 * 28, dtype=np.float32).reshape(28, 28)   # an image in [0, 1]
     >>> worse = corrupt(image01, "pixelate", severity=3, seed=0)
+    >>> worse.shape, worse.dtype.name, "pixelate" in CORRUPTIONS
+    ((28, 28), 'float32', True)
 """
 
 from __future__ import annotations

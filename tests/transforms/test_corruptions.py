@@ -47,3 +47,11 @@ def test_uint8_round_trip_and_errors():
         corrupt(u8, "jpeg", 6)
     with pytest.raises(ValueError, match="shape"):
         corrupt(np.zeros((4, 4, 4)), "jpeg", 1)
+
+
+def test_module_example_runs_as_written():
+    import doctest
+
+    import medtl.transforms.corruptions as module
+
+    assert doctest.testmod(module).failed == 0
