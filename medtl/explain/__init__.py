@@ -1,12 +1,26 @@
 """Saliency maps for 2D and 3D models (issues #5, #16): class activation maps at any backbone stage
 (LayerCAM, HiResCAM, Grad-CAM, Grad-CAM++), occlusion sensitivity, Integrated Gradients, SmoothGrad.
 
-    >>> from medtl import explain
-    >>> m = explain.saliency(model, x)                    # x: (C, H, W) network input -> (H, W) in [0, 1]
-    >>> sal, info = explain.saliency_for_scan(model, prep, "ct.nii.gz")   # default method
-    >>> explain.save_saliency_nifti(sal, "ct_saliency.nii.gz")   # same affine as the scan
-    >>> pic = explain.heatmap_overlay(explain.display_slice(scan.array, 40), explain.display_slice(sal.array, 40))
-    >>> explain.save_overlay_png("ct_k40.png", pic)
+    >>> import os, tempfile
+    >>> from medtl import explain, models
+    >>> from medtl.demo.cohort import sample_path
+    >>> from medtl.io import load_scan
+    >>> from medtl.transforms import Preprocessing
+    >>> model = models.create("resnet18", in_channels=1, spatial_dims=3, num_classes=2).eval()  # untrained: use yours
+    >>> prep = Preprocessing(spatial_dims=3, size=[16, 16, 16], window="soft_tissue")
+    >>> x = prep(sample_path("ct3d"))                     # (C, D, H, W) network input
+    >>> explain.saliency(model, x).shape                  # (D, H, W) in [0, 1]
+    (16, 16, 16)
+    >>> scan = load_scan(sample_path("ct3d"))             # a NIfTI volume
+    >>> sal, info = explain.saliency_for_scan(model, prep, scan)   # default method, in the scan's geometry
+    >>> sal.shape == scan.shape
+    True
+    >>> tmp = tempfile.TemporaryDirectory(); out = tmp.name
+    >>> _ = explain.save_saliency_nifti(sal, os.path.join(out, "ct_saliency.nii.gz"))   # same affine as the scan
+    >>> k = scan.shape[2] // 2                            # the middle axial slice
+    >>> pic = explain.heatmap_overlay(explain.display_slice(scan.array, k), explain.display_slice(sal.array, k))
+    >>> _ = explain.save_overlay_png(os.path.join(out, f"ct_k{k}.png"), pic)
+    >>> tmp.cleanup()
 
 :data:`DEFAULT_METHOD` is the measured winner of ``benchmarks/saliency.py``;
 maps go back to the scan's geometry through the affines MONAI tracks in preprocessing.

@@ -193,3 +193,12 @@ def test_real_dicom_saliency_in_scan_geometry(shared, name, dims, one_thread):
     sal, _ = saliency_for_scan(model, prep, path, "gradcam")
     assert sal.shape == scan.shape and np.array_equal(sal.affine, scan.affine)
     assert sal.array.ndim == 3 and 0.0 <= sal.array.min() and sal.array.max() <= 1.0
+
+
+def test_package_example_runs_as_written():
+    """The ``medtl.explain`` docstring's example, on the sample CT volume with an untrained 3D ResNet."""
+    import doctest
+
+    import medtl.explain as package
+
+    assert doctest.testmod(package).failed == 0
