@@ -100,7 +100,7 @@ def display_size(shape: Sequence[int], aspect: float, min_side: int = MIN_DISPLA
     if rows < 1 or cols < 1 or not aspect > 0 or not math.isfinite(aspect):
         raise ValueError(f"cannot display a picture of shape {tuple(shape)} with pixel aspect {aspect}")
     h, w = (rows * aspect, float(cols)) if aspect >= 1 else (float(rows), cols / aspect)
-    factor = max(1, math.ceil(min_side / max(h, w)))
+    factor: float = max(1, math.ceil(min_side / max(h, w)))
     if max(h, w) > max_side:
         factor = max_side / max(h, w)
     return max(1, round(h * factor)), max(1, round(w * factor))

@@ -250,7 +250,7 @@ class Predictor:
                 raise
             return [f"predicted despite the training-domain check (override): {exc.reason}"]
 
-    def decide(self, probs: Sequence[float]) -> tuple[str, str]:
+    def decide(self, probs: Sequence[float] | np.ndarray) -> tuple[str, str]:
         """``(predicted, decision)`` for one probability vector (see :class:`Prediction`)."""
         p = np.asarray(probs, dtype=np.float64)
         if p.shape != (len(self.class_names),):
@@ -308,7 +308,7 @@ class Predictor:
         return pred
 
     def saliency(self, scan: Scan, method: str | None = None, target: int | None = None,
-                 probabilities: Sequence[float] | None = None) -> tuple[Scan, dict[str, Any]]:
+                 probabilities: Sequence[float] | np.ndarray | None = None) -> tuple[Scan, dict[str, Any]]:
         """Saliency map of ``scan`` (same geometry as the scan) and a dict describing it.
 
         ``method``: a name of ``medtl.explain.METHODS``, default ``medtl.explain.DEFAULT_METHOD``.
@@ -320,8 +320,8 @@ class Predictor:
         """
         return self._saliency(scan, method, target, probabilities, None)
 
-    def _saliency(self, scan: Scan, method: str | None, target: int | None, probabilities: Sequence[float] | None,
-                  prepared: tuple[torch.Tensor, np.ndarray] | None,
+    def _saliency(self, scan: Scan, method: str | None, target: int | None,
+                  probabilities: Sequence[float] | np.ndarray | None, prepared: tuple[torch.Tensor, np.ndarray] | None,
                   progress: bool = False) -> tuple[Scan, dict[str, Any]]:
         try:
             from medtl.explain import DEFAULT_METHOD, method_title, saliency_for_scan

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import nibabel as nib
 import numpy as np
@@ -16,7 +17,7 @@ from medtl.io.guard import guarded
 from medtl.io.scan import Scan, affine_is_usable, count_non_finite
 
 
-def _nib_load(path: Path) -> tuple[nib.Nifti1Image, object | None]:
+def _nib_load(path: Path) -> tuple[nib.Nifti1Image, BinaryIO | gzip.GzipFile | None]:
     """The image with its data not yet read, and the file object to close once it is.
 
     nibabel picks the reader by extension; a misnamed file is opened from its content

@@ -228,7 +228,7 @@ def _download(spec: WeightSpec, progress: bool) -> Path:
         raise _not_found(spec, None, "it has no download URL")
     from tqdm.auto import tqdm
 
-    def failed(exc: BaseException) -> WeightsError:
+    def failed(exc: BaseException | str) -> WeightsError:
         return _not_found(spec, None, f"download from {spec.url} failed ({exc})")
 
     try:
