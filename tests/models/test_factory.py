@@ -254,3 +254,14 @@ def test_a_misspelt_inflate_mode_is_refused_for_2d_too():
         models.create("resnet18", weights=None, num_classes=2, inflate="centre")
     for mode in ("i3d", "central", "2.5d", None):
         assert models.create("resnet18", weights=None, num_classes=2, inflate=mode).spatial_dims == 2
+
+
+def test_reset_head_gives_a_fresh_head_or_pooled_features_like_timms_reset_classifier():
+    net = models.create("resnet18", weights=None, in_channels=1, num_classes=2).eval()
+    x = torch.randn(2, 1, 32, 32)
+    features = net.pooled(x)
+    net.reset_head(5)
+    assert net(x).shape == (2, 5) and net.card["num_classes"] == 5 and net.card["head"] == "new"
+    net.reset_head(None)
+    assert net.card["head"] is None and net.card["num_classes"] is None
+    torch.testing.assert_close(net(x), features)
