@@ -46,7 +46,8 @@ def _weights_line(arch: str) -> tuple[str | None, str]:
 
 
 def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    rows = list(csv.DictReader(open(path)))
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
     cols = [c for c in rows[0] if c.startswith("p_")]
     y = np.array([int(r["label"]) for r in rows])
     p = np.array([[float(r[c]) for c in cols] for r in rows])
@@ -110,7 +111,8 @@ def run_demo(out: str | os.PathLike = "demo_out", size: str = "full", epochs: in
     # The default method: chosen in benchmarks/saliency.py by its pointing game on this recipe's models.
     _say(f"drawing saliency overlays ({method_title(DEFAULT_METHOD)})")
     predictor = Predictor.from_run(results[best]["run_dir"], device="cpu")
-    rows = [r for r in csv.DictReader(open(manifest)) if r["kind"] == "ct2d" and r["split"] == "test"]
+    with open(manifest, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["kind"] == "ct2d" and r["split"] == "test"]
     cases = [r for r in rows if r["label"] == "1" and r["site"] == "A"][:2] + \
             [r for r in rows if r["label"] == "1" and r["site"] == "B"][:2] + \
             [r for r in rows if r["label"] == "0" and r["site"] == "B"][:1]
