@@ -511,7 +511,7 @@ def check_schedule_unchanged(out: Path, cfg: Config) -> None:
 
 def check_classes(cohort: Any, where: Any) -> None:
     """Refuse a cohort a classifier cannot learn from: fewer than two classes among the training
-    images, a class without one (integer labels 1 and 2 leave class 0 empty), or two class names
+    images, a class without one (integer labels 0, 1 and 3 leave class 2 empty), or two class names
     that differ only in case or spaces (``Normal`` and ``normal``)."""
     counts = cohort.counts().get("train", {})
     present = [name for name, n in counts.items() if n]
@@ -527,8 +527,9 @@ def check_classes(cohort: Any, where: Any) -> None:
         folded[key] = str(name)
     empty = [name for name, n in counts.items() if not n]
     if empty:
-        hint = ("integer labels are class indices 0..K-1, so labels 1 and 2 leave class 0 empty: number the classes "
-                "from 0, or use class names") if all(str(n).isdigit() for n in counts) else \
+        hint = (f"integer labels are class indices 0..K-1 and no training image is labelled {empty[0]}: number the "
+                f"{len(present)} classes from 0 without a gap (0..{len(present) - 1}), or use class names"
+                ) if all(str(n).isdigit() for n in counts) else \
             "give it training images, or leave it out of data.class_names"
         names = list(counts)
         shown = f"{names}" if len(names) <= 10 else f"{len(names):,} classes, e.g. {names[:5]}"

@@ -472,7 +472,8 @@ def _relabelled(tmp_path, relabel, name="manifest.csv"):
 
 
 @pytest.mark.parametrize("relabel, message", [
-    (lambda y, s: str(int(y) + 1), r"class '0' has no training image .* number the classes from 0"),
+    (lambda y, s: str(int(y) + 1),
+     r"class '0' has no training image .* labelled 0: number the 2 classes from 0 without a gap \(0..1\)"),
     (lambda y, s: "1", r"hold only the class \['1'\]; a classifier needs images of at least two classes"),
     (lambda y, s: "Normal" if y == "0" and s == "train" else ("normal" if y == "0" else "Pneumonia"),
      r"labels 'Normal' and 'normal' differ only in case"),
@@ -481,6 +482,21 @@ def test_labels_a_classifier_cannot_learn_from_are_refused_before_training(tmp_p
     with pytest.raises(MedtlError, match=message):
         train(tiny_cfg(_relabelled(tmp_path, relabel)), tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "config.yaml").exists()  # refused before anything of a run was written
+
+
+def test_integer_labels_with_a_gap_are_refused_naming_the_missing_label():
+    """Labels 0, 1 and 3 were told 'labels 1 and 2 leave class 0 empty', a fixed example naming neither the
+    cohort's labels nor the class that is empty."""
+    from medtl.data import Cohort
+    from medtl.train.run import check_classes
+
+    cohort = Cohort(items=[{"image": "a", "label": k, "split": "train"} for k in (0, 1, 3)],
+                    class_names=["0", "1", "2", "3"])
+    with pytest.raises(MedtlError) as err:
+        check_classes(cohort, "m.csv")
+    assert str(err.value) == ("m.csv: class '2' has no training image (of ['0', '1', '2', '3']); integer labels are "
+                              "class indices 0..K-1 and no training image is labelled 2: number the 3 classes from 0 "
+                              "without a gap (0..2), or use class names")
 
 
 def test_an_empty_class_among_thousands_is_named_in_a_short_line():
