@@ -139,7 +139,8 @@ class EvalConfig(_Section):
 
     threshold: Union[Annotated[float, Field(ge=0, le=1)], Literal["youden", "val_youden"]] = Field(
         "val_youden", description="Two classes: the decision threshold on the positive class's probability, a "
-        "number, or youden / val_youden (the Youden point of the validation split; 0.5 when it lacks a class).")
+        "number, or youden / val_youden (the Youden point of the validation split; 0.5 when it lacks a class). More "
+        "classes predict the most probable class: a number is refused there.")
     bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for the 95% confidence intervals of the "
                            "test metrics; 0: none.")
     tta: bool = Field(False, description="Test-time augmentation: the final validation/test figures, and every "

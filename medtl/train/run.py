@@ -562,8 +562,12 @@ def monitor_for_validation(cfg: Config, cohort: Any) -> Config:
     """``cfg`` with ``train.monitor=loss`` when the validation split lacks a class and the monitor needs
     every class (AUC is undefined every epoch, so no epoch would be kept and patience would stop the run);
     the change is logged and recorded in the run's config. A two-class monitor of a cohort of more classes
-    is refused (it is never a number there)."""
+    is refused (it is never a number there), and so is a numeric ``eval.threshold`` (it was ignored without a word)."""
     n_classes = len(cohort.class_names)
+    if n_classes > 2 and isinstance(cfg.eval.threshold, (int, float)):
+        raise MedtlError(f"{cfg.data.path}: eval.threshold={cfg.eval.threshold} is a threshold on the second class's "
+                         f"probability and this cohort has {n_classes} classes, whose prediction is the most "
+                         "probable class: leave eval.threshold out (or val_youden)")
     if n_classes > 2 and cfg.train.monitor in _BINARY_ONLY:
         raise MedtlError(f"{cfg.data.path}: train.monitor={cfg.train.monitor} is a two-class figure and this cohort "
                          f"has {n_classes} classes, so no epoch would ever be chosen: monitor auc, loss, accuracy, "

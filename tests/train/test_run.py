@@ -547,6 +547,11 @@ def test_a_multiclass_cohort_monitors_the_loss_when_validation_lacks_a_class_and
     with pytest.raises(MedtlError, match=r"train.monitor=f1 is a two-class figure and this cohort has 3 classes"):
         train(tiny_cfg(three, "train.monitor=f1"), tmp_path / "f1", progress=False)
     assert not (tmp_path / "f1").exists()
+    # a threshold of the second class's probability was recorded in config.yaml and ignored, the card's null
+    with pytest.raises(MedtlError, match=r"eval.threshold=0.3 is a threshold on the second class's probability and "
+                                         r"this cohort has 3 classes"):
+        train(tiny_cfg(three, "eval.threshold=0.3"), tmp_path / "thr", progress=False)
+    assert not (tmp_path / "thr").exists()
     run = train(tiny_cfg(three, "train.epochs=1", "train.patience=1"), tmp_path / "run", progress=False)
     assert "the validation split holds 2 of the 3 classes: train.monitor=auc is undefined there" in caplog.text
     assert run.card["training"]["monitor"] == "loss" and run.card["training"]["best_epoch"] == 1
