@@ -10,7 +10,7 @@ import logging
 import datetime as _dt
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -765,6 +765,20 @@ def _write_evaluation(out_dir: Path, split: str, write: Callable[[Path], None]) 
         lock.close()
 
 
+def in_model_classes(cohort: Any, names: list[str], where: Any) -> Any:
+    """``cohort`` labelled with the indices of the model's ``names``: data naming some of them (another site
+    without one grade, whose own class list is then shorter or in another order) is mapped by name; a class the
+    model does not have is refused."""
+    if cohort.class_names == names:
+        return cohort
+    if not set(cohort.class_names) <= set(names):
+        raise MedtlError(f"{where}: classes {cohort.class_names} differ from the model's {names} "
+                         "(set data.class_names)")
+    index = [names.index(c) for c in cohort.class_names]
+    return replace(cohort, items=[{**it, "label": index[it["label"]]} for it in cohort.items],
+                   class_names=list(names))
+
+
 def _check_evaluation_folder(out: Path, split: str) -> None:
     """Refuse, before any work, an ``out`` that cannot take an evaluation, or that holds a file of a name
     :func:`evaluate` writes without being an evaluation folder (its ``metrics.json``, written first,
@@ -837,10 +851,7 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | N
     if not data and cfg.data.path and not Path(cfg.data.path).expanduser().exists():
         raise MedtlError(f"{cfg.data.path}: the training data of {run_dir} is not there any more; "
                          "pass --data PATH (data=... from Python) to evaluate on it where it is now")
-    cohort = load_items(cfg.data, seed=cfg.train.seed)
-    if cohort.class_names != card["class_names"]:
-        raise MedtlError(f"{cfg.data.path}: classes {cohort.class_names} differ from the model's "
-                         f"{card['class_names']} (set data.class_names)")
+    cohort = in_model_classes(load_items(cfg.data, seed=cfg.train.seed), card["class_names"], cfg.data.path)
     items = cohort.items if split == "all" else cohort.split(split)
     if not items:
         raise MedtlError(f"{cfg.data.path}: split {split!r} is empty")

@@ -598,6 +598,30 @@ def test_other_data_is_evaluated_whole_without_the_runs_filter_into_its_own_fold
         evaluate(tiny_run, split="vall", progress=False)
 
 
+def test_other_data_of_some_of_the_models_classes_is_mapped_to_them_by_name(tiny_run, tmp_path):
+    """Another site's folder of class '1' only, or a manifest naming 2 of a model's 3 classes, was refused as
+    'classes differ from the model's'; its labels are the model's classes, by name."""
+    src = Path(TINY[0].split("=", 1)[1])
+    with open(src) as fh:
+        ones = [r["path"] for r in csv.DictReader(fh) if r["kind"] == "ct2d" and r["label"] == "1"]
+    (tmp_path / "site" / "1").mkdir(parents=True)
+    for rel in ones:
+        shutil.copy(src.parent / rel, tmp_path / "site" / "1" / Path(rel).name)
+    m = evaluate(tiny_run, data=str(tmp_path / "site"), out=str(tmp_path / "eval"), progress=False, bootstrap=0)
+    assert m["n"] == len(ones) and m["confusion_matrix"][0] == [0, 0] and sum(m["confusion_matrix"][1]) == len(ones)
+    with open(tmp_path / "eval" / "predictions_all.csv") as fh:
+        assert {r["label"] for r in csv.DictReader(fh)} == {"1"}
+    from medtl.data import Cohort
+    from medtl.train.run import in_model_classes
+
+    model = ["mild disease", "normal", "sévère, grade 3"]
+    two = Cohort(items=[{"image": "a", "label": 0}, {"image": "b", "label": 1}], class_names=model[1:])
+    mapped = in_model_classes(two, model, "m.csv")
+    assert mapped.class_names == model and [it["label"] for it in mapped.items] == [1, 2]
+    with pytest.raises(MedtlError, match=r"m.csv: classes \['normal', 'other'\] differ from the model's"):
+        in_model_classes(Cohort(items=two.items, class_names=["normal", "other"]), model, "m.csv")
+
+
 def test_other_data_mixing_2d_and_3d_says_which_filter_keeps_the_models_kind(tiny_run):
     """The whole sample manifest (CT slices, volumes, PNGs) given to the 2D run: the refusal named only a 3D
     model as the way out; it now says a data.filter override keeps the model's images, and the run's own."""
