@@ -872,6 +872,7 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | N
     n_boot = cfg.eval.bootstrap if bootstrap is None else bootstrap
     metrics = evaluate_predictions(labels, probs, threshold=card.get("threshold"), bootstrap=n_boot,
                                    seed=cfg.train.seed)
+    metrics["class_names"] = list(card["class_names"])  # the confusion matrix's rows and columns, in order
     # Which data this is (kept in metrics.json): the dataset, split, case count and data.* overrides.
     metrics["evaluated_on"] = {"data": str(cfg.data.path), "split": split, "n": len(items),
                                "overrides": list(overrides), "tta_views": len(views) if views else 0}

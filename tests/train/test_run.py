@@ -147,6 +147,9 @@ def test_refuses_to_overwrite_a_run_without_resume(tiny_run):
 def test_evaluate_other_site_and_cli(tiny_run, tmp_path, capsys):
     m = evaluate(tiny_run, overrides=["data.filter.site=B"], split="test", out=str(tmp_path / "ev"), progress=False)
     assert m["n"] == 8 and (tmp_path / "ev" / "metrics.json").exists()
+    # the confusion matrix's rows and columns are named (with more classes, no reader could guess their order)
+    saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert saved["class_names"] == ["0", "1"] and len(saved["confusion_matrix"]) == 2
     out = tmp_path / "cli"  # the session's shared run folder is not written into
     assert main(["evaluate", "--model", str(tiny_run), "--json", "--out", str(out), "data.filter.site=B"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 8 and (out / "metrics.json").is_file()
