@@ -318,6 +318,16 @@ def metric_text(metrics: dict[str, Any], key: str, class_names: Sequence[str] = 
 
 # --- predict / score ----------------------------------------------------------------------
 
+def _class_index(given: str, names: Sequence[str]) -> int:
+    """The index of class ``given``: its name, else its index 0..K-1 (``--target``)."""
+    if given in names:
+        return list(names).index(given)
+    if given.isdigit() and int(given) < len(names):
+        return int(given)
+    raise MedtlError(f"--target {given}: not a class of this model; give one of {list(names)} or an index "
+                     f"0..{len(names) - 1}")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from medtl.infer import Predictor, write_saliency
     from medtl.infer.predictor import check_saliency_output
@@ -328,10 +338,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise MedtlError(f"{out}: --saliency must end in .png (overlay) or .nii/.nii.gz (map in the scan's geometry)")
     if out is not None:
         check_saliency_output(out)  # before minutes of saliency, not after
+    if args.target is not None and out is None:
+        raise MedtlError(f"--target {args.target}: it picks the class a saliency map explains; give --saliency OUT too")
     _check_series_source(Path(args.scan), args.series)
     predictor = Predictor.from_run(args.model, device=args.device, allow_other_domain=args.allow_other_domain)
+    target = None if args.target is None else _class_index(args.target, predictor.class_names)
     scan = load_scan(args.scan, series=args.series, progress=False)
-    pred = predictor.predict(scan, saliency=args.method if out is not None else None,
+    pred = predictor.predict(scan, saliency=args.method if out is not None else None, target=target,
                              progress=not args.json)  # occlusion's windows (a 3D map takes minutes) on stderr
     if out is not None and pred.saliency is not None:
         write_saliency(out, scan, pred.saliency)
@@ -359,7 +372,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"out-of-distribution score ({pred.ood_method}): {pred.ood_score:.4g} (threshold "
               f"{pred.ood_threshold:.4g}): {verdict}")
     if out is not None:
-        print(f"saliency ({args.method}) written to {out}")
+        print(f"saliency ({args.method}) of class '{pred.saliency_info['class_name']}' written to {out}")
         if pred.saliency_info.get("note"):
             print(f"WARNING: {pred.saliency_info['note']}")
     return 0
@@ -596,6 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "OUT.nii.gz (3D map)")
     p.add_argument("--method", choices=SALIENCY_METHODS, default=DEFAULT_SALIENCY,
                    help="saliency method (default: the best pointing game measured, docs/benchmarks.md)")
+    p.add_argument("--target", metavar="CLASS",
+                   help="with --saliency: the class the map explains, by name or index (default: the decision)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--allow-other-domain", action="store_true",

@@ -239,6 +239,25 @@ def test_a_full_disk_is_one_line_naming_the_output_and_the_fix(tmp_path, capsys,
     assert out.read_bytes() == earlier and sorted(p.name for p in tmp_path.iterdir()) == ["map.png"]
 
 
+def test_predict_target_picks_the_class_a_saliency_map_explains(tmp_path, capsys):
+    """A map of 3 classes explained only the decision: no way to ask where the model sees another grade."""
+    from .conftest import write_untrained_run
+
+    names = ["mild", "normal", "sévère, grade 3"]
+    run = str(write_untrained_run(tmp_path / "run", tuple(names)))
+    scan, out = str(SAMPLE / "ct2d" / "P0001_1.dcm"), str(tmp_path / "map.png")
+    for given, index in (("sévère, grade 3", 2), ("0", 0)):
+        assert main(["predict", "--model", run, scan, "--saliency", out, "--target", given, "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)["saliency"]
+        assert info["target"] == index and info["class_name"] == names[index]
+    assert main(["predict", "--model", run, scan, "--saliency", out, "--target", "normal"]) == 0
+    assert f"saliency (hirescam) of class 'normal' written to {out}" in capsys.readouterr().out
+    _user_error(capsys, ["predict", "--model", run, scan, "--saliency", out, "--target", "3"],
+                f"--target 3: not a class of this model; give one of {names} or an index 0..2")
+    _user_error(capsys, ["predict", "--model", run, scan, "--target", "normal"],
+                "--target normal: it picks the class a saliency map explains; give --saliency OUT too")
+
+
 def test_predict_never_replaces_a_file_that_is_not_a_saliency_map_it_wrote(tmp_path, capsys, untrained_run):
     import shutil
 

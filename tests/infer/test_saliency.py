@@ -43,7 +43,7 @@ def test_cli_predict_writes_png_and_nifti(tmp_path, run2d, run3d, capsys):
     assert Image.open(png3d).size == (64, 64)  # an axial slice of the 64x64x32 volume
     peak = int(np.argmax(nib.load(nii).get_fdata().max(axis=(0, 1))))  # the map written above (RAS: k kept)
     assert Image.open(png3d).text["slice"] == f"axial {peak + 1} of 32"
-    assert "saliency (hirescam) written" in capsys.readouterr().out  # the default method
+    assert "saliency (hirescam) of class " in capsys.readouterr().out  # the default method
 
 
 def test_batch_saliency_dir_one_map_per_study(tmp_path, run3d):
