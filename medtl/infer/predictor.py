@@ -11,6 +11,7 @@ evaluated with); there is no second copy of it here.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -87,6 +88,14 @@ class Prediction:
 
 def _jsonable(v: Any) -> bool:
     return isinstance(v, (str, int, float, bool, type(None), list, tuple, dict))
+
+
+def _class_texts(names: list[str]) -> dict[str, str]:
+    """Each class name as a list shows it: in double quotes when one holds a comma, semicolon or colon, so that
+    ``sévère, grade 3`` does not read as two classes."""
+    if not any(ch in name for name in names for ch in ",;:"):
+        return {name: name for name in names}
+    return {name: json.dumps(name, ensure_ascii=False) for name in names}
 
 
 def describe_preprocessing(prep: Preprocessing) -> str:
@@ -255,7 +264,7 @@ class Predictor:
         p = np.asarray(probs, dtype=np.float64)
         if p.shape != (len(self.class_names),):
             raise ArgumentError(f"probs of shape {p.shape}: give one probability per class of this model "
-                                f"({len(self.class_names)}: {', '.join(self.class_names)})")
+                                f"({len(self.class_names)}: {', '.join(_class_texts(list(self.class_names)).values())})")
         if not np.isfinite(p).all():  # argmax of NaNs is class 0: a decision nobody made
             raise MedtlError("the model gave no probability for this study (NaN; non-finite input or a broken "
                              "model): no decision")
@@ -368,12 +377,13 @@ class Predictor:
         lines = [f"Model: {card.get('name', '?')} - {m.get('arch', '?')}, {m.get('spatial_dims', '?')}D, "
                  f"{m.get('in_channels', '?')} input channel(s), start weights {start or 'none (scratch)'}; "
                  f"trained {card.get('created', '?')} with medtl {card.get('medtl_version', '?')}"]
-        lines.append(f"Classes: {', '.join(self.class_names)}")
+        shown = _class_texts(list(self.class_names))
+        lines.append(f"Classes: {', '.join(shown.values())}")
         if self.positive_class is not None:
             lines.append(f"Decision: '{self.positive_class}' when its probability >= {self.threshold:.4f}")
         data = card.get("training", {}).get("data", {})
         if data:
-            counts = "; ".join(f"{split} " + ", ".join(f"{c}: {n}" for c, n in per.items())
+            counts = "; ".join(f"{split} " + ", ".join(f"{shown.get(c, c)}: {n}" for c, n in per.items())
                                for split, per in (data.get("counts") or {}).items())
             filt = data.get("filter") or {}
             where = f", filter {filt}" if filt else ""

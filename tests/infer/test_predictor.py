@@ -103,6 +103,22 @@ def test_3d_nifti_volume(run3d, p3d):
     assert series.shape[2] == 32
 
 
+def test_describe_quotes_class_names_that_hold_a_comma(tmp_path):
+    """'Classes: mild, normal, sévère, grade 3' read as four classes, in the app's model card too."""
+    from medtl.runs import write_card
+    from tests.conftest import write_untrained_run
+
+    run = write_untrained_run(tmp_path / "run", ("mild", "normal", "sévère, grade 3"))
+    card = json.loads((run / "model_card.json").read_text())
+    card["training"] = {"data": {"source": "m.csv", "format": "manifest",
+                                 "counts": {"train": {"mild": 1, "normal": 2, "sévère, grade 3": 3}}}}
+    write_card(run, card)
+    text = Predictor.from_run(run, device="cpu").describe()
+    assert 'Classes: "mild", "normal", "sévère, grade 3"' in text
+    assert 'Trained on: m.csv (manifest); train "mild": 1, "normal": 2, "sévère, grade 3": 3' in text
+    assert "Classes: a, b" in Predictor.from_run(write_untrained_run(tmp_path / "ab"), device="cpu").describe()
+
+
 def test_model_refuses_input_of_the_wrong_dimensionality(p2d, p3d):
     with pytest.raises(ScanError, match="2D model"):
         p2d.predict(SAMPLE / "ct3d" / "P0031.nii.gz")
