@@ -10,6 +10,7 @@ import logging
 import datetime as _dt
 import os
 import random
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -512,7 +513,8 @@ def check_schedule_unchanged(out: Path, cfg: Config) -> None:
 def check_classes(cohort: Any, where: Any) -> None:
     """Refuse a cohort a classifier cannot learn from: fewer than two classes among the training
     images, a class without one (integer labels 0, 1 and 3 leave class 2 empty), or two class names
-    that differ only in case or spaces (``Normal`` and ``normal``)."""
+    that differ only in case, spaces or Unicode form (``Normal`` and ``normal``; ``sévère`` typed and from a
+    macOS file name, NFC and NFD)."""
     counts = cohort.counts().get("train", {})
     present = [name for name, n in counts.items() if n]
     if len(present) < 2:
@@ -520,9 +522,11 @@ def check_classes(cohort: Any, where: Any) -> None:
                          "needs images of at least two classes (check the label column)")
     folded: dict[str, str] = {}
     for name in cohort.class_names:
-        key = str(name).strip().casefold()
+        key = unicodedata.normalize("NFKC", str(name)).strip().casefold()
         if key in folded:
-            raise MedtlError(f"{where}: labels {folded[key]!r} and {name!r} differ only in case or spaces, so they "
+            how = "case or spaces" if str(name).strip().casefold() == folded[key].strip().casefold() else \
+                "Unicode form (an accent composed in one, combined in the other: NFC and NFD)"
+            raise MedtlError(f"{where}: labels {folded[key]!r} and {name!r} differ only in {how}, so they "
                              "would train as two classes: write them alike")
         folded[key] = str(name)
     empty = [name for name, n in counts.items() if not n]

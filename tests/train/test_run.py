@@ -502,6 +502,23 @@ def test_integer_labels_with_a_gap_are_refused_naming_the_missing_label():
                               "without a gap (0..2), or use class names")
 
 
+def test_class_names_differing_only_in_unicode_form_are_refused():
+    """'sévère' composed (NFC, as typed) and decomposed (NFD, as macOS writes file names) trained as two classes."""
+    import unicodedata
+
+    from medtl.data import Cohort
+    from medtl.train.run import check_classes
+
+    nfc, nfd = unicodedata.normalize("NFC", "sévère"), unicodedata.normalize("NFD", "sévère")
+    cohort = Cohort(items=[{"image": "a", "label": k, "split": "train"} for k in (0, 1, 2)],
+                    class_names=["normal", nfc, nfd])
+    with pytest.raises(MedtlError) as err:
+        check_classes(cohort, "m.csv")
+    assert str(err.value) == (f"m.csv: labels {nfc!r} and {nfd!r} differ only in Unicode form (an accent composed "
+                              "in one, combined in the other: NFC and NFD), so they would train as two classes: "
+                              "write them alike")
+
+
 def test_an_empty_class_among_thousands_is_named_in_a_short_line():
     """A manifest with 10,000 labels listed every one of them in the error (over 100 KB of one line)."""
     from medtl.data import Cohort
