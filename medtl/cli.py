@@ -235,7 +235,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     test = result.metrics.get("test", {})
     if test:
         names = result.card.get("class_names") or []
-        print(f"test AUC {metric_text(test, 'auc', names)}, accuracy {metric_text(test, 'accuracy', names)}")
+        auc = "macro AUC" if _is_multiclass(test) else "AUC"
+        print(f"test {auc} {metric_text(test, 'auc', names)}, accuracy {metric_text(test, 'accuracy', names)}")
     verdict = result.card.get("degenerate") or {}
     if verdict.get("degenerate"):
         print(f"WARNING: this model did not learn to separate the classes ({'; '.join(verdict['reasons'])}); "
@@ -293,8 +294,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     names = card.get("class_names") or []
     for key in ("n", "auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ece", "threshold"):
         if key in metrics:
-            print(f"{key:<18} {metric_text(metrics, key, names)}")
+            label = "auc (macro)" if key == "auc" and _is_multiclass(metrics) else key
+            print(f"{label:<18} {metric_text(metrics, key, names)}")
     return 0
+
+
+def _is_multiclass(metrics: dict[str, Any]) -> bool:
+    """More than two classes in ``metrics`` (its confusion matrix): its AUC is the macro one-vs-rest mean."""
+    return len(metrics.get("confusion_matrix") or []) > 2
 
 
 def metric_text(metrics: dict[str, Any], key: str, class_names: Sequence[str] = ()) -> str:

@@ -364,5 +364,16 @@ def test_evaluate_of_more_classes_says_there_is_no_threshold(tmp_path, untrained
     three = {"n": 3, "auc": 0.5, "threshold": None, "confusion_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "ci": {}}
     monkeypatch.setattr(train_run, "evaluate", lambda *a, **k: dict(three))
     assert main(["evaluate", "--model", str(untrained_run), "--out", str(tmp_path / "ev")]) == 0
-    assert (f"{'threshold':<18} none (more than two classes: the prediction is the most probable class)"
-            in capsys.readouterr().out.splitlines())
+    out = capsys.readouterr().out.splitlines()
+    assert f"{'threshold':<18} none (more than two classes: the prediction is the most probable class)" in out
+    assert f"{'auc (macro)':<18} 0.5000" in out  # which AUC of three classes: the one-vs-rest mean
+
+
+def test_train_summary_of_more_classes_names_its_auc_macro(tmp_path, monkeypatch, capsys):
+    from medtl.train import run as train_run
+
+    three = {"n": 3, "auc": 0.5, "accuracy": 1.0, "confusion_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "ci": {}}
+    card = {"class_names": ["a", "b", "c"], "metrics": {"test": three}}
+    monkeypatch.setattr(train_run, "train", lambda cfg, out, resume=False: train_run.RunResult(tmp_path, card))
+    assert main(["train", "--config", "sample_tiny", "--out", str(tmp_path)]) == 0
+    assert "test macro AUC 0.5000, accuracy 1.0000" in capsys.readouterr().out

@@ -395,7 +395,8 @@ class Predictor:
             for k in ("auc", "accuracy", "sensitivity", "specificity"):
                 if isinstance(test.get(k), (int, float)):
                     span = f" (95% CI {ci[k][0]:.3f}-{ci[k][1]:.3f})" if k in ci else ""
-                    parts.append(f"{k} {test[k]:.3f}{span}")
+                    name = "macro auc (one-vs-rest)" if k == "auc" and len(self.class_names) > 2 else k
+                    parts.append(f"{name} {test[k]:.3f}{span}")
                 elif k in test:  # null in the card: the test set had no case of a class it needs
                     parts.append(f"{k} undefined (a class absent from the test set)")
             lines.append(f"Test metrics (n={test.get('n', '?')}): " + ", ".join(parts))

@@ -103,8 +103,9 @@ def test_3d_nifti_volume(run3d, p3d):
     assert series.shape[2] == 32
 
 
-def test_describe_quotes_class_names_that_hold_a_comma(tmp_path):
-    """'Classes: mild, normal, sévère, grade 3' read as four classes, in the app's model card too."""
+def test_describe_quotes_class_names_that_hold_a_comma_and_names_the_auc_of_more_classes(tmp_path):
+    """'Classes: mild, normal, sévère, grade 3' read as four classes, in the app's model card too; 'auc' of three
+    classes did not say which (the one-vs-rest macro mean)."""
     from medtl.runs import write_card
     from tests.conftest import write_untrained_run
 
@@ -112,10 +113,12 @@ def test_describe_quotes_class_names_that_hold_a_comma(tmp_path):
     card = json.loads((run / "model_card.json").read_text())
     card["training"] = {"data": {"source": "m.csv", "format": "manifest",
                                  "counts": {"train": {"mild": 1, "normal": 2, "sévère, grade 3": 3}}}}
+    card["metrics"] = {"test": {"n": 9, "auc": 0.75, "accuracy": 0.5}}
     write_card(run, card)
     text = Predictor.from_run(run, device="cpu").describe()
     assert 'Classes: "mild", "normal", "sévère, grade 3"' in text
     assert 'Trained on: m.csv (manifest); train "mild": 1, "normal": 2, "sévère, grade 3": 3' in text
+    assert "Test metrics (n=9): macro auc (one-vs-rest) 0.750, accuracy 0.500" in text
     assert "Classes: a, b" in Predictor.from_run(write_untrained_run(tmp_path / "ab"), device="cpu").describe()
 
 
