@@ -11,6 +11,7 @@ import datetime as _dt
 import os
 import random
 import unicodedata
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -855,7 +856,9 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | N
     if not data and cfg.data.path and not Path(cfg.data.path).expanduser().exists():
         raise MedtlError(f"{cfg.data.path}: the training data of {run_dir} is not there any more; "
                          "pass --data PATH (data=... from Python) to evaluate on it where it is now")
-    cohort = in_model_classes(load_items(cfg.data, seed=cfg.train.seed), card["class_names"], cfg.data.path)
+    with warnings.catch_warnings():  # the card fixes which class is which: the training's order warning is moot
+        warnings.filterwarnings("ignore", message=r".*class names sorted alphabetically make")
+        cohort = in_model_classes(load_items(cfg.data, seed=cfg.train.seed), card["class_names"], cfg.data.path)
     items = cohort.items if split == "all" else cohort.split(split)
     if not items:
         raise MedtlError(f"{cfg.data.path}: split {split!r} is empty")

@@ -642,6 +642,24 @@ def test_other_data_of_some_of_the_models_classes_is_mapped_to_them_by_name(tiny
         in_model_classes(Cohort(items=two.items, class_names=["normal", "other"]), model, "m.csv")
 
 
+def test_other_data_is_not_told_to_reorder_classes_the_model_card_fixes(tmp_path, recwarn):
+    """A site with 'abnormal' and 'normal' of a 3-class model was warned that 'normal' became class 1 and told to set
+    data.class_names: evaluation takes the classes and their order from the card."""
+    from PIL import Image
+
+    from tests.conftest import write_untrained_run
+
+    run = write_untrained_run(tmp_path / "run", ("abnormal", "mild", "normal"))
+    rng = np.random.default_rng(0)
+    for name in ("abnormal", "normal"):
+        (tmp_path / "site" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(tmp_path / "site" / name / f"{i}.png")
+    m = evaluate(run, data=str(tmp_path / "site"), progress=False, bootstrap=0)
+    assert m["class_names"] == ["abnormal", "mild", "normal"] and [sum(r) for r in m["confusion_matrix"]] == [2, 0, 2]
+    assert not [w for w in recwarn if "sorted alphabetically" in str(w.message)]
+
+
 def test_other_data_mixing_2d_and_3d_says_which_filter_keeps_the_models_kind(tiny_run):
     """The whole sample manifest (CT slices, volumes, PNGs) given to the 2D run: the refusal named only a 3D
     model as the way out; it now says a data.filter override keeps the model's images, and the run's own."""
