@@ -215,7 +215,7 @@ def _check_target(target: int | None, n_classes: int | None) -> None:
         whole = int(target) == target
     except (TypeError, ValueError):  # target="x": not a number at all
         whole = False
-    if not whole or target < 0 or (n_classes is not None and target >= n_classes):
+    if isinstance(target, bool) or not whole or target < 0 or (n_classes is not None and target >= n_classes):
         top = f"0..{n_classes - 1}" if n_classes is not None else "a class index >= 0"
         raise ArgumentError(f"target={target!r} is not a class of this model ({top})")
 

@@ -333,7 +333,7 @@ class Predictor:
                   probabilities: Sequence[float] | np.ndarray | None, prepared: tuple[torch.Tensor, np.ndarray] | None,
                   progress: bool = False) -> tuple[Scan, dict[str, Any]]:
         try:
-            from medtl.explain import DEFAULT_METHOD, method_title, saliency_for_scan
+            from medtl.explain import CAM_KINDS, DEFAULT_METHOD, method_title, saliency_for_scan
         except ImportError as exc:
             raise MedtlError(f"saliency maps need medtl.explain, which cannot be imported ({exc})") from None
         method = method or DEFAULT_METHOD
@@ -349,8 +349,11 @@ class Predictor:
                     probability=float(info["probabilities"][chosen]), model=self.model_id)
         if not np.asarray(sal.array).any():  # normalised per map: a constant map comes back all zeros
             other = f" (e.g. {DEFAULT_METHOD})" if method != DEFAULT_METHOD else ""
-            info["note"] = (f"the saliency map ({info['title']}) is the same everywhere (its feature grid is too "
-                            f"coarse for this input, e.g. one voxel): it locates nothing; choose another method{other}")
+            why = ("its feature grid is too coarse for this input, e.g. one voxel" if method in CAM_KINDS else
+                   f"the probability of {self.class_names[chosen]} does not move when the input changes, e.g. "
+                   "saturated at 0 or 1")
+            info["note"] = (f"the saliency map ({info['title']}) is the same everywhere ({why}): it locates nothing; "
+                            f"choose another method{other}")
         sal.metadata.update(saliency_title=info["title"], saliency_class=info["class_name"],
                             saliency_probability=info["probability"], saliency_model=self.model_id)
         return sal, info

@@ -185,6 +185,8 @@ def test_errors(one_thread):
     assert _hooks(model) == hooks and _hooks(unnamed) == 0  # no hook left behind by a failed call
     with pytest.raises(ValueError, match="target=-1"):
         saliency(model, x, "occlusion", target=-1)
+    with pytest.raises(ValueError, match="target=True"):  # a flag is not a class index (True read as class 1)
+        saliency(model, x, target=True)
     with pytest.raises(ValueError, match="without a batch axis"):
         saliency(model, x[None])
     with pytest.raises(ValueError, match="occlusion settings"):

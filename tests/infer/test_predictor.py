@@ -255,3 +255,18 @@ def test_the_three_files_readme_names_are_all_prediction_needs(run2d, tmp_path):
     here, there = Predictor.from_run(run2d, device="cpu"), Predictor.from_run(handed, device="cpu")
     a, b = here.predict(scan), there.predict(scan)
     assert a.probabilities == b.probabilities and a.ood_score == b.ood_score and a.ood_score is not None
+
+
+@pytest.mark.parametrize("method, why", [("gradcam", "its feature grid is too coarse"),
+                                         ("occlusion", "does not move when the input changes")])
+def test_a_flat_map_says_why_in_the_terms_of_its_method(run2d, monkeypatch, method, why):
+    """A flat occlusion map (a probability stuck at 1.0) was said to come from a coarse feature grid, which
+    occlusion does not have."""
+    import medtl.explain
+    from medtl.io import Scan, load_scan
+
+    scan = load_scan(SAMPLE / "ct2d" / "P0015_1.dcm")
+    monkeypatch.setattr(medtl.explain, "saliency_for_scan",
+                        lambda *a, **k: (Scan(np.zeros(scan.shape, np.float32), scan.affine), {"target": 1}))
+    pred = Predictor.from_run(run2d, device="cpu").predict(scan, saliency=method)
+    assert why in pred.saliency_info["note"] and "it locates nothing" in pred.saliency_info["note"]
