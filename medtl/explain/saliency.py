@@ -134,9 +134,15 @@ class _LayerHooks(ModelWithHooks):
         return logits, acti, grad
 
     def remove(self) -> None:
+        """Remove the hooks and drop what the call recorded: MONAI's ``score`` keeps its autograd graph, which
+        holds the backward hook, which holds this object (a cycle through C++ the garbage collector cannot
+        free: every map's graph would stay in memory)."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self.score = None
+        self.activations.clear()
+        self.gradients.clear()
         if self._inplace:
             self._layer.__dict__["inplace"] = self._inplace
 

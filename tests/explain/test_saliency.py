@@ -93,6 +93,22 @@ def test_model_is_left_as_found(method, one_thread):
         assert torch.equal(v, state[k]), k  # eval mode inside: BatchNorm running stats untouched
 
 
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_no_graph_kept_after_the_call(method, one_thread):
+    """MONAI's hook object keeps the class score, whose autograd graph holds the backward hook that holds the
+    object: a cycle through C++ that the garbage collector cannot see, so every map kept its graph alive (a
+    server's memory grew by each call's activations). After the call nothing of it may stay."""
+    import gc
+
+    from medtl.explain.saliency import _LayerHooks
+
+    model = create("resnet18", weights=None, in_channels=1, num_classes=2)
+    for _ in range(3):
+        saliency(model, torch.rand(1, 32, 32), method)
+    gc.collect()
+    assert sum(isinstance(o, _LayerHooks) for o in gc.get_objects()) == 0
+
+
 def test_default_target_is_the_prediction(one_thread):
     torch.manual_seed(1)
     model = create("resnet18", weights=None, in_channels=1, num_classes=4).eval()
