@@ -355,3 +355,21 @@ def test_bad_sequence_loads_or_fails_cleanly(shared):
     except ScanError:
         return
     assert scan.shape == (512, 512, 1) and scan.modality == "CT"
+
+
+def test_a_damaged_compressed_frame_is_one_line_not_the_decoders_traceback_in_the_log(tmp_path, caplog):
+    """pydicom logs each decoder's failure at ERROR with its traceback (about 25 lines per file) before it
+    raises; where root logging is configured (``medtl listen``, the ``medtl pacs`` commands) that reached stderr for
+    every damaged instance received. The error medtl raises already says it in one line."""
+    import logging
+
+    from medtl.demo.cohort import sample_path
+
+    src = next(p for p in sorted(sample_path("ct2d").parent.glob("*.dcm"))
+               if pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90")
+    ds = pydicom.dcmread(src)
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+    ds.save_as(tmp_path / "cut.dcm")
+    with caplog.at_level(logging.DEBUG), pytest.raises(CorruptFileError, match="cut.dcm: cannot decode pixel data"):
+        read_dicom(tmp_path / "cut.dcm")
+    assert [r.levelname for r in caplog.records if r.name.startswith("pydicom") and r.levelno >= logging.ERROR] == []

@@ -9,6 +9,7 @@ MONOCHROME2. Colour comes out as RGB, channel-last. No VOI/window is applied.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
+from medtl._logutil import quiet_logger
 from medtl.errors import CorruptFileError, one_line
 from medtl.io.dicom.budget import check_pixel_data
 from medtl.io.dicom.frames import Frame
@@ -27,7 +29,9 @@ def decode(ds: Dataset, name: str) -> np.ndarray:
     """Decoded pixels as ``(frames, rows, cols[, samples])`` in native byte order."""
     check_pixel_data(ds, name)
     try:
-        arr = ds.pixel_array
+        # pydicom logs each decoder's failure with its traceback before raising: the error below says it in one line
+        with quiet_logger("pydicom", logging.CRITICAL):
+            arr = ds.pixel_array
     except BaseException as exc:  # noqa: BLE001 - decoders may panic (BaseException)
         if is_fatal(exc):
             raise
