@@ -125,10 +125,11 @@ class Listener:
                     self.last_seen[study_uid] = time.monotonic() + self.retry_push - self.settle
                 return
             append_errors(errors, failures)
+        _drop_if_empty(errors)
         log.info("study %s: %d instance(s); scored %d, skipped %d, failed %d; pushed %d, push failed %d",
                  study_uid, n, s.scored, s.skipped, s.failed, summary.pushed, summary.push_failed)
         print(f"study {study_uid}: scored {s.scored}, skipped {s.skipped}, failed {s.failed}, "
-              f"pushed {summary.pushed}{f', see {errors}' if s.failed or summary.push_failed else ''}", flush=True)
+              f"pushed {summary.pushed}{f', see {errors}' if errors.exists() else ''}", flush=True)
         with self.lock:
             if self._count(study_uid) == n:  # nothing new arrived meanwhile
                 self.last_seen.pop(study_uid, None)
@@ -222,6 +223,19 @@ class Listener:
         if self.scp is not None:
             self.scp.stop()
             self.scp = None
+
+
+def _drop_if_empty(path: Path) -> None:
+    """Remove a study's errors file that holds the header alone (nothing failed): one file per study received
+    would otherwise pile up in ``WORK/errors`` for as long as the listener runs."""
+    from medtl.infer.sinks import ERROR_COLUMNS
+
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        return
+    if len(lines) == 1 and lines[0].decode("utf-8", errors="replace").split(",") == ERROR_COLUMNS:
+        path.unlink(missing_ok=True)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

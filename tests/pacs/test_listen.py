@@ -140,3 +140,29 @@ def test_a_series_that_arrives_in_two_bursts_says_its_results_cover_the_first(tr
     listener.process(first.StudyInstanceUID)
     assert f"has {len(files)} instances now but was scored on 10" in capsys.readouterr().out
     assert not list((tmp_path / "work" / "errors").glob(".*.lock"))  # no lock file left per study
+
+
+def test_a_study_that_scored_cleanly_leaves_no_errors_file(tiny_run_2d, tmp_path):
+    """Every study wrote ``errors/<StudyUID>.csv``, a header alone when nothing failed: a listener that runs for
+    months piled up one file per study received (120 files for 120 studies in a soak, 108 of them a header alone)."""
+    import shutil
+
+    from medtl.infer import Predictor
+    from medtl.pacs.config import PacsConfig
+    from medtl.pacs.listen import Listener
+
+    listener = Listener(Predictor.from_run(tiny_run_2d, device="cpu"), PacsConfig(host="127.0.0.1", port=11112),
+                        tmp_path / "work", push=False, settle=0)
+    good, bad = sorted((SAMPLE / "ct2d").glob("*.dcm"))[:2]
+    for name, src in (("good", good), ("bad", bad)):
+        folder = tmp_path / "work" / "incoming" / name / "series"
+        folder.mkdir(parents=True)
+        data = src.read_bytes()
+        (folder / src.name).write_bytes(data if name == "good" else data[: len(data) // 2])
+        listener.process(name)
+    errors = tmp_path / "work" / "errors"
+    assert not (errors / "good.csv").exists()
+    assert len(rows(errors / "bad.csv")) == 1
+    shutil.copy(good, tmp_path / "work" / "incoming" / "bad" / "series" / bad.name)  # sent again, whole
+    listener.process("bad")
+    assert not (errors / "bad.csv").exists()  # its failure is over: nothing left to read
