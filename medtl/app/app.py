@@ -986,12 +986,19 @@ def serve(model_specs: Sequence[str], host: str = "127.0.0.1", port: int = 7860,
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
     demo = build_app(model_choices(model_specs), device=device, pacs_config=pacs_config)
-    print(f"medtl app: serving on http://{host}:{port} (Ctrl+C to stop)")
+    _stop_on_sigterm()
+    try:
+        launch(demo, host=host, port=port, prevent_thread_lock=True)
+    except OSError as exc:  # Gradio's words name its own settings; the fix here is --port
+        if "Cannot find empty port" not in str(exc):
+            raise
+        raise MedtlError(f"{host}:{port} is already in use (another medtl app or server?); stop it or choose "
+                         "another port with --port") from None
+    print(f"medtl app: serving on http://{host}:{port} (Ctrl+C to stop)")  # only once it does
     if not _loopback(host):
         print(f"WARNING: the page has no login: anyone who can reach {host}:{port} can upload scans and, with a PACS "
               "configured, search and open its studies with medtl's credentials; serve it behind a proxy that "
               "authenticates users, or on 127.0.0.1", file=sys.stderr)
-    _stop_on_sigterm()
-    launch(demo, host=host, port=port)
+    demo.block_thread()
     return 0
 

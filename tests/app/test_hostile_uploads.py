@@ -52,3 +52,32 @@ def test_sigterm_stops_the_server_like_ctrl_c(monkeypatch):
             signal.sigtimedwait([], 0.1) if hasattr(signal, "sigtimedwait") else None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_second_app_on_a_busy_port_says_so_in_one_line_and_never_that_it_serves(monkeypatch, capsys):
+    """It printed "serving on http://127.0.0.1:PORT" (the first app's address) and then failed as an internal
+    error quoting Gradio's advice (GRADIO_SERVER_PORT, ``launch()``'s parameter) instead of --port."""
+    import socket
+
+    import gradio as gr
+
+    from medtl.app import app as app_mod
+    from medtl.errors import MedtlError
+
+    monkeypatch.setattr(app_mod, "model_choices", lambda specs: {})
+    def page(*args, **kwargs) -> gr.Blocks:
+        with gr.Blocks() as demo:
+            gr.Markdown("a page")
+        return demo
+
+    monkeypatch.setattr(app_mod, "build_app", page)
+    monkeypatch.setattr(app_mod, "_stop_on_sigterm", lambda: None)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(MedtlError) as info:
+            app_mod.serve(["run"], port=port)
+    assert str(info.value) == (f"127.0.0.1:{port} is already in use (another medtl app or server?); stop it or "
+                               "choose another port with --port")
+    assert "serving on" not in capsys.readouterr().out
