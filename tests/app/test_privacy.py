@@ -66,8 +66,10 @@ def test_serving_beyond_this_machine_says_the_page_has_no_login(monkeypatch, cap
     from medtl.app import app as app_mod
 
     monkeypatch.setattr(app_mod, "model_choices", lambda specs: {})
-    monkeypatch.setattr(app_mod, "build_app", lambda *a, **k: None)
-    monkeypatch.setattr(app_mod, "launch", lambda *a, **k: None)
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(app_mod, "build_app", lambda *a, **k: SimpleNamespace(block_thread=lambda: None))
+    monkeypatch.setattr(app_mod, "launch", lambda *a, **k: None)  # serve() then blocks in block_thread
     monkeypatch.setattr(app_mod, "_stop_on_sigterm", lambda: None)
     assert app_mod.serve(["runs/x"], host=host, port=7860) == 0
     err = capsys.readouterr().err
