@@ -138,17 +138,12 @@ def private_gradio_cache(workdir: str | os.PathLike) -> Path:
     Call it before the page's components are made: they take the folder when they are created.
     """
     chosen = os.environ.get("GRADIO_TEMP_DIR")
-    if chosen and not _is_app_cache(Path(chosen)):  # an earlier page of this process set it: not the administrator
+    if chosen:
         return Path(chosen)
     folder = Path(workdir) / "gradio"
     folder.mkdir(mode=0o700, exist_ok=True)
     os.environ["GRADIO_TEMP_DIR"] = str(folder)
     return folder
-
-
-def _is_app_cache(folder: Path) -> bool:
-    """Whether ``folder`` is a ``gradio`` folder :func:`private_gradio_cache` made in a working folder."""
-    return folder.name == "gradio" and folder.parent.name.startswith(WORKDIR_PREFIX)
 
 
 def remove_stale_workdirs(min_age_s: float = 3600.0) -> list[Path]:

@@ -58,31 +58,16 @@ def test_an_administrators_gradio_cache_is_kept(run2d, monkeypatch, tmp_path):
     assert get_upload_folder() == str(tmp_path / "mine")
 
 
-def test_a_second_page_in_one_process_gets_its_own_private_cache(run2d, monkeypatch):
-    """The first page's folder, set in GRADIO_TEMP_DIR, was taken for an administrator's choice by the next page
-    built in the same process, which then cached into a folder removed with the first page's working folder."""
-    from gradio.utils import get_upload_folder
-
-    from medtl.app.app import build_app
-
-    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
-    build_app({"tiny2d": run2d}, device="cpu")
-    first = get_upload_folder()
-    build_app({"tiny2d": run2d}, device="cpu")
-    second = get_upload_folder()
-    assert first != second and Path(second).name == "gradio" and Path(second).parent.name.startswith("medtl-app-")
-
-
 @pytest.mark.parametrize("host, warned", [("0.0.0.0", True), ("10.1.2.3", True), ("127.0.0.1", False),
                                           ("localhost", False), ("::1", False)])
 def test_serving_beyond_this_machine_says_the_page_has_no_login(monkeypatch, capsys, host, warned):
     """Bound wider, anyone who reaches the port uses the page (and, with a PACS configured, searches and opens
     the PACS's studies with medtl's credentials): `medtl app` says so, as `medtl listen` does."""
-    from types import SimpleNamespace
-
     from medtl.app import app as app_mod
 
     monkeypatch.setattr(app_mod, "model_choices", lambda specs: {})
+    from types import SimpleNamespace
+
     monkeypatch.setattr(app_mod, "build_app", lambda *a, **k: SimpleNamespace(block_thread=lambda: None))
     monkeypatch.setattr(app_mod, "launch", lambda *a, **k: None)  # serve() then blocks in block_thread
     monkeypatch.setattr(app_mod, "_stop_on_sigterm", lambda: None)
