@@ -186,3 +186,11 @@ def test_readmes_interval_coverage_is_the_json():
                 *(100 * q for q in quoted)) in readme
     large = [v for key, r in rows.items() if key[1] == 150 for v in r["coverage"]["held"].values()]
     assert f"held it in {100 * min(large):.1f}-{100 * max(large):.1f} % of them" in readme
+
+
+def test_readmes_slice_latency_is_the_json():
+    r = _load("app_latency")
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert r["slice_px"] == [512, 512]
+    assert (f"from the wheel to the redrawn 512² slice in headless Chromium, p50 {r['p50_ms']:.0f} ms and p90 "
+            f"{r['p90_ms']:.0f} ms over {r['events']} events") in readme
