@@ -49,6 +49,33 @@ def orthanc(tmp_path_factory):
 
 
 @pytest.fixture
+def busy_dicomweb():
+    """``(url, paths)``: a DICOMweb root on this machine answering every request with HTTP 503 (busy), and the
+    paths it was asked for."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    paths: list[str] = []
+
+    class Busy(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            paths.append(self.path)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/dicom-web", paths
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
 def pacs_config(orthanc) -> PacsConfig:
     return PacsConfig(url=orthanc.url, host="127.0.0.1", port=orthanc.dicom_port, called_aet=orthanc.aet,
                       calling_aet=MEDTL_AET, listen_port=orthanc.listen_port, timeout=30)

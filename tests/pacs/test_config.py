@@ -52,41 +52,22 @@ def test_a_secret_in_a_world_readable_file_warns(tmp_path):
         load_pacs_config(cfg, env={})
 
 
-def test_retries_is_how_many_times_a_failed_request_is_sent_again(tmp_path):
+def test_retries_is_how_many_times_a_failed_request_is_sent_again(tmp_path, busy_dicomweb):
     """A server answering 503 (busy) counts the requests: ``retries: 1`` sends the search twice,
     ``retries: 0`` once, and each ends in one clear error."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from medtl.pacs import PacsError
     from medtl.pacs.dicomweb import DicomWebPacs
 
-    hits = []
-
-    class Busy(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
-            hits.append(self.path)
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        cfg = tmp_path / "pacs.yaml"
-        for retries in (1, 0):
-            cfg.write_text(f"dicomweb:\n  url: http://127.0.0.1:{server.server_port}/dicom-web\n  retries: {retries}\n")
-            pacs = load_pacs_config(cfg, env={})
-            assert pacs.retries == retries
-            hits.clear()
-            with pytest.raises(PacsError, match=r"^echo \(QIDO-RS study search\): "):  # the step `pacs echo` ran
-                DicomWebPacs(pacs).ping()
-            assert len(hits) == retries + 1, hits
-    finally:
-        server.shutdown()
+    url, hits = busy_dicomweb
+    cfg = tmp_path / "pacs.yaml"
+    for retries in (1, 0):
+        cfg.write_text(f"dicomweb:\n  url: {url}\n  retries: {retries}\n")
+        pacs = load_pacs_config(cfg, env={})
+        assert pacs.retries == retries
+        hits.clear()
+        with pytest.raises(PacsError, match=r"^echo \(QIDO-RS study search\): "):  # the step `pacs echo` ran
+            DicomWebPacs(pacs).ping()
+        assert len(hits) == retries + 1, hits
     assert load_pacs_config(None, env={}).retries == 2
     assert load_pacs_config(None, env={"MEDTL_PACS_RETRIES": "0"}).retries == 0
 
