@@ -356,10 +356,15 @@ def bootstrap_ci(
     :func:`bootstrap_samples` (same arguments). Resamples where a metric is NaN (e.g. PPV with no
     predicted positive) are left out; a metric NaN in all of them gets ``(nan, nan)``.
     """
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    _check_alpha(alpha)
     return _percentile_intervals(bootstrap_samples(y_true, probs, metric_fn, n=n, seed=seed, threshold=threshold),
                                  alpha)[0]
+
+
+def _check_alpha(alpha: float) -> None:
+    """Refuse, before any resampling, an ``alpha`` that names no interval."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
 
 
 def _percentile_intervals(samples: Mapping[str, np.ndarray], alpha: float
@@ -445,8 +450,7 @@ def evaluate_predictions(
     result["confusion_matrix"] = cm.tolist()
     result["ci"] = {}
     if bootstrap > 0:
-        if not 0.0 < alpha < 1.0:
-            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        _check_alpha(alpha)
         ci, left_out = _percentile_intervals(bootstrap_samples(y, p, n=bootstrap, seed=seed, threshold=threshold),
                                              alpha)
         exact = exact_intervals(cm, alpha)
