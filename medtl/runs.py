@@ -6,7 +6,8 @@
   (architecture, adaptation, preprocessing, class names, threshold, data
   summary, metrics with 95% CIs, intended use);
 - ``config.yaml`` (the resolved config), ``metrics.csv`` + ``tensorboard/``
-  (per epoch), ``predictions_test.csv``;
+  (per epoch), ``predictions_test.csv`` (each test case's label, ``predicted`` class at the card's
+  threshold and class probabilities);
 - ``plots/``: learning curves, ROC, PR, confusion matrix, reliability diagram;
 - ``checkpoints/last.pt`` (for ``--resume``).
 

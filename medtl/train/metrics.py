@@ -37,6 +37,7 @@ __all__ = [
     "exact_intervals",
     "bootstrap_samples",
     "classification_metrics",
+    "decide",
     "evaluate_predictions",
     "expected_calibration_error",
     "youden_threshold",
@@ -97,6 +98,15 @@ def _predict(p: np.ndarray, threshold: float | None) -> np.ndarray:
     if threshold is None:
         return p.argmax(axis=1)
     return (p[:, 1] >= threshold).astype(np.int64)
+
+
+def decide(probs: Any, threshold: float | None = None) -> np.ndarray:
+    """The class each case is predicted as, as :func:`classification_metrics` decides it: two classes, class 1
+    when ``p(class 1) >= threshold`` (0.5 when ``None``); more, the argmax (a threshold is refused)."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim == 1:
+        p = np.stack([1.0 - p, p], axis=1)
+    return _predict(p, _binary_threshold(p.shape[1], threshold))
 
 
 def _ratio(num: float, den: float) -> float:

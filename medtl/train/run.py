@@ -228,15 +228,20 @@ def _loader(ds, cfg: Config):
 
 
 def _write_predictions(path: Path, items: list[dict], labels: np.ndarray, probs: np.ndarray,
-                       class_names: list[str]) -> None:
+                       class_names: list[str], threshold: float | None) -> None:
+    """One row per case: its label and ``predicted`` class (indices into ``class_names``; two classes at
+    ``threshold``, more by the argmax, as the metrics decide) and every class probability."""
+    from medtl.train.metrics import decide
+
+    predicted = decide(probs, threshold)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["index", "image", "label"] + [f"p_{c}" for c in class_names])
+        w.writerow(["index", "image", "label", "predicted"] + [f"p_{c}" for c in class_names])
         for i, (it, y, p) in enumerate(zip(items, labels, probs)):
             image = it["image"] if isinstance(it["image"], (str, os.PathLike)) else f"array[{i}]"
             # shortest text that reads back the same float: fixed decimals would write every p
             # above 0.9999995 as 1.000000 and tie the confident cases a reader ranks (ROC, AUC)
-            w.writerow([i, image, int(y)] + [repr(float(v)) for v in p])
+            w.writerow([i, image, int(y), int(predicted[i])] + [repr(float(v)) for v in p])
 
 
 def _threshold(cfg: Config, val_labels: np.ndarray | None, val_probs: np.ndarray | None, n_classes: int):
@@ -618,7 +623,8 @@ def _finish(model: nn.Module, cfg: Config, cohort: Any, prep: Any, val_ds: Any, 
                                           views=views)
         metrics["test"] = evaluate_predictions(labels, probs, threshold=threshold, bootstrap=cfg.eval.bootstrap,
                                                seed=tc.seed)
-        _write_predictions(out / "predictions_test.csv", cohort.split("test"), labels, probs, class_names)
+        _write_predictions(out / "predictions_test.csv", cohort.split("test"), labels, probs, class_names,
+                           metrics["test"]["threshold"])
         plots.update({k: str(Path(v).relative_to(out)) for k, v in save_evaluation_plots(
             labels, probs, class_names, out / "plots", prefix="test_",
             threshold=threshold if threshold is not None else 0.5).items()})
@@ -886,7 +892,8 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | N
     if out:
         def write(folder: Path) -> None:
             write_json(folder / "metrics.json", metrics)
-            _write_predictions(folder / f"predictions_{split}.csv", items, labels, probs, card["class_names"])
+            _write_predictions(folder / f"predictions_{split}.csv", items, labels, probs, card["class_names"],
+                               metrics["threshold"])
             save_evaluation_plots(labels, probs, card["class_names"], folder, prefix=f"{split}_",
                                   threshold=0.5 if card.get("threshold") is None else card["threshold"])
 

@@ -356,11 +356,27 @@ def test_predictions_csv_reads_back_the_probabilities_exactly(tmp_path):
 
     probs = np.array([[1e-12, 1 - 1e-12], [1e-13, 1 - 1e-13], [0.25, 0.75]])
     _write_predictions(tmp_path / "p.csv", [{"image": "a.dcm"}, {"image": "b.dcm"}, {"image": "c.dcm"}],
-                       np.array([0, 1, 1]), probs, ["normal", "lesion"])
+                       np.array([0, 1, 1]), probs, ["normal", "lesion"], 0.8)
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     back = np.array([[float(r["p_normal"]), float(r["p_lesion"])] for r in rows])
     np.testing.assert_array_equal(back, probs)
     assert [r["image"] for r in rows] == ["a.dcm", "b.dcm", "c.dcm"]
+    assert [r["predicted"] for r in rows] == ["1", "1", "0"]  # at the threshold given: 0.75 < 0.8
+
+
+def test_the_predicted_column_is_the_decision_the_confusion_matrix_counts(tiny_run, tmp_path):
+    """predictions_*.csv had the probabilities alone: the decision at the card's threshold had to be redone."""
+    from sklearn.metrics import confusion_matrix
+
+    card = json.loads((tiny_run / "model_card.json").read_text())
+    for path, cm in ((tiny_run / "predictions_test.csv", card["metrics"]["test"]["confusion_matrix"]),
+                     (tmp_path / "eval" / "predictions_test.csv",
+                      evaluate(tiny_run, out=str(tmp_path / "eval"), progress=False, bootstrap=0)["confusion_matrix"])):
+        rows = list(csv.DictReader(open(path)))
+        y, pred = [int(r["label"]) for r in rows], [int(r["predicted"]) for r in rows]
+        assert confusion_matrix(y, pred, labels=[0, 1]).tolist() == cm
+        p1 = np.array([float(r[f"p_{card['class_names'][1]}"]) for r in rows])
+        assert pred == (p1 >= card["threshold"]).astype(int).tolist()
 
 
 def test_tta_run_records_its_views_and_every_later_prediction_averages_them(train_tiny, tmp_path, capsys):
