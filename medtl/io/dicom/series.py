@@ -18,6 +18,7 @@ from medtl.errors import CorruptFileError, NotAnImageError, SeriesError
 from medtl.io import limits
 from medtl.io.dicom.budget import check_claims
 from medtl.io.dicom.frames import frames_of, to_float
+from medtl.io.dicom.geometry import slice_problems
 from medtl.io.dicom.pixels import decode
 from medtl.io.dicom.sniff import check_readable_image, read_full, read_header
 from medtl.io.dicom.sop import FIX_REFERENCED, non_image_kind, sop_class_name
@@ -169,7 +170,9 @@ def read_series(path: SeriesSource, series: str | int | None = None, progress: b
 
     ``metadata["slice_report"]`` gives ``n_slices``, ``spacing`` (median, mm),
     ``uneven_spacing`` + ``max_spacing_deviation``, ``missing_slices`` (gaps, in
-    slices) and ``duplicate_positions``. Slices at a position already taken are
+    slices), ``duplicate_positions``, ``max_position_error`` (mm between a slice and where
+    the evenly stepping affine puts it) and ``tilt_degrees`` (gantry tilt); each problem is
+    also named in one warning. Slices at a position already taken are
     dropped when their pixels are identical (a file copied twice); if their pixels
     differ (several acquisitions or time points in one series) :class:`SeriesError`
     is raised rather than silently picking one. ``progress`` shows tqdm bars on
@@ -209,10 +212,7 @@ def read_series(path: SeriesSource, series: str | int | None = None, progress: b
     report = scan.metadata["slice_report"]
     report["unreadable_files"] = len(unreadable)
     scan.metadata["series_found"] = len(found)
-    problems = [f"{report['missing_slices']} missing slices" if report["missing_slices"] else "",
-                f"{report['duplicate_positions']} duplicate positions dropped" if report["duplicate_positions"] else "",
-                "uneven slice spacing" if report["uneven_spacing"] else ""]
-    problems = [p for p in problems if p]
+    problems = slice_problems(report)
     if problems:
         warnings.warn(f"{where}: series {chosen.uid}: {', '.join(problems)} (see metadata['slice_report'])",
                       stacklevel=2)

@@ -64,7 +64,7 @@ def order_frames(frames: list[Frame], name: str) -> tuple[list[int], list[list[i
         order = sorted(range(len(frames)), key=lambda i: (frames[i].instance, frames[i].src, frames[i].index))
         report = {"n_slices": len(frames), "spacing": None, "uneven_spacing": False,
                   "max_spacing_deviation": 0.0, "missing_slices": 0, "duplicate_positions": 0,
-                  "geometry": geometric}
+                  "max_position_error": 0.0, "tilt_degrees": 0.0, "geometry": geometric}
         if geometric:
             report["spacing"] = frames[0].slice_step
         return order, [], report
