@@ -226,6 +226,20 @@ def test_enhanced_multiframe_uses_per_frame_groups_and_sorts_along_normal(tmp_pa
     assert scan.metadata["rescale_varies"] and scan.metadata["slice_report"]["spacing"] == pytest.approx(2.0)
 
 
+def test_enhanced_multiframe_with_a_missing_frame_is_named_in_a_warning_as_a_series_is(tmp_path):
+    """Frames at 0, 2, 4, 8, 10 mm: the affine's even 2.5 mm step puts the frames at 4 and 8 mm 1 mm off.
+    read_series warned about such a gap; read_dicom kept it in the slice report without a word."""
+    frames, positions = _enhanced_ct(tmp_path / "e.dcm", [8.0, 0.0, 4.0, 10.0, 2.0], [0.0] * 5)
+    with pytest.warns(UserWarning) as caught:
+        scan = read_dicom(tmp_path / "e.dcm")
+    assert [str(w.message) for w in caught] == [
+        f"{tmp_path / 'e.dcm'}: 1 missing slices, uneven slice spacing, the affine spaces the 5 slices evenly, so a "
+        "slice lies up to 1 mm from its real position (see metadata['slice_report'])"]
+    placed = [(scan.affine @ [0, 0, k, 1])[:3] for k in range(5)]
+    truth = [LPS_TO_RAS @ positions[f] for f in np.argsort([8.0, 0.0, 4.0, 10.0, 2.0])]
+    np.testing.assert_allclose([np.linalg.norm(p - t) for p, t in zip(placed, truth)], [0, 0.5, 1, 0.5, 0], atol=1e-5)
+
+
 def test_decoder_panic_becomes_corrupt_file_error(tmp_path, monkeypatch):
     """pyo3 decoders raise PanicException, a BaseException: it must not escape."""
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 from medtl.errors import UnsupportedFormatError
 from medtl.io.dicom.budget import check_claims, pixel_bytes
 from medtl.io.dicom.frames import frames_of
+from medtl.io.dicom.geometry import slice_problems
 from medtl.io.dicom.pixels import decode
 from medtl.io.dicom.sniff import PathLike, check_readable_image, is_dicom_file, read_full
 from medtl.io.dicom.volume import build_scan
@@ -25,6 +27,7 @@ def read_dicom(path: PathLike) -> Scan:
     (SEG, RT, SR, ...), :class:`CorruptFileError` (truncated, undecodable, a header
     claiming more than the file holds), :class:`~medtl.io.limits.LimitError` (claims
     beyond ``MEDTL_MAX_*``) or :class:`SeriesError` (frames that do not form one volume).
+    Missing, unevenly spaced or tilted frames are named in one warning, as by ``read_series``.
     No other exception escapes (see :mod:`medtl.io.guard`).
     """
     name = str(path)
@@ -41,4 +44,7 @@ def read_dicom(path: PathLike) -> Scan:
     frames = frames_of(full, 0, name)
     scan = build_scan([full], [name], frames, name, load=lambda _: decode(full, name))
     scan.metadata["number_of_frames"] = len(frames)
+    problems = slice_problems(scan.metadata["slice_report"])
+    if problems:  # a multi-frame volume with gaps or tilt: said as for a series of files
+        warnings.warn(f"{name}: {', '.join(problems)} (see metadata['slice_report'])", stacklevel=2)
     return scan
