@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -88,6 +89,34 @@ def _drain(fobj: gzip.GzipFile, path: Path) -> None:
             limits.check_bytes(path, "gzip stream continues after the voxels for more than", total, cap)
 
 
+#: How far (mm) the sform and qform may place a voxel apart before the header counts as ambiguous; the
+#: qform's float32 quaternion alone moves the corners of a large volume by about 1e-4 mm.
+QFORM_SFORM_TOLERANCE_MM = 1e-2
+
+
+def _warn_if_qform_disagrees(img: nib.Nifti1Image, path: Path) -> None:
+    """Warn when the header holds a valid sform and a valid qform that place voxels differently.
+
+    medtl, like nibabel, uses the sform; ITK-based tools (SimpleITK, ITK-SNAP, ANTs) take the qform
+    instead whenever the sform's column lengths do not match pixdim, so the two would disagree about
+    where the image is without anyone being told. The gap is measured at the volume's corners."""
+    header = img.header
+    if not (int(header["sform_code"]) > 0 and int(header["qform_code"]) > 0):
+        return
+    sform, qform = header.get_sform(), header.get_qform()
+    if not np.all(np.isfinite(qform)):
+        return
+    shape = [max(int(s), 1) for s in (list(img.shape) + [1, 1, 1])[:3]]
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                        for k in (0, shape[2] - 1)]).T
+    gap = float(np.max(np.linalg.norm((sform - qform)[:3] @ corners, axis=0)))
+    if gap > QFORM_SFORM_TOLERANCE_MM:
+        warnings.warn(f"{path}: the header's sform and qform place voxels up to {gap:.3g} mm apart; medtl uses the "
+                      "sform (as nibabel does), ITK-based tools may use the qform: check which one is right and "
+                      "save the file with one geometry (e.g. nibabel's set_qform(img.get_sform()))",
+                      UserWarning, stacklevel=3)
+
+
 @guarded
 def read_nifti(path: str | os.PathLike) -> Scan:
     """Load a ``.nii``/``.nii.gz`` file; voxels in ``[i, j, k]`` order with nibabel's best affine.
@@ -124,6 +153,7 @@ def read_nifti(path: str | os.PathLike) -> Scan:
         raise CorruptFileError(path, "the header's voxel-to-world matrix (sform/qform) is singular or not finite, "
                                "so voxel size and orientation are unknown",
                                "repair the header (e.g. copy the qform to the sform) or re-export the file")
+    _warn_if_qform_disagrees(img, path)
     bad = count_non_finite(data)
     if bad:  # as for DICOM: a NaN reaches the network and comes out as a NaN probability
         raise CorruptFileError(path, f"{bad} of {data.size} voxel values are not finite (NaN or infinite)",

@@ -49,6 +49,33 @@ def test_nibabel_shipped_files_match_nibabel():
         assert scan.spacing == pytest.approx(tuple(img.header.get_zooms()[:3]), rel=1e-5)
 
 
+def test_sform_and_qform_that_disagree_are_named_and_the_sform_is_used(tmp_path):
+    """medtl takes the sform, as nibabel; SimpleITK 2.5 read this very header through its qform (the sform's
+    column lengths differ from pixdim), so the two placed the image differently and medtl said nothing."""
+    qform = np.diag([-2.0, 2.5, 3.0, 1.0])
+    qform[:3, 3] = [10, -20, 5]
+    img = nib.Nifti1Image(np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4), None)
+    img.set_qform(qform, code=1)
+    img.set_sform(oblique_affine(), code=2)
+    nib.save(img, tmp_path / "both.nii")
+    gap = max(np.linalg.norm((oblique_affine() - qform)[:3] @ [i, j, k, 1])
+              for i in (0, 1) for j in (0, 2) for k in (0, 3))
+    with pytest.warns(UserWarning) as caught:
+        scan = load_scan(tmp_path / "both.nii")
+    assert [str(w.message) for w in caught] == [
+        f"{tmp_path / 'both.nii'}: the header's sform and qform place voxels up to {gap:.3g} mm apart; medtl uses the "
+        "sform (as nibabel does), ITK-based tools may use the qform: check which one is right and save the file "
+        "with one geometry (e.g. nibabel's set_qform(img.get_sform()))"]
+    np.testing.assert_allclose(scan.affine, oblique_affine(), atol=1e-6)
+
+
+def test_qform_equal_to_the_sform_up_to_its_float32_quaternion_is_not_warned(tmp_path, recwarn):
+    scan = Scan(np.zeros((300, 300, 200), np.uint8), oblique_affine())
+    back = load_scan(save_nifti(scan, tmp_path / "x.nii.gz"))
+    assert not [w for w in recwarn if "qform" in str(w.message)]
+    np.testing.assert_allclose(back.affine, scan.affine, atol=1e-5)
+
+
 def test_truncated_nifti_gives_corrupt_file_error(tmp_path):
     good = save_nifti(Scan(np.ones((20, 20, 20), np.float32), np.eye(4)), tmp_path / "g.nii")
     bad = tmp_path / "bad.nii"
