@@ -13,7 +13,7 @@ import numpy as np
 from numpy.lib import recfunctions
 
 from medtl._fileutil import atomic_path
-from medtl.errors import CorruptFileError, ScanError, one_line
+from medtl.errors import CorruptFileError, ScanError, UnsupportedFormatError, one_line
 from medtl.io.guard import guarded
 from medtl.io.scan import Scan, affine_is_usable, count_non_finite
 
@@ -40,6 +40,20 @@ def _nib_load(path: Path) -> tuple[nib.Nifti1Image, BinaryIO | gzip.GzipFile | N
     except BaseException:
         fobj.close()
         raise
+
+
+#: NIfTI intent codes 3000-3099 are reserved for CIFTI-2 (grayordinates on brain surfaces and parcels).
+_CIFTI_INTENTS = range(3000, 3100)
+
+
+def _refuse_cifti(img: object, path: Path) -> None:
+    """Refuse a CIFTI-2 file by name: nibabel opens a ``.nii`` one as a ``Cifti2Image``, whose header has no
+    voxel dims (it failed as 'unreadable NIfTI (AttributeError ...): check the file is complete')."""
+    header = getattr(img, "header", None)
+    intent = int(header["intent_code"]) if isinstance(header, nib.nifti1.Nifti1Header) else None
+    if isinstance(img, nib.Cifti2Image) or intent in _CIFTI_INTENTS:
+        raise UnsupportedFormatError(path, "a CIFTI-2 file (data on brain surface vertices and parcels, no voxel "
+                                     "grid), not a scan", "give the NIfTI volume it was made from")
 
 
 def check_header(header: nib.nifti1.Nifti1Header, name: str | os.PathLike, present: int | None = None,
@@ -134,12 +148,13 @@ def read_nifti(path: str | os.PathLike) -> Scan:
     fobj = None
     try:
         img, fobj = _nib_load(path)
+        _refuse_cifti(img, path)
         gz = isinstance(fobj, gzip.GzipFile)  # a gzip stream's voxel bytes are unknown without inflating it
         check_header(img.header, path, None if gz else _voxel_bytes_present(path, img))
         data = np.asanyarray(img.dataobj)
         if gz:
             _drain(fobj, path)
-    except (LimitError, CorruptFileError):
+    except (LimitError, CorruptFileError, UnsupportedFormatError):
         raise
     except BaseException as exc:  # noqa: BLE001 - nibabel raises many types for damaged files
         if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):

@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medtl.errors import CorruptFileError, ScanError
+from medtl.errors import CorruptFileError, ScanError, UnsupportedFormatError
 from medtl.io import Scan, load_scan, save_nifti
 
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
@@ -74,6 +74,25 @@ def test_qform_equal_to_the_sform_up_to_its_float32_quaternion_is_not_warned(tmp
     back = load_scan(save_nifti(scan, tmp_path / "x.nii.gz"))
     assert not [w for w in recwarn if "qform" in str(w.message)]
     np.testing.assert_allclose(back.affine, scan.affine, atol=1e-5)
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_cifti2_file_is_named_not_called_damaged(tmp_path, gzipped):
+    """nibabel's own CIFTI-2 test file read as 'unreadable NIfTI (AttributeError: 'Cifti2Header' object has no
+    attribute 'get_data_shape') (check the file is complete; re-export it)'."""
+    import gzip
+    import shutil
+
+    shipped = NIB_DATA / "row_major.dconn.nii"
+    if not shipped.exists():
+        pytest.skip("nibabel wheel lacks row_major.dconn.nii")
+    path = tmp_path / ("c.dconn.nii.gz" if gzipped else "c.dconn.nii")
+    with open(shipped, "rb") as src, (gzip.open(path, "wb") if gzipped else open(path, "wb")) as dst:
+        shutil.copyfileobj(src, dst)
+    with pytest.raises(UnsupportedFormatError) as info:
+        load_scan(path)
+    assert str(info.value) == (f"{path}: a CIFTI-2 file (data on brain surface vertices and parcels, no voxel grid), "
+                               "not a scan (give the NIfTI volume it was made from)")
 
 
 def test_truncated_nifti_gives_corrupt_file_error(tmp_path):
