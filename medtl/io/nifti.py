@@ -131,9 +131,30 @@ def _warn_if_qform_disagrees(img: nib.Nifti1Image, path: Path) -> None:
                       UserWarning, stacklevel=3)
 
 
+def _affine(img: nib.Nifti1Image) -> tuple[np.ndarray, dict]:
+    """The voxel-to-world affine and what it leaves unknown (metadata keys).
+
+    With a sform or qform code this is nibabel's affine. With both codes 0 the NIfTI standard's
+    "method 1" applies: ``x = pixdim[1] * i`` ... with "no particular spatial orientation", which is
+    medtl's identity-with-unknown-orientation (as for DICOM without ImageOrientationPatient).
+    nibabel instead returns an ANALYZE affine mirrored in x (LAS), which a 3D pipeline's reorientation
+    to RAS then flipped left-right, while ITK reads the same header as LPS.
+    """
+    header = img.header
+    if int(header["sform_code"]) > 0 or int(header["qform_code"]) > 0:
+        return img.affine, {}
+    zooms = (list(header.get_zooms()[:3]) + [1.0, 1.0, 1.0])[:3]
+    meta: dict = {"orientation_known": False}
+    if not all(np.isfinite(z) and z > 0 for z in zooms):
+        zooms = [1.0, 1.0, 1.0]
+        meta.update(spacing_known=False, spacing_note="NIfTI pixdim is not positive: voxel size unknown, 1 mm assumed")
+    return np.diag([*map(float, zooms), 1.0]), meta
+
+
 @guarded
 def read_nifti(path: str | os.PathLike) -> Scan:
-    """Load a ``.nii``/``.nii.gz`` file; voxels in ``[i, j, k]`` order with nibabel's best affine.
+    """Load a ``.nii``/``.nii.gz`` file; voxels in ``[i, j, k]`` order with nibabel's best affine
+    (sform, else qform; with neither code, pixdim scaling and ``orientation_known`` False).
 
     Scaling (``scl_slope``/``scl_inter``) is applied; a 4D file keeps its last
     axis as channels; RGB24/RGBA32 voxels become RGB channels; complex voxels are refused.
@@ -164,7 +185,8 @@ def read_nifti(path: str | os.PathLike) -> Scan:
     finally:
         if fobj is not None:
             fobj.close()
-    if not affine_is_usable(img.affine):
+    affine, meta = _affine(img)
+    if not affine_is_usable(affine):
         raise CorruptFileError(path, "the header's voxel-to-world matrix (sform/qform) is singular or not finite, "
                                "so voxel size and orientation are unknown",
                                "repair the header (e.g. copy the qform to the sform) or re-export the file")
@@ -189,7 +211,6 @@ def read_nifti(path: str | os.PathLike) -> Scan:
         data = data.astype(np.float32)
     descrip = img.header.get("descrip", b"")
     descrip = descrip.item().decode("latin-1", "ignore") if hasattr(descrip, "item") else ""
-    meta: dict = {}
     modality = "OT"
     for part in descrip.split(";"):
         key, _, value = part.strip().partition("=")
@@ -198,7 +219,7 @@ def read_nifti(path: str | os.PathLike) -> Scan:
         elif key == "medtl:window" and value:
             center, _, width = value.partition("/")
             meta["window_center"], meta["window_width"] = float(center), float(width)
-    return Scan(array=data, affine=img.affine, modality=modality, photometric=photometric, format="nifti",
+    return Scan(array=data, affine=affine, modality=modality, photometric=photometric, format="nifti",
                 source=str(path), metadata=meta)
 
 

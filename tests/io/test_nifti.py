@@ -95,6 +95,27 @@ def test_cifti2_file_is_named_not_called_damaged(tmp_path, gzipped):
                                "not a scan (give the NIfTI volume it was made from)")
 
 
+def test_nifti_without_sform_or_qform_code_is_pixdim_scaling_of_unknown_orientation(tmp_path):
+    """Both codes 0: the standard's method 1 (x = pixdim[1] * i ..., no orientation). medtl returned
+    nibabel's ANALYZE affine, mirrored in x (LAS, centred), so a 3D pipeline's reorientation to RAS flipped
+    the volume left-right (SimpleITK 2.5 reads the same header as LPS at the origin)."""
+    from monai.transforms import Orientationd
+
+    from medtl.transforms.load import LoadScand
+
+    arr = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    img = nib.Nifti1Image(arr, np.diag([2.0, 3.0, 4.0, 1.0]))
+    img.set_qform(None, code=0)
+    img.set_sform(None, code=0)
+    nib.save(img, tmp_path / "analyze_style.nii")
+    scan = load_scan(tmp_path / "analyze_style.nii")
+    np.testing.assert_array_equal(scan.affine, np.diag([2.0, 3.0, 4.0, 1.0]))
+    assert scan.metadata["orientation_known"] is False and scan.summary()["orientation_known"] is False
+    np.testing.assert_array_equal(scan.array, arr)
+    out = Orientationd(["image"], axcodes="RAS", labels=None)(LoadScand(["image"], spatial_dims=3)({"image": scan}))
+    np.testing.assert_array_equal(out["image"].numpy()[0], arr)  # not mirrored
+
+
 def test_truncated_nifti_gives_corrupt_file_error(tmp_path):
     good = save_nifti(Scan(np.ones((20, 20, 20), np.float32), np.eye(4)), tmp_path / "g.nii")
     bad = tmp_path / "bad.nii"
