@@ -216,6 +216,8 @@ def read_nifti(path: str | os.PathLike) -> Scan:
         key, _, value = part.strip().partition("=")
         if key == "medtl:modality" and value:
             modality = value
+        elif key == "medtl:orientation" and value == "unknown":
+            meta["orientation_known"] = False
         elif key == "medtl:window" and value:
             center, _, width = value.partition("/")
             meta["window_center"], meta["window_width"] = float(center), float(width)
@@ -226,8 +228,9 @@ def read_nifti(path: str | os.PathLike) -> Scan:
 def save_nifti(scan: Scan, path: str | os.PathLike) -> Path:
     """Write ``scan`` to ``path`` (``.nii`` or ``.nii.gz``) atomically, affine as qform and sform.
 
-    The modality and default window travel in the header description so that a
-    round trip keeps them.
+    The modality, default window and an unknown orientation (DICOM without
+    ImageOrientationPatient: the affine is an assumed identity) travel in the header
+    description so that a round trip keeps them.
     """
     path = Path(path)
     if not (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):
@@ -242,6 +245,8 @@ def save_nifti(scan: Scan, path: str | os.PathLike) -> Path:
     img.header.set_sform(scan.affine, code=1)
     img.header.set_xyzt_units("mm")
     descrip = f"medtl:modality={scan.modality}"
+    if scan.metadata.get("orientation_known") is False:  # the affine's orientation is medtl's assumption
+        descrip += ";medtl:orientation=unknown"
     if scan.default_window:
         descrip += f";medtl:window={scan.default_window[0]:g}/{scan.default_window[1]:g}"
     img.header["descrip"] = descrip[:79].encode("latin-1")

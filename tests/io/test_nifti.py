@@ -116,6 +116,23 @@ def test_nifti_without_sform_or_qform_code_is_pixdim_scaling_of_unknown_orientat
     np.testing.assert_array_equal(out["image"].numpy()[0], arr)  # not mirrored
 
 
+def test_unknown_orientation_survives_a_round_trip_through_nifti(tmp_path):
+    """A DICOM file without ImageOrientationPatient converted to NIfTI read back with orientation_known
+    missing, so the viewer and overlays took medtl's assumed identity for the scanner's orientation."""
+    arr = np.arange(3 * 4 * 2, dtype=np.uint16).reshape(3, 4, 2)
+    scan = Scan(arr, np.diag([0.5, 0.75, 2.0, 1.0]), modality="US",
+                metadata={"orientation_known": False, "window_center": -1234.5, "window_width": 4567.25})
+    out = save_nifti(scan, tmp_path / "u.nii.gz")
+    img = nib.load(str(out))  # other tools see the same affine as before
+    assert int(img.header["qform_code"]) == 1 and int(img.header["sform_code"]) == 1
+    np.testing.assert_array_equal(img.affine, scan.affine)
+    back = load_scan(out)
+    assert back.metadata["orientation_known"] is False and back.summary()["orientation_known"] is False
+    assert back.modality == "US" and back.default_window == (-1234.5, 4567.25)
+    np.testing.assert_array_equal(back.affine, scan.affine)
+    np.testing.assert_array_equal(back.array, arr)
+
+
 def test_truncated_nifti_gives_corrupt_file_error(tmp_path):
     good = save_nifti(Scan(np.ones((20, 20, 20), np.float32), np.eye(4)), tmp_path / "g.nii")
     bad = tmp_path / "bad.nii"
