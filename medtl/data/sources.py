@@ -129,7 +129,8 @@ def load_manifest(path: str | os.PathLike, class_names: list[str] | None = None,
                   check_files: bool = True) -> Cohort:
     """Read a CSV with columns ``path,label[,split][,patient_id]`` plus any extra columns.
 
-    Relative paths are relative to the CSV's folder. Labels are integers (class
+    Relative paths are relative to the CSV's folder; every item's path is absolute, so what a run writes of
+    it (``predictions_test.csv``) names the same file whichever folder training ran in. Labels are integers (class
     indices) or class-name strings (sorted alphabetically unless ``class_names``
     fixes the order). Extra columns are kept as strings on each item.
     """
@@ -146,14 +147,14 @@ def load_manifest(path: str | os.PathLike, class_names: list[str] | None = None,
     if not rows:
         raise ConfigError(f"{path}: manifest has no rows")
     labels, names = _label_map([r["label"] for r in rows], class_names, str(path))
-    base = path.parent
+    base = Path(os.path.abspath(path.parent))
     items: list[dict[str, Any]] = []
     missing: list[str] = []
     for i, (row, label) in enumerate(zip(rows, labels)):
         if not row["path"]:
             raise ConfigError(f"{path}: row {i + 2} has an empty path")
         p = Path(row["path"]).expanduser()
-        p = p if p.is_absolute() else base / p
+        p = Path(os.path.abspath(base / p))
         if check_files and not p.exists():
             missing.append(row["path"])
         item: dict[str, Any] = {k: v for k, v in row.items() if k and k not in ("path", "label", "split")}
@@ -188,7 +189,7 @@ def load_folder(root: str | os.PathLike, class_names: list[str] | None = None) -
     """Read ``root/<class>/<file or series folder>``; or ``root/<train|val|test>/<class>/...`` with given splits.
 
     Every non-hidden entry of a class folder is one item (a file, or a folder
-    holding one DICOM series). A DICOM item is grouped by the PatientID in its header
+    holding one DICOM series), named by its absolute path. A DICOM item is grouped by the PatientID in its header
     (:func:`dicom_patient`), so that the splits keep each patient in one of them.
     """
     if not os.fspath(root):  # Path("") is the current folder, read as a cohort
@@ -218,7 +219,7 @@ def load_folder(root: str | os.PathLike, class_names: list[str] | None = None) -
             if not cdir.is_dir():
                 continue
             for entry in _entries(cdir):
-                item: dict[str, Any] = {"image": str(entry), "label": k}
+                item: dict[str, Any] = {"image": os.path.abspath(entry), "label": k}
                 if split:
                     item["split"] = split
                 patient = dicom_patient(entry)

@@ -886,8 +886,9 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | N
     metrics = evaluate_predictions(labels, probs, threshold=card.get("threshold"), bootstrap=n_boot,
                                    seed=cfg.train.seed)
     metrics["class_names"] = list(card["class_names"])  # the confusion matrix's rows and columns, in order
-    # Which data this is (kept in metrics.json): the dataset, split, case count and data.* overrides.
-    metrics["evaluated_on"] = {"data": str(cfg.data.path), "split": split, "n": len(items),
+    # Which data this is (kept in metrics.json): the dataset (absolute: it names the file from any folder), split,
+    # case count and data.* overrides.
+    metrics["evaluated_on"] = {"data": os.path.abspath(Path(cfg.data.path).expanduser()), "split": split, "n": len(items),
                                "overrides": list(overrides), "tta_views": len(views) if views else 0}
     if out:
         def write(folder: Path) -> None:

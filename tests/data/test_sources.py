@@ -33,6 +33,24 @@ def test_manifest_relative_paths_string_labels_and_extra_columns(tmp_path):
     assert [it["label"] for it in c.items] == [0, 1]
 
 
+def test_item_paths_are_absolute_whichever_folder_the_cohort_is_read_from(tmp_path, monkeypatch):
+    """A relative ``data.path`` gave items paths relative to the working folder, which a run's
+    ``predictions_test.csv`` wrote as they were: its image column then named no file from anywhere else, and
+    the same run from another folder wrote another file."""
+    _png(tmp_path / "meta" / "img" / "a.png")
+    _png(tmp_path / "b.png")
+    _manifest(tmp_path, ["img/a.png,pneumonia,train,p1,A", "../b.png,normal,val,,B"])
+    for cls in ("normal", "tumour"):
+        _png(tmp_path / "flat" / cls / "0.png")
+    expected = {"meta/cohort.csv": [str(tmp_path / "meta" / "img" / "a.png"), str(tmp_path / "b.png")],
+                "flat": [str(tmp_path / "flat" / "normal" / "0.png"), str(tmp_path / "flat" / "tumour" / "0.png")]}
+    for cwd, prefix in ((tmp_path, ""), (tmp_path / "meta", "../"), (tmp_path / "flat" / "normal", "../../")):
+        monkeypatch.chdir(cwd)
+        for path, images in expected.items():
+            cohort = load_items(DataConfig(path=prefix + path, val_fraction=0, test_fraction=0))
+            assert [it["image"] for it in cohort.items] == images, (cwd, path)
+
+
 def test_manifest_integer_labels_and_errors(tmp_path):
     _png(tmp_path / "meta" / "a.png")
     csv = _manifest(tmp_path, ["a.png,2", "a.png,0"], header="path,label")

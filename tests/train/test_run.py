@@ -940,6 +940,22 @@ def test_other_data_at_any_path_is_evaluated(tiny_run, tmp_path, folder):
     assert m["n"] == len(rows) and m["evaluated_on"]["data"] == str(where / "m.csv")
 
 
+def test_evaluation_of_relative_data_names_its_files_absolutely(tiny_run, tmp_path, monkeypatch):
+    """``medtl evaluate --data m.csv`` wrote ``m.csv`` and ``ct2d/...`` into metrics.json and the predictions:
+    paths relative to the folder it ran in, naming nothing from anywhere else."""
+    src = Path(TINY[0].split("=", 1)[1])
+    shutil.copytree(src.parent / "ct2d", tmp_path / "ct2d")
+    with open(src) as fh:
+        rows = [r for r in csv.DictReader(fh) if r["kind"] == "ct2d"]
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "label"], *([r["path"], r["label"]] for r in rows)])
+    monkeypatch.chdir(tmp_path)
+    m = evaluate(tiny_run, data="m.csv", out="ev", progress=False, bootstrap=0)
+    assert m["evaluated_on"]["data"] == str(tmp_path / "m.csv")
+    written = [r["image"] for r in csv.DictReader(open(tmp_path / "ev" / "predictions_all.csv"))]
+    assert written == [str(tmp_path / r["path"]) for r in rows]
+
+
 @pytest.mark.parametrize("nth", [1, 3, 6])
 def test_evaluate_on_a_full_disk_leaves_the_previous_evaluation_whole(tiny_run, tmp_path, monkeypatch, nth):
     """The disk filling up at the ``nth`` of the six files left new metrics beside the previous plots;
