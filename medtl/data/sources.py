@@ -57,6 +57,34 @@ class Cohort:
             raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
         return [it for it in self.items if it.get("split") == name]
 
+    def fingerprint(self) -> str:
+        """``sha256:<hex>`` of the class names and of every item's image, label and split, in order: runs whose
+        cohorts have one fingerprint drew on the same images, labelled and split alike (what a rerun must
+        match besides the config; a manifest's rows in another order split differently, and fingerprint so).
+        A file counts by its path relative to the cohort's folder (the manifest's, or the class-folder tree),
+        so a cohort moved whole keeps its fingerprint, and its contents are not read; an image held in memory
+        (a MedMNIST array) counts by its type, shape and bytes. Patient IDs are left out."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256(json.dumps(self.class_names).encode())
+        root = {"manifest": os.path.dirname(os.path.abspath(self.source)),
+                "folder": os.path.abspath(self.source)}.get(self.format) if self.source else None
+        for it in self.items:
+            image = it["image"]
+            if isinstance(image, (str, os.PathLike)):
+                try:
+                    name = Path(os.path.relpath(os.path.abspath(image), root)).as_posix() if root else str(image)
+                except ValueError:  # another drive than the cohort's folder (Windows)
+                    name = str(image)
+                h.update(json.dumps(["file", name, int(it["label"]), it.get("split")]).encode())
+            else:
+                array = np.ascontiguousarray(image)
+                h.update(json.dumps(["array", array.dtype.str, list(array.shape), int(it["label"]),
+                                     it.get("split")]).encode())
+                h.update(memoryview(array).cast("B"))
+        return f"sha256:{h.hexdigest()}"
+
     def counts(self) -> dict[str, dict[str, int]]:
         """``{split: {class name: count}}`` (for reports and model cards)."""
         out: dict[str, dict[str, int]] = {}

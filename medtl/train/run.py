@@ -9,6 +9,7 @@ import math
 import logging
 import datetime as _dt
 import os
+import platform
 import random
 import unicodedata
 import warnings
@@ -461,6 +462,7 @@ def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epoc
     if not is_main or not finished:
         return RunResult(out)
 
+    import monai
     from safetensors.torch import load_file
 
     kept = state.best_epoch if state.best_epoch > 0 else None
@@ -479,6 +481,7 @@ def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epoc
         # what else a rerun must match for the same weights: CPU kernels sum in another order at another thread
         # count, and each loader worker draws its own augmentation
         "threads": torch.get_num_threads(), "device": device.type, "torch": torch.__version__,
+        "monai": monai.__version__, "numpy": np.__version__, "python": platform.python_version(),
         "loader_workers": loader_workers(device, cfg.data.num_workers),
         **({"swa": state.swa} if state.swa else {}), **({"soup": state.soup} if state.soup else {}),
         **({"l2sp": tc.l2sp} if tc.l2sp and cfg.model.weights is not None else {}),
@@ -489,7 +492,8 @@ def _train_single(cfg: Config, out: Path, resume: bool, progress: bool, max_epoc
         "data": {"source": Path(cfg.data.path).name, "format": cohort.format, "counts": cohort.counts(),
                  "train_fraction": cfg.data.train_fraction, "train_size": cfg.data.train_size,
                  "max_per_class": cfg.data.max_per_class,
-                 "seed": cfg.data.seed if cfg.data.seed is not None else tc.seed, "filter": dict(cfg.data.filter)},
+                 "seed": cfg.data.seed if cfg.data.seed is not None else tc.seed, "filter": dict(cfg.data.filter),
+                 "fingerprint": cohort.fingerprint()},
     }
     return RunResult(out, _finish(model, cfg, cohort, prep, val_ds, test_ds, out, training, progress))
 

@@ -137,6 +137,37 @@ def test_medmnist_npz(tmp_path, shape):
     assert load_medmnist(tmp_path / "pneumoniamnist.npz", class_names=["x", "y"]).class_names == ["x", "y"]
 
 
+def test_a_cohorts_fingerprint_follows_its_images_labels_and_splits_not_where_it_lies(tmp_path):
+    """The model card records which images a run drew on, labelled and split how, so that a rerun can be
+    checked against it; a cohort moved whole keeps its fingerprint."""
+    import shutil
+
+    rows = ["img/a.png,pneumonia,train,p1,A", "img/b.png,normal,val,p2,B", "img/c.png,normal,train,p3,A"]
+    for name in "abc":
+        _png(tmp_path / "meta" / "img" / f"{name}.png")
+    fp = load_manifest(_manifest(tmp_path, rows)).fingerprint()
+    assert fp.startswith("sha256:") and len(fp) == 7 + 64
+    shutil.copytree(tmp_path / "meta", tmp_path / "moved" / "meta")
+    assert load_manifest(tmp_path / "moved" / "meta" / "cohort.csv").fingerprint() == fp
+    changed = [
+        [rows[0], rows[1], "img/c.png,pneumonia,train,p3,A"],  # a label
+        [rows[0], rows[1], "img/c.png,normal,test,p3,A"],  # a split
+        [rows[0], rows[2], rows[1]],  # the order, which the split and subsample follow
+    ]
+    assert len({fp, *(load_manifest(_manifest(tmp_path, r)).fingerprint() for r in changed)}) == 4
+    assert load_manifest(_manifest(tmp_path, rows)).fingerprint() == fp
+    for cls in ("normal", "tumour"):
+        _png(tmp_path / "flat" / cls / "0.png")
+    folder = load_folder(tmp_path / "flat").fingerprint()
+    shutil.copytree(tmp_path / "flat", tmp_path / "moved" / "flat")
+    assert load_folder(tmp_path / "moved" / "flat").fingerprint() == folder != fp
+    arrays = _npz(tmp_path / "pneumoniamnist.npz", (8, 8))
+    npz = load_medmnist(tmp_path / "pneumoniamnist.npz").fingerprint()
+    arrays["test_images"][2, 3, 4] ^= 1  # one pixel
+    np.savez(tmp_path / "other.npz", **arrays)
+    assert load_medmnist(tmp_path / "other.npz", class_names=["normal", "pneumonia"]).fingerprint() != npz
+
+
 def test_medmnist_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"pip install medmnist.*pneumoniamnist.*size=64"):
         load_items(DataConfig(path=str(tmp_path / "pneumoniamnist_64.npz")))

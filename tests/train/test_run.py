@@ -120,6 +120,15 @@ def test_resume_removes_the_half_written_files_of_a_killed_run_and_nothing_else(
     training = json.loads((out / "model_card.json").read_text())["training"]  # what a rerun must match
     assert (training["seed"], training["threads"], training["device"], training["torch"], training["loader_workers"]) \
         == (0, 1, "cpu", torch.__version__, 0)
+    import monai
+    import platform
+
+    from medtl.data import load_items
+
+    assert (training["monai"], training["numpy"], training["python"]) == (
+        monai.__version__, np.__version__, platform.python_version())
+    cfg = tiny_cfg()
+    assert training["data"]["fingerprint"] == load_items(cfg.data, seed=cfg.train.seed).fingerprint()
     settings = training["settings"]  # the recipe travels in the card, not only in config.yaml beside it
     assert settings["train"]["threads"] == 1 and settings["train"]["head_warmup"] == 0.0
     assert set(settings["model"]) == {"dropout", "drop_path", "kwargs"}
