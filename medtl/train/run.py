@@ -286,18 +286,24 @@ def balance_weights(cfg: Config, cohort: Any) -> tuple[torch.Tensor | None, np.n
 
 def run_lr_finder(model: nn.Module, data: PreparedData, cfg: Config, out: Path | None):
     """The learning-rate range test on the training data (a copy of ``model`` trains; ``model`` is
-    untouched); with ``out``, writes ``out/lr_find.json`` and ``out/plots/lr_find.png``."""
+    untouched); with ``out``, writes ``out/lr_find.json`` and ``out/plots/lr_find.png``.
+
+    torch's random state is given back as it was: what training draws before its first epoch reseeds (the
+    augmentation state of its loader, ``train.batchnorm=reestimate``'s pass) is then the same as in a rerun
+    from the run's ``config.yaml``, whose ``train.lr`` is the chosen number and which runs no range test."""
     from medtl.train.engine import make_criterion, make_train_loader
     from medtl.train.lr_finder import find_lr
     from medtl.train.plots import plot_lr_find
 
     device = resolve_device(cfg.train.device)
     class_w, sample_w = balance_weights(cfg, data.cohort)
-    loader, _, generator = make_train_loader(data.train_ds, cfg, device, sample_weights=sample_w)
-    generator.manual_seed(cfg.train.seed)
-    torch.manual_seed(cfg.train.seed)
-    result = find_lr(model, loader, cfg.train, device, steps=cfg.train.lr_find_steps,
-                     criterion=make_criterion(cfg.train, class_w, device), pretrained=cfg.model.weights is not None)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+        loader, _, generator = make_train_loader(data.train_ds, cfg, device, sample_weights=sample_w)
+        generator.manual_seed(cfg.train.seed)
+        torch.manual_seed(cfg.train.seed)
+        result = find_lr(model, loader, cfg.train, device, steps=cfg.train.lr_find_steps,
+                         criterion=make_criterion(cfg.train, class_w, device),
+                         pretrained=cfg.model.weights is not None)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "lr_find.json", result.to_dict())

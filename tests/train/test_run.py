@@ -350,6 +350,20 @@ def test_channels_auto_reads_colour_from_the_data():
             assert resolve_channels(cfg, sample_scans(order)).preprocess.channels == 3
 
 
+def test_a_run_that_chose_its_learning_rate_reruns_exactly_from_its_config(tmp_path):
+    """The range test of ``train.lr=auto`` drew on torch's random state, so the augmentation of
+    ``train.batchnorm=reestimate``'s pass before the first epoch differed from a rerun of the run's
+    ``config.yaml`` (which holds the chosen rate and runs no range test): other weights from one recipe."""
+    cfg = tiny_cfg("train.epochs=1", "train.lr=auto", "train.lr_find_steps=8", "train.batchnorm=reestimate",
+                   "augment.rotate_deg=10")
+    train(cfg, tmp_path / "auto", progress=False)
+    again = load_config(tmp_path / "auto" / "config.yaml")
+    assert isinstance(again.train.lr, float) and again.train.batchnorm == "reestimate"
+    train(again, tmp_path / "rerun", progress=False)
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("auto", "rerun"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_cli_find_lr_only_runs_the_range_test(tmp_path, capsys):
     out = tmp_path / "find"
     assert main(["train", "--config", "sample_tiny", "--out", str(out), "--find-lr", *TINY, "train.lr_find_steps=20"]) == 0
