@@ -747,6 +747,18 @@ def _suggest_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> st
     return f"unknown command {first!r}{hint}"
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``argv`` parsed as ``medtl`` parses it, without running the command (the docs' commands are checked
+    with it); a mistake exits 2 with argparse's one-line error."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # KEY=VALUE overrides after an option (`--config X a=1 --out R b=2`) are still overrides
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 _PACKAGE_DIR = str(Path(__file__).resolve().parent) + os.sep
 
 
@@ -778,12 +790,7 @@ def _main(argv: list[str]) -> int:
         parser.print_usage(sys.stderr)
         print(f"medtl: error: {wrong}", file=sys.stderr)
         return 2
-    args, extra = parser.parse_known_args(argv)
-    if extra:  # KEY=VALUE overrides after an option (`--config X a=1 --out R b=2`) are still overrides
-        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
-            args.overrides = [*args.overrides, *extra]
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parse_command_line(parser, argv)
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, so a reader that left (`| head`) is caught below

@@ -377,3 +377,60 @@ def test_train_summary_of_more_classes_names_its_auc_macro(tmp_path, monkeypatch
     monkeypatch.setattr(train_run, "train", lambda cfg, out, resume=False: train_run.RunResult(tmp_path, card))
     assert main(["train", "--config", "sample_tiny", "--out", str(tmp_path)]) == 0
     assert "test macro AUC 0.5000, accuracy 1.0000" in capsys.readouterr().out
+
+
+def _doc_commands() -> list[tuple[str, str, bool]]:
+    """``(doc, command, whole)`` for every ``medtl ...`` command of README.md and docs/*.md: a line of a shell
+    block (``whole``: pasted as it is, so all of it must parse) or an inline code span (its options must exist;
+    the rest may be a placeholder such as ``...``)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        prose, shell, fence = [], [], None
+        for line in doc.read_text(encoding="utf-8").replace("\\\n", " ").splitlines():
+            if line.startswith("```"):
+                fence = None if fence is not None else line[3:].strip()
+            elif fence is None:
+                prose.append(line)
+            elif fence in ("", "bash", "sh"):
+                shell.append(re.split(r"(?:^|\s)#", line, maxsplit=1)[0])
+        for part in (p.strip() for line in shell for p in re.split(r"&&|;|&\s*$", line)):
+            if part.startswith("medtl "):
+                found.append((doc.name, part, True))
+        for span in re.findall(r"`([^`]+)`", "\n".join(prose)):
+            for m in re.finditer(r"\bmedtl ([a-z][^`;|&>]*)", span):
+                found.append((doc.name, "medtl " + m.group(1).strip(), False))
+    return found
+
+
+def test_every_medtl_command_in_the_docs_parses_as_written():
+    """Users paste the docs' commands: README's batch-scoring line once carried ``[--saliency-dir maps/]
+    [--parquet]``, which `medtl score` refuses ("unrecognized arguments"). Every fenced ``medtl`` line must
+    parse as it stands, and every option an inline command names must be one of that command's options."""
+    import argparse
+    import shlex
+
+    from medtl.cli import build_parser, parse_command_line
+
+    parser = build_parser()
+    commands = _doc_commands()
+    assert sum(whole for _, _, whole in commands) > 15 and len(commands) > 50
+    for doc, command, whole in commands:
+        argv = shlex.split(command)[1:]
+        if whole:
+            try:
+                parse_command_line(parser, argv)
+            except SystemExit:
+                pytest.fail(f"{doc}: `{command}` does not parse")
+            continue
+        sub, options = parser, set()
+        for word in argv:  # down to the (sub)command the span names
+            choices = next((a.choices for a in sub._actions if isinstance(a, argparse._SubParsersAction)), {})
+            if word not in choices:
+                break
+            sub = choices[word]
+        options = {o for a in sub._actions for o in a.option_strings}
+        unknown = [w.split("=")[0] for w in argv if w.startswith("--") and w.split("=")[0] not in options]
+        assert not unknown, f"{doc}: `{command}` names {unknown}, not options of `{sub.prog}`"
