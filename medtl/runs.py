@@ -30,7 +30,7 @@ from medtl._fileutil import atomic_path, lock_held, lock_holder, read_small_text
 from medtl.errors import MedtlError, one_line
 
 __all__ = [
-    "CARD_FORMAT", "CARD_KEYS", "INTENDED_USE", "LIMITATIONS", "card_hash", "load_run", "read_card",
+    "CARD_FORMAT", "CARD_KEYS", "INTENDED_USE", "LIMITATIONS", "card_hash", "card_path", "load_run", "read_card",
     "resolve_device", "save_weights", "write_card",
 ]
 
@@ -117,8 +117,9 @@ def write_card(run_dir: str | os.PathLike, card: dict[str, Any]) -> Path:
     return path
 
 
-def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The model card of a run folder, checked for its format and required keys."""
+def card_path(run_dir: str | os.PathLike) -> Path:
+    """``RUN/model_card.json``, or the one-line reason a folder has none (no such folder, a training still
+    writing it, an interrupted run to resume), so that every command that takes a run says the same."""
     path = Path(run_dir) / "model_card.json"
     if not path.is_file():
         if not Path(run_dir).is_dir():
@@ -131,6 +132,12 @@ def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
             raise MedtlError(f"{run_dir}: the run did not finish (interrupted?), so it has no model card yet: "
                              f"resume it with `medtl train --out {run_dir} --resume`")
         raise MedtlError(f"{run_dir}: no model_card.json (give a run directory written by `medtl train`)")
+    return path
+
+
+def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The model card of a run folder, checked for its format and required keys."""
+    path = card_path(run_dir)
     text = read_small_text(path, MAX_CARD_BYTES, MedtlError, "model card")
     try:
         card = json.loads(text)

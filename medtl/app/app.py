@@ -42,6 +42,7 @@ from medtl.explain import DEFAULT_METHOD, METHOD_TITLES, METHODS as EXPLAIN_METH
 from medtl.explain import colour_bar, method_title, save_overlay_png, save_saliency_nifti
 from medtl.infer import Prediction, Predictor
 from medtl.io import Scan
+from medtl.runs import card_path
 
 __all__ = ["ANALYZE_OUTPUTS", "METHODS", "MedtlApp", "build_app", "launch", "model_choices", "serve"]
 
@@ -323,8 +324,7 @@ def model_choices(specs: Sequence[str]) -> dict[str, Path]:
         if not sep or not name or Path(spec).exists():
             name, path = "", spec
         run = Path(path).expanduser()
-        if not (run / "model_card.json").is_file():
-            raise MedtlError(f"{run}: not a medtl run (no model_card.json); pass a folder written by `medtl train`")
+        card_path(run)  # a missing folder, a run still training or one to resume: said as `medtl predict` says it
         base = name or run.resolve().name
         unique, n = base, 2
         while unique in models:

@@ -168,10 +168,25 @@ def test_model_can_be_switched_and_the_card_is_shown(client, run2d):
 def test_model_choices_and_cli_errors(run2d, run3d, tmp_path, capsys):
     assert model_choices([str(run2d), f"lung={run3d}"]) == {"tiny2d": run2d, "lung": run3d}
     assert list(model_choices([str(run2d), str(run2d)])) == ["tiny2d", "tiny2d (2)"]
-    with pytest.raises(MedtlError, match="not a medtl run"):
+    with pytest.raises(MedtlError, match="no model_card.json"):
         model_choices([str(tmp_path)])
     assert medtl_main(["app", "--model", str(tmp_path)]) == 2
-    assert "not a medtl run (no model_card.json)" in capsys.readouterr().err
+    assert "no model_card.json (give a run directory written by `medtl train`)" in capsys.readouterr().err
+
+
+def test_app_says_why_a_run_has_no_card_as_predict_does(tmp_path, capsys):
+    """README's first app command, pasted before any training, said "runs/pneu: not a medtl run (no
+    model_card.json)" of a folder that does not exist, and the same of an interrupted run, where `medtl
+    predict` says "no such folder" or how to resume it."""
+    missing = tmp_path / "runs" / "pneu"
+    assert medtl_main(["app", "--model", str(missing)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"medtl: error: {missing}: no such folder (give a run directory written by `medtl train`)")
+    stopped = tmp_path / "stopped"
+    (stopped / "checkpoints").mkdir(parents=True)
+    (stopped / "checkpoints" / "last.pt").write_bytes(b"")
+    with pytest.raises(MedtlError, match=rf"resume it with `medtl train --out {stopped} --resume`$"):
+        model_choices([f"chest={stopped}"])
 
 
 def test_cli_binds_loopback_by_default():
