@@ -214,7 +214,8 @@ def auc_text(m: dict[str, Any], alpha: float = 0.05) -> tuple[str, str | None]:
     """AUC with an interval that means something, and a footnote when the bootstrap's does not.
 
     A stratified bootstrap of a perfectly (or perfectly wrongly) separated test set gives the
-    point interval "1.000–1.000", which claims certainty that 40 cases cannot give. Then the
+    point interval "1.000–1.000", which claims certainty that 40 cases cannot give (the interval of cards
+    written before medtl gave a two-class AUC Newcombe's, and of a macro AUC). Then the
     exact Clopper–Pearson bound is shown instead, taking the smaller class as the number of
     independent comparisons (conservative: AUC averages over all positive–negative pairs)."""
     auc = float(m["auc"])

@@ -32,6 +32,7 @@ from sklearn.metrics import (
 
 __all__ = [
     "ECE_BINS",
+    "auc_interval",
     "bootstrap_ci",
     "clopper_pearson",
     "exact_intervals",
@@ -435,6 +436,39 @@ def exact_intervals(cm: np.ndarray, alpha: float = 0.05) -> dict[str, tuple[floa
     return out
 
 
+def auc_interval(auc: float, n_pos: int, n_neg: int, alpha: float = 0.05) -> tuple[float, float]:
+    """``(1 - alpha)`` interval of a binary AUC from ``n_pos`` positive and ``n_neg`` negative cases: Newcombe's
+    score-type interval (method 5 of Newcombe 2006, Stat Med 25:559-573), NaN when a class is absent.
+
+    It is the set of AUCs ``t`` with ``(auc - t)^2 <= z^2 V(t)``, ``V`` the Hanley-McNeil variance with both class
+    sizes replaced by ``(n_pos + n_neg) / 2 - 1``. ``V`` shrinks to 0 only at 0 and 1, so the interval stays inside
+    [0, 1] and a perfect ranking of a small test set still gets a wide one, where a percentile bootstrap gives the
+    point [1, 1] and holds the true AUC in too few test sets (``benchmarks/bootstrap_coverage.py``).
+    Hand-written: scikit-learn, SciPy and statsmodels give no AUC interval.
+    """
+    from numpy.polynomial import Polynomial
+    from scipy.stats import norm
+
+    _check_alpha(alpha)
+    if n_pos < 1 or n_neg < 1 or not 0.0 <= auc <= 1.0:
+        return math.nan, math.nan
+    z2 = float(norm.ppf(1 - alpha / 2)) ** 2
+    star = (n_pos + n_neg) / 2 - 1
+    t = Polynomial([0.0, 1.0])
+    # (auc - t)^2 - z^2 V(t), times n_pos n_neg (2 - t)(1 + t) > 0 on [0, 1]: a quartic with the same sign
+    excess = (n_pos * n_neg * (auc - t) ** 2 * (2 - t) * (1 + t)
+              - z2 * t * (1 - t) * ((2 - t) * (1 + t) + star * (1 - t) * (1 + t) + star * t * (2 - t)))
+    cuts = [0.0, *sorted(r.real for r in excess.roots() if abs(r.imag) < 1e-9 and 0.0 < r.real < 1.0), 1.0]
+    inside = [excess((a + b) / 2) <= 0 for a, b in zip(cuts[:-1], cuts[1:])]
+    j = next(i for i in range(len(inside)) if cuts[i] <= auc <= cuts[i + 1])  # the piece holding the estimate
+    lo = hi = j
+    while lo > 0 and inside[lo - 1]:  # a root counted twice (at auc = 0 or 1) splits one piece in two
+        lo -= 1
+    while hi < len(inside) - 1 and inside[hi + 1]:
+        hi += 1
+    return float(cuts[lo]), float(cuts[hi + 1])
+
+
 def evaluate_predictions(
     y_true: Any,
     probs: Any,
@@ -450,7 +484,8 @@ def evaluate_predictions(
     "ci": {"auc": [0.93, 0.97], ...}, "bootstrap": {"n": 1000, "seed": 0, "alpha": 0.05}}``.
     ``confusion_matrix[i][j]`` counts cases of true class ``i`` predicted ``j``.
     NaN values become ``None``; ``bootstrap=0`` gives an empty ``ci``. The intervals of counted figures
-    (:data:`EXACT_CI`) are exact (Clopper-Pearson); the others are stratified percentile bootstrap intervals.
+    (:data:`EXACT_CI`) are exact (Clopper-Pearson), a binary AUC's is Newcombe's (:func:`auc_interval`), and the
+    others are stratified percentile bootstrap intervals.
     """
     y, p = _prepare(y_true, probs)
     point = classification_metrics(y, p, threshold)
@@ -464,11 +499,15 @@ def evaluate_predictions(
         ci, left_out = _percentile_intervals(bootstrap_samples(y, p, n=bootstrap, seed=seed, threshold=threshold),
                                              alpha)
         exact = exact_intervals(cm, alpha)
+        if k == 2:  # Newcombe's interval, where the bootstrap's is too narrow (a point at AUC 1)
+            n_pos = int(np.sum(y == 1))
+            exact["auc"] = auc_interval(point["auc"], n_pos, y.size - n_pos, alpha)
         ci.update(exact)
         result["ci"] = {name: [_json_value(lo), _json_value(hi)] for name, (lo, hi) in ci.items()}
         result["bootstrap"] = {"n": int(bootstrap), "seed": int(seed), "alpha": float(alpha),
                                "method": "stratified percentile",
                                "exact": [name for name in EXACT_CI if name in ci],  # Clopper-Pearson instead
+                               "newcombe": ["auc"] if k == 2 else [],  # Newcombe 2006 method 5 instead
                                # resamples a figure was undefined in (PPV with no predicted positive), left out
                                "undefined": {name: c for name, c in left_out.items() if c and name not in exact}}
     return result

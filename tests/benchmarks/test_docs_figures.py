@@ -162,10 +162,13 @@ def test_readmes_transfer_rows_are_the_json():
 def test_the_pneumoniamnist_recipe_table_is_its_committed_card():
     card = _load("pneumoniamnist_effnet_lite0_card")
     t, ci = card["metrics"]["test"], card["metrics"]["test"]["ci"]
-    from medtl.train.metrics import exact_intervals
+    from medtl.train.metrics import auc_interval, exact_intervals
 
     exact = exact_intervals(t["confusion_matrix"])
-    assert f"| AUC | **{t['auc']:.3f}** | {ci['auc'][0]:.3f}–{ci['auc'][1]:.3f} (bootstrap) |" in DOC
+    (tn, fp), (fn, tp) = t["confusion_matrix"]
+    lo, hi = auc_interval(t["auc"], fn + tp, tn + fp)
+    assert f"| AUC | **{t['auc']:.3f}** | {lo:.3f}–{hi:.3f} (Newcombe) |" in DOC
+    assert f"holds stratified bootstrap intervals (AUC {ci['auc'][0]:.3f}–{ci['auc'][1]:.3f})" in " ".join(DOC.split())
     assert f"| accuracy | {t['accuracy']:.3f} | {exact['accuracy'][0]:.3f}–{exact['accuracy'][1]:.3f} (exact) |" in DOC
     (sens_lo, sens_hi), (spec_lo, spec_hi) = exact["sensitivity"], exact["specificity"]
     assert (f"| sensitivity / specificity | {t['sensitivity']:.3f} / {t['specificity']:.3f} | {sens_lo:.3f}–{sens_hi:.3f}"
@@ -176,16 +179,32 @@ def test_the_pneumoniamnist_recipe_table_is_its_committed_card():
 
 
 def test_readmes_interval_coverage_is_the_json():
-    rows = {(r["true_auc"], r["n_per_class"]): r for r in _load("bootstrap_coverage")["rows"]}
+    result = _load("bootstrap_coverage")
+    rows = {(r["true_auc"], r["n_pos"], r["n_neg"], r["sd_pos"]): r for r in result["rows"]}
     readme = " ".join((ROOT / "README.md").read_text().split())
-    small = rows[(0.96, 15)]
-    quoted = (small["coverage"]["held"]["auc"], small["bootstrap_only"]["held"]["sensitivity"],
-              small["coverage"]["held"]["sensitivity"])
-    assert ("its AUC interval held the true value in {:.1f} % of 1,000 simulated test sets, and its sensitivity "
-            "interval (which medtl gave before) in {:.1f} %, where the exact one does in {:.1f} %").format(
-                *(100 * q for q in quoted)) in readme
-    large = [v for key, r in rows.items() if key[1] == 150 for v in r["coverage"]["held"].values()]
-    assert f"held it in {100 * min(large):.1f}-{100 * max(large):.1f} % of them" in readme
+    small = rows[(0.96, 15, 15, 1.0)]
+
+    def pct(v):
+        return f"{100 * v:.1f}"
+
+    assert (f"its AUC interval held the true value in {pct(small['bootstrap_only']['held']['auc'])} % of "
+            f"{result['sims']:,} simulated test sets (Newcombe's: {pct(small['coverage']['held']['auc'])} %), and its "
+            f"sensitivity interval in {pct(small['bootstrap_only']['held']['sensitivity'])} %, where the exact one "
+            f"does in {pct(small['coverage']['held']['sensitivity'])} %") in readme
+    assert {r["sd_pos"] for r in rows.values()} == {1.0, 2.0} and (0.76, 20, 180, 2.0) in rows
+    assert {(r["n_pos"], r["n_neg"]) for r in rows.values()} == {(15, 15), (50, 50), (150, 150), (20, 180)}
+    boot = [r["bootstrap_only"]["held"]["auc"] for r in rows.values()]
+    newcombe = [r["coverage"]["held"]["auc"] for r in rows.values()]
+    assert (f"the bootstrap's AUC interval held it in {pct(min(boot))}-{pct(max(boot))} %, Newcombe's in "
+            f"{pct(min(newcombe))}-{pct(max(newcombe))} %") in readme
+    worse = [r for r in rows.values() if r["coverage"]["held"]["auc"] < r["bootstrap_only"]["held"]["auc"]]
+    lowest = min(worse, key=lambda r: r["coverage"]["held"]["auc"])
+    assert {(r["true_auc"], r["sd_pos"]) for r in worse} == {(0.76, 2.0)}
+    assert (f"Newcombe's held it less often than the bootstrap's in {len(worse)} of the {len(rows)} cells, all at a true "
+            f"AUC of 0.76 with the positives' scores twice as spread (lowest: {pct(lowest['coverage']['held']['auc'])} % "
+            f"against {pct(lowest['bootstrap_only']['held']['auc'])} % at {lowest['n_pos']} positives to "
+            f"{lowest['n_neg']} negatives)") in readme
+    assert "AUC: Newcombe 2006 method 5" in result["method"]
 
 
 def test_readmes_slice_latency_is_the_json():

@@ -325,8 +325,11 @@ def test_readme_states_the_definitions_the_code_uses():
     assert "CIs of counted figures (accuracy, sensitivity, specificity, PPV, NPV) are exact (Clopper-Pearson" in readme
     assert "(accuracy, sensitivity, specificity, PPV, NPV)" in readme and metrics.EXACT_CI == (
         "accuracy", "sensitivity", "specificity", "ppv", "npv")
+    assert "a two-class AUC's is Newcombe's score interval (method 5 of Newcombe, Stat Med 2006" in readme
+    assert "`bootstrap.exact` and `bootstrap.newcombe` name the figures whose interval is not the bootstrap's" in readme
     boot = evaluate_predictions([0, 1, 0, 1], [0.2, 0.7, 0.4, 0.6], bootstrap=5)["bootstrap"]
     assert boot["method"] == "stratified percentile" and boot["exact"] == list(metrics.EXACT_CI)
+    assert boot["newcombe"] == ["auc"]
 
 
 def test_counted_figures_get_exact_intervals_that_a_perfect_small_result_does_not_shrink_to_a_point():
@@ -342,7 +345,7 @@ def test_counted_figures_get_exact_intervals_that_a_perfect_small_result_does_no
         ref = binomtest(k, n).proportion_ci(0.95, method="exact")
         np.testing.assert_allclose(m["ci"][name], [ref.low, ref.high], atol=1e-12, err_msg=name)
     assert m["ci"]["sensitivity"][0] < 0.79
-    assert m["ci"]["auc"] != m["ci"]["accuracy"]  # the AUC keeps its bootstrap interval
+    assert m["ci"]["auc"] != m["ci"]["accuracy"]  # the AUC's is not a proportion's
     one_class = evaluate_predictions([1, 1, 1], [0.2, 0.7, 0.9], threshold=0.5, bootstrap=20)
     assert one_class["ci"]["specificity"] == [None, None] and one_class["specificity"] is None
 
@@ -351,6 +354,56 @@ def test_the_resamples_left_out_of_an_interval_are_counted():
     """Resamples where a figure was undefined were dropped from its interval without a trace in metrics.json."""
     m = evaluate_predictions([1, 1, 1, 1], [0.2, 0.7, 0.9, 0.6], threshold=0.5, bootstrap=30)
     assert m["auc"] is None and m["ci"]["auc"] == [None, None]
-    assert m["bootstrap"]["undefined"] == {"auc": 30}  # specificity has an exact interval: nothing resampled
+    assert m["bootstrap"]["undefined"] == {}  # AUC (Newcombe) and specificity (exact): nothing resampled
+    y3 = np.array([0, 1, 0, 1])  # three classes, the third absent: the macro AUC's bootstrap is undefined throughout
+    three = evaluate_predictions(y3, np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.3, 0.2], [0.3, 0.6, 0.1]]),
+                                 bootstrap=30)
+    assert three["auc"] is None and three["bootstrap"]["undefined"]["auc"] == 30
     both = evaluate_predictions([0, 1, 0, 1], [0.2, 0.7, 0.4, 0.6], bootstrap=30)
     assert both["bootstrap"]["undefined"] == {}
+
+
+def _hanley_mcneil_newcombe(t: float, n_pos: int, n_neg: int) -> float:
+    """Newcombe's (2006) variance of an AUC of ``t``: Hanley-McNeil's, written with its Q1 and Q2, both
+    class sizes replaced by (n_pos + n_neg) / 2."""
+    q1, q2 = t / (2 - t), 2 * t * t / (1 + t)
+    star = (n_pos + n_neg) / 2
+    return (t * (1 - t) + (star - 1) * (q1 - t * t) + (star - 1) * (q2 - t * t)) / (n_pos * n_neg)
+
+
+@pytest.mark.parametrize("auc,n_pos,n_neg", [(0.963, 234, 390), (0.75, 15, 15), (1.0, 15, 15), (0.0, 4, 9),
+                                             (0.5, 2, 2), (0.92, 10, 90), (1.0, 1, 1), (0.999, 300, 3)])
+def test_auc_interval_is_the_set_newcombes_inequality_holds_on(auc, n_pos, n_neg):
+    """Each bound solves (auc - t)^2 = z^2 V(t), and a dense grid of t agrees on which side holds."""
+    from scipy.stats import norm
+
+    from medtl.train.metrics import auc_interval
+
+    z2 = norm.ppf(0.975) ** 2
+    lo, hi = auc_interval(auc, n_pos, n_neg)
+    assert 0.0 <= lo <= auc <= hi <= 1.0 and hi - lo > 0.005
+    for bound, edge in ((lo, 0.0), (hi, 1.0)):
+        if bound != edge or edge == auc:
+            assert abs((auc - bound) ** 2 - z2 * _hanley_mcneil_newcombe(bound, n_pos, n_neg)) < 1e-12
+    grid = np.linspace(0, 1, 20001)
+    holds = (auc - grid) ** 2 <= z2 * np.array([_hanley_mcneil_newcombe(t, n_pos, n_neg) for t in grid])
+    inside = (grid > lo + 1e-9) & (grid < hi - 1e-9)
+    assert holds[inside].all() and not holds[(grid < lo - 1e-4) | (grid > hi + 1e-4)].any()
+
+
+def test_a_perfect_small_test_set_gets_an_auc_interval_not_a_point():
+    """A stratified percentile bootstrap of 15 + 15 perfectly ranked cases gave the AUC interval [1, 1]."""
+    y = np.r_[np.zeros(15, int), np.ones(15, int)]
+    p = np.r_[np.linspace(0.05, 0.45, 15), np.linspace(0.55, 0.99, 15)]
+    m = evaluate_predictions(y, p, bootstrap=200)
+    assert m["auc"] == 1.0 and bootstrap_ci(y, binary(p), n=200)["auc"] == (1.0, 1.0)
+    lo, hi = m["ci"]["auc"]
+    assert hi == 1.0 and 0.85 < lo < 0.88  # 0.8648
+    assert m["bootstrap"]["newcombe"] == ["auc"] and "auc" not in m["bootstrap"]["undefined"]
+    y3, p3 = softmax_cases(60, 3)
+    three = evaluate_predictions(y3, p3, bootstrap=50)
+    assert three["bootstrap"]["newcombe"] == [] and three["ci"]["auc"] == list(bootstrap_ci(y3, p3, n=50)["auc"])
+    with pytest.raises(ValueError, match="alpha"):
+        from medtl.train.metrics import auc_interval
+
+        auc_interval(0.9, 10, 10, alpha=1.5)
