@@ -123,9 +123,9 @@ def guard_entries(model: nn.Module, cfg: Config, cohort: Any, prep: Any, loader_
         entries["ood"] = detector.card_entry(DEFAULT_METHOD, OOD_FILE)
         if len(val_items) < FEW_VALIDATION:
             log.warning("%s: only %d validation images: the out-of-distribution threshold (their %g quantile) is "
-                        "about their largest score, and the check for a model that learned nothing can hardly "
-                        "judge; a validation split of a few dozen images makes both meaningful",
-                        out, len(val_items), detector.quantile)
+                        "about their largest score, and whether the model beats chance is not judged (fewer than "
+                        "%d); a validation split of a few dozen images makes both meaningful",
+                        out, len(val_items), detector.quantile, FEW_VALIDATION)
     else:
         entries["ood"] = None
         entries["ood_unavailable"] = (f"{len(val_items)} validation image(s): its threshold needs at least 2, "

@@ -330,6 +330,9 @@ def test_readme_states_the_definitions_the_code_uses():
     boot = evaluate_predictions([0, 1, 0, 1], [0.2, 0.7, 0.4, 0.6], bootstrap=5)["bootstrap"]
     assert boot["method"] == "stratified percentile" and boot["exact"] == list(metrics.EXACT_CI)
     assert boot["newcombe"] == ["auc"]
+    from medtl.guard.ood import FEW_VALIDATION
+
+    assert f"(judged on {FEW_VALIDATION} validation images or more" in readme
 
 
 def test_counted_figures_get_exact_intervals_that_a_perfect_small_result_does_not_shrink_to_a_point():
