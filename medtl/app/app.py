@@ -70,8 +70,15 @@ MAX_UPLOAD = "2gb"
 DISCLAIMER = ("Research tool. The model's output is not a diagnosis: every result must be reviewed by a "
               "qualified clinician.")
 
+#: Gradio's Soft theme with its text colours darkened to WCAG 2.2 AA contrast (4.5:1 for body text): its
+#: labels (blue 500 on blue 100, 3.0:1), softer text (slate 400 on white, 2.6:1), selected radio (white on
+#: blue 500, 3.7:1), accent and links (sky 600 on slate 50, 3.9:1) fell short.
 THEME = gr.themes.Soft(primary_hue="blue", secondary_hue="sky", neutral_hue="slate",
-                       font=["Inter", "system-ui", "sans-serif"])
+                       font=["Inter", "system-ui", "sans-serif"]).set(
+    block_label_text_color="*primary_700", block_title_text_color="*primary_700",
+    body_text_color_subdued="*neutral_600", checkbox_label_background_fill_selected="*primary_600",
+    color_accent="*primary_600", link_text_color="*secondary_700", link_text_color_active="*secondary_700",
+    link_text_color_visited="*secondary_700")
 CSS = """
 #medtl-header h1 {margin-bottom: 0.1em;}
 #medtl-header p {margin-top: 0; color: var(--body-text-color-subdued);}

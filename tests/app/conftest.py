@@ -66,3 +66,18 @@ def chromium_path() -> str | None:
 #: Flags for headless Chromium on a closed network as root (no sandbox, no background traffic).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium driven by Playwright (skips without either)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright for Python (pip install playwright)")
+    exe = chromium_path()
+    if exe is None:
+        pytest.skip("no Chromium: install Debian's package (apt-get install chromium); .ci/run does when it can")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -5,23 +5,7 @@ import pytest
 
 from medtl.demo.cohort import sample_path
 
-from .conftest import CHROMIUM_ARGS, chromium_path
-
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright for Python (pip install playwright)")
-    exe = chromium_path()
-    if exe is None:
-        pytest.skip("no Chromium: install Debian's package (apt-get install chromium); .ci/run does when it can")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_upload_predict_slide_and_screenshot(browser, served, tmp_path):
