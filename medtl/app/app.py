@@ -39,7 +39,8 @@ from medtl.app.study import header_markdown, read_upload, without_folders
 from medtl.app.uploads import private_gradio_cache, stage_upload
 from medtl.errors import BlankScanError, DomainError, MedtlError
 from medtl.explain import DEFAULT_METHOD, METHOD_TITLES, METHODS as EXPLAIN_METHODS
-from medtl.explain import colour_bar, method_title, save_overlay_png, save_saliency_nifti
+from medtl.explain import SALIENCY_CMAP, SALIENCY_THRESHOLD, colour_bar, method_title, save_overlay_png
+from medtl.explain import save_saliency_nifti
 from medtl.infer import Prediction, Predictor
 from medtl.io import Scan
 from medtl.runs import card_path
@@ -67,6 +68,15 @@ CLOSED_SESSION_GRACE_S = 300.0
 #: Largest upload the server accepts (the archive checks in medtl.app.uploads apply on top).
 MAX_UPLOAD = "2gb"
 
+#: What the viewer's picture shows, for screen readers (its plane, slice and orientation are the line under it).
+VIEWER_ALT = ("Slice of the uploaded scan, with the model's saliency map laid over it in colour when the model gave "
+              "a result; the line under the picture gives the plane, slice and orientation")
+#: The colour scale's text: what high means, and what is not drawn (the colour maps medtl uses grow brighter
+#: from 0 to 1, as ``inferno`` does).
+COLOUR_BAR_ALT = (f"Colour scale of the saliency overlay ({SALIENCY_CMAP}): from dark at 0 to bright at 1, the map's "
+                  f"value relative to its maximum; where the map is below {SALIENCY_THRESHOLD:g}, the scan is shown "
+                  "without colour")
+
 DISCLAIMER = ("Research tool. The model's output is not a diagnosis: every result must be reviewed by a "
               "qualified clinician.")
 
@@ -86,7 +96,7 @@ CSS = """
                    border-radius: 6px;}
 #medtl-disclaimer p {color: #78350f; font-weight: 500; margin: 0;}
 #medtl-viewer img {image-rendering: auto; background: #000;}
-#medtl-decision h3 {margin: 0.2em 0;}
+#medtl-decision h2 {margin: 0.2em 0; font-size: var(--text-lg);}
 #medtl-banner:has(li), #medtl-banner:has(p) {border-left: 5px solid #b91c1c; background: #fef2f2; padding: 0.4em 0.8em;
                            border-radius: 6px;}
 #medtl-banner p, #medtl-banner li {color: #7f1d1d; font-weight: 600; margin: 0.1em 0;}
@@ -98,7 +108,11 @@ footer {display: none !important;}
 #medtl-study:has(p) {background: #f1f5f9; padding: 0.3em 0.8em; border-radius: 6px;}
 #medtl-study p {margin: 0;}
 .medtl-hidden {display: none !important;}
+.medtl-sr {position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap;}
 #medtl-vi {font-size: 0.9em; color: var(--body-text-color-subdued);}
+/* Gradio draws no focus ring on a slider or on the selected radio: a keyboard user lost track of them */
+input[type=range]:focus-visible, label:has(> input[type=radio]:focus-visible) {outline: 3px solid var(--color-accent);
+                                                                             outline-offset: 2px;}
 #medtl-ori-layer {position: absolute; pointer-events: none; z-index: 50;}
 #medtl-ori-layer span {position: absolute; color: #fde047; font: 600 16px/1 system-ui, sans-serif;
                        text-shadow: 0 0 3px #000, 0 0 2px #000;}
@@ -172,6 +186,7 @@ VIEWER_JS = r"""
     if (!layer) {
       layer = document.createElement('div');
       layer.id = 'medtl-ori-layer';
+      layer.setAttribute('aria-hidden', 'true');  // drawn for the eye; #medtl-vi says it in words
       for (const k of ['top', 'bottom', 'left', 'right', 'bar']) {
         const s = document.createElement('span'); s.id = 'medtl-ori-' + k;
         if (k === 'bar') s.className = 'medtl-bar';
@@ -192,7 +207,20 @@ VIEWER_JS = r"""
     set('right', vi.dataset.right || '', {right: '4px', top: '50%', transform: 'translateY(-50%)'});
     set('bar', vi.dataset.bar || '', {right: '12px', bottom: (22 * c.scale + 4) + 'px'});
   }
-  setInterval(place, 100);
+  // Messages that appear after an upload are read out without moving the focus (WCAG 4.1.3): a failure
+  // and the out-of-distribution banner at once, the decision after what is being read. The viewer's
+  // picture is described by the line under it (plane, slice, orientation). Set again if Gradio redraws.
+  const ARIA = {'#medtl-error': {role: 'alert'}, '#medtl-banner': {role: 'alert'},
+                '#medtl-decision': {role: 'status', 'aria-atomic': 'true'},
+                '#medtl-viewer img': {'aria-describedby': 'medtl-vi'}};
+  function mark() {
+    for (const [sel, attrs] of Object.entries(ARIA)) {
+      const el = q(sel);
+      if (!el) continue;
+      for (const [k, v] of Object.entries(attrs)) if (el.getAttribute(k) !== v) el.setAttribute(k, v);
+    }
+  }
+  setInterval(() => { place(); mark(); }, 100);
   window.addEventListener('scroll', place, true);
   window.addEventListener('resize', place);
 }
@@ -493,8 +521,12 @@ class MedtlApp:
             parts.append("orientation unknown (not in the file)")
         data = " ".join(f'data-{k}="{html.escape(v)}"' for k, v in letters.items())
         bar_text = f' data-bar="{bar[0]:g} mm"' if bar else ""
+        # the letters drawn on the picture's edges, in words for screen readers (the drawn ones are hidden)
+        said = (f'<span class="medtl-sr"> · orientation: {html.escape(letters["top"])} at the top, '
+                f'{html.escape(letters["bottom"])} at the bottom, {html.escape(letters["left"])} on the left, '
+                f'{html.escape(letters["right"])} on the right</span>') if letters else ""
         return (f'<div id="medtl-vi" {data}{bar_text} data-slice="{index + 1}">'
-                + html.escape(" · ".join(parts)) + "</div>")
+                + html.escape(" · ".join(parts)) + said + "</div>")
 
     def _render(self, s: Session, plane: str, slice_no: Any, level: Any, width: Any, alpha: Any,
                 method_label: str) -> tuple[np.ndarray, str]:
@@ -564,7 +596,7 @@ class MedtlApp:
             why = f"P({p.positive_class}) = {prob} {cmp} threshold {thr} (the model card's operating point)"
         else:
             why = f"most probable class, P = {p.probabilities[p.predicted]:.3f}"
-        return f"### Decision: {p.decision}\n{why}. Model: {s.model}."
+        return f"## Decision: {p.decision}\n{why}. Model: {s.model}."
 
     # --- handlers ------------------------------------------------------------------------------
 
@@ -807,6 +839,21 @@ def free_closed_sessions(demo: gr.Blocks, grace_s: float = CLOSED_SESSION_GRACE_
     demo.unload(end_session)
 
 
+def colour_bar_html() -> str:
+    """The overlay's colour scale as an ``<img>`` with its text (:data:`COLOUR_BAR_ALT`), embedded in the page: a
+    ``gr.Image`` wraps its picture in a button, a tab stop that does nothing."""
+    import base64
+    import html
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(colour_bar()).save(buf, format="PNG")
+    return (f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" '
+            f'alt="{html.escape(COLOUR_BAR_ALT)}" style="height: 64px; display: block; margin: 0 auto;">')
+
+
 def gradio_analytics() -> bool:
     """Whether Gradio may send its telemetry and version check to api.gradio.app (when the page is built and
     served): only when ``GRADIO_ANALYTICS_ENABLED=True`` asks for it. Gradio's own default is on, and a
@@ -847,14 +894,13 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pac
             with gr.Column(scale=6, min_width=420):
                 image = gr.Image(label="Slice with saliency overlay (mouse wheel or arrow keys: slices)", type="numpy",
                                  format="png", height=520, interactive=False, elem_id="medtl-viewer",
-                                 buttons=["fullscreen"])
+                                 buttons=["fullscreen"], alt_text=VIEWER_ALT)
                 view_info = gr.HTML("", elem_id="medtl-viewinfo")
                 readout = gr.Markdown("", elem_id="medtl-readout")
                 # The pixel under the pointer, ``row * 65536 + col + 1`` (0: none), set by the page script.
                 pointer_box = gr.Slider(0, 65536 * 65536, value=0, step=1, elem_id="medtl-pointer",
                                         elem_classes=["medtl-hidden"], show_label=False)
-                gr.Image(colour_bar(), show_label=False, interactive=False, container=False, height=64,
-                         elem_id="medtl-colourbar", buttons=[])
+                gr.HTML(colour_bar_html(), elem_id="medtl-colourbar")
                 with gr.Row():
                     plane = gr.Radio(list(V.PLANES), value="axial", label="Plane", visible=False, scale=2)
                     slice_sl = gr.Slider(1, 2, value=1, step=1, label="Slice", visible=False, scale=3,

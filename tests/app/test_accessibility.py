@@ -35,10 +35,15 @@ def test_contrast_helper_matches_the_wcag_examples():
     assert contrast([0x1D, 0x4E, 0xD8], [0xDB, 0xEA, 0xFE]) == pytest.approx(5.49, abs=0.01)
 
 
-def _open(browser, served, scheme: str = "light", width: int = 1440, height: int = 1000):
+def _open(browser, served, scheme: str = "light", width: int = 1440, height: int = 1000, choosers: list | None = None):
+    """A page of the served app; file choosers it opens are appended to ``choosers`` (listened for before the
+    page loads: Playwright intercepts choosers only once a listener is set, and a key pressed just after
+    ``expect_file_chooser`` could open one before that)."""
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": width, "height": height}, color_scheme=scheme)
+    if choosers is not None:
+        page.on("filechooser", lambda chooser: choosers.append(chooser))
     page.goto(served)
     expect(page.get_by_text("not a diagnosis")).to_be_visible()
     return page
@@ -79,3 +84,156 @@ def test_text_of_the_theme_and_medtl_css_has_aa_contrast(browser, served, scheme
             low[name] = (round(ratio, 2), fg, bg)
     page.close()
     assert low == {}
+
+
+def test_the_pictures_say_what_they_show_and_the_results_are_headed_and_read_out(browser, served, tmp_path):
+    """The viewer's picture is named and described by the line under it (plane, slice, orientation in words;
+    the letters drawn on it are hidden from screen readers); the colour scale says what high means and is no
+    tab stop; headings do not skip a level; the decision is a status, a failure an alert."""
+    from playwright.sync_api import expect
+
+    from medtl.app.app import COLOUR_BAR_ALT, VIEWER_ALT
+
+    page = _open(browser, served)
+    _predict_3d(page)
+    viewer = page.get_by_role("button", name=VIEWER_ALT, exact=True)
+    expect(viewer).to_have_count(1)
+    expect(page.locator("#medtl-viewer img")).to_have_attribute("aria-describedby", "medtl-vi")
+    expect(page.locator("#medtl-vi")).to_have_text("Axial slice 16 of 32 · position I 2.5 mm · scale bar 50 mm · "
+                                                   "orientation: A at the top, P at the bottom, R on the left, "
+                                                   "L on the right")
+    expect(page.locator("#medtl-ori-layer")).to_have_attribute("aria-hidden", "true")
+    assert "not shown" in COLOUR_BAR_ALT or "without colour" in COLOUR_BAR_ALT
+    expect(page.get_by_role("img", name=COLOUR_BAR_ALT, exact=True)).to_be_visible()
+    expect(page.locator("#medtl-colourbar button, #medtl-colourbar [tabindex]")).to_have_count(0)
+    levels = page.locator("h1, h2, h3, h4, h5, h6").evaluate_all("hs => hs.map(h => +h.tagName[1])")
+    assert levels[0] == 1 and all(b - a <= 1 for a, b in zip(levels, levels[1:])), levels
+    expect(page.get_by_role("heading", level=2, name="Decision: ")).to_be_visible()
+    status = page.get_by_role("status").filter(has_text="Decision:")
+    expect(status).to_contain_text("threshold")
+    expect(status).to_have_attribute("aria-atomic", "true")
+
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    page.locator("#medtl-upload button[aria-label='Clear']").first.click()
+    page.locator("#medtl-upload input[type=file]").set_input_files(str(bad))
+    expect(page.get_by_role("alert").filter(has_text="notes.txt: not a DICOM")).to_be_visible(timeout=60_000)
+    page.close()
+
+
+def test_the_out_of_distribution_banner_is_an_alert(browser, served, tmp_path):
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).save(noise)
+    page = _open(browser, served)
+    page.locator("#medtl-upload input[type=file]").set_input_files(str(noise))
+    expect(page.get_by_role("alert").filter(has_text="Outside what this model was trained on")).to_be_visible(
+        timeout=120_000)
+    page.close()
+
+
+_FOCUSED_JS = """() => {
+  const e = document.activeElement, box = (e.closest('label') || e).getBoundingClientRect();
+  return {tag: e.tagName, name: e.getAttribute('aria-label') || e.innerText || e.value || '',
+          box: [box.x, box.y, box.width, box.height]};
+}"""
+
+
+def test_every_tab_stop_shows_where_the_focus_is(browser, served):
+    """WCAG 2.4.7: Tab through the page with a result on it; each control looks different focused and not
+    (its box, or its radio's label, 6 px around). Gradio drew nothing on a focused slider or selected radio."""
+    import io
+
+    from PIL import Image, ImageChops
+
+    page = _open(browser, served)
+    _predict_3d(page)
+    page.mouse.move(0, 0)
+    page.locator("h1").click()
+    unseen, stops = [], 0
+    while stops < 80:
+        page.keyboard.press("Tab")
+        stop = page.evaluate(_FOCUSED_JS)
+        if stop["tag"] == "BODY":
+            break
+        stops += 1
+        x, y, w, h = stop["box"]
+        clip = {"x": max(0.0, x - 6), "y": max(0.0, y - 6), "width": w + 12, "height": h + 12}
+        page.wait_for_timeout(100)  # let transitions settle
+        focused = page.screenshot(clip=clip)
+        page.evaluate("window.__medtlFocus = document.activeElement; document.activeElement.blur()")
+        page.wait_for_timeout(100)
+        plain = page.screenshot(clip=clip)
+        page.evaluate("window.__medtlFocus.focus({focusVisible: true})")
+        diff = ImageChops.difference(*(Image.open(io.BytesIO(b)).convert("RGB") for b in (focused, plain)))
+        if diff.getbbox() is None:
+            unseen.append(f"{stop['tag']} {stop['name'][:40]!r}")
+    page.close()
+    assert stops > 20  # the whole page was walked: model, upload, method, opacity, viewer, plane, slice, window ...
+    assert unseen == []
+
+
+def test_keyboard_alone_uploads_pages_through_slices_changes_the_view_and_downloads(browser, served):
+    """No mouse: pick the model, open the file chooser, step slices on the focused picture and on the slider,
+    change plane, window and method, and download both results."""
+    from playwright.sync_api import expect
+
+    from medtl.app.app import VIEWER_ALT
+
+    choosers: list = []
+    page = _open(browser, served, choosers=choosers)
+    kb = page.keyboard
+    page.locator("#medtl-model input").focus()  # Gradio's dropdown opens on focus; arrows and Enter pick
+    kb.press("ArrowDown")
+    kb.press("Enter")
+    expect(page.locator("#medtl-model input")).to_have_value("tiny3d")
+    expect(page.get_by_text("tiny3d", exact=True).first).to_be_visible(timeout=60_000)  # its card: the change ran
+    drop_zone = page.get_by_role("button", name="Click to upload or drop files")
+    drop_zone.focus()
+    expect(drop_zone).to_be_focused()
+    kb.press("Enter")
+    for _ in range(300):
+        if choosers:
+            break
+        page.wait_for_timeout(100)
+    assert len(choosers) == 1
+    choosers[0].set_files(str(sample_path("ct3d")))
+    expect(page.get_by_role("status").filter(has_text="Decision:")).to_contain_text("Model: tiny3d", timeout=120_000)
+
+    info, number = page.locator("#medtl-viewinfo"), page.locator("#medtl-slice input[type=number]")
+    page.get_by_role("button", name=VIEWER_ALT, exact=True).focus()
+    kb.press("ArrowDown")
+    expect(number).to_have_value("17", timeout=10_000)
+    kb.press("PageUp")
+    expect(info).to_contain_text("Axial slice 7 of 32", timeout=10_000)
+    page.get_by_role("slider", name="range slider for Slice (axial, 1-32)").focus()
+    kb.press("ArrowRight")
+    expect(info).to_contain_text("Axial slice 8 of 32", timeout=10_000)
+    kb.press("End")
+    expect(info).to_contain_text("Axial slice 32 of 32", timeout=10_000)
+
+    page.get_by_role("radio", name="coronal").focus()
+    kb.press("Space")
+    expect(info).to_contain_text("Coronal slice 32 of 64", timeout=10_000)
+    page.get_by_role("combobox", name="Window preset").focus()
+    kb.press("ArrowDown")  # Soft tissue -> Lung
+    kb.press("Enter")
+    expect(page.get_by_role("spinbutton", name="number input for Level (center)")).to_have_value("-600",
+                                                                                                 timeout=10_000)
+    picture = page.locator("#medtl-viewer img")
+    before = picture.get_attribute("src")
+    page.get_by_role("radio", name="Grad-CAM", exact=True).focus()
+    kb.press("Space")
+    expect(page.get_by_role("radio", name="Grad-CAM", exact=True)).to_be_checked()
+    expect(picture).not_to_have_attribute("src", before, timeout=60_000)  # redrawn with the new map and download
+    names = []
+    for button in ("Overlay PNG", "Saliency NIfTI"):
+        page.get_by_role("button", name=button).focus()
+        with page.expect_download(timeout=60_000) as download:
+            kb.press("Enter")
+        names.append(download.value.suggested_filename)
+    assert names == ["P0031_gradcam_coronal032.png", "P0031_gradcam_saliency.nii.gz"]
+    page.close()
