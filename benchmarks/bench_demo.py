@@ -61,8 +61,9 @@ def _auc(site: dict[str, Any]) -> str:
 
 
 def table(arms: dict[str, dict[str, Any]]) -> str:
-    """The docs' table: test AUC on each site (95 % bootstrap CI where it is not a point) and the gap (to
-    four places: it is the difference of unrounded AUCs)."""
+    """The docs' table: test AUC on each site (its 95 % CI as the card gives it, where it is not a point: Newcombe's
+    since medtl gives a two-class AUC that one) and the gap (to four places: it is the difference of unrounded
+    AUCs)."""
     lines = ["| arm | site A | site B | site-B gap |", "|---|---|---|---|"]
     for arm, title in ARMS.items():
         r = arms[arm]
