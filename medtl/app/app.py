@@ -17,6 +17,7 @@ import atexit
 import datetime
 import functools
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -212,7 +213,7 @@ VIEWER_JS = r"""
   // picture is described by the line under it (plane, slice, orientation). Set again if Gradio redraws.
   const ARIA = {'#medtl-error': {role: 'alert'}, '#medtl-banner': {role: 'alert'},
                 '#medtl-decision': {role: 'status', 'aria-atomic': 'true'},
-                '#medtl-viewer img': {'aria-describedby': 'medtl-vi'}};
+                '#medtl-viewer img': {'aria-describedby': 'medtl-vi', alt: __VIEWER_ALT__}};
   function mark() {
     for (const [sel, attrs] of Object.entries(ARIA)) {
       const el = q(sel);
@@ -225,6 +226,8 @@ VIEWER_JS = r"""
   window.addEventListener('resize', place);
 }
 """
+# The viewer picture's text goes in from the page script: gr.Image takes alt_text only from Gradio 6.27 on.
+VIEWER_JS = VIEWER_JS.replace("__VIEWER_ALT__", json.dumps(VIEWER_ALT))
 
 
 @dataclass
@@ -894,7 +897,7 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pac
             with gr.Column(scale=6, min_width=420):
                 image = gr.Image(label="Slice with saliency overlay (mouse wheel or arrow keys: slices)", type="numpy",
                                  format="png", height=520, interactive=False, elem_id="medtl-viewer",
-                                 buttons=["fullscreen"], alt_text=VIEWER_ALT)
+                                 buttons=["fullscreen"])
                 view_info = gr.HTML("", elem_id="medtl-viewinfo")
                 readout = gr.Markdown("", elem_id="medtl-readout")
                 # The pixel under the pointer, ``row * 65536 + col + 1`` (0: none), set by the page script.
