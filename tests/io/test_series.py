@@ -20,6 +20,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, SecondaryCapture
 from pydicom.valuerep import DSfloat
 
 from medtl.errors import CorruptFileError, NotAnImageError, ScanError, SeriesError
+from medtl.io import Scan
 from medtl.io.dicom import list_series, read_dicom, read_series
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -178,17 +179,25 @@ def test_gap_is_reported_as_missing_slice(tmp_path):
     np.testing.assert_array_equal(scan.array[:, :, 3], expected_hu(truth, 4))
 
 
+def read_with_one_warning(folder: Path, truth: dict) -> tuple[Scan, str]:
+    """The series in ``folder`` and the problems its one warning names (between the series and the pointer
+    to the slice report)."""
+    with pytest.warns(UserWarning) as caught:
+        scan = read_series(folder)
+    (message,) = [str(w.message) for w in caught]
+    head, tail = f"{folder}: series {truth['series_uid']}: ", " (see metadata['slice_report'])"
+    assert message.startswith(head) and message.endswith(tail), message
+    return scan, message[len(head):-len(tail)]
+
+
 def test_gap_warning_says_how_far_the_even_affine_puts_slices_from_their_positions(tmp_path):
     """One slice missing at 7.5 mm: the affine steps 3 mm from 0 to 15 mm, so the slices at 5 and 10 mm
     are placed 1 mm off. The warning said only '1 missing slices'; it now gives the error, which the
     report holds and which is exactly the distance between the affine and the DICOM positions."""
     truth = write_series(tmp_path / "s", offsets=[0, 2.5, 5, 10, 12.5, 15])
-    with pytest.warns(UserWarning) as caught:
-        scan = read_series(tmp_path / "s")
-    (message,) = [str(w.message) for w in caught]
-    assert message == (f"{tmp_path / 's'}: series {truth['series_uid']}: 1 missing slices, uneven slice spacing, "
-                       "the affine spaces the 6 slices evenly, so a slice lies up to 1 mm from its real position "
-                       "(see metadata['slice_report'])")
+    scan, problems = read_with_one_warning(tmp_path / "s", truth)
+    assert problems == ("1 missing slices, uneven slice spacing, the affine spaces the 6 slices evenly, so a slice "
+                        "lies up to 1 mm from its real position")
     placed = [(scan.affine @ [0, 0, k, 1])[:3] for k in range(6)]
     errors = [np.linalg.norm(placed[k] - LPS_TO_RAS @ truth["positions"][k]) for k in range(6)]
     np.testing.assert_allclose(errors, [0, 0.5, 1, 1, 0.5, 0], atol=1e-6)
@@ -214,12 +223,9 @@ def test_gantry_tilt_keeps_exact_positions_in_a_sheared_affine_and_is_named(tmp_
     """Checked against dcm2niix (its untilted output has this sheared sform) and the DICOM positions;
     the tilt was not reported at all."""
     truth = write_tilted_series(tmp_path / "s", 15.0)
-    with pytest.warns(UserWarning) as caught:
-        scan = read_series(tmp_path / "s")
-    (message,) = [str(w.message) for w in caught]
-    assert message == (f"{tmp_path / 's'}: series {truth['series_uid']}: gantry tilt of 15 degrees (the affine is "
-                       "sheared: slices are placed exactly, but tools that ignore shear, e.g. ITK/SimpleITK, "
-                       "misplace them) (see metadata['slice_report'])")
+    scan, problems = read_with_one_warning(tmp_path / "s", truth)
+    assert problems == ("gantry tilt of 15 degrees (the affine is sheared: slices are placed exactly, but tools that "
+                        "ignore shear, e.g. ITK/SimpleITK, misplace them)")
     for k in range(5):
         for i, j in [(0, 0), (COLS - 1, 0), (0, ROWS - 1), (5, 7)]:
             np.testing.assert_allclose((scan.affine @ [i, j, k, 1])[:3], world_ras(truth, k, i, j), atol=1e-4)
