@@ -498,16 +498,17 @@ def evaluate_predictions(
         _check_alpha(alpha)
         ci, left_out = _percentile_intervals(bootstrap_samples(y, p, n=bootstrap, seed=seed, threshold=threshold),
                                              alpha)
-        exact = exact_intervals(cm, alpha)
+        not_resampled = exact_intervals(cm, alpha)
         if k == 2:  # Newcombe's interval, where the bootstrap's is too narrow (a point at AUC 1)
             n_pos = int(np.sum(y == 1))
-            exact["auc"] = auc_interval(point["auc"], n_pos, y.size - n_pos, alpha)
-        ci.update(exact)
+            not_resampled["auc"] = auc_interval(point["auc"], n_pos, y.size - n_pos, alpha)
+        ci.update(not_resampled)
         result["ci"] = {name: [_json_value(lo), _json_value(hi)] for name, (lo, hi) in ci.items()}
         result["bootstrap"] = {"n": int(bootstrap), "seed": int(seed), "alpha": float(alpha),
                                "method": "stratified percentile",
                                "exact": [name for name in EXACT_CI if name in ci],  # Clopper-Pearson instead
                                "newcombe": ["auc"] if k == 2 else [],  # Newcombe 2006 method 5 instead
                                # resamples a figure was undefined in (PPV with no predicted positive), left out
-                               "undefined": {name: c for name, c in left_out.items() if c and name not in exact}}
+                               "undefined": {name: c for name, c in left_out.items()
+                                             if c and name not in not_resampled}}
     return result
