@@ -81,3 +81,19 @@ def test_predictor(predictor):
 def test_the_new_errors_are_still_what_callers_caught():
     assert issubclass(ArgumentError, ValueError) and issubclass(ArgumentIndexError, IndexError)
     assert issubclass(ArgumentTypeError, TypeError) and issubclass(ArgumentTypeError, MedtlError)
+
+
+def test_a_scan_error_too_long_for_one_line_keeps_its_reason_and_fix_and_shortens_the_path():
+    from medtl.errors import NotAnImageError, one_line
+
+    uids = "/".join("1.2.826.0.1.3680043.8.498." + str(10**37 + i) for i in range(3))
+    path = f"/tmp/pytest-of-root/popen-gw0/work/incoming/{uids}.dcm"
+    exc = NotAnImageError(path, "DICOM Basic Text SR Storage (SR) holds no image to classify",
+                          "score the image series it refers to")
+    line = one_line(exc)
+    assert len(str(exc)) > 300 and len(line) <= 300
+    assert line.startswith("/tmp/pytest-of-root/") and f"{10**37 + 2}.dcm: DICOM Basic Text SR Storage (SR) holds " \
+        "no image to classify (score the image series it refers to)" in line
+    short = NotAnImageError("/x.dcm", "holds no image", "fix")
+    assert one_line(short) == str(short)
+    assert one_line(NotAnImageError("/x.dcm", "r" * 400)).endswith("r...")  # no path to shorten: the end goes
