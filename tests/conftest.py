@@ -72,6 +72,13 @@ def write_untrained_run(run: Path, class_names: tuple[str, ...] = ("a", "b")) ->
     return run
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: a worker per core this process may use, four at most (each worker trains its own tiny runs
+    and starts its own Orthanc and Chromium, so more workers add set-up more than speed)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Point medtl's weights cache at a temp dir so tests never touch ~/.cache."""
