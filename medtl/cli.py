@@ -494,7 +494,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_run(args.model, device=args.device, allow_other_domain=args.allow_other_domain)
     return Listener(predictor, config, args.work, settle=args.settle, push=not args.no_push,
-                    method=args.method).run()
+                    method=args.method, keep_incoming=args.keep_incoming).run()
 
 
 # --- app ---------------------------------------------------------------------------------------
@@ -718,6 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=SALIENCY_METHODS, default=DEFAULT_SALIENCY,
                    help="saliency method (default: the best pointing game measured, docs/benchmarks.md)")
     p.add_argument("--no-push", action="store_true", help="score only")
+    p.add_argument("--keep-incoming", action="store_true",
+                   help="keep a study's received instances after its results are pushed (default: deleted then; "
+                        "a study with a failure, or not pushed, keeps them)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--allow-other-domain", action="store_true",
                    help="push results even for studies outside the model's training domain")

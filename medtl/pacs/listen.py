@@ -12,10 +12,16 @@ Restart-safe: everything is on disk. After a kill (even SIGKILL) and a restart, 
 so nothing is lost, nothing is scored twice and no result is stored twice. ``WORK/studies.csv``
 records studies fully done (with their instance count) so a restart does not even re-read them.
 Objects medtl itself wrote (its SR/SC/SEG routed back) are acknowledged and dropped.
+
+Retention: once a study is done with nothing failed and every result pushed, its received instances
+are deleted (patient data, and a CT study a few hundred MB: a listener that runs for months would fill
+its disk); ``keep_incoming`` keeps them. A study with a failure, or scored without pushing (its results
+are built from the instances, by ``medtl pacs push``), keeps them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import logging
@@ -39,7 +45,8 @@ class Listener:
     """Receive, wait for completion, score, push. :meth:`run` blocks until SIGINT/SIGTERM or :meth:`stop`."""
 
     def __init__(self, predictor: Any, config: PacsConfig, work: str | Path, settle: float = 10.0, push: bool = True,
-                 method: str | None = None, poll: float = 0.5, retry_push: float = 30.0) -> None:
+                 method: str | None = None, poll: float = 0.5, retry_push: float = 30.0,
+                 keep_incoming: bool = False) -> None:
         self.predictor = predictor
         self.config = config
         self.work = Path(work).resolve()  # the same folder given another way is the same work (scores.csv paths)
@@ -49,6 +56,7 @@ class Listener:
         self.method = method
         self.poll = poll
         self.retry_push = retry_push
+        self.keep_incoming = keep_incoming
         self.last_seen: dict[str, float] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -66,8 +74,24 @@ class Listener:
         return {r["study_uid"]: int(r["instances"]) for r in csv.DictReader(text.splitlines())
                 if r.get("done_at") and r.get("instances", "").isdigit()}
 
+    def _files(self, study_uid: str) -> list[Path]:
+        """The study's received instances (not the hidden files of a write still going on)."""
+        return [p for p in (self.incoming / study_uid).rglob("*.dcm") if not p.name.startswith(".")]
+
     def _count(self, study_uid: str) -> int:
-        return sum(1 for p in (self.incoming / study_uid).rglob("*.dcm") if not p.name.startswith("."))
+        return len(self._files(study_uid))
+
+    def _delete_received(self, files: list[Path], study_uid: str) -> None:
+        """Delete ``files`` (the instances a done study was scored on), then the folders they leave empty:
+        an instance arriving meanwhile is another file, so it stays and makes the study due again."""
+        for f in files:
+            f.unlink(missing_ok=True)
+        folder = self.incoming / study_uid
+        for d in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty: something arrived
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
     def _mark_done(self, row: dict[str, Any]) -> None:
         from medtl.infer.sinks import CsvAppender, write_fresh
@@ -112,6 +136,7 @@ class Listener:
         self._warn_if_scored_early(study_uid, here)
         summary = PacsRunSummary(scored=s.scored, skipped=s.skipped, failed=s.failed)
         failures: list[dict[str, str]] = []
+        all_pushed = False
         if self.push:
             rows_here = {r["key"] for r in here}
             try:
@@ -125,17 +150,21 @@ class Listener:
                     self.last_seen[study_uid] = time.monotonic() + self.retry_push - self.settle
                 return
             append_errors(errors, failures)
+            all_pushed = not failures and summary.push_failed == 0
         _drop_if_empty(errors)
         log.info("study %s: %d instance(s); scored %d, skipped %d, failed %d; pushed %d, push failed %d",
                  study_uid, n, s.scored, s.skipped, s.failed, summary.pushed, summary.push_failed)
         print(f"study {study_uid}: scored {s.scored}, skipped {s.skipped}, failed {s.failed}, "
               f"pushed {summary.pushed}{f', see {errors}' if errors.exists() else ''}", flush=True)
         with self.lock:
-            if self._count(study_uid) == n:  # nothing new arrived meanwhile
+            files = self._files(study_uid)
+            if len(files) == n:  # nothing new arrived meanwhile
                 self.last_seen.pop(study_uid, None)
                 self._mark_done({"study_uid": study_uid, "instances": n, "scored": s.scored, "failed": s.failed,
                                  "pushed": summary.pushed, "push_failed": summary.push_failed,
                                  "done_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+                if all_pushed and s.failed == 0 and not errors.exists() and not self.keep_incoming:
+                    self._delete_received(files, study_uid)
         self.processed += 1
 
     def _warn_if_scored_early(self, study_uid: str, rows: list[dict[str, str]]) -> None:
@@ -164,7 +193,8 @@ class Listener:
         pending = 0
         if self.incoming.is_dir():
             for d in sorted(p for p in self.incoming.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                if done.get(d.name) != self._count(d.name):
+                count = self._count(d.name)
+                if count and done.get(d.name) != count:  # 0: what a deletion cut short left, nothing to score
                     self.last_seen[d.name] = now
                     pending += 1
         return pending

@@ -101,6 +101,7 @@ def test_kill_mid_study_and_restart_scores_and_pushes_each_study_once(orthanc, t
     pushed = [r["key"] for r in rows(work / "pushed.csv")]
     assert sorted(scored) == sorted(sops) and len(scored) == len(set(scored))
     assert sorted(pushed) == sorted(sops) and len(pushed) == len(set(pushed))
+    assert not list((work / "incoming").rglob("*.dcm"))  # pushed in full: the received instances are deleted
     client = DicomWebPacs(PacsConfig(url=orthanc.url))
     study = str(pydicom.dcmread(series[0], stop_before_pixels=True).StudyInstanceUID)
     for modality, n in (("SR", 6), ("SEG", 6)):
@@ -166,3 +167,49 @@ def test_a_study_that_scored_cleanly_leaves_no_errors_file(tiny_run_2d, tmp_path
     shutil.copy(good, tmp_path / "work" / "incoming" / "bad" / "series" / bad.name)  # sent again, whole
     listener.process("bad")
     assert not (errors / "bad.csv").exists()  # its failure is over: nothing left to read
+
+
+def _received(work: Path, src: Path, truncate: bool = False) -> tuple[str, Path]:
+    """``src`` as the listener writes what it receives (``incoming/<study>/<series>/<sop>.dcm``), under fresh UIDs
+    (results already in the session's Orthanc would clash); ``truncate``: cut in half. Returns (study UID, file)."""
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(src)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    path = work / "incoming" / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+    path.parent.mkdir(parents=True)
+    ds.save_as(path)
+    if truncate:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return str(ds.StudyInstanceUID), path
+
+
+def test_a_pushed_study_leaves_no_patient_data_behind_unless_kept(pacs_config, tiny_run_2d, tmp_path):
+    """Every study received stayed in ``WORK/incoming`` for good: patient data, and a listener that runs for
+    months fills its disk. Now a study done with every result pushed is deleted; ``keep_incoming`` keeps it, and
+    so do a study with a failure and one scored without pushing (``medtl pacs push`` builds from its files)."""
+    from medtl.infer import Predictor
+    from medtl.pacs.listen import Listener
+
+    predictor = Predictor.from_run(tiny_run_2d, device="cpu")
+    good, other = sorted((SAMPLE / "ct2d").glob("*.dcm"))[-2:]
+
+    def listener(name: str, **kw) -> tuple[Listener, Path]:
+        return Listener(predictor, pacs_config, tmp_path / name, settle=0, **kw), tmp_path / name
+
+    lst, work = listener("default")
+    uid, f = _received(work, good)
+    bad_uid, _ = _received(work, other, truncate=True)
+    lst.process(uid)
+    lst.process(bad_uid)
+    done = {r["study_uid"]: r for r in rows(work / "studies.csv")}
+    assert done[uid]["pushed"] == "1" and not (work / "incoming" / uid).exists()
+    assert done[bad_uid]["failed"] == "1" and len(list((work / "incoming" / bad_uid).rglob("*.dcm"))) == 1
+    assert lst.recover() == 0  # nothing left to look at again after a restart
+
+    for name, kw in (("kept", {"keep_incoming": True}), ("unpushed", {"push": False})):
+        lst, work = listener(name, **kw)
+        uid, f = _received(work, good)
+        lst.process(uid)
+        assert f.is_file() and rows(work / "studies.csv")[0]["scored"] == "1", name
