@@ -737,8 +737,10 @@ def train_ensemble(cfg: Config, out: Path, resume: bool = False, progress: bool 
     training = {**{key: first[key] for key in ("strategy", "epochs", "steps_per_epoch", "min_steps", "monitor",
                                                "augment", "data") if key in first},
                 "seed": cfg.train.seed,
+                # what a rerun must match, member by member (a resumed ensemble may have members of two machines)
                 "ensemble": [{"dir": f"members/{j}", **{key: c["training"].get(key) for key in (
-                    "seed", "lr", "epochs_run", "best_epoch", "best_score")},
+                    "seed", "lr", "epochs_run", "best_epoch", "best_score", "threads", "device", "loader_workers",
+                    "torch", "monai", "numpy", "python")},
                     "val_auc": c["metrics"].get("val", {}).get("auc")} for j, c in enumerate(cards)]}
     return RunResult(out, _finish(model, cfg, cohort, prep, val_ds, test_ds, out, training, progress))
 

@@ -465,6 +465,10 @@ def test_ensemble_run_averages_members_trained_as_single_runs_and_resumes(tmp_pa
     card = result.card
     assert card["model"]["ensemble"] == 2
     assert [m["seed"] for m in card["training"]["ensemble"]] == [0, 100]
+    for j, m in enumerate(card["training"]["ensemble"]):  # what a rerun of each member must match
+        member = json.loads((ens / "members" / str(j) / "model_card.json").read_text())["training"]
+        assert {k: m[k] for k in ("threads", "torch", "monai", "numpy", "python")} == \
+            {k: member[k] for k in ("threads", "torch", "monai", "numpy", "python")} and m["torch"]
     # the saved model's probabilities are the members' mean, on the test images the card was measured on
     model, _, prep = load_run(ens)
     members = [load_run(ens / "members" / str(j))[0] for j in range(2)]
