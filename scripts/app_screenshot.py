@@ -4,11 +4,11 @@
     python scripts/app_screenshot.py --model runs/demo128 --model runs/tiny3d
 
 The README picture was made with an EfficientNet-Lite0 (ImageNet start) fine-tuned on the
-full synthetic cohort at 128 px, whose Grad-CAM grid (4 x 4) is fine enough to point somewhere:
+full synthetic cohort at 128 px, whose saliency (the app's default method) points at the lesion:
 
     medtl sample-data /tmp/cohort --size full
     medtl train --config demo --out runs/demo128 data.path=/tmp/cohort/manifest.csv \
-        preprocess.size=[128,128] train.epochs=6
+        "preprocess.size=[128,128]" train.epochs=6
     python scripts/app_screenshot.py --model "CT nodule 2D=runs/demo128" --model "CT nodule 3D (tiny)=runs/tiny3d"
 
 (``runs/tiny3d``: the sample_tiny recipe with ``data.filter={kind: ct3d} preprocess.spatial_dims=3
@@ -49,7 +49,7 @@ def train_tiny(out: Path) -> Path:
 def shoot(models: dict[str, Path], out: Path, sample: str | None, method: str, width: int, height: int) -> Path:
     from playwright.sync_api import expect, sync_playwright
 
-    from medtl.app.app import build_app, launch
+    from medtl.app.app import DEFAULT_METHOD_LABEL, build_app, launch
     from medtl.infer import Predictor
     from medtl.demo.cohort import sample_path
 
@@ -66,8 +66,8 @@ def shoot(models: dict[str, Path], out: Path, sample: str | None, method: str, w
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
             page = browser.new_page(viewport={"width": width, "height": height})
             page.goto(url)
-            if method != "Grad-CAM":
-                page.get_by_label(method).check()
+            if method != DEFAULT_METHOD_LABEL:  # the page opens on its default
+                page.get_by_label(method, exact=True).check()
             page.locator("#medtl-upload input[type=file]").set_input_files(str(sample_path(sample)))
             expect(page.locator("#medtl-decision")).to_contain_text("Decision:", timeout=300_000)
             page.wait_for_timeout(1000)  # let the image and bars finish their transitions
@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", metavar="[NAME=]RUN_DIR",
                         help="run folder(s) to serve; default: train the tiny sample model first")
     parser.add_argument("--sample", choices=["ct2d", "ct3d", "png"], help="built-in sample to show (default: by model)")
-    parser.add_argument("--method", default="Grad-CAM", choices=["Grad-CAM", "Grad-CAM++", "Occlusion"])
+    from medtl.app.app import DEFAULT_METHOD_LABEL, METHODS
+
+    parser.add_argument("--method", default=DEFAULT_METHOD_LABEL, choices=list(METHODS),
+                        help=f"saliency method shown (default: the app's, {DEFAULT_METHOD_LABEL})")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "app.png")
     parser.add_argument("--width", type=int, default=1440)
     parser.add_argument("--height", type=int, default=900)
