@@ -95,13 +95,18 @@ def one_line(exc: BaseException, limit: int = 300, typed: bool = True) -> str:
 
     medtl's own errors give their message; other exceptions give ``Type: message``
     (``typed=False``: the message alone, for wrapping a library's error in a medtl
-    message). Whitespace runs, newlines included, collapse to one space. A scan error too long
-    for ``limit`` loses the middle of its path, not its reason and fix: a file deep in a PACS
-    download folder (three 64-character UIDs) otherwise kept only its path.
+    message). Whitespace runs, newlines included, collapse to one space. A message too long for
+    ``limit`` loses the middle of its path (a scan error's, or a medtl message's leading
+    ``PATH: ``), not its reason and fix: a file deep in a PACS download folder (three
+    64-character UIDs) otherwise kept only its path.
     """
     text = str(exc) if isinstance(exc, MedtlError) or not typed else f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, ScanError) and exc.path and len(text) > limit:
+    where = None
+    if isinstance(exc, ScanError) and exc.path:
         where = _printable(exc.path)
+    elif isinstance(exc, MedtlError) and ": " in text and re.search(r"[/\\]", text.split(": ", 1)[0]):
+        where = text.split(": ", 1)[0]
+    if where and len(text) > limit:
         room = limit - (len(text) - len(where)) - 3
         if room >= 24:  # its first folders and its file name stay
             head = room // 3

@@ -94,6 +94,9 @@ def test_a_scan_error_too_long_for_one_line_keeps_its_reason_and_fix_and_shorten
     assert len(str(exc)) > 300 and len(line) <= 300
     assert line.startswith("/tmp/pytest-of-root/") and f"{10**37 + 2}.dcm: DICOM Basic Text SR Storage (SR) holds " \
         "no image to classify (score the image series it refers to)" in line
+    plain = MedtlError(f"{path}: the scored study is no longer in the work folder (pull it again)")  # medtl's own
+    assert one_line(plain).endswith(".dcm: the scored study is no longer in the work folder (pull it again)")
+    assert len(one_line(plain)) <= 300
     short = NotAnImageError("/x.dcm", "holds no image", "fix")
     assert one_line(short) == str(short)
     assert one_line(NotAnImageError("/x.dcm", "r" * 400)).endswith("r...")  # no path to shorten: the end goes

@@ -190,7 +190,9 @@ def _source_files(row: dict[str, str]) -> list[str]:
                                    .get("SeriesInstanceUID", "")) == uid:
                     files.append(str(f))
         return files
-    raise MedtlError(f"{path}: the scored study is no longer in the work folder")
+    raise MedtlError(f"{path}: the scored study is no longer in the work folder (`medtl listen` deletes what it "
+                     "received once the results are pushed): pull it again with `medtl pacs score`, and run "
+                     "`medtl listen --keep-incoming` to push other results of a study later")
 
 
 def _load(row: dict[str, str], files: list[str]) -> Any:

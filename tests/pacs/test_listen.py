@@ -191,6 +191,7 @@ def test_a_pushed_study_leaves_no_patient_data_behind_unless_kept(pacs_config, t
     so do a study with a failure and one scored without pushing (``medtl pacs push`` builds from its files)."""
     from medtl.infer import Predictor
     from medtl.pacs.listen import Listener
+    from medtl.pacs.workflow import push_scored
 
     predictor = Predictor.from_run(tiny_run_2d, device="cpu")
     good, other = sorted((SAMPLE / "ct2d").glob("*.dcm"))[-2:]
@@ -207,6 +208,10 @@ def test_a_pushed_study_leaves_no_patient_data_behind_unless_kept(pacs_config, t
     assert done[uid]["pushed"] == "1" and not (work / "incoming" / uid).exists()
     assert done[bad_uid]["failed"] == "1" and len(list((work / "incoming" / bad_uid).rglob("*.dcm"))) == 1
     assert lst.recover() == 0  # nothing left to look at again after a restart
+    failures: list = []  # results of another method need the instances: the push says why it cannot
+    push_scored(predictor, pacs_config, work, method="gradcam", keys={f"sop:{f.stem}"}, failures=failures)
+    assert len(failures) == 1 and "no longer in the work folder" in failures[0]["reason"] \
+        and "--keep-incoming" in failures[0]["reason"]
 
     for name, kw in (("kept", {"keep_incoming": True}), ("unpushed", {"push": False})):
         lst, work = listener(name, **kw)
