@@ -883,7 +883,7 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pac
         error_box = gr.Markdown("", elem_id="medtl-error")
         study = gr.Markdown("", elem_id="medtl-study")
         with gr.Row(equal_height=False):
-            with gr.Column(scale=3, min_width=260):
+            with gr.Column(scale=3, min_width=240, elem_id="medtl-controls"):
                 model_dd = gr.Dropdown(names, value=names[0], label="Model", interactive=len(names) > 1,
                                        elem_id="medtl-model")
                 files = gr.File(label="Upload a scan",
@@ -894,7 +894,7 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pac
                                        "lesion most often in medtl's saliency benchmark")
                 alpha = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="Overlay opacity")
                 example_box = gr.Column()
-            with gr.Column(scale=6, min_width=420):
+            with gr.Column(scale=6, min_width=400, elem_id="medtl-viewcol"):
                 image = gr.Image(label="Slice with saliency overlay (mouse wheel or arrow keys: slices)", type="numpy",
                                  format="png", height=520, interactive=False, elem_id="medtl-viewer",
                                  buttons=["fullscreen"])
@@ -916,7 +916,7 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pac
                     png_btn = gr.DownloadButton("Overlay PNG", value=None, size="sm", variant="secondary")
                     nifti_btn = gr.DownloadButton("Saliency NIfTI", value=None, size="sm", visible=False)
                 facts = gr.Markdown("", elem_classes=["medtl-facts"])
-            with gr.Column(scale=3, min_width=260):
+            with gr.Column(scale=3, min_width=240, elem_id="medtl-results"):
                 banner = gr.Markdown("", elem_id="medtl-banner")
                 probs = gr.Label(label="Class probabilities", num_top_classes=10, elem_id="medtl-probs",
                                  show_heading=False)
