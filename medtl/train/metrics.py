@@ -17,13 +17,15 @@ The per-epoch CSV/TensorBoard logger of training lives in :mod:`medtl.train.logg
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
     brier_score_loss,
+    cohen_kappa_score,
     confusion_matrix,
     log_loss,
     roc_auc_score,
@@ -41,6 +43,7 @@ __all__ = [
     "decide",
     "evaluate_predictions",
     "expected_calibration_error",
+    "per_class_metrics",
     "youden_threshold",
 ]
 
@@ -158,6 +161,14 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=np.arange(k)))
 
 
+def _qwk(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+    """Quadratic weighted Cohen's kappa of ``pred`` against ``y`` over classes ``0..k-1``; NaN where undefined
+    (truth and decision all one same class: no disagreement is expected by chance)."""
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore")  # sklearn warns (>= 1.6) or divides 0/0 (older) where kappa is undefined
+        return float(cohen_kappa_score(y, pred, labels=np.arange(k), weights="quadratic"))
+
+
 def classification_metrics(y_true: Any, probs: Any, threshold: float | None = None) -> dict[str, Any]:
     """Point estimates of the usual classification metrics.
 
@@ -168,7 +179,15 @@ def classification_metrics(y_true: Any, probs: Any, threshold: float | None = No
     ``nll`` (log loss), ``n`` and ``threshold``. Binary problems add ``sensitivity``,
     ``specificity``, ``ppv``, ``npv`` and ``f1`` at ``threshold`` (default 0.5; NaN when
     the denominator is empty); multi-class problems omit them (``balanced_accuracy`` is
-    their macro sensitivity) and ``threshold`` is None.
+    their macro sensitivity), add ``qwk`` and ``threshold`` is None.
+
+    ``qwk`` is the quadratic weighted Cohen's kappa of the predicted class (:func:`decide`)
+    against the truth, ``1 - sum_ij w_ij O_ij / sum_ij w_ij E_ij`` with ``w_ij = (i - j)^2``,
+    ``O`` the confusion matrix and ``E`` the one chance gives its margins: 1 is perfect
+    agreement, 0 chance, negative worse than chance; NaN when truth and decision are all one
+    same class. It assumes the classes are ordered grades in their index order (the order of
+    ``class_names``): a miss by two grades costs four times a miss by one. For unordered
+    classes it is not meaningful; read ``balanced_accuracy`` and :func:`per_class_metrics`.
     """
     y, p = _prepare(y_true, probs)
     k = p.shape[1]
@@ -194,6 +213,7 @@ def classification_metrics(y_true: Any, probs: Any, threshold: float | None = No
         )
         brier = float(brier_score_loss(y, p[:, 1]))
     else:
+        out["qwk"] = _qwk(y, pred, k)
         # multi-class Brier by hand: sklearn only has it from 1.7 (labels=...)
         brier = float(np.mean(np.sum((p - np.eye(k)[y]) ** 2, axis=1)))
     out.update(
@@ -221,6 +241,47 @@ def youden_threshold(y_true: Any, p_pos: Any) -> float:
     j = tpr - fpr
     best = int(np.argmax(j[1:])) + 1  # index 0 is sklearn's +inf "predict nothing" point
     return float(thresholds[best])
+
+
+def _class_keys(k: int, class_names: Sequence[str] | None) -> list[str]:
+    """The key of each class in ``per_class``: its name, else its index as text (JSON keys are text)."""
+    if class_names is None:
+        return [str(c) for c in range(k)]
+    keys = [str(name) for name in class_names]
+    if len(keys) != k:
+        raise ValueError(f"class_names names {len(keys)} classes and probs has {k} columns")
+    if len(set(keys)) != k:
+        raise ValueError(f"class_names holds a name twice: {keys}")
+    return keys
+
+
+def per_class_metrics(y_true: Any, probs: Any, threshold: float | None = None,
+                      class_names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """One-vs-rest figures of each class, in class order: ``{name: {"support", "sensitivity", "ppv", "auc"}}``.
+
+    Args:
+        y_true: ``(N,)`` class indices.
+        probs: ``(N, K)`` probabilities (or ``(N,)`` p(class 1)).
+        threshold: as :func:`classification_metrics` (two classes only); the decision is :func:`decide`'s.
+        class_names: ``K`` distinct names for the keys; default the indices ``"0"``.. ``"K-1"``.
+
+    ``support`` is the count of cases of the class, ``sensitivity`` (recall) the share of them decided
+    as it, ``ppv`` (precision) the share of the cases decided as it that are of it, ``auc`` the ROC AUC
+    of its probability against the rest. NaN where the denominator is empty (no case of the class, none
+    decided as it; AUC: no case of it, or only cases of it). They are the rows and columns of the
+    confusion matrix: which class a model misses, and which one it over-calls.
+    """
+    y, p = _prepare(y_true, probs)
+    k = p.shape[1]
+    keys = _class_keys(k, class_names)
+    cm = confusion_matrix(y, _predict(p, _binary_threshold(k, threshold)), labels=np.arange(k))
+    out: dict[str, dict[str, Any]] = {}
+    for c, key in enumerate(keys):
+        support = int(cm[c].sum())
+        auc = float(roc_auc_score(y == c, p[:, c])) if 0 < support < y.size else math.nan
+        out[key] = {"support": support, "sensitivity": _ratio(cm[c, c], support),
+                    "ppv": _ratio(cm[c, c], cm[:, c].sum()), "auc": auc}
+    return out
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -265,6 +326,23 @@ def _weighted_auc(w: np.ndarray, score: np.ndarray, positive: np.ndarray) -> np.
         return np.sum(pos * (below + 0.5 * neg), axis=1) / (n_pos * n_neg)
 
 
+def _weighted_qwk(w: np.ndarray, y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """Quadratic weighted kappa (as :func:`_qwk`) of each weighted resample: ``(B, N)`` weights -> ``(B,)``.
+
+    The resample's confusion matrix is ``w`` summed by cell (truth, decision); kappa follows
+    from it and its margins as in :func:`sklearn.metrics.cohen_kappa_score`. NaN where undefined.
+    """
+    cells = np.eye(k * k)[y * k + pred]  # (N, K*K): the cell of each case
+    observed = (w @ cells).reshape(-1, k, k)  # (B, K, K)
+    rows, cols = observed.sum(axis=2), observed.sum(axis=1)
+    expected = rows[:, :, None] * cols[:, None, :] / rows.sum(axis=1)[:, None, None]
+    grades = np.arange(k)
+    cost = (grades[:, None] - grades[None, :]) ** 2.0
+    disagree, chance = np.sum(cost * observed, axis=(1, 2)), np.sum(cost * expected, axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(chance > 0, 1.0 - disagree / chance, math.nan)
+
+
 def _weighted_metrics(y: np.ndarray, p: np.ndarray, threshold: float | None,
                       w: np.ndarray) -> dict[str, np.ndarray]:
     """:func:`classification_metrics` of ``B`` resamples given as case weights ``(B, N)``.
@@ -299,6 +377,8 @@ def _weighted_metrics(y: np.ndarray, p: np.ndarray, threshold: float | None,
             out["ppv"] = tp / (tp + fp)
             out["npv"] = tn / (tn + fn)
             out["f1"] = 2 * tp / (2 * tp + fp + fn)
+        else:
+            out["qwk"] = _weighted_qwk(w, y, pred, k)
     conf = p.max(axis=1)
     top_correct = (p.argmax(axis=1) == y).astype(np.float64)
     bins = np.eye(ECE_BINS)[_bin_index(conf, ECE_BINS)]
@@ -420,19 +500,21 @@ def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     return lo, hi
 
 
+def _exact(k: int, n: int, alpha: float) -> tuple[float, float]:
+    """Clopper-Pearson interval of ``k`` in ``n``, NaN for ``n = 0`` (the point value is NaN too)."""
+    return clopper_pearson(int(k), int(n), alpha) if n > 0 else (math.nan, math.nan)
+
+
 def exact_intervals(cm: np.ndarray, alpha: float = 0.05) -> dict[str, tuple[float, float]]:
     """Clopper-Pearson intervals of the :data:`EXACT_CI` figures from a confusion matrix (rows truth, columns
     decision); NaN for a figure whose denominator is empty, as its point value is."""
     cm = np.asarray(cm, dtype=np.int64)
 
-    def interval(k: int, n: int) -> tuple[float, float]:
-        return clopper_pearson(int(k), int(n), alpha) if n > 0 else (math.nan, math.nan)
-
-    out = {"accuracy": interval(np.trace(cm), cm.sum())}
+    out = {"accuracy": _exact(np.trace(cm), cm.sum(), alpha)}
     if cm.shape == (2, 2):
         (tn, fp), (fn, tp) = cm
-        out.update(sensitivity=interval(tp, tp + fn), specificity=interval(tn, tn + fp),
-                   ppv=interval(tp, tp + fp), npv=interval(tn, tn + fn))
+        out.update(sensitivity=_exact(tp, tp + fn, alpha), specificity=_exact(tn, tn + fp, alpha),
+                   ppv=_exact(tp, tp + fp, alpha), npv=_exact(tn, tn + fn, alpha))
     return out
 
 
@@ -476,6 +558,7 @@ def evaluate_predictions(
     bootstrap: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Point metrics, 95% CIs and the confusion matrix as one strict-JSON dict.
 
@@ -485,14 +568,24 @@ def evaluate_predictions(
     ``confusion_matrix[i][j]`` counts cases of true class ``i`` predicted ``j``.
     NaN values become ``None``; ``bootstrap=0`` gives an empty ``ci``. The intervals of counted figures
     (:data:`EXACT_CI`) are exact (Clopper-Pearson), a binary AUC's is Newcombe's (:func:`auc_interval`), and the
-    others are stratified percentile bootstrap intervals.
+    others (``qwk`` included) are stratified percentile bootstrap intervals.
+
+    More than two classes add ``qwk`` (see :func:`classification_metrics`) and ``per_class``:
+    :func:`per_class_metrics` keyed by ``class_names`` (default the indices as text), each entry with its
+    own ``ci`` (empty when ``bootstrap=0``): Clopper-Pearson for ``sensitivity`` and ``ppv``, Newcombe's for
+    the one-vs-rest ``auc``. Two classes get neither (their figures are the top-level ones).
     """
     y, p = _prepare(y_true, probs)
-    point = classification_metrics(y, p, threshold)
     k = p.shape[1]
+    _class_keys(k, class_names)  # a wrong list of names is refused before any resampling
+    point = classification_metrics(y, p, threshold)
     cm = confusion_matrix(y, _predict(p, point["threshold"]), labels=np.arange(k))
     result: dict[str, Any] = {name: _json_value(value) for name, value in point.items()}
     result["confusion_matrix"] = cm.tolist()
+    per_class = per_class_metrics(y, p, class_names=class_names) if k > 2 else {}
+    if per_class:
+        result["per_class"] = {key: {name: _json_value(v) for name, v in figures.items()} | {"ci": {}}
+                               for key, figures in per_class.items()}
     result["ci"] = {}
     if bootstrap > 0:
         _check_alpha(alpha)
@@ -504,6 +597,12 @@ def evaluate_predictions(
             not_resampled["auc"] = auc_interval(point["auc"], n_pos, y.size - n_pos, alpha)
         ci.update(not_resampled)
         result["ci"] = {name: [_json_value(lo), _json_value(hi)] for name, (lo, hi) in ci.items()}
+        for c, (key, figures) in enumerate(per_class.items()):
+            spans = {"sensitivity": _exact(cm[c, c], cm[c].sum(), alpha),
+                     "ppv": _exact(cm[c, c], cm[:, c].sum(), alpha),
+                     "auc": auc_interval(figures["auc"], figures["support"], y.size - figures["support"], alpha)}
+            result["per_class"][key]["ci"] = {name: [_json_value(lo), _json_value(hi)]
+                                              for name, (lo, hi) in spans.items()}
         result["bootstrap"] = {"n": int(bootstrap), "seed": int(seed), "alpha": float(alpha),
                                "method": "stratified percentile",
                                "exact": [name for name in EXACT_CI if name in ci],  # Clopper-Pearson instead

@@ -410,3 +410,130 @@ def test_a_perfect_small_test_set_gets_an_auc_interval_not_a_point():
         from medtl.train.metrics import auc_interval
 
         auc_interval(0.9, 10, 10, alpha=1.5)
+
+
+# --------------------------------------------------------------------------- more than two classes
+
+
+#: The keys a two-class result had before ``qwk`` and ``per_class`` were added for more classes.
+BINARY_KEYS = {"auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "ece",
+               "brier", "nll", "n", "threshold"}
+
+
+def graded_cases() -> tuple[np.ndarray, np.ndarray]:
+    """Five ordered grades, grade 3 absent from the truth, rows with tied largest probabilities (the argmax,
+    :func:`decide`, takes the first) and decisions that miss by one grade and by several."""
+    y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 4, 4, 4, 0, 1, 2, 4, 4])
+    p = np.array([
+        [0.6, 0.2, 0.1, 0.05, 0.05], [0.4, 0.4, 0.1, 0.05, 0.05], [0.2, 0.5, 0.1, 0.1, 0.1],  # tie 0/1 -> 0
+        [0.1, 0.7, 0.1, 0.05, 0.05], [0.1, 0.3, 0.3, 0.2, 0.1], [0.1, 0.2, 0.6, 0.05, 0.05],  # tie 1/2 -> 1
+        [0.05, 0.05, 0.8, 0.05, 0.05], [0.1, 0.1, 0.4, 0.4, 0.0], [0.0, 0.1, 0.3, 0.6, 0.0],  # tie 2/3 -> 2
+        [0.5, 0.1, 0.2, 0.1, 0.1],
+        [0.0, 0.0, 0.1, 0.3, 0.6], [0.1, 0.1, 0.1, 0.35, 0.35], [0.0, 0.2, 0.2, 0.2, 0.4],  # tie 3/4 -> 3
+        [0.2, 0.2, 0.2, 0.2, 0.2], [0.2, 0.2, 0.2, 0.2, 0.2], [0.25, 0.25, 0.25, 0.25, 0.0],  # all tied -> 0
+        [0.0, 0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0, 1.0],
+    ])
+    return y, p
+
+
+def test_qwk_equals_sklearn_with_tied_probabilities_and_an_absent_class():
+    from sklearn.metrics import cohen_kappa_score
+
+    from medtl.train.metrics import decide
+
+    y, p = graded_cases()
+    pred = decide(p)
+    assert pred[1] == 0 and pred[11] == 3 and pred[14] == 0  # ties went to the first class
+    assert 3 not in y and 3 in pred
+    m = classification_metrics(y, p)
+    ref = cohen_kappa_score(y, pred, labels=range(5), weights="quadratic")
+    assert m["qwk"] == pytest.approx(ref, abs=1e-12)
+    gap_y, gap_pred = [0, 1, 4, 4, 0], [0, 4, 4, 1, 1]  # grades 2 and 3 in neither: grade 4 is 3 from grade 1
+    gap = classification_metrics(gap_y, np.eye(5)[gap_pred])["qwk"]
+    assert gap == pytest.approx(cohen_kappa_score(gap_y, gap_pred, labels=range(5), weights="quadratic"), abs=1e-12)
+    assert gap != pytest.approx(cohen_kappa_score(gap_y, gap_pred, weights="quadratic"))  # not 1 from grade 1
+    # by hand: O = [[1,0,0],[0,0,1],[0,0,1]], E = outer((1,1,1), (1,0,2)) / 3, sum w O = 1, sum w E = 5
+    assert classification_metrics([0, 1, 2], np.eye(3)[[0, 2, 2]])["qwk"] == pytest.approx(0.8, abs=1e-12)
+    assert math.isnan(classification_metrics([1, 1], np.eye(3)[[1, 1]])["qwk"])  # all one grade: undefined
+    assert evaluate_predictions([1, 1], np.eye(3)[[1, 1]], bootstrap=5)["qwk"] is None
+
+
+def test_per_class_figures_are_the_rows_and_columns_of_the_confusion_matrix():
+    from sklearn.metrics import confusion_matrix
+
+    from medtl.train.metrics import decide, per_class_metrics
+
+    y, p = graded_cases()
+    cm = confusion_matrix(y, decide(p), labels=range(5))
+    names = ["none", "mild", "moderate", "severe", "proliferative"]
+    figures = per_class_metrics(y, p, class_names=names)
+    assert list(figures) == names
+    for c, name in enumerate(names):
+        got = figures[name]
+        assert got["support"] == cm[c].sum() == np.sum(y == c)
+        if c == 3:  # absent from the truth: no sensitivity, no AUC; decided twice, never right
+            assert math.isnan(got["sensitivity"]) and math.isnan(got["auc"]) and got["ppv"] == 0.0
+            continue
+        assert got["sensitivity"] == pytest.approx(cm[c, c] / cm[c].sum(), abs=1e-12)
+        assert got["ppv"] == pytest.approx(cm[c, c] / cm[:, c].sum(), abs=1e-12)
+        assert got["auc"] == pytest.approx(roc_auc_score(y == c, p[:, c]), abs=1e-12)
+    assert list(per_class_metrics(y, p)) == ["0", "1", "2", "3", "4"]
+    never = per_class_metrics([0, 1, 2], np.eye(3)[[0, 2, 2]])["1"]
+    assert math.isnan(never["ppv"]) and never["sensitivity"] == 0.0  # never decided as class 1
+
+
+def test_evaluate_gives_per_class_figures_with_exact_intervals_as_strict_json():
+    from scipy.stats import binomtest
+
+    from medtl.train.metrics import auc_interval
+
+    y, p = graded_cases()
+    names = ["none", "mild", "moderate", "severe", "proliferative"]
+    m = json.loads(json.dumps(evaluate_predictions(y, p, bootstrap=50, class_names=names), allow_nan=False))
+    cm = np.array(m["confusion_matrix"])
+    assert list(m["per_class"]) == names
+    for c, name in enumerate(names):
+        entry = m["per_class"][name]
+        for figure, k, n in (("sensitivity", cm[c, c], cm[c].sum()), ("ppv", cm[c, c], cm[:, c].sum())):
+            if n == 0:
+                assert entry[figure] is None and entry["ci"][figure] == [None, None]
+            else:
+                ref = binomtest(int(k), int(n)).proportion_ci(0.95, method="exact")
+                np.testing.assert_allclose(entry["ci"][figure], [ref.low, ref.high], atol=1e-12, err_msg=name)
+        if entry["auc"] is None:
+            assert entry["ci"]["auc"] == [None, None]
+        else:
+            assert entry["ci"]["auc"] == list(auc_interval(entry["auc"], entry["support"], y.size - entry["support"]))
+    assert m["per_class"]["severe"]["sensitivity"] is None and m["per_class"]["severe"]["auc"] is None
+    assert all(e["ci"] == {} for e in evaluate_predictions(y, p, bootstrap=0)["per_class"].values())
+    with pytest.raises(ValueError, match="class_names names 2 classes and probs has 5"):
+        evaluate_predictions(y, p, bootstrap=0, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="twice"):
+        evaluate_predictions(y, p, bootstrap=0, class_names=["a", "b", "a", "c", "d"])
+
+
+def test_bootstrap_qwk_interval_holds_the_estimate_and_is_seeded():
+    """The vectorised resample QWK (a weighted confusion matrix) equals sklearn's on every stratified resample."""
+    from sklearn.metrics import cohen_kappa_score
+
+    y, p = softmax_cases(150, 5, seed=3)
+    m = evaluate_predictions(y, p, bootstrap=200, seed=4)
+    lo, hi = m["ci"]["qwk"]
+    assert lo < m["qwk"] < hi and hi - lo > 0.05
+    assert evaluate_predictions(y, p, bootstrap=200, seed=4)["ci"]["qwk"] == [lo, hi]
+    assert evaluate_predictions(y, p, bootstrap=200, seed=5)["ci"]["qwk"] != [lo, hi]
+    samples = bootstrap_samples(y, p, n=30, seed=4)["qwk"]
+    rng = np.random.default_rng(4)
+    idx = np.concatenate([np.flatnonzero(y == c)[rng.integers(0, (y == c).sum(), size=(30, (y == c).sum()))]
+                          for c in np.unique(y)], axis=1)
+    by_hand = [cohen_kappa_score(y[i], p[i].argmax(axis=1), labels=range(5), weights="quadratic") for i in idx]
+    np.testing.assert_allclose(samples, by_hand, atol=1e-12)
+
+
+def test_two_classes_keep_exactly_their_keys():
+    y, probs = noisy_binary(40, seed=1)
+    assert set(classification_metrics(y, probs)) == BINARY_KEYS
+    m = evaluate_predictions(y, probs, bootstrap=20, class_names=["normal", "lesion"])
+    assert set(m) == BINARY_KEYS | {"confusion_matrix", "ci", "bootstrap"}
+    assert set(m["ci"]) == BINARY_KEYS - {"n", "threshold"}
+    assert set(bootstrap_samples(y, probs, n=5)) == BINARY_KEYS - {"n", "threshold"}
