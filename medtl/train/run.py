@@ -626,13 +626,13 @@ def _finish(model: nn.Module, cfg: Config, cohort: Any, prep: Any, val_ds: Any, 
     threshold = _threshold(cfg, val_labels, val_probs, len(class_names))
     if val_ds is not None:
         metrics["val"] = evaluate_predictions(val_labels, val_probs, threshold=threshold,
-                                              bootstrap=cfg.eval.bootstrap, seed=tc.seed)
+                                              bootstrap=cfg.eval.bootstrap, seed=tc.seed, class_names=class_names)
     plots: dict[str, str] = {}
     if test_ds is not None:
         probs, labels, _ = predict_loader(model, _loader(test_ds, cfg), device, progress=progress, desc="test",
                                           views=views)
         metrics["test"] = evaluate_predictions(labels, probs, threshold=threshold, bootstrap=cfg.eval.bootstrap,
-                                               seed=tc.seed)
+                                               seed=tc.seed, class_names=class_names)
         _write_predictions(out / "predictions_test.csv", cohort.split("test"), labels, probs, class_names,
                            metrics["test"]["threshold"])
         plots.update({k: str(Path(v).relative_to(out)) for k, v in save_evaluation_plots(
@@ -896,7 +896,7 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str | N
             from None
     n_boot = cfg.eval.bootstrap if bootstrap is None else bootstrap
     metrics = evaluate_predictions(labels, probs, threshold=card.get("threshold"), bootstrap=n_boot,
-                                   seed=cfg.train.seed)
+                                   seed=cfg.train.seed, class_names=card["class_names"])
     metrics["class_names"] = list(card["class_names"])  # the confusion matrix's rows and columns, in order
     # Which data this is (kept in metrics.json): the dataset (absolute: it names the file from any folder), split,
     # case count and data.* overrides.

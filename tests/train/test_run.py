@@ -604,9 +604,10 @@ def test_a_validation_split_of_one_class_monitors_the_loss_and_keeps_a_model(tmp
 def test_a_multiclass_cohort_monitors_the_loss_when_validation_lacks_a_class_and_refuses_two_class_figures(
         tmp_path, caplog):
     """A validation split without one of 3 classes made AUC NaN every epoch (no epoch kept, patience stopping the
-    run); `train.monitor=f1` of 3 classes was never a number either, said only at the end."""
+    run); `train.monitor=f1` of 3 classes was never a number either, said only at the end. Its card's test
+    figures name each class (they were keyed by index)."""
     seen = iter(range(1000))
-    three = _relabelled(tmp_path, lambda y, s: "2" if s == "train" and next(seen) % 3 == 0 else y)
+    three = _relabelled(tmp_path, lambda y, s: "g2" if s == "train" and next(seen) % 3 == 0 else f"g{y}")
     with pytest.raises(MedtlError, match=r"train.monitor=f1 is a two-class figure and this cohort has 3 classes"):
         train(tiny_cfg(three, "train.monitor=f1"), tmp_path / "f1", progress=False)
     assert not (tmp_path / "f1").exists()
@@ -618,6 +619,9 @@ def test_a_multiclass_cohort_monitors_the_loss_when_validation_lacks_a_class_and
     run = train(tiny_cfg(three, "train.epochs=1", "train.patience=1"), tmp_path / "run", progress=False)
     assert "the validation split holds 2 of the 3 classes: train.monitor=auc is undefined there" in caplog.text
     assert run.card["training"]["monitor"] == "loss" and run.card["training"]["best_epoch"] == 1
+    for split in ("val", "test"):
+        figures = run.card["metrics"][split]
+        assert list(figures["per_class"]) == ["g0", "g1", "g2"] and "qwk" in figures["ci"]
 
 
 def test_monitor_names_are_checked_and_the_metrics_csv_column_is_accepted():
@@ -700,6 +704,7 @@ def test_other_data_is_not_told_to_reorder_classes_the_model_card_fixes(tmp_path
             Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(tmp_path / "site" / name / f"{i}.png")
     m = evaluate(run, data=str(tmp_path / "site"), progress=False, bootstrap=0)
     assert m["class_names"] == ["abnormal", "mild", "normal"] and [sum(r) for r in m["confusion_matrix"]] == [2, 0, 2]
+    assert list(m["per_class"]) == m["class_names"] and m["per_class"]["mild"]["support"] == 0
     assert not [w for w in recwarn if "sorted alphabetically" in str(w.message)]
 
 
