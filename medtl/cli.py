@@ -236,7 +236,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if test:
         names = result.card.get("class_names") or []
         auc = "macro AUC" if _is_multiclass(test) else "AUC"
-        print(f"test {auc} {metric_text(test, 'auc', names)}, accuracy {metric_text(test, 'accuracy', names)}")
+        qwk = f", qwk {metric_text(test, 'qwk', names)}" if "qwk" in test else ""
+        print(f"test {auc} {metric_text(test, 'auc', names)}, accuracy {metric_text(test, 'accuracy', names)}{qwk}")
     verdict = result.card.get("degenerate") or {}
     if verdict.get("degenerate"):
         print(f"WARNING: this model did not learn to separate the classes ({'; '.join(verdict['reasons'])}); "
@@ -292,11 +293,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _print_json(metrics)
         return 0
     names = card.get("class_names") or []
-    for key in ("n", "auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ece", "threshold"):
+    for key in ("n", "auc", "accuracy", "balanced_accuracy", "qwk", "sensitivity", "specificity", "ece", "threshold"):
         if key in metrics:
             label = "auc (macro)" if key == "auc" and _is_multiclass(metrics) else key
             print(f"{label:<18} {metric_text(metrics, key, names)}")
+    for line in per_class_lines(metrics):
+        print(line)
     return 0
+
+
+def per_class_lines(metrics: dict[str, Any]) -> list[str]:
+    """The printed table of ``metrics["per_class"]`` (more than two classes): a line per class with its case
+    count, sensitivity, PPV and one-vs-rest AUC, 3 decimals and 95% CI; none for two classes or older results."""
+    from medtl.runs import ci_text  # here: the CLI parses without torch, which medtl.runs imports
+
+    per_class = metrics.get("per_class") or {}
+    if not per_class:
+        return []
+    lines = ["per class (one-vs-rest)"]
+    for name, entry in per_class.items():
+        texts = []
+        for key in ("sensitivity", "ppv", "auc"):
+            value = entry.get(key)
+            if value is None:  # why it is null (medtl.train.metrics.per_class_metrics)
+                why = "never decided" if key == "ppv" else "no case of it" if not entry.get("support") else \
+                    "no case of another class"
+                texts.append(f"{key} undefined ({why})")
+                continue
+            texts.append(f"{key} {value:.3f}{ci_text(entry, key)}")
+        lines.append(f"  {name:<16} n={entry.get('support', '?'):<5} " + ", ".join(texts))
+    return lines
 
 
 def _is_multiclass(metrics: dict[str, Any]) -> bool:
@@ -311,6 +337,8 @@ def metric_text(metrics: dict[str, Any], key: str, class_names: Sequence[str] = 
     value = metrics.get(key)
     if key == "threshold" and value is None:
         return "none (more than two classes: the prediction is the most probable class)"
+    if key == "qwk" and value is None:
+        return "undefined (every case and every decision is of one same class)"
     if key in ("n", "threshold"):
         return f"{value:.4f}" if isinstance(value, float) else str(value)
     if value is None:
@@ -318,9 +346,10 @@ def metric_text(metrics: dict[str, Any], key: str, class_names: Sequence[str] = 
         absent = [str(class_names[i]) if i < len(class_names) else str(i) for i, row in enumerate(cm) if not sum(row)]
         why = f"no case of class {', '.join(absent)} here" if absent else "no case it is computed on"
         return f"undefined ({why})"
-    ci = (metrics.get("ci") or {}).get(key) or []
-    defined = len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)
-    return f"{value:.4f}" + (f"  (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if defined else "")
+    from medtl.runs import ci_text  # here: the CLI parses without torch, which medtl.runs imports
+
+    span = ci_text(metrics, key)
+    return f"{value:.4f} {span}" if span else f"{value:.4f}"  # two spaces before the CI, as a column gap
 
 
 # --- predict / score ----------------------------------------------------------------------

@@ -178,6 +178,16 @@ def card_hash(run_dir: str | os.PathLike) -> str:
     return hashlib.sha256((Path(run_dir) / "model_card.json").read_bytes()).hexdigest()[:12]
 
 
+def ci_text(figures: dict[str, Any], key: str) -> str:
+    """`` (95% CI lo-hi)`` of ``figures["ci"][key]`` (a card's or ``metrics.json``'s metrics), 3 decimals, bounds
+    joined by "to" where one is negative (a kappa's can be, and "-0.2--0.1" misreads); empty where there is no
+    interval or a bound is null."""
+    ci = (figures.get("ci") or {}).get(key) or []
+    if not (len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)):
+        return ""
+    return f" (95% CI {ci[0]:.3f}{' to ' if min(ci) < 0 else '-'}{ci[1]:.3f})"
+
+
 def card_views(card: dict[str, Any]) -> list[Any] | None:
     """The test-time augmentation views a model card records (``eval.tta``), or None: plain prediction."""
     from medtl.transforms.tta import View

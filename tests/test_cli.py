@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medtl.cli import main
+from medtl.cli import main, metric_text, per_class_lines
 from medtl.io import Scan, save_nifti
 
 
@@ -367,6 +367,57 @@ def test_evaluate_of_more_classes_says_there_is_no_threshold(tmp_path, untrained
     out = capsys.readouterr().out.splitlines()
     assert f"{'threshold':<18} none (more than two classes: the prediction is the most probable class)" in out
     assert f"{'auc (macro)':<18} 0.5000" in out  # which AUC of three classes: the one-vs-rest mean
+
+
+def _graded_metrics() -> dict:
+    """evaluate_predictions of three grades, 7 cases decided [0, 1, 1, 1, 2, 2, 0]: QWK 4/9, CI below 0 to 1."""
+    from medtl.train.metrics import evaluate_predictions
+
+    decided = [0, 1, 1, 1, 2, 2, 0]
+    p = np.full((7, 3), 0.1)
+    p[np.arange(7), decided] = 0.8
+    return evaluate_predictions([0, 0, 1, 1, 2, 2, 2], p, bootstrap=100, class_names=["none", "mild", "severe"])
+
+
+def test_evaluate_of_ordered_grades_prints_the_kappa_and_each_class(tmp_path, untrained_run, monkeypatch, capsys):
+    """`medtl evaluate` of three grades printed no quadratic weighted kappa and nothing per class."""
+    from scipy.stats import binomtest
+
+    from medtl.train import run as train_run
+
+    graded = _graded_metrics()
+    lo, hi = graded["ci"]["qwk"]
+    monkeypatch.setattr(train_run, "evaluate", lambda *a, **k: dict(graded))
+    assert main(["evaluate", "--model", str(untrained_run), "--out", str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"{'qwk':<18} 0.4444  (95% CI {lo:.3f} to {hi:.3f})" in out and lo < 0  # not "-0.207-1.000"
+    mild = binomtest(2, 2).proportion_ci(0.95, method="exact"), binomtest(2, 3).proportion_ci(0.95, method="exact")
+    auc_lo, auc_hi = graded["per_class"]["mild"]["ci"]["auc"]  # Newcombe's, checked in tests/train/test_metrics.py
+    i = out.index("per class (one-vs-rest)")
+    assert out[i + 2] == (f"  {'mild':<16} n=2     sensitivity 1.000 (95% CI {mild[0].low:.3f}-1.000), "
+                          f"ppv 0.667 (95% CI {mild[1].low:.3f}-{mild[1].high:.3f}), "
+                          f"auc 0.900 (95% CI {auc_lo:.3f}-{auc_hi:.3f})")
+    assert [line.split()[0] for line in out[i + 1:]] == ["none", "mild", "severe"]
+    absent = _graded_metrics()
+    absent["per_class"]["mild"].update(support=0, sensitivity=None, ppv=None, auc=None)
+    absent["per_class"]["severe"].update(auc=None)
+    lines = per_class_lines(absent)
+    assert "sensitivity undefined (no case of it), ppv undefined (never decided), auc undefined (no case of it)" \
+        in lines[2]
+    assert "auc undefined (no case of another class)" in lines[3]
+    assert per_class_lines({"auc": 0.9, "ci": {}}) == []  # two classes, or results written before
+
+
+def test_train_summary_of_ordered_grades_gives_the_kappa(tmp_path, monkeypatch, capsys):
+    from medtl.train import run as train_run
+
+    graded = _graded_metrics()
+    card = {"class_names": ["none", "mild", "severe"], "metrics": {"test": graded}}
+    monkeypatch.setattr(train_run, "train", lambda cfg, out, resume=False: train_run.RunResult(tmp_path, card))
+    assert main(["train", "--config", "sample_tiny", "--out", str(tmp_path)]) == 0
+    lo, hi = graded["ci"]["qwk"]
+    assert f", qwk 0.4444  (95% CI {lo:.3f} to {hi:.3f})" in capsys.readouterr().out
+    assert metric_text({"qwk": None}, "qwk") == "undefined (every case and every decision is of one same class)"
 
 
 def test_train_summary_of_more_classes_names_its_auc_macro(tmp_path, monkeypatch, capsys):

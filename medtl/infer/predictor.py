@@ -27,7 +27,7 @@ from medtl.guard import DEFAULT_METHOD, OODDetector, features_and_logits
 from medtl.guard.ood import FEW_VALIDATION
 from medtl.guard.domain import check_header, is_blank, photometric_kind
 from medtl.io.scan import Scan
-from medtl.runs import card_hash, card_views, load_run, resolve_device
+from medtl.runs import card_hash, card_views, ci_text, load_run, resolve_device
 from medtl.transforms import Preprocessing, tta_probabilities
 
 __all__ = ["Prediction", "Predictor", "check_saliency_output", "describe_preprocessing", "write_saliency"]
@@ -393,16 +393,24 @@ class Predictor:
             lines.append(f"Trained on: {data.get('source', '?')} ({data.get('format', '?')}{where}); {counts}")
         test = card.get("metrics", {}).get("test")
         if test:
-            ci = test.get("ci", {})
+            names = {"auc": "macro auc (one-vs-rest)" if len(self.class_names) > 2 else "auc",
+                     "qwk": "quadratic weighted kappa"}
             parts = []
-            for k in ("auc", "accuracy", "sensitivity", "specificity"):
+            for k in ("auc", "accuracy", "qwk", "sensitivity", "specificity"):
                 if isinstance(test.get(k), (int, float)):
-                    span = f" (95% CI {ci[k][0]:.3f}-{ci[k][1]:.3f})" if k in ci else ""
-                    name = "macro auc (one-vs-rest)" if k == "auc" and len(self.class_names) > 2 else k
-                    parts.append(f"{name} {test[k]:.3f}{span}")
+                    parts.append(f"{names.get(k, k)} {test[k]:.3f}{ci_text(test, k)}")
+                elif k == "qwk" and k in test:  # null: the test cases and their decisions are all of one class
+                    parts.append(f"{names[k]} undefined (every case and decision of one class)")
                 elif k in test:  # null in the card: the test set had no case of a class it needs
                     parts.append(f"{k} undefined (a class absent from the test set)")
             lines.append(f"Test metrics (n={test.get('n', '?')}): " + ", ".join(parts))
+            per_class = test.get("per_class") or {}  # more than two classes, cards from when medtl wrote it
+            if per_class:
+                lines.append("Per class (test, one-vs-rest): " + "; ".join(
+                    f"{shown.get(c, c)} " + ", ".join(
+                        f"{k} {e[k]:.3f}" if isinstance(e.get(k), (int, float)) else f"{k} undefined"
+                        for k in ("sensitivity", "ppv", "auc")) + f" (n={e.get('support', '?')})"
+                    for c, e in per_class.items()))
         else:
             lines.append("Test metrics: none recorded")
         lines.append(f"Preprocessing: {describe_preprocessing(self.preprocessing)}")

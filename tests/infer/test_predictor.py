@@ -270,3 +270,34 @@ def test_a_flat_map_says_why_in_the_terms_of_its_method(run2d, monkeypatch, meth
                         lambda *a, **k: (Scan(np.zeros(scan.shape, np.float32), scan.affine), {"target": 1}))
     pred = Predictor.from_run(run2d, device="cpu").predict(scan, saliency=method)
     assert why in pred.saliency_info["note"] and "it locates nothing" in pred.saliency_info["note"]
+
+
+def test_describe_gives_the_kappa_and_per_class_figures_of_ordered_grades(tmp_path):
+    """A card of three grades showed only the macro AUC and accuracy: not the quadratic weighted kappa ordered
+    grades are reported by, nor which grade the model misses. A card written before keeps its one line."""
+    from medtl.runs import write_card
+    from medtl.train.metrics import evaluate_predictions
+    from tests.conftest import write_untrained_run
+
+    run = write_untrained_run(tmp_path / "run", ("none", "mild", "severe, grade 2"))
+    y, decided = [0, 0, 1, 1, 2, 2, 2], [0, 1, 1, 1, 2, 2, 0]
+    p = np.full((7, 3), 0.1)
+    p[np.arange(7), decided] = 0.8
+    card = json.loads((run / "model_card.json").read_text())
+    test = evaluate_predictions(y, p, bootstrap=100, class_names=card["class_names"])
+    assert test["qwk"] == pytest.approx(4 / 9, abs=1e-12)  # 1 - sum w O / sum w E = 1 - 5 / 9
+    lo, hi = test["ci"]["qwk"]
+    assert lo < 0 < 4 / 9 < hi
+    card["metrics"] = {"test": test}
+    write_card(run, card)
+    lines = Predictor.from_run(run, device="cpu").describe().splitlines()
+    metrics = next(s for s in lines if s.startswith("Test metrics"))
+    assert f"quadratic weighted kappa 0.444 (95% CI {lo:.3f} to {hi:.3f})" in metrics
+    assert metrics.startswith("Test metrics (n=7): macro auc (one-vs-rest) 0.794")
+    assert ('Per class (test, one-vs-rest): "none" sensitivity 0.500, ppv 0.500, auc 0.650 (n=2); '
+            '"mild" sensitivity 1.000, ppv 0.667, auc 0.900 (n=2); '
+            '"severe, grade 2" sensitivity 0.667, ppv 1.000, auc 0.833 (n=3)') in lines
+    card["metrics"] = {"test": {"n": 7, "auc": 0.794, "accuracy": 0.714}}  # written before medtl gave them
+    write_card(run, card)
+    old = Predictor.from_run(run, device="cpu").describe()
+    assert "Test metrics (n=7): macro auc (one-vs-rest) 0.794, accuracy 0.714\n" in old and "Per class" not in old
