@@ -330,6 +330,16 @@ def test_readme_states_the_definitions_the_code_uses():
     boot = evaluate_predictions([0, 1, 0, 1], [0.2, 0.7, 0.4, 0.6], bootstrap=5)["bootstrap"]
     assert boot["method"] == "stratified percentile" and boot["exact"] == list(metrics.EXACT_CI)
     assert boot["newcombe"] == ["auc"]
+    assert "(the macro AUC and QWK of more classes," in readme
+    assert "quadratic weighted Cohen's kappa of the argmax against the truth" in readme
+    assert "a miss by two grades costing four times a miss by one" in readme
+    grades = [0, 1, 2, 0, 1, 2]  # two misses by one grade, or by two, with the same margins (the same chance term)
+    by_one = classification_metrics(grades, np.eye(3)[[1, 0, 2, 0, 1, 2]])["qwk"]
+    by_two = classification_metrics(grades, np.eye(3)[[2, 1, 0, 0, 1, 2]])["qwk"]
+    assert 1 - by_two == pytest.approx(4 * (1 - by_one), abs=1e-12)
+    three = evaluate_predictions([0, 1, 2], np.eye(3)[[0, 1, 1]], bootstrap=5, class_names=["a", "b", "c"])
+    assert set(three["per_class"]["c"]) == {"support", "sensitivity", "ppv", "auc", "ci"}
+    assert set(three["per_class"]["c"]["ci"]) == {"sensitivity", "ppv", "auc"}
     from medtl.guard.ood import FEW_VALIDATION
 
     assert f"(judged on {FEW_VALIDATION} validation images or more" in readme
