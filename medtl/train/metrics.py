@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
     accuracy_score,
     brier_score_loss,
@@ -165,7 +166,9 @@ def _qwk(y: np.ndarray, pred: np.ndarray, k: int) -> float:
     """Quadratic weighted Cohen's kappa of ``pred`` against ``y`` over classes ``0..k-1``; NaN where undefined
     (truth and decision all one same class: no disagreement is expected by chance)."""
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-        warnings.simplefilter("ignore")  # sklearn warns (>= 1.6) or divides 0/0 (older) where kappa is undefined
+        # sklearn warns (recent) or divides 0/0 (older) where kappa is undefined: NaN is the answer meant
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
         return float(cohen_kappa_score(y, pred, labels=np.arange(k), weights="quadratic"))
 
 
