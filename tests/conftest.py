@@ -56,17 +56,18 @@ def shared():
     return shared_file
 
 
-def write_untrained_run(run: Path, class_names: tuple[str, ...] = ("a", "b")) -> Path:
-    """A run folder of an untrained 2D ResNet-18 (32x32 px, no window) of ``class_names``: enough to test
-    loading, input errors and layering without training anything."""
+def write_untrained_run(run: Path, class_names: tuple[str, ...] = ("a", "b"), spatial_dims: int = 2) -> Path:
+    """A run folder of an untrained ResNet-18 (2D: 32x32 px; 3D: 16x16x16 voxels; no window) of ``class_names``:
+    enough to test loading, input errors and layering without training anything."""
     from medtl.models import create
     from medtl.runs import CARD_FORMAT, save_weights, write_card
     from medtl.transforms import Preprocessing
 
     run.mkdir(parents=True, exist_ok=True)
-    model = create("resnet18", weights=None, in_channels=1, num_classes=len(class_names))
+    model = create("resnet18", weights=None, in_channels=1, spatial_dims=spatial_dims, num_classes=len(class_names))
     save_weights(model, run / "model.safetensors")
-    prep = Preprocessing(spatial_dims=2, size=[32, 32], window="none")
+    prep = Preprocessing(spatial_dims=spatial_dims, size=[32, 32] if spatial_dims == 2 else [16, 16, 16],
+                         window="none")
     write_card(run, {"format": CARD_FORMAT, "name": "t", "class_names": list(class_names), "model": model.card,
                      "preprocessing": prep.to_dict(), "files": {"weights": "model.safetensors"}})
     return run

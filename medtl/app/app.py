@@ -254,6 +254,9 @@ class Session:
     view_seq: int = 0
     #: (model, method) -> saliency in display orientation, and the map in the scan's geometry.
     saliency: dict[tuple[str, str], tuple[Scan, Scan]] = field(default_factory=dict)
+    #: Saliency NIfTI written -> the (model, method) of the map it holds: the same file name is written
+    #: again for another model's map instead of serving the earlier one.
+    niftis: dict[Path, tuple[str, str]] = field(default_factory=dict, repr=False)
 
     @property
     def stem(self) -> str:
@@ -558,9 +561,11 @@ class MedtlApp:
         if s.scan.is_2d or s.prediction is None:
             return None
         _, sal = self._saliency(s, method_label)
+        key = (s.model or "", METHODS[method_label])
         path = s.outdir / f"{s.stem}_{METHODS[method_label].replace('+', 'pp')}_saliency.nii.gz"
-        if not path.exists():
+        if s.niftis.get(path) != key:  # another model's map may hold this name
             save_saliency_nifti(sal, path)
+            s.niftis[path] = key
         return str(path)
 
     # --- markdown ------------------------------------------------------------------------------
