@@ -46,7 +46,8 @@ from medtl.infer import Prediction, Predictor
 from medtl.io import Scan
 from medtl.runs import card_path
 
-__all__ = ["ANALYZE_OUTPUTS", "METHODS", "MedtlApp", "build_app", "launch", "model_choices", "serve"]
+__all__ = ["ANALYZE_OUTPUTS", "EXPLAIN_DECISION", "METHODS", "MedtlApp", "build_app", "launch", "model_choices",
+           "serve"]
 
 log = logging.getLogger("medtl.app")
 
@@ -56,6 +57,9 @@ METHODS: dict[str, str] = {METHOD_TITLES[m]: m for m in (DEFAULT_METHOD, *(m for
                                                                           if m != DEFAULT_METHOD))}
 #: The method selected when the page opens.
 DEFAULT_METHOD_LABEL = METHOD_TITLES[DEFAULT_METHOD]
+#: The first choice of "Class the map explains" (``/change_target``; ``""`` means it too): the class the model decided,
+#: whichever it is. The other choices are the selected model's classes by name.
+EXPLAIN_DECISION = "The decision"
 #: What ``/analyze`` (and ``/pick_series``) return, in order, for API clients.
 ANALYZE_OUTPUTS = ("series", "facts", "banner", "probabilities", "decision", "plane", "slice", "preset", "level",
                    "width", "overlay", "overlay_png", "saliency_nifti", "error", "study", "view_info", "card", "readout")
@@ -252,11 +256,13 @@ class Session:
     #: The session's folder for those pictures inside Gradio's cache (made at the first one).
     viewdir: Path | None = field(default=None, repr=False)
     view_seq: int = 0
-    #: (model, method) -> saliency in display orientation, and the map in the scan's geometry.
-    saliency: dict[tuple[str, str], tuple[Scan, Scan]] = field(default_factory=dict)
-    #: Saliency NIfTI written -> the (model, method) of the map it holds: the same file name is written
-    #: again for another model's map instead of serving the earlier one.
-    niftis: dict[Path, tuple[str, str]] = field(default_factory=dict, repr=False)
+    #: The class the saliency map explains, chosen in the page (None: the decision); reset by a model change.
+    target: str | None = None
+    #: (model, method, class) -> saliency in display orientation, and the map in the scan's geometry.
+    saliency: dict[tuple[str, str, str], tuple[Scan, Scan]] = field(default_factory=dict)
+    #: Saliency NIfTI written -> the (model, method, class) of the map it holds: the same file name is
+    #: written again for another model's or class's map instead of serving the earlier one.
+    niftis: dict[Path, tuple[str, str, str]] = field(default_factory=dict, repr=False)
 
     @property
     def stem(self) -> str:
@@ -459,8 +465,9 @@ class MedtlApp:
                        notes=notes)
 
     def _predict(self, s: Session, model: str) -> None:
+        # nothing of the previous model stays if this one refuses the scan; its classes are not this one's
+        s.prediction, s.model, s.target = None, model, None
         pred = self.predictor(model)
-        s.prediction, s.model = None, model  # nothing of the previous model stays if this one refuses the scan
         dims = getattr(pred, "spatial_dims", None)
         if dims == 3 and s.scan.is_2d:
             raise MedtlError(f"The model {model} expects a 3D volume; this file is a single slice (a single 2D "
@@ -474,17 +481,25 @@ class MedtlApp:
             s.prediction = pred.predict(s.scan)
         s.model = model
 
-    def _saliency(self, s: Session, method_label: str, progress: Any = None) -> tuple[Scan, Scan]:
+    @staticmethod
+    def explained(s: Session) -> str:
+        """The class the session's saliency map explains: the one chosen in the page, else the decision."""
+        return s.target or s.prediction.decision
+
+    def _saliency(self, s: Session, method_label: str, progress: Any = None,
+                  class_name: str | None = None) -> tuple[Scan, Scan]:
+        """The map of ``class_name`` (default: :meth:`explained`), computed once per (model, method, class)."""
         method = METHODS.get(method_label)
         if method is None:
             raise MedtlError(f"unknown saliency method {method_label!r}; choose one of {', '.join(METHODS)}")
-        key = (s.model or "", method)
+        class_name = class_name or self.explained(s)
+        key = (s.model or "", method, class_name)
         if key not in s.saliency:
             pred = self.predictor(s.model)
             if progress is not None:
                 slow = " (3D: this can take a while)" if not s.scan.is_2d and method == "occlusion" else ""
                 progress(0.6, desc=f"Computing {method_label}{slow}")
-            target = pred.class_names.index(s.prediction.decision)  # explain what the page says: the decision
+            target = pred.class_names.index(class_name)
             with self._locks[s.model]:
                 sal, _ = pred.saliency(s.scan, method, target=target,  # labelled with the probability shown
                                        probabilities=[s.prediction.probabilities[c] for c in pred.class_names])
@@ -523,6 +538,8 @@ class MedtlApp:
             parts.append(f"scale bar {bar[0]:g} mm")
         elif not V.pixel_size_known(s.scan):
             parts.append("pixel size unknown: no scale bar")
+        if s.target is not None and s.prediction is not None:  # a class chosen in the page: say what the colour is
+            parts.append(f"saliency map of {s.target} (p = {s.prediction.probabilities[s.target]:.3f})")
         if not letters:
             parts.append("orientation unknown (not in the file)")
         data = " ".join(f'data-{k}="{html.escape(v)}"' for k, v in letters.items())
@@ -545,25 +562,33 @@ class MedtlApp:
         _, rgb, _, plane, index, n = self._draw(s, plane, slice_no, level, width, alpha, method_label)
         method = METHODS.get(method_label, "saliency")
         where = "" if s.scan.is_2d else f"_{plane}{index + 1:03d}"
-        path = s.outdir / f"{s.stem}_{method.replace('+', 'pp')}{where}.png"
+        path = s.outdir / f"{s.stem}_{method.replace('+', 'pp')}{self._class_part(s)}{where}.png"
         picture, text = rgb, None
         if s.prediction is not None and s.model:  # the download names what it shows
-            p = s.prediction
-            text = {"method": method_title(method), "class": p.decision,
-                    "probability": f"{p.probabilities[p.decision]:.4f}", "model": str(s.model)}
-            picture = V.labelled(rgb, method=text["method"], class_name=p.decision,
-                                 probability=p.probabilities[p.decision], model=str(s.model),
+            p, explained = s.prediction, self.explained(s)
+            text = {"method": method_title(method), "class": explained,
+                    "probability": f"{p.probabilities[explained]:.4f}", "model": str(s.model)}
+            picture = V.labelled(rgb, method=text["method"], class_name=explained,
+                                 probability=p.probabilities[explained], model=str(s.model),
                                  plane=None if s.scan.is_2d else plane, index=index, n=n)
         save_overlay_png(path, picture, text=text)
         return str(path)
+
+    @staticmethod
+    def _class_part(s: Session) -> str:
+        """What a download's file name adds for a class chosen in the page (``_class-NAME``; nothing for the
+        decision, whose files keep their names)."""
+        if s.target is None or s.prediction is None:
+            return ""
+        return "_class-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", s.target).strip("_") or "x")
 
     def _nifti(self, s: Session, method_label: str) -> str | None:
         if s.scan.is_2d or s.prediction is None:
             return None
         _, sal = self._saliency(s, method_label)
-        key = (s.model or "", METHODS[method_label])
-        path = s.outdir / f"{s.stem}_{METHODS[method_label].replace('+', 'pp')}_saliency.nii.gz"
-        if s.niftis.get(path) != key:  # another model's map may hold this name
+        key = (s.model or "", METHODS[method_label], self.explained(s))
+        path = s.outdir / f"{s.stem}_{METHODS[method_label].replace('+', 'pp')}{self._class_part(s)}_saliency.nii.gz"
+        if s.niftis.get(path) != key:  # another model's (or class's) map may hold this name
             save_saliency_nifti(sal, path)
             s.niftis[path] = key
         return str(path)
@@ -709,7 +734,7 @@ class MedtlApp:
             return (*out, "", self.facts_markdown(s, model), info)
         except BaseException as exc:  # noqa: BLE001
             message = _page_message(exc, "run the model")
-            s.prediction, s.model = None, model
+            s.prediction, s.model, s.target = None, model, None
             try:
                 shown, _, info, *_ = self._draw(s, plane, slice_no, level, width, alpha, method)
             except BaseException:  # noqa: BLE001
@@ -799,6 +824,48 @@ class MedtlApp:
             self._saliency(s, method, progress)
         rgb, png = self._render(s, plane, slice_no, level, width, alpha, method)
         return s, rgb, png, gr.update(value=self._nifti(s, method))
+
+    def class_names(self, model: str) -> list[str]:
+        """The classes of ``model`` (none when it cannot be loaded: the page says why elsewhere)."""
+        try:
+            return list(self.predictor(model).class_names)
+        except MedtlError:
+            return []
+
+    def target_page(self, s: Session | None, model: str) -> Any:
+        """"Class the map explains" for the page after a new scan or model: the decision, then the selected
+        model's classes; usable only while there is a prediction to explain."""
+        return gr.update(choices=[EXPLAIN_DECISION, *self.class_names(model)], value=EXPLAIN_DECISION,
+                         interactive=s is not None and s.prediction is not None)
+
+    def _target(self, s: Session, target: Any) -> str | None:
+        """The class ``target`` names (None: the decision), checked against the session's model."""
+        if target in (None, "", EXPLAIN_DECISION):
+            return None
+        names = self.class_names(s.model) if s.model else []
+        if str(target) not in names:
+            raise MedtlError(f"{target!r} is not a class of the model {s.model}; choose {EXPLAIN_DECISION!r} or one "
+                             f"of {names}")
+        return str(target)
+
+    def change_target(self, s: Session | None, target: str, plane: str, slice_no: float, level: float, width: float,
+                      alpha: float, method: str, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Explain ``target`` (a class of the model, or :data:`EXPLAIN_DECISION`) in the map, its downloads
+        and the line under the picture, until the next scan or model."""
+        if s is None:
+            return s, gr.skip(), gr.skip(), gr.skip()
+        s.target = self._target(s, target)
+        if s.prediction is not None:
+            self._saliency(s, method, progress)
+        rgb, png = self._render(s, plane, slice_no, level, width, alpha, method)
+        return s, rgb, png, gr.update(value=self._nifti(s, method))
+
+    def view_info_page(self, s: Session | None, plane: str, slice_no: float, level: float, width: float,
+                       alpha: float, method: str) -> Any:
+        """The line under the picture alone (after a class was chosen: the picture is already drawn)."""
+        if s is None:
+            return gr.skip()
+        return self._draw(s, plane, slice_no, level, width, alpha, method)[2]
 
     def change_plane(self, s: Session | None, plane: str, level: float, width: float, alpha: float,
                      method: str) -> tuple:
@@ -897,6 +964,13 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pac
                 method = gr.Radio(list(METHODS), value=DEFAULT_METHOD_LABEL, label="Saliency method",
                                   info=f"Default: {method_title(DEFAULT_METHOD)}, the method that pointed at the "
                                        "lesion most often in medtl's saliency benchmark")
+                target = gr.Dropdown([EXPLAIN_DECISION, *app.class_names(names[0])], value=EXPLAIN_DECISION,
+                                     label="Class the map explains", interactive=False, elem_id="medtl-target",
+                                     # an API client's session keeps the first model's choices: the handler
+                                     # checks the class against the session's model instead
+                                     allow_custom_value=True,
+                                     info="Default: the decision. Choose a class to see where the model finds "
+                                          "evidence for it")
                 alpha = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="Overlay opacity")
                 example_box = gr.Column()
             with gr.Column(scale=6, min_width=400, elem_id="medtl-viewcol"):
@@ -938,16 +1012,21 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pac
         # an error (hidden buttons: the page never clicks them).
         busy = {"show_progress_on": [image]}
         page = {"api_visibility": "undocumented"}
+        # A new scan or model explains its decision again, among the selected model's classes.
+        reset_target = {"fn": app.target_page, "inputs": [state, model_dd], "outputs": [target],
+                        "show_progress": "hidden", **page}
         # A drop while an earlier one is still being read must not be lost (Gradio's default drops it), and
         # clearing the box stops the reading: what the page ends on is always the box's last content.
         upload = files.upload(app.upload_page, [state, files, model_dd, method, alpha], analyze_out, **page, **busy,
                               trigger_mode="always_last")
+        upload.then(**reset_target)
         series_dd.input(app.analyze_page, [state, files, series_dd, model_dd, method, alpha], analyze_out, **page,
-                        **busy)
-        files.clear(lambda m: app.cleared("", m), [model_dd], analyze_out, **page, cancels=[upload])
+                        **busy).then(**reset_target)
+        files.clear(lambda m: app.cleared("", m), [model_dd], analyze_out, **page, cancels=[upload]).then(
+            **reset_target)
         model_out = [state, banner, probs, decision, card, image, png_btn, nifti_btn]
         model_dd.input(app.change_model_page, [state, model_dd, method, plane, slice_sl, level, width, alpha],
-                       [*model_out, error_box, facts, view_info], **page, **busy)
+                       [*model_out, error_box, facts, view_info], **page, **busy).then(**reset_target)
         with gr.Row(visible=False):
             api_analyze, api_series, api_model, api_view = (gr.Button(visible=False) for _ in range(4))
         api_analyze.click(_friendly("read the scan")(app.upload), [state, files, model_dd, method, alpha], analyze_out,
@@ -964,6 +1043,10 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pac
                     [slice_sl, image, png_btn], api_name="change_plane", show_progress="hidden").then(
             _friendly("draw the slice")(app.view_page), [*view_in, pointer_box], [image, view_info, readout], **page,
             show_progress="hidden")
+        target.input(_friendly("compute the saliency map")(app.change_target),
+                     [state, target, plane, slice_sl, level, width, alpha, method], [state, image, png_btn, nifti_btn],
+                     api_name="change_target", **busy).then(
+            app.view_info_page, view_in, [view_info], **page, show_progress="hidden")
         preset.input(_friendly("apply the window")(app.change_preset), [state, preset, plane, slice_sl, alpha, method],
                      [level, width, image, png_btn], api_name="change_window", show_progress="hidden")
         api_view.click(_friendly("draw the slice")(app.view), view_in, [image, png_btn], api_name="view")
@@ -990,11 +1073,11 @@ def build_app(models: Mapping[str, str | os.PathLike], device: str = "auto", pac
                 for btn, path in ex_buttons:
                     btn.click(functools.partial(_run_example, app, path),
                               [state, model_dd, method, alpha], [files, *analyze_out], api_visibility="undocumented",
-                              **busy)
+                              **busy).then(**reset_target)
         from medtl.app.pacs_tab import add_pacs_tab  # the "From PACS" panel, only when a PACS is configured
 
         add_pacs_tab(app, pacs_config, container=example_box, state=state, files=files, model=model_dd, method=method,
-                     alpha=alpha, outputs=analyze_out)
+                     alpha=alpha, outputs=analyze_out, reset_target=reset_target)
         free_closed_sessions(demo, closed_session_grace_s)
     return demo
 

@@ -239,7 +239,7 @@ class PacsTab:
         sent = json.loads(sent_path.read_text()) if sent_path.is_file() else {}
         if f"{pred.model_id} {method}" in sent:
             return _sent_markdown(sent[f"{pred.model_id} {method}"], again=True)
-        _, sal = self.app._saliency(s, method_label)
+        _, sal = self.app._saliency(s, method_label, class_name=p.decision)  # what the SR reports: the decision
         sources = read_sources(sorted((Path(s.outdir) / SOURCE_DIR).glob("*.dcm")))
         if not sources:
             raise MedtlError("the series opened from the PACS is no longer in the app's folder; open it again")
@@ -299,12 +299,14 @@ def _message(exc: BaseException, action: str) -> str:
 
 
 def add_pacs_tab(app: Any, pacs_config: Any, *, container: Any, state: Any, files: Any, model: Any, method: Any,
-                 alpha: Any, outputs: list) -> PacsTab | None:
+                 alpha: Any, outputs: list, reset_target: dict | None = None) -> PacsTab | None:
     """Add the "From PACS" panel to ``container`` (inside the app's ``gr.Blocks``) when a PACS is
     configured (see :func:`resolve_pacs_config`); ``None`` (nothing added) otherwise.
 
     ``state``, ``files``, ``model``, ``method``, ``alpha``: the page's session state, upload box, model,
-    saliency method and opacity; ``outputs``: the components :meth:`MedtlApp.analyze` fills, in order.
+    saliency method and opacity; ``outputs``: the components :meth:`MedtlApp.analyze` fills, in order;
+    ``reset_target``: the page's event (``.then`` arguments) that sets "Class the map explains" back to the
+    decision after a new scan.
     API clients get ``/pacs_search``, ``/pacs_open`` (returns ``ANALYZE_OUTPUTS`` and a status line)
     and ``/pacs_send``.
     """
@@ -344,8 +346,10 @@ def add_pacs_tab(app: Any, pacs_config: Any, *, container: Any, state: Any, file
     search_btn.click(tab.search_page, filters, search_out, **page)
     for box in filters:
         box.submit(tab.search_page, filters, search_out, **page)
-    open_btn.click(tab.open_page, open_in, [files, *outputs, search_status], **page, **busy).then(
-        lambda: "", None, [send_status], **page, show_progress="hidden")
+    opened = open_btn.click(tab.open_page, open_in, [files, *outputs, search_status], **page, **busy)
+    opened.then(lambda: "", None, [send_status], **page, show_progress="hidden")
+    if reset_target:
+        opened.then(**reset_target)
     send_btn.click(tab.send_page, [state, method], [send_status], **page)
     # The API: the same handlers, a failure is an error (hidden buttons: the page never clicks them).
     with container:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from tests._requires import requires
 
-from ..conftest import TINY_2D
+from ..conftest import REPO, TINY_2D
 
 TINY_3D = ("data.filter={kind: ct3d}", "preprocess.spatial_dims=3", "preprocess.size=[16,16,16]", "train.epochs=1")
 
@@ -27,6 +28,24 @@ def run2d(tiny_run_2d) -> Path:
 def run3d(train_tiny) -> Path:
     """A 3D ResNet-18 trained for one epoch on the sample CT volumes."""
     return train_tiny("tiny3d", *TINY_2D, *TINY_3D)
+
+
+@pytest.fixture(scope="session")
+def run3class(train_tiny, tmp_path_factory) -> Path:
+    """A 2D ResNet-18 of three classes trained for seconds on the sample CT slices relabelled: ``lesion`` (label 1),
+    and the others split by patient into ``normal`` and ``other`` (every class has training and validation images)."""
+    src = REPO / "sample_data" / "manifest.csv"
+    with open(src, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["kind"] == "ct2d"]
+    for r in rows:
+        r["path"] = str(src.parent / r["path"])
+        r["label"] = "lesion" if r["label"] == "1" else ("normal" if int(r["patient_id"][1:]) % 4 == 2 else "other")
+    manifest = tmp_path_factory.mktemp("three-classes") / "manifest.csv"
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return train_tiny("three", f"data.path={manifest}", *TINY_2D[1:])
 
 
 def serve_app(models: dict, **build_kwargs):

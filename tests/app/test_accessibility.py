@@ -237,3 +237,53 @@ def test_keyboard_alone_uploads_pages_through_slices_changes_the_view_and_downlo
         names.append(download.value.suggested_filename)
     assert names == ["P0031_gradcam_coronal032.png", "P0031_gradcam_saliency.nii.gz"]
     page.close()
+
+
+def test_keyboard_alone_chooses_the_class_the_map_explains_and_a_model_change_resets_it(browser, served):
+    """Tab from the last saliency method reaches "Class the map explains"; arrows and Enter pick the class not decided,
+    which redraws the map (other pixels) and says so under the picture; choosing another model sets it back to
+    the decision (and, the scan refused, offers nothing to choose)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    from medtl.app.app import METHODS
+
+    page = _open(browser, served)
+    page.locator("#medtl-upload input[type=file]").set_input_files(str(sample_path("ct2d")))  # tiny2d, selected
+    status = page.get_by_role("status").filter(has_text="Decision:")
+    expect(status).to_contain_text("Model: tiny2d", timeout=120_000)
+    decision = status.inner_text().split("Decision:")[1].split()[0]
+    other = "1" if decision == "0" else "0"
+    picture = page.locator("#medtl-viewer img")
+
+    def pixels() -> np.ndarray:
+        body = page.request.get(picture.get_attribute("src")).body()
+        return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+
+    before, src = pixels(), picture.get_attribute("src")
+    kb = page.keyboard
+    page.get_by_role("radio", name=list(METHODS)[-1], exact=True).focus()  # the method radios are tab stops each
+    kb.press("Tab")
+    target = page.get_by_role("combobox", name="Class the map explains")
+    expect(target).to_be_focused()
+    expect(target).to_have_value("The decision")
+    for _ in range(1 if other == "0" else 2):  # the choices: the decision, 0, 1
+        kb.press("ArrowDown")
+    kb.press("Enter")
+    expect(target).to_have_value(other)
+    expect(page.locator("#medtl-vi")).to_contain_text(f"saliency map of {other} (p = ", timeout=60_000)
+    expect(picture).not_to_have_attribute("src", src, timeout=60_000)
+    assert not np.array_equal(pixels(), before)
+
+    page.locator("#medtl-model input").focus()
+    kb.press("ArrowDown")
+    kb.press("Enter")
+    expect(page.locator("#medtl-model input")).to_have_value("tiny3d")
+    expect(page.locator("#medtl-error")).to_contain_text("expects a 3D volume", timeout=60_000)
+    expect(target).to_have_value("The decision", timeout=10_000)
+    expect(target).to_be_disabled()
+    expect(page.locator("#medtl-vi")).not_to_contain_text("saliency map of")
+    page.close()

@@ -236,3 +236,34 @@ def test_cli_app_takes_a_pacs_config():
     args = build_parser().parse_args(["app", "--model", "runs/x", "--pacs-config", "pacs.yaml"])
     assert args.pacs_config == "pacs.yaml"
     assert build_parser().parse_args(["app", "--model", "runs/x"]).pacs_config is None
+
+
+def test_the_result_sent_explains_the_decision_whatever_class_the_page_shows(run2d, orthanc, source,  # noqa: F811
+                                                                            monkeypatch):
+    """The SR reports the decision, and its saliency SEG and Secondary Capture go with it: a class chosen in
+    "Class the map explains" changes the page's map, not what is sent."""
+    import medtl.pacs.results
+    from medtl.app.app import MedtlApp
+    from medtl.app.pacs_tab import PacsTab
+    from medtl.pacs import PacsConfig
+
+    def quiet(*args, **kwargs):
+        return None
+
+    tab = PacsTab(MedtlApp({"tiny2d": run2d}, device="cpu"), PacsConfig(url=orthanc.url))
+    found, _, _, _ = tab.search_page(PATIENT_ID, "", "", "", "", "pacs tab*")
+    s = tab.open_page(None, found, "0", "tiny2d", "Grad-CAM", 0.4, quiet)[1]
+    decision = s.prediction.decision
+    other = next(c for c in s.prediction.probabilities if c != decision)
+    tab.app.change_target(s, other, "axial", 1, 40, 400, 0.4, "Grad-CAM", progress=quiet)
+    sent = {}
+
+    def capture(*args, **kwargs):
+        sent.update(kwargs)
+        raise MedtlError("captured before storing")
+
+    monkeypatch.setattr(medtl.pacs.results, "build_results", capture)
+    with pytest.raises(MedtlError, match="captured"):
+        tab.send(s, "Grad-CAM")
+    assert sent["decision"] == decision and sent["saliency"].metadata["saliency_class"] == decision
+    assert sent["saliency"] is s.saliency["tiny2d", "gradcam", decision][1]
