@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medtl.app import viewer as V
 from medtl.app.app import ANALYZE_OUTPUTS, DEFAULT_METHOD_LABEL, EXPLAIN_DECISION, METHODS, MedtlApp
 from medtl.demo.cohort import sample_path
 from medtl.errors import MedtlError
@@ -59,6 +60,12 @@ def test_a_class_not_decided_is_explained_in_the_map_the_picture_and_the_downloa
     text = png_text(png)
     assert text["class"] == other and text["probability"] == f"{s.prediction.probabilities[other]:.4f}"
     assert png.endswith(f"P0001_1_gradcam_class-{other}.png")
+    # the picture's own label: that class and its probability (pixel for pixel what medtl.app.viewer draws for it)
+    _, plain, *_ = three._draw(s, "axial", 1, 40, 400, 0.4, "Grad-CAM")
+    label = V.labelled(plain, method=text["method"], class_name=other, probability=s.prediction.probabilities[other],
+                       model="three")
+    with Image.open(png) as picture:
+        np.testing.assert_array_equal(np.asarray(picture.convert("RGB")), label)
     # the line under the picture (the picture's description for screen readers) says which class the colour shows
     info = three.view_info_page(s, "axial", 1, 40, 400, 0.4, "Grad-CAM")
     assert f"saliency map of {other} (p = {s.prediction.probabilities[other]:.3f})" in info
