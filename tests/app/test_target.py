@@ -130,3 +130,23 @@ def test_the_saliency_nifti_is_the_chosen_class_and_names_it_through_the_api(cli
     with pytest.raises(AppError, match=r"^'grade 3' is not a class of the model tiny3d; choose 'The decision'"):
         client.predict("grade 3", "axial", 16, 40, 400, 0.4, DEFAULT_METHOD_LABEL, api_name="/change_target")
 
+
+
+def test_every_page_event_that_loads_a_scan_or_model_sets_the_choice_back_to_the_decision(run2d):
+    """Upload, series pick, clear, model change, a built-in example and opening a series from the PACS each put a
+    new session (or model) in the page: each is followed by the reset of "Class the map explains"."""
+    from medtl.app.app import build_app
+    from medtl.pacs import PacsConfig
+
+    demo = build_app({"tiny2d": run2d}, device="cpu", pacs_config=PacsConfig(url="http://127.0.0.1:9/dicom-web"))
+    deps = demo.config["dependencies"]
+    state = next(i for i, b in demo.blocks.items() if type(b).__name__ == "State" and b.delete_callback)
+    api_buttons = {i for i, b in demo.blocks.items() if type(b).__name__ == "Button" and not b.visible}
+    # the page's own events that write the session, not the class or method changes (which keep the choice)
+    loads = {d["id"]: d["api_name"] for d in deps if state in d["outputs"] and d["trigger_after"] is None
+             and not any(t in api_buttons for t, _ in d["targets"])
+             and d["api_name"] not in ("change_method", "change_target")}
+    reset = {d["trigger_after"] for d in deps if d["api_name"].startswith("target_page")}
+    assert sorted(loads.values()) == ["analyze_page", "change_model_page", "lambda", "open_page", "partial",
+                                      "upload_page"]
+    assert {i: n for i, n in loads.items() if i not in reset} == {}
