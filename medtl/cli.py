@@ -366,7 +366,7 @@ def _class_index(given: str, names: Sequence[str]) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from medtl.infer import Predictor, write_saliency
-    from medtl.infer.predictor import check_saliency_output
+    from medtl.infer.predictor import OOD_WARNING, check_saliency_output
     from medtl.io import load_scan
 
     out = Path(args.saliency) if args.saliency else None
@@ -383,7 +383,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     pred = predictor.predict(scan, saliency=args.method if out is not None else None, target=target,
                              progress=not args.json)  # occlusion's windows (a 3D map takes minutes) on stderr
     if out is not None and pred.saliency is not None:
-        write_saliency(out, scan, pred.saliency)
+        write_saliency(out, scan, pred.saliency, warning=OOD_WARNING if pred.out_of_distribution else "")
     if args.json:
         info: dict[str, Any] = pred.to_dict()
         info["model"] = predictor.model_id

@@ -43,6 +43,7 @@ from medtl.explain import DEFAULT_METHOD, METHOD_TITLES, METHODS as EXPLAIN_METH
 from medtl.explain import SALIENCY_CMAP, SALIENCY_THRESHOLD, colour_bar, method_title, save_overlay_png
 from medtl.explain import save_saliency_nifti
 from medtl.infer import Prediction, Predictor
+from medtl.infer.predictor import OOD_WARNING
 from medtl.io import Scan
 from medtl.runs import card_path
 
@@ -566,11 +567,13 @@ class MedtlApp:
         picture, text = rgb, None
         if s.prediction is not None and s.model:  # the download names what it shows
             p, explained = s.prediction, self.explained(s)
+            warning = OOD_WARNING if p.out_of_distribution else ""  # the picture never travels without it
             text = {"method": method_title(method), "class": explained,
-                    "probability": f"{p.probabilities[explained]:.4f}", "model": str(s.model)}
+                    "probability": f"{p.probabilities[explained]:.4f}", "model": str(s.model),
+                    **({"warning": warning} if warning else {})}
             picture = V.labelled(rgb, method=text["method"], class_name=explained,
                                  probability=p.probabilities[explained], model=str(s.model),
-                                 plane=None if s.scan.is_2d else plane, index=index, n=n)
+                                 plane=None if s.scan.is_2d else plane, index=index, n=n, warning=warning)
         save_overlay_png(path, picture, text=text)
         return str(path)
 

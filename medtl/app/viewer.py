@@ -235,12 +235,13 @@ def render(scan: Scan, plane: str, index: int, window: tuple[float, float] | Non
 
 def labelled(rgb: np.ndarray, *, method: str, class_name: str, probability: float, model: str,
              plane: str | None = None, index: int | None = None, n: int | None = None,
-             cmap: str = SALIENCY_CMAP, threshold: float = SALIENCY_THRESHOLD) -> np.ndarray:
+             cmap: str = SALIENCY_CMAP, threshold: float = SALIENCY_THRESHOLD, warning: str = "") -> np.ndarray:
     """The rendered slice (:func:`render`, square pixels) as the picture to download: colour bar,
-    method, class explained with its probability, model, and for a volume the plane and slice."""
+    method, class explained with its probability, model, for a volume the plane and slice, and
+    ``warning`` (a scan outside the training data) as a last line."""
     where = f" - {plane} slice {index + 1} of {n}" if plane and index is not None and n else ""
     return labelled_overlay(rgb, method=method + where, class_name=class_name, probability=probability, model=model,
-                            cmap=cmap, threshold=threshold)
+                            cmap=cmap, threshold=threshold, warning=warning)
 
 
 def scan_facts(summary: dict[str, Any], modality: str | None = None) -> list[tuple[str, str]]:

@@ -30,7 +30,8 @@ from medtl.io.scan import Scan
 from medtl.runs import card_hash, card_views, ci_text, load_run, resolve_device
 from medtl.transforms import Preprocessing, tta_probabilities
 
-__all__ = ["Prediction", "Predictor", "check_saliency_output", "describe_preprocessing", "write_saliency"]
+__all__ = ["OOD_WARNING", "Prediction", "Predictor", "check_saliency_output", "describe_preprocessing",
+           "write_saliency"]
 
 
 @dataclass
@@ -119,6 +120,9 @@ def describe_preprocessing(prep: Preprocessing) -> str:
 
 
 OOD_MESSAGE = "outside what this model was trained on: the probability is not meaningful"
+#: The line a saliency picture of such a scan carries (app download, ``--saliency`` PNG, PACS secondary capture), so
+#: the picture never travels without it.
+OOD_WARNING = "OUTSIDE THE TRAINING DATA: the probability is not meaningful"
 
 
 class Predictor:
@@ -478,7 +482,7 @@ def check_saliency_output(path: str | os.PathLike) -> None:
 
 
 def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alpha: float | None = None,
-                   labelled: bool = False) -> Path:
+                   labelled: bool = False, warning: str = "") -> Path:
     """Save a saliency map: ``.nii``/``.nii.gz`` -> NIfTI in the scan's geometry; ``.png`` -> an
     overlay on the scan (2D: the image; 3D: the axial slice where the map peaks, radiological view,
     :func:`medtl.explain.overlay_view`; its number is in the PNG's ``slice`` text chunk). Atomic.
@@ -487,7 +491,9 @@ def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alph
     transparent, the scan's own window underneath), one pixel per scan pixel; the method,
     class, probability and model (from the map's metadata, as :meth:`Predictor.saliency`
     sets them) go into PNG text chunks. ``labelled=True`` writes the picture for people
-    instead: a colour bar and those facts rendered as text beside the overlay.
+    instead: a colour bar and those facts rendered as text beside the overlay. ``warning`` (e.g.
+    :data:`OOD_WARNING`) goes into the picture's text too: a ``warning`` chunk, and a last line of the
+    labelled picture.
     """
     from medtl.explain import (SALIENCY_ALPHA, display_aspect, display_slice, heatmap_overlay, labelled_overlay,
                                overlay_view, save_overlay_png, save_saliency_nifti)
@@ -518,5 +524,7 @@ def write_saliency(path: str | os.PathLike, scan: Scan, saliency_map: Scan, alph
         where = "" if scan.is_2d else f" (axial slice {index + 1} of {image.shape[2]})"
         rgb = labelled_overlay(rgb, method=facts["method"] + where, class_name=facts["class"],
                                probability=float("nan") if prob is None else float(prob), model=facts["model"],
-                               aspect=display_aspect(image, "axial"))
+                               aspect=display_aspect(image, "axial"), warning=warning)
+    if warning:
+        facts["warning"] = warning
     return save_overlay_png(path, rgb, text={k: "" if v is None else str(v) for k, v in facts.items()})

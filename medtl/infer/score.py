@@ -45,7 +45,7 @@ from medtl._fileutil import CANNOT_WRITE, remove_stale_temps
 from medtl.errors import MedtlError, one_line
 from medtl.infer.engines import ENGINES, check_ray_support, load_study, stream_studies
 from medtl.infer.isolate import study_timeout as _study_timeout, warm_up
-from medtl.infer.predictor import Predictor, write_saliency
+from medtl.infer.predictor import OOD_WARNING, Predictor, write_saliency
 from medtl.infer.sinks import (
     ERROR_COLUMNS,
     AtomicCsv,
@@ -333,7 +333,8 @@ def _infer(predictor: Predictor, items: list[dict[str, Any]], summary: ScoreSumm
                 suffix = ".png" if scan.is_2d else ".nii.gz"
                 sal, info = predictor.saliency(scan, method, target=predictor.class_names.index(decision),
                                                probabilities=p)
-                write_saliency(sal_dir / f"{saliency_stem(study)}{suffix}", scan, sal)
+                write_saliency(sal_dir / f"{saliency_stem(study)}{suffix}", scan, sal,
+                               warning=OOD_WARNING if flagged else "")
                 notes = "; ".join(filter(None, [notes, info.get("note")]))
             except Exception as exc:  # noqa: BLE001 - the score stands; the missing map is noted
                 if isinstance(exc, OSError) and exc.errno in CANNOT_WRITE:

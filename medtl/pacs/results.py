@@ -31,8 +31,6 @@ __all__ = ["MANUFACTURER", "RESULT_SERIES", "ResultObjects", "build_results", "r
 
 #: ``Manufacturer`` of every object medtl writes (a listener ignores these when they come back).
 MANUFACTURER = "medtl"
-#: Burned into the overlay picture of a study flagged out of distribution.
-OOD_WARNING = "OUTSIDE THE TRAINING DATA: the probability is not meaningful"
 #: Series number and description of each result kind.
 RESULT_SERIES = {"sr": (9901, "medtl: AI classification report"), "sc": (9902, "medtl: saliency overlay"),
                  "seg": (9903, "medtl: saliency map")}
@@ -255,6 +253,8 @@ def build_results(sources: Sequence[Any], *, key: str, probabilities: dict[str, 
     sc = seg = None
     number = _instance_number(sources)
     if saliency is not None and scan is not None:
+        from medtl.infer.predictor import OOD_WARNING  # burned into the picture of a study flagged out of distribution
+
         warning = OOD_WARNING if ood is not None and ood[2] else ""
         sc = _secondary_capture(first, scan, saliency, model_id, key, series, version, number, warning)
         try:

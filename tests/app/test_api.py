@@ -15,6 +15,7 @@ from medtl.app.app import ANALYZE_OUTPUTS, model_choices, user_message
 from medtl.cli import main as medtl_main
 from medtl.errors import MedtlError
 from medtl.infer import Predictor
+from medtl.infer.predictor import OOD_WARNING
 from medtl.io import load_scan
 from medtl.demo.cohort import sample_path
 
@@ -215,6 +216,10 @@ def test_out_of_distribution_scan_shows_the_banner_above_the_probability(client,
     assert f"{expected.ood_score:.3g}" in out["banner"]
     in_domain = analyze(client, [sample_path("ct2d")], "tiny2d")
     assert "Outside what this model" not in in_domain["banner"]
+    # the Overlay PNG carries it too (the picture leaves the page; its label had no word of it)
+    with Image.open(out["overlay_png"]) as flagged, Image.open(in_domain["overlay_png"]) as plain:
+        assert flagged.text["warning"] == OOD_WARNING and "warning" not in plain.text
+        assert flagged.height == plain.height  # the warning is a line of the label, drawn in the same picture
 
 
 def test_every_exported_name_exists():

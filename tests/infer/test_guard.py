@@ -144,3 +144,35 @@ def test_a_run_whose_guard_could_not_be_fitted_says_why(train_tiny, tmp_path_fac
     assert "out-of-distribution score unavailable (1 validation image(s): its threshold needs at least 2, so it " \
            "was not fitted)" in pred.warnings
     assert not any("written before" in w for w in pred.warnings)
+
+
+def test_a_saliency_picture_of_a_scan_outside_the_training_data_says_so(run2d, tmp_path):
+    """`predict --saliency` and `score --saliency-dir` wrote the overlay of a scan flagged out of distribution like
+    any other: the picture travels without the banner that went with its probability."""
+    from PIL import Image
+
+    from medtl.infer import score
+    from medtl.infer.predictor import OOD_WARNING, write_saliency
+
+    noise = tmp_path / "in" / "noise.png"
+    noise.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).save(noise)
+    shutil.copy(sample_path("ct2d"), noise.parent / "ct.dcm")
+    p = Predictor.from_run(run2d, device="cpu")
+    assert p.predict(noise).out_of_distribution and not p.predict(noise.parent / "ct.dcm").out_of_distribution
+    assert main(["predict", "--model", str(run2d), str(noise), "--saliency", str(tmp_path / "noise.png")]) == 0
+    assert main(["predict", "--model", str(run2d), str(noise.parent / "ct.dcm"), "--saliency",
+                 str(tmp_path / "ct.png")]) == 0
+    score(run2d, noise.parent, tmp_path / "s" / "scores.csv", workers=0, progress=False, saliency_dir=tmp_path / "maps")
+    maps = {f.name.split(".")[0].split("_")[0]: f for f in (tmp_path / "maps").glob("*.png")}
+    for flagged, plain in ((tmp_path / "noise.png", tmp_path / "ct.png"), (maps["noise"], maps["ct"])):
+        with Image.open(flagged) as f, Image.open(plain) as c:
+            assert f.text["warning"] == OOD_WARNING and "warning" not in c.text
+    scan = load_scan(noise)
+    sal, _ = p.saliency(scan, "gradcam", target=0)
+    for labelled in (False, True):  # the picture for people carries it as its last line
+        a = write_saliency(tmp_path / f"a{labelled}.png", scan, sal, labelled=labelled, warning=OOD_WARNING)
+        b = write_saliency(tmp_path / f"b{labelled}.png", scan, sal, labelled=labelled)
+        with Image.open(a) as x, Image.open(b) as y:
+            same = np.array_equal(np.asarray(x.convert("RGB")), np.asarray(y.convert("RGB")))
+            assert same is (not labelled)

@@ -16,7 +16,8 @@ from medtl.io import Scan, load_scan
 
 requires("highdicom")
 
-from medtl.pacs.results import OOD_WARNING, build_results  # noqa: E402
+from medtl.infer.predictor import OOD_WARNING  # noqa: E402
+from medtl.pacs.results import build_results  # noqa: E402
 from tests.pacs.conftest import sr_content  # noqa: E402
 
 CARD = {"name": "tiny", "medtl_version": "0"}
