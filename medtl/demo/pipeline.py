@@ -59,7 +59,7 @@ def run_demo(out: str | os.PathLike = "demo_out", size: str = "full", epochs: in
     """Run the demo into ``out`` and return the report path."""
     from medtl.config import load_config
     from medtl.infer import Predictor, score
-    from medtl.infer.predictor import write_saliency
+    from medtl.infer.predictor import OOD_WARNING, write_saliency
     from medtl.io import load_scan
     from medtl.demo.cohort import make_cohort
     from medtl.train.plots import plot_roc
@@ -121,7 +121,7 @@ def run_demo(out: str | os.PathLike = "demo_out", size: str = "full", epochs: in
         scan = load_scan(manifest.parent / r["path"])
         pred = predictor.predict(scan, saliency=DEFAULT_METHOD)
         png = write_saliency(out / "overlays" / (Path(r["path"]).stem + f"_{DEFAULT_METHOD}.png"), scan,
-                             pred.saliency, labelled=True)
+                             pred.saliency, labelled=True, warning=OOD_WARNING if pred.out_of_distribution else "")
         overlays.append((png, r, pred, _lesion_hit(manifest.parent, r, pred.saliency)))
 
     report = write_report(out, results, roc, overlays, summary, weights_msg, time.perf_counter() - t0, curves=curves)
