@@ -82,9 +82,10 @@ class TrainConfig(_Section):
                                          "TF's 0.01, so after a few dozen steps its eval-mode statistics still lag "
                                          "the weights; 0.1 is torch's and the ResNets' default).")
     monitor: Literal["auc", "loss", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv",
-                     "f1", "nll", "brier", "ece"] = Field(
+                     "f1", "nll", "brier", "ece", "qwk"] = Field(
         "auc", description="Validation metric for the best checkpoint and early stopping (val_loss is read as "
-        "loss); a tie goes to the lower validation loss.")
+        "loss); a tie goes to the lower validation loss. qwk (quadratic weighted kappa) is for more than two "
+        "classes that are ordered grades.")
     keep_epochs: bool = Field(False, description="Also write the weights validation scored after every epoch, as "
                               "checkpoints/epoch_NNN.safetensors (the size of model.safetensors each), so a run's "
                               "whole trajectory can be re-scored later, e.g. another way to choose its epoch "

@@ -592,6 +592,9 @@ def monitor_for_validation(cfg: Config, cohort: Any) -> Config:
         raise MedtlError(f"{cfg.data.path}: train.monitor={cfg.train.monitor} is a two-class figure and this cohort "
                          f"has {n_classes} classes, so no epoch would ever be chosen: monitor auc, loss, accuracy, "
                          "balanced_accuracy, nll, brier or ece")
+    if n_classes == 2 and cfg.train.monitor == "qwk":
+        raise MedtlError(f"{cfg.data.path}: train.monitor=qwk is the kappa of ordered grades, computed for more than "
+                         "two classes; this cohort has two: monitor auc (or loss, f1 ...)")
     val_classes = {it["label"] for it in cohort.split("val")}
     if not val_classes or len(val_classes) >= n_classes or cfg.train.monitor not in _NEEDS_BOTH:
         return cfg

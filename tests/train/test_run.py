@@ -624,6 +624,23 @@ def test_a_multiclass_cohort_monitors_the_loss_when_validation_lacks_a_class_and
         assert list(figures["per_class"]) == ["g0", "g1", "g2"] and "qwk" in figures["ci"]
 
 
+def test_ordered_grades_can_keep_the_epoch_of_the_best_validation_kappa(tmp_path):
+    """The quadratic weighted kappa was reported but could not choose the checkpoint; of two classes it is refused
+    before anything is written (it is never computed there)."""
+    seen = iter(range(1000))
+    three = _relabelled(tmp_path, lambda y, s: "g2" if next(seen) % 3 == 0 else f"g{y}")
+    run = train(tiny_cfg(three, "train.epochs=2", "train.monitor=qwk"), tmp_path / "run", progress=False)
+    with open(tmp_path / "run" / "metrics.csv") as fh:
+        epochs = list(csv.DictReader(fh))
+    top = max(float(r["val_qwk"]) for r in epochs)  # a tie goes to the lower validation loss
+    assert run.card["training"]["monitor"] == "qwk" and run.card["training"]["best_score"] == pytest.approx(top)
+    assert run.card["training"]["best_epoch"] in {int(r["epoch"]) for r in epochs if float(r["val_qwk"]) == top}
+    with pytest.raises(MedtlError, match=r"train.monitor=qwk is the kappa of ordered grades, computed for more than "
+                                         r"two classes; this cohort has two"):
+        train(tiny_cfg("train.monitor=qwk"), tmp_path / "binary", progress=False)
+    assert not (tmp_path / "binary").exists()
+
+
 def test_monitor_names_are_checked_and_the_metrics_csv_column_is_accepted():
     assert tiny_cfg("train.monitor=val_loss").train.monitor == "loss"
     with pytest.raises(ConfigError, match="train.monitor: Input should be 'auc', 'loss'"):
