@@ -416,6 +416,10 @@ def write_report(out: Path, results: dict[str, dict[str, Any]], roc: Path, overl
             rows.append(row)
             if note and note not in notes:
                 notes.append(note)
+    newcombe = all("auc" in ((r[site].get("bootstrap") or {}).get("newcombe") or [])
+                   for r in results.values() for site in "AB")
+    auc_method = ("Newcombe's score interval (2006, method 5: Hanley–McNeil variance), which a perfect ranking of "
+                  "a few cases does not shrink to a point" if newcombe else "stratified percentile bootstrap")
     gap = {arm: r["A"]["auc"] - r["B"]["auc"] for arm, r in results.items()}
     if "domain_shift" in gap and "baseline" in gap:
         if gap["domain_shift"] < gap["baseline"]:
@@ -481,7 +485,7 @@ figcaption{{font-size:13px}}.note{{background:#f4f6fa;padding:8px 12px;border-le
 <h1>medtl demo: nodule vs normal on synthetic chest CT, site A → site B</h1>
 <p class="note">{html.escape(weights_msg)}<br>Runtime {seconds:.0f} s. Synthetic data; not for clinical use.</p>
 <h2>Test metrics</h2>
-<p class="small">AUC: 95% CI by stratified percentile bootstrap. Accuracy, sensitivity and specificity: exact 95%
+<p class="small">AUC: 95% CI by {auc_method}. Accuracy, sensitivity and specificity: exact 95%
 (Clopper–Pearson) intervals with the counts, valid at small n and at 0% or 100%. Each model is judged at its own
 threshold (Youden on its site-A validation split). ECE: top-label (the larger probability against whether that class
 is the true one, whatever the threshold), {ECE_BINS} equal-width bins.</p>

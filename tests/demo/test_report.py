@@ -32,8 +32,23 @@ def metrics(y, p, thr):
                    "accuracy": [1.0, 1.0], "sensitivity": [1.0, 1.0], "specificity": [1.0, 1.0]}}
 
 
+def newcombe_metrics(y, p, thr):
+    """:func:`metrics` as medtl's cards give them now: a two-class AUC's interval is Newcombe's."""
+    from medtl.train.metrics import auc_interval
+
+    m = metrics(y, p, thr)
+    m["ci"]["auc"] = list(auc_interval(m["auc"], int(np.sum(y == 1)), int(np.sum(y == 0))))
+    m["bootstrap"] = {"newcombe": ["auc"]}
+    return m
+
+
 @pytest.fixture
 def report(tmp_path):
+    """The report of results as cards written before medtl gave a two-class AUC Newcombe's interval."""
+    return make_report(tmp_path, metrics)
+
+
+def make_report(tmp_path, metrics):
     y = np.array([0] * 20 + [1] * 20)
     perfect = np.r_[np.linspace(0.05, 0.3, 20), np.linspace(0.7, 0.95, 20)]
     shifted = np.r_[np.linspace(0.81, 0.9, 20), np.linspace(0.91, 0.99, 20)]  # every site-B case p > 0.8
@@ -139,3 +154,10 @@ def test_report_says_how_its_ece_and_auc_interval_are_computed(report):
     assert "ECE: top-label (the larger probability against whether that class is the true one, whatever the " \
            "threshold), 15 equal-width bins." in " ".join(report.split())
     assert "AUC: 95% CI by stratified percentile bootstrap." in report
+
+
+def test_the_report_names_newcombes_interval_where_the_cards_give_it(tmp_path):
+    """The demo's cards give a two-class AUC Newcombe's interval; the report still said "bootstrap"."""
+    report = make_report(tmp_path, newcombe_metrics)
+    assert "AUC: 95% CI by Newcombe's score interval (2006, method 5: Hanley–McNeil variance)" in report
+    assert "(0.899–1.000)" in report and "bootstrap interval collapsed" not in report  # 20 + 20, ranked perfectly
