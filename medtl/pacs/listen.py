@@ -126,6 +126,12 @@ class Listener:
         from medtl.pacs.workflow import PacsRunSummary, append_errors, push_scored
 
         n = self._count(study_uid)
+        if n == 0:  # an instance sent again while its study's files were being deleted: the deletion took it
+            with self.lock:
+                if self._count(study_uid) == 0:
+                    self.last_seen.pop(study_uid, None)
+                    return
+            n = self._count(study_uid)
         folder = self.incoming / study_uid
         errors = self.work / "errors" / f"{study_uid}.csv"
         errors.parent.mkdir(parents=True, exist_ok=True)

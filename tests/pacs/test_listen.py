@@ -208,6 +208,9 @@ def test_a_pushed_study_leaves_no_patient_data_behind_unless_kept(pacs_config, t
     assert done[uid]["pushed"] == "1" and not (work / "incoming" / uid).exists()
     assert done[bad_uid]["failed"] == "1" and len(list((work / "incoming" / bad_uid).rglob("*.dcm"))) == 1
     assert lst.recover() == 0  # nothing left to look at again after a restart
+    lst.last_seen[uid] = 0.0  # an instance sent again while the deletion ran, and taken by it: nothing to do
+    lst.step()
+    assert uid not in lst.last_seen and lst.processed == 2
     failures: list = []  # results of another method need the instances: the push says why it cannot
     push_scored(predictor, pacs_config, work, method="gradcam", keys={f"sop:{f.stem}"}, failures=failures)
     assert len(failures) == 1 and "no longer in the work folder" in failures[0]["reason"] \
