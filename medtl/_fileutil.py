@@ -17,6 +17,23 @@ from typing import Any, Collection, Iterator
 CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
+#: The endings of a scan's file name that a file named after it leaves out (``.nii.gz`` before ``.nii``).
+SCAN_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".zip", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def file_safe(text: str) -> str:
+    """``text`` for a file name: each run of characters other than letters, digits, ``.``, ``_`` and ``-``
+    becomes one ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def scan_stem(name: str) -> str:
+    """A scan's file ``name`` without its scan ending (:data:`SCAN_SUFFIXES`, any case), :func:`file_safe`; may be
+    empty."""
+    suffix = next((x for x in SCAN_SUFFIXES if name.lower().endswith(x)), "")
+    return file_safe(name[: len(name) - len(suffix)])
+
+
 def error_at(exc: OSError, path: str | os.PathLike) -> OSError:
     """``exc`` naming ``path``: a flush's or a temporary file's error names none, or the wrong file."""
     return type(exc)(exc.errno, exc.strerror, str(path))

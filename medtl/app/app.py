@@ -20,7 +20,6 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import threading
@@ -33,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import gradio as gr
 import numpy as np
-from medtl._fileutil import CANNOT_WRITE
+from medtl._fileutil import CANNOT_WRITE, file_safe, scan_stem
 from medtl.app import viewer as V
 from medtl.app.limits import app_timeout, call_with_limit, warm_up
 from medtl.app.study import header_markdown, read_upload, without_folders
@@ -267,12 +266,7 @@ class Session:
 
     @property
     def stem(self) -> str:
-        name = self.name
-        for ext in (".nii.gz", ".nii", ".dcm", ".zip", ".png", ".jpg", ".jpeg", ".tif", ".tiff"):
-            if name.lower().endswith(ext):
-                name = name[: -len(ext)]
-                break
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "scan"
+        return scan_stem(self.name) or "scan"
 
 
 def series_label(d: dict) -> str:
@@ -583,7 +577,7 @@ class MedtlApp:
         decision, whose files keep their names)."""
         if s.target is None or s.prediction is None:
             return ""
-        return "_class-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", s.target).strip("_") or "x")
+        return "_class-" + (file_safe(s.target).strip("_") or "x")
 
     def _nifti(self, s: Session, method_label: str) -> str | None:
         if s.scan.is_2d or s.prediction is None:

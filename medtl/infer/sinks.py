@@ -17,12 +17,11 @@ import hashlib
 import importlib.util
 import io
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from medtl._fileutil import atomic_path, error_at, hold_lock, lock_holder
+from medtl._fileutil import atomic_path, error_at, hold_lock, lock_holder, scan_stem
 from medtl.errors import MedtlError
 from medtl.infer.studies import Study
 
@@ -240,12 +239,7 @@ def lock_output(out_csv: Path, flag: str = "--out") -> IO[str]:
 
 def saliency_stem(study: Study) -> str:
     """A file-system-safe, unique file name stem for ``study``'s saliency map (name + key hash)."""
-    name = Path(study.path.rstrip("/\\")).name or "study"
-    for suffix in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".zip"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:60] or "study"
+    name = scan_stem(Path(study.path.rstrip("/\\")).name or "study")[:60] or "study"
     return f"{name}_{hashlib.sha1(study.key.encode(), usedforsecurity=False).hexdigest()[:10]}"
 
 
