@@ -277,7 +277,12 @@ def per_class_metrics(y_true: Any, probs: Any, threshold: float | None = None,
     y, p = _prepare(y_true, probs)
     k = p.shape[1]
     keys = _class_keys(k, class_names)
-    cm = confusion_matrix(y, _predict(p, _binary_threshold(k, threshold)), labels=np.arange(k))
+    return _per_class(confusion_matrix(y, _predict(p, _binary_threshold(k, threshold)), labels=np.arange(k)), y, p,
+                      keys)
+
+
+def _per_class(cm: np.ndarray, y: np.ndarray, p: np.ndarray, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """:func:`per_class_metrics` from the confusion matrix ``cm`` of the decisions (rows truth, columns decision)."""
     out: dict[str, dict[str, Any]] = {}
     for c, key in enumerate(keys):
         support = int(cm[c].sum())
@@ -580,12 +585,12 @@ def evaluate_predictions(
     """
     y, p = _prepare(y_true, probs)
     k = p.shape[1]
-    _class_keys(k, class_names)  # a wrong list of names is refused before any resampling
+    keys = _class_keys(k, class_names)  # a wrong list of names is refused before any resampling
     point = classification_metrics(y, p, threshold)
     cm = confusion_matrix(y, _predict(p, point["threshold"]), labels=np.arange(k))
     result: dict[str, Any] = {name: _json_value(value) for name, value in point.items()}
     result["confusion_matrix"] = cm.tolist()
-    per_class = per_class_metrics(y, p, class_names=class_names) if k > 2 else {}
+    per_class = _per_class(cm, y, p, keys) if k > 2 else {}
     if per_class:
         result["per_class"] = {key: {name: _json_value(v) for name, v in figures.items()} | {"ci": {}}
                                for key, figures in per_class.items()}
